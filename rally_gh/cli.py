@@ -1,0 +1,238 @@
+"""The ``rally-gh`` command line: parse options, call one command function.
+
+Nothing here knows how anything is done. Command modules are imported lazily
+so that ``rally-gh hook pre-commit`` pays only for what it uses.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rally_gh import __version__
+from rally_gh.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, RallyError
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The ownership map (default: rally.yml, else .github/rally.yml).",
+)
+
+
+def _guarded(fn: Callable[[], int]) -> int:
+    """Run a command function: user errors become a message and an exit code."""
+    try:
+        return fn()
+    except RallyError as err:
+        click.echo(f"rally-gh: error: {err}", err=True)
+        return err.exit_code
+    except KeyboardInterrupt:
+        click.echo("rally-gh: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException:
+        raise
+    except BrokenPipeError:
+        # The reader went away (``rally-gh owner - | head``): not our error.
+        sys.stderr.close()
+        return 0
+    except Exception:  # noqa: BLE001 - the one place that turns bugs into a log
+        fd, log = tempfile.mkstemp(prefix="rally-gh-", suffix=".log")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"rally-gh {__version__}, python {sys.version.split()[0]}\n")
+            fh.write(f"argv: {sys.argv!r}\n\n")
+            traceback.print_exc(file=fh)
+        click.echo(
+            f"rally-gh: an unexpected error has occurred: {sys.exc_info()[1]!r}\n"
+            f"  the traceback is in {log}; please attach it to a bug report.",
+            err=True,
+        )
+        return EXIT_INTERNAL
+
+
+def _exit(fn: Callable[[], int]) -> None:
+    raise SystemExit(_guarded(fn))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rally-gh")
+def cli() -> None:
+    """Run several coding agents on one repository without them trampling each other."""
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def validate(config_path: Path | None, fmt: str) -> None:
+    """Check the ownership map: schema, names, cycles, overlaps, control files."""
+    from rally_gh.commands import validate as cmd
+
+    _exit(lambda: cmd.run(Path.cwd(), config_path, fmt, sys.stdout))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1)
+@CONFIG_OPTION
+@click.option("--codeowners", "codeowners_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Answer from this CODEOWNERS file instead of rally.yml.")
+@click.option("--format", "fmt", type=click.Choice(["tsv", "json"]), default="tsv")
+def owner(paths: tuple[str, ...], config_path: Path | None, codeowners_path: Path | None, fmt: str) -> None:
+    """The owner of each PATH ('-' reads paths from standard input)."""
+    from rally_gh.commands import owner as cmd
+
+    _exit(lambda: cmd.run(Path.cwd(), list(paths), config_path, codeowners_path, fmt, sys.stdin, sys.stdout))
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--base", default=None, help="Commits after this one are checked (default: the map's base branch).")
+@click.option("--head", default="HEAD", show_default=True)
+@click.option("--teammate", default=None, help="Who wrote the commits (default: from the branch name).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text")
+def check(config_path: Path | None, base: str | None, head: str, teammate: str | None, fmt: str) -> None:
+    """Ownership violations in every commit between --base and --head."""
+    from rally_gh.commands import check as cmd
+
+    _exit(lambda: cmd.run(Path.cwd(), config_path, base, head, teammate, fmt, os.environ, sys.stdout))
+
+
+@cli.group()
+def hook() -> None:
+    """Git hooks."""
+
+
+@hook.command("pre-commit")
+@CONFIG_OPTION
+def hook_pre_commit(config_path: Path | None) -> None:
+    """Refuse a commit that writes outside the teammate's ownership."""
+    from rally_gh.commands import hook as cmd
+
+    _exit(lambda: cmd.pre_commit(Path.cwd(), config_path, os.environ, sys.stdout))
+
+
+@hook.command("install")
+@click.option("--force", is_flag=True, help="Replace a hook that rally-gh did not write (it is kept as .orig and chained).")
+def hook_install(force: bool) -> None:
+    """Install a plain git pre-commit hook (for repositories without the pre-commit framework)."""
+    from rally_gh.commands import hook as cmd
+
+    _exit(lambda: cmd.install(Path.cwd(), force, sys.stdout))
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "mermaid", "matrix"]), default="text")
+@click.option("--issue", type=int, default=None)
+@click.option("--tasks", "tasks_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--from-handoff", "handoff_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def plan(config_path: Path | None, fmt: str, issue: int | None, tasks_path: Path | None, handoff_path: Path | None) -> None:
+    """The waves, each teammate's prompt, refusals and warnings."""
+    from rally_gh.commands import plan as cmd
+
+    _exit(lambda: cmd.run(Path.cwd(), config_path, fmt, issue, tasks_path, handoff_path, os.environ, sys.stdout))
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--run-id", default=None)
+@click.option("--issue", type=int, default=None)
+@click.option("--event", "event_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--tasks", "tasks_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--dry-run", is_flag=True)
+@click.option("--resume", "resume", default=None, metavar="RUN")
+def run(config_path: Path | None, run_id: str | None, issue: int | None, event_path: Path | None,
+        tasks_path: Path | None, dry_run: bool, resume: str | None) -> None:
+    """A whole run: plan, spawn, run agents, reconcile, integrate, publish."""
+    from rally_gh.commands import run as cmd
+
+    _exit(lambda: cmd.run(Path.cwd(), config_path, run_id, issue, event_path, tasks_path, dry_run, resume,
+                          os.environ, sys.stdout))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--run", "run_id", required=True)
+@CONFIG_OPTION
+def teammate(name: str, run_id: str, config_path: Path | None) -> None:
+    """One teammate of a run split across CI jobs."""
+    from rally_gh.commands import run as cmd
+
+    _exit(lambda: cmd.teammate(Path.cwd(), config_path, name, run_id, os.environ, sys.stdout))
+
+
+@cli.command()
+@click.option("--run", "run_id", required=True)
+@CONFIG_OPTION
+def merge(run_id: str, config_path: Path | None) -> None:
+    """Integrate and publish the teammate branches of a run."""
+    from rally_gh.commands import run as cmd
+
+    _exit(lambda: cmd.merge(Path.cwd(), config_path, run_id, os.environ, sys.stdout))
+
+
+@cli.command()
+@click.option("--run", "run_id", required=True)
+@click.option("--format", "fmt", type=click.Choice(["md", "json", "step-complete", "handoff"]), default="md")
+def report(run_id: str, fmt: str) -> None:
+    """The report of a run."""
+    from rally_gh.commands import report as cmd
+
+    _exit(lambda: cmd.run(Path.cwd(), run_id, fmt, sys.stdout))
+
+
+@cli.group()
+def codeowners() -> None:
+    """Convert between CODEOWNERS and rally.yml."""
+
+
+@codeowners.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--team", default=None, help="The team name (default: the repository's directory name).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write here instead of standard output.")
+def codeowners_import(file: Path, team: str | None, output: Path | None) -> None:
+    """A rally.yml whose ownership is exactly FILE's."""
+    from rally_gh.commands import codeowners as cmd
+
+    _exit(lambda: cmd.import_(Path.cwd(), file, team, output, sys.stdout))
+
+
+@codeowners.command("export")
+@CONFIG_OPTION
+def codeowners_export(config_path: Path | None) -> None:
+    """A CODEOWNERS file that GitHub reads the way rally-gh reads rally.yml."""
+    from rally_gh.commands import codeowners as cmd
+
+    _exit(lambda: cmd.export(Path.cwd(), config_path, sys.stdout))
+
+
+@cli.command()
+def schema() -> None:
+    """The JSON Schema of rally.yml, for editors."""
+    from rally_gh.commands import schema as cmd
+
+    _exit(lambda: cmd.run(sys.stdout))
+
+
+@cli.command()
+@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Build the sample repository here and keep it.")
+def demo(keep: Path | None) -> None:
+    """A sample repository, scripted teammates, a full local run and its report."""
+    from rally_gh.commands import demo as cmd
+
+    _exit(lambda: cmd.run(keep, sys.stdout))
+
+
+def main(argv: list[str] | None = None) -> Any:
+    return cli.main(args=argv, prog_name="rally-gh")

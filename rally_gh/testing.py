@@ -1,0 +1,103 @@
+"""Helpers for tests and benchmarks: real repositories with pinned identities.
+
+Importable (not conftest) so benchmarks and the demo can build the same
+repositories. Uses the git CLI so that tests exercise what users run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+PINNED_DATE = "2026-01-01T00:00:00+00:00"
+
+PINNED_ENV: dict[str, str] = {
+    "GIT_AUTHOR_NAME": "Ada Tester",
+    "GIT_AUTHOR_EMAIL": "ada@example.com",
+    "GIT_AUTHOR_DATE": PINNED_DATE,
+    "GIT_COMMITTER_NAME": "Ada Tester",
+    "GIT_COMMITTER_EMAIL": "ada@example.com",
+    "GIT_COMMITTER_DATE": PINNED_DATE,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_TERMINAL_PROMPT": "0",
+}
+
+
+def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(PINNED_ENV)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def git(cwd: Path | str, *args: str, env: Mapping[str, str] | None = None, check: bool = True,
+        input: str | bytes | None = None) -> str:
+    """Run git in ``cwd`` with pinned identities and dates; return its stdout."""
+    data = input.encode() if isinstance(input, str) else input
+    proc = subprocess.run(
+        ["git", *args], cwd=cwd, env=git_env(env), input=data,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"git {' '.join(args)} failed ({proc.returncode}) in {cwd}:\n{proc.stderr.decode(errors='replace')}"
+        )
+    return proc.stdout.decode(errors="replace")
+
+
+def write_files(root: Path, files: Mapping[str, str | bytes | None]) -> None:
+    """Write (or, for ``None``, delete) files under ``root``."""
+    for rel, content in files.items():
+        p = root / rel
+        if content is None:
+            if p.is_symlink() or p.exists():
+                p.unlink()
+            continue
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            p.write_text(content)
+
+
+def init_repo(path: Path, files: Mapping[str, str | bytes | None] | None = None, *,
+              branch: str = "main", message: str = "initial") -> Path:
+    """A new repository at ``path`` with ``files`` committed (if any) on ``branch``."""
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", branch)
+    git(path, "config", "user.name", PINNED_ENV["GIT_AUTHOR_NAME"])
+    git(path, "config", "user.email", PINNED_ENV["GIT_AUTHOR_EMAIL"])
+    git(path, "config", "commit.gpgsign", "false")
+    if files:
+        commit(path, files, message)
+    return path
+
+
+def commit(path: Path, files: Mapping[str, str | bytes | None], message: str, *,
+           env: Mapping[str, str] | None = None) -> str:
+    """Write ``files``, stage everything, commit; return the new commit's sha."""
+    write_files(path, files)
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "--no-verify", "--allow-empty", "-m", message, env=env)
+    return git(path, "rev-parse", "HEAD").strip()
+
+
+SAMPLE_MAP = """\
+version: 1
+team: sample
+teammates:
+  - name: api
+    role: Backend
+    task: Build the API.
+    exclusive_write: [src/api/**, tests/api/]
+    agent: {preset: command, command: ["true"]}
+  - name: web
+    role: Frontend
+    task: Build the web client.
+    exclusive_write: [src/web/**]
+    blocked_by: [api]
+    agent: {preset: command, command: ["true"]}
+"""
