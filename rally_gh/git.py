@@ -246,14 +246,6 @@ def staged_changes(repo: Repository) -> list[Change]:
     return _changes_of(diff)
 
 
-def staged_tree_names(repo: Repository, directory: str) -> list[str]:
-    """Names directly inside ``directory`` as the index would commit it."""
-    prefix = directory + "/" if directory else ""
-    names = set()
-    for entry in repo.index:
-        if entry.path.startswith(prefix):
-            names.add(entry.path[len(prefix):].split("/", 1)[0])
-    return sorted(names)
 
 
 def commit_changes(repo: Repository, commit: Commit) -> list[Change]:
