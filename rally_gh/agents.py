@@ -16,8 +16,8 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -265,7 +265,7 @@ def _describe_denial(denial: Any) -> str:
     if not isinstance(denial, dict):
         return str(denial)
     tool = str(denial.get("tool_name") or "a tool")
-    tool_input = denial.get("tool_input") if isinstance(denial.get("tool_input"), dict) else {}
+    tool_input = _mapping(denial.get("tool_input"))
     target = tool_input.get("file_path") or tool_input.get("command") or tool_input.get("path")
     return f"{tool} {target}" if target else tool
 
@@ -283,8 +283,7 @@ def _parse_codex(exit_code: int | None, stdout: str, stderr: str, model: str | N
             cached += int(_number(usage.get("cached_input_tokens")) or 0)
             output += int(_number(usage.get("output_tokens")) or 0)
         elif kind == "turn.failed":
-            error = event.get("error") if isinstance(event.get("error"), dict) else {}
-            failure = str(error.get("message") or "turn failed")
+            failure = str(_mapping(event.get("error")).get("message") or "turn failed")
         elif kind == "error" and event.get("message"):
             failure = failure or str(event["message"])
         elif kind == "item.completed" and isinstance(event.get("item"), dict):
@@ -363,11 +362,12 @@ def read_report(report_file: Path) -> dict[str, Any] | None:
         raise AgentError(f"the report file {report_file} is not JSON: {err}") from err
     if not isinstance(data, dict):
         raise AgentError(f"the report file {report_file} holds a {type(data).__name__}, not an object")
-    status = data.get("status")
+    report: dict[str, Any] = data
+    status = report.get("status")
     if status is not None and status not in ("done", "partial", "blocked"):
         raise AgentError(f"the report file {report_file} has status {status!r}; "
                          "expected done, partial or blocked")
-    return data
+    return report
 
 
 def _apply_report(cli: AgentOutput, report_file: Path | None) -> AgentOutput:
@@ -376,7 +376,7 @@ def _apply_report(cli: AgentOutput, report_file: Path | None) -> AgentOutput:
     try:
         report = read_report(report_file)
     except AgentError as err:
-        return _replace(cli, message=_join(cli.message, f"(report ignored: {err.message})"))
+        return replace(cli, message=_join(cli.message, f"(report ignored: {err.message})"))
     if report is None:
         return cli
     cost = cli.cost_usd if cli.cost_usd is not None else _number(report.get("cost_usd"))
@@ -384,19 +384,12 @@ def _apply_report(cli: AgentOutput, report_file: Path | None) -> AgentOutput:
     tokens = cli.tokens if cli.tokens is not None else (int(reported_tokens) if reported_tokens is not None else None)
     summary = str(report.get("summary") or "")
     if not cli.ok:
-        return _replace(cli, cost_usd=cost, tokens=tokens)
+        return replace(cli, cost_usd=cost, tokens=tokens)
     status = report.get("status") or cli.status
     if status == "blocked":
         blocker = str(report.get("blocker") or summary or "no reason given")
         return AgentOutput(False, "blocked", f"blocked: {_first_line(blocker)}", cost, tokens)
     return AgentOutput(True, status, _first_line(summary) or cli.message, cost, tokens)
-
-
-def _replace(output: AgentOutput, **changes: Any) -> AgentOutput:
-    fields = {"ok": output.ok, "status": output.status, "message": output.message,
-              "cost_usd": output.cost_usd, "tokens": output.tokens}
-    fields.update(changes)
-    return AgentOutput(**fields)
 
 
 # --- small text helpers ------------------------------------------------------
@@ -432,6 +425,10 @@ def _join(*parts: str) -> str:
     return " ".join(p for p in parts if p)
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -452,16 +449,19 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
     return out
 
 
-def _last_json_object(text: str, wanted: Any) -> dict[str, Any] | None:
-    """The last JSON object in ``text`` accepted by ``wanted``: a whole document or one a line."""
-    stripped = text.strip()
-    candidates: list[dict[str, Any]] = []
+def _last_json_object(text: str, wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """The last JSON object in ``text`` accepted by ``wanted``.
+
+    ``--output-format json`` prints one object (with ``--verbose``, an array of
+    them); ``stream-json`` prints one a line.
+    """
+    candidates: list[dict[str, Any]]
     try:
-        whole = json.loads(stripped)
-        candidates = [whole] if isinstance(whole, dict) else [v for v in whole if isinstance(v, dict)] if isinstance(whole, list) else []
+        whole = json.loads(text)
     except ValueError:
         candidates = _json_lines(text)
-    for value in reversed(candidates):
-        if wanted(value):
-            return value
-    return None
+    else:
+        items = whole if isinstance(whole, list) else [whole]
+        candidates = [item for item in items if isinstance(item, dict)]
+    accepted = [candidate for candidate in candidates if wanted(candidate)]
+    return accepted[-1] if accepted else None

@@ -88,6 +88,28 @@ class CancelToken:
         self.close()
 
 
+@contextmanager
+def cancel_on_signals(token: CancelToken,
+                      signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[list[int]]:
+    """While inside, SIGINT and SIGTERM cancel ``token`` instead of raising; yields the signals received.
+
+    Agents lead their own sessions, so a Ctrl-C in the terminal does not reach
+    them: stopping them is the runner's job, through the token. Main thread only.
+    """
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+        token.cancel()
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 # --- the environment ---------------------------------------------------------
 
 
@@ -204,7 +226,11 @@ def run_agent(cmd: AgentCommand, workdir: Path, env: Mapping[str, str], prompt_f
 def _stdin_for(cmd: AgentCommand, prompt_file: Path) -> Iterator[IO[bytes]]:
     # A file, not a pipe we feed: no writer thread, no deadlock, any size.
     path = prompt_file if cmd.stdin == "prompt" else Path(os.devnull)
-    with open(path, "rb") as handle:
+    try:
+        handle = open(path, "rb")
+    except OSError as err:
+        raise AgentError(f"cannot open the prompt file {path}: {err.strerror}") from err
+    with handle:
         yield handle
 
 
@@ -566,15 +592,21 @@ class _Progress:
 
 def run_teammates(jobs: Sequence[Job], max_parallel: int, budget: Budget, clock: Callable[[], float] = time.monotonic,
                   on_event: EventSink | None = None, *, ready_ok: ReadyOk = default_ready_ok,
-                  cancel: CancelToken | None = None) -> dict[str, JobResult]:
+                  cancel: CancelToken | None = None, spent_usd: float = 0.0, spent_s: float = 0.0,
+                  ) -> dict[str, JobResult]:
     """Run ``jobs`` to their ends; the result of each, keyed by name, in job order.
 
     Each attempt runs in its own thread (the agent is a subprocess; the thread
     only waits for it). ``cancel`` stops the agents in flight and starts
     nothing more; the shared blockers are ``find_convergence(result)``.
+    ``spent_usd`` and ``spent_s`` carry what earlier invocations of a resumed
+    run already spent of the budget.
     """
     if max_parallel < 1:
         raise RallyError(f"max_parallel must be at least 1, got {max_parallel}")
+    names = [job.name for job in jobs]
+    if len(set(names)) != len(names):
+        raise RallyError(f"teammate names must be unique, got {', '.join(names)}")
     emit = on_event or (lambda name, state, detail: None)
     token = cancel or CancelToken()
     known = frozenset(job.name for job in jobs)
@@ -584,13 +616,18 @@ def run_teammates(jobs: Sequence[Job], max_parallel: int, budget: Budget, clock:
     done_queue: queue.Queue[tuple[str, Attempt]] = queue.Queue()
     running = 0
     started_at = clock()
+
+    def stop_reason() -> str | None:
+        if token.cancelled:
+            return "cancelled"
+        cost = spent_usd + sum(p.cost_usd for p in progress.values())
+        return budget_spent(budget, cost, spent_s + clock() - started_at)
+
     for job in jobs:
         emit(job.name, "queued", "")
 
     while waiting or running:
-        spent = sum(p.cost_usd for p in progress.values())
-        stop = "cancelled" if token.cancelled else budget_spent(budget, spent, clock() - started_at)
-        for action in plan_starts(waiting, results, running, max_parallel, known, ready_ok, stop):
+        for action in plan_starts(waiting, results, running, max_parallel, known, ready_ok, stop_reason()):
             waiting.remove(progress[action.name].job)
             if isinstance(action, Skip):
                 results[action.name] = _skipped(progress[action.name], action.reason)
@@ -609,12 +646,13 @@ def run_teammates(jobs: Sequence[Job], max_parallel: int, budget: Budget, clock:
         running -= 1
         state = progress[name]
         _record(state, attempt, known)
-        if _should_retry(state, attempt, results, progress, token, budget, clock() - started_at):
+        if _should_retry(state, attempt, progress, stop_reason()):
             waiting.insert(_position(jobs, waiting, state.job), state.job)
             emit(name, "retrying", f"{attempt.status}: {attempt.message}")
             continue
         results[name] = _finished(state, clock)
-        emit(name, "finished", f"{results[name].outcome}: {results[name].reason}".rstrip(": "))
+        result = results[name]
+        emit(name, "finished", f"{result.outcome}: {result.reason}" if result.reason else result.outcome)
 
     return {job.name: _mark_shared(results[job.name], results) for job in jobs}
 
@@ -656,12 +694,9 @@ def _record(state: _Progress, attempt: Attempt, known: frozenset[str]) -> None:
         state.signatures.append(signature)
 
 
-def _should_retry(state: _Progress, attempt: Attempt, results: Mapping[str, JobResult],
-                  progress: Mapping[str, _Progress], token: CancelToken, budget: Budget, elapsed_s: float) -> bool:
-    if attempt.status not in RETRYABLE or state.attempts > state.job.retries or token.cancelled:
-        return False
-    spent = sum(p.cost_usd for p in progress.values())
-    if budget_spent(budget, spent, elapsed_s) is not None:
+def _should_retry(state: _Progress, attempt: Attempt, progress: Mapping[str, _Progress], stop: str | None) -> bool:
+    """A replacement is a new start: it needs a crash or timeout, retries left, and budget."""
+    if attempt.status not in RETRYABLE or state.attempts > state.job.retries or stop is not None:
         return False
     # A failure another teammate met too is a shared blocker: retrying would meet it again.
     signature = state.signatures[-1] if state.signatures else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -18,6 +19,7 @@ import pytest
 
 from rally_gh.agents import AgentCommand, agent_command
 from rally_gh.config import AgentSpec, Budget, Teammate
+from rally_gh.errors import AgentError
 from rally_gh.runner import (
     AgentRun,
     Attempt,
@@ -28,6 +30,7 @@ from rally_gh.runner import (
     Start,
     agent_attempt,
     agent_environment,
+    cancel_on_signals,
     budget_spent,
     failure_signature,
     find_convergence,
@@ -480,3 +483,33 @@ def test_cancelling_the_scheduler_stops_agents_and_skips_the_rest(tmp_path: Path
     assert results["api"].outcome == "cancelled" and results["api"].attempts == 1
     assert (results["web"].outcome, results["web"].reason) == ("skipped", "cancelled")
     assert not alive(pids_in(pidfile, 1)[0])
+
+
+def test_sigint_of_the_orchestrator_cancels_the_run(tmp_path: Path) -> None:
+    token = CancelToken()
+    pidfile = tmp_path / "pids"
+    jobs = [agent_job(tmp_path, "api", script("hang.py", str(pidfile)), timeout_s=60)]
+
+    def interrupt() -> None:
+        _wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt).start()
+    with cancel_on_signals(token) as received:
+        results = run_teammates(jobs, 1, Budget(), cancel=token)
+    assert received == [signal.SIGINT] and results["api"].outcome == "cancelled"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert not alive(pids_in(pidfile, 1)[0])
+
+
+def test_a_missing_prompt_file_is_an_agent_error(tmp_path: Path) -> None:
+    with pytest.raises(AgentError, match="cannot open the prompt file"):
+        run_agent(script("well_behaved.py"), tmp_path, environment(tmp_path), tmp_path / "absent.md", 1,
+                  log_path=tmp_path / "log")
+
+
+def test_a_resumed_run_counts_what_it_already_spent() -> None:
+    jobs = [Job("a", lambda attempt, cancel: Attempt("ok", cost_usd=0.5))]
+    assert run_teammates(jobs, 1, Budget(max_cost_usd=2), spent_usd=2)["a"].reason == "budget: $2.00 spent of $2.00"
+    assert run_teammates(jobs, 1, Budget(max_minutes=1), spent_s=61)["a"].outcome == "skipped"
+    assert run_teammates(jobs, 1, Budget(max_cost_usd=2), spent_usd=1)["a"].cost_usd == 0.5
