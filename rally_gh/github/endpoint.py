@@ -1,0 +1,213 @@
+"""The one GitHub interface the rest of rally-gh talks to.
+
+Two implementations: ``real.RealGitHub`` (PyGithub, over HTTP to GitHub or to
+the fake) and nothing else; tests point the real client at
+``fake.FakeGitHubServer`` so the code under test is the code users run.
+Everything here is data or pure functions, so commands can be written and
+tested against the interface alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, NewType, Protocol, runtime_checkable
+
+from rally_gh.errors import GitHubError
+
+IssueNumber = NewType("IssueNumber", int)
+"""An issue or pull request number: GitHub numbers both from one sequence."""
+PullNumber = NewType("PullNumber", int)
+CommentId = NewType("CommentId", int)
+CheckRunId = NewType("CheckRunId", int)
+CommitSha = NewType("CommitSha", str)
+
+Permission = Literal["admin", "maintain", "write", "triage", "read", "none"]
+PERMISSIONS: tuple[Permission, ...] = ("admin", "maintain", "write", "triage", "read", "none")
+WRITE_PERMISSIONS: frozenset[str] = frozenset({"admin", "maintain", "write"})
+
+ReactionContent = Literal["+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"]
+CheckStatus = Literal["queued", "in_progress", "completed"]
+CheckConclusion = Literal[
+    "action_required", "cancelled", "failure", "neutral", "success", "skipped", "timed_out"
+]
+StatusState = Literal["error", "failure", "pending", "success"]
+AnnotationLevel = Literal["notice", "warning", "failure"]
+
+BODY_LIMIT = 65_536
+"""GitHub refuses issue, comment and pull request bodies longer than this (characters)."""
+ANNOTATIONS_PER_REQUEST = 50
+"""The checks API takes at most this many annotations in one create or update."""
+STATUS_DESCRIPTION_LIMIT = 140
+
+
+@dataclass(frozen=True)
+class Issue:
+    number: IssueNumber
+    title: str
+    body: str
+    labels: tuple[str, ...]
+    user: str
+    user_type: str = "User"
+    state: str = "open"
+    is_pull_request: bool = False
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    number: PullNumber
+    url: str
+    """The page a person opens (``html_url``)."""
+    api_url: str
+    head: str
+    head_sha: CommitSha
+    base: str
+    title: str
+    body: str
+    draft: bool
+    state: str = "open"
+    created: bool = False
+    """True when this call created it, False when an existing one was found."""
+
+
+@dataclass(frozen=True)
+class Annotation:
+    path: str
+    message: str
+    start_line: int = 1
+    end_line: int = 1
+    level: AnnotationLevel = "failure"
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckPublication:
+    """Where an ownership result ended up: a check run, or a commit status."""
+
+    kind: Literal["check-run", "status"]
+    check_run_id: CheckRunId | None = None
+    reason: str = ""
+
+
+class GitHubPermissionError(GitHubError):
+    """GitHub answered 403/404 where a token permission is the likely cause."""
+
+    def __init__(self, message: str, *, status: int, missing_permission: str | None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.missing_permission = missing_permission
+
+
+class ChecksForbiddenError(GitHubPermissionError):
+    """The token cannot write check runs (fork pull requests, ``checks`` not granted)."""
+
+
+@runtime_checkable
+class GitHubEndpoint(Protocol):
+    """What rally-gh asks of GitHub, for one repository."""
+
+    @property
+    def repo_full_name(self) -> str: ...
+
+    def default_branch(self) -> str: ...
+
+    def permission(self, user: str) -> Permission:
+        """The user's role on the repository; ``"none"`` for a stranger."""
+        ...
+
+    def issue(self, number: IssueNumber) -> Issue: ...
+
+    def add_reaction(self, issue: IssueNumber, content: ReactionContent) -> None: ...
+
+    def upsert_comment(self, issue: IssueNumber, marker: str, body: str) -> CommentId:
+        """Edit the one comment holding ``marker`` or create it; never a second one."""
+        ...
+
+    def set_labels(self, issue: IssueNumber, labels: Sequence[str]) -> None: ...
+
+    def add_labels(self, issue: IssueNumber, labels: Sequence[str]) -> None: ...
+
+    def remove_label(self, issue: IssueNumber, label: str) -> None:
+        """Remove a label; a label that is not on the issue is not an error."""
+        ...
+
+    def ensure_label(self, name: str, color: str, description: str) -> None: ...
+
+    def create_check_run(
+        self, name: str, head_sha: CommitSha, *, status: CheckStatus = "completed",
+        conclusion: CheckConclusion | None = None, title: str, summary: str,
+        annotations: Sequence[Annotation] = (), external_id: str = "",
+        details_url: str | None = None,
+    ) -> CheckRunId:
+        """Raises ``ChecksForbiddenError`` when the token cannot write checks."""
+        ...
+
+    def create_status(self, sha: CommitSha, state: StatusState, context: str, description: str,
+                      target_url: str | None = None) -> None: ...
+
+    def find_or_create_pull(self, head: str, base: str, title: str, body: str,
+                            draft: bool) -> PullRequest:
+        """The open pull request from branch ``head`` into ``base``, updated, or a new one."""
+        ...
+
+    def update_pull(self, number: PullNumber, title: str, body: str) -> PullRequest: ...
+
+
+def run_marker(run_id: str) -> str:
+    """The hidden line that identifies a run's progress comment."""
+    return f"<!-- rally-gh:run:{run_id} -->"
+
+
+def cut_body(body: str, pointer: str = "the job summary", limit: int = BODY_LIMIT) -> str:
+    """``body`` if GitHub accepts it, else its head with a note saying where the rest is.
+
+    Cuts at a line boundary when one is near, so a Markdown table or fence is
+    not split mid-line; an open code fence is closed so the note renders.
+    """
+    if len(body) <= limit:
+        return body
+    note = f"\n\n---\n**Report cut to GitHub's {limit:,}-character limit: the full report is in {pointer}.**\n"
+    room = limit - len(note) - len("\n```")
+    head = body[:room]
+    newline = head.rfind("\n")
+    if newline > room // 2:
+        head = head[:newline]
+    if head.count("```") % 2 == 1:
+        head += "\n```"
+    return head + note
+
+
+def with_marker(body: str, marker: str) -> str:
+    return body if marker in body else f"{marker}\n{body}"
+
+
+def publish_check(
+    endpoint: GitHubEndpoint, name: str, head_sha: CommitSha, *, conclusion: CheckConclusion,
+    title: str, summary: str, annotations: Sequence[Annotation] = (), external_id: str = "",
+    details_url: str | None = None,
+) -> CheckPublication:
+    """A completed check run, or a commit status where the token cannot write checks."""
+    try:
+        run_id = endpoint.create_check_run(
+            name, head_sha, status="completed", conclusion=conclusion, title=title,
+            summary=summary, annotations=annotations, external_id=external_id,
+            details_url=details_url,
+        )
+    except ChecksForbiddenError as err:
+        state: StatusState = "success" if conclusion in ("success", "neutral", "skipped") else "failure"
+        endpoint.create_status(head_sha, state, name, title[:STATUS_DESCRIPTION_LIMIT], details_url)
+        return CheckPublication("status", None, err.message)
+    return CheckPublication("check-run", run_id)
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Pacing and retry policy of the real client; tests shrink the waits."""
+
+    write_interval_s: float = 1.0
+    max_attempts: int = 5
+    backoff_s: float = 1.0
+    max_wait_s: float = 900.0
+    timeout_s: int = 15
+    """Seconds; PyGithub takes whole seconds only."""

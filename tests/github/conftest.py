@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from openapi_check import github_openapi
+
+from rally_gh.github import real
+from rally_gh.github.endpoint import RequestLimits
+from rally_gh.github.fake import FakeGitHubServer
+
+TEST_LIMITS = RequestLimits(write_interval_s=0.01, max_attempts=4, backoff_s=0.01, max_wait_s=5.0, timeout_s=1)
+
+
+@pytest.fixture(autouse=True)
+def _never_the_real_github(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any test that builds a client aimed at api.github.com."""
+    original = real.RealGitHub.__init__
+
+    def guarded(self: real.RealGitHub, token: str, repo_full_name: str, base_url: str = real.DEFAULT_API_URL,
+                **kwargs: Any) -> None:
+        if base_url.rstrip("/") == real.DEFAULT_API_URL:
+            pytest.fail("a test built RealGitHub against the real api.github.com; use the fake_github fixture")
+        original(self, token, repo_full_name, base_url, **kwargs)
+
+    monkeypatch.setattr(real.RealGitHub, "__init__", guarded)
+
+
+@pytest.fixture
+def fake_github() -> Iterator[FakeGitHubServer]:
+    """A running fake whose every exchange is checked against GitHub's OpenAPI description."""
+    problems: list[str] = []
+    openapi = github_openapi()
+    with FakeGitHubServer("owner/repo", "test-token") as server:
+        server.observers.append(lambda *exchange: problems.extend(openapi.check(*exchange)))
+        yield server
+    assert not problems, "exchanges that break GitHub's OpenAPI description:\n" + "\n".join(problems)
+
+
+@pytest.fixture
+def gh(fake_github: FakeGitHubServer) -> real.RealGitHub:
+    return real.RealGitHub(fake_github.token, "owner/repo", base_url=fake_github.api_url, limits=TEST_LIMITS)

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import TEST_LIMITS
+from rally_gh.errors import UsageError
+from rally_gh.github.endpoint import IssueNumber
+from rally_gh.github.events import DispatchInputs, Trigger, authorize, load_event, parse_event
+from rally_gh.github.fake import FakeGitHubServer
+from rally_gh.github.real import RealGitHub
+
+
+def labeled(label: str, *, action: str = "labeled", sender: str = "alice", sender_type: str = "User") -> dict[str, Any]:
+    return {"action": action, "label": {"name": label}, "issue": {"number": 7, "title": "x; rm -rf /"},
+            "sender": {"login": sender, "type": sender_type}}
+
+
+def test_only_adding_rally_parallel_starts_a_run() -> None:
+    trigger = parse_event("issues", labeled("rally:parallel"))
+    assert trigger == Trigger("issue-labeled", "alice", "User", issue=IssueNumber(7), label="rally:parallel")
+    assert trigger.starts_run
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (labeled("bug"), "label `bug` added: only `rally:parallel` starts a run"),
+    (labeled("rally:running"), "label `rally:running` added"),
+    (labeled("rally:parallel", action="unlabeled"), "issue event `unlabeled`"),
+    (labeled("rally:parallel", action="edited"), "issue event `edited`"),
+])
+def test_other_issue_events_are_ignored_with_a_reason(payload: dict[str, Any], reason: str) -> None:
+    trigger = parse_event("issues", payload)
+    assert trigger.kind == "ignored" and not trigger.starts_run
+    assert reason in trigger.reason
+
+
+def test_unknown_events_are_ignored() -> None:
+    assert parse_event("push", {"sender": {"login": "a"}}).kind == "ignored"
+
+
+def test_dispatch_inputs() -> None:
+    trigger = parse_event("workflow_dispatch", {
+        "inputs": {"issue": "12", "teammates": "api, web", "dry-run": "true", "max-parallel": "3"},
+        "sender": {"login": "alice", "type": "User"}})
+    assert trigger.kind == "dispatch" and trigger.issue == 12
+    assert trigger.inputs == DispatchInputs(IssueNumber(12), ("api", "web"), True, 3)
+    bare = parse_event("workflow_dispatch", {"inputs": {"dry-run": False}, "sender": {"login": "a"}})
+    assert bare.inputs == DispatchInputs(None, (), False, None)
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ({"issue": "twelve"}, "input `issue` must be an issue number (an integer), got 'twelve'"),
+    ({"issue": "12; echo"}, "must be an issue number"),
+    ({"issue": "0"}, "must be an issue number"),
+    ({"teammates": "api,$(id)"}, "'$(id)' is not a teammate name"),
+    ({"dry-run": "maybe"}, "`dry-run` must be true or false"),
+    ({"max-parallel": "-1"}, "`max-parallel` must be a whole number"),
+])
+def test_bad_dispatch_inputs_are_refused_clearly(inputs: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_event("workflow_dispatch", {"inputs": inputs, "sender": {"login": "alice"}})
+    assert message in str(caught.value)
+
+
+def test_pull_request_event_is_the_ownership_check() -> None:
+    trigger = parse_event("pull_request", {
+        "action": "synchronize", "number": 500, "sender": {"login": "mallory", "type": "User"},
+        "pull_request": {"number": 500, "head": {"ref": "feature", "sha": "a" * 40},
+                         "base": {"ref": "main", "sha": "b" * 40}}})
+    assert trigger.kind == "pull-request" and not trigger.starts_run
+    assert trigger.pull is not None and (trigger.pull.number, trigger.pull.head_sha) == (500, "a" * 40)
+
+
+def test_load_event_reads_the_payload_file(tmp_path: Path) -> None:
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(labeled("rally:parallel")))
+    assert load_event("issues", path).issue == 7
+    path.write_text("{not json")
+    with pytest.raises(UsageError, match="cannot read the event payload"):
+        load_event("issues", path)
+
+
+@pytest.fixture
+def endpoint(fake_github: FakeGitHubServer) -> RealGitHub:
+    for user, level in [("ada", "admin"), ("mo", "maintain"), ("wu", "write"), ("tri", "triage"), ("rae", "read")]:
+        fake_github.set_permission(user, level)
+    fake_github.set_permission("helper[bot]", "write", user_type="Bot")
+    return RealGitHub(fake_github.token, "owner/repo", base_url=fake_github.api_url, limits=TEST_LIMITS)
+
+
+@pytest.mark.parametrize("user, allowed", [("ada", True), ("mo", True), ("wu", True), ("tri", False),
+                                           ("rae", False), ("stranger", False)])
+def test_only_write_maintain_and_admin_may_start_a_run(endpoint: RealGitHub, user: str, allowed: bool) -> None:
+    decision = authorize(parse_event("issues", labeled("rally:parallel", sender=user)), endpoint)
+    assert decision.allowed is allowed
+    if user == "rae":
+        assert decision.reason == "@rae has read permission; starting a run needs write, maintain or admin"
+
+
+def test_an_api_error_refuses(endpoint: RealGitHub, fake_github: FakeGitHubServer) -> None:
+    fake_github.inject("GET", r"/permission$", 500, times=10)
+    decision = authorize(parse_event("issues", labeled("rally:parallel", sender="ada")), endpoint)
+    assert not decision.allowed
+    assert "could not confirm @ada's permission" in decision.reason
+
+
+def test_bots_only_when_allow_listed(endpoint: RealGitHub) -> None:
+    trigger = parse_event("issues", labeled("rally:parallel", sender="helper[bot]", sender_type="Bot"))
+    assert not authorize(trigger, endpoint).allowed
+    assert authorize(trigger, endpoint, bot_allowlist={"helper[bot]"}).allowed
+
+
+def test_ignored_and_anonymous_triggers_are_refused(endpoint: RealGitHub) -> None:
+    assert not authorize(parse_event("issues", labeled("bug", sender="ada")), endpoint).allowed
+    assert not authorize(parse_event("issues", {**labeled("rally:parallel"), "sender": None}), endpoint).allowed

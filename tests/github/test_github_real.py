@@ -1,0 +1,293 @@
+"""The real PyGithub client against the fake, over HTTP, for every operation."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import TEST_LIMITS
+from rally_gh.errors import GitHubError
+from rally_gh.github.endpoint import (
+    Annotation,
+    ChecksForbiddenError,
+    CommitSha,
+    GitHubPermissionError,
+    IssueNumber,
+    RequestLimits,
+    publish_check,
+    run_marker,
+)
+from rally_gh.github.fake import FakeGitHubServer
+from rally_gh.github.real import RealGitHub, retry_delay
+from rally_gh.testing import commit, git, init_repo
+
+MARKER = run_marker("7-1")
+
+
+@pytest.fixture
+def branches(fake_github: FakeGitHubServer, tmp_path: Path) -> dict[str, CommitSha]:
+    """``main`` and ``rally/7-1`` (one commit ahead) pushed to the fake over HTTP."""
+    work = init_repo(tmp_path / "work", {"README.md": "hello\n"})
+    git(work, "push", "-q", fake_github.authenticated_git_url, "main")
+    git(work, "checkout", "-q", "-b", "rally/7-1")
+    head = commit(work, {"src/api/orders.py": "pass\n"}, "rally(api): orders")
+    git(work, "push", "-q", fake_github.authenticated_git_url, "rally/7-1")
+    return {"main": CommitSha(git(work, "rev-parse", "main").strip()), "rally/7-1": CommitSha(head)}
+
+
+def test_repository_and_permissions(fake_github: FakeGitHubServer, gh: RealGitHub) -> None:
+    for user, level in [("ada", "admin"), ("mo", "maintain"), ("wu", "write"), ("tri", "triage"), ("rae", "read")]:
+        fake_github.set_permission(user, level)
+    assert gh.repo_full_name == "owner/repo"
+    assert gh.default_branch() == "main"
+    assert [gh.permission(u) for u in ("ada", "mo", "wu", "tri", "rae")] == [
+        "admin", "maintain", "write", "triage", "read"]
+
+
+def test_issue_reaction_and_labels(fake_github: FakeGitHubServer, gh: RealGitHub) -> None:
+    number = IssueNumber(fake_github.create_issue("Add orders", "Build it", user="alice", labels=("rally:parallel",)))
+    issue = gh.issue(number)
+    assert (issue.number, issue.title, issue.body, issue.labels, issue.user) == (
+        1, "Add orders", "Build it", ("rally:parallel",), "alice")
+    gh.add_reaction(number, "eyes")
+    gh.add_reaction(number, "eyes")
+    gh.ensure_label("rally:running", "fbca04", "A rally-gh run is in progress")
+    gh.ensure_label("rally:running", "fbca04", "A rally-gh run is in progress")
+    gh.ensure_label("rally:running", "0e8a16", "changed")
+    gh.add_labels(number, ["rally:running"])
+    gh.remove_label(number, "rally:parallel")
+    gh.remove_label(number, "not-there")
+    gh.set_labels(number, ["rally:done"])
+    assert fake_github.count("POST", r"/labels$") == 2  # one label creation, one add
+    assert fake_github.state() == (
+        "repository owner/repo (default branch main)\n"
+        "label rally:done #ededed\n"
+        "label rally:parallel #ededed\n"
+        "label rally:running #0e8a16 changed\n"
+        "issue #1 [open] 'Add orders' by alice labels=['rally:done']\n"
+        "  reaction eyes by github-actions[bot]\n"
+    )
+
+
+def test_upsert_comment_edits_the_one_comment_in_place(fake_github: FakeGitHubServer, gh: RealGitHub) -> None:
+    number = IssueNumber(fake_github.create_issue("Add orders"))
+    first = gh.upsert_comment(number, MARKER, "Run 7-1: starting")
+    again = gh.upsert_comment(number, MARKER, "Run 7-1: done")
+    same = gh.upsert_comment(number, MARKER, "Run 7-1: done")
+    other = gh.upsert_comment(number, run_marker("8-1"), "Run 8-1: starting")
+    assert first == again == same != other
+    assert fake_github.count("POST", r"/comments$") == 2
+    assert fake_github.count("PATCH", r"/comments/") == 1  # nothing to change the third time
+    assert fake_github.comments[first]["body"] == f"{MARKER}\nRun 7-1: done"
+
+
+def test_upsert_comment_finds_its_marker_past_the_first_page(fake_github: FakeGitHubServer, gh: RealGitHub) -> None:
+    number = IssueNumber(fake_github.create_issue("Busy issue"))
+    for i in range(120):
+        fake_github.comments[200000 + i] = {"id": 200000 + i, "issue": number, "body": f"chatter {i}",
+                                            "user": "alice", "created_at": "2026-01-01T00:00:00Z",
+                                            "updated_at": "2026-01-01T00:00:00Z"}
+    fake_github.comments[300000] = {**fake_github.comments[200000], "id": 300000, "body": f"{MARKER}\nold"}
+    assert gh.upsert_comment(number, MARKER, "new") == 300000
+    assert fake_github.count("POST", r"/comments$") == 0
+
+
+def test_a_comment_accepted_but_timed_out_is_not_posted_twice(fake_github: FakeGitHubServer, gh: RealGitHub) -> None:
+    number = IssueNumber(fake_github.create_issue("Add orders"))
+    fake_github.inject_stall("POST", r"/issues/1/comments$", stall_s=TEST_LIMITS.timeout_s + 0.5)
+    comment = gh.upsert_comment(number, MARKER, "Run 7-1: starting")
+    assert fake_github.count("POST", r"/comments$") == 1
+    assert list(fake_github.comments) == [comment]
+
+
+def test_a_comment_answered_502_after_being_made_is_not_posted_twice(
+        fake_github: FakeGitHubServer, gh: RealGitHub) -> None:
+    number = IssueNumber(fake_github.create_issue("Add orders"))
+    fake_github.inject("POST", r"/comments$", 502)
+    gh.upsert_comment(number, MARKER, "hello")
+    assert fake_github.count("POST", r"/comments$") == 2  # the injected 502 was not performed
+    assert len(fake_github.comments) == 1
+
+
+def test_reads_retry_on_502_and_rate_limits(fake_github: FakeGitHubServer, gh: RealGitHub) -> None:
+    fake_github.create_issue("Add orders")
+    fake_github.inject("GET", r"/issues/1$", 502)
+    fake_github.inject_rate_limit("GET", r"/issues/1$", retry_after=0.05, status=429)
+    fake_github.inject_rate_limit("GET", r"/issues/1$", retry_after=0.05, status=403)
+    assert gh.issue(IssueNumber(1)).title == "Add orders"
+    assert [r.status for r in fake_github.requests if r.path.endswith("/issues/1")] == [502, 429, 403, 200]
+
+
+def test_rate_limit_waits_are_honoured(fake_github: FakeGitHubServer) -> None:
+    waits: list[float] = []
+    gh = RealGitHub(fake_github.token, "owner/repo", base_url=fake_github.api_url, limits=TEST_LIMITS,
+                    sleep=waits.append, clock=lambda: 1_000.0)
+    fake_github.create_issue("Add orders")
+    fake_github.inject_rate_limit("GET", r"/issues/1$", retry_after=3, status=429)
+    fake_github.inject("GET", r"/issues/1$", 403, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1002"},
+                       body={"message": "API rate limit exceeded for installation."})
+    gh.issue(IssueNumber(1))
+    assert waits == [3.0, 3.0]  # retry-after, then the reset two seconds away plus one
+
+
+def test_retry_delay_rules() -> None:
+    limits = RequestLimits(backoff_s=0.5)
+    assert retry_delay(502, {}, "", 2, limits, 0.0) == 2.0
+    assert retry_delay(None, {}, "", 0, limits, 0.0) == 0.5
+    assert retry_delay(503, {"Retry-After": "7"}, "", 0, limits, 0.0) == 7.0
+    assert retry_delay(429, {}, "", 0, limits, 0.0) == 60.0
+    assert retry_delay(403, {}, "You have exceeded a secondary rate limit", 0, limits, 0.0) == 60.0
+    assert retry_delay(403, {}, "Resource not accessible by integration", 0, limits, 0.0) is None
+    assert retry_delay(404, {}, "Not Found", 0, limits, 0.0) is None
+    assert retry_delay(422, {}, "Validation Failed", 0, limits, 0.0) is None
+
+
+def test_gives_up_after_max_attempts_with_a_clear_message(fake_github: FakeGitHubServer, gh: RealGitHub) -> None:
+    fake_github.create_issue("Add orders")
+    fake_github.inject("GET", r"/issues/1$", 502, times=10)
+    with pytest.raises(GitHubError, match=r"GitHub answered 502 to read issue #1 in owner/repo"):
+        gh.issue(IssueNumber(1))
+    assert fake_github.count("GET", r"/issues/1$") == TEST_LIMITS.max_attempts
+
+
+def test_a_wait_longer_than_allowed_is_refused(fake_github: FakeGitHubServer, gh: RealGitHub) -> None:
+    fake_github.create_issue("Add orders")
+    fake_github.inject_rate_limit("GET", r"/issues/1$", retry_after=3600, status=429)
+    with pytest.raises(GitHubError, match="asks to wait 3600s"):
+        gh.issue(IssueNumber(1))
+
+
+def test_missing_permissions_are_explained(fake_github: FakeGitHubServer, gh: RealGitHub) -> None:
+    fake_github.create_issue("Add orders")
+    fake_github.inject("POST", r"/comments$", 403, body={"message": "Resource not accessible by integration"})
+    with pytest.raises(GitHubPermissionError) as caught:
+        gh.upsert_comment(IssueNumber(1), MARKER, "hi")
+    assert "the token cannot write issues" in str(caught.value)
+    assert "add `issues: write` to the workflow's permissions" in str(caught.value)
+    with pytest.raises(GitHubPermissionError, match=r"read issue #99 in owner/repo \(or it does not exist\)"):
+        gh.issue(IssueNumber(99))
+
+
+def test_bad_token_is_explained(fake_github: FakeGitHubServer) -> None:
+    gh = RealGitHub("wrong", "owner/repo", base_url=fake_github.api_url, limits=TEST_LIMITS)
+    with pytest.raises(GitHubError, match="refused the token"):
+        gh.default_branch()
+
+
+def test_writes_are_spaced(fake_github: FakeGitHubServer) -> None:
+    gh = RealGitHub(fake_github.token, "owner/repo", base_url=fake_github.api_url,
+                    limits=RequestLimits(write_interval_s=0.3, timeout_s=2))
+    number = IssueNumber(fake_github.create_issue("Add orders"))
+    gh.add_labels(number, ["a"])
+    gh.add_labels(number, ["b"])
+    gh.add_reaction(number, "eyes")
+    writes = [r.at for r in fake_github.requests if r.method != "GET"]
+    assert len(writes) == 3
+    assert all(later - earlier >= 0.29 for earlier, later in zip(writes, writes[1:]))
+
+
+def test_check_run_with_120_annotations_goes_50_at_a_time(
+        fake_github: FakeGitHubServer, gh: RealGitHub, branches: dict[str, CommitSha]) -> None:
+    annotations = [Annotation(f"src/web/f{i}.py", "owned by web, written by api") for i in range(120)]
+    run_id = gh.create_check_run("rally-gh/ownership", branches["rally/7-1"], conclusion="failure",
+                                 title="120 ownership violations", summary="api wrote web's files",
+                                 annotations=annotations, external_id="7-1")
+    sent = [len(r.body["output"]["annotations"]) for r in fake_github.requests if "check-runs" in r.path
+            and r.method in ("POST", "PATCH")]
+    assert sent == [50, 50, 20]
+    assert [a["path"] for a in fake_github.check_runs[run_id]["annotations"]] == [a.path for a in annotations]
+
+
+def test_check_run_accepted_but_timed_out_is_not_created_twice(
+        fake_github: FakeGitHubServer, gh: RealGitHub, branches: dict[str, CommitSha]) -> None:
+    fake_github.inject_stall("POST", r"/check-runs$", stall_s=TEST_LIMITS.timeout_s + 0.5)
+    fake_github.inject("PATCH", r"/check-runs/\d+$", 502)  # not performed: the retry must add them, once
+    run_id = gh.create_check_run("rally-gh/ownership", branches["rally/7-1"], conclusion="failure",
+                                 title="60 violations", summary="s", external_id="7-1",
+                                 annotations=[Annotation(f"f{i}", "m") for i in range(60)])
+    assert list(fake_github.check_runs) == [run_id]
+    assert len(fake_github.check_runs[run_id]["annotations"]) == 60
+
+
+def test_annotations_update_answered_502_after_being_applied_is_not_repeated(
+        fake_github: FakeGitHubServer, gh: RealGitHub, branches: dict[str, CommitSha]) -> None:
+    fake_github.inject_stall("PATCH", r"/check-runs/\d+$", stall_s=TEST_LIMITS.timeout_s + 0.5)
+    run_id = gh.create_check_run("rally-gh/ownership", branches["rally/7-1"], conclusion="failure",
+                                 title="t", summary="s", external_id="7-1",
+                                 annotations=[Annotation(f"f{i}", "m") for i in range(55)])
+    assert len(fake_github.check_runs[run_id]["annotations"]) == 55
+
+
+def test_forbidden_checks_fall_back_to_a_commit_status(
+        fake_github: FakeGitHubServer, gh: RealGitHub, branches: dict[str, CommitSha]) -> None:
+    fake_github.inject("POST", r"/check-runs$", 403, body={"message": "Resource not accessible by integration"})
+    with pytest.raises(ChecksForbiddenError, match="add `checks: write`"):
+        gh.create_check_run("rally-gh/ownership", branches["rally/7-1"], conclusion="success", title="t", summary="s")
+    fake_github.inject("POST", r"/check-runs$", 404, body={"message": "Not Found"})
+    published = publish_check(gh, "rally-gh/ownership", branches["rally/7-1"], conclusion="failure",
+                              title="2 ownership violations", summary="…")
+    assert published.kind == "status"
+    assert "checks: write" in published.reason
+    assert fake_github.state().splitlines()[-3] == "status rally-gh/ownership on " + branches["rally/7-1"][:7] + \
+        " failure '2 ownership violations'"
+    assert publish_check(gh, "rally-gh/ownership", branches["main"], conclusion="success", title="ok",
+                         summary="").kind == "check-run"
+
+
+def test_find_or_create_pull_makes_exactly_one(
+        fake_github: FakeGitHubServer, gh: RealGitHub, branches: dict[str, CommitSha]) -> None:
+    first = gh.find_or_create_pull("rally/7-1", "main", "rally: Add orders (#1)", "report v1", draft=True)
+    second = gh.find_or_create_pull("rally/7-1", "main", "rally: Add orders (#1)", "report v2", draft=True)
+    assert (first.number, first.created, second.number, second.created) == (500, True, 500, False)
+    assert first.head_sha == branches["rally/7-1"] and first.base == "main" and first.draft
+    assert first.url == f"{fake_github.root_url}/owner/repo/pull/500"
+    assert fake_github.count("POST", r"/pulls$") == 1
+    updated = gh.update_pull(first.number, "rally: Add orders (#1)", "report v3")
+    assert updated.body == "report v3"
+    gh.add_labels(IssueNumber(first.number), ["rally"])  # a pull request is an issue for labels
+    assert "pull #500 [open] 'rally: Add orders (#1)' by github-actions[bot] labels=['rally']" in fake_github.state()
+
+
+def test_pull_request_that_appears_meanwhile_is_updated_not_duplicated(
+        fake_github: FakeGitHubServer, gh: RealGitHub, branches: dict[str, CommitSha]) -> None:
+    # Our lookup sees nothing (a stale listing), then the create answers 422 "already exists".
+    other = RealGitHub(fake_github.token, "owner/repo", base_url=fake_github.api_url, limits=TEST_LIMITS)
+    other.find_or_create_pull("rally/7-1", "main", "old title", "old", draft=False)
+    original = fake_github._open_pulls
+    stale = [True]
+
+    def open_pulls(head: str | None, base: str | None) -> list[int]:
+        if stale:
+            stale.pop()
+            return []
+        return original(head, base)
+
+    fake_github._open_pulls = open_pulls  # type: ignore[method-assign]
+    pull = gh.find_or_create_pull("rally/7-1", "main", "new title", "new", draft=True)
+    assert (pull.number, pull.title, pull.body, pull.created) == (500, "new title", "new", False)
+    assert [r.status for r in fake_github.requests if r.method == "POST"] == [201, 422]
+    assert len(fake_github.pulls) == 1
+
+
+def test_pull_request_accepted_but_timed_out_is_not_created_twice(
+        fake_github: FakeGitHubServer, gh: RealGitHub, branches: dict[str, CommitSha]) -> None:
+    fake_github.inject_stall("POST", r"/pulls$", stall_s=TEST_LIMITS.timeout_s + 0.5)
+    pull = gh.find_or_create_pull("rally/7-1", "main", "rally: t", "body", draft=False)
+    assert pull.number == 500
+    assert len(fake_github.pulls) == 1
+
+
+def test_long_bodies_are_cut(fake_github: FakeGitHubServer, gh: RealGitHub, branches: dict[str, CommitSha]) -> None:
+    report = "| row |\n" * 20_000
+    pull = gh.find_or_create_pull("rally/7-1", "main", "rally: t", report, draft=False)
+    assert len(pull.body) <= 65_536 and pull.body.rstrip().endswith("the full report is in the job summary.**")
+    number = IssueNumber(fake_github.create_issue("x"))
+    comment = gh.upsert_comment(number, MARKER, report)
+    assert re.match(re.escape(MARKER), fake_github.comments[comment]["body"])
+
+
+def test_the_guard_refuses_the_real_api() -> None:
+    with pytest.raises(pytest.fail.Exception, match="real api.github.com"):
+        RealGitHub("t", "owner/repo")
