@@ -626,33 +626,40 @@ def run_teammates(jobs: Sequence[Job], max_parallel: int, budget: Budget, clock:
     for job in jobs:
         emit(job.name, "queued", "")
 
-    while waiting or running:
-        for action in plan_starts(waiting, results, running, max_parallel, known, ready_ok, stop_reason()):
-            waiting.remove(progress[action.name].job)
-            if isinstance(action, Skip):
-                results[action.name] = _skipped(progress[action.name], action.reason)
-                emit(action.name, "skipped", action.reason)
-            else:
-                _start(progress[action.name], token, done_queue, clock)
-                running += 1
-                emit(action.name, "running", f"attempt {progress[action.name].attempts}")
-        if not running:
-            # Nothing runs and nothing could start: only jobs waiting on names that never finish.
-            for job in waiting:
-                results[job.name] = _skipped(progress[job.name], "its blockers never finished")
-                emit(job.name, "skipped", "its blockers never finished")
-            break
-        name, attempt = done_queue.get()
-        running -= 1
-        state = progress[name]
-        _record(state, attempt, known)
-        if _should_retry(state, attempt, progress, stop_reason()):
-            waiting.insert(_position(jobs, waiting, state.job), state.job)
-            emit(name, "retrying", f"{attempt.status}: {attempt.message}")
-            continue
-        results[name] = _finished(state, clock)
-        result = results[name]
-        emit(name, "finished", f"{result.outcome}: {result.reason}" if result.reason else result.outcome)
+    try:
+        while waiting or running:
+            for action in plan_starts(waiting, results, running, max_parallel, known, ready_ok, stop_reason()):
+                waiting.remove(progress[action.name].job)
+                if isinstance(action, Skip):
+                    results[action.name] = _skipped(progress[action.name], action.reason)
+                    emit(action.name, "skipped", action.reason)
+                else:
+                    _start(progress[action.name], token, done_queue, clock)
+                    running += 1
+                    emit(action.name, "running", f"attempt {progress[action.name].attempts}")
+            if not running:
+                # Nothing runs and nothing could start: only jobs waiting on names that never finish.
+                for job in waiting:
+                    results[job.name] = _skipped(progress[job.name], "its blockers never finished")
+                    emit(job.name, "skipped", "its blockers never finished")
+                break
+            name, attempt = done_queue.get()
+            running -= 1
+            state = progress[name]
+            _record(state, attempt, known)
+            if _should_retry(state, attempt, progress, stop_reason()):
+                waiting.insert(_position(jobs, waiting, state.job), state.job)
+                emit(name, "retrying", f"{attempt.status}: {attempt.message}")
+                continue
+            results[name] = _finished(state, clock)
+            result = results[name]
+            emit(name, "finished", f"{result.outcome}: {result.reason}" if result.reason else result.outcome)
+    except BaseException:
+        # A display that raised, or Ctrl-C without cancel_on_signals: stop the agents before leaving.
+        token.cancel()
+        for _ in range(running):
+            done_queue.get()
+        raise
 
     return {job.name: _mark_shared(results[job.name], results) for job in jobs}
 

@@ -513,3 +513,18 @@ def test_a_resumed_run_counts_what_it_already_spent() -> None:
     assert run_teammates(jobs, 1, Budget(max_cost_usd=2), spent_usd=2)["a"].reason == "budget: $2.00 spent of $2.00"
     assert run_teammates(jobs, 1, Budget(max_minutes=1), spent_s=61)["a"].outcome == "skipped"
     assert run_teammates(jobs, 1, Budget(max_cost_usd=2), spent_usd=1)["a"].cost_usd == 0.5
+
+
+def test_a_failing_event_sink_stops_the_agents_before_raising(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pids"
+    jobs = [agent_job(tmp_path, "api", script("hang.py", str(pidfile)), timeout_s=60),
+            agent_job(tmp_path, "web", script("slow.sh", "0.1"))]
+
+    def display(name: str, state: str, detail: str) -> None:
+        if name == "web" and state == "finished":
+            _wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+            raise RuntimeError("display broke")
+
+    with pytest.raises(RuntimeError, match="display broke"):
+        run_teammates(jobs, 2, Budget(), on_event=display)
+    assert not alive(pids_in(pidfile, 1)[0])
