@@ -1,0 +1,334 @@
+"""The report of a run (SPEC section 6), from its state alone.
+
+One content, three renderings: JSON (``report_json``), Markdown (pull request
+body, job summary, standard output) and the ``_STEP_COMPLETE`` block for agent
+pipelines. Everything is read from ``RunState`` so that ``rally-gh report``
+can render any run, finished or not, long after it ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rally_gh.state import PHASES, RunState, TeammateRecord, integration_branch
+
+ReportStatus = Literal["done", "partial", "failed"]
+
+# Team efficiency score: (part, weight). SPEC section 6.
+TES_WEIGHTS: tuple[tuple[str, float], ...] = (
+    ("parallel_efficiency", 0.30),
+    ("task_economy", 0.20),
+    ("conflict_prevention", 0.20),
+    ("integration_quality", 0.20),
+    ("autonomy", 0.10),
+)
+
+# Outcomes whose work never reached integration for reasons of its own.
+_NEVER_INTEGRATED = frozenset({"pending", "running", "failed", "timed_out", "skipped", "no_changes"})
+
+
+@dataclass(frozen=True)
+class Score:
+    parts: dict[str, float]  # each 0..1
+    total: int  # 0..100
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"score": self.total, "parts": {k: round(v, 3) for k, v in self.parts.items()},
+                "weights": dict(TES_WEIGHTS)}
+
+
+def run_status(state: RunState) -> ReportStatus:
+    """done: every teammate done and integrated; failed: nothing integrated; partial otherwise."""
+    if state.teammates and all(t.outcome == "done" and t.integrated for t in state.teammates) \
+            and all(v.passed for v in state.verification):
+        return "done"
+    if not state.integrated:
+        return "failed"
+    return "partial"
+
+
+def team_efficiency(state: RunState) -> Score:
+    ran = [t for t in state.teammates if t.attempts > 0]
+    wall = state.phases.get("run", 0.0)
+    used = min(state.max_parallel, len(ran)) or 1
+    busy = sum(t.duration_s for t in ran)
+    parallel = min(1.0, busy / (wall * used)) if wall > 0 else 0.0
+
+    attempts = sum(t.attempts for t in state.teammates)
+    done = sum(t.outcome == "done" for t in state.teammates)
+    economy = done / attempts if attempts else 0.0
+
+    candidates = [t for t in state.teammates if t.outcome not in _NEVER_INTEGRATED]
+    clean = [t for t in candidates if t.outcome not in ("conflicted", "violated")]
+    prevention = len(clean) / len(candidates) if candidates else 0.0
+
+    if state.verification:
+        quality = sum(v.passed for v in state.verification) / len(state.verification)
+    else:
+        quality = 1.0 if state.integrated else 0.0
+
+    autonomy = 0.0 if state.manual_steps else 1.0
+    parts = {"parallel_efficiency": parallel, "task_economy": economy, "conflict_prevention": prevention,
+             "integration_quality": quality, "autonomy": autonomy}
+    total = round(100 * sum(parts[name] * weight for name, weight in TES_WEIGHTS))
+    return Score(parts, total)
+
+
+def step_status(state: RunState) -> str:
+    """SUCCESS / PARTIAL / BLOCKED / FAILED for agent pipelines."""
+    if state.status == "interrupted":
+        return "BLOCKED"
+    status = run_status(state)
+    if status == "done":
+        return "SUCCESS"
+    if status == "partial":
+        return "PARTIAL"
+    return "BLOCKED" if state.convergence else "FAILED"
+
+
+def next_step(state: RunState) -> str:
+    """The one thing to do next, as a command or an action."""
+    branch = state.integration_branch or integration_branch(state.branch_prefix, state.run_id)
+    if state.status == "interrupted" or any(not t.finished for t in state.teammates):
+        return f"resume the run: `rally-gh run --resume {state.run_id}`"
+    if state.dry_run:
+        return "run it for real: `rally-gh run`"
+    status = run_status(state)
+    if status == "done":
+        return f"review and merge `{branch}` (`git diff {state.base_sha[:10]}...{branch}`)"
+    if state.convergence:
+        group = state.convergence[0]
+        return (f"fix the shared blocker of {', '.join(group.teammates)} ({group.signature}), "
+                "then start a new run")
+    failed = [t for t in state.teammates if t.outcome != "done" or not t.integrated]
+    names = ", ".join(t.name for t in failed)
+    if status == "partial":
+        return (f"review `{branch}` (what worked); {names} did not make it: inspect their branches "
+                f"(`git log {failed[0].branch}`), then rerun them in a new run")
+    return f"nothing was integrated: inspect the teammate branches ({names}) and the reasons above"
+
+
+# --- JSON ----------------------------------------------------------------
+
+
+def report_json(state: RunState) -> dict[str, Any]:
+    score = team_efficiency(state)
+    return {
+        "run_id": state.run_id,
+        "team": state.team,
+        "status": run_status(state),
+        "run_status": state.status,
+        "dry_run": state.dry_run,
+        "base_ref": state.base_ref,
+        "base_sha": state.base_sha,
+        "integration_branch": state.integration_branch,
+        "integration_sha": state.integration_sha,
+        "tasks": {"done": _done_count(state), "total": len(state.teammates)},
+        "teammates": [_teammate_json(t) for t in state.teammates],
+        "integrated": list(state.integrated),
+        "violations": [v.model_dump() for t in state.teammates for v in t.violations],
+        "conflicts": [c.model_dump() for c in state.conflicts],
+        "convergence": [g.model_dump() for g in state.convergence],
+        "verification": [v.model_dump() for v in state.verification],
+        "phases": {p: round(state.phases.get(p, 0.0), 3) for p in PHASES},
+        "wall_s": round(_wall(state), 3),
+        "problems": list(state.problems),
+        "risks": list(_risks(state)),
+        "tes": score.total,
+        "tes_parts": score.as_dict()["parts"],
+        "next": next_step(state),
+        "step_complete": step_status(state),
+    }
+
+
+def _teammate_json(t: TeammateRecord) -> dict[str, Any]:
+    return {
+        "name": t.name, "role": t.role, "agent": t.agent, "outcome": t.outcome, "branch": t.branch,
+        "start_sha": t.start_sha, "head_sha": t.head_sha, "files_changed": list(t.files_changed),
+        "duration_s": round(t.duration_s, 3), "cost_usd": round(t.cost_usd, 4), "tokens": t.tokens,
+        "attempts": t.attempts, "reason": t.reason, "summary": t.summary, "integrated": t.integrated,
+        "owns": list(t.owns), "blocked_by": list(t.blocked_by),
+        "verify": [v.model_dump() for v in t.verify],
+    }
+
+
+def _done_count(state: RunState) -> int:
+    return sum(t.outcome == "done" for t in state.teammates)
+
+
+def _wall(state: RunState) -> float:
+    end = state.finished_at if state.finished_at is not None else state.started_at + sum(state.phases.values())
+    return max(0.0, end - state.started_at)
+
+
+def _risks(state: RunState) -> list[str]:
+    risks = list(state.risks)
+    for t in state.teammates:
+        if t.outcome in ("failed", "timed_out"):
+            risks.append(f"{t.name} {t.outcome.replace('_', ' ')}: {t.reason or 'no reason recorded'}")
+    return risks
+
+
+# --- Markdown ---------------------------------------------------------------
+
+_ICON = {"done": "✅", "failed": "❌", "timed_out": "⏱️", "violated": "🚫", "unverified": "⚠️",
+         "incomplete": "🟡", "no_changes": "➖", "skipped": "⏭️", "conflicted": "💥",
+         "pending": "⏳", "running": "🏃"}
+_STATUS_WORD = {"done": "Done", "partial": "Partial", "failed": "Failed"}
+
+
+def report_markdown(state: RunState) -> str:
+    data = report_json(state)
+    score = team_efficiency(state)
+    status = data["status"]
+    out: list[str] = [f"<!-- rally-gh:run:{state.run_id} -->"]
+    title = f"## rally-gh run `{state.run_id}`: {_STATUS_WORD[status]}"
+    if state.status == "interrupted":
+        title += " (interrupted)"
+    if state.dry_run:
+        title += " (dry run)"
+    out += [title, ""]
+    out.append(
+        f"**Team** {state.team} · **tasks** {data['tasks']['done']}/{data['tasks']['total']} done · "
+        f"**team efficiency** {score.total}/100 · **wall** {_dur(data['wall_s'])} · "
+        f"**cost** ${sum(t.cost_usd for t in state.teammates):.2f}"
+    )
+    out.append("")
+    base = f"`{state.base_ref}` @ `{state.base_sha[:10]}`"
+    if state.integration_sha:
+        out.append(f"Integration branch `{state.integration_branch}` @ `{state.integration_sha[:10]}` "
+                   f"(from {base}), holding {', '.join(state.integrated) or 'nothing'}.")
+    else:
+        out.append(f"No integration branch (base {base}).")
+    out += ["", "### Team", "", "| teammate | role | agent | outcome | duration | cost | files changed |",
+            "|---|---|---|---|---|---|---|"]
+    for t in state.teammates:
+        out.append(f"| {t.name} | {_cell(t.role)} | {t.agent} | {_ICON.get(t.outcome, '')} {t.outcome} | "
+                   f"{_dur(t.duration_s)} | ${t.cost_usd:.2f} | {len(t.files_changed)} |")
+    reasons = [t for t in state.teammates if t.reason and t.outcome != "done"]
+    if reasons:
+        out.append("")
+        out += [f"- **{t.name}** ({t.outcome}): {t.reason}" for t in reasons]
+
+    out += ["", "### Efficiency", "", "| part | weight | score |", "|---|---|---|"]
+    for name, weight in TES_WEIGHTS:
+        out.append(f"| {name.replace('_', ' ')} | {int(weight * 100)}% | {score.parts[name] * 100:.0f} |")
+    out.append(f"| **total** | | **{score.total}** |")
+
+    out += ["", "### Ownership map", "", "| teammate | owns |", "|---|---|"]
+    for t in state.teammates:
+        out.append(f"| {t.name} | {', '.join(f'`{p}`' for p in t.owns)} |")
+
+    out += ["", "### Dependencies", "", "```mermaid", mermaid_dependencies(state).rstrip(), "```"]
+    timeline = mermaid_timeline(state)
+    if timeline:
+        out += ["", "### Timeline", "", "```mermaid", timeline.rstrip(), "```"]
+
+    out += ["", "### Changed files", ""]
+    any_files = False
+    for t in state.teammates:
+        if t.files_changed:
+            any_files = True
+            shown = ", ".join(f"`{f}`" for f in t.files_changed[:20])
+            more = f" and {len(t.files_changed) - 20} more" if len(t.files_changed) > 20 else ""
+            out.append(f"- **{t.name}** (`{t.branch}`): {shown}{more}")
+    if not any_files:
+        out.append("None.")
+
+    out += ["", "### Verification", ""]
+    rows = [(t.name, v) for t in state.teammates for v in t.verify] + [("integration", v) for v in state.verification]
+    if rows:
+        out += ["| where | command | result |", "|---|---|---|"]
+        for where, v in rows:
+            out.append(f"| {where} | `{_cell(v.command)}` | {'passed' if v.passed else f'failed (exit {v.exit_code})'} |")
+    else:
+        out.append("No verification commands in the map.")
+
+    out += ["", "### Conflicts", ""]
+    if state.conflicts:
+        out += [f"- **{c.teammate}**: {', '.join(f'`{p}`' for p in c.paths)} ({c.action})" for c in state.conflicts]
+    else:
+        out.append("None.")
+
+    out += ["", "### Violations", ""]
+    violations = [v for t in state.teammates for v in t.violations]
+    if violations:
+        out += ["| teammate | path | owner | kind | commit |", "|---|---|---|---|---|"]
+        for v in violations:
+            out.append(f"| {v.teammate} | `{_cell(v.path)}` | {v.owner or 'nobody'} | {v.kind} | `{v.commit[:10]}` |")
+    else:
+        out.append("None: every teammate wrote only what it owns.")
+
+    if state.convergence:
+        out += ["", "### Shared blockers", ""]
+        out += [f"- {', '.join(g.teammates)} failed the same way: {g.signature}" for g in state.convergence]
+
+    out += ["", "### Risks", ""]
+    risks = data["risks"] + [f"plan: {p}" for p in state.problems]
+    out += [f"- {r}" for r in risks] if risks else ["None noted."]
+
+    out += ["", "### Next step", "", data["next"], "", step_complete_block(state)]
+    return "\n".join(out) + "\n"
+
+
+def step_complete_block(state: RunState) -> str:
+    status = step_status(state)
+    not_done = [t for t in state.teammates if t.outcome != "done"]
+    validations = [f"{v.command}: {'passed' if v.passed else 'failed'}" for v in state.verification]
+    violations = sum(len(t.violations) for t in state.teammates)
+    validations.append(f"ownership: {violations} violation(s)")
+    reason = "; ".join(f"{t.name} {t.outcome}" + (f" ({t.reason})" if t.reason else "") for t in not_done)
+    output = state.integration_branch if state.integration_sha else "none"
+    return "\n".join([
+        "```",
+        "_STEP_COMPLETE",
+        "Agent: rally-gh",
+        f"Status: {status}",
+        f"Output: {output}",
+        f"Validations: {'; '.join(validations)}",
+        f"Next: {next_step(state)}",
+        f"Reason: {reason or 'every teammate done and integrated'}",
+        "```",
+    ])
+
+
+def mermaid_dependencies(state: RunState) -> str:
+    lines = ["graph TD"]
+    for t in state.teammates:
+        lines.append(f'  {_node(t.name)}["{t.name}: {t.outcome}"]')
+    for t in state.teammates:
+        for blocker in t.blocked_by:
+            lines.append(f"  {_node(blocker)} --> {_node(t.name)}")
+    return "\n".join(lines) + "\n"
+
+
+def mermaid_timeline(state: RunState) -> str:
+    """A gantt chart of when each teammate ran."""
+    ran = [t for t in state.teammates if t.started_at is not None]
+    if not ran:
+        return ""
+    # Milliseconds from the run's start ("x"): teammates often take less than a second.
+    lines = ["gantt", "  dateFormat x", "  axisFormat %M:%S", "  section teammates"]
+    for t in ran:
+        start = int(1000 * ((t.started_at or 0) - state.started_at))
+        end = max(start + 1, int(1000 * ((t.finished_at or t.started_at or 0) - state.started_at)))
+        tag = "done, " if t.outcome == "done" else "crit, "
+        lines.append(f"  {t.name} ({t.outcome}) :{tag}{_node(t.name)}, {start}, {end}")
+    return "\n".join(lines) + "\n"
+
+
+def _node(name: str) -> str:
+    return "t_" + name.replace("-", "_")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _dur(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s"
+

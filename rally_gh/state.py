@@ -1,0 +1,281 @@
+"""The state of a run, kept in ``<git common dir>/rally/runs/<run>/run.json``.
+
+The file is rewritten atomically after every step so that an interrupted or
+crashed run can be resumed (``run --resume RUN``) and reported on without
+redoing anything that finished. Records are frozen pydantic models: a step
+produces a new state, and ``save_state`` persists it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from rally_gh.config import Config
+from rally_gh.errors import RallyError, UsageError
+
+STATE_FILE = "run.json"
+STATE_VERSION = 1
+
+Outcome = Literal[
+    "pending", "running",  # not final: a resumed run starts these again
+    "done", "failed", "timed_out", "violated", "unverified", "incomplete", "no_changes", "skipped", "conflicted",
+]
+FINAL_OUTCOMES: frozenset[str] = frozenset(
+    {"done", "failed", "timed_out", "violated", "unverified", "incomplete", "no_changes", "skipped", "conflicted"}
+)
+PHASES: tuple[str, ...] = ("assess", "plan", "spawn", "run", "reconcile", "integrate", "verify", "publish", "cleanup")
+
+RunStatus = Literal["planned", "running", "interrupted", "finished"]
+
+Clock = Callable[[], float]  # seconds since the epoch (time.time), injectable for tests
+
+# A run id and a teammate name end up as ref components and directory names:
+# keep them to characters that are safe in both, whatever git's own rules allow.
+_SAFE_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VerifyResult(_Record):
+    command: str
+    passed: bool
+    exit_code: int | None = None  # None: could not be started, or stopped by a timeout
+    duration_s: float = 0.0
+    output_tail: str = ""  # the last lines of its output, for the report
+
+
+class Violation(_Record):
+    teammate: str
+    path: str
+    owner: str | None  # the teammate owning the path, None for nobody
+    kind: str  # added | modified | deleted | renamed | mode | symlink | gitlink | hostile | control-file | ...
+    commit: str
+
+
+class Conflict(_Record):
+    teammate: str
+    paths: tuple[str, ...]
+    action: str = "skipped"  # what was done about it: skipped | stopped
+
+
+class ConvergenceGroup(_Record):
+    """Teammates that failed the same way: one shared blocker, named once."""
+
+    signature: str
+    teammates: tuple[str, ...]
+
+
+class TeammateRecord(_Record):
+    name: str
+    role: str = ""
+    agent: str = ""  # preset name, for the report
+    task_title: str = ""  # the task's first line
+    owns: tuple[str, ...] = ()  # exclusive_write, for the ownership map of the report
+    blocked_by: tuple[str, ...] = ()
+    branch: str
+    start_sha: str | None = None
+    head_sha: str | None = None
+    worktree: str | None = None  # while it exists
+    outcome: Outcome = "pending"
+    attempts: int = 0
+    started_at: float | None = None  # epoch seconds
+    finished_at: float | None = None
+    duration_s: float = 0.0
+    cost_usd: float = 0.0
+    tokens: int = 0
+    files_changed: tuple[str, ...] = ()
+    reason: str = ""
+    summary: str = ""  # what the agent said it did (RALLY_REPORT_FILE)
+    verify: tuple[VerifyResult, ...] = ()
+    violations: tuple[Violation, ...] = ()
+    integrated: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome in FINAL_OUTCOMES
+
+
+class RunState(_Record):
+    version: int = STATE_VERSION
+    run_id: str
+    team: str
+    branch_prefix: str = "rally"
+    base_ref: str
+    base_sha: str
+    config_digest: str
+    status: RunStatus = "running"
+    dry_run: bool = False
+    started_at: float
+    finished_at: float | None = None
+    pid: int | None = None  # the orchestrating process while it runs
+    issue_text: str | None = None
+    max_parallel: int = 1
+    waves: tuple[tuple[str, ...], ...] = ()
+    problems: tuple[str, ...] = ()  # assessment warnings, as shown to the user
+    risks: tuple[str, ...] = ()  # control-file grants, environment passthrough: what a reviewer must know
+    teammates: tuple[TeammateRecord, ...] = ()
+    phases: dict[str, float] = {}
+    integration_branch: str | None = None
+    integration_sha: str | None = None
+    integrated: tuple[str, ...] = ()  # in the order they were applied
+    conflicts: tuple[Conflict, ...] = ()
+    verification: tuple[VerifyResult, ...] = ()  # merge.verify on the integrated result
+    convergence: tuple[ConvergenceGroup, ...] = ()
+    manual_steps: tuple[str, ...] = ()  # anything a person had to do (lowers autonomy)
+
+    def teammate(self, name: str) -> TeammateRecord:
+        for rec in self.teammates:
+            if rec.name == name:
+                return rec
+        raise KeyError(name)
+
+    def with_teammate(self, record: TeammateRecord) -> RunState:
+        """This state with ``record`` replacing the teammate of the same name."""
+        return self.model_copy(
+            update={"teammates": tuple(record if r.name == record.name else r for r in self.teammates)}
+        )
+
+    def with_phase(self, phase: str, seconds: float) -> RunState:
+        phases = dict(self.phases)
+        phases[phase] = round(phases.get(phase, 0.0) + seconds, 3)
+        return self.model_copy(update={"phases": phases})
+
+
+# --- Names -----------------------------------------------------------------
+
+
+def check_ref_component(value: str, what: str) -> str:
+    """``value`` if it is safe as one component of a git ref and a directory name."""
+    if (
+        not _SAFE_COMPONENT.fullmatch(value)
+        or ".." in value
+        or value.endswith((".", ".lock"))
+    ):
+        raise UsageError(
+            f"{what} {value!r} cannot be used in a branch name",
+            hint="use letters, digits, '.', '_' and '-' (at most 100, starting with a letter or digit)",
+        )
+    return value
+
+
+def new_run_id(issue: int | None, ci_run: str | None, clock: Clock) -> str:
+    """A run id from the issue number and the CI run, else from the time: readable in a branch name."""
+    stamp = datetime.fromtimestamp(clock(), tz=timezone.utc).strftime("%Y%m%d-%H%M%S")
+    parts = []
+    if issue is not None:
+        parts.append(f"issue-{issue}")
+    parts.append(re.sub(r"[^A-Za-z0-9._-]", "-", ci_run) if ci_run else stamp)
+    return check_ref_component("-".join(parts), "run id")
+
+
+def config_digest(config: Config) -> str:
+    """A digest of the map's meaning (not its formatting): a resumed run must use the same map."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def teammate_branch(prefix: str, run_id: str, teammate: str) -> str:
+    return f"{prefix}/{run_id}/{teammate}"
+
+
+def integration_branch(prefix: str, run_id: str) -> str:
+    """The branch holding the integrated result.
+
+    SPEC names it ``<prefix>/<run>``, but git cannot hold a ref ``rally/r1`` next
+    to ``rally/r1/api`` (one would be a file, the other a directory of the same
+    name), and the teammate branches' form is what ``check`` and the hook parse.
+    So it lives beside them, under a name no teammate can have (names start
+    with a letter or digit).
+    """
+    return f"{prefix}/{run_id}/{INTEGRATION_NAME}"
+
+
+INTEGRATION_NAME = "_integration"
+
+
+# --- Storage -------------------------------------------------------------
+
+
+def runs_dir(common_dir: Path) -> Path:
+    return common_dir / "rally" / "runs"
+
+
+def state_path(common_dir: Path, run_id: str) -> Path:
+    return runs_dir(common_dir) / check_ref_component(run_id, "run id") / STATE_FILE
+
+
+def save_state(common_dir: Path, state: RunState) -> Path:
+    """Write ``state`` so that a reader (or a crash) only ever sees a whole file."""
+    path = state_path(common_dir, state.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = state.model_dump_json(indent=2).encode()
+    fd, tmp = tempfile.mkstemp(prefix=".run-", suffix=".json.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    # The rename itself must survive a power cut too.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path
+
+
+def load_state(common_dir: Path, run_id: str) -> RunState:
+    path = state_path(common_dir, run_id)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        known = ", ".join(list_runs(common_dir)[-5:]) or "none"
+        raise RallyError(
+            f"no run {run_id!r}: {path} does not exist (recent runs: {known})",
+            hint="check the id with `ls " + str(runs_dir(common_dir)) + "`",
+        ) from None
+    try:
+        return RunState.model_validate_json(raw)
+    except ValidationError as err:
+        raise RallyError(
+            f"{path}: not a run state this version of rally-gh can read: {err.errors()[0]['msg']}",
+            hint="start a new run; the branches of the old one are kept",
+        ) from None
+
+
+def list_runs(common_dir: Path) -> list[str]:
+    """Run ids with a state file, oldest first."""
+    root = runs_dir(common_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if (p / STATE_FILE).is_file()]
+    return [p.name for p in sorted(found, key=lambda p: (p / STATE_FILE).stat().st_mtime)]
+
+
+def pid_alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from rally_gh import git
+from rally_gh.commands import report as report_cmd
+from rally_gh.report import report_json, report_markdown, run_status, step_complete_block, team_efficiency
+from rally_gh.state import Conflict, RunState, TeammateRecord, VerifyResult, Violation, save_state
+from rally_gh.testing import init_repo
+
+T0 = 1_000_000.0
+
+
+def rec(name: str, outcome: str, **extra: object) -> TeammateRecord:
+    fields: dict[str, object] = {"name": name, "branch": f"rally/r1/{name}", "outcome": outcome, "attempts": 1,
+                                 "duration_s": 10.0, "started_at": T0, "finished_at": T0 + 10,
+                                 "owns": (f"src/{name}/**",)}
+    fields.update(extra)
+    return TeammateRecord.model_validate(fields)
+
+
+def finished(*teammates: TeammateRecord, **extra: object) -> RunState:
+    fields: dict[str, object] = {
+        "run_id": "r1", "team": "t", "base_ref": "main", "base_sha": "b" * 40, "config_digest": "d",
+        "started_at": T0, "finished_at": T0 + 12, "status": "finished", "max_parallel": 4,
+        "teammates": teammates, "phases": {"run": 10.0}, "integration_branch": "rally/r1/_integration",
+        "integration_sha": "c" * 40, "integrated": tuple(t.name for t in teammates if t.integrated),
+    }
+    fields.update(extra)
+    return RunState.model_validate(fields)
+
+
+def test_a_perfect_run_scores_100_and_is_done() -> None:
+    state = finished(rec("api", "done", integrated=True), rec("web", "done", integrated=True),
+                     verification=(VerifyResult(command="pytest", passed=True, exit_code=0),))
+    assert run_status(state) == "done"
+    score = team_efficiency(state)
+    assert score.total == 100 and set(score.parts.values()) == {1.0}
+    assert "Status: SUCCESS" in step_complete_block(state)
+
+
+def test_the_score_weighs_its_five_parts() -> None:
+    # parallel: 15s busy over 10s wall x 2 used = 0.75; economy: 1 done / 3 attempts; prevention: 1 clean of 2;
+    # quality: 1 of 2 verify commands; autonomy: a manual step -> 0.
+    state = finished(
+        rec("api", "done", integrated=True, attempts=2, duration_s=10.0),
+        rec("web", "conflicted", duration_s=5.0),
+        rec("docs", "skipped", attempts=0, started_at=None, finished_at=None),
+        conflicts=(Conflict(teammate="web", paths=("a.py",)),),
+        verification=(VerifyResult(command="a", passed=True), VerifyResult(command="b", passed=False)),
+        manual_steps=("resolved a conflict by hand",),
+    )
+    score = team_efficiency(state)
+    assert score.parts == pytest.approx({"parallel_efficiency": 0.75, "task_economy": 1 / 3,
+                                         "conflict_prevention": 0.5, "integration_quality": 0.5, "autonomy": 0.0})
+    assert score.total == round(100 * (0.3 * 0.75 + 0.2 / 3 + 0.2 * 0.5 + 0.2 * 0.5))
+    assert run_status(state) == "partial"
+    assert "Status: PARTIAL" in step_complete_block(state)
+
+
+def test_nothing_integrated_is_a_failure() -> None:
+    state = finished(rec("api", "failed", reason="exit 1"), rec("web", "timed_out"), integration_sha=None)
+    assert run_status(state) == "failed"
+    assert "Status: FAILED" in step_complete_block(state)
+    assert report_json(state)["risks"] == ["api failed: exit 1", "web timed out: no reason recorded"]
+
+
+def test_the_json_holds_every_key_of_the_spec() -> None:
+    violation = Violation(teammate="web", path="README.md", owner=None, kind="modified", commit="e" * 40)
+    state = finished(rec("api", "done", integrated=True, files_changed=("src/api/a.py",), cost_usd=0.5),
+                     rec("web", "violated", violations=(violation,)))
+    data = json.loads(json.dumps(report_json(state)))
+    assert {"run_id", "status", "base_sha", "integration_branch", "integration_sha", "teammates", "violations",
+            "conflicts", "convergence", "verification", "phases", "tes"} <= set(data)
+    assert {"name", "outcome", "branch", "head_sha", "files_changed", "duration_s", "cost_usd", "attempts",
+            "reason"} <= set(data["teammates"][0])
+    assert data["violations"] == [{"teammate": "web", "path": "README.md", "owner": None, "kind": "modified",
+                                   "commit": "e" * 40}]
+    assert list(data["phases"]) == ["assess", "plan", "spawn", "run", "reconcile", "integrate", "verify",
+                                    "publish", "cleanup"]
+
+
+def test_the_markdown_has_every_section() -> None:
+    state = finished(rec("api", "done", integrated=True, files_changed=("src/api/a.py",)),
+                     rec("web", "incomplete", reason="done_when not met", blocked_by=("api",)),
+                     risks=("api may write the control file CODEOWNERS",))
+    text = report_markdown(state)
+    for heading in ("## rally-gh run `r1`: Partial", "### Team", "### Efficiency", "### Ownership map",
+                    "### Dependencies", "### Timeline", "### Changed files", "### Verification", "### Conflicts",
+                    "### Violations", "### Risks", "### Next step", "_STEP_COMPLETE"):
+        assert heading in text
+    assert "  t_api --> t_web" in text and "tasks** 1/2 done" in text
+    assert "control file CODEOWNERS" in text and "<!-- rally-gh:run:r1 -->" in text
+    for line in ("Agent: rally-gh", "Status: PARTIAL", "Output: rally/r1/_integration", "Validations:", "Next:",
+                 "Reason: web incomplete (done_when not met)"):
+        assert line in text
+
+
+def test_an_interrupted_run_says_how_to_resume() -> None:
+    state = finished(rec("api", "done"), rec("web", "pending"), status="interrupted", integration_sha=None)
+    assert "rally-gh run --resume r1" in report_json(state)["next"]
+    assert "Status: BLOCKED" in step_complete_block(state)
+
+
+def test_the_report_command_reads_run_json(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo", {"a.txt": "a"})
+    state = finished(rec("api", "done", integrated=True), rec("web", "done", integrated=True))
+    save_state(git.common_dir(git.open_repo(repo)), state)
+    for fmt, expected in (("md", "### Team"), ("json", '"run_id": "r1"'), ("step-complete", "Status: SUCCESS")):
+        out = io.StringIO()
+        assert report_cmd.run(repo, "r1", fmt, out) == 0
+        assert expected in out.getvalue()
