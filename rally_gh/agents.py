@@ -277,15 +277,16 @@ def _parse_codex(exit_code: int | None, stdout: str, stderr: str, model: str | N
     last_message = ""
     for event in events:
         kind = event["type"]
-        if kind == "turn.completed" and isinstance(event.get("usage"), dict):
-            usage = event["usage"]
+        if kind == "turn.completed":
+            usage = _mapping(event.get("usage"))
             input_tokens += int(_number(usage.get("input_tokens")) or 0)
             cached += int(_number(usage.get("cached_input_tokens")) or 0)
             output += int(_number(usage.get("output_tokens")) or 0)
+            failure = None  # a stream error before it ("Reconnecting... 1/5") was recovered from
         elif kind == "turn.failed":
             failure = str(_mapping(event.get("error")).get("message") or "turn failed")
         elif kind == "error" and event.get("message"):
-            failure = failure or str(event["message"])
+            failure = str(event["message"])
         elif kind == "item.completed" and isinstance(event.get("item"), dict):
             item = event["item"]
             # The "missing model metadata" error item comes with every unknown model: not a failure.

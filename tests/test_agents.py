@@ -176,6 +176,9 @@ def test_codex_outcomes() -> None:
         "message": "unexpected status 401 Unauthorized"}}), "")
     assert not failed.ok and failed.message == "Codex failed: unexpected status 401 Unauthorized"
     assert not parse_outcome("codex", 0, codex_lines(METADATA), "").ok  # no completed turn
+    reconnected = parse_outcome("codex", 0, codex_lines({"type": "error", "message": "Reconnecting... 1/5"},
+                                                        {"type": "turn.completed", "usage": usage}), "")
+    assert reconnected.ok
 
 
 def test_aider_outcomes() -> None:
