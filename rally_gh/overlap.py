@@ -1,0 +1,659 @@
+"""The static overlap proof: which teammates' ``exclusive_write`` lists own a common path.
+
+Exact and from the patterns alone. Each pattern becomes a small NFA over
+characters; for two teammates the proof is a breadth-first search over the
+product of their automata, determinized on the fly (a ``!pattern`` exclusion
+needs the complement, which the subset construction gives for free), together
+with an automaton of valid repository paths. Breadth-first order with the
+alphabet in a readable order yields the shortest, then smallest, example path.
+
+A pattern's language is tracked twice at once: *full* (a pattern that matches a
+directory owns everything under it) and *strict* (that rule dropped for a
+file-ish last segment such as ``*.c`` or ``test_*``). A path is owned *strictly*
+when a positive pattern claims it strictly and no later exclusion takes it back
+(exclusions always count in full, so a strict example is a real one). An overlap
+with a strict example is an error; one that only exists in full is a warning:
+it needs a directory named like a file (``lib/x.c/y.h`` for ``**/*.c`` and
+``**/*.h``).
+
+Only pattern pairs whose anchored literal prefixes are compatible (one a prefix
+of the other) can share a path, so candidates come from a prefix index rather
+than from all pairs; a pair where one side later excludes exactly the other's
+pattern is disjoint without a search (the shape of every map imported from
+CODEOWNERS).
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import functools
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Literal, TypeVar
+
+from rally_gh.config import LoadedConfig, Problem
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """Two teammates' positive patterns that own a common path.
+
+    ``teammate_a`` comes before ``teammate_b`` in the map; the indexes are
+    positions in each ``exclusive_write`` list. ``example`` is the shortest
+    path owned by both through these two patterns (for an error, the shortest
+    that needs no directory named like a file).
+    """
+
+    teammate_a: str
+    pattern_a: str
+    index_a: int
+    teammate_b: str
+    pattern_b: str
+    index_b: int
+    example: str
+    severity: Severity
+
+    def message(self) -> str:
+        both = (
+            f"{self.teammate_a}: {self.pattern_a} and {self.teammate_b}: {self.pattern_b}"
+            f" both own {self.example}"
+        )
+        if self.severity == "warning":
+            return f"{both}, but only where a directory is named like a file"
+        return (
+            f"{both}; give such paths to one of them, e.g. add "
+            f'"!{self.pattern_b}" to {self.teammate_a} after {self.pattern_a}'
+        )
+
+
+def find_overlaps(teammates: Sequence[tuple[str, Sequence[str]]]) -> list[Overlap]:
+    """Every pair of positive patterns of two different teammates that own a common path.
+
+    ``teammates`` are names with their ``exclusive_write`` lists, in map order.
+    Sound and exact: a pair is missing only if no path is owned by both.
+    """
+    lists = [_TeammateList.build(t, patterns) for t, (_, patterns) in enumerate(teammates)]
+    positives = _PrefixIndex([e for tl in lists for e in tl.positives])
+    found: list[tuple[tuple[int, int, int, int], Overlap]] = []
+    for a in positives.items:
+        if lists[a.teammate].excludes_later(a.index, a.glob):
+            continue  # taken back entirely by its own teammate
+        for b in positives.compatible(a.glob.prefix):
+            if b.teammate <= a.teammate:
+                continue
+            side_a, side_b = lists[a.teammate], lists[b.teammate]
+            if side_a.excludes_later(a.index, b.glob) or side_b.excludes_later(b.index, a.glob):
+                continue
+            deeper = max(a.glob.prefix, b.glob.prefix, key=len)
+            full, strict = _shortest_common(
+                (a.automaton, side_a.exclusions_after(a.index, deeper)),
+                (b.automaton, side_b.exclusions_after(b.index, deeper)),
+            )
+            if full is None:
+                continue
+            name_a, name_b = teammates[a.teammate][0], teammates[b.teammate][0]
+            overlap = Overlap(
+                name_a, a.glob.text, a.index,
+                name_b, b.glob.text, b.index,
+                strict if strict is not None else full,
+                "error" if strict is not None else "warning",
+            )
+            found.append(((a.teammate, b.teammate, a.index, b.index), overlap))
+    return [o for _, o in sorted(found, key=lambda f: f[0])]
+
+
+def overlap_problems(loaded: LoadedConfig) -> list[Problem]:
+    """``find_overlaps`` on a loaded map, as ``validate`` problems.
+
+    The location is the pattern of the later teammate: the one that claims what
+    an earlier teammate already owns.
+    """
+    team = loaded.config.teammates
+    position = {t.name: i for i, t in reversed(list(enumerate(team)))}
+    return [
+        Problem(
+            severity=o.severity,
+            code="overlap",
+            message=o.message(),
+            location=loaded.locate("teammates", position[o.teammate_b], "exclusive_write", o.index_b),
+            teammates=(o.teammate_a, o.teammate_b),
+            example=o.example,
+        )
+        for o in find_overlaps([(t.name, t.exclusive_write) for t in team])
+    ]
+
+
+# ---------------------------------------------------------------------------
+# Patterns
+
+
+class Wildcard(enum.Enum):
+    STAR = "*"  # any run of characters other than '/'
+    ANY = "?"  # one character other than '/'
+
+
+Token = str | Wildcard  # a str token is one literal character
+GLOBSTAR: Literal["**"] = "**"  # a whole segment that spans directories
+Segment = tuple[Token, ...] | Literal["**"]
+
+
+@dataclass(frozen=True)
+class Glob:
+    """A pattern parsed into segments, anchored at the root.
+
+    An unanchored pattern (no slash but a trailing one) starts with a GLOBSTAR.
+    """
+
+    text: str
+    negated: bool
+    segments: tuple[Segment, ...]
+    inside_only: bool  # trailing '/': only what is inside the directory
+    children_only: bool  # final '/*': only the direct children, nothing deeper
+    language: str  # equal for two patterns with the same meaning, whatever their spelling
+    prefix: str  # the text every path the pattern matches starts with
+
+    @property
+    def extends_into_directories(self) -> bool:
+        """Whether a path whose directory matches the pattern is owned too."""
+        return not (self.inside_only or self.children_only or self.segments[-1] == GLOBSTAR)
+
+    @property
+    def fileish(self) -> bool:
+        """A last segment that mixes wildcards with text (``*.c``, ``test_*``): meant for files."""
+        last = self.segments[-1]
+        if not self.extends_into_directories or last == GLOBSTAR:
+            return False
+        return any(isinstance(t, Wildcard) for t in last) and any(isinstance(t, str) for t in last)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def parse_pattern(pattern: str) -> Glob:
+    """``pattern`` in CODEOWNERS syntax, with an optional leading ``!``."""
+    negated = pattern.startswith("!")
+    body = pattern[1:] if negated else pattern
+    chars = _unescape(body)
+    inside_only = bool(chars) and chars[-1] == ("/", False)
+    if inside_only:
+        chars = chars[:-1]
+    anchored = ("/", False) in chars
+    if chars and chars[0] == ("/", False):
+        chars = chars[1:]
+    segments: list[Segment] = [] if anchored else [GLOBSTAR]
+    for raw in _split(chars):
+        segment = _segment(raw)
+        if not (segment == GLOBSTAR and segments and segments[-1] == GLOBSTAR):
+            segments.append(segment)
+    # Only a final '/*' as written: 'docs/***' reads as 'docs/*' but owns what is below.
+    children_only = body.endswith("/*")
+    language = "/".join(_spelled(s) for s in segments) + "/" * inside_only + " children" * children_only
+    return Glob(pattern, negated, tuple(segments), inside_only, children_only,
+                language, _literal_prefix(segments, inside_only))
+
+
+def _spelled(segment: Segment) -> str:
+    if segment == GLOBSTAR:
+        return GLOBSTAR
+    return "".join(t.value if isinstance(t, Wildcard) else "\\" + t if t in "*?\\/" else t
+                   for t in segment)
+
+
+def _unescape(body: str) -> list[tuple[str, bool]]:
+    """Characters with whether a backslash escaped them (a lone final backslash is literal)."""
+    out: list[tuple[str, bool]] = []
+    i = 0
+    while i < len(body):
+        if body[i] == "\\" and i + 1 < len(body):
+            out.append((body[i + 1], True))
+            i += 2
+        else:
+            out.append((body[i], body[i] == "\\"))
+            i += 1
+    return out
+
+
+def _split(chars: list[tuple[str, bool]]) -> Iterator[list[tuple[str, bool]]]:
+    segment: list[tuple[str, bool]] = []
+    for ch in chars:
+        if ch == ("/", False):
+            yield segment
+            segment = []
+        else:
+            segment.append(ch)
+    yield segment
+
+
+def _segment(raw: list[tuple[str, bool]]) -> Segment:
+    if raw == [("*", False), ("*", False)]:
+        return GLOBSTAR
+    tokens: list[Token] = []
+    for ch, escaped in raw:
+        if escaped or ch not in "*?":
+            tokens.append(ch)
+        elif ch == "?":
+            tokens.append(Wildcard.ANY)
+        elif not (tokens and tokens[-1] is Wildcard.STAR):  # '**' inside a segment is one '*'
+            tokens.append(Wildcard.STAR)
+    return tuple(tokens)
+
+
+def _literal_prefix(segments: Sequence[Segment], inside_only: bool) -> str:
+    """The text every path the pattern matches starts with ('' for an unanchored one)."""
+    prefix = ""
+    for i, segment in enumerate(segments):
+        if segment == GLOBSTAR:
+            return prefix
+        for token in segment:
+            if isinstance(token, Wildcard):
+                return prefix
+            prefix += token
+        if i < len(segments) - 1 or inside_only:
+            prefix += "/"
+    return prefix
+
+
+# ---------------------------------------------------------------------------
+# Automata
+
+
+@dataclass(frozen=True)
+class Automaton:
+    """An epsilon-free NFA of one pattern; state sets are bit masks.
+
+    A state accepts *fully* or also *strictly*; ``universal`` states accept every
+    continuation (so an exclusion in one of them can never be escaped).
+    """
+
+    glob: Glob
+    literals: frozenset[str]
+    start: int
+    full: int
+    strict: int
+    universal: int
+    on_literal: tuple[dict[str, int], ...]  # per state: its own literal edges -> next states
+    on_other: tuple[int, ...]  # per state: any character but '/' (added to a literal's too)
+    on_slash: tuple[int, ...]
+    # A cache of determinized steps, (states, character) -> states; it does not
+    # take part in equality, and filling it in keeps the automaton the same.
+    steps: dict[tuple[int, str], int] = field(default_factory=dict, compare=False, repr=False)
+
+    def step(self, states: int, char: str) -> int:
+        key = (states, char)
+        cached = self.steps.get(key)
+        if cached is not None:
+            return cached
+        out = 0
+        for s in _bits(states):
+            if char == "/":
+                out |= self.on_slash[s]
+            else:
+                out |= self.on_literal[s].get(char, 0) | self.on_other[s]
+        self.steps[key] = out
+        return out
+
+    def run(self, path: str) -> int:
+        states = self.start
+        for char in path:
+            states = self.step(states, char)
+            if not states:
+                break
+        return states
+
+
+def matches(automaton: Automaton, path: str, *, strict: bool = False) -> bool:
+    """Whether the pattern matches ``path`` (strictly: without a file-ish directory)."""
+    return bool(automaton.run(path) & (automaton.strict if strict else automaton.full))
+
+
+def owns(patterns: Sequence[str], path: str, *, strict: bool = False) -> bool:
+    """Whether a list with ``!`` exclusions owns ``path``: the last matching pattern is positive.
+
+    Strictly: some positive pattern matches strictly and no later exclusion matches.
+    """
+    automata = [compile_pattern(p) for p in patterns]
+    for i in reversed(range(len(automata))):
+        automaton = automata[i]
+        if automaton.glob.negated:
+            if matches(automaton, path):
+                return False
+        elif matches(automaton, path, strict=strict):
+            return True
+    return False
+
+
+_ANY_CHAR = "any"
+_NOT_SLASH = "not-slash"
+
+
+class _Builder:
+    """An epsilon-NFA under construction; edges are labelled with a character or a class."""
+
+    def __init__(self) -> None:
+        self.edges: list[list[tuple[str, int]]] = []
+        self.epsilon: list[list[int]] = []
+
+    def state(self) -> int:
+        self.edges.append([])
+        self.epsilon.append([])
+        return len(self.edges) - 1
+
+    def universal(self, source: int, label: str) -> int:
+        u = self.state()
+        self.edges[source].append((label, u))
+        self.edges[u].append((_ANY_CHAR, u))
+        return u
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def compile_pattern(pattern: str) -> Automaton:
+    glob = parse_pattern(pattern)
+    b = _Builder()
+    current = b.state()
+    start = current
+    accept_full: set[int] = set()
+    accept_strict: set[int] = set()
+    universal: set[int] = set()
+    last = len(glob.segments) - 1
+    for i, segment in enumerate(glob.segments):
+        if segment == GLOBSTAR and i == last:
+            # Everything below: one character or more after the '/' already read
+            # ('**/' asks for one more directory level on top).
+            u = b.universal(current, _ANY_CHAR)
+            if glob.inside_only:
+                u = b.universal(u, "/")
+            accept_full.add(u)
+            accept_strict.add(u)
+            universal.add(u)
+            break
+        if segment == GLOBSTAR:
+            # Zero or more whole segments, each with its '/': (.*/)?
+            after = b.state()
+            loop = b.state()
+            b.epsilon[current] += [after, loop]
+            b.edges[loop] += [(_ANY_CHAR, loop), ("/", after)]
+            current = after
+            continue
+        for token in segment:
+            if token is Wildcard.STAR:
+                star = b.state()
+                b.epsilon[current].append(star)
+                b.edges[star].append((_NOT_SLASH, star))
+                current = star
+            else:
+                nxt = b.state()
+                b.edges[current].append((_NOT_SLASH if token is Wildcard.ANY else str(token), nxt))
+                current = nxt
+        if i < last:
+            nxt = b.state()
+            b.edges[current].append(("/", nxt))
+            current = nxt
+            continue
+        if not glob.inside_only:
+            accept_full.add(current)
+            accept_strict.add(current)
+        if glob.inside_only or glob.extends_into_directories:
+            u = b.universal(current, "/")
+            universal.add(u)
+            accept_full.add(u)
+            if not glob.fileish:
+                accept_strict.add(u)
+    return _determinizable(glob, b, start, accept_full, accept_strict, universal)
+
+
+def _determinizable(glob: Glob, b: _Builder, start: int, accept_full: set[int],
+                    accept_strict: set[int], universal: set[int]) -> Automaton:
+    """Remove epsilon edges: each state's moves land on epsilon closures."""
+    closure = [_closure(b.epsilon, s) for s in range(len(b.edges))]
+    literals = frozenset(label for edges in b.edges for label, _ in edges
+                         if label not in (_ANY_CHAR, _NOT_SLASH, "/"))
+
+    on_literal: list[dict[str, int]] = []
+    on_other: list[int] = []
+    on_slash: list[int] = []
+    for edges in b.edges:
+        literal: dict[str, int] = {}
+        other = slash = 0
+        for label, target in edges:
+            if label == _ANY_CHAR:
+                other |= closure[target]
+                slash |= closure[target]
+            elif label == _NOT_SLASH:
+                other |= closure[target]
+            elif label == "/":
+                slash |= closure[target]
+            else:
+                literal[label] = literal.get(label, 0) | closure[target]
+        on_literal.append(literal)
+        on_other.append(other)
+        on_slash.append(slash)
+    return Automaton(
+        glob=glob,
+        literals=literals,
+        start=closure[start],
+        full=_mask(accept_full),
+        strict=_mask(accept_strict),
+        universal=_mask(universal),
+        on_literal=tuple(on_literal),
+        on_other=tuple(on_other),
+        on_slash=tuple(on_slash),
+    )
+
+
+def _closure(epsilon: list[list[int]], state: int) -> int:
+    seen = {state}
+    todo = [state]
+    while todo:
+        for t in epsilon[todo.pop()]:
+            if t not in seen:
+                seen.add(t)
+                todo.append(t)
+    return _mask(seen)
+
+
+def _mask(states: set[int]) -> int:
+    return sum(1 << s for s in states)
+
+
+def _bits(mask: int) -> Iterator[int]:
+    while mask:
+        low = mask & -mask
+        yield low.bit_length() - 1
+        mask ^= low
+
+
+# ---------------------------------------------------------------------------
+# Valid repository paths: non-empty segments, no '.' or '..' (git stores neither).
+
+_SEGMENT_START, _DOT, _DOT_DOT, _IN_SEGMENT, _INVALID = range(5)
+
+
+def _valid_step(state: int, char: str) -> int:
+    if char == "/":
+        return _SEGMENT_START if state == _IN_SEGMENT else _INVALID
+    if char == "." and state in (_SEGMENT_START, _DOT):
+        return _DOT if state == _SEGMENT_START else _DOT_DOT
+    return _INVALID if state == _INVALID else _IN_SEGMENT
+
+
+# ---------------------------------------------------------------------------
+# The product search
+
+# Characters for examples, most readable first; wildcard positions take the
+# first one that no pattern involved gives a meaning to.
+_READABLE = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _rank(char: str) -> tuple[int, int]:
+    i = _READABLE.find(char)
+    if i >= 0:
+        return (0, i)
+    return (2, 0) if char == "/" else (1, ord(char))
+
+
+def _alphabet(automata: Sequence[Automaton]) -> list[str]:
+    """One character per class that the automata tell apart, in readable order."""
+    literals = set().union(*(a.literals for a in automata)) | {"/", "."}
+    other = next((c for c in _READABLE if c not in literals), None)
+    if other is None:
+        other = next(chr(c) for c in range(0xC0, 0x110000) if chr(c) not in literals)
+    return sorted(literals | {other}, key=_rank)
+
+
+Side = tuple[Automaton, Sequence[Automaton]]  # a positive pattern and the exclusions after it
+_State = tuple[int, int, tuple[int, ...], int, tuple[int, ...]]
+
+
+def _shortest_common(a: Side, b: Side) -> tuple[str | None, str | None]:
+    """The shortest path owned by both sides, and the shortest owned strictly by both."""
+    (pos_a, neg_a), (pos_b, neg_b) = a, b
+    alphabet = _alphabet([pos_a, pos_b, *neg_a, *neg_b])
+    start: _State = (_SEGMENT_START, pos_a.start, tuple(n.start for n in neg_a),
+                     pos_b.start, tuple(n.start for n in neg_b))
+    parent: dict[_State, tuple[_State, str] | None] = {start: None}
+    queue = deque([start])
+    full: _State | None = None
+    while queue:
+        state = queue.popleft()
+        for char in alphabet:
+            nxt = _advance(state, char, a, b)
+            if nxt is None or nxt in parent:
+                continue
+            parent[nxt] = (state, char)
+            owned = _owned(nxt, a, b)
+            if owned == "strict":
+                return _word(parent, full or nxt), _word(parent, nxt)
+            if owned == "full" and full is None:
+                full = nxt
+            queue.append(nxt)
+    return (None if full is None else _word(parent, full)), None
+
+
+def _advance(state: _State, char: str, a: Side, b: Side) -> _State | None:
+    """The next product state, or None when no extension can be owned by both."""
+    valid, sa, na, sb, nb = state
+    valid = _valid_step(valid, char)
+    if valid == _INVALID:
+        return None
+    sa = a[0].step(sa, char)
+    sb = b[0].step(sb, char) if sa else 0
+    if not sb:
+        return None
+    next_na = _advance_exclusions(a[1], na, char)
+    next_nb = _advance_exclusions(b[1], nb, char) if next_na is not None else None
+    if next_na is None or next_nb is None:
+        return None
+    return (valid, sa, next_na, sb, next_nb)
+
+
+def _advance_exclusions(exclusions: Sequence[Automaton], states: tuple[int, ...],
+                        char: str) -> tuple[int, ...] | None:
+    out = tuple(n.step(s, char) for n, s in zip(exclusions, states, strict=True))
+    if any(s & n.universal for n, s in zip(exclusions, out, strict=True)):
+        return None  # excluded whatever comes next
+    return out
+
+
+def _owned(state: _State, a: Side, b: Side) -> Literal["strict", "full", None]:
+    valid, sa, na, sb, nb = state
+    if valid != _IN_SEGMENT or not (sa & a[0].full and sb & b[0].full):
+        return None
+    if any(s & n.full for n, s in zip(a[1], na, strict=True)) or any(s & n.full for n, s in zip(b[1], nb, strict=True)):
+        return None
+    return "strict" if sa & a[0].strict and sb & b[0].strict else "full"
+
+
+def _word(parent: dict[_State, tuple[_State, str] | None], state: _State) -> str:
+    chars: list[str] = []
+    link = parent[state]
+    while link is not None:
+        state, char = link
+        chars.append(char)
+        link = parent[state]
+    return "".join(reversed(chars))
+
+
+# ---------------------------------------------------------------------------
+# Candidate pairs
+
+
+@dataclass(frozen=True)
+class _Entry:
+    teammate: int
+    index: int
+    glob: Glob
+
+    @property
+    def automaton(self) -> Automaton:
+        return compile_pattern(self.glob.text)  # cached: built only for the pairs searched
+
+
+E = TypeVar("E", bound=_Entry)
+
+
+class _PrefixIndex(Generic[E]):
+    """Entries by literal prefix, to find those that can share a path with a given prefix."""
+
+    def __init__(self, items: Sequence[E]) -> None:
+        self.items = list(items)
+        self.by_prefix: dict[str, list[E]] = {}
+        for item in self.items:
+            self.by_prefix.setdefault(item.glob.prefix, []).append(item)
+        self.prefixes = sorted(self.by_prefix)
+        self.lengths = sorted({len(p) for p in self.prefixes})
+
+    def compatible(self, prefix: str) -> Iterator[E]:
+        """Entries whose prefix is a prefix of ``prefix`` or extends it."""
+        for n in self.lengths:
+            if n >= len(prefix):
+                break
+            yield from self.by_prefix.get(prefix[:n], ())
+        lo = bisect.bisect_left(self.prefixes, prefix)
+        hi = bisect.bisect_left(self.prefixes, prefix + "\U0010ffff")
+        for p in self.prefixes[lo:hi]:
+            yield from self.by_prefix[p]
+
+
+@dataclass
+class _TeammateList:
+    """One teammate's patterns, compiled, with what a search needs to know about its exclusions."""
+
+    positives: list[_Entry]
+    exclusions: list[_Entry]
+    last_exclusion: dict[str, int]  # a language -> the last index that excludes it
+    _exclusion_index: _PrefixIndex[_Entry] | None = None
+
+    @staticmethod
+    def build(teammate: int, patterns: Sequence[str]) -> _TeammateList:
+        positives: list[_Entry] = []
+        exclusions: list[_Entry] = []
+        last_exclusion: dict[str, int] = {}
+        for i, pattern in enumerate(patterns):
+            entry = _Entry(teammate, i, parse_pattern(pattern))
+            if entry.glob.negated:
+                exclusions.append(entry)
+                last_exclusion[entry.glob.language] = i
+            else:
+                positives.append(entry)
+        return _TeammateList(positives, exclusions, last_exclusion)
+
+    def excludes_later(self, index: int, other: Glob) -> bool:
+        """Whether an exclusion after ``index`` takes back everything ``other`` matches."""
+        return self.last_exclusion.get(other.language, -1) > index
+
+    def exclusions_after(self, index: int, prefix: str) -> list[Automaton]:
+        """The exclusions after ``index`` that can match a path starting with ``prefix``, one per language."""
+        if not self.exclusions:
+            return []
+        if self._exclusion_index is None:
+            self._exclusion_index = _PrefixIndex(self.exclusions)
+        seen: set[str] = set()
+        out: list[Automaton] = []
+        for e in sorted(self._exclusion_index.compatible(prefix), key=lambda e: e.index):
+            language = e.glob.language
+            if e.index > index and language not in seen:
+                seen.add(language)
+                out.append(e.automaton)
+        return out
