@@ -1,0 +1,374 @@
+"""The pattern language of ``rally.yml``: GitHub's CODEOWNERS syntax (SPEC section 1).
+
+A pattern is translated once into an RE2 regular expression that must match a
+whole repository path (``src/a/b.py``, no leading slash). RE2 guarantees time
+linear in the path, so no pattern a teammate writes can stall the hook or the
+CI check (the backtracking trap ``*a*a*a...`` vs ``aaaa...b`` included).
+
+The rules, as GitHub and hmarr/codeowners read them:
+
+- ``*`` and ``?`` never cross ``/``; ``**`` as a whole segment spans
+  directories (``**/x``, ``x/**``, ``x/**/y``, ``**``); elsewhere it is ``*``.
+- ``\\`` makes the next character literal; ``[`` and ``]`` are literal (GitHub
+  has no character classes, unlike gitignore).
+- A leading ``/`` or a slash inside anchors the pattern at the root; a pattern
+  whose only slash is a trailing one matches at any depth.
+- A trailing ``/`` matches only what is inside that directory.
+- A pattern that matches a directory matches everything under it, except that
+  a final lone ``*`` segment (``docs/*``) matches only direct children.
+- ``!`` in front (rally.yml only) takes paths back out within one teammate's list.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import re2
+
+from rally_gh.errors import PatternError
+from rally_gh.paths import hostile_reason
+
+# RE2's DFA for a set of thousands of patterns needs more than the default 8 MiB;
+# when it runs out, RE2::Set::Match silently reports "no match", so be generous
+# and keep literal globs out of the set (see GlobSet).
+_SET_MAX_MEM = 256 << 20
+
+# A segment is a tuple of tokens: a literal str, or one of these markers.
+_STAR = object()  # ``*``: any run of characters other than ``/``
+_QMARK = object()  # ``?``: one character other than ``/``
+_GLOBSTAR = "**"  # a whole segment ``**``: any number of directories
+
+Token = object
+Segment = tuple[Token, ...] | str  # str only for _GLOBSTAR
+
+
+@dataclass(frozen=True)
+class Glob:
+    """One compiled pattern.
+
+    ``regex`` is RE2 source that must match a whole path (use it with
+    ``fullmatch`` or an ``ANCHOR_BOTH`` set). ``literal`` is the path the
+    pattern names when it has no wildcard (escapes resolved, no leading or
+    trailing slash), else None.
+    """
+
+    text: str
+    negated: bool
+    anchored: bool
+    dir_only: bool
+    regex: str
+    literal: str | None
+    direct_children_only: bool = False
+
+
+def compile_glob(pattern: str, *, allow_negation: bool = True) -> Glob:
+    """Compile one pattern (cached). ``allow_negation=False`` reads a leading ``!``
+    as a literal character, as CODEOWNERS does.
+
+    Raises PatternError for hostile or broken patterns.
+    """
+    return _compile(pattern, allow_negation)
+
+
+@functools.lru_cache(maxsize=65536)
+def _compile(pattern: str, allow_negation: bool) -> Glob:
+    negated = allow_negation and pattern.startswith("!")
+    body = pattern[1:] if negated else pattern
+    segments, anchored, dir_only = _parse(pattern, body)
+    # 'docs/*' and '/*' own direct children only ('docs/**' and a lone '*' own everything;
+    # so does 'docs/***', as GitHub reads only a final '/*' this way).
+    direct_children_only = body.endswith("/*")
+    regex = _to_regex(segments, anchored, dir_only, direct_children_only)
+    literal = _literal_text(segments)
+    return Glob(
+        text=pattern,
+        negated=negated,
+        anchored=anchored,
+        dir_only=dir_only,
+        regex=regex,
+        literal=literal,
+        direct_children_only=direct_children_only,
+    )
+
+
+def _fail(pattern: str, what: str, todo: str) -> PatternError:
+    return PatternError(f"pattern {pattern!r}: {what}", hint=todo)
+
+
+def _parse(pattern: str, body: str) -> tuple[tuple[Segment, ...], bool, bool]:
+    """Split ``body`` into segments of tokens; return (segments, anchored, dir_only)."""
+    if not body:
+        raise _fail(pattern, "empty pattern", "write a path or a glob such as 'src/**'")
+    if _MAYBE_HOSTILE.search(body):
+        reason = hostile_reason(_unescaped(body).lstrip("/") or "/")
+        if reason and reason != "absolute path":
+            raise _fail(
+                pattern,
+                f"refused: {reason}",
+                "patterns name paths inside the repository; '..', '.git' and control characters are never allowed",
+            )
+    leading_slash = body.startswith("/")
+    if leading_slash:
+        body = body[1:]
+    dir_only = body.endswith("/")
+    if dir_only:
+        body = body[:-1]
+    if not body:
+        raise _fail(pattern, "names no path", "write the directory or file after the '/'")
+    raw_segments = body.split("/")
+    last = len(raw_segments) - 1
+    segments = tuple(_segment(pattern, raw, i == last and not dir_only) for i, raw in enumerate(raw_segments))
+    anchored = leading_slash or len(segments) > 1
+    return segments, anchored, dir_only
+
+
+# A cheap superset of what hostile_reason refuses, so most patterns skip it.
+_MAYBE_HOSTILE = re.compile(r"[\x00-\x1f\x7f\\]|\.\.|\.[gG][iI][tT]")
+_SEGMENT_TOKEN = re.compile(r"\\(.?)|(\*+)|(\?)|([^\\*?]+)", re.S)
+
+
+def _segment(pattern: str, raw: str, is_last: bool) -> Segment:
+    if not raw:
+        raise _fail(pattern, "has an empty path segment ('//')", "remove the doubled slash")
+    if raw == "**":
+        return _GLOBSTAR
+    if not _HAS_SPECIAL.search(raw):
+        return (raw,)
+    tokens: list[Token] = []
+    literal: list[str] = []
+    for m in _SEGMENT_TOKEN.finditer(raw):
+        escaped, stars, qmark, plain = m.groups()
+        if escaped is not None:
+            if not escaped:
+                if is_last:
+                    raise _fail(pattern, "ends with a lone backslash", "write '\\\\' for a literal backslash")
+                raise _fail(pattern, "escapes a '/'", "a slash always separates directories; remove the backslash")
+            literal.append(escaped)
+            continue
+        if plain is not None:
+            literal.append(plain)
+            continue
+        if literal:
+            tokens.append("".join(literal))
+            literal.clear()
+        tokens.append(_STAR if stars else _QMARK)  # '**' inside a segment is '*'
+    if literal:
+        tokens.append("".join(literal))
+    return tuple(tokens)
+
+
+_HAS_SPECIAL = re.compile(r"[\\*?]")
+
+
+def _unescaped(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text, flags=re.S)
+
+
+def _segment_regex(segment: tuple[Token, ...]) -> str:
+    parts: list[str] = []
+    for tok in segment:
+        if tok is _STAR:
+            parts.append("[^/]*")
+        elif tok is _QMARK:
+            parts.append("[^/]")
+        else:
+            assert isinstance(tok, str)
+            # RE2 reads a backslash before any non-alphanumeric ASCII character as
+            # that character, which is all re.escape ever adds (and it is much faster).
+            parts.append(re.escape(tok))
+    return "".join(parts)
+
+
+def _to_regex(
+    segments: tuple[Segment, ...], anchored: bool, dir_only: bool, direct_children_only: bool
+) -> str:
+    # Unanchored patterns are one segment that may sit under any directory.
+    out = [] if anchored else ["(?:.+/)?"]
+    last = len(segments) - 1
+    for i, seg in enumerate(segments):
+        if seg == _GLOBSTAR:
+            if i == 0 and i == last:
+                out.append(".+")
+            elif i == last:
+                out.append(".+")  # 'x/**': anything below x
+            else:
+                out.append("(?:.+/)?")  # '**/' and '/**/': zero or more directories
+            continue
+        assert isinstance(seg, tuple)
+        out.append(_segment_regex(seg))
+        if i != last:
+            out.append("/")
+    if dir_only:
+        out.append("/.+")
+    elif not direct_children_only and segments[-1] != _GLOBSTAR:
+        # Whatever names a directory names everything inside it.
+        out.append("(?:/.+)?")
+    return "".join(out)
+
+
+def _literal_text(segments: tuple[Segment, ...]) -> str | None:
+    parts: list[str] = []
+    for seg in segments:
+        if seg == _GLOBSTAR or len(seg) != 1 or not isinstance(seg[0], str):
+            return None
+        parts.append(seg[0])
+    return "/".join(parts)
+
+
+def matches(pattern: str, path: str) -> bool:
+    """Does ``pattern`` (CODEOWNERS syntax) match repository path ``path``?
+
+    A negated pattern (``!x``) matches what ``x`` matches: negation only means
+    something inside a list, where it takes paths back out.
+    """
+    return _regex(compile_glob(pattern).regex).fullmatch(path) is not None
+
+
+@functools.lru_cache(maxsize=65536)
+def _regex(source: str) -> re2._Regexp:
+    return re2.compile(source)
+
+
+def glob_regex(glob: Glob) -> re2._Regexp:
+    """The compiled (cached) RE2 object of ``glob``, for ``fullmatch``."""
+    return _regex(glob.regex)
+
+
+def is_literal(pattern: str) -> bool:
+    """True when ``pattern`` has no wildcard: it names one path (and what is under it)."""
+    return compile_glob(pattern).literal is not None
+
+
+def literal_prefix(glob: Glob) -> str:
+    """The literal directory every path the glob matches lies in, ``""`` for none.
+
+    ``src/api/**`` -> ``src/api/``; ``src/*.py`` -> ``src/``; ``docs`` (unanchored) -> ``""``.
+    The result always ends with ``/`` when not empty, so ``startswith`` on two
+    prefixes decides whether two globs can possibly overlap.
+    """
+    if not glob.anchored:
+        return ""
+    body = glob.text[1:] if glob.negated else glob.text
+    segments, _, dir_only = _parse(glob.text, body)
+    prefix: list[str] = []
+    for seg in segments if dir_only else segments[:-1]:
+        if seg == _GLOBSTAR or len(seg) != 1 or not isinstance(seg[0], str):
+            break
+        prefix.append(seg[0] + "/")
+    return "".join(prefix)
+
+
+class GlobSet:
+    """Many globs matched against a path in one pass.
+
+    Literal globs (most of a real CODEOWNERS file) never reach RE2: anchored
+    ones sit in a trie of path segments walked once per path, unanchored ones
+    are found by segment name. Only wildcard globs go through the one RE2 set,
+    whose DFA stays small that way.
+    """
+
+    __slots__ = ("globs", "_trie", "_anywhere", "_anywhere_dir", "_anywhere_names", "_set_match", "_set_index")
+
+    def __init__(self, globs: Iterable[Glob]) -> None:
+        self.globs: tuple[Glob, ...] = tuple(globs)
+        self._trie = _TrieNode()
+        # segment name -> literal unanchored globs (any segment / only a directory's)
+        self._anywhere: dict[str, list[int]] = {}
+        self._anywhere_dir: dict[str, list[int]] = {}
+        wildcard: list[int] = []
+        for i, g in enumerate(self.globs):
+            if g.literal is None:
+                wildcard.append(i)
+            elif g.anchored:
+                node = self._trie
+                for part in g.literal.split("/"):
+                    node = node.children.setdefault(part, _TrieNode())
+                (node.inside if g.dir_only else node.here).append(i)
+            else:
+                (self._anywhere_dir if g.dir_only else self._anywhere).setdefault(g.literal, []).append(i)
+        self._anywhere_names = frozenset(self._anywhere) | frozenset(self._anywhere_dir)
+        self._set_index: tuple[int, ...] = tuple(wildcard)
+        self._set_match = _set_matcher(self.globs[i].regex for i in wildcard) if wildcard else None
+
+    def __len__(self) -> int:
+        return len(self.globs)
+
+    def matching(self, path: str) -> list[int]:
+        """Indices of every glob that matches ``path``, ascending."""
+        found = self._literal_hits(path)
+        if self._set_match is not None:
+            hits = self._set_match(path.encode())
+            if hits:
+                index = self._set_index
+                found.extend([index[h] for h in hits])
+        found.sort()
+        return found
+
+    def last_match(self, path: str) -> int:
+        """The highest index of a glob matching ``path``, -1 for none (CODEOWNERS' rule)."""
+        found = self._literal_hits(path)
+        best = max(found) if found else -1
+        if self._set_match is not None:
+            hits = self._set_match(path.encode())
+            if hits:
+                best = max(best, self._set_index[max(hits)])
+        return best
+
+    def _literal_hits(self, path: str) -> list[int]:
+        found: list[int] = []
+        parts = path.split("/")
+        last = len(parts) - 1
+        node = self._trie
+        for n, part in enumerate(parts):
+            child = node.children.get(part)
+            if child is None:
+                break
+            if child.here:
+                found.extend(child.here)
+            if child.inside and n != last:
+                found.extend(child.inside)
+            node = child
+        if self._anywhere_names:
+            for name in self._anywhere_names.intersection(parts):
+                more = self._anywhere.get(name)
+                if more:
+                    found.extend(more)
+                more = self._anywhere_dir.get(name)
+                if more and name in parts[:-1]:
+                    found.extend(more)
+        return found
+
+
+class _TrieNode:
+    """One directory or file of the literal anchored globs."""
+
+    __slots__ = ("children", "here", "inside")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _TrieNode] = {}
+        self.here: list[int] = []  # globs naming this path: it and all below it
+        self.inside: list[int] = []  # 'dir/' globs: only what is below it
+
+
+def _set_matcher(regexes: Iterable[str]) -> Callable[[bytes], list[int]]:
+    """The match function of an RE2 set of ``regexes``, anchored at both ends, taking UTF-8."""
+    options = re2.Options()
+    options.max_mem = _SET_MAX_MEM
+    regex_set = re2.Set.FullMatchSet(options)
+    for source in regexes:
+        regex_set.Add(source)
+    regex_set.Compile()
+    # The wrapper's Match re-checks and re-encodes on every call; on hundreds of
+    # thousands of paths that is a third of the time, so call the extension directly.
+    raw = getattr(regex_set, "_set", None)
+    if raw is not None and hasattr(raw, "Match"):
+        return raw.Match  # type: ignore[no-any-return]
+    return lambda text: regex_set.Match(text) or []
+
+
+def compile_globs(patterns: Sequence[str], *, allow_negation: bool = True) -> GlobSet:
+    """A GlobSet of ``patterns``, in order (indices are positions in ``patterns``)."""
+    return GlobSet(compile_glob(p, allow_negation=allow_negation) for p in patterns)
