@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 import re2
@@ -164,27 +165,30 @@ def test_is_literal() -> None:
     assert not is_literal("a?")
 
 
+def _best_time(fn: Callable[[], object], runs: int = 20) -> float:
+    """The fastest of several runs: robust to a loaded machine, still catches exponential work."""
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def test_backtracking_trap_is_linear() -> None:
     pattern = "*a" * 30
     path = "a" * 60 + "b"
-    matches(pattern, path)  # compile once; the cache keeps it
-    for _ in range(3):
-        start = time.perf_counter()
-        assert matches(pattern, path) is False
-        assert time.perf_counter() - start < 0.001
+    assert matches(pattern, path) is False  # compiles once; the cache keeps it
+    assert _best_time(lambda: matches(pattern, path)) < 0.001
     long_path = "/".join(["a" * 200] * 50)
-    start = time.perf_counter()
-    matches("**/a*a*a*a*a*a*a*a*a*a*a*b/**", long_path)
-    assert time.perf_counter() - start < 0.05  # including the first compile
+    assert _best_time(lambda: matches("**/a*a*a*a*a*a*a*a*a*a*a*b/**", long_path)) < 0.001
 
 
 def test_globset_of_trap_patterns_is_linear() -> None:
     globs = GlobSet(compile_glob("*a" * n) for n in range(1, 40))
     path = "a" * 60 + "b"
-    globs.matching(path)
-    start = time.perf_counter()
     assert globs.matching(path) == []
-    assert time.perf_counter() - start < 0.001
+    assert _best_time(lambda: globs.matching(path)) < 0.001
 
 
 # --- Differential tests against the PyPI ``codeowners`` package ---------------
