@@ -1,8 +1,10 @@
 """The GitHub endpoint over PyGithub: the only module that imports ``github``.
 
-PyGithub's own retry (``GithubRetry``) is switched off. It retries POSTs on
-5xx and on read timeouts, which duplicates a comment or a pull request when
-GitHub performed the write but the answer was lost, and it does not retry 429.
+PyGithub's own retry (``GithubRetry``, its default) is switched off. It puts
+POST among the retried methods, so a POST answered 5xx or whose answer timed
+out is sent again blindly: a second comment or pull request when GitHub had
+performed the first. It retries 429 only when ``retry-after`` is present, and
+waits for a primary rate-limit reset however far away it is.
 ``_Retrier`` below retries instead: on 5xx, timeouts, 429 and 403 rate limits
 (waiting ``retry-after`` or until ``x-ratelimit-reset``), and before retrying a
 write whose fate is unknown it looks the object up (by the comment marker, the
@@ -274,6 +276,8 @@ class RealGitHub:
         self._call(Action(f"remove label {label!r} from #{issue}", "issues: write", write=True), remove)
 
     def ensure_label(self, name: str, color: str, description: str) -> None:
+        color = color.lstrip("#").lower()  # GitHub stores and answers bare lower-case hex
+
         def ensure() -> None:
             try:
                 label = self._repo.get_label(name)
@@ -312,7 +316,7 @@ class RealGitHub:
 
         def lookup() -> CheckRun | None:
             runs = self._call(Action(f"list check runs of {head_sha[:12]}", "checks: read"),
-                              lambda: list(self._repo.get_commit(head_sha).get_check_runs(check_name=name)))
+                              lambda: list(self._repo.get_commit(head_sha).get_check_runs(check_name=name, filter="all")))
             return next((r for r in reversed(runs) if r.external_id == external_id
                          and r.output.title == title and r.output.summary == summary), None)
 

@@ -4,13 +4,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from github_testing import TEST_LIMITS
 from openapi_check import github_openapi
 
 from rally_gh.github import real
-from rally_gh.github.endpoint import RequestLimits
 from rally_gh.github.fake import FakeGitHubServer
-
-TEST_LIMITS = RequestLimits(write_interval_s=0.01, max_attempts=4, backoff_s=0.01, max_wait_s=5.0, timeout_s=1)
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from conftest import TEST_LIMITS
+from github_testing import TEST_LIMITS
 from rally_gh.errors import UsageError
 from rally_gh.github.endpoint import IssueNumber
 from rally_gh.github.events import DispatchInputs, Trigger, authorize, load_event, parse_event

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 import requests
 
 from rally_gh.github.fake import FakeGitHubServer, FakeGitHubError
-from rally_gh.testing import commit, git, init_repo
+from rally_gh.testing import commit, git, git_env, init_repo
 
 
 def push_main(server: FakeGitHubServer, tmp_path: Path) -> Path:
@@ -28,11 +30,21 @@ def test_push_with_the_token_lands_in_the_bare_repository(fake_github: FakeGitHu
 def test_push_without_the_token_is_refused(fake_github: FakeGitHubServer, tmp_path: Path) -> None:
     work = push_main(fake_github, tmp_path)
     commit(work, {"b.txt": "b\n"}, "add b")
-    result = git(work, "push", fake_github.git_url, "main:sneaky", check=False)
     wrong = fake_github.authenticated_git_url.replace("test-token", "wrong-token")
-    git(work, "push", wrong, "main:sneaky2", check=False)
-    assert "refs/heads/sneaky" not in fake_github.refs() and "refs/heads/sneaky2" not in fake_github.refs()
-    assert result == ""
+    for url in (fake_github.git_url, wrong):
+        push = subprocess.run(["git", "push", url, "main:sneaky"], cwd=work, env=git_env(),
+                              capture_output=True, text=True)
+        assert push.returncode != 0
+        assert "Authentication failed" in push.stderr or "could not read Username" in push.stderr
+    assert "refs/heads/sneaky" not in fake_github.refs()
+
+
+def test_a_large_push_goes_through_chunked(fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    work = push_main(fake_github, tmp_path)
+    # Past git's 1 MiB http.postBuffer the pack is sent with chunked transfer encoding.
+    sha = commit(work, {"blob.bin": os.urandom(3 * 1024 * 1024)}, "big")
+    git(work, "push", "-q", fake_github.authenticated_git_url, "main")
+    assert fake_github.refs()["refs/heads/main"] == sha
 
 
 def test_api_requires_the_token(fake_github: FakeGitHubServer) -> None:

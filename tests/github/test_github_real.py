@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_LIMITS
+from github_testing import TEST_LIMITS
 from rally_gh.errors import GitHubError
 from rally_gh.github.endpoint import (
     Annotation,
@@ -54,13 +54,14 @@ def test_issue_reaction_and_labels(fake_github: FakeGitHubServer, gh: RealGitHub
     gh.add_reaction(number, "eyes")
     gh.add_reaction(number, "eyes")
     gh.ensure_label("rally:running", "fbca04", "A rally-gh run is in progress")
-    gh.ensure_label("rally:running", "fbca04", "A rally-gh run is in progress")
+    gh.ensure_label("rally:running", "#FBCA04", "A rally-gh run is in progress")
     gh.ensure_label("rally:running", "0e8a16", "changed")
     gh.add_labels(number, ["rally:running"])
     gh.remove_label(number, "rally:parallel")
     gh.remove_label(number, "not-there")
     gh.set_labels(number, ["rally:done"])
     assert fake_github.count("POST", r"/labels$") == 2  # one label creation, one add
+    assert fake_github.count("PATCH", r"/labels/") == 1  # only the real change
     assert fake_github.state() == (
         "repository owner/repo (default branch main)\n"
         "label rally:done #ededed\n"
@@ -291,3 +292,10 @@ def test_long_bodies_are_cut(fake_github: FakeGitHubServer, gh: RealGitHub, bran
 def test_the_guard_refuses_the_real_api() -> None:
     with pytest.raises(pytest.fail.Exception, match="real api.github.com"):
         RealGitHub("t", "owner/repo")
+
+
+def test_from_environment(fake_github: FakeGitHubServer) -> None:
+    env = {"GITHUB_TOKEN": fake_github.token, "GITHUB_REPOSITORY": "owner/repo", "GITHUB_API_URL": fake_github.api_url}
+    assert RealGitHub.from_environment(env, limits=TEST_LIMITS).default_branch() == "main"
+    with pytest.raises(GitHubError, match="no GitHub token"):
+        RealGitHub.from_environment({"GITHUB_REPOSITORY": "owner/repo"})
