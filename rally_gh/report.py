@@ -255,8 +255,9 @@ def report_markdown(state: RunState) -> str:
     violations = [v for t in state.teammates for v in t.violations]
     if violations:
         out += ["| teammate | path | owner | kind | commit |", "|---|---|---|---|---|"]
-        for v in violations:
-            out.append(f"| {v.teammate} | `{_cell(v.path)}` | {v.owner or 'nobody'} | {v.kind} | `{v.commit[:10]}` |")
+        for bad in violations:
+            out.append(f"| {bad.teammate} | `{_cell(bad.path)}` | {bad.owner or 'nobody'} | {bad.kind} | "
+                       f"`{bad.commit[:10]}` |")
     else:
         out.append("None: every teammate wrote only what it owns.")
 
