@@ -200,7 +200,7 @@ class FakeGitHubServer:
         message = ("API rate limit exceeded for installation." if reset_in is not None
                    else "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.")
         self.inject(method, path_regex, status, times=times, headers=headers,
-                    body={"message": message, "documentation_url": "https://docs.github.com/rest"})
+                    body={"message": message, "documentation_url": self._docs_url()})
 
     def count(self, method: str, path_regex: str = "") -> int:
         """How many requests (faulted ones included) matched."""
@@ -275,6 +275,10 @@ class FakeGitHubServer:
         return self.labels[name]
 
     # -- JSON shapes (GitHub's field names; see github-openapi-subset.json) --
+    def _docs_url(self) -> str:
+        # Even links nobody follows stay under our root: a stray github.com URL would hide a leak.
+        return f"{self.root_url}/docs/rest"
+
     def _repo_url(self) -> str:
         return f"{self.api_url}/repos/{self.repo_full_name}"
 
@@ -467,7 +471,10 @@ class FakeGitHubServer:
         return text if isinstance(text, str) else ""
 
     def _get_user(self, body: Any, q: Mapping[str, str]) -> tuple[int, Any]:
-        return 200, {**self._user_json(self.actor)}
+        return 200, {**self._user_json(self.actor), "user_view_type": "public", "name": None, "company": None,
+                     "blog": None, "location": None, "email": None, "hireable": None, "bio": None,
+                     "public_repos": 0, "public_gists": 0, "followers": 0, "following": 0,
+                     "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}
 
     def _get_repo(self, body: Any, q: Mapping[str, str], owner: str, repo: str) -> tuple[int, Any]:
         self._check_repo(owner, repo)
@@ -799,7 +806,8 @@ class FakeGitHubServer:
             if fault is not None and fault.mode == "respond":
                 extra.update(fault.headers)
                 status, payload = fault.status, fault.body or {
-                    "message": "Server Error" if fault.status >= 500 else "Injected fault"}
+                    "message": "Server Error" if fault.status >= 500 else "Injected fault",
+                    "documentation_url": self._docs_url()}
                 return self._finish(method, path, query, body, status, extra, payload, stall)
             if fault is not None:
                 stall = fault.stall_s
@@ -815,7 +823,7 @@ class FakeGitHubServer:
                     return self._finish(method, path, query, body, status, extra, payload, stall)
             raise _Http(501, f"{method} {path} not implemented in FakeGitHub")
         except _Http as err:
-            payload = {"message": err.message, "documentation_url": "https://docs.github.com/rest"}
+            payload = {"message": err.message, "documentation_url": self._docs_url()}
             if err.errors:
                 payload["errors"] = err.errors
             return self._finish(method, path, query, body, err.status, extra, payload, stall)

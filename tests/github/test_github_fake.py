@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from openapi_check import github_openapi
 
 from rally_gh.github.fake import FakeGitHubServer, FakeGitHubError
 from rally_gh.testing import commit, git, git_env, init_repo
@@ -75,3 +76,75 @@ def test_state_renders_the_world(fake_github: FakeGitHubServer) -> None:
         "label bug #ededed\n"
         f"issue #{number} [open] 'Add orders' by alice labels=['bug']\n"
     )
+
+
+def test_every_route_answers_in_github_s_shape(fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    """Raw HTTP over every modelled route; the fixture checks each exchange against the OpenAPI description."""
+    work = push_main(fake_github, tmp_path)
+    git(work, "checkout", "-q", "-b", "feature")
+    sha = commit(work, {"f.txt": "f\n"}, "feature")
+    git(work, "push", "-q", fake_github.authenticated_git_url, "feature")
+    number = fake_github.create_issue("Issue", "body", labels=("bug",))
+    fake_github.set_permission("tri", "triage")
+    session = requests.Session()
+    session.headers["Authorization"] = "token test-token"
+    repo = f"{fake_github.api_url}/repos/owner/repo"
+
+    def call(method: str, url: str, expected: int, body: object = None) -> object:
+        answer = session.request(method, url, json=body, timeout=5)
+        assert answer.status_code == expected, (method, url, answer.text)
+        return answer.json() if answer.content else None
+
+    call("GET", f"{fake_github.api_url}/user", 200)
+    call("GET", repo, 200)
+    call("GET", f"{repo}/collaborators/tri/permission", 200)
+    call("GET", f"{repo}/collaborators/nobody/permission", 404)
+    call("GET", f"{repo}/issues/{number}", 200)
+    comment = call("POST", f"{repo}/issues/{number}/comments", 201, {"body": "hi"})
+    assert isinstance(comment, dict)
+    call("GET", f"{repo}/issues/{number}/comments", 200)
+    call("GET", f"{repo}/issues/comments/{comment['id']}", 200)
+    call("PATCH", f"{repo}/issues/comments/{comment['id']}", 200, {"body": "edited"})
+    call("POST", f"{repo}/issues/{number}/comments", 422, {"body": "x" * 70_000})
+    call("POST", f"{repo}/issues/{number}/reactions", 201, {"content": "rocket"})
+    call("POST", f"{repo}/issues/{number}/reactions", 200, {"content": "rocket"})
+    call("GET", f"{repo}/issues/{number}/labels", 200)
+    call("POST", f"{repo}/issues/{number}/labels", 200, {"labels": ["a"]})
+    call("PUT", f"{repo}/issues/{number}/labels", 200, {"labels": ["b"]})
+    call("DELETE", f"{repo}/issues/{number}/labels/b", 200)
+    call("DELETE", f"{repo}/issues/{number}/labels/b", 404)
+    call("POST", f"{repo}/labels", 201, {"name": "new", "color": "ffffff", "description": "d"})
+    call("POST", f"{repo}/labels", 422, {"name": "new", "color": "ffffff"})
+    call("GET", f"{repo}/labels/new", 200)
+    call("PATCH", f"{repo}/labels/new", 200, {"color": "000000"})
+    run = call("POST", f"{repo}/check-runs", 201, {
+        "name": "c", "head_sha": sha, "status": "in_progress",
+        "output": {"title": "t", "summary": "s", "annotations": [
+            {"path": "f.txt", "start_line": 1, "end_line": 1, "annotation_level": "warning", "message": "m"}]}})
+    assert isinstance(run, dict)
+    call("POST", f"{repo}/check-runs", 422, {"name": "c", "head_sha": "0" * 40})
+    call("GET", f"{repo}/check-runs/{run['id']}", 200)
+    call("PATCH", f"{repo}/check-runs/{run['id']}", 200, {"conclusion": "success"})
+    call("GET", f"{repo}/check-runs/{run['id']}/annotations", 200)
+    call("GET", f"{repo}/commits/{sha}/check-runs?check_name=c", 200)
+    call("POST", f"{repo}/statuses/{sha}", 201, {"state": "success", "context": "c", "description": "d"})
+    call("GET", f"{repo}/commits/feature/statuses", 200)
+    pull = call("POST", f"{repo}/pulls", 201, {"head": "feature", "base": "main", "title": "t", "body": "b"})
+    assert isinstance(pull, dict) and pull["number"] == 500
+    call("POST", f"{repo}/pulls", 422, {"head": "feature", "base": "main", "title": "t"})
+    call("POST", f"{repo}/pulls", 422, {"head": "missing", "base": "main", "title": "t"})
+    call("GET", f"{repo}/pulls?head=owner:feature&base=main", 200)
+    call("GET", f"{repo}/pulls/500", 200)
+    call("PATCH", f"{repo}/pulls/500", 200, {"title": "t2", "state": "closed"})
+    call("GET", f"{repo}/issues/500", 200)
+    call("GET", f"{fake_github.api_url}/repos/other/repo", 404)
+
+
+def test_the_openapi_check_catches_wrong_shapes() -> None:
+    openapi = github_openapi()
+    assert openapi.check("GET", "/repos/o/r/issues/1", None, 200, {"number": "one"})
+    assert openapi.check("POST", "/repos/o/r/issues/1/labels", ["bare", "list"], 200, [])
+    assert openapi.check("GET", "/repos/o/r/releases", None, 200, []) == [
+        "GET /repos/o/r/releases: not an operation of the OpenAPI subset"]
+    assert openapi.check("GET", "/repos/o/r/issues/1", None, 404,
+                         {"message": "Not Found", "documentation_url": "http://x/docs"}) == []
