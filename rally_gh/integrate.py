@@ -1,0 +1,557 @@
+"""Integration: teammates' branches replayed, one teammate at a time, onto one branch.
+
+Plan, execute, publish, as git-branchless does an in-memory rebase:
+
+- ``plan_integration`` turns the caller's order of teammate branches (heads
+  resolved once, before anything runs) into a checked list of commits to
+  replay, refusing up front what cannot be replayed (a missing or force-moved
+  branch, a merge commit).
+- ``integrate`` replays them in the object database only (rally_gh.git's
+  ``replay_commit``: no work tree, no index) and returns values: the new tip,
+  an outcome per teammate, the old-to-new commit map. A conflict is a value;
+  only the command boundary turns ``on_conflict: stop`` into ``ConflictError``.
+- ``verify_and_bisect`` runs ``merge.verify`` on the result and, when it fails,
+  finds the teammate(s) to drop by bisecting over the integration order.
+- ``publish`` moves refs last: the local integration branch by compare-and-swap,
+  then the remote ones with a lease.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from rally_gh import git
+from rally_gh.errors import ConflictError
+from rally_gh.git import RALLY_COMMITTER, HttpCredentials, Identity, PathConflict, PushedRef, RefPush, Repository, Sha
+
+OnConflict = Literal["skip", "stop"]
+Status = Literal["integrated", "conflicted", "refused", "skipped"]
+
+
+# --- Plan ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TeammateBranch:
+    """A teammate's work: its branch head, resolved once, and where the work started."""
+
+    teammate: str
+    head: Sha | None  # None: the branch was missing when resolved
+    start: Sha  # the commit its worktree started from
+    branch: str | None = None  # for messages and publishing
+
+
+def resolve_teammate_branches(repo: Repository, branches: Sequence[tuple[str, str, Sha]]) -> list[TeammateBranch]:
+    """(teammate, full ref name, start) -> TeammateBranch, each head read exactly once,
+    so that a branch moved or deleted later in the run does not change the plan."""
+    return [TeammateBranch(name, git.ref_sha(repo, ref), start, ref) for name, ref, start in branches]
+
+
+@dataclass(frozen=True)
+class TeammatePlan:
+    teammate: str
+    branch: str | None
+    head: Sha | None
+    start: Sha
+    commits: tuple[Sha, ...]  # to replay, oldest first
+    refusal: str | None = None  # why nothing of it will be replayed
+    refusal_detail: str | None = None
+
+
+@dataclass(frozen=True)
+class IntegrationPlan:
+    base: Sha  # the base tip fetched just before integration
+    teammates: tuple[TeammatePlan, ...]
+
+    @property
+    def steps(self) -> tuple[tuple[str, Sha], ...]:
+        """Every (teammate, commit) to replay, in order."""
+        return tuple((t.teammate, c) for t in self.teammates for c in t.commits)
+
+
+class PlanError(ValueError):
+    """A plan that breaks its invariants: a bug in the caller, not a user mistake."""
+
+
+def plan_integration(repo: Repository, base: Sha, order: Sequence[TeammateBranch]) -> IntegrationPlan:
+    """Which commits of each teammate to replay onto ``base``, in ``order``.
+
+    A teammate's commits are those reachable from its head and not from its
+    start, oldest first. Merge commits are refused, not flattened: a merge's
+    diff against its first parent carries the other side's work (often the base
+    branch's) under this teammate's name, and its own commits would not be
+    checked one by one. The teammate's branch is kept; rebasing it onto its
+    start makes it replayable.
+    """
+    if not git.object_exists(repo, base):
+        raise PlanError(f"base {base} is not in {repo.path}")
+    planned: list[TeammatePlan] = []
+    owner_of: dict[Sha, str] = {}
+    for tb in order:
+        plan = _plan_one(repo, tb, owner_of)
+        if plan.refusal is None:
+            owner_of.update(dict.fromkeys(plan.commits, tb.teammate))
+        planned.append(plan)
+    result = IntegrationPlan(base, tuple(planned))
+    check_plan(repo, result)
+    return result
+
+
+def _plan_one(repo: Repository, tb: TeammateBranch, owner_of: Mapping[Sha, str]) -> TeammatePlan:
+    def refuse(reason: str, detail: str) -> TeammatePlan:
+        return TeammatePlan(tb.teammate, tb.branch, tb.head, tb.start, (), reason, detail)
+
+    where = tb.branch or tb.teammate
+    if tb.head is None or not git.object_exists(repo, tb.head):
+        return refuse("missing", f"{where}: the branch was not found when integration started")
+    if not git.object_exists(repo, tb.start) or not git.is_ancestor(repo, tb.start, tb.head):
+        return refuse("force-moved", f"{where}: its head {git.short(tb.head)} no longer contains the commit "
+                                     f"it started from ({git.short(tb.start)}): the branch was force-moved")
+    commits = git.commit_summaries(repo, tb.start, tb.head)
+    for c in commits:
+        if len(c.parents) > 1:
+            return refuse("merge-commit", f"{where}: {git.short(c.sha)} ({c.title!r}) is a merge commit; "
+                                          f"rebase the branch onto {git.short(tb.start)} to integrate it")
+        if c.sha in owner_of:
+            return refuse("shared-commits", f"{where}: {git.short(c.sha)} is also in {owner_of[c.sha]}'s work; "
+                                            "a teammate must start from the integration tip, not another branch")
+    return TeammatePlan(tb.teammate, tb.branch, tb.head, tb.start, tuple(c.sha for c in commits))
+
+
+def check_plan(repo: Repository, plan: IntegrationPlan) -> None:
+    """The plan's invariants: teammates named once, every commit once, and each
+    teammate's commits one chain from its start to its head (so no cycle and no
+    commit replayed before its parent)."""
+    names = [t.teammate for t in plan.teammates]
+    if len(set(names)) != len(names):
+        raise PlanError(f"a teammate appears twice in the integration order: {names}")
+    shas = [sha for _, sha in plan.steps]
+    if len(set(shas)) != len(shas):
+        raise PlanError("a commit is planned twice")
+    for t in plan.teammates:
+        if t.refusal is not None:
+            continue
+        expected_parent = t.start
+        for sha in t.commits:
+            parents = git.commit_summaries(repo, expected_parent, sha)
+            if len(parents) != 1 or parents[0].parents != (expected_parent,):
+                raise PlanError(f"{t.teammate}: {sha} does not follow {expected_parent}")
+            expected_parent = sha
+        if t.commits and expected_parent != t.head:
+            raise PlanError(f"{t.teammate}: the planned commits end at {expected_parent}, not at the head {t.head}")
+
+
+# --- Execute ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Why one teammate's work could not be replayed: the commit and the paths."""
+
+    teammate: str
+    commit: Sha
+    paths: tuple[str, ...]
+    details: tuple[PathConflict, ...] = ()
+
+    def describe(self) -> str:
+        return f"{self.teammate}: commit {git.short(self.commit)} conflicts in " + ", ".join(self.paths)
+
+
+@dataclass(frozen=True)
+class TeammateOutcome:
+    teammate: str
+    status: Status
+    reason: str | None = None  # conflict | missing | force-moved | merge-commit | shared-commits | hostile-path | verify | stopped
+    detail: str | None = None
+    conflict: Conflict | None = None
+    commit_map: tuple[tuple[Sha, Sha], ...] = ()  # (old, new) for each commit written
+    dropped_empty: tuple[Sha, ...] = ()  # commits whose change was already on the tip
+
+
+@dataclass(frozen=True)
+class Applied:
+    teammate: str
+    tip: Sha  # the integration tip just after this teammate's commits
+
+
+@dataclass(frozen=True)
+class IntegrationResult:
+    base: Sha
+    tip: Sha
+    outcomes: tuple[TeammateOutcome, ...]  # one per planned teammate, in plan order
+    applied: tuple[Applied, ...]  # the integrated teammates, in order
+    stopped_by: Conflict | None = None  # on_conflict: stop met this conflict
+
+    @property
+    def commit_map(self) -> dict[Sha, Sha]:
+        return {old: new for o in self.outcomes for old, new in o.commit_map}
+
+    def outcome(self, teammate: str) -> TeammateOutcome:
+        return next(o for o in self.outcomes if o.teammate == teammate)
+
+
+def integrate(repo: Repository, plan: IntegrationPlan, on_conflict: OnConflict = "skip",
+              committer: Identity = RALLY_COMMITTER) -> IntegrationResult:
+    """Replay the plan onto its base in memory. Nothing but new objects is
+    written: no ref, no index, no work tree."""
+    return _replay_from(repo, plan.base, plan.base, (), plan.teammates, on_conflict, committer)
+
+
+def _replay_from(repo: Repository, base: Sha, tip: Sha, done: Sequence[TeammateOutcome],
+                 teammates: Sequence[TeammatePlan], on_conflict: OnConflict, committer: Identity,
+                 applied: Sequence[Applied] = ()) -> IntegrationResult:
+    outcomes = list(done)
+    applied_now = list(applied)
+    stopped_by: Conflict | None = None
+    with git.replay_session() as cache:
+        for t in teammates:
+            if stopped_by is not None:
+                outcomes.append(TeammateOutcome(t.teammate, "skipped", "stopped",
+                                                f"not attempted: integration stopped at {stopped_by.teammate}"))
+                continue
+            if t.refusal is not None:
+                outcomes.append(TeammateOutcome(t.teammate, "refused", t.refusal, t.refusal_detail))
+                continue
+            outcome, new_tip = _replay_teammate(repo, t, tip, committer, cache)
+            outcomes.append(outcome)
+            if outcome.status == "integrated":
+                tip = new_tip
+                applied_now.append(Applied(t.teammate, tip))
+            elif outcome.conflict is not None and on_conflict == "stop":
+                stopped_by = outcome.conflict
+    return IntegrationResult(base, tip, tuple(outcomes), tuple(applied_now), stopped_by)
+
+
+def _replay_teammate(repo: Repository, t: TeammatePlan, tip: Sha, committer: Identity,
+                     cache: git.TreeCache) -> tuple[TeammateOutcome, Sha]:
+    """All of one teammate's commits onto ``tip``, or none of them: on a conflict the
+    tip stays where it was before its first commit (the objects written are garbage)."""
+    mapping: list[tuple[Sha, Sha]] = []
+    dropped: list[Sha] = []
+    current = tip
+    for sha in t.commits:
+        replayed = git.replay_commit(repo, sha, current, committer, cache)
+        if replayed.hostile:
+            detail = "; ".join(f"{path!r}: {why}" for path, why in replayed.hostile)
+            return TeammateOutcome(t.teammate, "refused", "hostile-path",
+                                   f"commit {git.short(sha)} writes a refused path: {detail}"), tip
+        if replayed.conflicts:
+            paths = tuple(sorted({c.path for c in replayed.conflicts}))
+            conflict = Conflict(t.teammate, sha, paths, replayed.conflicts)
+            return TeammateOutcome(t.teammate, "conflicted", "conflict", conflict.describe(), conflict), tip
+        if replayed.new_sha is None:
+            dropped.append(sha)  # its change is already on the tip
+            mapping.append((sha, current))
+            continue
+        mapping.append((sha, replayed.new_sha))
+        current = replayed.new_sha
+    return TeammateOutcome(t.teammate, "integrated", commit_map=tuple(mapping), dropped_empty=tuple(dropped)), current
+
+
+def conflict_error(conflict: Conflict) -> ConflictError:
+    """The error the command boundary raises for ``on_conflict: stop``."""
+    return ConflictError(
+        conflict.describe(),
+        hint=f"the branch {conflict.teammate} is kept as it is; resolve the conflict on it, "
+             "or set merge.on_conflict: skip to integrate the others without it",
+    )
+
+
+# --- Verify and bisect -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommandRun:
+    command: str
+    passed: bool
+    output_tail: str  # the last few kilobytes of standard output and error together
+
+
+@dataclass(frozen=True)
+class VerifyRun:
+    sha: Sha
+    teammates: tuple[str, ...]  # whose work the verified commit holds
+    passed: bool
+    commands: tuple[CommandRun, ...] = ()
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    result: IntegrationResult  # after the culprits were dropped
+    runs: tuple[VerifyRun, ...]
+    passed: bool  # the final tip passed verify
+    culprits: tuple[str, ...] = ()
+    base_fails: bool = False  # the base itself fails: nobody is to blame
+    exhausted: bool = False  # max_runs ran out before a passing tip was found
+
+
+VerifyFn = Callable[[Sha], "bool | Sequence[CommandRun]"]
+
+
+def default_max_verify_runs(team_size: int) -> int:
+    """One run of the result, log2(team) to find a culprit, one to confirm, and
+    room for a second culprit or a broken base."""
+    return 2 * math.ceil(math.log2(max(team_size, 1) + 1)) + 3
+
+
+def verify_and_bisect(repo: Repository, plan: IntegrationPlan, result: IntegrationResult,
+                      run_verify: VerifyFn, *, max_runs: int | None = None,
+                      committer: Identity = RALLY_COMMITTER) -> VerifyResult:
+    """Verify the integrated tip; on failure, bisect the integration order.
+
+    The tips after each teammate (``result.applied``) are the candidate
+    prefixes: the first failing prefix names the teammate whose work breaks it
+    (as bors and Mergify split a failing batch). It is dropped with reason
+    ``verify``, the teammates after it are replayed again without it, and the
+    new tip is verified; a further failure lies after the last passing prefix,
+    so the search goes on from there. If the first teammate is blamed, the base
+    is verified too: a base that fails blames nobody. When the runs run out, the
+    tip falls back to the last prefix that passed and the teammates after it are
+    dropped (``verify``, not cleared): an integration branch that fails its
+    checks is never published as passing.
+    """
+    budget = max_runs if max_runs is not None else default_max_verify_runs(len(result.applied))
+    runs: list[VerifyRun] = []
+    known: dict[Sha, bool] = {}
+
+    def verify(sha: Sha, teammates: Sequence[str]) -> bool:
+        if sha not in known:
+            got = run_verify(sha)
+            commands = () if isinstance(got, bool) else tuple(got)
+            passed = got if isinstance(got, bool) else all(c.passed for c in commands)
+            runs.append(VerifyRun(sha, tuple(teammates), passed, commands))
+            known[sha] = passed
+        return known[sha]
+
+    def names(upto: int) -> list[str]:
+        return [a.teammate for a in result.applied[: upto + 1]]
+
+    culprits: list[str] = []
+    good = -1  # result.applied[: good + 1] is known to pass (-1: the base, assumed)
+    if not result.applied or verify(result.tip, names(len(result.applied) - 1)):
+        return VerifyResult(result, tuple(runs), True)
+    while True:
+        bad = len(result.applied) - 1  # the whole of the current result fails
+        while bad - good > 1 and len(runs) < budget:
+            mid = (good + bad) // 2
+            if verify(result.applied[mid].tip, names(mid)):
+                good = mid
+            else:
+                bad = mid
+        if bad - good > 1:
+            return _give_up(repo, plan, result, good, runs, culprits, committer)
+        if bad == 0 and len(runs) < budget and not verify(result.base, []):
+            return VerifyResult(result, tuple(runs), False, tuple(culprits), base_fails=True)
+        culprit = result.applied[bad].teammate
+        culprits.append(culprit)
+        result = _drop_and_replay(repo, plan, result, bad, committer,
+                                  f"verify fails once {culprit}'s work is added")
+        last = len(result.applied) - 1
+        if last == good or len(runs) >= budget:
+            passed = last == good  # the known-good prefix is all that is left
+            if not passed:
+                return _give_up(repo, plan, result, good, runs, culprits, committer)
+            return VerifyResult(result, tuple(runs), True, tuple(culprits))
+        if verify(result.tip, names(last)):
+            return VerifyResult(result, tuple(runs), True, tuple(culprits))
+
+
+def _drop_and_replay(repo: Repository, plan: IntegrationPlan, result: IntegrationResult, index: int,
+                     committer: Identity, why: str) -> IntegrationResult:
+    """``result`` without the teammate at ``result.applied[index]``: the teammates
+    after it are replayed again onto the tip before it."""
+    culprit = result.applied[index].teammate
+    keep = {a.teammate for a in result.applied[:index]}
+    start_tip = result.applied[index - 1].tip if index > 0 else result.base
+    later = {a.teammate for a in result.applied[index + 1:]}
+    done = [o if o.teammate != culprit else TeammateOutcome(culprit, "refused", "verify", why)
+            for o in result.outcomes if o.teammate not in later]
+    again = [t for t in plan.teammates if t.teammate in later]
+    replayed = _replay_from(repo, result.base, start_tip, (), again, "skip", committer,
+                            [a for a in result.applied if a.teammate in keep])
+    by_name = {o.teammate: o for o in (*done, *replayed.outcomes)}
+    outcomes = tuple(by_name[o.teammate] for o in result.outcomes)
+    return replace(result, tip=replayed.tip, outcomes=outcomes, applied=replayed.applied)
+
+
+def _give_up(repo: Repository, plan: IntegrationPlan, result: IntegrationResult, good: int,
+             runs: list[VerifyRun], culprits: list[str], committer: Identity) -> VerifyResult:
+    uncleared = [a.teammate for a in result.applied[good + 1:]]
+    outcomes = tuple(
+        TeammateOutcome(o.teammate, "refused", "verify", "verify failed and bisection ran out of runs before "
+                                                         "clearing this teammate's work")
+        if o.teammate in uncleared else o
+        for o in result.outcomes
+    )
+    tip = result.applied[good].tip if good >= 0 else result.base
+    trimmed = replace(result, tip=tip, outcomes=outcomes, applied=result.applied[: good + 1])
+    passed = any(r.sha == tip and r.passed for r in runs)
+    return VerifyResult(trimmed, tuple(runs), passed, (*culprits, *uncleared), exhausted=True)
+
+
+_SHELL_CHARS = frozenset("|&;<>()$`*?[]{}~#\n")
+
+
+def _needs_shell(command: str) -> bool:
+    """True when ``command`` uses shell syntax (pipes, &&, globs, variables,
+    redirections, a leading VAR=value). The verify commands come from the map on
+    the base commit, so they are trusted with a shell; a plain command still runs
+    without one, so that what runs is exactly what is written."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return True
+    return not words or any(ch in _SHELL_CHARS for ch in command) or "=" in words[0]
+
+
+# What the code under test must not see: it comes from agents' branches.
+_SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "PRIVATE_KEY", "API_KEY")
+
+
+def _verify_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("ACTIONS_") and not any(m in k.upper() for m in _SECRET_MARKERS)}
+
+
+def run_commands(commands: Sequence[str], cwd: Path, timeout: float, *, tail_chars: int = 4000) -> list[CommandRun]:
+    """Run each command in ``cwd`` (all of them, so the report shows every
+    failure). A command past ``timeout`` seconds is stopped with its whole
+    process group and counts as failed. Standard input is empty; credentials in
+    the environment are withheld, since the code under test comes from agents."""
+    runs: list[CommandRun] = []
+    for command in commands:
+        argv = ["/bin/sh", "-c", command] if _needs_shell(command) else shlex.split(command)
+        try:
+            proc = subprocess.Popen(argv, cwd=cwd, env=_verify_env(), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as err:
+            runs.append(CommandRun(command, False, f"could not start: {err}"))
+            continue
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+            passed = proc.returncode == 0
+            text = out.decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+            passed = False
+            text = out.decode(errors="replace") + f"\n[rally-gh] stopped after {timeout:g}s"
+        runs.append(CommandRun(command, passed, text[-tail_chars:]))
+    return runs
+
+
+def verify_commit(repo: Repository, sha: Sha, commands: Sequence[str], timeout: float,
+                  scratch_root: Path | None = None) -> list[CommandRun]:
+    """Run ``commands`` in a scratch checkout of ``sha``, removed afterwards. Usable
+    as ``run_verify`` with ``lambda sha: verify_commit(repo, sha, commands, t)``."""
+    parent = scratch_root or git.common_dir(repo) / "rally" / "verify"
+    parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{git.short(sha)}-", dir=parent))
+    try:
+        git.materialize(repo, sha, path)
+        return run_commands(commands, path, timeout)
+    finally:
+        git.dematerialize(repo, path)
+
+
+# --- Publish ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    ok: bool
+    local_moved: bool  # the local integration branch now points at the new tip
+    pushed: tuple[PushedRef, ...] = ()
+    problems: tuple[str, ...] = ()
+    attempts: int = 0
+
+
+def publish(repo: Repository, integration_branch: str, new_sha: Sha, expected_old: Sha | None,
+            teammate_branches: Sequence[tuple[str, Sha]], *, remote: str | None = None,
+            remote_expected_old: Sha | None = None, credentials: HttpCredentials | None = None,
+            max_attempts: int = 3) -> PublishResult:
+    """Keep every teammate branch, then move the integration branch, last.
+
+    Locally, a teammate branch deleted during the run is recreated at the head
+    integration used, and one that was moved is left alone. The integration
+    branch moves only if it is still at ``expected_old`` (None: only if it does
+    not exist). With a ``remote``, teammate branches are pushed as fast-forwards
+    and the integration branch with a lease on ``remote_expected_old``. When the
+    remote integration branch moved meanwhile, it is read again: already at our
+    tip is success; an ancestor of our tip (a retried job's earlier result) is
+    pushed over with the new lease; anything else (someone's own commits) is
+    reported, never overwritten. At most ``max_attempts`` pushes.
+    """
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    problems: list[str] = []
+    integration_ref = _full(integration_branch)
+    nested = [b for b, _ in teammate_branches if _full(b).startswith(integration_ref + "/")]
+    if nested:
+        # git keeps refs as paths: refs/heads/x cannot exist next to refs/heads/x/y.
+        return PublishResult(False, False, problems=(
+            f"{integration_branch} cannot be created while {nested[0]} exists (git refs are paths); "
+            "name the integration branch so that no teammate branch lies under it",))
+    for branch, head in teammate_branches:
+        if git.ref_sha(repo, _full(branch)) is None and git.object_exists(repo, head):
+            git.update_ref_if(repo, _full(branch), head, None)
+    if git.head_branch(repo) == integration_branch:
+        return PublishResult(False, False, problems=(f"{integration_branch} is checked out here; "
+                                                     "moving it would leave the work tree out of date",))
+    if not git.update_ref_if(repo, integration_ref, new_sha, expected_old):
+        now = git.ref_sha(repo, integration_ref)
+        return PublishResult(False, False, problems=(
+            f"{integration_branch} moved during the run (now {now or 'deleted'}, expected {expected_old or 'absent'}); "
+            "nothing was overwritten: re-run the merge to integrate onto it",))
+    if remote is None:
+        return PublishResult(True, True)
+    cwd = repo.path
+    pushed: list[PushedRef] = []
+    teammate_pushes = [RefPush(_full(b), head, lease=False) for b, head in teammate_branches]
+    if teammate_pushes:
+        results = git.push_refs(cwd, remote, teammate_pushes, credentials=credentials)
+        pushed.extend(results)
+        problems.extend(f"{r.ref}: {r.message}" for r in results if not r.ok)
+    lease = remote_expected_old
+    attempts = 0
+    while attempts < max_attempts:
+        attempts += 1
+        (result,) = git.push_refs(cwd, remote, [RefPush(integration_ref, new_sha, lease)], credentials=credentials)
+        if result.ok:
+            pushed.append(result)
+            break
+        now = git.remote_ref_shas(cwd, remote, [integration_ref], credentials=credentials)[integration_ref]
+        if now == new_sha:
+            pushed.append(PushedRef(integration_ref, True, "already there"))
+            break
+        if now is not None and not (git.object_exists(repo, now) and git.is_ancestor(repo, now, new_sha)):
+            pushed.append(result)
+            problems.append(f"{integration_ref} on {remote} moved to {git.short(now)}, which is not part of this "
+                            "integration; it was left as it is")
+            break
+        lease = now
+    else:
+        pushed.append(result)
+        problems.append(f"{integration_ref}: push rejected {attempts} times: {result.message}")
+    return PublishResult(not problems, True, tuple(pushed), tuple(problems), attempts)
+
+
+def _full(branch: str) -> str:
+    return branch if branch.startswith("refs/") else f"refs/heads/{branch}"
+
+
+__all__ = [
+    "Applied", "CommandRun", "Conflict", "IntegrationPlan", "IntegrationResult", "PlanError", "PublishResult",
+    "TeammateBranch", "TeammateOutcome", "TeammatePlan", "VerifyResult", "VerifyRun", "check_plan",
+    "conflict_error", "default_max_verify_runs", "integrate", "plan_integration", "publish",
+    "resolve_teammate_branches", "run_commands", "verify_and_bisect", "verify_commit",
+]
