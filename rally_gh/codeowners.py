@@ -1,0 +1,463 @@
+"""CODEOWNERS files: parse them, answer "who owns this path", convert to and from rally.yml.
+
+Reading follows GitHub (and hmarr/codeowners): the last matching line wins; a
+line with no owners makes its paths unowned; ``#`` at the start of a line or of
+a word after the pattern starts a comment; ``\\ `` and ``\\#`` are a space and a
+``#`` inside a pattern. Words after the pattern that are not owners (``@user``,
+``@org/team``, an e-mail address) are ignored, as GitHub ignores them.
+GitLab's ``[Section]`` headers are not GitHub syntax and are read as patterns.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import json
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from typing import TYPE_CHECKING
+
+from rally_gh.errors import ConfigError, PatternError
+from rally_gh.globs import Glob, GlobSet, compile_glob, literal_prefix
+from rally_gh.ownership import Ownership
+from rally_gh.paths import CONTROL_FILES, is_control_file
+
+if TYPE_CHECKING:  # pydantic is slow to import; `owner --codeowners` never needs it
+    from rally_gh.config import Config
+
+MAX_TEAM = 9  # rally_gh.config.MAX_TEAM, not imported for the reason above
+
+_OWNER_RE = re.compile(r"@\S+|[^@\s]+@\S+")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One line of a CODEOWNERS file that names a pattern."""
+
+    line: int  # 1-based
+    pattern: str  # as written, escapes kept (CODEOWNERS and rally.yml share the syntax)
+    owners: tuple[str, ...]
+    glob: Glob
+
+    @property
+    def owner(self) -> str | None:
+        """The owners joined by one space, None for a line that un-owns its paths."""
+        return " ".join(self.owners) or None
+
+
+def parse_codeowners(text: str, source: str = "CODEOWNERS") -> tuple[Rule, ...]:
+    """The rules of a CODEOWNERS file, in file order. ``source`` names it in errors."""
+    rules: list[Rule] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        pattern, rest = _split_pattern(line)
+        owners: list[str] = []
+        for word in rest.split():
+            if word.startswith("#"):
+                break
+            if _OWNER_RE.fullmatch(word):
+                owners.append(word)
+        try:
+            glob = compile_glob(pattern, allow_negation=False)
+        except PatternError as err:
+            raise ConfigError(f"{source}:{number}: {err.message}", hint=err.hint) from None
+        rules.append(Rule(number, pattern, tuple(owners), glob))
+    return tuple(rules)
+
+
+def _split_pattern(line: str) -> tuple[str, str]:
+    """The pattern (up to the first unescaped blank) and the rest of the line."""
+    m = _PATTERN_RE.match(line)
+    assert m is not None  # the line is stripped and not empty
+    return m.group(), line[m.end() :]
+
+
+_PATTERN_RE = re.compile(r"(?:\\.|[^\s\\])+\\?")
+
+
+class CodeownersMatcher:
+    """Answers "who owns this path" for one CODEOWNERS file, one RE2 pass a path."""
+
+    __slots__ = ("rules", "_globs", "_owner_by_rule")
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.rules = tuple(rules)
+        self._globs = GlobSet(r.glob for r in self.rules)
+        # index -1 (no rule matched) reads the None appended last
+        self._owner_by_rule: tuple[str | None, ...] = tuple(r.owner for r in self.rules) + (None,)
+
+    @classmethod
+    def from_text(cls, text: str, source: str = "CODEOWNERS") -> CodeownersMatcher:
+        return cls(parse_codeowners(text, source))
+
+    def rule_of(self, path: str) -> Rule | None:
+        """The deciding line for ``path`` (the last that matches), None when none does."""
+        i = self._globs.last_match(path)
+        return self.rules[i] if i >= 0 else None
+
+    def owner_of(self, path: str) -> str | None:
+        return self._owner_by_rule[self._globs.last_match(path)]
+
+    def owners_of_many(self, paths: Iterable[str]) -> list[str | None]:
+        """``owner_of`` for every path, in order."""
+        last_match = self._globs.last_match
+        owner_by_rule = self._owner_by_rule
+        return [owner_by_rule[last_match(p)] for p in paths]
+
+
+# --- CODEOWNERS -> rally.yml ----------------------------------------------------
+
+
+def _region_key(glob: Glob) -> str | None:
+    """A slash-ended prefix every path the glob matches starts with (after adding a
+    trailing '/'), None when it may match anywhere. Two globs whose keys are not
+    prefix-related can never match one path."""
+    if not glob.anchored:
+        return None
+    if glob.literal is not None:
+        return glob.literal + "/"
+    return literal_prefix(glob) or None
+
+
+def _prefixes(key: str) -> Iterator[str]:
+    """``a/b/`` -> ``a/``, ``a/b/``."""
+    end = key.find("/")
+    while end != -1:
+        yield key[: end + 1]
+        end = key.find("/", end + 1)
+
+
+@dataclass(frozen=True)
+class ImportedTeammate:
+    name: str
+    owners: tuple[str, ...]
+    exclusive_write: tuple[str, ...]
+
+
+def import_rules(rules: Sequence[Rule]) -> list[ImportedTeammate]:
+    """One teammate per distinct owner list, whose exclusive_write owns exactly the paths
+    CODEOWNERS gives that list.
+
+    CODEOWNERS is last-match-wins across the file; a teammate's list is last-match-wins
+    within itself. So each list holds its own patterns in file order and, where a later
+    line of someone else (or of nobody) can match a path one of its earlier patterns
+    matches, ``!`` of that line's pattern at that place.
+    """
+    lists: dict[tuple[str, ...], list[str]] = {}
+    # Earlier patterns' region keys -> owner lists, to find who a later line can overlap.
+    by_key: dict[str, set[tuple[str, ...]]] = {}
+    by_key_prefix: dict[str, set[tuple[str, ...]]] = {}
+    anywhere: set[tuple[str, ...]] = set()  # owners with a pattern that may match anywhere
+    for rule in rules:
+        key = _region_key(rule.glob)
+        overlapping: set[tuple[str, ...]] = set(anywhere)
+        if key is None:
+            overlapping.update(lists)
+        else:
+            for prefix in _prefixes(key):
+                overlapping.update(by_key.get(prefix, ()))
+            overlapping.update(by_key_prefix.get(key, ()))
+        text = _as_rally_pattern(rule.pattern)
+        for owners in overlapping:
+            if owners != rule.owners:
+                lists[owners].append("!" + text)
+        if not rule.owners:
+            continue
+        lists.setdefault(rule.owners, []).append(text)
+        if key is None:
+            anywhere.add(rule.owners)
+        else:
+            by_key.setdefault(key, set()).add(rule.owners)
+            for prefix in _prefixes(key):
+                by_key_prefix.setdefault(prefix, set()).add(rule.owners)
+    names = _teammate_names(list(lists))
+    return [ImportedTeammate(names[o], o, tuple(patterns)) for o, patterns in lists.items()]
+
+
+def _as_rally_pattern(pattern: str) -> str:
+    # CODEOWNERS has no negation: a leading '!' is a literal character there.
+    return "\\" + pattern if pattern.startswith("!") else pattern
+
+
+def _teammate_names(owner_lists: list[tuple[str, ...]]) -> dict[tuple[str, ...], str]:
+    """Valid (``NAME_RE``), unique names that say whose they are: ``@org/web-team`` -> ``web-team``."""
+    names: dict[tuple[str, ...], str] = {}
+    taken: set[str] = set()
+    for owners in owner_lists:
+        words = []
+        for owner in owners:
+            handle = owner.split("@", 1)[0] if not owner.startswith("@") else owner[1:].rsplit("/", 1)[-1]
+            words.append(re.sub(r"[^a-z0-9]+", "-", handle.lower()).strip("-"))
+        base = "-".join(w for w in words if w)[:39].strip("-") or "owner"
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            suffix = f"-{n}"
+            name = base[: 39 - len(suffix)].rstrip("-") + suffix
+        taken.add(name)
+        names[owners] = name
+    return names
+
+
+def import_codeowners(text: str, team: str, source: str = "CODEOWNERS") -> str:
+    """A rally.yml whose ownership equals ``text``'s for every path but control files
+    (which rally.yml grants only literally, SPEC section 1)."""
+    teammates = import_rules(parse_codeowners(text, source))
+    if not teammates:
+        raise ConfigError(
+            f"{source}: no line names an owner, so there is no teammate to make",
+            hint="add lines such as '/src/ @org/team' first",
+        )
+    out = [
+        f"# Made by `rally-gh codeowners import {source}`: one teammate per owner list of {source}.",
+        "# Ownership here equals the CODEOWNERS file's; control files (.github/**, CODEOWNERS, ...)",
+        "# need a literal pattern to be granted. Replace the placeholder agents and tasks.",
+    ]
+    if len(teammates) > MAX_TEAM:
+        out.append(
+            f"# warning: {len(teammates)} teammates, and rally-gh runs at most {MAX_TEAM}: keep the ones "
+            "one run needs (what the others owned becomes unowned, so read-only)."
+        )
+    out += [
+        "version: 1",
+        f"team: {_quote(team)}",
+        "teammates:",
+    ]
+    for t in teammates:
+        owners = " ".join(t.owners)
+        out += [
+            f"  - name: {t.name}",
+            f"    role: {_quote(ROLE_PREFIX + owners)}",
+            f"    task: {_quote(f'Work on the files CODEOWNERS gives to {owners}.')}",
+            '    agent: {preset: command, command: ["true"]}',
+            "    exclusive_write:",
+        ]
+        out += [f"      - {_quote(p)}" for p in t.exclusive_write]
+    return "\n".join(out) + "\n"
+
+
+# The role of an imported teammate; export reads the original owners back from it.
+ROLE_PREFIX = "CODEOWNERS: "
+
+
+def _quote(text: str) -> str:
+    # A JSON string is a valid YAML double-quoted scalar: safe for '!', '*', '#', ': '.
+    return json.dumps(text, ensure_ascii=False)
+
+
+# --- rally.yml -> CODEOWNERS ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Entry:
+    teammate: int
+    position: int  # in that teammate's exclusive_write
+    glob: Glob
+    key: str | None  # _region_key
+
+
+def export_codeowners(config: Config) -> str:
+    """A CODEOWNERS file that GitHub reads the way rally-gh reads ``config``.
+
+    Each teammate's patterns become lines owned by ``@<team>/<teammate>`` (or by the
+    owners an imported teammate came from, see ROLE_PREFIX), its ``!`` patterns lines
+    with no owner. Lines keep each teammate's order; across teammates they are ordered
+    so that a line that takes paths out comes before any other teammate's line that
+    gives them back (CODEOWNERS' last match then agrees with each list's last match).
+    Control files come last: un-owned, then granted again where a literal grants them.
+    Exact for maps with no overlapping teammates (what ``validate`` accepts).
+    """
+    ownership = Ownership.from_config(config)
+    owner_of_teammate = [_export_owner(config.team, t.name, t.role) for t in config.teammates]
+    entries = [
+        _Entry(g.teammate, g.index, g.glob, _region_key(g.glob)) for g in ownership.grants
+    ]
+    order, cyclic = _line_order(entries, len(config.teammates))
+    lines = [
+        f"# Made by `rally-gh codeowners export` from the ownership map of team {config.team}.",
+        "# Each teammate's patterns in its own order; a line with no owner takes paths back out.",
+    ]
+    if cyclic:
+        lines.append(
+            "# warning: the teammates' exclusions cross each other, so some paths may read "
+            "differently here; check with `rally-gh owner --codeowners`."
+        )
+    for k in order:
+        e = entries[k]
+        text = _as_codeowners_pattern(e.glob)
+        lines.append(text if e.glob.negated else f"{text} {owner_of_teammate[e.teammate]}")
+    # Control files: a wildcard never grants them in rally.yml, but would here.
+    lines.append("")
+    lines.append("# Control files: writable only where the map names them literally.")
+    lines.extend(_control_lines(ownership, owner_of_teammate))
+    return "\n".join(lines) + "\n"
+
+
+def _export_owner(team: str, name: str, role: str) -> str:
+    if role.startswith(ROLE_PREFIX):
+        owners = role[len(ROLE_PREFIX) :].split()
+        if owners and all(_OWNER_RE.fullmatch(o) for o in owners):
+            return " ".join(owners)
+    return f"@{team}/{name}"
+
+
+def _as_codeowners_pattern(glob: Glob) -> str:
+    text = glob.text[1:] if glob.negated else glob.text
+    # CODEOWNERS splits on blanks and starts comments with '#'.
+    return re.sub(r"(?<!\\)([ \t#])", r"\\\1", text)
+
+
+def _control_lines(ownership: Ownership, owner_of_teammate: list[str]) -> list[str]:
+    lines = ["/" + c.removesuffix("**") for c in CONTROL_FILES]
+    granted = sorted(
+        {g.glob.literal for g in ownership.grants if not g.glob.negated and g.glob.literal is not None}
+    )
+    for literal in granted:
+        if not is_control_file(literal):
+            continue
+        owner = ownership.owner_of(literal)
+        if owner is not None:
+            # The grant is that one path: the line also gives what is below it, so
+            # the second line takes that back.
+            text = _as_codeowners_pattern(compile_glob(literal))
+            lines.append(f"/{text} {owner_of_teammate[ownership.names.index(owner)]}")
+            lines.append(f"/{text}/")
+    return lines
+
+
+def _line_order(entries: Sequence[_Entry], teammates: int) -> tuple[list[int], bool]:
+    """An order of all entries that keeps each teammate's order and puts a ``!`` entry
+    of one teammate before any positive entry of another that may give the same paths
+    back, unless a later entry of that other teammate decides those paths anyway.
+    Returns the order and whether constraints had to be broken (a cycle)."""
+    positives_by_key: dict[str, list[int]] = {}
+    positives_by_prefix: dict[str, list[int]] = {}
+    positives_anywhere: list[int] = []
+    positives_of: list[list[int]] = [[] for _ in range(teammates)]  # entry indices, in list order
+    # Per teammate, the last position of entries that match everything below a key, or
+    # everything, or what a given regex matches: what a later entry decides anyway.
+    last_full: list[dict[str, int]] = [{} for _ in range(teammates)]
+    last_dir: list[dict[str, int]] = [{} for _ in range(teammates)]
+    last_same: list[dict[str, int]] = [{} for _ in range(teammates)]
+    last_anywhere_full: list[dict[str, int]] = [{} for _ in range(teammates)]  # unanchored literals
+    last_anywhere_dir: list[dict[str, int]] = [{} for _ in range(teammates)]
+    last_everything = [-1] * teammates
+    for k, e in enumerate(entries):
+        g = e.glob
+        last_same[e.teammate][g.regex] = e.position
+        if g.literal is not None and g.anchored:
+            (last_dir if g.dir_only else last_full)[e.teammate][g.literal + "/"] = e.position
+        elif g.literal is not None:
+            (last_anywhere_dir if g.dir_only else last_anywhere_full)[e.teammate][g.literal] = e.position
+        elif g.regex in _EVERYTHING:
+            last_everything[e.teammate] = e.position
+        if g.negated:
+            continue
+        positives_of[e.teammate].append(k)
+        if e.key is None:
+            positives_anywhere.append(k)
+        else:
+            positives_by_key.setdefault(e.key, []).append(k)
+            for prefix in _prefixes(e.key):
+                positives_by_prefix.setdefault(prefix, []).append(k)
+
+    def last_cover(x: _Entry, t: int) -> int:
+        """The last position in teammate t's list of an entry matching every path x matches."""
+        best = max(last_everything[t], last_same[t].get(x.glob.regex, -1))
+        if x.key is not None:
+            strict = x.glob.literal is None or x.glob.dir_only  # x never matches its key's own path
+            for prefix in _prefixes(x.key):
+                best = max(best, last_full[t].get(prefix, -1))
+                if strict or prefix != x.key:
+                    best = max(best, last_dir[t].get(prefix, -1))
+            if last_anywhere_full[t] or last_anywhere_dir[t]:
+                names = x.key[:-1].split("/")
+                for n, name in enumerate(names):
+                    best = max(best, last_anywhere_full[t].get(name, -1))
+                    if strict or n < len(names) - 1:
+                        best = max(best, last_anywhere_dir[t].get(name, -1))
+        return best
+
+    # An entry that a later entry of its own list always overrides decides nothing.
+    dead = [last_cover(e, e.teammate) > e.position for e in entries]
+
+    positive_positions = [[entries[j].position for j in js] for js in positives_of]
+    successors: list[list[int]] = [[] for _ in entries]
+    indegree = [0] * len(entries)
+
+    def edge(k: int, j: int) -> None:
+        successors[k].append(j)
+        indegree[j] += 1
+
+    previous: dict[int, int] = {}
+    for k, e in enumerate(entries):
+        if e.teammate in previous:
+            edge(previous[e.teammate], k)
+        previous[e.teammate] = k
+    for k, x in enumerate(entries):
+        if not x.glob.negated:
+            continue
+        # Per other teammate, only its first positive entry after what covers x needs to
+        # wait for x: its list order holds the rest back.
+        if x.key is None:  # x may match anywhere: every positive entry may overlap it
+            for t in range(teammates):
+                if t != x.teammate and positives_of[t]:
+                    n = bisect.bisect_left(positive_positions[t], last_cover(x, t))
+                    while n < len(positives_of[t]) and dead[positives_of[t][n]]:
+                        n += 1
+                    if n < len(positives_of[t]):
+                        edge(k, positives_of[t][n])
+            continue
+        overlapping = list(positives_anywhere)
+        for prefix in _prefixes(x.key):
+            overlapping.extend(positives_by_key.get(prefix, ()))
+        overlapping.extend(j for j in positives_by_prefix.get(x.key, ()) if entries[j].key != x.key)
+        first: dict[int, int] = {}
+        cover: dict[int, int] = {}
+        for j in overlapping:
+            y = entries[j]
+            t = y.teammate
+            if t == x.teammate or dead[j]:
+                continue
+            if t not in cover:
+                cover[t] = last_cover(x, t)
+            if y.position >= cover[t] and (t not in first or y.position < entries[first[t]].position):
+                first[t] = j
+        for j in first.values():
+            edge(k, j)
+    return _topological(entries, successors, indegree)
+
+
+def _topological(entries: Sequence[_Entry], successors: list[list[int]], indegree: list[int]) -> tuple[list[int], bool]:
+    # Among entries free to go, the map's own order: fewest interleavings to read.
+    ready = [(entries[k].teammate, entries[k].position, k) for k in range(len(entries)) if indegree[k] == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    done = [False] * len(entries)
+    cyclic = False
+    while len(order) < len(entries):
+        if not ready:
+            # A cycle: release the earliest waiting entry in the map's order.
+            cyclic = True
+            k = min((k for k in range(len(entries)) if not done[k]),
+                    key=lambda k: (entries[k].teammate, entries[k].position))
+            indegree[k] = 0
+            heapq.heappush(ready, (entries[k].teammate, entries[k].position, k))
+        _, _, k = heapq.heappop(ready)
+        if done[k]:
+            continue
+        done[k] = True
+        order.append(k)
+        for j in successors[k]:
+            indegree[j] -= 1
+            if indegree[j] == 0 and not done[j]:
+                heapq.heappush(ready, (entries[j].teammate, entries[j].position, j))
+    return order, cyclic
+
+
+# Regexes of patterns that match every path ('*', '**', '/**').
+_EVERYTHING = frozenset({compile_glob("*").regex, compile_glob("**").regex, compile_glob("/**").regex})

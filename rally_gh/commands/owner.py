@@ -1,0 +1,161 @@
+"""``rally-gh owner``: who owns each path, from rally.yml or from a CODEOWNERS file.
+
+Paths are repository paths (``src/a.py``), given as arguments or, for the
+argument ``-``, one a line on standard input (blank lines skipped; a ``\\r``
+before the newline dropped). Output keeps input order:
+
+- ``tsv``: ``PATH<TAB>OWNER`` a line; OWNER is the teammate (rally.yml) or the
+  matching line's owners joined by one space (CODEOWNERS), ``-`` for none.
+- ``json``: ``[{"path": "src/a.py", "owner": "api"}, ...]``, ``owner`` null for none.
+
+With rally.yml a path claimed by two teammates has no owner (nobody may write
+it). Built for hundreds of thousands of paths: standard input is read in large
+blocks and each block is answered and written at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+from rally_gh.errors import ConfigError, UsageError
+
+OwnersOf = Callable[[Sequence[str]], list[str | None]]
+
+_BLOCK = 1 << 20  # bytes of standard input answered at a time
+
+
+def run(cwd: Path, paths: list[str], config_path: Path | None, codeowners_path: Path | None,
+        fmt: str, stdin: TextIO, stdout: TextIO) -> int:
+    if not paths:
+        raise UsageError("no paths given", hint="name paths as arguments, or '-' to read them from standard input")
+    if config_path is not None and codeowners_path is not None:
+        raise UsageError("--config and --codeowners both given", hint="answer from one of them")
+    owners_of = _codeowners(cwd, codeowners_path) if codeowners_path is not None else _rally(cwd, config_path)
+    writer = _Writer(_binary(stdout), fmt)
+    for block in _blocks(paths, stdin):
+        writer.block(block, owners_of(block))
+    writer.close()
+    return 0
+
+
+def _codeowners(cwd: Path, path: Path) -> OwnersOf:
+    from rally_gh.codeowners import CodeownersMatcher
+
+    full = path if path.is_absolute() else cwd / path
+    try:
+        text = full.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"--codeowners {path}: cannot read it: {getattr(err, 'strerror', None) or err}",
+                          hint="give the path of a CODEOWNERS file, e.g. .github/CODEOWNERS") from None
+    return CodeownersMatcher.from_text(text, str(path)).owners_of_many
+
+
+def _rally(cwd: Path, config_path: Path | None) -> OwnersOf:
+    from rally_gh.config import find_config, load_config
+    from rally_gh.ownership import Ownership
+
+    explicit = None if config_path is None else (config_path if config_path.is_absolute() else cwd / config_path)
+    ownership = Ownership.from_config(load_config(find_config(_repository_root(cwd), explicit)).config)
+    owner_of = ownership.owner_of
+    return lambda block: [owner_of(p) for p in block]
+
+
+def _repository_root(cwd: Path) -> Path:
+    """The nearest folder holding ``.git`` (no need to open the repository to find the map)."""
+    for folder in (cwd, *cwd.parents):
+        if (folder / ".git").exists():
+            return folder
+    return cwd
+
+
+def _blocks(arguments: list[str], stdin: TextIO) -> Iterator[list[str]]:
+    """The paths, in order, a block at a time; ``-`` reads standard input there."""
+    pending: list[str] = []
+    for argument in arguments:
+        if argument != "-":
+            pending.append(argument)
+            continue
+        if pending:
+            yield pending
+            pending = []
+        yield from _stdin_blocks(stdin)
+    if pending:
+        yield pending
+
+
+def _stdin_blocks(stdin: TextIO) -> Iterator[list[str]]:
+    raw: BinaryIO | None = getattr(stdin, "buffer", None)
+    if raw is None:  # a text stream with no bytes under it (tests)
+        lines = [line.rstrip("\r\n") for line in stdin]
+        yield [line for line in lines if line]
+        return
+    carry = b""
+    while True:
+        data = raw.read(_BLOCK)
+        if not data:
+            break
+        data = carry + data
+        cut = data.rfind(b"\n") + 1
+        carry = data[cut:]
+        block = _decode_lines(data[:cut])
+        if block:
+            yield block
+    if carry:
+        block = _decode_lines(carry)
+        if block:
+            yield block
+
+
+def _decode_lines(data: bytes) -> list[str]:
+    # Git paths are bytes; surrogateescape carries a non-UTF-8 name through unchanged.
+    text = data.decode("utf-8", "surrogateescape").replace("\r\n", "\n")
+    return [line for line in text.split("\n") if line]
+
+
+class _TextBytes:
+    """Bytes written to a text stream that has no buffer under it (tests)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, data: bytes) -> None:
+        self.stream.write(data.decode("utf-8", "surrogateescape"))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _binary(stdout: TextIO) -> BinaryIO | _TextBytes:
+    raw = getattr(stdout, "buffer", None)
+    if raw is None:
+        return _TextBytes(stdout)
+    stdout.flush()  # anything already written as text goes first
+    return raw  # type: ignore[no-any-return]
+
+
+class _Writer:
+    """Writes answers a block at a time, in the chosen format."""
+
+    def __init__(self, out: BinaryIO | _TextBytes, fmt: str) -> None:
+        self.out = out
+        self.json = fmt == "json"
+        self.written = 0
+
+    def block(self, paths: list[str], owners: list[str | None]) -> None:
+        if not paths:
+            return
+        if self.json:
+            text = ",\n".join(json.dumps({"path": p, "owner": o}, ensure_ascii=False) for p, o in zip(paths, owners))
+            text = ("[\n" if not self.written else ",\n") + text
+        else:
+            text = "".join([f"{p}\t{o or '-'}\n" for p, o in zip(paths, owners)])
+        self.out.write(text.encode("utf-8", "surrogateescape"))
+        self.written += len(paths)
+
+    def close(self) -> None:
+        if self.json:
+            self.out.write(b"\n]\n" if self.written else b"[]\n")
+        self.out.flush()
