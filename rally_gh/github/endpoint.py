@@ -36,6 +36,8 @@ AnnotationLevel = Literal["notice", "warning", "failure"]
 
 BODY_LIMIT = 65_536
 """GitHub refuses issue, comment and pull request bodies longer than this (characters)."""
+CHECK_OUTPUT_LIMIT = 65_535
+"""A check run's ``output.summary`` and ``output.text`` stop one character short of bodies."""
 ANNOTATIONS_PER_REQUEST = 50
 """The checks API takes at most this many annotations in one create or update."""
 STATUS_DESCRIPTION_LIMIT = 140

@@ -42,7 +42,10 @@ API_PREFIX = "/api/v3"
 GIT_PREFIX = "/git/"
 ISSUE_NUMBERS_START = 1
 PULL_NUMBERS_START = 500
+# GitHub's limits, restated rather than imported from endpoint.py: the fake checks
+# the client, so it must not share the client's mistakes.
 BODY_LIMIT = 65_536
+CHECK_OUTPUT_LIMIT = 65_535
 ROLES = ("admin", "maintain", "write", "triage", "read", "none")
 # The coarse ``permission`` field GitHub reports next to the finer ``role_name``.
 COARSE_PERMISSION = {"admin": "admin", "maintain": "write", "write": "write",
@@ -106,8 +109,6 @@ class FakeGitHubServer:
         self.git_root = self._tmp / "git"
         self.bare_repo = self.git_root / self.owner / f"{self.repo}.git"
         self._git("init", "-q", "--bare", "-b", default_branch, str(self.bare_repo), cwd=self._tmp)
-        # http-backend refuses pushes from anonymous users unless told; auth is ours to check.
-        self._git("config", "http.receivepack", "true")
         self.users: dict[str, JSON] = {}
         self.roles: dict[str, str] = {}
         self.issues: dict[int, JSON] = {}
@@ -619,6 +620,11 @@ class FakeGitHubServer:
         if len(annotations) > 50:
             raise _Http(422, "Validation Failed", [{"resource": "CheckRun", "field": "annotations", "code": "custom",
                                                      "message": "Only 50 annotations are allowed per request"}])
+        for key in ("summary", "text"):
+            if len(output.get(key) or "") > CHECK_OUTPUT_LIMIT:
+                raise _Http(422, "Invalid request.", [{"resource": "CheckRun", "field": f"output.{key}",
+                                                        "code": "custom",
+                                                        "message": f"is too long (maximum is {CHECK_OUTPUT_LIMIT} characters)"}])
         for key in ("title", "summary", "text"):
             if key in output:
                 run["output"][key] = output[key]
@@ -874,6 +880,7 @@ class FakeGitHubServer:
             "PATH": "/usr/bin:/bin:/usr/local/bin", "GIT_PROJECT_ROOT": str(self.git_root),
             "GIT_HTTP_EXPORT_ALL": "1", "PATH_INFO": path[len(GIT_PREFIX) - 1:], "QUERY_STRING": query,
             "REQUEST_METHOD": method, "CONTENT_TYPE": handler.headers.get("Content-Type", ""),
+            # http-backend takes pushes only from an authenticated REMOTE_USER: the token check above.
             "CONTENT_LENGTH": str(len(body)), "REMOTE_USER": "x-access-token", "REMOTE_ADDR": "127.0.0.1",
             "GIT_PROTOCOL": handler.headers.get("Git-Protocol", ""), "GIT_CONFIG_NOSYSTEM": "1",
             "HOME": str(self._tmp), "HTTP_CONTENT_ENCODING": handler.headers.get("Content-Encoding", ""),

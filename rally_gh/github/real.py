@@ -30,6 +30,7 @@ from github.PullRequest import PullRequest as GhPullRequest
 from rally_gh.errors import GitHubError
 from rally_gh.github.endpoint import (
     ANNOTATIONS_PER_REQUEST,
+    CHECK_OUTPUT_LIMIT,
     PERMISSIONS,
     Annotation,
     CheckConclusion,
@@ -305,7 +306,7 @@ class RealGitHub:
     ) -> CheckRunId:
         chunks = [annotations[i:i + ANNOTATIONS_PER_REQUEST]
                   for i in range(0, len(annotations), ANNOTATIONS_PER_REQUEST)] or [[]]
-        summary = cut_body(summary)
+        summary = cut_body(summary, limit=CHECK_OUTPUT_LIMIT)
         kwargs: dict[str, Any] = {"name": name, "head_sha": head_sha, "status": status,
                                   "external_id": external_id,
                                   "output": _check_output(title, summary, chunks[0])}

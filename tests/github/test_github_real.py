@@ -289,6 +289,13 @@ def test_long_bodies_are_cut(fake_github: FakeGitHubServer, gh: RealGitHub, bran
     assert re.match(re.escape(MARKER), fake_github.comments[comment]["body"])
 
 
+def test_long_check_summaries_are_cut_to_the_checks_limit(
+        fake_github: FakeGitHubServer, gh: RealGitHub, branches: dict[str, CommitSha]) -> None:
+    run_id = gh.create_check_run("rally-gh/ownership", branches["main"], conclusion="success", title="t",
+                                 summary="| row |\n" * 20_000)
+    assert len(fake_github.check_runs[run_id]["output"]["summary"]) <= 65_535
+
+
 def test_the_guard_refuses_the_real_api() -> None:
     with pytest.raises(pytest.fail.Exception, match="real api.github.com"):
         RealGitHub("t", "owner/repo")
