@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -90,7 +91,7 @@ def test_every_route_answers_in_github_s_shape(fake_github: FakeGitHubServer, tm
     session.headers["Authorization"] = "token test-token"
     repo = f"{fake_github.api_url}/repos/owner/repo"
 
-    def call(method: str, url: str, expected: int, body: object = None) -> object:
+    def call(method: str, url: str, expected: int, body: Any = None) -> Any:
         answer = session.request(method, url, json=body, timeout=5)
         assert answer.status_code == expected, (method, url, answer.text)
         return answer.json() if answer.content else None

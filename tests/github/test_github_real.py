@@ -280,6 +280,14 @@ def test_pull_request_accepted_but_timed_out_is_not_created_twice(
     assert len(fake_github.pulls) == 1
 
 
+def test_pull_request_answered_502_unmade_is_made_once(
+        fake_github: FakeGitHubServer, gh: RealGitHub, branches: dict[str, CommitSha]) -> None:
+    fake_github.inject("POST", r"/pulls$", 502)
+    assert gh.find_or_create_pull("rally/7-1", "main", "rally: t", "body", draft=False).created
+    assert [r.status for r in fake_github.requests if r.method == "POST"] == [502, 201]
+    assert len(fake_github.pulls) == 1
+
+
 def test_long_bodies_are_cut(fake_github: FakeGitHubServer, gh: RealGitHub, branches: dict[str, CommitSha]) -> None:
     report = "| row |\n" * 20_000
     pull = gh.find_or_create_pull("rally/7-1", "main", "rally: t", report, draft=False)
