@@ -455,12 +455,14 @@ def verify_commit(repo: Repository, sha: Sha, commands: Sequence[str], timeout: 
     as ``run_verify`` with ``lambda sha: verify_commit(repo, sha, commands, t)``."""
     parent = scratch_root or git.common_dir(repo) / "rally" / "verify"
     parent.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=f"{git.short(sha)}-", dir=parent))
+    holder = Path(tempfile.mkdtemp(prefix=f"{git.short(sha)}-", dir=parent))
+    path = holder / "tree"  # a fresh name: the worktree is made by git, not found half made
     try:
         git.materialize(repo, sha, path)
         return run_commands(commands, path, timeout)
     finally:
         git.dematerialize(repo, path)
+        holder.rmdir()
 
 
 # --- Publish ---------------------------------------------------------------

@@ -542,3 +542,27 @@ def test_an_integration_branch_above_teammate_branches_is_reported(tmp_path: Pat
     path, base, remote, repo, result, teammates = _published(tmp_path)
     out = publish(repo, "rally/r1", result.tip, None, teammates)
     assert not out.ok and "git refs are paths" in out.problems[0]
+
+
+def test_a_teammate_started_from_an_earlier_integration_tip(tmp_path: Path) -> None:
+    """blocked_by: web started from the tip that held api's work; at the end both
+    are replayed onto the newest base, web's own commits only."""
+    path, base, order = setup(tmp_path, {"README": "r\n"}, {"api": [{"api/a": "1\n"}]})
+    repo, _, first = run(path, base, order)
+    web = make_branch(path, "rally/r1/web", first.tip, [{"web/w": "uses api\n"}])
+    git(path, "checkout", "-q", "main")
+    latest = commit(path, {"landed": "l\n"}, "landed on main")
+    order.append(TeammateBranch("web", Sha(web), first.tip))
+    _, plan, result = run(path, latest, order)
+    assert [len(t.commits) for t in plan.teammates] == [1, 1]
+    assert [o.status for o in result.outcomes] == ["integrated", "integrated"]
+    assert set(files_at(path, result.tip)) == {"README", "landed", "api/a", "web/w"}
+
+
+def test_a_teammate_branched_from_another_teammate_is_refused(tmp_path: Path) -> None:
+    path, base, order = setup(tmp_path, {"README": "r\n"}, {"api": [{"api/a": "1\n"}]})
+    web = make_branch(path, "rally/r1/web", "rally/r1/api", [{"web/w": "1\n"}])
+    order.append(TeammateBranch("web", Sha(web), Sha(base)))
+    _, plan, result = run(path, base, order)
+    assert plan.teammates[1].refusal == "shared-commits"
+    assert result.outcome("web").status == "refused"
