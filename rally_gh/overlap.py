@@ -189,7 +189,10 @@ def parse_pattern(pattern: str) -> Glob:
             segments.append(segment)
     # Only a final '/*' as written: 'docs/***' reads as 'docs/*' but owns what is below.
     children_only = body.endswith("/*")
-    language = "/".join(_spelled(s) for s in segments) + "/" * inside_only + " children" * children_only
+    spelled = [_spelled(s) for s in segments]
+    if spelled[-1] == GLOBSTAR and len(spelled) > 1 and not inside_only:
+        spelled[-1] = ""  # 'x/**' and 'x/' both own what is inside x, and only that
+    language = "/".join(spelled) + "/" * inside_only + " children" * children_only
     return Glob(pattern, negated, tuple(segments), inside_only, children_only,
                 language, _literal_prefix(segments, inside_only))
 
@@ -276,9 +279,11 @@ class Automaton:
     on_literal: tuple[dict[str, int], ...]  # per state: its own literal edges -> next states
     on_other: tuple[int, ...]  # per state: any character but '/' (added to a literal's too)
     on_slash: tuple[int, ...]
-    # A cache of determinized steps, (states, character) -> states; it does not
-    # take part in equality, and filling it in keeps the automaton the same.
+    # Caches of determinized steps, (states, character) -> states, and of the
+    # characters a state set can read; they do not take part in equality, and
+    # filling them in keeps the automaton the same.
     steps: dict[tuple[int, str], int] = field(default_factory=dict, compare=False, repr=False)
+    readable: dict[int, tuple[frozenset[str], bool]] = field(default_factory=dict, compare=False, repr=False)
 
     def step(self, states: int, char: str) -> int:
         key = (states, char)
@@ -292,6 +297,21 @@ class Automaton:
             else:
                 out |= self.on_literal[s].get(char, 0) | self.on_other[s]
         self.steps[key] = out
+        return out
+
+    def can_read(self, states: int) -> tuple[frozenset[str], bool]:
+        """The characters ``states`` reads as themselves (literals and '/'), and whether
+        a wildcard reads any other character but '/'."""
+        out = self.readable.get(states)
+        if out is None:
+            chars: set[str] = set()
+            wildcard = False
+            for s in _bits(states):
+                chars.update(self.on_literal[s])
+                if self.on_slash[s]:
+                    chars.add("/")
+                wildcard = wildcard or bool(self.on_other[s])
+            out = self.readable[states] = (frozenset(chars), wildcard)
         return out
 
     def run(self, path: str) -> int:
@@ -515,9 +535,10 @@ def _shortest_common(a: Side, b: Side) -> tuple[str | None, str | None]:
     parent: dict[_State, tuple[_State, str] | None] = {start: None}
     queue = deque([start])
     full: _State | None = None
+    rank = {c: i for i, c in enumerate(alphabet)}
     while queue:
         state = queue.popleft()
-        for char in alphabet:
+        for char in _next_chars(state, a, b, alphabet, rank):
             nxt = _advance(state, char, a, b)
             if nxt is None or nxt in parent:
                 continue
@@ -529,6 +550,32 @@ def _shortest_common(a: Side, b: Side) -> tuple[str | None, str | None]:
                 full = nxt
             queue.append(nxt)
     return (None if full is None else _word(parent, full)), None
+
+
+def _next_chars(state: _State, a: Side, b: Side, alphabet: list[str], rank: dict[str, int]) -> list[str]:
+    """The characters worth trying from ``state``, in alphabet order.
+
+    Characters that no automaton reads as themselves from here all lead to the
+    same state, so only the most readable of them is tried; and a side without a
+    wildcard here reads nothing but its literals.
+    """
+    _, sa, na, sb, nb = state
+    chars_a, wild_a = a[0].can_read(sa)
+    chars_b, wild_b = b[0].can_read(sb)
+    if not (wild_a and wild_b):
+        if wild_a:
+            chars = chars_b
+        elif wild_b:
+            chars = chars_a
+        else:
+            chars = chars_a & chars_b
+        return sorted(chars, key=rank.__getitem__)
+    special = {"/", "."} | chars_a | chars_b  # '.' and '/' matter to valid paths
+    for side, states in ((a, na), (b, nb)):
+        for exclusion, s in zip(side[1], states, strict=True):
+            special |= exclusion.can_read(s)[0]
+    other = next(c for c in alphabet if c not in special)
+    return sorted(special | {other}, key=rank.__getitem__)
 
 
 def _advance(state: _State, char: str, a: Side, b: Side) -> _State | None:
@@ -550,10 +597,15 @@ def _advance(state: _State, char: str, a: Side, b: Side) -> _State | None:
 
 def _advance_exclusions(exclusions: Sequence[Automaton], states: tuple[int, ...],
                         char: str) -> tuple[int, ...] | None:
-    out = tuple(n.step(s, char) for n, s in zip(exclusions, states, strict=True))
-    if any(s & n.universal for n, s in zip(exclusions, out, strict=True)):
-        return None  # excluded whatever comes next
-    return out
+    if not exclusions:
+        return states
+    out = []
+    for n, s in zip(exclusions, states, strict=True):
+        s = n.step(s, char)
+        if s & n.universal:
+            return None  # excluded whatever comes next
+        out.append(s)
+    return tuple(out)
 
 
 def _owned(state: _State, a: Side, b: Side) -> Literal["strict", "full", None]:

@@ -37,6 +37,9 @@ def pair(a: Sequence[str], b: Sequence[str]) -> list[tuple[int, int, str, str]]:
         (["docs/*"], ["docs/x/"], []),
         (["docs/*"], ["docs/x"], [(0, 0, "docs/x", "error")]),
         (["docs/*"], ["/*"], []),
+        (["docs/***"], ["docs/x/"], [(0, 0, "docs/x/a", "error")]),  # only a final '/*' stops at children
+        (["/*"], ["a/"], []),  # '/*' owns only what sits at the root
+        (["/*"], ["/a"], [(0, 0, "a", "error")]),
         (["**/*.c"], ["**/*.h"], [(0, 0, ".c/.h", "warning")]),
         (["lib/*.c"], ["lib/**/*.h"], [(0, 0, "lib/.c/.h", "warning")]),
         (["test_*"], ["*.py"], [(0, 0, "test_.py", "error")]),
@@ -289,3 +292,5 @@ def test_parse_reads_escapes_and_anchors() -> None:
     assert not parse_pattern("*").children_only
     assert parse_pattern("/a/").language != parse_pattern("/a").language
     assert parse_pattern("!/a").language == parse_pattern("/a").language
+    assert parse_pattern("/a/**").language == parse_pattern("/a/").language != parse_pattern("a/").language
+    assert parse_pattern("docs/***").language != parse_pattern("docs/*").language
