@@ -285,6 +285,43 @@ def blob_text(repo: Repository, blob_id: str, limit: int = 4096) -> bytes:
     return bytes(repo[blob_id].read_raw()[:limit])
 
 
+def read_index_blob(repo: Repository, path: str) -> bytes | None:
+    """The staged bytes of ``path``, or None when the index has no such file."""
+    index = repo.index
+    index.read(False)
+    try:
+        entry = index[path]
+    except KeyError:
+        return None
+    return bytes(repo[entry.id].read_raw())
+
+
+def merge_head_shas(repo: Repository) -> list[Sha]:
+    """The commits being merged in during a merge (empty otherwise)."""
+    marker = Path(repo.path) / "MERGE_HEAD"
+    if not marker.is_file():
+        return []
+    return [Sha(line.strip()) for line in marker.read_text().splitlines() if line.strip()]
+
+
+def entry_at(repo: Repository, sha: str, path: str) -> tuple[str, int] | None:
+    """(blob id, mode) of ``path`` at commit ``sha``, or None."""
+    try:
+        entry = commit_of(repo, sha).tree[path]
+    except KeyError:
+        return None
+    return str(entry.id), int(entry.filemode)
+
+
+def hooks_dir(repo: Repository) -> Path:
+    """Where git looks for hooks: core.hooksPath if set, else <common dir>/hooks."""
+    configured = config_value(repo, "core.hooksPath")
+    if configured:
+        base = Path(repo.workdir) if repo.workdir else common_dir(repo)
+        return (base / os.path.expanduser(configured)).resolve()
+    return common_dir(repo) / "hooks"
+
+
 # --- The git CLI, where libgit2 falls short --------------------------------
 
 
@@ -332,3 +369,639 @@ def parent_dirs(path: str) -> Sequence[str]:
     """'' and every directory above ``path``: 'a/b/c' -> ['', 'a', 'a/b']."""
     parts = path.split("/")[:-1]
     return [""] + ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+# --- Worktrees and branches (orchestrator) ---------------------------------
+
+
+def rally_worktrees_root(repo: Repository) -> Path:
+    """Where a run's worktrees live: inside the common dir, so never inside the
+    tracked tree (no teammate sees another's checkout, `git status` stays clean)."""
+    return common_dir(repo) / "rally" / "worktrees"
+
+
+def add_worktree(repo: Repository, path: Path, branch: str | None, start_sha: str,
+                 sparse_dirs: Sequence[str] | None = None) -> Path:
+    """A worktree at ``path`` on ``branch`` (created at ``start_sha`` unless it
+    exists: a resumed teammate keeps what it committed), or detached when
+    ``branch`` is None. ``sparse_dirs`` limits the checkout to those directories
+    (cone mode; the root's own files are always there)."""
+    register_worktree(repo, path, branch, start_sha)
+    populate_worktree(path, sparse_dirs)
+    return path
+
+
+def register_worktree(repo: Repository, path: Path, branch: str | None, start_sha: str) -> None:
+    """The first half of ``add_worktree``: git's records and the branch, no files.
+
+    Two `git worktree add` at once can fail ("failed to read worktrees/x/commondir"),
+    so callers adding worktrees in parallel serialize this half only; the
+    checkout, the slow half, runs in parallel.
+
+    The git CLI, not pygit2: `git worktree add` checks out 20k files in about
+    1 s against pygit2's 1.5-2.6 s, and libgit2 has no sparse checkout at all
+    (libgit2 issue 2263). Hooks are off in every call (run_git), so nothing a
+    teammate plants runs here.
+    """
+    if path.exists():
+        remove_worktree(repo, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if branch is None:
+        target = ["--detach", str(path), start_sha]
+    elif ref_sha(repo, f"refs/heads/{branch}") is not None:
+        target = [str(path), branch]
+    else:
+        target = ["-b", branch, str(path), start_sha]
+    run_git(common_dir(repo), "worktree", "add", "--quiet", "--no-checkout", *target)
+
+
+def populate_worktree(path: Path, sparse_dirs: Sequence[str] | None = None) -> None:
+    """Check out a registered worktree's files: all of them, or only ``sparse_dirs``."""
+    if sparse_dirs is not None:
+        run_git(path, "sparse-checkout", "set", "--cone", *sparse_dirs)
+    # A --no-checkout worktree shows every file as deleted until read-tree fills it in.
+    run_git(path, "read-tree", "-mu", "HEAD")
+
+
+def remove_worktree(repo: Repository, path: Path) -> None:
+    """Remove the worktree at ``path`` whatever state it is in (dirty, locked, half made)."""
+    run_git(common_dir(repo), "worktree", "remove", "--force", "--force", str(path), check=False)
+    if path.exists():  # not registered (a crash between mkdir and add): just files
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+    run_git(common_dir(repo), "worktree", "prune")
+
+
+def prune_worktrees(repo: Repository, keep_runs: Sequence[str] = ()) -> list[Path]:
+    """Remove the rally worktrees of every run not in ``keep_runs`` (leftovers of a
+    crashed run), and git's records of worktrees whose folder is gone."""
+    removed: list[Path] = []
+    root = rally_worktrees_root(repo)
+    if root.is_dir():
+        for run_dir in sorted(root.iterdir()):
+            if run_dir.name in keep_runs:
+                continue
+            for tree in sorted(run_dir.iterdir()) if run_dir.is_dir() else []:
+                remove_worktree(repo, tree)
+                removed.append(tree)
+            if run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()
+    run_git(common_dir(repo), "worktree", "prune")
+    return removed
+
+
+def commit_all(worktree_path: Path, message: str, author: tuple[str, str]) -> Sha | None:
+    """Commit everything the agent left in ``worktree_path`` (staged, modified,
+    deleted, untracked but not ignored) on its HEAD; the new HEAD, or None when
+    there was nothing to commit. pygit2 runs no hooks and reads no hooksPath."""
+    wt = Repository(str(worktree_path))
+    index = wt.index
+    index.read(True)  # the agent may have staged things with its own git
+    index.add_all()  # adds and deletions alike; never anything under .git
+    index.write()
+    tree_id = index.write_tree()
+    parents = [] if wt.head_is_unborn else [wt.head.target]
+    if parents and wt[parents[0]].peel(Commit).tree_id == tree_id:
+        return None
+    who = pygit2.Signature(author[0], author[1])
+    return Sha(str(wt.create_commit("HEAD", who, who, message, tree_id, parents)))
+
+
+def worktree_head(worktree_path: Path) -> Sha | None:
+    return head_sha(Repository(str(worktree_path)))
+
+
+def changed_files(repo: Repository, start_sha: str, head_sha_: str) -> list[str]:
+    """Paths that differ between two commits (both sides of a rename), sorted."""
+    if start_sha == head_sha_:
+        return []
+    diff = commit_of(repo, start_sha).tree.diff_to_tree(commit_of(repo, head_sha_).tree)
+    return sorted({c.path for c in _changes_of(diff)})
+
+
+# --- Replaying commits in memory (integration) ---
+#
+# rally_gh/integrate.py replays teammates' commits onto the integration tip by
+# writing blobs, trees and commits to the object database only: no work tree,
+# no index. PERF-NOTES: libgit2's merge_trees and in-memory rebase cost 6-9 ms
+# a commit on a 20k-file tree however small the change, so the three-way merge
+# here is ours. It looks only at the paths the commit touched (its diff against
+# its parent) and rewrites only the directories above them, reusing every other
+# subtree by id. Imports are local to this section so that it stays one block.
+
+import base64 as _base64
+import operator as _operator
+import re as _re
+import unicodedata as _unicodedata
+from contextlib import contextmanager as _contextmanager
+
+from rally_gh.paths import hostile_reason as _hostile_reason
+
+_ZERO_SHA = "0" * 40
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who writes the replayed commits. A fixed ``time`` makes their ids reproducible."""
+
+    name: str
+    email: str
+    time: int | None = None  # seconds since the epoch; None: when the commit is written
+    offset: int = 0  # minutes east of UTC
+
+
+RALLY_COMMITTER = Identity("rally-gh", "rally-gh@users.noreply.github.com")
+
+
+@dataclass(frozen=True)
+class CommitSummary:
+    sha: Sha
+    parents: tuple[Sha, ...]
+    title: str  # the message's first line
+
+
+@dataclass(frozen=True)
+class PathConflict:
+    """One path both sides wrote differently."""
+
+    path: str
+    kind: str  # content | binary | add/add | modify/delete | symlink/file | submodule | mode | directory/file
+
+
+@dataclass(frozen=True)
+class ReplayedCommit:
+    """Replaying one commit: the new commit, or nothing because its change is
+    already on the tip (``became_empty``), or the conflicts or hostile paths
+    that stopped it (then nothing was written that anything points at)."""
+
+    new_sha: Sha | None
+    became_empty: bool = False
+    conflicts: tuple[PathConflict, ...] = ()
+    hostile: tuple[tuple[str, str], ...] = ()  # (path, why)
+
+
+def object_exists(repo: Repository, sha: str) -> bool:
+    try:
+        return oid(sha) in repo.odb
+    except ValueError:
+        return False
+
+
+def is_ancestor(repo: Repository, ancestor: str, descendant: str) -> bool:
+    """True when ``ancestor`` is ``descendant`` or one of its ancestors."""
+    return ancestor == descendant or bool(repo.descendant_of(oid(descendant), oid(ancestor)))
+
+
+def ref_sha(repo: Repository, ref_name: str) -> Sha | None:
+    """The commit a full ref name (``refs/heads/x``) points at, or None when it does not exist."""
+    ref = repo.references.get(ref_name)
+    if ref is None:
+        return None
+    try:
+        return Sha(str(ref.peel(Commit).id))
+    except (pygit2.GitError, KeyError, ValueError):
+        return None  # points at something missing or not a commit: as good as absent
+
+
+def commit_summaries(repo: Repository, start: str, head: str) -> list[CommitSummary]:
+    """Commits reachable from ``head`` and not from ``start``, oldest first (parents before children)."""
+    return [
+        CommitSummary(Sha(str(c.id)), tuple(Sha(str(p)) for p in c.parent_ids),
+                      c.message.split("\n", 1)[0])
+        for c in commits_between(repo, start, head)
+    ]
+
+
+def signature(who: Identity) -> pygit2.Signature:
+    if who.time is None:
+        return pygit2.Signature(who.name, who.email)
+    return pygit2.Signature(who.name, who.email, who.time, who.offset)
+
+
+# Trees are read and written as raw bytes, parsed once into dicts and cached by
+# id for the whole integration. libgit2's own tree-to-tree diff took 27 ms a
+# commit on the benchmark (it reads every entry of both trees), and pygit2
+# objects cost microseconds an entry; the parsing here is all in C (one regex,
+# dict and zip), and the comparison of two parsed trees skips equal subtrees.
+_Entry = tuple[bytes, bytes, bytes, bytes]  # (raw entry, mode in octal digits, name, raw 20-byte id)
+_Entries = dict[bytes, _Entry]  # by name, in the tree's order
+_Leaf = tuple[int, bytes]  # (mode, raw id) of a non-tree entry
+TreeCache = dict[bytes, _Entries]  # raw tree id -> its entries
+_ENTRY = _re.compile(rb"((\d+) ([^\0]*)\0(.{20}))", _re.S)
+_NAME_OF = _operator.itemgetter(2)
+_RAW_OF = _operator.itemgetter(0)
+_TREE = b"40000"
+_CACHE_LIMIT = 20_000  # trees; emptied when full, which bounds it to a few hundred MB
+
+
+@_contextmanager
+def replay_session() -> Iterator[TreeCache]:
+    """What one integration's replays share: a cache of parsed trees, and strict
+    object creation off (PERF-NOTES: libgit2 otherwise checks every entry of
+    every tree and commit it writes). The replay checks every path it writes
+    itself (``_path_problem``), so nothing hostile gets through. The option is
+    process-wide and libgit2 cannot report its value, so it goes back to
+    libgit2's default, on."""
+    pygit2.option(pygit2.enums.Option.ENABLE_STRICT_OBJECT_CREATION, 0)
+    try:
+        yield {}
+    finally:
+        pygit2.option(pygit2.enums.Option.ENABLE_STRICT_OBJECT_CREATION, 1)
+
+
+def _entries(repo: Repository, tree_id: bytes, cache: TreeCache) -> _Entries:
+    found = cache.get(tree_id)
+    if found is None:
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        _, raw = repo.odb.read(Oid(raw=tree_id))
+        parsed = _ENTRY.findall(raw)
+        found = dict(zip(map(_NAME_OF, parsed), parsed))
+        cache[tree_id] = found
+    return found
+
+
+def _entry(name: bytes, mode: int, id_: bytes) -> _Entry:
+    digits = b"%o" % mode
+    return (digits + b" " + name + b"\0" + id_, digits, name, id_)
+
+
+def _leaf(entry: _Entry | None) -> _Leaf | None:
+    """A non-tree entry as (mode, id); None for a directory or nothing."""
+    if entry is None or entry[1] == _TREE:
+        return None
+    return (int(entry[1], 8), entry[3])
+
+
+def _write_tree(repo: Repository, entries: _Entries, reorder: bool, cache: TreeCache) -> bytes:
+    """Write ``entries`` as a tree; ``reorder`` when names were added (git sorts a
+    directory's name as if it ended with '/')."""
+    if reorder:
+        entries = dict(sorted(entries.items(), key=lambda kv: kv[0] + b"/" if kv[1][1] == _TREE else kv[0]))
+    new_id = repo.odb.write(pygit2.enums.ObjectType.TREE, b"".join(map(_RAW_OF, entries.values()))).raw
+    cache[new_id] = entries
+    return new_id
+
+
+def _path_problem(path: bytes) -> str | None:
+    try:
+        text = path.decode("utf-8")
+    except UnicodeDecodeError:
+        return "is not valid UTF-8"
+    reason = _hostile_reason(text)
+    if reason is None and any(seg in ("", ".") for seg in text.split("/")):
+        reason = "has an empty or '.' segment"
+    return reason
+
+
+def _text(path: bytes) -> str:
+    return path.decode("utf-8", "surrogateescape")
+
+
+def _folded(names: Sequence[bytes]) -> list[str]:
+    """Each name as macOS and Windows compare them (Unicode NFC, case folded), in
+    two C calls for the whole directory rather than two per name."""
+    joined = _unicodedata.normalize("NFC", b"\0".join(names).decode("utf-8", "surrogateescape")).casefold()
+    return joined.split("\0")
+
+
+def _leaf_at(repo: Repository, root: bytes, path: bytes, cache: TreeCache) -> _Leaf | None:
+    """The non-tree entry at ``path``; None when absent, a directory, or below a file."""
+    *dirs, name = path.split(b"/")
+    tree = root
+    for d in dirs:
+        entry = _entries(repo, tree, cache).get(d)
+        if entry is None or entry[1] != _TREE:
+            return None
+        tree = entry[3]
+    return _leaf(_entries(repo, tree, cache).get(name))
+
+
+def _diff(repo: Repository, a: bytes | None, b: bytes | None, prefix: bytes,
+          out: dict[bytes, list[_Leaf | None]], cache: TreeCache) -> None:
+    """Every non-tree path that differs between trees ``a`` and ``b`` (None: empty),
+    as out[path] = [entry in a, entry in b]. A path that is a file on one side and
+    a directory on the other is a deletion of the one and additions of the other."""
+    ea = _entries(repo, a, cache) if a is not None else {}
+    eb = _entries(repo, b, cache) if b is not None else {}
+    for name in {name for name, _ in ea.items() ^ eb.items()}:
+        x, y = ea.get(name), eb.get(name)
+        x_tree = x[3] if x is not None and x[1] == _TREE else None
+        y_tree = y[3] if y is not None and y[1] == _TREE else None
+        if x_tree is not None or y_tree is not None:
+            _diff(repo, x_tree, y_tree, prefix + name + b"/", out, cache)
+        if _leaf(x) is not None:
+            out.setdefault(prefix + name, [None, None])[0] = _leaf(x)
+        if _leaf(y) is not None:
+            out.setdefault(prefix + name, [None, None])[1] = _leaf(y)
+
+
+def replay_commit(repo: Repository, commit_sha: str, onto_sha: str, committer: Identity,
+                  cache: TreeCache | None = None) -> ReplayedCommit:
+    """Write ``commit_sha``'s change on top of ``onto_sha``: the three-way merge of
+    its parent (base), the tip (ours) and the commit (theirs), keeping its message,
+    author and author date. Run it inside ``replay_session()``, passing its cache.
+
+    A commit that was empty to begin with is kept (someone made it on purpose); one
+    whose change is already on the tip is dropped, as ``git rebase`` does.
+    """
+    cache = {} if cache is None else cache
+    commit = commit_of(repo, commit_sha)
+    onto = commit_of(repo, onto_sha)
+    if len(commit.parents) != 1:
+        raise GitError(f"{short(commit_sha)}: only commits with one parent can be replayed")
+    base_root, theirs_root, ours_root = commit.parents[0].tree_id.raw, commit.tree_id.raw, onto.tree_id.raw
+    touched: dict[bytes, list[_Leaf | None]] = {}  # path -> [base, theirs]
+    _diff(repo, base_root, theirs_root, b"", touched, cache)
+    hostile = tuple((_text(p), why) for p, (_, theirs) in touched.items()
+                    if theirs is not None and (why := _path_problem(p)) is not None)
+    if hostile:
+        return ReplayedCommit(None, hostile=hostile)
+    if not touched:
+        tree_id = onto.tree_id.raw  # empty from the start: kept
+    else:
+        edits: dict[bytes, _Leaf | None] = {}
+        conflicts: list[PathConflict] = []
+        for path, (base, theirs) in touched.items():
+            ours = _leaf_at(repo, ours_root, path, cache)
+            merged = _merge_leaf(repo, path, base, ours, theirs, conflicts)
+            if merged is not _UNCHANGED:
+                edits[path] = merged  # type: ignore[assignment]
+        if conflicts:
+            return ReplayedCommit(None, conflicts=tuple(conflicts))
+        bad: list[tuple[str, str]] = []
+        new_root = _apply_edits(repo, ours_root, edits, b"", conflicts, bad, cache)
+        if conflicts or bad:
+            return ReplayedCommit(None, conflicts=tuple(conflicts), hostile=tuple(bad))
+        tree_id = new_root if new_root is not None else _write_tree(repo, {}, False, cache)
+        if tree_id == onto.tree_id.raw:
+            return ReplayedCommit(None, became_empty=True)
+    kwargs = {} if commit.message_encoding is None else {"encoding": commit.message_encoding}
+    new_id = repo.create_commit(None, commit.author, signature(committer), commit.raw_message,
+                                Oid(raw=tree_id), [onto.id], **kwargs)
+    return ReplayedCommit(Sha(str(new_id)))
+
+
+_UNCHANGED = object()  # the merge keeps what the tip has at this path
+
+
+def _merge_leaf(repo: Repository, path: bytes, base: _Leaf | None, ours: _Leaf | None,
+                theirs: _Leaf | None, conflicts: list[PathConflict]) -> object:
+    """The merged entry at ``path`` (None: deleted), ``_UNCHANGED``, or a conflict appended."""
+    if ours == theirs:
+        return _UNCHANGED
+    if ours == base:
+        return theirs
+    kind = _conflict_kind(repo, base, ours, theirs)
+    if kind is not None:
+        merged: _Leaf | str = kind
+    else:
+        assert ours is not None and theirs is not None
+        merged = _merge_regular(repo, path, base, ours, theirs)
+    if isinstance(merged, str):
+        conflicts.append(PathConflict(_text(path), merged))
+        return _UNCHANGED
+    return merged
+
+
+def _conflict_kind(repo: Repository, base: _Leaf | None, ours: _Leaf | None,
+                   theirs: _Leaf | None) -> str | None:
+    """Why both sides' versions cannot be merged textually, or None when they may be."""
+    if ours is None or theirs is None:
+        return "modify/delete"
+    sides = [s for s in (base, ours, theirs) if s is not None]
+    if any(m == MODE_GITLINK for m, _ in sides):
+        return "submodule"
+    if any(m == MODE_LINK for m, _ in sides):
+        return "symlink/file" if any(m != MODE_LINK for m, _ in sides) else "symlink"
+    if any(repo[Oid(raw=i)].peel(pygit2.Blob).is_binary for _, i in sides):
+        return "binary"
+    return None
+
+
+def _merge_regular(repo: Repository, path: bytes, base: _Leaf | None, ours: _Leaf,
+                   theirs: _Leaf) -> _Leaf | str:
+    """Both sides changed a regular file: take each side's change of content and of
+    mode, merging the text the way `git merge-file` does; the kind of conflict when
+    that fails."""
+    base_mode = base[0] if base is not None else None
+    if ours[0] == theirs[0] or theirs[0] == base_mode:
+        mode = ours[0]
+    elif ours[0] == base_mode:
+        mode = theirs[0]
+    else:
+        return "mode"
+    base_id = base[1] if base is not None else None
+    if ours[1] == theirs[1] or theirs[1] == base_id:
+        return (mode, ours[1])
+    if ours[1] == base_id:
+        return (mode, theirs[1])
+    name = _text(path)
+    try:
+        result = repo.merge_file_from_index(
+            None if base is None else pygit2.IndexEntry(name, Oid(raw=base[1]), FileMode(base[0])),
+            pygit2.IndexEntry(name, Oid(raw=ours[1]), FileMode(ours[0])),
+            pygit2.IndexEntry(name, Oid(raw=theirs[1]), FileMode(theirs[0])),
+        )
+    except UnicodeDecodeError:
+        return "content"  # pygit2 hands the result back as UTF-8 text; other encodings conflict
+    if not result.automergeable:
+        return "content" if base is not None else "add/add"
+    return (mode, repo.create_blob(result.contents.encode("utf-8")).raw)
+
+
+def _apply_edits(repo: Repository, tree: bytes | None, edits: dict[bytes, _Leaf | None], prefix: bytes,
+                 conflicts: list[PathConflict], hostile: list[tuple[str, str]], cache: TreeCache) -> bytes | None:
+    """``tree`` with ``edits`` (paths relative to it) applied, written bottom-up;
+    untouched entries keep their ids. None when the result is empty (git stores no
+    empty directories)."""
+    here: dict[bytes, _Leaf | None] = {}
+    below: dict[bytes, dict[bytes, _Leaf | None]] = {}
+    for path, leaf in edits.items():
+        head, slash, rest = path.partition(b"/")
+        if slash:
+            below.setdefault(head, {})[rest] = leaf
+        else:
+            here[head] = leaf
+    old = _entries(repo, tree, cache) if tree is not None else {}
+    new = dict(old)
+    added: list[bytes] = []
+    for name in here.keys() | below.keys():
+        current = old.get(name)
+        current_tree = current[3] if current is not None and current[1] == _TREE else None
+        current_leaf = _leaf(current)
+        if name in below:
+            if current_leaf is not None and name not in here:
+                # The tip has a file where this commit writes inside a directory.
+                conflicts.extend(PathConflict(_text(prefix + name + b"/" + p), "directory/file") for p in below[name])
+                continue
+            sub = _apply_edits(repo, current_tree, below[name], prefix + name + b"/", conflicts, hostile, cache)
+        else:
+            sub = current_tree
+        leaf = here[name] if name in here else current_leaf
+        if leaf is not None and sub is not None:
+            # A file where the tip keeps a directory with other content in it.
+            conflicts.append(PathConflict(_text(prefix + name), "directory/file"))
+            continue
+        if leaf is not None:
+            if leaf != current_leaf:
+                new[name] = _entry(name, leaf[0], leaf[1])
+        elif sub is not None:
+            if sub != current_tree:
+                new[name] = _entry(name, MODE_TREE, sub)
+        else:
+            new.pop(name, None)
+        if current is None and name in new:
+            added.append(name)
+    if added:
+        # A new name must not be the same file as a sibling on a case-insensitive
+        # or normalizing filesystem (macOS, Windows).
+        names = list(new)
+        seen: dict[str, bytes] = {}
+        for name, key in zip(names, _folded(names)):
+            other = seen.setdefault(key, name)
+            if other != name and (name in added or other in added):
+                hostile.append((_text(prefix + name), f"differs only by case or Unicode normalization "
+                                                      f"from {_text(prefix + other)!r}"))
+    if not new:
+        return None
+    if new == old and tree is not None:
+        return tree
+    return _write_tree(repo, new, bool(added), cache)
+
+
+# --- Scratch checkouts, ref moves and pushes (integration) ------------------
+
+
+def materialize(repo: Repository, sha: str, path: Path) -> Path:
+    """A detached worktree of ``sha`` at ``path``, to run verify commands in.
+
+    A linked worktree rather than a checkout into a bare folder: the commands
+    (a test suite, a build) may expect to run inside a git repository. Made with
+    the git CLI (add_worktree): about twice as fast as libgit2 on 20k files, and
+    hooks are off. Remove it with ``dematerialize``."""
+    return add_worktree(repo, path, None, sha)
+
+
+def dematerialize(repo: Repository, path: Path) -> None:
+    remove_worktree(repo, path)
+
+
+def update_ref_if(repo: Repository, ref_name: str, new_sha: str, expected_old: str | None) -> bool:
+    """Move ``ref_name`` to ``new_sha`` only if it still points at ``expected_old``
+    (None: only if it does not exist). False when it moved meanwhile.
+
+    The git CLI: `git update-ref REF NEW OLD` compares and swaps under the ref's
+    lock; pygit2 has no compare-and-swap for references, and reading then writing
+    would race with another process."""
+    proc = subprocess.run(
+        ["git", "-c", "core.hooksPath=/dev/null", "update-ref", "-m", "rally-gh: integrate",
+         ref_name, new_sha, expected_old or _ZERO_SHA],
+        cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+    )
+    if proc.returncode == 0:
+        return True
+    if ref_sha(repo, ref_name) != expected_old:
+        return False
+    raise GitError(f"`git update-ref {ref_name}` failed: {proc.stderr.decode(errors='replace').strip()}")
+
+
+@dataclass(frozen=True)
+class HttpCredentials:
+    """A token for an HTTPS remote (GitHub: username ``x-access-token``)."""
+
+    token: str
+    username: str = "x-access-token"
+
+    def __repr__(self) -> str:  # never print the token
+        return f"HttpCredentials(username={self.username!r}, token=***)"
+
+
+@dataclass(frozen=True)
+class RefPush:
+    """Push ``new_sha`` to ``ref``. With ``lease``, only if the remote ref is at
+    ``expected_old`` (None: only if it does not exist yet); without, only as a
+    fast-forward. Never a blind force."""
+
+    ref: str
+    new_sha: Sha
+    expected_old: Sha | None = None
+    lease: bool = True
+
+
+@dataclass(frozen=True)
+class PushedRef:
+    ref: str
+    ok: bool
+    message: str  # git's summary: "[new branch]", "[rejected] (stale info)", ...
+
+
+def _credential_env(credentials: HttpCredentials | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    if credentials is not None:
+        # As actions/checkout does: an extra header, passed through the
+        # environment so the token never shows in a process list or a URL.
+        pair = _base64.b64encode(f"{credentials.username}:{credentials.token}".encode()).decode()
+        count = int(env.get("GIT_CONFIG_COUNT", "0") or 0)
+        env["GIT_CONFIG_COUNT"] = str(count + 1)
+        env[f"GIT_CONFIG_KEY_{count}"] = "http.extraHeader"
+        env[f"GIT_CONFIG_VALUE_{count}"] = f"Authorization: Basic {pair}"
+    return env
+
+
+def push_refs(cwd: Path | str, remote: str, pushes: Sequence[RefPush], *,
+              credentials: HttpCredentials | None = None) -> list[PushedRef]:
+    """One `git push` of ``pushes``; the status of every ref.
+
+    The git CLI, not pygit2's Remote.push: libgit2 cannot express a lease (push
+    only if the remote ref is still at a given value) and reports a server-side
+    rejection only through a callback (PERF-NOTES). `--force-with-lease=REF:OLD`
+    with an explicit OLD is a compare-and-swap on the remote, and `--porcelain`
+    gives every ref's status."""
+    args = ["push", "--porcelain"]
+    specs = []
+    for p in pushes:
+        if p.lease:
+            args.append(f"--force-with-lease={p.ref}:{p.expected_old or ''}")
+        specs.append(f"{p.new_sha}:{p.ref}")
+    proc = subprocess.run(
+        ["git", "-c", "core.hooksPath=/dev/null", *args, remote, *specs],
+        cwd=cwd, env=_credential_env(credentials), stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+    )
+    seen: dict[str, PushedRef] = {}
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        flag, tab, rest = line.partition("\t")
+        if not tab or len(flag) != 1:
+            continue
+        refspec, _, summary = rest.partition("\t")
+        ref = refspec.rsplit(":", 1)[-1]
+        seen[ref] = PushedRef(ref, flag in " +*=-", summary.strip())
+    error = proc.stderr.decode(errors="replace").strip().splitlines()
+    return [seen.get(p.ref, PushedRef(p.ref, False, error[-1] if error else f"git push exited {proc.returncode}"))
+            for p in pushes]
+
+
+def remote_ref_shas(cwd: Path | str, remote: str, refs: Sequence[str], *,
+                    credentials: HttpCredentials | None = None) -> dict[str, Sha | None]:
+    """What ``remote`` has at each of ``refs`` now (None: absent), and their
+    commits fetched so that they can be compared with ours."""
+    proc = subprocess.run(
+        ["git", "-c", "core.hooksPath=/dev/null", "ls-remote", remote, *refs],
+        cwd=cwd, env=_credential_env(credentials), stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
+    )
+    if proc.returncode != 0:
+        raise GitError(f"`git ls-remote {remote}` failed: {proc.stderr.decode(errors='replace').strip()}")
+    found: dict[str, Sha | None] = dict.fromkeys(refs)
+    for line in proc.stdout.decode().splitlines():
+        sha, _, ref = line.partition("\t")
+        if ref in found:
+            found[ref] = Sha(sha)
+    present = [ref for ref, sha in found.items() if sha is not None]
+    if present:
+        # By name, not by id: a server need not allow fetching a bare commit id.
+        subprocess.run(["git", "-c", "core.hooksPath=/dev/null", "fetch", "--quiet", "--no-tags", remote, *present],
+                       cwd=cwd, env=_credential_env(credentials), stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=False)
+    return found

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+
+# The rally-gh command line of the running interpreter (no PATH lookup).
+RALLY_CLI: tuple[str, ...] = (sys.executable, "-m", "rally_gh")
 
 PINNED_DATE = "2026-01-01T00:00:00+00:00"
 
@@ -101,3 +105,30 @@ teammates:
     blocked_by: [api]
     agent: {preset: command, command: ["true"]}
 """
+
+
+# A three-teammate shop used by the enforcement tests and benchmarks.
+SHOP_MAP = """\
+version: 1
+team: shop
+teammates:
+  - name: api
+    exclusive_write: [src/api/**, tests/api/, "!src/api/generated/**"]
+    agent: {preset: command, command: ["true"]}
+  - name: web
+    exclusive_write: [src/web/**]
+    agent: {preset: command, command: ["true"]}
+  - name: infra
+    exclusive_write: [/.gitmodules, /vendor/]
+    agent: {preset: command, command: ["true"]}
+"""
+
+SHOP_FILES: dict[str, str | bytes | None] = {
+    "rally.yml": SHOP_MAP,
+    "README.md": "shop\n",
+    "src/api/app.py": "print('api')\n",
+    "src/api/README.md": "api\n",
+    "src/api/generated/schema.py": "# generated\n",
+    "src/web/app.js": "console.log('web')\n",
+    "tests/api/test_app.py": "def test(): pass\n",
+}

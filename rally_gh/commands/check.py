@@ -1,0 +1,30 @@
+"""``rally-gh check``: ownership violations in every commit of a range."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TextIO
+
+from rally_gh import git
+from rally_gh.enforce import check_commits, default_base, render, require_map_at, who_is_writing
+from rally_gh.errors import EXIT_FAILED, EXIT_OK
+
+
+def run(cwd: Path, config_path: Path | None, base: str | None, head: str, teammate: str | None,
+        fmt: str, environ: Mapping[str, str], stdout: TextIO) -> int:
+    repo = git.open_repo(cwd, allow_bare=True)
+    head_sha = git.resolve(repo, head)
+    base_sha = git.resolve(repo, base) if base else default_base(repo, environ, head_sha)
+    loaded = require_map_at(repo, base_sha, None if config_path is None else config_path.as_posix())
+    # A head given as a branch name says who wrote it, as the checked-out branch would.
+    branch = head if head != "HEAD" and f"refs/heads/{head}" in repo.references else None
+    name, _source = who_is_writing(repo, loaded, teammate, environ, branch)
+    if name is None:
+        stdout.write("rally-gh: these commits are not a teammate's (no --teammate, RALLY_TEAMMATE, "
+                     f"{loaded.config.branch_prefix}/<run>/<teammate> branch or rally.teammate config): "
+                     "nothing to check\n")
+        return EXIT_OK
+    result = check_commits(repo, loaded, name, base_sha, head_sha)
+    stdout.write(render(result, fmt))
+    return EXIT_OK if result.ok else EXIT_FAILED

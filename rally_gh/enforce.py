@@ -1,0 +1,371 @@
+"""Ownership enforcement: which writes of a commit range (or of the staged index)
+a teammate was not allowed to make.
+
+A write is anything git can record: an added, modified or deleted path (a rename
+is both), a mode change, a symlink, a gitlink, a path that is hostile or that
+collides with another by case or Unicode normalization. The map always comes
+from a commit the teammate cannot have changed: the base of the range for
+``check``, HEAD for the hook.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from rally_gh import git
+from rally_gh.config import CONFIG_CANDIDATES, LoadedConfig, Location, load_config_text
+from rally_gh.errors import ConfigError, GitError, UsageError
+from rally_gh.ownership import Ownership
+from rally_gh.paths import hostile_reason, is_control_file
+
+
+# The names inside a directory ('' for the root) of the tree the writes produce.
+NamesInDir = Callable[[str], list[str]]
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One write a teammate was not allowed to make."""
+
+    teammate: str
+    path: str
+    kind: str  # added | modified | deleted | mode | symlink | gitlink | control-file | hostile | collision
+    owner: str | None  # the teammate that owns the path; None: nobody (or more than one)
+    reason: str  # a sentence for a person
+    commit: str | None = None  # None for the staged index
+    rule: Location | None = None  # where the owner's pattern is written
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "teammate": self.teammate,
+            "path": self.path,
+            "kind": self.kind,
+            "owner": self.owner,
+            "commit": self.commit,
+            "reason": self.reason,
+            "rule": None if self.rule is None else str(self.rule),
+        }
+
+    def message(self) -> str:
+        where = f" in commit {git.short(self.commit)}" if self.commit else ""
+        rule = f" (rule at {self.rule})" if self.rule else ""
+        return f"{self.path}: {self.reason}{where}{rule}"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    teammate: str
+    commits_checked: int
+    violations: tuple[Violation, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+# --- Reading the map from a commit ----------------------------------------
+
+
+def map_at(repo: git.Repository, rev: str, config_path: str | None = None) -> LoadedConfig | None:
+    """The map as committed at ``rev`` (None when that commit has none)."""
+    candidates = (config_path,) if config_path else CONFIG_CANDIDATES
+    for name in candidates:
+        data = git.read_blob(repo, rev, name)
+        if data is not None:
+            return load_config_text(data, f"{name}@{git.short(git.resolve(repo, rev))}")
+    return None
+
+
+def require_map_at(repo: git.Repository, rev: str, config_path: str | None = None) -> LoadedConfig:
+    loaded = map_at(repo, rev, config_path)
+    if loaded is None:
+        names = config_path or " or ".join(CONFIG_CANDIDATES)
+        raise ConfigError(
+            f"no ownership map ({names}) in commit {git.short(git.resolve(repo, rev))}",
+            hint="the map is read from the base commit so that no teammate can grant itself paths: "
+            "commit rally.yml on the base branch first",
+        )
+    return loaded
+
+
+# --- Who is writing -------------------------------------------------------
+
+
+def teammate_from_branch(branch: str | None, prefix: str) -> str | None:
+    """``rally/<run>/<teammate>`` -> ``<teammate>``."""
+    if not branch:
+        return None
+    branch = branch.removeprefix("refs/heads/")
+    if not branch.startswith(prefix + "/"):
+        return None
+    parts = branch[len(prefix) + 1:].split("/")
+    return parts[1] if len(parts) == 2 and all(parts) else None
+
+
+def who_is_writing(
+    repo: git.Repository,
+    loaded: LoadedConfig,
+    explicit: str | None,
+    environ: Mapping[str, str],
+    branch: str | None = None,
+) -> tuple[str | None, str]:
+    """The teammate making the writes and where that came from.
+
+    Order: the option, ``RALLY_TEAMMATE``, the branch name, ``git config rally.teammate``.
+    """
+    prefix = loaded.config.branch_prefix
+    head_branch = branch if branch is not None else (git.head_branch(repo) or environ.get("GITHUB_HEAD_REF"))
+    sources: list[tuple[str | None, str]] = [
+        (explicit, "--teammate"),
+        (environ.get("RALLY_TEAMMATE") or None, "RALLY_TEAMMATE"),
+        (teammate_from_branch(head_branch, prefix), f"branch {head_branch}"),
+        (git.config_value(repo, "rally.teammate"), "git config rally.teammate"),
+    ]
+    for name, source in sources:
+        if name:
+            names = [t.name for t in loaded.config.teammates]
+            if name not in names:
+                raise UsageError(
+                    f"{source} names teammate {name!r}, which {loaded.source.file} does not list",
+                    hint="teammates are: " + ", ".join(names),
+                )
+            return name, source
+    return None, "nobody"
+
+
+# --- The rules ------------------------------------------------------------
+
+
+def _owner_sentence(ownership: Ownership, path: str) -> tuple[str | None, str]:
+    owners = ownership.owners_of(path)
+    if len(owners) == 1:
+        return owners[0], f"owned by {owners[0]}"
+    if len(owners) > 1:
+        return None, f"claimed by {' and '.join(owners)} (an overlap: nobody may write it)"
+    if is_control_file(path):
+        return None, "a control file: only a teammate whose exclusive_write names it literally may write it"
+    return None, "owned by nobody"
+
+
+_VERB = {"added": "added", "modified": "modified", "deleted": "deleted", "typechange": "changed the type of"}
+
+
+def _rule_location(loaded: LoadedConfig, ownership: Ownership, owner: str | None, path: str) -> Location | None:
+    if owner is None:
+        return None
+    index = ownership.rule_of(owner, path)
+    if index is None:
+        return None
+    position = next(i for i, t in enumerate(loaded.config.teammates) if t.name == owner)
+    return loaded.locate("teammates", position, "exclusive_write", index)
+
+
+def _link_target_outside(repo: git.Repository, ownership: Ownership, teammate: str,
+                         path: str, blob_id: str) -> str | None:
+    """Why a symlink at ``path`` points somewhere the teammate does not own, or None."""
+    raw = git.blob_text(repo, blob_id)
+    try:
+        target = raw.decode()
+    except UnicodeDecodeError:
+        return "a symlink whose target is not valid UTF-8"
+    if target.startswith("/"):
+        return f"a symlink to an absolute path ({target!r})"
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    if resolved == ".." or resolved.startswith("../"):
+        return f"a symlink that escapes the repository ({target!r})"
+    if ownership.owner_of(resolved) != teammate:
+        return f"a symlink to {resolved}, which {teammate} does not own"
+    return None
+
+
+def violations_in(
+    repo: git.Repository,
+    changes: Sequence[git.Change],
+    teammate: str,
+    loaded: LoadedConfig,
+    ownership: Ownership,
+    commit: str | None,
+    names_in_dir: NamesInDir,
+) -> list[Violation]:
+    """Every write in ``changes`` that ``teammate`` may not make."""
+    out: list[Violation] = []
+
+    def add(change: git.Change, kind: str, reason: str, owner: str | None = None) -> None:
+        out.append(Violation(teammate, change.path, kind, owner, reason, commit,
+                             _rule_location(loaded, ownership, owner, change.path)))
+
+    for change in changes:
+        path = change.path
+        bad = hostile_reason(path)
+        if bad is not None:
+            add(change, "hostile", f"a hostile path ({bad}): refused whoever owns it")
+            continue
+        owner, sentence = _owner_sentence(ownership, path)
+        if owner != teammate:
+            kind = "control-file" if is_control_file(path) and owner is None else (
+                "mode" if change.mode_changed else change.status)
+            verb = "changed the mode of" if change.mode_changed else _VERB.get(change.status, change.status)
+            add(change, kind, f"{teammate} {verb} it, but it is {sentence}", owner)
+            continue
+        if change.new_mode == git.MODE_GITLINK and ownership.owner_of(".gitmodules") != teammate:
+            add(change, "gitlink",
+                f"{teammate} added a submodule (gitlink); only a teammate that owns .gitmodules literally may", owner)
+        elif change.new_mode == git.MODE_LINK and change.new_id is not None:
+            why = _link_target_outside(repo, ownership, teammate, path, change.new_id)
+            if why is not None:
+                add(change, "symlink", f"{teammate} wrote {why}", owner)
+    out.extend(_collisions(changes, teammate, commit, names_in_dir))
+    return out
+
+
+def _tree_names(repo: git.Repository, commit_sha: str) -> NamesInDir:
+    tree = git.commit_of(repo, commit_sha).tree
+    return lambda directory: git.tree_entry_names(repo, tree, directory)
+
+
+def _staged_names(repo: git.Repository, changes: Sequence[git.Change]) -> NamesInDir:
+    """Names the index would commit: HEAD's tree plus what is staged, less deleted
+    files (reading the whole index per directory would cost O(index) per path)."""
+    head = git.head_sha(repo)
+    tree = None if head is None else git.commit_of(repo, head).tree
+    added: dict[str, set[str]] = {}
+    deleted: dict[str, set[str]] = {}
+    for change in changes:
+        parts = change.path.split("/")
+        if change.status == "deleted":
+            deleted.setdefault("/".join(parts[:-1]), set()).add(parts[-1])
+            continue
+        for depth in range(len(parts)):
+            added.setdefault("/".join(parts[:depth]), set()).add(parts[depth])
+
+    def names(directory: str) -> list[str]:
+        found = set() if tree is None else set(git.tree_entry_names(repo, tree, directory))
+        found -= deleted.get(directory, set())
+        return sorted(found | added.get(directory, set()))
+
+    return names
+
+
+def _fold(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _collisions(changes: Sequence[git.Change], teammate: str, commit: str | None,
+                names_in_dir: NamesInDir) -> list[Violation]:
+    """Added paths that another entry of the same directory equals on a
+    case-insensitive or normalizing filesystem (macOS, Windows)."""
+    out = []
+    seen: set[str] = set()
+    for change in changes:
+        if change.status != "added" or hostile_reason(change.path):
+            continue
+        parts = change.path.split("/")
+        for depth in range(len(parts)):
+            directory, name = "/".join(parts[:depth]), parts[depth]
+            key = f"{directory}/{name}"
+            if key in seen:
+                continue
+            seen.add(key)
+            others = [n for n in names_in_dir(directory) if n != name and _fold(n) == _fold(name)]
+            if others:
+                other = f"{directory}/{others[0]}" if directory else others[0]
+                same_nfc = unicodedata.normalize("NFC", others[0]) == unicodedata.normalize("NFC", name)
+                how = "Unicode normalization" if same_nfc else "case"
+                out.append(Violation(teammate, change.path, "collision", None,
+                                     f"collides with {other} by {how}: they would be one file on macOS and Windows",
+                                     commit))
+                break
+    return out
+
+
+# --- Entry points ----------------------------------------------------------
+
+
+def check_commits(repo: git.Repository, loaded: LoadedConfig, teammate: str,
+                  base: str | None, head: str) -> CheckResult:
+    """Violations in every commit reachable from ``head`` and not from ``base``."""
+    ownership = Ownership.from_config(loaded.config)
+    commits = git.commits_between(repo, base, head)
+    violations: list[Violation] = []
+    for commit in commits:
+        sha = str(commit.id)
+        changes = git.commit_changes(repo, commit)
+        violations.extend(violations_in(repo, changes, teammate, loaded, ownership, sha, _tree_names(repo, sha)))
+    return CheckResult(teammate, len(commits), tuple(violations))
+
+
+def check_staged(repo: git.Repository, loaded: LoadedConfig, teammate: str) -> CheckResult:
+    """Violations in what committing the index now would write."""
+    ownership = Ownership.from_config(loaded.config)
+    changes = git.staged_changes(repo)
+    violations = violations_in(repo, changes, teammate, loaded, ownership, None, _staged_names(repo, changes))
+    return CheckResult(teammate, 0, tuple(violations))
+
+
+def default_base(repo: git.Repository, environ: Mapping[str, str], head: str) -> str:
+    """The commit a range check starts from when --base is not given: the merge
+    base of ``head`` with the base branch (the pull request's base in CI, else
+    the remote's default branch, else main or master)."""
+    candidates: list[str] = []
+    if environ.get("GITHUB_BASE_REF"):
+        candidates += [f"origin/{environ['GITHUB_BASE_REF']}", environ["GITHUB_BASE_REF"]]
+    candidates += ["origin/HEAD", "origin/main", "main", "origin/master", "master"]
+    for name in candidates:
+        try:
+            git.resolve(repo, name)
+        except GitError:
+            continue
+        found = git.merge_base(repo, name, head)
+        if found is not None:
+            return found
+    raise UsageError(
+        "cannot tell which commits to check: no base branch found (tried "
+        + ", ".join(candidates) + ")",
+        hint="pass --base REV (in CI, fetch the base branch: actions/checkout with fetch-depth: 0)",
+    )
+
+
+
+# --- Rendering --------------------------------------------------------------
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def render(result: CheckResult, fmt: str) -> str:
+    """The result as text for people, JSON for machines, or GitHub workflow commands."""
+    if fmt == "json":
+        import json
+
+        return json.dumps({
+            "teammate": result.teammate,
+            "ok": result.ok,
+            "commits_checked": result.commits_checked,
+            "violations": [v.as_dict() for v in result.violations],
+        }, indent=2) + "\n"
+    if fmt == "github":
+        lines = [
+            f"::error file={_escape_property(v.path)},title={_escape_property('rally-gh ownership: ' + v.kind)}"
+            f"::{_escape_data(v.message())}"
+            for v in result.violations
+        ]
+        lines.append(f"::notice title=rally-gh ownership::{_escape_data(_summary(result))}")
+        return "\n".join(lines) + "\n"
+    lines = [f"  {v.message()}" for v in result.violations]
+    return "\n".join([_summary(result), *lines]) + "\n"
+
+
+def _summary(result: CheckResult) -> str:
+    scope = f"{result.commits_checked} commit{'s' * (result.commits_checked != 1)}" if result.commits_checked else "the staged changes"
+    if result.ok:
+        return f"rally-gh: {result.teammate} wrote only what it owns ({scope} checked)"
+    n = len(result.violations)
+    return f"rally-gh: {result.teammate} wrote {n} path{'s' * (n != 1)} it does not own ({scope} checked):"

@@ -1,0 +1,140 @@
+"""The pre-commit hook: the same ownership rules as ``check``, on the staged index.
+
+The pre-commit framework hands hooks only added and modified files and hides
+deletions and the old side of renames, so the hook reads the index itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from rally_gh import git
+from rally_gh.config import CONFIG_CANDIDATES, Problem, load_config_text
+from rally_gh.enforce import CheckResult, check_staged, map_at, who_is_writing
+from rally_gh.errors import ConfigError, GitError
+from rally_gh.validation import validate_map
+
+HOOK_MARKER = "rally-gh-hook"
+
+
+@dataclass(frozen=True)
+class HookOutcome:
+    teammate: str | None
+    source: str  # how the teammate was found
+    result: CheckResult | None  # None when no teammate is writing
+    map_problems: tuple[Problem, ...] = ()  # from validating a staged rally.yml
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return (self.result is None or self.result.ok) and not any(
+            p.severity == "error" for p in self.map_problems)
+
+
+def pre_commit(repo: git.Repository, config_path: str | None, environ: Mapping[str, str]) -> HookOutcome:
+    operation = git.in_progress_operation(repo)
+    loaded = None if git.head_sha(repo) is None else map_at(repo, "HEAD", config_path)
+    if loaded is None:
+        note = "no ownership map committed at HEAD yet: nothing to enforce"
+        return HookOutcome(None, "nobody", None, _staged_map_problems(repo, config_path), note)
+    teammate, source = who_is_writing(repo, loaded, None, environ)
+    if teammate is None:
+        return HookOutcome(None, source, None, _staged_map_problems(repo, config_path))
+    result = check_staged(repo, loaded, teammate)
+    if operation == "merge":
+        result = _without_merged_in(repo, result)
+    return HookOutcome(teammate, source, result)
+
+
+def _without_merged_in(repo: git.Repository, result: CheckResult) -> CheckResult:
+    """During a merge, a staged path identical to the merged-in side was written by
+    that side's commits (checked on their own), not by this commit."""
+    theirs = git.merge_head_shas(repo)
+    index = repo.index
+
+    def taken_from_them(path: str) -> bool:
+        try:
+            staged = (str(index[path].id), int(index[path].mode))
+        except KeyError:
+            staged = None
+        return any(git.entry_at(repo, sha, path) == staged for sha in theirs)
+
+    kept = tuple(v for v in result.violations if not taken_from_them(v.path))
+    return CheckResult(result.teammate, result.commits_checked, kept)
+
+
+def _staged_map_problems(repo: git.Repository, config_path: str | None) -> tuple[Problem, ...]:
+    """With no teammate writing, the hook only validates a staged ownership map."""
+    staged = {c.path for c in git.staged_changes(repo) if c.status != "deleted"}
+    for name in (config_path,) if config_path else CONFIG_CANDIDATES:
+        if name not in staged:
+            continue
+        data = git.read_index_blob(repo, name)
+        if data is None:
+            continue
+        try:
+            loaded = load_config_text(data, name)
+        except ConfigError as err:
+            return tuple(getattr(err, "problems", [])) or (Problem("error", "schema", str(err)),)
+        return tuple(p for p in validate_map(loaded) if p.severity == "error")
+    return ()
+
+
+# --- Installing a plain git hook ------------------------------------------
+
+
+def hook_script(python: str | None) -> str:
+    """The plain git hook. ``python``: the interpreter that has rally_gh installed
+    (None: find ``rally-gh`` on PATH at commit time)."""
+    pinned = f"RALLY_GH_PYTHON={shlex.quote(python)}\n" if python else "RALLY_GH_PYTHON=\n"
+    return f"""#!/bin/sh
+# {HOOK_MARKER}: refuses a commit in which a teammate writes a path it does not own.
+# Installed by `rally-gh hook install`; see https://github.com/rally-gh/rally-gh#hooks
+{pinned}if [ -n "$RALLY_GH_PYTHON" ] && [ -x "$RALLY_GH_PYTHON" ]; then
+    "$RALLY_GH_PYTHON" -m rally_gh hook pre-commit || exit $?
+elif command -v rally-gh >/dev/null 2>&1; then
+    rally-gh hook pre-commit || exit $?
+else
+    echo "rally-gh hook: rally-gh is not installed here; ownership not checked (pip install rally-gh)" >&2
+fi
+orig="$(dirname "$0")/pre-commit.orig"
+if [ -x "$orig" ]; then
+    exec "$orig" "$@"
+fi
+"""
+
+
+def install_hook(repo: git.Repository, force: bool, python: str | None) -> tuple[Path, str]:
+    """Write the pre-commit hook; returns its path and what was done."""
+    directory = git.hooks_dir(repo)
+    target = directory / "pre-commit"
+    note = "installed"
+    if target.exists() or target.is_symlink():
+        current = target.read_text(errors="replace") if target.is_file() else ""
+        if HOOK_MARKER in current:
+            note = "updated"
+        elif not force:
+            raise GitError(
+                f"{target}: a pre-commit hook that rally-gh did not write is already there",
+                hint="`rally-gh hook install --force` keeps it as pre-commit.orig and runs it after the "
+                "ownership check; with the pre-commit framework, add the `rally-ownership` hook to "
+                ".pre-commit-config.yaml instead",
+            )
+        else:
+            kept = directory / "pre-commit.orig"
+            if kept.exists():
+                raise GitError(f"{kept}: already exists, so {target} cannot be moved there",
+                               hint="remove or rename one of them, then run the command again")
+            os.replace(target, kept)
+            note = f"installed; the previous hook is kept as {kept.name} and runs after it"
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".rally-tmp")
+    tmp.write_text(hook_script(python))
+    tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    os.replace(tmp, target)
+    return target, note

@@ -1,0 +1,97 @@
+"""Everything ``validate`` says about a map that loaded: overlaps, control-file
+grants, patterns that match no tracked file, tracked files nobody owns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rally_gh.config import LoadedConfig, Problem
+from rally_gh.globs import GlobSet, compile_glob, is_literal
+from rally_gh.overlap import overlap_problems
+from rally_gh.ownership import Ownership
+from rally_gh.paths import is_control_file
+
+
+def validate_map(loaded: LoadedConfig, tracked: Sequence[str] | None = None) -> list[Problem]:
+    """Problems of a map that passed schema validation; ``tracked`` (the files
+    at HEAD) enables the checks that need the tree."""
+    problems = list(overlap_problems(loaded))
+    problems += control_file_grants(loaded)
+    if tracked is not None:
+        problems += unmatched_patterns(loaded, tracked)
+        problems += unowned_files(loaded, tracked)
+    return problems
+
+
+def control_file_grants(loaded: LoadedConfig) -> list[Problem]:
+    """A literal grant of a control file works, but is a risk worth a warning."""
+    out = []
+    for i, t in enumerate(loaded.config.teammates):
+        for j, pattern in enumerate(t.exclusive_write):
+            path = pattern.lstrip("/")
+            if is_literal(pattern) and not pattern.startswith("!") and is_control_file(path):
+                out.append(Problem(
+                    "warning", "control-file",
+                    f"teammates[{i}].exclusive_write[{j}]: {t.name} may write the control file {path}; "
+                    "it steers git, CI or agents, so review its changes closely",
+                    loaded.locate("teammates", i, "exclusive_write", j), (t.name,), path,
+                ))
+    return out
+
+
+def unmatched_patterns(loaded: LoadedConfig, tracked: Sequence[str]) -> list[Problem]:
+    """Patterns that own no tracked file yet (often a typo; fine for new directories)."""
+    where: list[tuple[int, int]] = []
+    globs = []
+    for i, t in enumerate(loaded.config.teammates):
+        for j, pattern in enumerate(t.exclusive_write):
+            if not pattern.startswith("!"):
+                where.append((i, j))
+                globs.append(compile_glob(pattern))
+    if not globs:
+        return []
+    matcher = GlobSet(globs)
+    unseen = set(range(len(globs)))
+    for path in tracked:
+        if not unseen:
+            break
+        unseen.difference_update(matcher.matching(path))
+    out = []
+    for k in sorted(unseen):
+        i, j = where[k]
+        t = loaded.config.teammates[i]
+        out.append(Problem(
+            "warning", "unmatched",
+            f"teammates[{i}].exclusive_write[{j}]: {t.exclusive_write[j]!r} ({t.name}) matches no tracked file "
+            "(fine for files still to be written; otherwise check the spelling)",
+            loaded.locate("teammates", i, "exclusive_write", j), (t.name,),
+        ))
+    return out
+
+
+def unowned_files(loaded: LoadedConfig, tracked: Sequence[str]) -> list[Problem]:
+    ownership = Ownership.from_config(loaded.config)
+    unowned = [p for p in tracked if ownership.owner_of(p) is None]
+    if not unowned:
+        return []
+    sample = ", ".join(unowned[:3]) + (", ..." if len(unowned) > 3 else "")
+    return [Problem(
+        "warning", "unowned",
+        f"{len(unowned)} of {len(tracked)} tracked files are owned by no teammate ({sample}); "
+        "no teammate may change them",
+        loaded.locate("teammates"), (), unowned[0],
+    )]
+
+
+def problem_dict(problem: Problem) -> dict[str, object]:
+    loc = problem.location
+    return {
+        "severity": problem.severity,
+        "code": problem.code,
+        "message": problem.message,
+        "file": None if loc is None else loc.file,
+        "line": None if loc is None else loc.line,
+        "column": None if loc is None else loc.column,
+        "teammates": list(problem.teammates),
+        "example": problem.example,
+    }

@@ -1,0 +1,264 @@
+"""``rally-gh check``: every kind of write, through every route git allows, on real repositories."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from rally_gh import git as g
+from rally_gh.enforce import check_commits, require_map_at, teammate_from_branch
+from rally_gh.testing import RALLY_CLI, SHOP_FILES as FILES, SHOP_MAP as MAP, commit, git, init_repo
+
+@pytest.fixture
+def repo_dir(tmp_path: Path) -> Path:
+    d = init_repo(tmp_path / "shop", FILES)
+    git(d, "checkout", "-q", "-b", "rally/r1/api")
+    return d
+
+
+def run_check(d: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "RALLY_TEAMMATE"}
+    return subprocess.run([*RALLY_CLI, "check", "--base", "main", *args], cwd=d, env=env,
+                          capture_output=True, text=True, check=False)
+
+
+def violations(d: Path, head: str = "HEAD", teammate: str = "api") -> list[tuple[str, str, str | None]]:
+    repo = g.open_repo(d)
+    loaded = require_map_at(repo, "main")
+    result = check_commits(repo, loaded, teammate, g.resolve(repo, "main"), head)
+    return [(v.path, v.kind, v.owner) for v in result.violations]
+
+
+def test_own_writes_pass(repo_dir: Path) -> None:
+    commit(repo_dir, {"src/api/app.py": "print('v2')\n", "src/api/new.py": "x\n", "tests/api/t2.py": "y\n"}, "api work")
+    assert violations(repo_dir) == []
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"src/web/app.js": "hacked\n"}, [("src/web/app.js", "modified", "web")]),
+    ({"src/web/new.js": "new\n"}, [("src/web/new.js", "added", "web")]),
+    ({"src/web/app.js": None}, [("src/web/app.js", "deleted", "web")]),
+    ({"README.md": "mine now\n"}, [("README.md", "modified", None)]),
+    ({"src/api/generated/schema.py": "edited\n"}, [("src/api/generated/schema.py", "modified", None)]),
+    ({".github/workflows/ci.yml": "on: push\n"}, [(".github/workflows/ci.yml", "control-file", None)]),
+    ({"rally.yml": MAP.replace("src/api/**", "src/**")}, [("rally.yml", "control-file", None)]),
+])
+def test_writes_outside_ownership(repo_dir: Path, change: dict[str, str | None],
+                                  expected: list[tuple[str, str, str | None]]) -> None:
+    commit(repo_dir, change, "stray")
+    assert violations(repo_dir) == expected
+
+
+def test_rename_counts_both_sides(repo_dir: Path) -> None:
+    git(repo_dir, "mv", "src/api/app.py", "src/web/app2.js")
+    git(repo_dir, "commit", "-q", "-m", "move out")
+    assert violations(repo_dir) == [("src/web/app2.js", "added", "web")]
+    git(repo_dir, "mv", "src/web/app.js", "src/api/app.js")
+    git(repo_dir, "commit", "-q", "-m", "move in")
+    assert ("src/web/app.js", "deleted", "web") in violations(repo_dir)
+
+
+def test_mode_change_outside_ownership(repo_dir: Path) -> None:
+    git(repo_dir, "update-index", "--chmod=+x", "src/web/app.js")
+    git(repo_dir, "commit", "-q", "-m", "chmod")
+    assert violations(repo_dir) == [("src/web/app.js", "mode", "web")]
+
+
+def test_mode_change_inside_ownership_is_fine(repo_dir: Path) -> None:
+    git(repo_dir, "update-index", "--chmod=+x", "src/api/app.py")
+    git(repo_dir, "commit", "-q", "-m", "chmod")
+    assert violations(repo_dir) == []
+
+
+@pytest.mark.parametrize("target, ok", [
+    ("app.py", True),
+    ("../web/app.js", False),
+    ("../../../etc/passwd", False),
+    ("/etc/passwd", False),
+])
+def test_symlink_targets(repo_dir: Path, target: str, ok: bool) -> None:
+    os.symlink(target, repo_dir / "src/api/link")
+    git(repo_dir, "add", "src/api/link")
+    git(repo_dir, "commit", "-q", "-m", "link")
+    found = violations(repo_dir)
+    assert (found == []) is ok
+    if not ok:
+        assert found[0][:2] == ("src/api/link", "symlink")
+
+
+def _commit_gitlink(d: Path, path: str) -> None:
+    git(d, "update-index", "--add", "--cacheinfo", f"160000,{'1' * 40},{path}")
+    git(d, "commit", "-q", "-m", "submodule")
+
+
+def test_gitlink_refused_unless_gitmodules_is_owned(repo_dir: Path) -> None:
+    _commit_gitlink(repo_dir, "src/api/sub")
+    assert violations(repo_dir) == [("src/api/sub", "gitlink", "api")]
+
+
+def test_gitlink_allowed_for_owner_of_gitmodules(repo_dir: Path) -> None:
+    git(repo_dir, "checkout", "-q", "-b", "rally/r1/infra", "main")
+    _commit_gitlink(repo_dir, "vendor/lib")
+    assert violations(repo_dir, teammate="infra") == []
+
+
+def _commit_tree_with(d: Path, name: str) -> str:
+    """A commit on top of HEAD whose tree adds a file called ``name`` under src/api
+    (git's porcelain refuses such names, so the tree is built with plumbing)."""
+    blob = git(d, "hash-object", "-w", "--stdin", input="x\n").strip()
+    api = git(d, "rev-parse", "HEAD:src/api").strip()
+    entries = git(d, "ls-tree", api)
+    api_tree = git(d, "mktree", input=entries + f"100644 blob {blob}\t{name}\n").strip()
+    src = git(d, "ls-tree", "HEAD:src").replace(api, api_tree)
+    src_tree = git(d, "mktree", input=src).strip()
+    root = git(d, "ls-tree", "HEAD").replace(git(d, "rev-parse", "HEAD:src").strip(), src_tree)
+    root_tree = git(d, "mktree", input=root).strip()
+    sha = git(d, "commit-tree", root_tree, "-p", "HEAD", "-m", "plumbing").strip()
+    git(d, "update-ref", "HEAD", sha)
+    return sha
+
+
+@pytest.mark.parametrize("name", [".GIT", ".git", "..", "a\x01b"])
+def test_hostile_paths_refused_even_when_owned(repo_dir: Path, name: str) -> None:
+    _commit_tree_with(repo_dir, name)
+    found = violations(repo_dir)
+    assert [k for _, k, _ in found] == ["hostile"]
+
+
+def test_case_collision(repo_dir: Path) -> None:
+    _commit_tree_with(repo_dir, "readme.md")
+    assert violations(repo_dir) == [("src/api/readme.md", "collision", None)]
+
+
+def test_unicode_normalization_collision(repo_dir: Path) -> None:
+    nfc, nfd = unicodedata.normalize("NFC", "café.py"), unicodedata.normalize("NFD", "café.py")
+    commit(repo_dir, {f"src/api/{nfc}": "1\n"}, "nfc")
+    _commit_tree_with(repo_dir, nfd)
+    assert [(k) for _, k, _ in violations(repo_dir)] == ["collision"]
+
+
+def test_violation_reverted_inside_range_is_still_reported(repo_dir: Path) -> None:
+    commit(repo_dir, {"src/web/app.js": "hacked\n"}, "stray")
+    commit(repo_dir, {"src/web/app.js": FILES["src/web/app.js"]}, "revert")
+    assert [k for _, k, _ in violations(repo_dir)] == ["modified", "modified"]
+
+
+def test_no_verify_cherry_pick_and_commit_tree_are_all_caught(repo_dir: Path) -> None:
+    git(repo_dir, "checkout", "-q", "-b", "elsewhere", "main")
+    stray = commit(repo_dir, {"src/web/app.js": "via cherry-pick\n"}, "stray")
+    git(repo_dir, "checkout", "-q", "rally/r1/api")
+    git(repo_dir, "cherry-pick", stray)
+    tree = git(repo_dir, "write-tree").strip()
+    sha = git(repo_dir, "commit-tree", tree, "-p", "HEAD", "-m", "empty via plumbing").strip()
+    git(repo_dir, "update-ref", "HEAD", sha)
+    commit(repo_dir, {"src/web/other.js": "x\n"}, "no verify")  # testing.commit uses --no-verify
+    assert [p for p, _, _ in violations(repo_dir)] == ["src/web/app.js", "src/web/other.js"]
+
+
+def test_merge_commit_blames_only_what_the_merge_itself_wrote(repo_dir: Path) -> None:
+    git(repo_dir, "checkout", "-q", "main")
+    commit(repo_dir, {"src/web/app.js": "web moved on\n"}, "web on main")
+    git(repo_dir, "checkout", "-q", "rally/r1/api")
+    commit(repo_dir, {"src/api/app.py": "api v2\n"}, "api")
+    git(repo_dir, "merge", "-q", "--no-edit", "main")
+    assert violations(repo_dir) == []
+
+
+def test_map_comes_from_the_base_commit(repo_dir: Path) -> None:
+    # The teammate grants itself everything on its branch: the grant itself is refused,
+    # and the wider ownership is not used.
+    commit(repo_dir, {"rally.yml": MAP.replace("src/api/**", "src/**")}, "grant")
+    commit(repo_dir, {"src/web/app.js": "mine\n"}, "use it")
+    assert [p for p, _, _ in violations(repo_dir)] == ["rally.yml", "src/web/app.js"]
+
+
+def test_teammate_from_branch_name() -> None:
+    assert teammate_from_branch("rally/r1/api", "rally") == "api"
+    assert teammate_from_branch("refs/heads/rally/r1/api", "rally") == "api"
+    assert teammate_from_branch("rally/api", "rally") is None
+    assert teammate_from_branch("feature/x", "rally") is None
+    assert teammate_from_branch(None, "rally") is None
+
+
+# --- The command line ------------------------------------------------------
+
+
+def test_cli_text_names_owner_rule_and_commit(repo_dir: Path) -> None:
+    sha = commit(repo_dir, {"src/web/app.js": "hacked\n"}, "stray")
+    proc = run_check(repo_dir)
+    assert proc.returncode == 1, proc.stderr
+    assert "src/web/app.js: api modified it, but it is owned by web" in proc.stdout
+    assert f"in commit {sha[:10]}" in proc.stdout
+    assert "rally.yml@" in proc.stdout and ":8:" in proc.stdout  # web's rule, line 8
+
+
+def test_cli_json_and_github_formats(repo_dir: Path) -> None:
+    commit(repo_dir, {"src/web/a,b:c.js": "x\n"}, "stray")
+    data = json.loads(run_check(repo_dir, "--format", "json").stdout)
+    assert data["ok"] is False and data["teammate"] == "api"
+    assert data["violations"][0]["path"] == "src/web/a,b:c.js"
+    assert data["violations"][0]["owner"] == "web"
+    gh = run_check(repo_dir, "--format", "github").stdout
+    assert gh.startswith("::error file=src/web/a%2Cb%3Ac.js,title=rally-gh ownership%3A added::")
+
+
+def test_cli_clean_range_exits_0(repo_dir: Path) -> None:
+    commit(repo_dir, {"src/api/x.py": "x\n"}, "fine")
+    proc = run_check(repo_dir)
+    assert proc.returncode == 0 and "wrote only what it owns" in proc.stdout
+
+
+def test_cli_teammate_option_and_unknown_teammate(repo_dir: Path) -> None:
+    git(repo_dir, "checkout", "-q", "-b", "feature", "main")
+    commit(repo_dir, {"src/web/app.js": "x\n"}, "web work")
+    assert run_check(repo_dir, "--teammate", "web").returncode == 0
+    assert run_check(repo_dir).returncode == 0  # not a teammate's branch: nothing to check
+    bad = run_check(repo_dir, "--teammate", "nobody")
+    assert bad.returncode == 2 and "teammates are: api, web, infra" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_cli_head_branch_names_the_teammate(repo_dir: Path) -> None:
+    commit(repo_dir, {"src/web/app.js": "x\n"}, "stray")
+    git(repo_dir, "checkout", "-q", "main")
+    assert run_check(repo_dir, "--head", "rally/r1/api").returncode == 1
+
+
+def test_cli_works_on_a_bare_repository(repo_dir: Path, tmp_path: Path) -> None:
+    commit(repo_dir, {"src/web/app.js": "x\n"}, "stray")
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "clone", "-q", "--bare", str(repo_dir), str(bare))
+    proc = run_check(bare, "--head", "rally/r1/api")
+    assert proc.returncode == 1 and "owned by web" in proc.stdout
+
+
+def test_cli_missing_base_in_shallow_clone_is_a_clear_error(repo_dir: Path, tmp_path: Path) -> None:
+    commit(repo_dir, {"src/api/x.py": "x\n"}, "one")
+    clone = tmp_path / "shallow"
+    git(tmp_path, "clone", "-q", "--depth", "1", "--branch", "rally/r1/api", f"file://{repo_dir}", str(clone))
+    proc = subprocess.run([*RALLY_CLI, "check", "--base", "deadbeef"], cwd=clone, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "no such commit" in proc.stderr and "fetch-depth" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_no_map_at_base(tmp_path: Path) -> None:
+    d = init_repo(tmp_path / "r", {"a.txt": "a\n"})
+    git(d, "checkout", "-q", "-b", "rally/r1/api")
+    commit(d, {"b.txt": "b\n"}, "b")
+    proc = run_check(d)
+    assert proc.returncode == 1 and "no ownership map" in proc.stderr
+
+
+def test_cli_broken_map_at_base_points_at_the_line(tmp_path: Path) -> None:
+    d = init_repo(tmp_path / "r", {"rally.yml": "version: 1\nteam: x\nteammates: [\n"})
+    git(d, "checkout", "-q", "-b", "rally/r1/api")
+    commit(d, {"b.txt": "b\n"}, "b")
+    proc = run_check(d)
+    assert proc.returncode == 1 and "rally.yml@" in proc.stderr
+    assert "Traceback" not in proc.stderr
