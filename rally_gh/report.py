@@ -178,11 +178,12 @@ _ICON = {"done": "✅", "failed": "❌", "timed_out": "⏱️", "violated": "�
 _STATUS_WORD = {"done": "Done", "partial": "Partial", "failed": "Failed"}
 
 
-def report_markdown(state: RunState) -> str:
+def report_markdown(state: RunState, *, marker: bool = True) -> str:
+    """The report; ``marker`` starts it with the hidden line that finds the run's GitHub comment again."""
     data = report_json(state)
     score = team_efficiency(state)
     status = data["status"]
-    out: list[str] = [f"<!-- rally-gh:run:{state.run_id} -->"]
+    out: list[str] = [f"<!-- rally-gh:run:{state.run_id} -->"] if marker else []
     title = f"## rally-gh run `{state.run_id}`: {_STATUS_WORD[status]}"
     if state.status == "interrupted":
         title += " (interrupted)"
