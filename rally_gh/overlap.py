@@ -86,7 +86,8 @@ def find_overlaps(teammates: Sequence[tuple[str, Sequence[str]]]) -> list[Overla
             if b.teammate <= a.teammate:
                 continue
             side_a, side_b = lists[a.teammate], lists[b.teammate]
-            if side_a.excludes_later(a.index, b.glob) or side_b.excludes_later(b.index, a.glob):
+            if (side_a.excludes_later(a.index, b.glob) or side_b.excludes_later(b.index, a.glob)
+                    or side_b.excludes_later(b.index, b.glob)):
                 continue
             deeper = max(a.glob.prefix, b.glob.prefix, key=len)
             full, strict = _shortest_common(

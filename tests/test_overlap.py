@@ -186,7 +186,7 @@ def instance(pattern: str, tail: str) -> str:
     return body + tail
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(patterns(), paths, st.sampled_from(["", "/a", "/a/b", "a"]))
 def test_automaton_agrees_with_the_reference_matcher(pattern: str, random_path: str, tail: str) -> None:
     for path in (random_path, instance(pattern, tail)):
@@ -244,7 +244,7 @@ def pattern_lists(draw: st.DrawFn) -> list[str]:
     return [first] + [("!" if negated else "") + p for negated, p in rest]
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pattern_lists(), pattern_lists())
 def test_sound_exact_and_shortest_against_brute_force(a: list[str], b: list[str]) -> None:
     found = {(o.index_a, o.index_b): o for o in find_overlaps([("a", a), ("b", b)])}
