@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-import re2
+import re2  # type: ignore[import-untyped]
 
 from rally_gh.errors import PatternError
 from rally_gh.paths import hostile_reason
@@ -270,7 +270,9 @@ class GlobSet:
     whose DFA stays small that way.
     """
 
-    __slots__ = ("globs", "_trie", "_anywhere", "_anywhere_dir", "_anywhere_names", "_set_match", "_set_index")
+    __slots__ = (
+        "globs", "_trie", "_best_trie", "_anywhere", "_anywhere_dir", "_anywhere_names", "_set_match", "_set_index",
+    )
 
     def __init__(self, globs: Iterable[Glob]) -> None:
         self.globs: tuple[Glob, ...] = tuple(globs)
@@ -290,6 +292,7 @@ class GlobSet:
             else:
                 (self._anywhere_dir if g.dir_only else self._anywhere).setdefault(g.literal, []).append(i)
         self._anywhere_names = frozenset(self._anywhere) | frozenset(self._anywhere_dir)
+        self._best_trie = _best_trie(self._trie)
         self._set_index: tuple[int, ...] = tuple(wildcard)
         self._set_match = _set_matcher(self.globs[i].regex for i in wildcard) if wildcard else None
 
@@ -309,8 +312,32 @@ class GlobSet:
 
     def last_match(self, path: str) -> int:
         """The highest index of a glob matching ``path``, -1 for none (CODEOWNERS' rule)."""
-        found = self._literal_hits(path)
-        best = max(found) if found else -1
+        # The hot loop of `owner`: the trie walk of _literal_hits on a compact trie that
+        # keeps only the highest index per node.
+        best = -1
+        parts = path.split("/")
+        children = self._best_trie
+        for part in parts[:-1]:
+            node = children.get(part)
+            if node is None:
+                break
+            children, here, inside = node
+            if here > best:
+                best = here
+            if inside > best:
+                best = inside
+        else:
+            node = children.get(parts[-1])
+            if node is not None and node[1] > best:
+                best = node[1]
+        if self._anywhere_names:
+            for name in self._anywhere_names.intersection(parts):
+                more = self._anywhere.get(name)
+                if more and more[-1] > best:
+                    best = more[-1]
+                more = self._anywhere_dir.get(name)
+                if more and more[-1] > best and name in parts[:-1]:
+                    best = more[-1]
         if self._set_match is not None:
             hits = self._set_match(path.encode())
             if hits:
@@ -340,6 +367,17 @@ class GlobSet:
                 if more and name in parts[:-1]:
                     found.extend(more)
         return found
+
+
+BestTrie = dict[str, tuple["BestTrie", int, int]]
+
+
+def _best_trie(node: _TrieNode) -> BestTrie:
+    """The trie as nested dicts of (children, highest 'here' index, highest 'inside' index)."""
+    return {
+        part: (_best_trie(child), max(child.here, default=-1), max(child.inside, default=-1))
+        for part, child in node.children.items()
+    }
 
 
 class _TrieNode:

@@ -108,7 +108,8 @@ def test_negation_is_literal_in_codeowners() -> None:
 @pytest.mark.parametrize("name", DATASETS)
 def test_matcher_agrees_with_oracle_on_a_sample(name: str) -> None:
     text, paths = dataset(name)
-    sample = paths[:: max(1, len(paths) // 1500)]
+    size = 1500 if len(text) < 100_000 else 400  # the oracle tries every rule on every path
+    sample = paths[:: max(1, len(paths) // size)]
     got = CodeownersMatcher.from_text(text).owners_of_many(sample)
     oracle = CodeOwners(text)
     assert got == [oracle_owner(oracle, p) for p in sample]
@@ -138,28 +139,34 @@ def assert_import_exact(text: str, paths: tuple[str, ...] | list[str]) -> None:
     config = load_imported(text)
     ownership = Ownership.from_config(config)
     owners_by_name = {t.name: t.role.removeprefix(ROLE_PREFIX) for t in config.teammates}
-    literal = {g.glob.literal for g in ownership.grants if not g.glob.negated}
-    expected = CodeownersMatcher.from_text(text).owners_of_many(paths)
+    matcher = CodeownersMatcher.from_text(text)
+    expected = matcher.owners_of_many(paths)
     for path, want in zip(paths, expected):
         name = ownership.owner_of(path)
         got = owners_by_name[name] if name else None
-        if is_control_file(path) and path not in literal:
-            assert got is None, path  # rally.yml grants control files only literally (SPEC)
+        if is_control_file(path):
+            # rally.yml grants control files only literally (SPEC): the owner stays when
+            # the deciding line names the path itself, else it may be lost, never changed.
+            rule = matcher.rule_of(path)
+            if rule is not None and rule.glob.literal == path:
+                assert got == want, path
+            else:
+                assert got in (want, None), path
         else:
             assert got == want, path
 
 
 @needs_data
 @pytest.mark.parametrize("name", [n for n in DATASETS if n != "kibana"])
-def test_import_is_exact_on_every_path(name: str) -> None:
+def test_import_is_exact_on_a_sample(name: str) -> None:
     text, paths = dataset(name)
-    assert_import_exact(text, paths)
+    assert_import_exact(text, paths[:: max(1, len(paths) // 2000)])
 
 
 @pytest.mark.slow
 @needs_data
-@pytest.mark.parametrize("name", [n for n in DATASETS if n == "kibana"])
-def test_import_is_exact_on_every_path_of_kibana(name: str) -> None:
+@pytest.mark.parametrize("name", DATASETS)
+def test_import_is_exact_on_every_path(name: str) -> None:
     text, paths = dataset(name)
     assert_import_exact(text, paths)
 
@@ -223,15 +230,15 @@ def assert_export_exact(config: Config, paths: tuple[str, ...] | list[str], *, m
 
 @needs_data
 @pytest.mark.parametrize("name", [n for n in DATASETS if n not in ("kibana", "cpython")])
-def test_export_of_an_import_is_exact(name: str) -> None:
+def test_export_of_an_import_is_exact_on_a_sample(name: str) -> None:
     text, paths = dataset(name)
-    assert_export_exact(load_imported(text), paths)
+    assert_export_exact(load_imported(text), paths[:: max(1, len(paths) // 2000)])
 
 
 @pytest.mark.slow
 @needs_data
-@pytest.mark.parametrize("name", [n for n in DATASETS if n in ("kibana", "cpython")])
-def test_export_of_an_import_is_exact_on_the_largest(name: str) -> None:
+@pytest.mark.parametrize("name", DATASETS)
+def test_export_of_an_import_is_exact_on_every_path(name: str) -> None:
     text, paths = dataset(name)
     assert_export_exact(load_imported(text), paths)
 
