@@ -1,6 +1,28 @@
+"""``python -m rally_gh`` and the ``rally-gh`` console script.
+
+``hook pre-commit`` runs on every commit: try its fast path before importing
+the command line (click, pydantic and pygit2 cost more than the check itself).
+"""
+
 from __future__ import annotations
 
-from rally_gh.cli import main
+import os
+import sys
+
+
+def main() -> None:
+    if sys.argv[1:] == ["hook", "pre-commit"]:
+        from rally_gh.hook import fast_pre_commit
+
+        try:
+            if fast_pre_commit(os.environ):
+                raise SystemExit(0)
+        except (OSError, ValueError, KeyError, IndexError):
+            pass  # anything odd: the full path decides and explains
+    from rally_gh.cli import main as cli_main
+
+    cli_main()
+
 
 if __name__ == "__main__":
     main()

@@ -290,9 +290,10 @@ def check_commits(repo: git.Repository, loaded: LoadedConfig, teammate: str,
     ownership = Ownership.from_config(loaded.config)
     commits = git.commits_between(repo, base, head)
     violations: list[Violation] = []
+    cache = git.new_tree_cache()
     for commit in commits:
         sha = str(commit.id)
-        changes = git.commit_changes(repo, commit)
+        changes = git.commit_changes(repo, commit, cache)
         violations.extend(violations_in(repo, changes, teammate, loaded, ownership, sha, _tree_names(repo, sha)))
     return CheckResult(teammate, len(commits), tuple(violations))
 

@@ -248,23 +248,60 @@ def staged_changes(repo: Repository) -> list[Change]:
 
 
 
-def commit_changes(repo: Repository, commit: Commit) -> list[Change]:
-    """The paths a commit writes.
+def commit_changes(repo: Repository, commit: Commit, cache: TreeCache | None = None) -> list[Change]:
+    """The paths a commit writes, in path order.
 
     For a merge commit, only paths whose result differs from every parent: a
     path taken unchanged from one parent was written by that parent's commits
-    (which a range check sees on their own), not by the merge.
+    (which a range check sees on their own), not by the merge. ``cache`` (from
+    ``new_tree_cache``) shares parsed trees across the commits of a range.
     """
+    cache = {} if cache is None else cache
+    new = commit.tree_id.raw
     parents = commit.parents
     if not parents:
-        return _changes_of(_tree_or_empty(repo, None).diff_to_tree(commit.tree))
-    first = _changes_of(parents[0].tree.diff_to_tree(commit.tree))
+        return tree_changes(repo, None, new, cache)
+    first = tree_changes(repo, parents[0].tree_id.raw, new, cache)
     if len(parents) == 1:
         return first
     keep = {c.path for c in first}
     for parent in parents[1:]:
-        keep &= {c.path for c in _changes_of(parent.tree.diff_to_tree(commit.tree))}
+        keep &= {c.path for c in tree_changes(repo, parent.tree_id.raw, new, cache)}
     return [c for c in first if c.path in keep]
+
+
+def tree_changes(repo: Repository, old: bytes | None, new: bytes | None, cache: TreeCache) -> list[Change]:
+    """Every path that differs between two trees (raw ids; None: empty), renames as
+    delete + add. libgit2's tree diff reads every entry of both trees (18 ms a
+    commit on a 100k-file tree); this one skips equal subtrees by id."""
+    found: dict[bytes, list[_Leaf | None]] = {}
+    _diff(repo, old, new, b"", found, cache)
+    out = []
+    for raw_path in sorted(found):
+        before, after = found[raw_path]
+        if before == after:
+            continue
+        if before is None:
+            status = "added"
+        elif after is None:
+            status = "deleted"
+        elif (before[0] & 0o170000) != (after[0] & 0o170000):
+            status = "typechange"
+        else:
+            status = "modified"
+        out.append(Change(
+            path=_text(raw_path),
+            status=status,
+            old_mode=0 if before is None else before[0],
+            new_mode=0 if after is None else after[0],
+            old_id=None if before is None else before[1].hex(),
+            new_id=None if after is None else after[1].hex(),
+        ))
+    return out
+
+
+def new_tree_cache() -> TreeCache:
+    return {}
 
 
 def commits_between(repo: Repository, base: str | None, head: str) -> list[Commit]:
@@ -478,6 +515,15 @@ def changed_files(repo: Repository, start_sha: str, head_sha_: str) -> list[str]
         return []
     diff = commit_of(repo, start_sha).tree.diff_to_tree(commit_of(repo, head_sha_).tree)
     return sorted({c.path for c in _changes_of(diff)})
+
+
+def write_record_commit(repo: Repository, filename: str, data: bytes, message: str) -> Sha:
+    """A parentless commit holding one file: how split CI jobs hand a result to
+    each other through a ref on the remote (the only channel they share)."""
+    builder = repo.TreeBuilder()
+    builder.insert(filename, repo.create_blob(data), MODE_BLOB)
+    who = pygit2.Signature("rally-gh", "rally-gh@users.noreply.github.com")
+    return Sha(str(repo.create_commit(None, who, who, message, builder.write(), [])))
 
 
 # --- Replaying commits in memory (integration) ---
