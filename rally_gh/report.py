@@ -8,6 +8,7 @@ can render any run, finished or not, long after it ran.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -296,12 +297,17 @@ def step_complete_block(state: RunState) -> str:
 
 
 def mermaid_dependencies(state: RunState) -> str:
+    return mermaid_flowchart([(t.name, f"{t.name}: {t.outcome}", t.blocked_by) for t in state.teammates])
+
+
+def mermaid_flowchart(teammates: Sequence[tuple[str, str, Sequence[str]]]) -> str:
+    """``graph TD`` from (name, label, blocked_by) per teammate: an edge from each blocker to who waits for it."""
     lines = ["graph TD"]
-    for t in state.teammates:
-        lines.append(f'  {_node(t.name)}["{t.name}: {t.outcome}"]')
-    for t in state.teammates:
-        for blocker in t.blocked_by:
-            lines.append(f"  {_node(blocker)} --> {_node(t.name)}")
+    for name, label, _ in teammates:
+        lines.append(f'  {_node(name)}["{label.replace(chr(34), "#quot;")}"]')
+    for name, _, blocked_by in teammates:
+        for blocker in blocked_by:
+            lines.append(f"  {_node(blocker)} --> {_node(name)}")
     return "\n".join(lines) + "\n"
 
 
@@ -321,6 +327,7 @@ def mermaid_timeline(state: RunState) -> str:
 
 
 def _node(name: str) -> str:
+    # Mermaid reads some bare words (end, graph) as keywords; a prefix avoids every one.
     return "t_" + name.replace("-", "_")
 
 
