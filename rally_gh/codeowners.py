@@ -302,7 +302,9 @@ def _export_owner(team: str, name: str, role: str) -> str:
         owners = role[len(ROLE_PREFIX) :].split()
         if owners and all(_OWNER_RE.fullmatch(o) for o in owners):
             return " ".join(owners)
-    return f"@{team}/{name}"
+    # A GitHub team slug: the team name of rally.yml may hold blanks or other characters.
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", team).strip("-").lower() or "team"
+    return f"@{slug}/{name}"
 
 
 def _as_codeowners_pattern(glob: Glob) -> str:

@@ -210,7 +210,7 @@ def test_import_is_exact_on_generated_files(lines: list[tuple[str, str]], paths:
 def assert_export_exact(config: Config, paths: tuple[str, ...] | list[str], *, may_cross: bool = False) -> None:
     ownership = Ownership.from_config(config)
     owner_string = {t.name: (t.role.removeprefix(ROLE_PREFIX) if t.role.startswith(ROLE_PREFIX)
-                             else f"@{config.team}/{t.name}") for t in config.teammates}
+                             else f"@{config.team.lower()}/{t.name}") for t in config.teammates}
     exported = export_codeowners(config)
     if may_cross:
         # Exclusions that cross each other (t0: [src, !docs], t1: [src, !src/src]) have
@@ -257,6 +257,11 @@ def test_export_orders_exclusions_before_what_gives_paths_back() -> None:
     assert "/.github/workflows/ci.yml @shop/ci" in lines
     assert_export_exact(config, ["src/a.py", "src/shared/x.py", ".github/workflows/ci.yml",
                                  ".github/workflows/other.yml", "rally.yml", "docs/x"])
+
+
+def test_export_owner_is_a_valid_team_handle() -> None:
+    config = Config(team="Checkout revamp!", teammates=(Teammate(name="api", exclusive_write=("src/",)),))
+    assert "src/ @checkout-revamp/api" in export_codeowners(config)
 
 
 def test_export_escapes_blanks_and_hashes() -> None:
