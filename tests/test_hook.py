@@ -179,3 +179,24 @@ def test_pre_commit_framework_try_repo(tmp_path: Path) -> None:
                           cwd=d, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "src/web/app.js: api deleted it, but it is owned by web" in proc.stdout
+
+
+@pytest.mark.parametrize("files, fast_ok", [
+    ({"src/api/app.py": "v2\n"}, True),
+    ({"src/api/new/deep.py": "new\n"}, True),
+    ({"src/web/app.js": "x\n"}, False),  # a violation: the full path words it
+    ({"src/api/readme.md": "x\n"}, False),  # collides with README.md by case
+    ({"Src/api/x.py": "x\n"}, False),  # collides with src/ at the root
+    ({"top.txt": "x\n"}, False),  # owned by nobody
+])
+def test_fast_path_answers_only_clean(hooked: Path, files: dict[str, str], fast_ok: bool,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from rally_gh.hook import fast_pre_commit
+
+    git(hooked, "checkout", "-q", "-b", "rally/r1/api")
+    stage(hooked, {"src/api/app.py": "warm the cache\n"})
+    assert git_commit(hooked).returncode == 0  # the full path writes the map cache
+    stage(hooked, files)
+    monkeypatch.chdir(hooked)
+    assert fast_pre_commit({}) is fast_ok
+    assert (git_commit(hooked).returncode == 0) is fast_ok
