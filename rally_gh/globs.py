@@ -272,6 +272,7 @@ class GlobSet:
 
     __slots__ = (
         "globs", "_trie", "_best_trie", "_anywhere", "_anywhere_dir", "_anywhere_names", "_set_match", "_set_index",
+        "_set_always", "_set_gate_names",
     )
 
     def __init__(self, globs: Iterable[Glob]) -> None:
@@ -281,9 +282,25 @@ class GlobSet:
         self._anywhere: dict[str, list[int]] = {}
         self._anywhere_dir: dict[str, list[int]] = {}
         wildcard: list[int] = []
+        # Whether every path needs the RE2 set; else only paths under a trie node
+        # marked wild_below (a wildcard glob's literal directory prefix) do.
+        self._set_always = False
+        gate_names: set[str] = set()  # or paths with one of these segments do
         for i, g in enumerate(self.globs):
             if g.literal is None:
                 wildcard.append(i)
+                prefix = literal_prefix(g)
+                if not prefix:
+                    name = _required_segment(g)
+                    if name is None:
+                        self._set_always = True
+                    else:
+                        gate_names.add(name)
+                    continue
+                node = self._trie
+                for part in prefix[:-1].split("/"):
+                    node = node.children.setdefault(part, _TrieNode())
+                node.wild_below = True
             elif g.anchored:
                 node = self._trie
                 for part in g.literal.split("/"):
@@ -292,6 +309,7 @@ class GlobSet:
             else:
                 (self._anywhere_dir if g.dir_only else self._anywhere).setdefault(g.literal, []).append(i)
         self._anywhere_names = frozenset(self._anywhere) | frozenset(self._anywhere_dir)
+        self._set_gate_names = frozenset(gate_names)
         self._best_trie = _best_trie(self._trie)
         self._set_index: tuple[int, ...] = tuple(wildcard)
         self._set_match = _set_matcher(self.globs[i].regex for i in wildcard) if wildcard else None
@@ -317,11 +335,14 @@ class GlobSet:
         best = -1
         parts = path.split("/")
         children = self._best_trie
+        need_set = self._set_always
         for part in parts[:-1]:
             node = children.get(part)
             if node is None:
                 break
-            children, here, inside = node
+            children, here, inside, wild_below = node
+            if wild_below:
+                need_set = True
             if here > best:
                 best = here
             if inside > best:
@@ -338,7 +359,9 @@ class GlobSet:
                 more = self._anywhere_dir.get(name)
                 if more and more[-1] > best and name in parts[:-1]:
                     best = more[-1]
-        if self._set_match is not None:
+        if not need_set and self._set_gate_names and not self._set_gate_names.isdisjoint(parts):
+            need_set = True
+        if need_set and self._set_match is not None:
             hits = self._set_match(path.encode())
             if hits:
                 best = max(best, self._set_index[max(hits)])
@@ -369,13 +392,23 @@ class GlobSet:
         return found
 
 
-BestTrie = dict[str, tuple["BestTrie", int, int]]
+def _required_segment(glob: Glob) -> str | None:
+    """A whole path segment every path the glob matches has (``**/moon.yml`` -> ``moon.yml``)."""
+    body = glob.text[1:] if glob.negated else glob.text
+    segments, _, _ = _parse(glob.text, body)
+    for seg in reversed(segments):
+        if seg != _GLOBSTAR and len(seg) == 1 and isinstance(seg[0], str):
+            return seg[0]
+    return None
+
+
+BestTrie = dict[str, tuple["BestTrie", int, int, bool]]
 
 
 def _best_trie(node: _TrieNode) -> BestTrie:
-    """The trie as nested dicts of (children, highest 'here' index, highest 'inside' index)."""
+    """The trie as nested dicts of (children, highest 'here' index, highest 'inside' index, wild_below)."""
     return {
-        part: (_best_trie(child), max(child.here, default=-1), max(child.inside, default=-1))
+        part: (_best_trie(child), max(child.here, default=-1), max(child.inside, default=-1), child.wild_below)
         for part, child in node.children.items()
     }
 
@@ -383,12 +416,13 @@ def _best_trie(node: _TrieNode) -> BestTrie:
 class _TrieNode:
     """One directory or file of the literal anchored globs."""
 
-    __slots__ = ("children", "here", "inside")
+    __slots__ = ("children", "here", "inside", "wild_below")
 
     def __init__(self) -> None:
         self.children: dict[str, _TrieNode] = {}
         self.here: list[int] = []  # globs naming this path: it and all below it
         self.inside: list[int] = []  # 'dir/' globs: only what is below it
+        self.wild_below = False  # a wildcard glob may match paths below this directory
 
 
 def _set_matcher(regexes: Iterable[str]) -> Callable[[bytes], list[int]]:
