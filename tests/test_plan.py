@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rally_gh import plan
+from rally_gh.commands import plan as plan_cmd
+from rally_gh.config import Config
+from rally_gh.testing import SAMPLE_MAP, init_repo
+
+
+def team(*teammates: dict[str, Any], **top: Any) -> Config:
+    return Config.model_validate({"team": "t", **top, "teammates": list(teammates)})
+
+
+def mate(name: str, owns: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "exclusive_write": [owns], "task": f"Do {name}.\nMore detail.", **extra}
+
+
+def test_waves_are_topological_layers_in_listed_order() -> None:
+    config = team(mate("web", "web/"), mate("api", "api/", blocked_by=["schema"]), mate("schema", "db/"),
+                  mate("docs", "docs/", blocked_by=["api", "web"]))
+    assert plan.waves(config) == [["web", "schema"], ["api"], ["docs"]]
+    assert plan.integration_order(config) == ["web", "schema", "api", "docs"]
+    listed = config.model_copy(update={"merge": config.merge.model_copy(update={"order": "listed"})})
+    assert plan.integration_order(listed) == ["web", "api", "schema", "docs"]
+    assert plan.blockers_closure(config, "docs") == ["web", "schema", "api"]
+
+
+def test_a_blocker_that_does_not_run_holds_nobody_back() -> None:
+    config = team(mate("api", "api/", blocked_by=["schema"]), mate("schema", "db/"), mate("web", "web/"))
+    assert plan.waves(config, selected={"api", "web"}) == [["api", "web"]]
+    problems = plan.assess(config, selected={"api", "web"})
+    assert [p.code for p in problems] == ["blocker-not-running"]
+
+
+def test_false_parallelism_and_large_teams_are_refused() -> None:
+    alone = plan.assess(team(mate("api", "api/")))
+    assert [(p.severity, p.code) for p in alone] == [("error", "false-parallelism")]
+    ten = team(*(mate(f"m{i}", f"d{i}/") for i in range(10)))
+    assert "team-size" in {p.code for p in plan.assess(ten) if p.severity == "error"}
+    nine = team(*(mate(f"m{i}", f"d{i}/") for i in range(9)))
+    assert not [p for p in plan.assess(nine) if p.severity == "error"]
+    wide = team(mate("a", "a/"), mate("b", "b/"), max_parallel=9)
+    assert [p.code for p in plan.assess(wide)] == ["team-size"]
+
+
+def test_a_read_of_another_teammates_files_without_blocked_by_is_a_hidden_dependency() -> None:
+    config = team(mate("api", "src/api/**", read=["src/models/**"]), mate("models", "src/models/"),
+                  mate("web", "src/web/**", read=["src/models/user.py"], blocked_by=["models"]),
+                  mate("docs", "docs/**", read=["src/web/*.html"]))
+    hidden = plan.hidden_dependencies(config, [t.name for t in config.teammates])
+    assert [p.teammates for p in hidden] == [("api", "models"), ("docs", "web")]
+    assert all(p.severity == "warning" for p in hidden)
+
+
+def test_sparse_directories_cover_every_pattern_or_give_up() -> None:
+    assert plan.sparse_directories(["src/api/**", "tests/api/", "docs/guide.md", "/Makefile"]) == \
+        ["docs", "src/api", "tests/api"]
+    assert plan.sparse_directories(["src/api/**", "*.md"]) is None
+
+
+def test_the_prompt_says_everything_an_agent_needs() -> None:
+    config = team(mate("api", "src/api/**", role="Backend", read=["src/models/**"], blocked_by=["models"],
+                       done_when=["tests/api/test_orders.py"], verify=["pytest -q"]),
+                  mate("models", "src/models/"))
+    text = plan.prompt_for(config, config.teammate("api"), "Orders endpoint\n\nbody $(rm -rf /)", "r7")
+    for expected in ("You are api, Backend, on team t", "Run r7", "Do api.", "<issue>", "$(rm -rf /)",
+                     "`src/api/**`", "`src/models/**`", "finished work of models", "Write only the files you own",
+                     "`tests/api/test_orders.py` exists", "`pytest -q` passes", "RALLY_REPORT_FILE"):
+        assert expected in text
+    assert "<issue>" not in plan.prompt_for(config, config.teammate("models"), None, "r7")
+
+
+MAP = SAMPLE_MAP + """\
+  - name: end
+    task: A name Mermaid would read as a keyword.
+    exclusive_write: [docs/**]
+"""
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return init_repo(tmp_path / "repo", {"rally.yml": MAP})
+
+
+def test_plan_matrix_is_one_actions_matrix_per_wave_and_goes_to_github_output(repo: Path, tmp_path: Path) -> None:
+    out = io.StringIO()
+    output_file = tmp_path / "gh-output"
+    code = plan_cmd.run(repo, None, "matrix", None, None, None, {"GITHUB_OUTPUT": str(output_file)}, out)
+    assert code == 0
+    matrix = json.loads(out.getvalue())
+    assert matrix == {"wave-1": {"include": [{"teammate": "api"}, {"teammate": "end"}]},
+                      "wave-2": {"include": [{"teammate": "web"}]}}
+    assert f"matrix={json.dumps(matrix, separators=(',', ':'))}\n" in output_file.read_text()
+
+
+def test_plan_mermaid_draws_blocked_by_edges(repo: Path) -> None:
+    out = io.StringIO()
+    assert plan_cmd.run(repo, None, "mermaid", None, None, None, {}, out) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "graph TD"
+    assert "  t_api --> t_web" in lines and '  t_end["end"]' in lines
+
+
+def test_plan_text_and_json_show_waves_prompts_and_refusals(repo: Path, tmp_path: Path) -> None:
+    out = io.StringIO()
+    assert plan_cmd.run(repo, None, "text", None, None, None, {}, out) == 0
+    text = out.getvalue()
+    assert "wave 1: api, end" in text and "wave 2: web" in text and "--- prompt for web" in text
+    out = io.StringIO()
+    tasks = tmp_path / "tasks.md"
+    tasks.write_text("Ship it by Friday")
+    assert plan_cmd.run(repo, None, "json", None, tasks, None, {}, out) == 0
+    data = json.loads(out.getvalue())
+    assert data["waves"] == [["api", "end"], ["web"]] and not data["refused"]
+    assert "Ship it by Friday" in data["teammates"][0]["prompt"]
+
+
+def test_a_refused_plan_exits_1(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "solo", {"rally.yml": MAP.split("  - name: web")[0]})
+    out = io.StringIO()
+    assert plan_cmd.run(repo, None, "text", None, None, None, {}, out) == 1
+    assert "refused: only 1 teammate(s)" in out.getvalue()
