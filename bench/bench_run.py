@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""A whole run's overhead, and worktree creation, on this machine.
+
+1. Eight teammates that each sleep 2 s and write a few files, max_parallel 8:
+   the run phase's wall time against the slowest teammate (target: within 2 s).
+2. Worktrees for 8 teammates on a 20,000-file repository: full checkouts
+   against sparse ones (each teammate's own directory).
+
+Run: .venv/bin/python bench/bench_run.py [--files 20000] [--skip-worktrees]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rally_gh import git, orchestrate, plan  # noqa: E402
+from rally_gh.config import load_config_text  # noqa: E402
+from rally_gh.testing import git as run_git  # noqa: E402
+from rally_gh.testing import init_repo  # noqa: E402
+
+TEAMMATES = 8
+SLEEP_S = 2.0
+
+AGENT = """
+    import os, pathlib, time
+    time.sleep({sleep})
+    me = os.environ["RALLY_TEAMMATE"]
+    for i in range(5):
+        path = pathlib.Path("src", me, f"file{{i}}.py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"x = {{i}}\\n")
+"""
+
+
+def bench_run(where: Path) -> dict[str, float]:
+    script = where / "agent.py"
+    script.write_text(textwrap.dedent(AGENT.format(sleep=SLEEP_S)))
+    lines = ["version: 1", "team: bench", f"max_parallel: {TEAMMATES}", "defaults: {timeout: 30s, retries: 0}",
+             "teammates:"]
+    for i in range(TEAMMATES):
+        lines += [f"  - name: t{i}", f"    exclusive_write: [src/t{i}/**]",
+                  f"    agent: {{preset: command, command: [{json.dumps(sys.executable)}, {json.dumps(str(script))}]}}"]
+    rally_yml = "\n".join(lines) + "\n"
+    repo = init_repo(where / "repo", {"README.md": "bench\n", "rally.yml": rally_yml})
+    started = time.monotonic()
+    state = orchestrate.run(repo, load_config_text(rally_yml, "rally.yml"), "bench", None, time.time,
+                            dict(os.environ))
+    total = time.monotonic() - started
+    outcomes = {t.outcome for t in state.teammates}
+    assert outcomes == {"done"}, outcomes
+    slowest = max(t.duration_s for t in state.teammates)
+    return {"total_s": total, "run_phase_s": state.phases["run"], "slowest_teammate_s": slowest,
+            "overhead_s": total - slowest, **{f"phase_{k}_s": v for k, v in state.phases.items()}}
+
+
+def big_repo(where: Path, files: int) -> Path:
+    """``files`` files in 8 teammate directories and a shared one, written with fast-import."""
+    repo = init_repo(where / "big")
+    stream = ["commit refs/heads/main", "committer Ada <ada@example.com> 1767225600 +0000", "data 4", "big"]
+    for i in range(files):
+        owner = f"t{i % TEAMMATES}" if i % 10 else "shared"
+        stream += [f"M 100644 inline {owner}/d{i % 50}/f{i}.txt", "data 8", f"{i:07d}\n"]
+    run_git(repo, "fast-import", "--quiet", input="\n".join(stream) + "\n")
+    run_git(repo, "reset", "-q", "--hard", "main")
+    return repo
+
+
+def bench_worktrees(where: Path, files: int) -> dict[str, float]:
+    repo_path = big_repo(where, files)
+    repo = git.open_repo(repo_path)
+    start = git.resolve(repo, "HEAD")
+    results: dict[str, float] = {}
+    for kind in ("full", "sparse"):
+        root = where / f"wt-{kind}"
+        lock = __import__("threading").Lock()
+
+        def add(i: int, kind: str = kind, root: Path = root) -> None:
+            path = root / f"t{i}"
+            handle = git.open_repo(repo_path)
+            with lock:  # as the orchestrator does: only git's registration is serialized
+                git.register_worktree(handle, path, f"bench-{kind}/t{i}", start)
+            sparse = plan.sparse_directories([f"t{i}/**"]) if kind == "sparse" else None
+            git.populate_worktree(path, sparse)
+
+        began = time.monotonic()
+        with ThreadPoolExecutor(TEAMMATES) as pool:
+            list(pool.map(add, range(TEAMMATES)))
+        results[f"{kind}_add_8_s"] = time.monotonic() - began
+        checked_out = sum(1 for _ in (root / "t0").rglob("*.txt"))
+        results[f"{kind}_files_per_worktree"] = checked_out
+        began = time.monotonic()
+        for i in range(TEAMMATES):
+            git.remove_worktree(repo, root / f"t{i}")
+        results[f"{kind}_remove_8_s"] = time.monotonic() - began
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=20_000)
+    parser.add_argument("--skip-worktrees", action="store_true")
+    args = parser.parse_args()
+    where = Path(tempfile.mkdtemp(prefix="rally-bench-run-"))
+    try:
+        run = bench_run(where)
+        print(f"8 teammates x {SLEEP_S:g}s sleep, max_parallel 8: whole run {run['total_s']:.2f}s, "
+              f"slowest teammate {run['slowest_teammate_s']:.2f}s, overhead {run['overhead_s']:.2f}s "
+              f"(target: within 2s) -> {'OK' if run['overhead_s'] <= 2 else 'MISSED'}")
+        print("  phases: " + ", ".join(f"{k[6:-2]} {v:.2f}s" for k, v in run.items() if k.startswith("phase_")))
+        if not args.skip_worktrees:
+            wt = bench_worktrees(where, args.files)
+            for kind in ("full", "sparse"):
+                print(f"{kind:>6} worktrees on {args.files} files: 8 added in {wt[f'{kind}_add_8_s']:.2f}s "
+                      f"({wt[f'{kind}_files_per_worktree']:.0f} files each), removed in "
+                      f"{wt[f'{kind}_remove_8_s']:.2f}s")
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""``rally-gh run``, ``teammate`` and ``merge``: a whole run, or its parts in split CI jobs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TextIO
+
+from rally_gh import git, orchestrate, plan
+from rally_gh.commands import plan as plan_cmd
+from rally_gh.config import find_config, load_config
+from rally_gh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from rally_gh.progress import Progress, wants_live
+from rally_gh.report import report_json, report_markdown, run_status
+from rally_gh.state import RunState, new_run_id, runs_dir
+
+
+def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | None, event_path: Path | None,
+        tasks_path: Path | None, dry_run: bool, resume: str | None, environ: Mapping[str, str], stdout: TextIO,
+        *, progress_stream: TextIO | None = None) -> int:
+    if resume and run_id and resume != run_id:
+        raise UsageError(f"--run-id {run_id} and --resume {resume} name different runs", hint="give only --resume RUN")
+    repo = git.open_repo(cwd)
+    root = git.workdir(repo)
+    loaded = load_config(find_config(root, config_path))
+    issue, issue_text = _issue(issue, event_path, tasks_path)
+    ci_run = environ.get("GITHUB_RUN_ID")
+    if ci_run and environ.get("GITHUB_RUN_ATTEMPT"):
+        ci_run = f"{ci_run}-{environ['GITHUB_RUN_ATTEMPT']}"
+    the_run = resume or run_id or new_run_id(issue, ci_run, time.time)
+    stream = progress_stream if progress_stream is not None else sys.stderr
+    progress = Progress(stream, wants_live(stream, environ), common_dir=git.common_dir(repo), run_id=the_run)
+    with progress:
+        state = orchestrate.run(root, loaded, the_run, issue_text, time.time, environ, progress.event,
+                                dry_run=dry_run, resume=resume is not None)
+    if dry_run:
+        # Nothing ran: what would run is the plan, not a report of outcomes.
+        config = loaded.config
+        problems = plan.assess(config)
+        stdout.write(f"Dry run {state.run_id}: nothing was started.\n")
+        stdout.write(plan_cmd.plan_text(config, plan.waves(config), problems, issue_text, issue))
+        return EXIT_OK
+    return finish(repo, state, environ, stdout)
+
+
+def finish(repo: git.Repository, state: RunState, environ: Mapping[str, str], stdout: TextIO) -> int:
+    """Write the report next to run.json and to standard output (and the job summary in CI)."""
+    markdown = report_markdown(state)
+    data = report_json(state)
+    folder = runs_dir(git.common_dir(repo)) / state.run_id
+    (folder / "report.md").write_text(markdown, encoding="utf-8")
+    (folder / "report.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    stdout.write(markdown)
+    if environ.get("GITHUB_STEP_SUMMARY"):
+        with open(environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
+            fh.write(markdown)
+    if environ.get("GITHUB_OUTPUT"):
+        with open(environ["GITHUB_OUTPUT"], "a", encoding="utf-8") as fh:
+            fh.write(f"run-id={state.run_id}\nstatus={data['status']}\nreport-json={folder / 'report.json'}\n")
+    if state.status == "interrupted":
+        return EXIT_INTERRUPTED
+    if run_status(state) == "done":
+        return EXIT_OK
+    return EXIT_FAILED
+
+
+def _issue(issue: int | None, event_path: Path | None, tasks_path: Path | None) -> tuple[int | None, str | None]:
+    """The issue number and text, from the GitHub event file or a local tasks file."""
+    text = None
+    if event_path is not None:
+        try:
+            event = json.loads(event_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise UsageError(f"--event {event_path}: not a readable JSON event: {err}") from None
+        found = event.get("issue") if isinstance(event, dict) else None
+        if isinstance(found, dict):
+            issue = issue if issue is not None else found.get("number")
+            text = "\n\n".join(str(found.get(k) or "") for k in ("title", "body")).strip() or None
+    if tasks_path is not None:
+        try:
+            text = tasks_path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise UsageError(f"--tasks {tasks_path}: cannot read it: {err.strerror}") from None
+    return issue, text
+
+
+def teammate(cwd: Path, config_path: Path | None, name: str, run_id: str, environ: Mapping[str, str],
+             stdout: TextIO) -> int:
+    """One teammate of a split run; its branch and record go to the remote (RALLY_REMOTE, default origin)."""
+    repo = git.open_repo(cwd)
+    root = git.workdir(repo)
+    loaded = load_config(find_config(root, config_path))
+    progress = Progress(sys.stderr, wants_live(sys.stderr, environ))
+    with progress:
+        record = orchestrate.run_teammate(root, loaded, run_id, name, None, time.time, environ, progress.event,
+                                          remote=environ.get("RALLY_REMOTE", "origin"))
+    stdout.write(f"{record.name}: {record.outcome}" + (f" ({record.reason})" if record.reason else "") + "\n")
+    if not record.finished:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if record.outcome == "done" else EXIT_FAILED
+
+
+def merge(cwd: Path, config_path: Path | None, run_id: str, environ: Mapping[str, str], stdout: TextIO) -> int:
+    """The fan-in of a split run: integrate what the teammate jobs pushed, publish, report."""
+    repo = git.open_repo(cwd)
+    root = git.workdir(repo)
+    loaded = load_config(find_config(root, config_path))
+    progress = Progress(sys.stderr, wants_live(sys.stderr, environ))
+    with progress:
+        state = orchestrate.merge_run(root, loaded, run_id, time.time, environ, progress.event,
+                                      remote=environ.get("RALLY_REMOTE", "origin"))
+    return finish(repo, state, environ, stdout)

@@ -1,0 +1,686 @@
+"""A whole run (SPEC section 4): assess, plan, spawn, run, reconcile, integrate,
+verify, publish, clean up.
+
+The run's state is saved atomically after every step, so an interrupted or
+crashed run can be resumed and reported on. Teammates are scheduled by
+``rally_gh.runner.run_teammates``; each teammate's job creates its worktree,
+runs its agent and reconciles the result in its own thread, so a teammate
+blocked by another starts as soon as that one is reconciled, from an
+integration tip holding its work.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rally_gh import agents, enforce, git, integrate, plan, runner
+from rally_gh.config import Config, LoadedConfig, Problem, Teammate
+from rally_gh.errors import RallyError
+from rally_gh.state import (
+    Clock,
+    Conflict,
+    ConvergenceGroup,
+    RunState,
+    TeammateRecord,
+    VerifyResult,
+    Violation,
+    check_ref_component,
+    config_digest,
+    integration_branch,
+    list_runs,
+    load_state,
+    pid_alive,
+    runs_dir,
+    save_state,
+    state_path,
+    teammate_branch,
+)
+from rally_gh.validation import control_file_grants, validate_map
+
+EventSink = Callable[[str, str, str], None]  # (teammate or "", state, detail), as runner.EventSink
+
+RALLY_AUTHOR = ("rally-gh", "rally-gh@users.noreply.github.com")
+VERIFY_OUTPUT_TAIL = 2000
+
+
+def _noop(name: str, state: str, detail: str) -> None:
+    pass
+
+
+def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | None, clock: Clock,
+        environ: Mapping[str, str], on_event: EventSink | None = None, dry_run: bool = False,
+        resume: bool = False) -> RunState:
+    """Run the team once (or resume run ``run_id``); the final state, also saved in run.json.
+
+    Raises RallyError when the plan is refused or the run cannot start; the
+    outcome of each teammate is data in the returned state, never an exception.
+    """
+    emit = on_event or _noop
+    config = loaded.config
+    check_ref_component(run_id, "run id")
+    for t in config.teammates:
+        check_ref_component(t.name, "teammate name")
+    repo = git.open_repo(repo_path)
+    common = git.common_dir(repo)
+
+    phase_started = clock()
+    emit("", "phase", "assess")
+    problems = _assess(loaded)
+    if resume:
+        state = _resumable(common, run_id, config)
+    else:
+        state = _new_state(repo, common, run_id, loaded, issue_text, clock, dry_run)
+    state = state.model_copy(update={"problems": tuple(p.message for p in problems),
+                                     "risks": tuple(_risks(loaded))})
+    state = state.with_phase("assess", clock() - phase_started)
+    save_state(common, state)
+
+    phase_started = clock()
+    emit("", "phase", "plan")
+    waves = plan.waves(config)
+    state = state.model_copy(update={"waves": tuple(tuple(w) for w in waves)}).with_phase("plan", clock() - phase_started)
+    if dry_run:
+        state = state.model_copy(update={"status": "planned", "finished_at": clock()})
+        save_state(common, state)
+        return state
+
+    # Leftovers of a crashed run (this one, when resuming) would block `worktree add`.
+    git.prune_worktrees(repo, keep_runs=_live_runs(common, exclude=run_id))
+    state = state.model_copy(update={"status": "running", "pid": os.getpid()})
+    save_state(common, state)
+
+    ledger = _Ledger(common, state)
+    orchestra = _Orchestra(repo_path, loaded, ledger, issue_text, clock, environ, emit)
+    cancel = runner.CancelToken()
+    try:
+        with _signals_cancel(cancel):
+            orchestra.run_agents(cancel)
+        if not cancel.cancelled:
+            orchestra.integrate_verify_publish()
+    finally:
+        # Whatever happened, no worktree stays behind: branches keep everything.
+        started = clock()
+        emit("", "phase", "cleanup")
+        git.prune_worktrees(git.open_repo(repo_path), keep_runs=_live_runs(common, exclude=run_id))
+        ledger.clear_worktrees()
+        ledger.add_phase("cleanup", clock() - started)
+        if cancel.cancelled or sys.exc_info()[0] is not None:
+            # Stopped, or broken by an error of ours: either way `run --resume` picks it up.
+            ledger.update_run(status="interrupted", pid=None)
+        else:
+            ledger.update_run(status="finished", finished_at=clock(), pid=None)
+        cancel.close()
+    return ledger.state
+
+
+# --- Runs split across CI jobs (SPEC section 7) -------------------------------------
+#
+# The jobs share nothing but the remote: each teammate job pushes its branch and
+# its record (a parentless commit holding teammate.json under
+# refs/rally/<run>/results/<teammate>); a blocked teammate and the merge job
+# read their blockers' records and branches back from there.
+
+RESULT_FILE = "teammate.json"
+
+
+def result_ref(run_id: str, name: str) -> str:
+    return f"refs/rally/{run_id}/results/{name}"
+
+
+def run_teammate(repo_path: Path, loaded: LoadedConfig, run_id: str, name: str, issue_text: str | None,
+                 clock: Clock, environ: Mapping[str, str], on_event: EventSink | None = None,
+                 remote: str = "origin") -> TeammateRecord:
+    """One teammate of a split run: its agent, reconciled, its branch and record pushed to ``remote``."""
+    emit = on_event or _noop
+    config = loaded.config
+    check_ref_component(run_id, "run id")
+    try:
+        teammate = config.teammate(name)
+    except KeyError:
+        raise RallyError(f"no teammate {name!r} in the map",
+                         hint="teammates: " + ", ".join(t.name for t in config.teammates)) from None
+    repo = git.open_repo(repo_path)
+    common = git.common_dir(repo)
+    state = _split_state(repo, common, run_id, loaded, issue_text, clock)
+    blockers = plan.blockers_closure(config, name)
+    for record in _fetch_records(repo_path, run_id, blockers, remote).values():
+        state = state.with_teammate(record)
+    ledger = _Ledger(common, state)
+    not_done = [b for b in teammate.blocked_by if ledger.record(b).outcome != "done"]
+    if not_done:
+        ledger.update(name, outcome="skipped", reason=f"blocker {not_done[0]} is not done "
+                                                      f"({ledger.record(not_done[0]).outcome})")
+    else:
+        orchestra = _Orchestra(repo_path, loaded, ledger, issue_text, clock, environ, emit, remote)
+        cancel = runner.CancelToken()
+        try:
+            with _signals_cancel(cancel):
+                orchestra.run_agents(cancel, only={name})
+        finally:
+            git.prune_worktrees(git.open_repo(repo_path), keep_runs=_live_runs(common, exclude=run_id))
+            ledger.clear_worktrees()
+            cancel.close()
+    record = ledger.record(name)
+    if record.finished:
+        _push_record(repo_path, run_id, record, remote)
+    ledger.update_run(status="finished" if record.finished else "interrupted", finished_at=clock(), pid=None)
+    return record
+
+
+def merge_run(repo_path: Path, loaded: LoadedConfig, run_id: str, clock: Clock, environ: Mapping[str, str],
+              on_event: EventSink | None = None, remote: str = "origin") -> RunState:
+    """The fan-in of a split run: every teammate's record and branch from ``remote``, integrated and published."""
+    emit = on_event or _noop
+    config = loaded.config
+    check_ref_component(run_id, "run id")
+    repo = git.open_repo(repo_path)
+    common = git.common_dir(repo)
+    state = _split_state(repo, common, run_id, loaded, None, clock)
+    fetched = _fetch_records(repo_path, run_id, [t.name for t in config.teammates], remote)
+    for t in config.teammates:
+        record = fetched.get(t.name)
+        if record is None:
+            record = state.teammate(t.name).model_copy(update={
+                "outcome": "skipped", "reason": f"no result from its job (nothing at {result_ref(run_id, t.name)})"})
+        state = state.with_teammate(record.model_copy(update={"integrated": False}))
+    ledger = _Ledger(common, state)
+    orchestra = _Orchestra(repo_path, loaded, ledger, None, clock, environ, emit, remote)
+    orchestra.integrate_verify_publish()
+    ledger.update_run(status="finished", finished_at=clock(), pid=None)
+    return ledger.state
+
+
+def _split_state(repo: git.Repository, common: Path, run_id: str, loaded: LoadedConfig, issue_text: str | None,
+                 clock: Clock) -> RunState:
+    """This job's own state of the run (a retried job starts it again)."""
+    if state_path(common, run_id).exists():
+        state_path(common, run_id).unlink()
+    state = _new_state(repo, common, run_id, loaded, issue_text, clock, dry_run=False)
+    return state.model_copy(update={"status": "running", "pid": os.getpid()})
+
+
+def _fetch_records(repo_path: Path, run_id: str, names: Sequence[str], remote: str) -> dict[str, TeammateRecord]:
+    """The records (and branches, made local) that teammate jobs pushed for ``names``."""
+    refs = [result_ref(run_id, n) for n in names]
+    found = git.remote_ref_shas(repo_path, remote, refs)
+    repo = git.open_repo(repo_path)
+    records: dict[str, TeammateRecord] = {}
+    for name in names:
+        sha = found[result_ref(run_id, name)]
+        data = git.read_blob(repo, sha, RESULT_FILE) if sha is not None else None
+        if data is None:
+            continue
+        record = TeammateRecord.model_validate_json(data)
+        head = record.head_sha
+        if head:
+            branch = f"refs/heads/{record.branch}"
+            git.remote_ref_shas(repo_path, remote, [branch])  # fetches its commits
+            if not git.object_exists(repo, head):
+                record = record.model_copy(update={"outcome": "skipped",
+                                                   "reason": f"its branch {record.branch} is missing on {remote}"})
+            elif git.ref_sha(repo, branch) != head:
+                git.update_ref_if(repo, branch, head, git.ref_sha(repo, branch))
+        records[name] = record
+    return records
+
+
+def _push_record(repo_path: Path, run_id: str, record: TeammateRecord, remote: str) -> None:
+    repo = git.open_repo(repo_path)
+    ref = result_ref(run_id, record.name)
+    data = record.model_copy(update={"worktree": None}).model_dump_json(indent=2).encode()
+    sha = git.write_record_commit(repo, RESULT_FILE, data, f"rally: {record.name} {record.outcome} in run {run_id}")
+    refs = [ref] + ([f"refs/heads/{record.branch}"] if record.head_sha else [])
+    now = git.remote_ref_shas(repo_path, remote, refs)
+    # A re-run job replaces what an earlier attempt of the same job pushed: a lease on what is there now.
+    pushes = [git.RefPush(ref, sha, now[ref])]
+    if record.head_sha:
+        branch = f"refs/heads/{record.branch}"
+        pushes.append(git.RefPush(branch, git.Sha(record.head_sha), now[branch]))
+    failed = [p for p in git.push_refs(repo_path, remote, pushes) if not p.ok]
+    if failed:
+        raise RallyError(f"{record.name}: pushing to {remote} failed: "
+                         + "; ".join(f"{p.ref} {p.message}" for p in failed),
+                         hint="check that the job's token may push branches, then re-run the job")
+
+
+# --- Assess ------------------------------------------------------------------
+
+
+def _assess(loaded: LoadedConfig) -> list[Problem]:
+    problems = [p for p in validate_map(loaded) if p.code != "control-file"] + plan.assess(loaded.config)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        where = f"{loaded.path}" if loaded.path else "the map"
+        raise RallyError(
+            f"{where}: the run is refused:\n" + "\n".join(f"  - {p.message}" for p in errors),
+            hint="fix the map (`rally-gh validate`, `rally-gh plan` show the details) and run again",
+        )
+    return [p for p in problems if p.severity == "warning"]
+
+
+def _risks(loaded: LoadedConfig) -> list[str]:
+    risks = [p.message.split(": ", 1)[-1] for p in control_file_grants(loaded)]
+    config = loaded.config
+    for t in config.teammates:
+        passed = config.agent_of(t).env
+        if passed:
+            risks.append(f"{t.name}'s agent receives runner variables {', '.join(passed)} (env passthrough)")
+    return risks
+
+
+def _new_state(repo: git.Repository, common: Path, run_id: str, loaded: LoadedConfig, issue_text: str | None,
+               clock: Clock, dry_run: bool) -> RunState:
+    config = loaded.config
+    if state_path(common, run_id).exists():
+        raise RallyError(f"run {run_id!r} already exists ({state_path(common, run_id)})",
+                         hint=f"continue it with `rally-gh run --resume {run_id}`, or choose another --run-id")
+    base_ref = config.base or git.head_branch(repo) or "HEAD"
+    base_sha = git.resolve(repo, base_ref)
+    prefix = config.branch_prefix
+    records = tuple(
+        TeammateRecord(
+            name=t.name, role=t.role, agent=config.agent_of(t).preset, task_title=_first_line(t.task),
+            owns=t.exclusive_write, blocked_by=t.blocked_by, branch=teammate_branch(prefix, run_id, t.name),
+        )
+        for t in config.teammates
+    )
+    return RunState(
+        run_id=run_id, team=config.team, branch_prefix=prefix, base_ref=base_ref, base_sha=base_sha,
+        config_digest=config_digest(config), dry_run=dry_run, started_at=clock(), issue_text=issue_text,
+        max_parallel=config.max_parallel, teammates=records, integration_branch=integration_branch(prefix, run_id),
+    )
+
+
+def _resumable(common: Path, run_id: str, config: Config) -> RunState:
+    state = load_state(common, run_id)
+    if state.config_digest != config_digest(config):
+        raise RallyError(
+            f"run {run_id} was started with a different rally.yml; resuming it with this one could change "
+            "who owns what mid-run",
+            hint="restore the map it started with, or start a new run",
+        )
+    if state.status == "running" and state.pid != os.getpid() and pid_alive(state.pid):
+        raise RallyError(f"run {run_id} is still running (process {state.pid})",
+                         hint="wait for it, or stop that process first")
+    if state.status == "finished":
+        raise RallyError(f"run {run_id} has already finished", hint=f"see `rally-gh report --run {run_id}`")
+    # Teammates cut short by the interruption start again; finished ones are kept.
+    records = tuple(r if r.finished else r.model_copy(update={"outcome": "pending", "worktree": None})
+                    for r in state.teammates)
+    return state.model_copy(update={"teammates": records, "status": "running", "finished_at": None})
+
+
+def _live_runs(common: Path, exclude: str) -> list[str]:
+    """Runs whose orchestrator is still alive: their worktrees are in use."""
+    live = []
+    for run_id in list_runs(common):
+        if run_id == exclude:
+            continue
+        try:
+            other = load_state(common, run_id)
+        except RallyError:
+            continue
+        if other.status == "running" and pid_alive(other.pid):
+            live.append(run_id)
+    return live
+
+
+def _signals_cancel(cancel: runner.CancelToken) -> AbstractContextManager[object]:
+    """SIGINT and SIGTERM stop the agents instead of killing us midway (signals reach the main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        return runner.cancel_on_signals(cancel)
+    return nullcontext()
+
+
+# --- The state, shared by the job threads -------------------------------------
+
+
+class _Ledger:
+    """The run state behind a lock; every change is saved at once."""
+
+    def __init__(self, common: Path, state: RunState) -> None:
+        self.common = common
+        self._lock = threading.Lock()
+        self.state = state
+
+    def record(self, name: str) -> TeammateRecord:
+        with self._lock:
+            return self.state.teammate(name)
+
+    def update(self, name: str, **changes: Any) -> TeammateRecord:
+        with self._lock:
+            record = self.state.teammate(name).model_copy(update=changes)
+            self.state = self.state.with_teammate(record)
+            save_state(self.common, self.state)
+            return record
+
+    def update_run(self, **changes: Any) -> None:
+        with self._lock:
+            self.state = self.state.model_copy(update=changes)
+            save_state(self.common, self.state)
+
+    def add_phase(self, phase: str, seconds: float) -> None:
+        with self._lock:
+            self.state = self.state.with_phase(phase, seconds)
+            save_state(self.common, self.state)
+
+    def clear_worktrees(self) -> None:
+        with self._lock:
+            records = tuple(r.model_copy(update={"worktree": None}) for r in self.state.teammates)
+            self.state = self.state.model_copy(update={"teammates": records})
+            save_state(self.common, self.state)
+
+
+# --- Spawn, run, reconcile ----------------------------------------------------
+
+
+@dataclass
+class _Orchestra:
+    repo_path: Path
+    loaded: LoadedConfig
+    ledger: _Ledger
+    issue_text: str | None
+    clock: Clock
+    environ: Mapping[str, str]
+    emit: EventSink
+    remote: str | None = None  # split runs publish to it; a local run publishes locally only
+    worktree_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def config(self) -> Config:
+        return self.loaded.config
+
+    @property
+    def run_id(self) -> str:
+        return self.ledger.state.run_id
+
+    def _repo(self) -> git.Repository:
+        # One Repository per call: pygit2 objects are not shared between threads.
+        return git.open_repo(self.repo_path)
+
+    def _teammate_dir(self, name: str) -> Path:
+        return runs_dir(self.ledger.common) / self.run_id / "teammates" / name
+
+    def _worktree_path(self, name: str) -> Path:
+        return git.rally_worktrees_root(self._repo()) / self.run_id / name
+
+    def run_agents(self, cancel: runner.CancelToken, only: Collection[str] | None = None) -> None:
+        emit = self.emit
+        emit("", "phase", "run")
+        started = self.clock()
+        jobs = [
+            runner.Job(t.name, self._job(t), retries=self.config.retries_of(t), after=frozenset(t.blocked_by))
+            for t in self.config.teammates
+            if not self.ledger.record(t.name).finished and (only is None or t.name in only)
+        ]
+
+        def ready_ok(name: str, result: runner.JobResult | None) -> bool:
+            # A blocker counts once reconciled as done: its dependents build on its work.
+            return self.ledger.record(name).outcome == "done"
+
+        def relay(name: str, state: str, detail: str) -> None:
+            if state == "running" and self.ledger.record(name).started_at is None:
+                self.ledger.update(name, started_at=self.clock())
+            emit(name, state, detail)
+
+        # A resumed run has already spent part of its budget.
+        spent_usd = sum(r.cost_usd for r in self.ledger.state.teammates)
+        spent_s = self.ledger.state.phases.get("run", 0.0)
+        results = runner.run_teammates(jobs, self.config.max_parallel, self.config.budget, clock=time.monotonic,
+                                       on_event=relay, ready_ok=ready_ok, cancel=cancel,
+                                       spent_usd=spent_usd, spent_s=spent_s)
+        for name, result in results.items():
+            self._settle(name, result)
+        groups = tuple(ConvergenceGroup(signature=c.signature, teammates=c.teammates)
+                       for c in runner.find_convergence(results))
+        self.ledger.update_run(convergence=self.ledger.state.convergence + groups)
+        self.ledger.add_phase("run", self.clock() - started)
+
+    def _job(self, t: Teammate) -> Callable[[int, runner.CancelToken], runner.Attempt]:
+        def run_attempt(attempt: int, cancel: runner.CancelToken) -> runner.Attempt:
+            record = self.ledger.record(t.name)
+            path = Path(record.worktree) if record.worktree else None
+            if path is None or not path.is_dir():
+                path = self._spawn(t)
+            record = self.ledger.record(t.name)
+            files = self._teammate_dir(t.name)
+            files.mkdir(parents=True, exist_ok=True)
+            prompt_file = files / "prompt.md"
+            prompt_file.write_text(plan.prompt_for(self.config, t, self.issue_text, self.run_id), encoding="utf-8")
+            report_file, home = files / "report.json", files / "home"
+            home.mkdir(exist_ok=True)
+            spec = self.config.agent_of(t)
+            cmd = agents.agent_command(spec, prompt_file, path, home, search_path=self.environ.get("PATH"))
+            env = runner.agent_environment(
+                self.environ, t, self.run_id, self.config.team, record.start_sha or "", prompt_file, report_file,
+                t.exclusive_write, (*spec.env, *cmd.passthrough), home)
+            attempt_fn = runner.agent_attempt(cmd, path, env, prompt_file, report_file, self.config.timeout_of(t),
+                                              files / "logs", model=spec.model)
+            result = attempt_fn(attempt, cancel)
+            self.ledger.update(t.name, attempts=attempt)
+            if result.status == "ok":
+                # Reconciled here, in the job's thread, so that dependents can start the moment it is done.
+                self._reconcile(t, result)
+            return result
+
+        return run_attempt
+
+    def _spawn(self, t: Teammate) -> Path:
+        started = self.clock()
+        self.emit(t.name, "spawning", "")
+        repo = self._repo()
+        record = self.ledger.record(t.name)
+        start = record.start_sha if record.start_sha and git.ref_sha(repo, f"refs/heads/{record.branch}") else None
+        if start is None:
+            start = self._start_point(repo, t)
+        sparse = None
+        if self.config.checkout_of(t) == "sparse":
+            sparse = plan.sparse_directories((*t.exclusive_write, *t.read, *t.done_when))
+        path = self._worktree_path(t.name)
+        with self.worktree_lock:
+            git.register_worktree(repo, path, record.branch, start)
+        git.populate_worktree(path, sparse)
+        self.ledger.update(t.name, start_sha=start, worktree=str(path), outcome="running")
+        self.ledger.add_phase("spawn", self.clock() - started)
+        return path
+
+    def _start_point(self, repo: git.Repository, t: Teammate) -> str:
+        """The base commit, or an integration tip holding the work of everyone ``t`` waits for."""
+        blockers = [n for n in plan.blockers_closure(self.config, t.name) if self._integrable(n)]
+        if not blockers:
+            return self.ledger.state.base_sha
+        _, result = self._integration_of(repo, blockers, "stop")
+        missing = [o for o in result.outcomes if o.status != "integrated"]
+        if missing:
+            raise RallyError(f"{t.name}: the work of its blocker {missing[0].teammate} cannot be combined with "
+                             f"the others': {missing[0].detail or missing[0].reason}")
+        return result.tip
+
+    def _settle(self, name: str, result: runner.JobResult) -> None:
+        """Fold the scheduler's result into the teammate's record."""
+        record = self.ledger.record(name)
+        common = {"attempts": max(result.attempts, record.attempts), "cost_usd": result.cost_usd,
+                  "tokens": result.tokens, "duration_s": round(result.duration_s, 3)}
+        if result.last is not None and result.last.status == "ok":
+            self.ledger.update(name, **common)  # reconciled in its job already
+            return
+        interrupted = result.outcome == "cancelled" or (result.outcome == "skipped" and result.reason == "cancelled")
+        head, files = self._keep_leftovers(record)
+        if interrupted:
+            outcome = "pending"  # to be started again by --resume
+        elif result.outcome == "done":  # ok status is handled above; only for safety
+            outcome = "failed"
+        else:
+            outcome = result.outcome
+        finished_at = self.clock() if record.started_at is not None else None
+        self.ledger.update(name, outcome=outcome, reason=result.reason, head_sha=head, files_changed=files,
+                           finished_at=finished_at, **common)
+        self.emit(name, outcome, result.reason)
+
+    def _keep_leftovers(self, record: TeammateRecord) -> tuple[str | None, tuple[str, ...]]:
+        """Commit what a stopped or failed agent left, so its branch keeps everything it produced."""
+        if not record.worktree or not Path(record.worktree).is_dir() or not record.start_sha:
+            return record.head_sha, record.files_changed
+        head = self._commit_leftovers(record)
+        return head, tuple(git.changed_files(self._repo(), record.start_sha, head))
+
+    def _commit_leftovers(self, record: TeammateRecord) -> str:
+        path = Path(record.worktree or "")
+        message = f"rally({record.name}): {record.task_title or 'work in progress'}"
+        head = git.commit_all(path, message, RALLY_AUTHOR) or git.worktree_head(path) or record.start_sha or ""
+        repo = self._repo()
+        # An agent that switched branches or detached HEAD still produced this work for its branch.
+        ref = f"refs/heads/{record.branch}"
+        current = git.ref_sha(repo, ref)
+        if current != head:
+            git.update_ref_if(repo, ref, head, current)
+        return head
+
+    def _reconcile(self, t: Teammate, attempt: runner.Attempt) -> None:
+        started = self.clock()
+        self.emit(t.name, "reconciling", "")
+        record = self.ledger.record(t.name)
+        head = self._commit_leftovers(record)
+        start = record.start_sha or self.ledger.state.base_sha
+        repo = self._repo()
+        files = tuple(git.changed_files(repo, start, head))
+        violations = self._violations(repo, t.name, start, head)
+        verify: tuple[VerifyResult, ...] = ()
+        outcome, reason = "done", ""
+        if violations:
+            outcome = "violated"
+            reason = f"wrote {len(violations)} path(s) it does not own: " + ", ".join(
+                sorted({v.path for v in violations})[:5])
+        elif not files:
+            outcome, reason = "no_changes", "the agent finished without changing any file"
+        else:
+            runs = integrate.run_commands(t.verify, Path(record.worktree or ""), 2 * self.config.timeout_of(t))
+            verify = tuple(_verify_result(r) for r in runs)
+            failed = [v for v in verify if not v.passed]
+            missing = [p for p in t.done_when if p not in files or git.read_blob(repo, head, p) is None]
+            if failed:
+                outcome, reason = "unverified", f"`{failed[0].command}` failed"
+            elif missing:
+                outcome = "incomplete"
+                reason = "done_when not met: " + ", ".join(f"{p} not created or changed" for p in missing)
+            elif attempt.agent_status == "partial":
+                outcome, reason = "incomplete", f"the agent reported partial work: {attempt.message}"
+        self.ledger.update(t.name, head_sha=head, files_changed=files, violations=violations, verify=verify,
+                           outcome=outcome, reason=reason, summary=attempt.message if outcome == "done" else "",
+                           finished_at=self.clock())
+        self.ledger.add_phase("reconcile", self.clock() - started)
+        self.emit(t.name, outcome, reason)
+
+    def _violations(self, repo: git.Repository, name: str, start: str, head: str) -> tuple[Violation, ...]:
+        result = enforce.check_commits(repo, self.loaded, name, start, head)
+        return tuple(Violation(teammate=v.teammate, path=v.path, owner=v.owner, kind=v.kind, commit=v.commit or head)
+                     for v in result.violations)
+
+    # --- Integrate, verify, publish -----------------------------------------
+
+    def integrate_verify_publish(self) -> None:
+        started = self.clock()
+        self.emit("", "phase", "integrate")
+        repo = self._repo()
+        on_conflict = self.config.merge.on_conflict
+        candidates = [n for n in plan.integration_order(self.config) if self._integrable(n)]
+        while True:
+            iplan, result = self._integration_of(repo, candidates, on_conflict)
+            # A teammate whose blocker was left out built on work that is not there: leave it out too.
+            applied = {a.teammate for a in result.applied}
+            orphans = {n: b for n in applied for b in plan.blockers_closure(self.config, n) if b not in applied}
+            if not orphans:
+                break
+            for name, blocker in orphans.items():
+                self.ledger.update(name, outcome="skipped",
+                                   reason=f"not integrated: its blocker {blocker} was not, and its work builds on it")
+            candidates = [n for n in candidates if n not in orphans]
+        self.ledger.add_phase("integrate", self.clock() - started)
+
+        started = self.clock()
+        verification: tuple[VerifyResult, ...] = ()
+        if result.applied and self.config.merge.verify:
+            self.emit("", "phase", "verify")
+            commands, timeout = self.config.merge.verify, self.config.defaults.timeout
+            checked = integrate.verify_and_bisect(
+                repo, iplan, result, lambda sha: integrate.verify_commit(repo, sha, commands, timeout))
+            result = checked.result
+            final = [r for r in checked.runs if r.sha == result.tip] or list(checked.runs[-1:])
+            verification = tuple(_verify_result(c) for r in final for c in r.commands)
+            if checked.base_fails:
+                self.ledger.update_run(problems=(*self.ledger.state.problems,
+                                                 "merge.verify fails on the base commit itself: nobody was blamed"))
+        self._record_integration(result, on_conflict)
+        self.ledger.update_run(verification=verification)
+        self.ledger.add_phase("verify", self.clock() - started)
+
+        started = self.clock()
+        self.emit("", "phase", "publish")
+        branch = integration_branch(self.config.branch_prefix, self.run_id)
+        if result.applied:
+            kept = [(r.branch, git.Sha(r.head_sha)) for r in self.ledger.state.teammates if r.head_sha]
+            remote_old = None
+            if self.remote is not None:
+                remote_old = git.remote_ref_shas(self.repo_path, self.remote, [f"refs/heads/{branch}"])[
+                    f"refs/heads/{branch}"]
+            published = integrate.publish(repo, branch, result.tip, git.ref_sha(repo, f"refs/heads/{branch}"), kept,
+                                          remote=self.remote, remote_expected_old=remote_old)
+            if published.ok:
+                self.ledger.update_run(integration_branch=branch, integration_sha=result.tip)
+            else:
+                self.ledger.update_run(problems=(*self.ledger.state.problems, *published.problems))
+        self.ledger.add_phase("publish", self.clock() - started)
+
+    def _integrable(self, name: str) -> bool:
+        record = self.ledger.record(name)
+        return record.outcome == "done" and bool(record.head_sha) and bool(record.start_sha)
+
+    def _integration_of(self, repo: git.Repository, names: Sequence[str],
+                        on_conflict: integrate.OnConflict) -> tuple[integrate.IntegrationPlan, integrate.IntegrationResult]:
+        """The work of ``names``, replayed in that order onto the base in memory (no ref moved)."""
+        records = [self.ledger.record(n) for n in names]
+        branches = integrate.resolve_teammate_branches(
+            repo, [(r.name, f"refs/heads/{r.branch}", git.Sha(r.start_sha or "")) for r in records])
+        iplan = integrate.plan_integration(repo, git.Sha(self.ledger.state.base_sha), branches)
+        return iplan, integrate.integrate(repo, iplan, on_conflict)
+
+    def _record_integration(self, result: integrate.IntegrationResult, on_conflict: str) -> None:
+        conflicts: list[Conflict] = []
+        for o in result.outcomes:
+            if o.status == "integrated":
+                self.ledger.update(o.teammate, integrated=True)
+            elif o.conflict is not None:
+                action = "stopped" if on_conflict == "stop" else "skipped"
+                conflicts.append(Conflict(teammate=o.teammate, paths=o.conflict.paths, action=action))
+                self.ledger.update(o.teammate, outcome="conflicted", integrated=False,
+                                   reason="conflicts with work integrated before it: " + ", ".join(o.conflict.paths[:5]))
+                self.emit(o.teammate, "conflicted", ", ".join(o.conflict.paths))
+            elif o.reason == "verify":
+                self.ledger.update(o.teammate, outcome="unverified", integrated=False,
+                                   reason=f"dropped from the integration: {o.detail}")
+                self.emit(o.teammate, "unverified", o.detail or "")
+            elif o.status == "refused":
+                self.ledger.update(o.teammate, outcome="skipped", integrated=False,
+                                   reason=f"not integrated: {o.detail or o.reason}")
+            else:  # not attempted: integration stopped at an earlier conflict
+                self.ledger.update(o.teammate, integrated=False, reason=f"not integrated: {o.detail or o.reason}")
+        self.ledger.update_run(integrated=tuple(a.teammate for a in result.applied), conflicts=tuple(conflicts))
+
+
+def _verify_result(run: integrate.CommandRun) -> VerifyResult:
+    return VerifyResult(command=run.command, passed=run.passed, output_tail=run.output_tail[-VERIFY_OUTPUT_TAIL:])
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()[:72]
+    return ""

@@ -1,0 +1,377 @@
+"""End-to-end runs on real repositories with scripted teammates (preset: command)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rally_gh import git, orchestrate
+from rally_gh.config import load_config_text
+from rally_gh.errors import RallyError
+from rally_gh.report import report_json, run_status
+from rally_gh.state import load_state
+from rally_gh.testing import git as run_git
+from rally_gh.testing import init_repo
+
+SCRIPTS = {
+    "api": """
+        import json, os, pathlib
+        pathlib.Path("src/api").mkdir(parents=True, exist_ok=True)
+        pathlib.Path("src/api/orders.py").write_text("def orders():\\n    return []\\n")
+        pathlib.Path("tests/api").mkdir(parents=True, exist_ok=True)
+        pathlib.Path("tests/api/test_orders.py").write_text("def test_orders():\\n    pass\\n")
+        pathlib.Path(os.environ["RALLY_REPORT_FILE"]).write_text(json.dumps({"status": "done", "summary": "orders endpoint"}))
+    """,
+    "web": """
+        import pathlib, sys
+        # Blocked by api: its worktree must already hold api's work.
+        if not pathlib.Path("src/api/orders.py").exists():
+            sys.exit("api's work is missing")
+        pathlib.Path("src/web").mkdir(parents=True, exist_ok=True)
+        pathlib.Path("src/web/app.js").write_text("fetch('/orders')\\n")
+    """,
+    "stray": """
+        import pathlib
+        pathlib.Path("src/stray").mkdir(parents=True, exist_ok=True)
+        pathlib.Path("src/stray/x.py").write_text("x = 1\\n")
+        pathlib.Path("README.md").write_text("rewritten by stray\\n")
+    """,
+    "hang": """
+        import time
+        time.sleep(60)
+    """,
+    "crash": """
+        import sys
+        print("error: the model server refused the connection", file=sys.stderr)
+        sys.exit(3)
+    """,
+    "idle": """
+        print("nothing to do")
+    """,
+}
+
+
+def _write_scripts(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, body in SCRIPTS.items():
+        path = folder / f"{name}.py"
+        path.write_text(textwrap.dedent(body))
+        out[name] = path
+    return out
+
+
+def _map(scripts: dict[str, Path], names: list[str], **extra: str) -> str:
+    owns = {"api": "[src/api/**, tests/api/]", "web": "[src/web/**]", "stray": "[src/stray/**]",
+            "hang": "[src/hang/**]", "crash": "[src/crash/**]", "idle": "[src/idle/**]"}
+    lines = ["version: 1", "team: scripted", "max_parallel: 6",
+             "defaults: {timeout: 1s, retries: 0}", "teammates:"]
+    for name in names:
+        lines += [
+            f"  - name: {name}",
+            f"    role: {name} role",
+            f"    task: Do the {name} work.",
+            f"    exclusive_write: {owns[name]}",
+            f"    agent: {{preset: command, command: [{json.dumps(sys.executable)}, {json.dumps(str(scripts[name]))}]}}",
+        ]
+        if name == "api":
+            lines += ["    done_when: [tests/api/test_orders.py]", "    verify: [\"test -f src/api/orders.py\"]"]
+        if name == "web":
+            lines += ["    blocked_by: [api]"]
+        for key, value in extra.items():
+            if key.startswith(name + "_"):
+                lines.append(f"    {key[len(name) + 1:]}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+def _repo(tmp_path: Path, rally_yml: str) -> Path:
+    return init_repo(tmp_path / "repo", {"README.md": "# sample\n", "rally.yml": rally_yml})
+
+
+def _run(repo: Path, rally_yml: str, run_id: str = "r1", **kwargs: object) -> object:
+    loaded = load_config_text(rally_yml, "rally.yml")
+    events: list[tuple[str, str, str]] = []
+    state = orchestrate.run(repo, loaded, run_id, None, time.time, dict(os.environ),
+                            lambda *e: events.append(e), **kwargs)  # type: ignore[arg-type]
+    return state
+
+
+def test_a_full_run_gives_each_teammate_its_outcome(tmp_path: Path) -> None:
+    scripts = _write_scripts(tmp_path / "scripts")
+    rally_yml = _map(scripts, ["api", "web", "stray", "hang", "crash", "idle"])
+    repo = _repo(tmp_path, rally_yml)
+    started = time.monotonic()
+    state = _run(repo, rally_yml)
+    assert time.monotonic() - started < 20
+    outcomes = {t.name: t.outcome for t in state.teammates}  # type: ignore[attr-defined]
+    assert outcomes == {"api": "done", "web": "done", "stray": "violated", "hang": "timed_out",
+                        "crash": "failed", "idle": "no_changes"}
+    api = state.teammate("api")  # type: ignore[attr-defined]
+    assert api.files_changed == ("src/api/orders.py", "tests/api/test_orders.py")
+    assert api.verify[0].passed and api.summary == "orders endpoint"
+    stray = state.teammate("stray")  # type: ignore[attr-defined]
+    assert {v.path for v in stray.violations} == {"README.md"}
+
+    # Every teammate branch is kept, whatever its outcome; the integration branch holds api then web.
+    branches = set(run_git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/rally").split())
+    assert {f"rally/r1/{n}" for n in ("api", "web", "stray", "hang", "crash", "idle")} <= branches
+    assert "rally/r1/_integration" in branches
+    files = run_git(repo, "ls-tree", "-r", "--name-only", "rally/r1/_integration").split()
+    assert "src/api/orders.py" in files and "src/web/app.js" in files and "src/stray/x.py" not in files
+    assert run_git(repo, "show", "rally/r1/_integration:README.md") == "# sample\n"
+    assert state.integrated == ("api", "web")  # type: ignore[attr-defined]
+
+    # No worktree left behind, and the main checkout untouched.
+    assert run_git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert run_git(repo, "status", "--porcelain") == ""
+    saved = load_state(git.common_dir(git.open_repo(repo)), "r1")
+    assert saved == state
+    assert saved.status == "finished" and all(t.worktree is None for t in saved.teammates)
+    assert run_status(saved) == "partial"
+    data = report_json(saved)
+    assert set(data["phases"]) >= {"assess", "plan", "spawn", "run", "reconcile", "integrate", "verify",
+                                   "publish", "cleanup"}
+
+
+def test_a_plan_with_one_teammate_is_refused(tmp_path: Path) -> None:
+    scripts = _write_scripts(tmp_path / "scripts")
+    rally_yml = _map(scripts, ["api"])
+    repo = _repo(tmp_path, rally_yml)
+    with pytest.raises(RallyError, match="at least two"):
+        _run(repo, rally_yml)
+
+
+def test_dry_run_plans_and_touches_nothing(tmp_path: Path) -> None:
+    scripts = _write_scripts(tmp_path / "scripts")
+    rally_yml = _map(scripts, ["api", "web"])
+    repo = _repo(tmp_path, rally_yml)
+    state = _run(repo, rally_yml, dry_run=True)
+    assert state.status == "planned" and state.waves == (("api",), ("web",))  # type: ignore[attr-defined]
+    assert run_git(repo, "for-each-ref", "refs/heads/rally") == ""
+
+
+def test_interrupt_then_resume_keeps_finished_teammates(tmp_path: Path) -> None:
+    scripts = _write_scripts(tmp_path / "scripts")
+    slow = tmp_path / "scripts" / "slow.py"
+    marker = tmp_path / "slow-started"
+    slow.write_text(textwrap.dedent(f"""
+        import pathlib, sys, time
+        flag = pathlib.Path({str(tmp_path / 'slow-may-finish')!r})
+        pathlib.Path({str(marker)!r}).write_text("started")
+        if not flag.exists():
+            time.sleep(60)
+        pathlib.Path("src/idle").mkdir(parents=True, exist_ok=True)
+        pathlib.Path("src/idle/done.txt").write_text("done\\n")
+    """))
+    scripts["idle"] = slow
+    rally_yml = _map(scripts, ["api", "idle"], idle_timeout="30s")
+    repo = _repo(tmp_path, rally_yml)
+    code = textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        from pathlib import Path
+        from rally_gh import orchestrate
+        from rally_gh.config import load_config_text
+        loaded = load_config_text(Path("rally.yml").read_text(), "rally.yml")
+        state = orchestrate.run(Path("."), loaded, "r2", None, time.time, dict(os.environ))
+        print(state.status)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=repo, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 15
+    common = git.common_dir(git.open_repo(repo))
+    while time.monotonic() < deadline:
+        if marker.exists():
+            try:
+                if load_state(common, "r2").teammate("api").outcome == "done":
+                    break
+            except RallyError:
+                pass
+        time.sleep(0.05)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=15)
+    assert time.monotonic() - sent < 5
+    assert out.strip() == "interrupted"
+    interrupted = load_state(common, "r2")
+    assert interrupted.teammate("api").outcome == "done"
+    assert interrupted.teammate("idle").outcome == "pending"
+    assert run_git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+    api_head = interrupted.teammate("api").head_sha
+    (tmp_path / "slow-may-finish").write_text("yes")
+    state = _run(repo, rally_yml, run_id="r2", resume=True)
+    assert state.status == "finished"  # type: ignore[attr-defined]
+    assert state.teammate("api").head_sha == api_head  # type: ignore[attr-defined]
+    assert state.teammate("idle").outcome == "done"  # type: ignore[attr-defined]
+    assert state.integrated == ("api", "idle")  # type: ignore[attr-defined]
+
+
+def test_a_crashed_run_leaves_nothing_that_blocks_the_next(tmp_path: Path) -> None:
+    scripts = _write_scripts(tmp_path / "scripts")
+    rally_yml = _map(scripts, ["api", "idle"])
+    repo = _repo(tmp_path, rally_yml)
+    handle = git.open_repo(repo)
+    leftover = git.rally_worktrees_root(handle) / "dead-run" / "api"
+    git.add_worktree(handle, leftover, "rally/dead-run/api", git.resolve(handle, "HEAD"))
+    (leftover / "junk.txt").write_text("uncommitted")
+    state = _run(repo, rally_yml, run_id="r3")
+    assert state.teammate("api").outcome == "done"  # type: ignore[attr-defined]
+    assert not leftover.exists()
+    assert run_git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_the_run_command_prints_the_report_and_exits_by_outcome(tmp_path: Path) -> None:
+    from rally_gh.commands import run as run_cmd
+
+    scripts = _write_scripts(tmp_path / "scripts")
+    rally_yml = _map(scripts, ["api", "idle"])
+    repo = _repo(tmp_path, rally_yml)
+    out, log = io.StringIO(), io.StringIO()
+    code = run_cmd.run(repo, None, "r5", None, None, None, False, None, dict(os.environ), out, progress_stream=log)
+    assert code == 1  # idle changed nothing: the run is partial
+    assert "## rally-gh run `r5`: Partial" in out.getvalue()
+    assert "idle: no_changes" in log.getvalue()
+    folder = git.common_dir(git.open_repo(repo)) / "rally" / "runs" / "r5"
+    assert json.loads((folder / "report.json").read_text())["status"] == "partial"
+    assert (folder / "report.md").read_text() == out.getvalue()
+    with pytest.raises(RallyError, match="already exists"):
+        run_cmd.run(repo, None, "r5", None, None, None, False, None, dict(os.environ), out, progress_stream=log)
+
+
+# --- The orchestrator's git functions -------------------------------------------
+
+
+def test_commit_all_takes_staged_untracked_and_deleted_files_but_not_ignored_ones(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo", {"keep.txt": "k", "gone.txt": "g", ".gitignore": "*.log\n"})
+    handle = git.open_repo(repo)
+    start = git.resolve(handle, "HEAD")
+    wt = git.add_worktree(handle, git.rally_worktrees_root(handle) / "r" / "api", "rally/r/api", start)
+    (wt / "gone.txt").unlink()
+    (wt / "new.txt").write_text("n")
+    (wt / "staged.txt").write_text("s")
+    run_git(wt, "add", "staged.txt")
+    (wt / "debug.log").write_text("noise")
+    head = git.commit_all(wt, "rally(api): work", ("rally-gh", "r@example.com"))
+    assert head is not None and git.ref_sha(handle, "refs/heads/rally/r/api") == head
+    assert git.changed_files(handle, start, head) == ["gone.txt", "new.txt", "staged.txt"]
+    assert run_git(wt, "log", "-1", "--format=%an %s") == "rally-gh rally(api): work\n"
+    assert git.commit_all(wt, "again", ("rally-gh", "r@example.com")) is None  # nothing left
+    git.remove_worktree(handle, wt)
+    assert not wt.exists() and run_git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_a_sparse_worktree_holds_only_the_teammates_directories(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo", {"top.md": "t", "src/api/a.py": "a", "src/web/w.js": "w", "docs/d.md": "d"})
+    handle = git.open_repo(repo)
+    wt = git.add_worktree(handle, tmp_path / "wt", "b", git.resolve(handle, "HEAD"), ["src/api"])
+    files = sorted(str(p.relative_to(wt)) for p in wt.rglob("*") if p.is_file() and ".git" not in p.parts)
+    assert files == ["src/api/a.py", "top.md"]
+    assert run_git(wt, "status", "--porcelain") == ""
+
+
+def test_worktree_commands_never_run_a_planted_hook(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo", {"a.txt": "a"})
+    marker = tmp_path / "hook-ran"
+    hook = repo / ".git" / "hooks" / "post-checkout"
+    hook.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    hook.chmod(0o755)
+    handle = git.open_repo(repo)
+    wt = git.add_worktree(handle, tmp_path / "wt", "b", git.resolve(handle, "HEAD"))
+    git.remove_worktree(handle, wt)
+    assert not marker.exists()
+
+
+def test_progress_is_a_live_table_only_for_a_person_at_a_terminal() -> None:
+    from rally_gh.progress import Progress, wants_live
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert wants_live(Tty(), {}) and not wants_live(Tty(), {"CI": "true"}) and not wants_live(io.StringIO(), {})
+    log = io.StringIO()
+    with Progress(log, live=False) as progress:
+        progress.event("", "phase", "run")
+        progress.event("api", "running", "attempt 1")
+        progress.event("api", "finished", "done")  # the scheduler's view; the reconciled outcome follows
+        progress.event("api", "violated", "wrote README.md")
+    lines = [line.split("] ", 1)[1] for line in log.getvalue().splitlines()]
+    assert lines == ["-- run", "api: running (attempt 1)", "api: violated (wrote README.md)"]
+    table = io.StringIO()
+    with Progress(table, live=True) as progress:
+        progress.event("api", "running", "")
+    assert "teammate" in table.getvalue() and "api" in table.getvalue()
+
+
+def test_a_teammate_that_breaks_merge_verify_is_dropped_from_the_integration(tmp_path: Path) -> None:
+    scripts = _write_scripts(tmp_path / "scripts")
+    breaker = tmp_path / "scripts" / "breaker.py"
+    breaker.write_text("import pathlib\npathlib.Path('src/idle').mkdir(parents=True)\n"
+                       "pathlib.Path('src/idle/BROKEN').write_text('x')\n")
+    scripts["idle"] = breaker
+    rally_yml = _map(scripts, ["api", "idle"]).replace(
+        "teammates:\n", 'merge: {verify: ["test ! -e src/idle/BROKEN"]}\nteammates:\n', 1)
+    repo = _repo(tmp_path, rally_yml)
+    state = _run(repo, rally_yml)
+    assert state.teammate("idle").outcome == "unverified"  # type: ignore[attr-defined]
+    assert "verify" in state.teammate("idle").reason  # type: ignore[attr-defined]
+    assert state.integrated == ("api",)  # type: ignore[attr-defined]
+    assert [v.passed for v in state.verification] == [True]  # type: ignore[attr-defined]
+    files = run_git(repo, "ls-tree", "-r", "--name-only", "rally/r1/_integration").split()
+    assert "src/api/orders.py" in files and "src/idle/BROKEN" not in files
+    kept = run_git(repo, "ls-tree", "-r", "--name-only", "rally/r1/idle").split()
+    assert "src/idle/BROKEN" in kept  # its branch keeps what it produced
+
+
+def test_a_dry_run_prints_the_plan(tmp_path: Path) -> None:
+    from rally_gh.commands import run as run_cmd
+
+    scripts = _write_scripts(tmp_path / "scripts")
+    rally_yml = _map(scripts, ["api", "web"])
+    repo = _repo(tmp_path, rally_yml)
+    out = io.StringIO()
+    code = run_cmd.run(repo, None, "dry", None, None, None, True, None, dict(os.environ), out,
+                       progress_stream=io.StringIO())
+    assert code == 0
+    assert out.getvalue().startswith("Dry run dry: nothing was started.\nTeam scripted")
+    assert "wave 2: web" in out.getvalue()
+
+
+def test_a_run_split_across_jobs_talks_only_through_the_remote(tmp_path: Path) -> None:
+    from rally_gh.commands import run as run_cmd
+
+    scripts = _write_scripts(tmp_path / "scripts")
+    rally_yml = _map(scripts, ["api", "web", "stray"])
+    seed = _repo(tmp_path, rally_yml)
+    remote = tmp_path / "remote.git"
+    run_git(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
+    jobs = {}
+    for job in ("api", "web", "stray", "merge"):
+        run_git(tmp_path, "clone", "-q", str(remote), str(tmp_path / f"job-{job}"))
+        jobs[job] = tmp_path / f"job-{job}"
+    env = dict(os.environ)
+    for name in ("api", "web", "stray"):  # web after api: its job needs api's pushed work
+        out = io.StringIO()
+        code = run_cmd.teammate(jobs[name], None, name, "s1", env, out)
+        assert code == (1 if name == "stray" else 0), out.getvalue()
+    on_remote = run_git(remote, "for-each-ref", "--format=%(refname)").split()
+    assert {"refs/heads/rally/s1/api", "refs/heads/rally/s1/web", "refs/rally/s1/results/stray"} <= set(on_remote)
+
+    out = io.StringIO()
+    assert run_cmd.merge(jobs["merge"], None, "s1", env, out) == 1  # stray violated: partial
+    assert "## rally-gh run `s1`: Partial" in out.getvalue()
+    files = run_git(remote, "ls-tree", "-r", "--name-only", "rally/s1/_integration").split()
+    assert "src/api/orders.py" in files and "src/web/app.js" in files and "src/stray/x.py" not in files
+
+    # A re-run merge job publishes the same result again without error.
+    assert run_cmd.merge(jobs["merge"], None, "s1", env, io.StringIO()) == 1
