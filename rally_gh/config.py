@@ -235,12 +235,11 @@ def _duration_seconds(value: object, info: ValidationInfo) -> object:
             return parse_duration(value)
         except ValueError as err:
             raise _refuse(str(err)) from None
-    from_file = bool(info.context and info.context.get("from_file"))
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and not from_file:
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise _refuse(f"expected a duration, got {_describe(value)}; {DURATION_HINT}")
+    if info.context and info.context.get("from_file"):
         raise _refuse(f"a bare number ({value}) is ambiguous; {DURATION_HINT}")
-    raise _refuse(f"expected a duration, got {_describe(value)}; {DURATION_HINT}")
+    return value
 
 
 Duration = Annotated[
@@ -818,8 +817,18 @@ def _validate(data: Any, reader: _NodeReader) -> tuple[Config | None, list[Probl
                 continue  # pydantic counts only the items that validated: their errors say it all
             code, path, message = _explain(error, path)
             problems.append(Problem("error", code, f"{format_key_path(path)}: {message}" if path else message,
-                                    reader.location(path)))
+                                    reader.location(path), _teammate_at(path, data)))
         return None, problems
+
+
+def _teammate_at(path: KeyPath, data: Any) -> tuple[str, ...]:
+    """The name of the teammate whose entry ``path`` is in, when it has one."""
+    if len(path) < 2 or path[0] != "teammates" or not isinstance(path[1], int):
+        return ()
+    teammates = data.get("teammates") if isinstance(data, dict) else None
+    entry = teammates[path[1]] if isinstance(teammates, tuple) and path[1] < len(teammates) else None
+    name = entry.get("name") if isinstance(entry, dict) else None
+    return (name,) if isinstance(name, str) else ()
 
 
 def _key_path(loc: tuple[Any, ...], data: Any) -> KeyPath:
@@ -971,8 +980,9 @@ def _team_problems(data: Any, reader: _NodeReader) -> list[Problem]:
         return []
     problems: list[Problem] = []
 
-    def report(path: KeyPath, code: str, message: str) -> None:
-        problems.append(Problem("error", code, f"{format_key_path(path)}: {message}", reader.location(path)))
+    def report(path: KeyPath, code: str, message: str, names: tuple[str, ...] | None = None) -> None:
+        problems.append(Problem("error", code, f"{format_key_path(path)}: {message}", reader.location(path),
+                                _teammate_at(path, data) if names is None else names))
 
     if len(teammates) > MAX_TEAM:
         report(("teammates",), "schema",
@@ -988,7 +998,7 @@ def _team_problems(data: Any, reader: _NodeReader) -> list[Problem]:
     edges = _blocked_by_edges(teammates, first_index, report)
     for cycle, path in _cycles(edges):
         report(path, "cycle", f"dependency cycle: {' -> '.join(cycle)} (each waits for the next); "
-                              "remove one of these blocked_by entries")
+                              "remove one of these blocked_by entries", tuple(cycle[:-1]))
     if data.get("max_parallel") == MAX_TEAM and data.get("allow_large_team") is not True:
         report(("max_parallel",), "schema",
                f"{MAX_TEAM} needs allow_large_team: true (at most {MAX_PARALLEL_PLAIN} otherwise)")

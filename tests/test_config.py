@@ -456,7 +456,7 @@ def test_duplicate_teammate_names() -> None:
     err = refusal(team(mate("api"), mate("web"), mate("api", owns="[lib/**]")))
     assert str(err) == ("rally.yml:7:5: teammates[2].name: duplicate teammate name 'api' (also teammates[0]); "
                         "names must be unique")
-    assert err.problems[0].code == "name"
+    assert err.problems[0].code == "name" and err.problems[0].teammates == ("api",)
 
 
 def test_unknown_blocked_by() -> None:
@@ -477,7 +477,7 @@ def test_dependency_cycle_is_named() -> None:
                        mate("d", "blocked_by: [a]")))
     assert str(err) == ("rally.yml:5:18: teammates[0].blocked_by[0]: dependency cycle: a -> c -> b -> a "
                         "(each waits for the next); remove one of these blocked_by entries")
-    assert err.problems[0].code == "cycle"
+    assert err.problems[0].code == "cycle" and err.problems[0].teammates == ("a", "c", "b")
 
 
 def test_two_cycles_are_both_named() -> None:
@@ -614,6 +614,7 @@ def test_every_problem_is_listed_in_file_order() -> None:
     assert first.location is not None and (first.location.file, first.location.line, first.location.column) == (
         "rally.yml", 6, 23)
     assert first.message == "teammates[0].exclusive_write[0]: pattern escapes the repository: '../x'"
+    assert first.teammates == ("API",)
 
 
 def test_filename_is_used_in_every_message() -> None:
