@@ -513,8 +513,8 @@ def changed_files(repo: Repository, start_sha: str, head_sha_: str) -> list[str]
     """Paths that differ between two commits (both sides of a rename), sorted."""
     if start_sha == head_sha_:
         return []
-    diff = commit_of(repo, start_sha).tree.diff_to_tree(commit_of(repo, head_sha_).tree)
-    return sorted({c.path for c in _changes_of(diff)})
+    old, new = commit_of(repo, start_sha).tree_id.raw, commit_of(repo, head_sha_).tree_id.raw
+    return sorted({c.path for c in tree_changes(repo, old, new, new_tree_cache())})
 
 
 def write_record_commit(repo: Repository, filename: str, data: bytes, message: str) -> Sha:
