@@ -375,3 +375,15 @@ def test_a_run_split_across_jobs_talks_only_through_the_remote(tmp_path: Path) -
 
     # A re-run merge job publishes the same result again without error.
     assert run_cmd.merge(jobs["merge"], None, "s1", env, io.StringIO()) == 1
+
+
+def test_a_teammate_whose_blocker_failed_is_skipped(tmp_path: Path) -> None:
+    scripts = _write_scripts(tmp_path / "scripts")
+    scripts["api"] = scripts["crash"]
+    rally_yml = _map(scripts, ["api", "web", "idle"])
+    repo = _repo(tmp_path, rally_yml)
+    state = _run(repo, rally_yml)
+    web = state.teammate("web")  # type: ignore[attr-defined]
+    assert (state.teammate("api").outcome, web.outcome) == ("failed", "skipped")  # type: ignore[attr-defined]
+    assert "api" in web.reason and web.attempts == 0
+    assert run_status(state) == "failed"  # type: ignore[arg-type]
