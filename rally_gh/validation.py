@@ -17,10 +17,28 @@ def validate_map(loaded: LoadedConfig, tracked: Sequence[str] | None = None) -> 
     at HEAD) enables the checks that need the tree."""
     problems = list(overlap_problems(loaded))
     problems += control_file_grants(loaded)
+    problems += team_size(loaded)
     if tracked is not None:
         problems += unmatched_patterns(loaded, tracked)
         problems += unowned_files(loaded, tracked)
     return problems
+
+
+RUNNABLE_TEAM = 9  # a run refuses teams of 10 or more (SPEC section 4)
+
+
+def team_size(loaded: LoadedConfig) -> list[Problem]:
+    """A map may describe ownership for a large organisation (an imported
+    CODEOWNERS file); only a run of 10 or more teammates is refused."""
+    n = len(loaded.config.teammates)
+    if n <= RUNNABLE_TEAM:
+        return []
+    return [Problem(
+        "warning", "team-size",
+        f"{n} teammates: the map is valid for ownership checks, but `rally-gh run` refuses teams of 10 or more; "
+        "choose who runs with a `rally` block in the issue or `--tasks FILE`",
+        loaded.locate("teammates"), (),
+    )]
 
 
 def control_file_grants(loaded: LoadedConfig) -> list[Problem]:

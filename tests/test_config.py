@@ -249,18 +249,13 @@ def test_just_under_the_size_cap_loads() -> None:
     assert load_config_text(SAMPLE_MAP + padding).config.team == "sample"
 
 
-def test_thousands_of_teammates_are_refused_quickly() -> None:
+def test_thousands_of_teammates_load_quickly() -> None:
+    """A map imported from a large CODEOWNERS file has hundreds of teammates: it
+    loads and validates; only a run refuses teams of 10 or more (plan.assess)."""
     text = team(*(mate(f"t{i}") for i in range(2000)))
     started = time.monotonic()
-    assert one_line(text) == (
-        "rally.yml:2:1: teammates: 2000 teammates: teams of 10 or more are refused "
-        "(coordination costs more than it saves); split the work into several runs")
-    assert time.monotonic() - started < 10
-
-
-def test_nine_teammates_are_fine_ten_are_not() -> None:
-    assert len(load(team(*(mate(f"t{i}") for i in range(9)))).config.teammates) == 9
-    assert "10 teammates: teams of 10 or more are refused" in one_line(team(*(mate(f"t{i}") for i in range(10))))
+    assert len(load(text).config.teammates) == 2000
+    assert time.monotonic() - started < 20
 
 
 # --- YAML itself ------------------------------------------------------------
