@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,20 +64,25 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
     outcome of each teammate is data in the returned state, never an exception.
     """
     emit = on_event or _noop
-    config = loaded.config
     check_ref_component(run_id, "run id")
-    for t in config.teammates:
+    for t in loaded.config.teammates:
         check_ref_component(t.name, "teammate name")
     repo = git.open_repo(repo_path)
     common = git.common_dir(repo)
 
     phase_started = clock()
     emit("", "phase", "assess")
-    problems = _assess(loaded)
+    # The issue's rally block chooses who runs and what they are asked; ownership stays the map's.
+    tasks = plan.issue_tasks(issue_text, loaded.config)
+    selected = None if tasks is None else frozenset(tasks)
+    if tasks is not None:
+        loaded = replace(loaded, config=plan.with_issue_tasks(loaded.config, tasks))
+    config = loaded.config
+    problems = _assess(loaded, selected)
     if resume:
         state = _resumable(common, run_id, config)
     else:
-        state = _new_state(repo, common, run_id, loaded, issue_text, clock, dry_run)
+        state = _new_state(repo, common, run_id, loaded, issue_text, clock, dry_run, selected)
     state = state.model_copy(update={"problems": tuple(p.message for p in problems),
                                      "risks": tuple(_risks(loaded))})
     state = state.with_phase("assess", clock() - phase_started)
@@ -85,7 +90,7 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
 
     phase_started = clock()
     emit("", "phase", "plan")
-    waves = plan.waves(config)
+    waves = plan.waves(config, selected)
     state = state.model_copy(update={"waves": tuple(tuple(w) for w in waves)}).with_phase("plan", clock() - phase_started)
     if dry_run:
         state = state.model_copy(update={"status": "planned", "finished_at": clock()})
@@ -254,8 +259,8 @@ def _push_record(repo_path: Path, run_id: str, record: TeammateRecord, remote: s
 # --- Assess ------------------------------------------------------------------
 
 
-def _assess(loaded: LoadedConfig) -> list[Problem]:
-    problems = [p for p in validate_map(loaded) if p.code != "control-file"] + plan.assess(loaded.config)
+def _assess(loaded: LoadedConfig, selected: frozenset[str] | None = None) -> list[Problem]:
+    problems = [p for p in validate_map(loaded) if p.code != "control-file"] + plan.assess(loaded.config, selected)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         where = f"{loaded.path}" if loaded.path else "the map"
@@ -277,7 +282,7 @@ def _risks(loaded: LoadedConfig) -> list[str]:
 
 
 def _new_state(repo: git.Repository, common: Path, run_id: str, loaded: LoadedConfig, issue_text: str | None,
-               clock: Clock, dry_run: bool) -> RunState:
+               clock: Clock, dry_run: bool, selected: frozenset[str] | None = None) -> RunState:
     config = loaded.config
     if state_path(common, run_id).exists():
         raise RallyError(f"run {run_id!r} already exists ({state_path(common, run_id)})",
@@ -291,6 +296,7 @@ def _new_state(repo: git.Repository, common: Path, run_id: str, loaded: LoadedCo
             owns=t.exclusive_write, blocked_by=t.blocked_by, branch=teammate_branch(prefix, run_id, t.name),
         )
         for t in config.teammates
+        if selected is None or t.name in selected
     )
     return RunState(
         run_id=run_id, team=config.team, branch_prefix=prefix, base_ref=base_ref, base_sha=base_sha,
@@ -350,6 +356,11 @@ class _Ledger:
         self.common = common
         self._lock = threading.Lock()
         self.state = state
+
+    def has(self, name: str) -> bool:
+        """Is ``name`` part of this run (the issue may choose a few teammates)?"""
+        with self._lock:
+            return any(r.name == name for r in self.state.teammates)
 
     def record(self, name: str) -> TeammateRecord:
         with self._lock:
@@ -419,12 +430,14 @@ class _Orchestra:
         jobs = [
             runner.Job(t.name, self._job(t), retries=self.config.retries_of(t), after=frozenset(t.blocked_by))
             for t in self.config.teammates
-            if not self.ledger.record(t.name).finished and (only is None or t.name in only)
+            if self.ledger.has(t.name) and not self.ledger.record(t.name).finished
+            and (only is None or t.name in only)
         ]
 
         def ready_ok(name: str, result: runner.JobResult | None) -> bool:
             # A blocker counts once reconciled as done: its dependents build on its work.
-            return self.ledger.record(name).outcome == "done"
+            # One not in this run holds nobody back: the dependent starts from the base.
+            return not self.ledger.has(name) or self.ledger.record(name).outcome == "done"
 
         def relay(name: str, state: str, detail: str) -> None:
             if state == "running" and self.ledger.record(name).started_at is None:
@@ -596,7 +609,8 @@ class _Orchestra:
             iplan, result = self._integration_of(repo, candidates, on_conflict)
             # A teammate whose blocker was left out built on work that is not there: leave it out too.
             applied = {a.teammate for a in result.applied}
-            orphans = {n: b for n in applied for b in plan.blockers_closure(self.config, n) if b not in applied}
+            orphans = {n: b for n in applied for b in plan.blockers_closure(self.config, n)
+                       if b not in applied and self.ledger.has(b)}
             if not orphans:
                 break
             for name, blocker in orphans.items():
@@ -640,6 +654,8 @@ class _Orchestra:
         self.ledger.add_phase("publish", self.clock() - started)
 
     def _integrable(self, name: str) -> bool:
+        if not self.ledger.has(name):
+            return False
         record = self.ledger.record(name)
         return record.outcome == "done" and bool(record.head_sha) and bool(record.start_sha)
 

@@ -387,3 +387,14 @@ def test_a_teammate_whose_blocker_failed_is_skipped(tmp_path: Path) -> None:
     assert (state.teammate("api").outcome, web.outcome) == ("failed", "skipped")  # type: ignore[attr-defined]
     assert "api" in web.reason and web.attempts == 0
     assert run_status(state) == "failed"  # type: ignore[arg-type]
+
+
+def test_only_the_teammates_the_issue_names_run(tmp_path: Path) -> None:
+    scripts = _write_scripts(tmp_path / "scripts")
+    rally_yml = _map(scripts, ["api", "web", "idle"])
+    repo = _repo(tmp_path, rally_yml)
+    issue = "Orders\n\n```rally\napi: Build the orders endpoint\nidle: Nothing, really\n```\n"
+    state = orchestrate.run(repo, load_config_text(rally_yml, "rally.yml"), "r9", issue, time.time, dict(os.environ))
+    assert [t.name for t in state.teammates] == ["api", "idle"]
+    prompt = git.common_dir(git.open_repo(repo)) / "rally" / "runs" / "r9" / "teammates" / "api" / "prompt.md"
+    assert "Build the orders endpoint" in prompt.read_text() and "Do the api work." not in prompt.read_text()

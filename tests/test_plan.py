@@ -126,3 +126,31 @@ def test_a_refused_plan_exits_1(tmp_path: Path) -> None:
     out = io.StringIO()
     assert plan_cmd.run(repo, None, "text", None, None, None, {}, out) == 1
     assert "refused: only 1 teammate(s)" in out.getvalue()
+
+
+def test_the_issue_rally_block_chooses_who_runs_and_what_they_are_asked() -> None:
+    config = team(mate("api", "src/api/**"), mate("web", "src/web/**"), mate("docs", "docs/**"))
+    text = ("Please build orders.\n\n```rally\napi: Implement the /orders endpoint\n"
+            "web:\n  task: Show orders\n  done_when: [src/web/orders.js]\n```\n")
+    tasks = plan.issue_tasks(text, config)
+    assert tasks == {"api": plan.IssueTask("Implement the /orders endpoint"),
+                     "web": plan.IssueTask("Show orders", ("src/web/orders.js",))}
+    changed = plan.with_issue_tasks(config, tasks)
+    assert changed.teammate("web").task == "Show orders" and changed.teammate("web").done_when == ("src/web/orders.js",)
+    assert changed.teammate("docs").task == config.teammate("docs").task
+    assert plan.issue_tasks("no block here", config) is None and plan.issue_tasks(None, config) is None
+
+
+@pytest.mark.parametrize("block, message", [
+    ("nobody: x", "not a teammate"),
+    ("api:\n  task: x\n  exclusive_write: ['**']", "mapping with `task:` and `done_when:` only"),
+    ("api:\n  task: x\n  done_when: [../../etc/passwd]", "'..' segment"),
+    ("- api", "must map teammate names"),
+    ("api: [unclosed", "not valid YAML"),
+])
+def test_an_issue_block_cannot_grant_anything(block: str, message: str) -> None:
+    from rally_gh.errors import ConfigError
+
+    config = team(mate("api", "src/api/**"), mate("web", "src/web/**"))
+    with pytest.raises(ConfigError, match=message):
+        plan.issue_tasks(f"```rally\n{block}\n```", config)

@@ -24,11 +24,11 @@ def run(cwd: Path, config_path: Path | None, fmt: str, issue: int | None, tasks_
         root = git.workdir(git.open_repo(cwd))
     except GitError:
         root = cwd  # planning needs only the map
-    config = load_config(find_config(root, config_path)).config
     issue_text = _read_tasks(tasks_path)
-    problems = plan.assess(config)
+    config, selected = for_this_run(load_config(find_config(root, config_path)).config, issue_text)
+    problems = plan.assess(config, selected)
     refused = any(p.severity == "error" for p in problems)
-    waves = plan.waves(config)
+    waves = plan.waves(config, selected)
     if fmt == "json":
         json.dump(plan_json(config, waves, problems, issue_text), stdout, indent=2)
         stdout.write("\n")
@@ -47,6 +47,14 @@ def run(cwd: Path, config_path: Path | None, fmt: str, issue: int | None, tasks_
     else:
         stdout.write(plan_text(config, waves, problems, issue_text, issue))
     return EXIT_FAILED if refused else EXIT_OK
+
+
+def for_this_run(config: Config, issue_text: str | None) -> tuple[Config, frozenset[str] | None]:
+    """The map with the issue's tasks in place, and who runs (None: everyone)."""
+    tasks = plan.issue_tasks(issue_text, config)
+    if tasks is None:
+        return config, None
+    return plan.with_issue_tasks(config, tasks), frozenset(tasks)
 
 
 def _read_tasks(tasks_path: Path | None) -> str | None:
@@ -77,6 +85,7 @@ def plan_json(config: Config, waves: list[list[str]], problems: list[Problem], i
                 "prompt": plan.prompt_for(config, t, issue_text, PLAN_RUN_ID),
             }
             for t in config.teammates
+            if any(t.name in wave for wave in waves)
         ],
     }
 
@@ -103,6 +112,8 @@ def plan_text(config: Config, waves: list[list[str]], problems: list[Problem], i
         for p in problems:
             out.append(f"{'refused' if p.severity == 'error' else 'warning'}: {p.message}")
     for t in config.teammates:
+        if not any(t.name in wave for wave in waves):
+            continue
         out += ["", f"--- prompt for {t.name} " + "-" * max(0, 60 - len(t.name)), ""]
         out.append(plan.prompt_for(config, t, issue_text, PLAN_RUN_ID).rstrip())
     return "\n".join(out) + "\n"

@@ -38,10 +38,10 @@ def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | No
                                 dry_run=dry_run, resume=resume is not None)
     if dry_run:
         # Nothing ran: what would run is the plan, not a report of outcomes.
-        config = loaded.config
-        problems = plan.assess(config)
+        config, selected = plan_cmd.for_this_run(loaded.config, issue_text)
         stdout.write(f"Dry run {state.run_id}: nothing was started.\n")
-        stdout.write(plan_cmd.plan_text(config, plan.waves(config), problems, issue_text, issue))
+        stdout.write(plan_cmd.plan_text(config, plan.waves(config, selected), plan.assess(config, selected),
+                                        issue_text, issue))
         return EXIT_OK
     return finish(repo, state, environ, stdout)
 
