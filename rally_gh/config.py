@@ -83,8 +83,11 @@ class Problem:
     example: str | None = None
 
     def __str__(self) -> str:
+        # Errors read as SPEC section 1 writes them (file:line:col: key: message);
+        # only warnings are marked, so they stand apart from what must be fixed.
         where = f"{self.location}: " if self.location else ""
-        return f"{where}{self.severity}: {self.message}"
+        mark = "warning: " if self.severity == "warning" else ""
+        return f"{where}{mark}{self.message}"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,82 @@
+"""``rally-gh validate``: what a map's authors are told, as text and JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from rally_gh.testing import RALLY_CLI, SHOP_FILES, SHOP_MAP, init_repo
+
+
+def validate(d: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RALLY_CLI, "validate", *args], cwd=d, capture_output=True, text=True, check=False)
+
+
+def test_valid_map_with_warnings(tmp_path: Path) -> None:
+    d = init_repo(tmp_path / "r", {**SHOP_FILES, "docs/guide.md": "x\n"})
+    proc = validate(d)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "rally.yml: 3 teammates" in proc.stdout and "valid" in proc.stdout
+    assert "'/vendor/' (infra) matches no tracked file" in proc.stdout
+    assert "tracked files are owned by no teammate" in proc.stdout
+
+
+def test_json_lists_every_problem_with_its_position(tmp_path: Path) -> None:
+    overlapping = SHOP_MAP.replace("exclusive_write: [src/web/**]", "exclusive_write: [src/**]")
+    d = init_repo(tmp_path / "r", {**SHOP_FILES, "rally.yml": overlapping})
+    proc = validate(d, "--format", "json")
+    assert proc.returncode == 1
+    data = json.loads(proc.stdout)
+    assert data["valid"] is False
+    overlaps = [p for p in data["problems"] if p["code"] == "overlap"]
+    assert overlaps and overlaps[0]["severity"] == "error"
+    first = overlaps[0]
+    assert first["teammates"] == ["api", "web"] and first["file"] == "rally.yml"
+    assert first["line"] == 8 and first["column"] > 1
+    assert first["example"].startswith("src/api/")
+
+
+def test_schema_errors_come_as_problems_in_json(tmp_path: Path) -> None:
+    d = init_repo(tmp_path / "r", {"rally.yml": "version: 1\nteam: x\nteammates:\n  - name: Bad Name\n    exclusive_write: [a/]\n    colour: red\n"})
+    proc = validate(d, "--format", "json")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    problems = json.loads(proc.stdout)["problems"]
+    assert {p["line"] for p in problems} >= {4, 6}
+    assert all(p["severity"] == "error" for p in problems)
+
+
+def test_text_error_points_at_file_line_col(tmp_path: Path) -> None:
+    d = init_repo(tmp_path / "r", {"rally.yml": "version: 1\nteam: x\nteammates:\n  - name: a\n    exclusive_write: [../x]\n"})
+    proc = validate(d)
+    assert proc.returncode == 1
+    assert "rally.yml:5:23: teammates[0].exclusive_write[0]" in proc.stdout
+    assert "INVALID" in proc.stdout
+
+
+def test_control_file_grant_is_a_warning(tmp_path: Path) -> None:
+    text = SHOP_MAP.replace("exclusive_write: [src/web/**]", "exclusive_write: [src/web/**, .github/workflows/ci.yml]")
+    d = init_repo(tmp_path / "r", {**SHOP_FILES, "rally.yml": text})
+    data = json.loads(validate(d, "--format", "json").stdout)
+    grants = [p for p in data["problems"] if p["code"] == "control-file"]
+    assert grants and grants[0]["severity"] == "warning" and grants[0]["teammates"] == ["web"]
+
+
+def test_no_map_says_where_it_looked(tmp_path: Path) -> None:
+    d = init_repo(tmp_path / "r", {"a.txt": "a\n"})
+    proc = validate(d)
+    assert proc.returncode == 1 and "rally.yml" in proc.stderr and ".github/rally.yml" in proc.stderr
+
+
+def test_outside_a_repository_the_map_is_still_checked(tmp_path: Path) -> None:
+    (tmp_path / "rally.yml").write_text(SHOP_MAP)
+    proc = validate(tmp_path)
+    assert proc.returncode == 0 and "valid" in proc.stdout
+
+
+def test_large_imported_team_validates_with_a_warning(tmp_path: Path) -> None:
+    mates = "".join(f"  - name: t{i}\n    exclusive_write: [/d{i}/]\n" for i in range(12))
+    d = init_repo(tmp_path / "r", {"rally.yml": f"version: 1\nteam: big\nteammates:\n{mates}"})
+    proc = validate(d, "--format", "json")
+    assert proc.returncode == 0
+    assert any(p["code"] == "team-size" for p in json.loads(proc.stdout)["problems"])
