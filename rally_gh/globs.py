@@ -319,8 +319,8 @@ class GlobSet:
 
     def matching(self, path: str) -> list[int]:
         """Indices of every glob that matches ``path``, ascending."""
-        found = self._literal_hits(path)
-        if self._set_match is not None:
+        found, need_set = self._literal_hits(path)
+        if need_set and self._set_match is not None:
             hits = self._set_match(path.encode())
             if hits:
                 index = self._set_index
@@ -367,19 +367,24 @@ class GlobSet:
                 best = max(best, self._set_index[max(hits)])
         return best
 
-    def _literal_hits(self, path: str) -> list[int]:
+    def _literal_hits(self, path: str) -> tuple[list[int], bool]:
+        """The literal globs matching ``path``, and whether a wildcard glob may match it."""
         found: list[int] = []
         parts = path.split("/")
         last = len(parts) - 1
         node = self._trie
+        need_set = self._set_always
         for n, part in enumerate(parts):
             child = node.children.get(part)
             if child is None:
                 break
             if child.here:
                 found.extend(child.here)
-            if child.inside and n != last:
-                found.extend(child.inside)
+            if n != last:
+                if child.inside:
+                    found.extend(child.inside)
+                if child.wild_below:
+                    need_set = True
             node = child
         if self._anywhere_names:
             for name in self._anywhere_names.intersection(parts):
@@ -389,7 +394,9 @@ class GlobSet:
                 more = self._anywhere_dir.get(name)
                 if more and name in parts[:-1]:
                     found.extend(more)
-        return found
+        if not need_set and self._set_gate_names and not self._set_gate_names.isdisjoint(parts):
+            need_set = True
+        return found, need_set
 
 
 def _required_segment(glob: Glob) -> str | None:
