@@ -31,10 +31,12 @@ import re2  # type: ignore[import-untyped]
 from rally_gh.errors import PatternError
 from rally_gh.paths import hostile_reason
 
-# RE2's DFA for a set of thousands of patterns needs more than the default 8 MiB;
-# when it runs out, RE2::Set::Match silently reports "no match", so be generous
-# and keep literal globs out of the set (see GlobSet).
-_SET_MAX_MEM = 256 << 20
+# The DFA budget of the RE2 set. With the default 8 MiB a set of thousands of
+# patterns may not fit even a few DFA states, and then RE2::Set::Match silently
+# reports "no match". Above that, a full cache is reset and matching goes on (a set
+# never gives up for slowness), so the budget bounds memory, not correctness.
+# Keeping literal globs out of the set (see GlobSet) keeps real files far below it.
+_SET_MAX_MEM = 64 << 20
 
 # A segment is a tuple of tokens: a literal str, or one of these markers.
 _STAR = object()  # ``*``: any run of characters other than ``/``
