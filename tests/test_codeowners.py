@@ -398,3 +398,19 @@ def test_import_rules_counts_on_real_data() -> None:
         pytest.skip("no terraform dataset")
     teammates = import_rules(parse_codeowners(dataset("terraform")[0]))
     assert len({t.name for t in teammates}) == len(teammates)
+
+
+def test_owner_through_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from rally_gh.cli import cli
+
+    (tmp_path / "CODEOWNERS").write_text(SAMPLE)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["owner", "--codeowners", "CODEOWNERS", "-"], input="a.js\nvendor/x\n")
+    assert (result.exit_code, result.output) == (0, "a.js\t@web @org/js\nvendor/x\t-\n")
+    result = runner.invoke(cli, ["owner", "--codeowners", "CODEOWNERS"])
+    assert result.exit_code == 2 and "no paths given" in result.output and "Traceback" not in result.output
+    result = runner.invoke(cli, ["owner", "--codeowners", "missing", "x"])
+    assert result.exit_code == 1 and "cannot read" in result.output

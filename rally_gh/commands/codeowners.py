@@ -6,20 +6,19 @@ from pathlib import Path
 from typing import TextIO
 
 from rally_gh.codeowners import export_codeowners, import_codeowners
-from rally_gh.commands.owner import _repository_root
+from rally_gh.commands.owner import repository_root, under
 from rally_gh.config import MAX_TEAM, find_config, load_config, load_config_text
 from rally_gh.errors import ConfigError
 
 
 def import_(cwd: Path, file: Path, team: str | None, output: Path | None, stdout: TextIO) -> int:
     """Write a rally.yml with one teammate per owner list of ``file`` (to ``output`` or stdout)."""
-    source = file if file.is_absolute() else cwd / file
     try:
-        text = source.read_text(encoding="utf-8")
+        text = under(cwd, file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{file}: cannot read it: {getattr(err, 'strerror', None) or err}",
                           hint="give the path of a CODEOWNERS file, e.g. .github/CODEOWNERS") from None
-    team_name = team or _repository_root(cwd).name or "team"
+    team_name = team or repository_root(cwd).name or "team"
     yaml_text = import_codeowners(text, team_name, str(file))
     n = yaml_text.count("\n  - name: ")
     if n <= MAX_TEAM:
@@ -28,8 +27,7 @@ def import_(cwd: Path, file: Path, team: str | None, output: Path | None, stdout
     if output is None:
         stdout.write(yaml_text)
         return 0
-    target = output if output.is_absolute() else cwd / output
-    target.write_text(yaml_text, encoding="utf-8")
+    under(cwd, output).write_text(yaml_text, encoding="utf-8")
     if n > MAX_TEAM:
         next_step = f"keep at most {MAX_TEAM} teammates (rally-gh refuses larger teams), then"
     else:
@@ -41,7 +39,7 @@ def import_(cwd: Path, file: Path, team: str | None, output: Path | None, stdout
 
 def export(cwd: Path, config_path: Path | None, stdout: TextIO) -> int:
     """Print a CODEOWNERS file that GitHub reads the way rally-gh reads the map."""
-    explicit = None if config_path is None else (config_path if config_path.is_absolute() else cwd / config_path)
-    loaded = load_config(find_config(_repository_root(cwd), explicit))
+    explicit = None if config_path is None else under(cwd, config_path)
+    loaded = load_config(find_config(repository_root(cwd), explicit))
     stdout.write(export_codeowners(loaded.config))
     return 0

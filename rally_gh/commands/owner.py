@@ -44,9 +44,8 @@ def run(cwd: Path, paths: list[str], config_path: Path | None, codeowners_path: 
 def _codeowners(cwd: Path, path: Path) -> OwnersOf:
     from rally_gh.codeowners import CodeownersMatcher
 
-    full = path if path.is_absolute() else cwd / path
     try:
-        text = full.read_text(encoding="utf-8")
+        text = under(cwd, path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"--codeowners {path}: cannot read it: {getattr(err, 'strerror', None) or err}",
                           hint="give the path of a CODEOWNERS file, e.g. .github/CODEOWNERS") from None
@@ -57,18 +56,23 @@ def _rally(cwd: Path, config_path: Path | None) -> OwnersOf:
     from rally_gh.config import find_config, load_config
     from rally_gh.ownership import Ownership
 
-    explicit = None if config_path is None else (config_path if config_path.is_absolute() else cwd / config_path)
-    ownership = Ownership.from_config(load_config(find_config(_repository_root(cwd), explicit)).config)
+    explicit = None if config_path is None else under(cwd, config_path)
+    ownership = Ownership.from_config(load_config(find_config(repository_root(cwd), explicit)).config)
     owner_of = ownership.owner_of
     return lambda block: [owner_of(p) for p in block]
 
 
-def _repository_root(cwd: Path) -> Path:
+def repository_root(cwd: Path) -> Path:
     """The nearest folder holding ``.git`` (no need to open the repository to find the map)."""
     for folder in (cwd, *cwd.parents):
         if (folder / ".git").exists():
             return folder
     return cwd
+
+
+def under(cwd: Path, path: Path) -> Path:
+    """A path from the command line, read from the command's folder."""
+    return path if path.is_absolute() else cwd / path
 
 
 def _blocks(arguments: list[str], stdin: TextIO) -> Iterator[list[str]]:
