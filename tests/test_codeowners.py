@@ -414,3 +414,11 @@ def test_owner_through_the_command_line(tmp_path: Path, monkeypatch: pytest.Monk
     assert result.exit_code == 2 and "no paths given" in result.output and "Traceback" not in result.output
     result = runner.invoke(cli, ["owner", "--codeowners", "missing", "x"])
     assert result.exit_code == 1 and "cannot read" in result.output
+
+
+def test_inline_comment_differs_from_oracle() -> None:
+    # GitHub and hmarr/codeowners end the owners at '#'; the PyPI oracle keeps any
+    # '@word' of the comment as an owner. No dataset here has such a comment.
+    text = "/docs/ @a # ask @b\n"
+    assert CodeownersMatcher.from_text(text).owner_of("docs/x") == "@a"
+    assert oracle_owner(CodeOwners(text), "docs/x") == "@a @b"
