@@ -11,16 +11,20 @@ from a commit the teammate cannot have changed: the base of the range for
 from __future__ import annotations
 
 import posixpath
+import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from rally_gh import git
-from rally_gh.config import CONFIG_CANDIDATES, LoadedConfig, Location, load_config_text
+from rally_gh.config import CONFIG_CANDIDATES, NAME_RE, LoadedConfig, Location, load_config_text
 from rally_gh.errors import ConfigError, GitError, UsageError
 from rally_gh.ownership import Ownership
 from rally_gh.paths import hostile_reason, is_control_file
 
+
+_TEAMMATE_NAME = re.compile(NAME_RE)
 
 # The names inside a directory ('' for the root) of the tree the writes produce.
 NamesInDir = Callable[[str], list[str]]
@@ -91,6 +95,25 @@ def require_map_at(repo: git.Repository, rev: str, config_path: str | None = Non
     return loaded
 
 
+def map_for_run(repo: git.Repository, config_path: str | None = None) -> tuple[LoadedConfig, str | None]:
+    """The map a run obeys: as committed at the run's base commit, never the work
+    tree (a teammate, or a pull request head, could otherwise grant itself paths).
+    Returns it with a note when the work tree's copy differs (so it is not used)."""
+    loaded = require_map_at(repo, "HEAD", config_path)
+    base_ref = loaded.config.base or git.head_branch(repo) or "HEAD"
+    base_sha = git.resolve(repo, base_ref)
+    if base_sha != git.head_sha(repo):
+        loaded = require_map_at(repo, base_sha, config_path)
+    note = None
+    name = config_path or next((n for n in CONFIG_CANDIDATES if git.read_blob(repo, base_sha, n) is not None), None)
+    if name is not None and repo.workdir is not None:
+        on_disk = Path(repo.workdir) / name
+        if on_disk.is_file() and on_disk.read_bytes() != git.read_blob(repo, base_sha, name):
+            note = (f"{name} has changes that are not committed on {base_ref}: the run uses the committed map "
+                    "(commit the changes to use them)")
+    return loaded, note
+
+
 # --- Who is writing -------------------------------------------------------
 
 
@@ -102,7 +125,9 @@ def teammate_from_branch(branch: str | None, prefix: str) -> str | None:
     if not branch.startswith(prefix + "/"):
         return None
     parts = branch[len(prefix) + 1:].split("/")
-    return parts[1] if len(parts) == 2 and all(parts) else None
+    if len(parts) != 2 or not all(parts) or not _TEAMMATE_NAME.match(parts[1]):
+        return None  # e.g. the integration branch <prefix>/<run>/_integration
+    return parts[1]
 
 
 def who_is_writing(

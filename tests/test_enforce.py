@@ -262,3 +262,26 @@ def test_cli_broken_map_at_base_points_at_the_line(tmp_path: Path) -> None:
     proc = run_check(d)
     assert proc.returncode == 1 and "rally.yml@" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_run_uses_the_committed_map_never_the_work_tree(repo_dir: Path) -> None:
+    from rally_gh.enforce import map_for_run
+
+    (repo_dir / "rally.yml").write_text(MAP.replace("src/api/**", "src/**"))  # an uncommitted grant
+    loaded, note = map_for_run(g.open_repo(repo_dir))
+    assert loaded.config.teammate("api").exclusive_write[0] == "src/api/**"
+    assert note is not None and "not committed" in note
+
+
+def test_the_map_comes_from_the_configured_base_branch(repo_dir: Path) -> None:
+    from rally_gh.enforce import map_for_run
+
+    git(repo_dir, "checkout", "-q", "main")
+    commit(repo_dir, {"rally.yml": MAP.replace("team: shop", "team: shop\nbase: trunk")}, "base: trunk")
+    git(repo_dir, "branch", "trunk", "HEAD~1")  # trunk still has the map without `base:`
+    loaded, _ = map_for_run(g.open_repo(repo_dir))
+    assert loaded.config.base is None and "@" in loaded.source.file
+
+
+def test_the_integration_branch_is_not_a_teammate() -> None:
+    assert teammate_from_branch("rally/r1/_integration", "rally") is None

@@ -11,7 +11,8 @@ from typing import TextIO
 
 from rally_gh import git, orchestrate, plan
 from rally_gh.commands import plan as plan_cmd
-from rally_gh.config import find_config, load_config
+from rally_gh.enforce import map_for_run
+from rally_gh.config import LoadedConfig
 from rally_gh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from rally_gh.progress import Progress, wants_live
 from rally_gh.report import report_json, report_markdown, run_status
@@ -25,7 +26,7 @@ def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | No
         raise UsageError(f"--run-id {run_id} and --resume {resume} name different runs", hint="give only --resume RUN")
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
-    loaded = load_config(find_config(root, config_path))
+    loaded = _map(repo, config_path)
     issue, issue_text = _issue(issue, event_path, tasks_path)
     ci_run = environ.get("GITHUB_RUN_ID")
     if ci_run and environ.get("GITHUB_RUN_ATTEMPT"):
@@ -67,6 +68,13 @@ def finish(repo: git.Repository, state: RunState, environ: Mapping[str, str], st
     return EXIT_FAILED
 
 
+def _map(repo: git.Repository, config_path: Path | None) -> LoadedConfig:
+    loaded, note = map_for_run(repo, None if config_path is None else config_path.as_posix())
+    if note:
+        sys.stderr.write(f"rally-gh: note: {note}\n")
+    return loaded
+
+
 def _issue(issue: int | None, event_path: Path | None, tasks_path: Path | None) -> tuple[int | None, str | None]:
     """The issue number and text, from the GitHub event file or a local tasks file."""
     text = None
@@ -92,7 +100,7 @@ def teammate(cwd: Path, config_path: Path | None, name: str, run_id: str, enviro
     """One teammate of a split run; its branch and record go to the remote (RALLY_REMOTE, default origin)."""
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
-    loaded = load_config(find_config(root, config_path))
+    loaded = _map(repo, config_path)
     progress = Progress(sys.stderr, wants_live(sys.stderr, environ))
     with progress:
         record = orchestrate.run_teammate(root, loaded, run_id, name, None, time.time, environ, progress.event,
@@ -107,7 +115,7 @@ def merge(cwd: Path, config_path: Path | None, run_id: str, environ: Mapping[str
     """The fan-in of a split run: integrate what the teammate jobs pushed, publish, report."""
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
-    loaded = load_config(find_config(root, config_path))
+    loaded = _map(repo, config_path)
     progress = Progress(sys.stderr, wants_live(sys.stderr, environ))
     with progress:
         state = orchestrate.merge_run(root, loaded, run_id, time.time, environ, progress.event,
