@@ -219,8 +219,8 @@ def import_codeowners(text: str, team: str, source: str = "CODEOWNERS") -> str:
     ]
     if len(teammates) > MAX_TEAM:
         out.append(
-            f"# warning: {len(teammates)} teammates, and rally-gh runs at most {MAX_TEAM}: keep the ones "
-            "one run needs (what the others owned becomes unowned, so read-only)."
+            f"# note: {len(teammates)} teammates. The map checks ownership for all of them; a run takes at most "
+            f"{MAX_TEAM}: pick them with a `rally` block in the issue or `rally-gh run --tasks FILE`."
         )
     out += [
         "version: 1",

@@ -38,10 +38,11 @@ def assess(config: Config, selected: Collection[str] | None = None) -> list[Prob
             "that work in parallel; run a single agent directly instead",
             teammates=tuple(names),
         ))
-    if len(config.teammates) > MAX_TEAM_SIZE:
+    # Only who runs counts: a map may hold a whole organisation's ownership.
+    if len(names) > MAX_TEAM_SIZE:
         problems.append(Problem(
             "error", "team-size",
-            f"{len(config.teammates)} teammates: teams of 10 or more are refused (coordination costs more than "
+            f"{len(names)} teammates would run: teams of 10 or more are refused (coordination costs more than "
             "parallelism gains); split the work into several runs",
         ))
     if config.max_parallel >= LARGE_PARALLEL and not config.allow_large_team:

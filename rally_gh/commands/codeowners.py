@@ -21,15 +21,15 @@ def import_(cwd: Path, file: Path, team: str | None, output: Path | None, stdout
     team_name = team or repository_root(cwd).name or "team"
     yaml_text = import_codeowners(text, team_name, str(file))
     n = yaml_text.count("\n  - name: ")
-    if n <= MAX_TEAM:
-        # The map we write must load; a failure here is our bug, not the user's file.
-        load_config_text(yaml_text, str(output or "rally.yml"))
+    # The map we write must load; a failure here is our bug, not the user's file.
+    load_config_text(yaml_text, str(output or "rally.yml"))
     if output is None:
         stdout.write(yaml_text)
         return 0
     under(cwd, output).write_text(yaml_text, encoding="utf-8")
     if n > MAX_TEAM:
-        next_step = f"keep at most {MAX_TEAM} teammates (rally-gh refuses larger teams), then"
+        next_step = (f"a run takes at most {MAX_TEAM} teammates: pick them with a `rally` block in the issue "
+                     "or `--tasks FILE`; replace their placeholder agents, then")
     else:
         next_step = "replace the placeholder agents, then"
     stdout.write(f"wrote {output}: {n} teammate{'s' * (n != 1)} from {file}; "
