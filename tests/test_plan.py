@@ -154,3 +154,13 @@ def test_an_issue_block_cannot_grant_anything(block: str, message: str) -> None:
     config = team(mate("api", "src/api/**"), mate("web", "src/web/**"))
     with pytest.raises(ConfigError, match=message):
         plan.issue_tasks(f"```rally\n{block}\n```", config)
+
+
+def test_team_size_counts_who_runs_not_the_whole_map() -> None:
+    from rally_gh.config import load_config_text
+    from rally_gh.plan import assess
+
+    mates = "".join(f"  - name: t{i}\n    exclusive_write: [/d{i}/]\n" for i in range(12))
+    config = load_config_text(f"version: 1\nteam: big\nteammates:\n{mates}").config
+    assert any(p.code == "team-size" for p in assess(config))
+    assert not any(p.code == "team-size" for p in assess(config, {"t0", "t1", "t2"}))
