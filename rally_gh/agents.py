@@ -153,7 +153,11 @@ def _codex(spec: AgentSpec, prompt: str, home: Path) -> AgentCommand:
         argv += ["-m", spec.model]
     # ``--`` so that options in ``args`` stay options and the prompt stays the prompt.
     argv = [*argv, *spec.args, "--", prompt]
-    env = (("CODEX_HOME", str(home / ".codex")),)
+    # Codex 0.169 refuses to start ("CODEX_HOME points to ..., but that path does not
+    # exist") unless the folder is already there; the teammate's home starts empty.
+    codex_home = home / ".codex"
+    codex_home.mkdir(parents=True, exist_ok=True)
+    env = (("CODEX_HOME", str(codex_home)),)
     return AgentCommand("codex", tuple(argv), env=env, passthrough=PRESET_PASSTHROUGH["codex"])
 
 
@@ -166,8 +170,13 @@ def _aider(spec: AgentSpec, prompt: str, home: Path) -> AgentCommand:
     if spec.model:
         argv += ["--model", spec.model]
     argv = [*argv, *spec.args, "--message", prompt]
-    # Without it litellm fetches its price list from the internet at start.
-    env = (("LITELLM_LOCAL_MODEL_COST_MAP", "True"),)
+    env = (
+        # Without it litellm fetches its price list from the internet at start.
+        ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),
+        # Off a terminal aider wraps its output at 80 columns, cutting error lines (and
+        # long paths) in two; the parser reads one line at a time.
+        ("COLUMNS", "4096"),
+    )
     return AgentCommand("aider", tuple(argv), env=env, passthrough=PRESET_PASSTHROUGH["aider"])
 
 
@@ -320,6 +329,8 @@ _AIDER_ERRORS = re.compile(
     r"litellm\.\w+Error|AuthenticationError|not able to authenticate|APIConnectionError|InternalServerError"
     r"|ServiceUnavailableError|RateLimitError|BadRequestError|NotFoundError|APIError|Unable to connect")
 
+_AIDER_OUTSIDE = re.compile(r"'(?P<path>[^']+)' is outside repository")
+
 
 def _parse_aider(exit_code: int | None, stdout: str, stderr: str, model: str | None) -> AgentOutput:
     lines = (stdout + "\n" + stderr).splitlines()
@@ -335,6 +346,12 @@ def _parse_aider(exit_code: int | None, stdout: str, stderr: str, model: str | N
     errors = [line for line in lines[last_call + 1:] if _AIDER_ERRORS.search(line)]
     if errors:
         return AgentOutput(False, "failed", f"aider failed: {errors[0].strip()}", cost, tokens)
+    # Asked to write outside the repository, aider creates the file (empty), then git
+    # refuses to stage it and the edit stops, with exit 0: nothing in the worktree shows it.
+    outside = [match["path"] for line in lines if (match := _AIDER_OUTSIDE.search(line)) is not None]
+    if outside:
+        return AgentOutput(False, "failed", f"aider tried to write outside its worktree: {outside[0]}",
+                           cost, tokens)
     if exit_code != 0:
         return AgentOutput(False, "failed", "aider " + _exit_message(exit_code, stderr, stdout), cost, tokens)
     edits = [line for line in lines if line.startswith("Applied edit to ")]

@@ -190,6 +190,18 @@ def report(run_id: str, fmt: str) -> None:
     _exit(lambda: cmd.run(Path.cwd(), run_id, fmt, sys.stdout))
 
 
+@cli.command()
+@CONFIG_OPTION
+@click.option("--apply", "apply", type=int, default=None, metavar="N",
+              help="Write suggestion N into rally.yml (comments and layout kept).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def history(config_path: Path | None, apply: int | None, fmt: str) -> None:
+    """The trend of past runs (refs/rally/history) and the changes to the map it suggests."""
+    from rally_gh.commands import history as cmd
+
+    _exit(lambda: cmd.run(Path.cwd(), config_path, apply, fmt, sys.stdout))
+
+
 @cli.group()
 def codeowners() -> None:
     """Convert between CODEOWNERS and rally.yml."""

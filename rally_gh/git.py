@@ -151,9 +151,9 @@ def tracked_paths(repo: Repository, rev: str = "HEAD") -> list[str]:
 
 def _walk(repo: Repository, tree: Tree, prefix: str, out: list[str]) -> None:
     for entry in tree:
-        name = prefix + entry.name
+        name = prefix + (entry.name or "")
         if entry.filemode == MODE_TREE:
-            _walk(repo, repo[entry.id], name + "/", out)
+            _walk(repo, repo[entry.id].peel(Tree), name + "/", out)
         else:
             out.append(name)
 
@@ -167,8 +167,8 @@ def tree_entry_names(repo: Repository, tree: Tree, directory: str) -> list[str]:
             return []
         if entry.filemode != MODE_TREE:
             return []
-        tree = repo[entry.id]
-    return [e.name for e in tree]
+        tree = repo[entry.id].peel(Tree)
+    return [e.name or "" for e in tree]
 
 
 # --- Changes: what a commit or the index writes ---------------------------
@@ -226,7 +226,7 @@ def _changes_of(diff: pygit2.Diff) -> list[Change]:
 
 def _tree_or_empty(repo: Repository, commit: Commit | None) -> Tree:
     if commit is None:
-        return repo[repo.TreeBuilder().write()]
+        return repo[repo.TreeBuilder().write()].peel(Tree)
     return commit.tree
 
 
@@ -1051,3 +1051,83 @@ def remote_ref_shas(cwd: Path | str, remote: str, refs: Sequence[str], *,
                        cwd=cwd, env=_credential_env(credentials), stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=False)
     return found
+
+
+# --- Run history (refs/rally/history) ---
+#
+# rally_gh/history.py keeps one small file per run in the tree of a commit chain
+# under one ref. Everything here writes to the object database only (never the
+# work tree or the index); the ref moves with update_ref_if, a compare-and-swap,
+# so that two runs finishing at once both land.
+
+
+@dataclass(frozen=True)
+class RefTarget:
+    """What a ref points at, unpeeled: a history written by someone else may point anywhere."""
+
+    sha: Sha
+    kind: str  # commit | tree | blob | tag | missing
+
+
+def ref_target(repo: Repository, ref_name: str) -> RefTarget | None:
+    """The object ``ref_name`` points at and its kind, or None when the ref does not exist."""
+    ref = repo.references.get(ref_name)
+    if ref is None:
+        return None
+    try:
+        target = ref.resolve().target
+    except (pygit2.GitError, KeyError):
+        return RefTarget(Sha(_ZERO_SHA), "missing")  # a symbolic ref to nothing
+    if not isinstance(target, Oid):
+        return RefTarget(Sha(_ZERO_SHA), "missing")
+    try:
+        kind: str = repo[target].type_str
+    except (KeyError, ValueError):
+        kind = "missing"
+    return RefTarget(Sha(str(target)), kind)
+
+
+def blobs_under(repo: Repository, commit_sha: str, directory: str) -> Iterator[tuple[str, bytes]]:
+    """Every file under ``directory`` at a commit, with its path, in tree order.
+    Entries that are not blobs (links, gitlinks) are skipped."""
+    tree = commit_of(repo, commit_sha).tree
+    try:
+        entry = tree[directory]
+    except KeyError:
+        return
+    if entry.filemode != MODE_TREE:
+        return
+    stack: list[tuple[str, Tree]] = [(directory + "/", repo[entry.id].peel(Tree))]
+    while stack:
+        prefix, here = stack.pop()
+        for item in here:
+            if item.filemode == MODE_TREE:
+                stack.append((f"{prefix}{item.name}/", repo[item.id].peel(Tree)))
+            elif item.filemode in (MODE_BLOB, MODE_EXEC):
+                yield f"{prefix}{item.name}", bytes(repo[item.id].read_raw())
+
+
+def commit_with_files(repo: Repository, parent: str | None, files: dict[str, bytes], message: str,
+                      who: Identity = RALLY_COMMITTER) -> Sha:
+    """A commit on top of ``parent`` (None: a first commit) whose tree is the
+    parent's with ``files`` written, each created or replaced. Only the
+    directories above those files are rewritten. No ref moves."""
+    base = commit_of(repo, parent).tree if parent is not None else None
+    tree_id = _tree_with_files(repo, base, {tuple(path.split("/")): data for path, data in files.items()})
+    sig = signature(who)
+    return Sha(str(repo.create_commit(None, sig, sig, message, tree_id, [oid(parent)] if parent else [])))
+
+
+def _tree_with_files(repo: Repository, tree: Tree | None, files: dict[tuple[str, ...], bytes]) -> Oid:
+    builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
+    below: dict[str, dict[tuple[str, ...], bytes]] = {}
+    for parts, data in files.items():
+        if len(parts) == 1:
+            builder.insert(parts[0], repo.create_blob(data), MODE_BLOB)
+        else:
+            below.setdefault(parts[0], {})[parts[1:]] = data
+    for name, nested in below.items():
+        existing = tree[name] if tree is not None and name in tree else None
+        subtree = repo[existing.id].peel(Tree) if existing is not None and existing.filemode == MODE_TREE else None
+        builder.insert(name, _tree_with_files(repo, subtree, nested), MODE_TREE)
+    return builder.write()

@@ -111,7 +111,7 @@ def test_aider_command_keeps_its_histories_out_of_the_repository(tmp_path: Path,
     assert argv[argv.index("--input-history-file") + 1].startswith(str(tmp_path / "home"))
     assert argv[argv.index("--model") + 1] == "openai/local"
     assert argv[-4:] == ["--openai-api-base", "http://h/v1", "--message", "Do the task.\n"]
-    assert cmd.env_dict() == {"LITELLM_LOCAL_MODEL_COST_MAP": "True"} and cmd.stdin == "devnull"
+    assert cmd.env_dict() == {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "COLUMNS": "4096"} and cmd.stdin == "devnull"
 
 
 def test_preset_prompt_argument_drops_nul_and_guards_a_leading_dash(tmp_path: Path, fakes_on_path: str) -> None:
