@@ -1,0 +1,225 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rally_gh import plan
+from rally_gh.config import Config, load_config_text
+from rally_gh.errors import UsageError
+from rally_gh.handoff import handoff_tasks, nexus_handoff, step_complete, tasks_from_handoff
+from rally_gh.report import report_json, step_complete_block
+from rally_gh.state import Conflict, ConvergenceGroup, RunState, TeammateRecord, VerifyResult, Violation
+from rally_gh.tasks import TasksRefused, apply_tasks
+
+MAP = """\
+version: 1
+team: shop
+teammates:
+  - name: schema
+    exclusive_write: [/db/]
+  - name: api
+    exclusive_write: [src/api/**, tests/api/, "!src/api/generated/**"]
+  - name: web
+    exclusive_write: [src/web/**]
+    blocked_by: [api]
+  - name: docs
+    exclusive_write: [/docs/]
+"""
+
+GOOD = """\
+tasks:
+  - id: orders-schema
+    description: Add the orders table and its migration
+    files: [db/migrations/*.sql, db/schema.sql]
+  - id: orders-endpoint
+    description: Implement GET and POST /orders
+    files: [src/api/orders.py, tests/api/test_orders.py]
+    depends_on: [orders-schema]
+  - id: orders-page
+    description: Add the orders page
+    files: [src/web/orders.tsx]
+    depends_on: [orders-endpoint]
+  - id: api-readme
+    description: Describe /orders in the API readme
+    files: [src/api/README.md]
+    depends_on: [orders-endpoint]
+"""
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    return load_config_text(MAP).config
+
+
+def refused(text: str, config: Config, source: str = "plan.yml") -> str:
+    with pytest.raises(TasksRefused) as info:
+        handoff_tasks(text, config, source)
+    return str(info.value)
+
+
+def test_each_task_goes_to_the_teammate_owning_its_files(config: Config) -> None:
+    tasks = handoff_tasks(GOOD, config, "plan.yml")
+    assert tasks.names == ("schema", "api", "web")  # the map's order; docs has no task and does not run
+    api = next(t for t in tasks.teammates if t.name == "api")
+    assert api.task == (
+        "Tasks from the handoff plan.yml, in this order:\n\n"
+        "1. [orders-endpoint] Implement GET and POST /orders\n"
+        "   Files: src/api/orders.py, tests/api/test_orders.py\n"
+        "   Builds on: orders-schema (schema), already in your worktree\n"
+        "2. [api-readme] Describe /orders in the API readme\n"
+        "   Files: src/api/README.md\n"
+    )
+    # done_when: the literal files only (a wildcard names no file that must exist).
+    assert api.done_when == ("src/api/orders.py", "tests/api/test_orders.py", "src/api/README.md")
+    assert next(t for t in tasks.teammates if t.name == "schema").done_when == ("db/schema.sql",)
+    # depends_on across teammates becomes blocked_by; one the map lacks is a note, the map's own is silent.
+    assert api.blocked_by == ("schema",)
+    assert [(n.code, n.teammates) for n in tasks.notes] == [("handoff-dependency", ("api", "schema"))]
+    applied = apply_tasks(config, tasks)
+    assert plan.waves(applied) == [["schema"], ["api"], ["web"]]
+
+
+def test_a_task_touching_two_teammates_files_is_hidden_coupling(config: Config) -> None:
+    message = refused("tasks:\n  - id: t1\n    description: x\n    files: [src/api/a.py, src/web/a.tsx]\n", config)
+    assert message.startswith("plan.yml:2:5: tasks[0]: task 't1' touches the files of api and web (api owns "
+                              "src/api/a.py; web owns src/web/a.tsx): hidden coupling")
+    assert "split it into one task per teammate" in message
+    # A wildcard that reaches into two teammates' patterns is coupling too.
+    assert "touches the files of api and web" in refused(
+        "tasks:\n  - {id: t1, description: x, files: ['src/**/*.ts']}\n", config)
+
+
+def test_files_owned_by_nobody_or_hostile_are_refused(config: Config) -> None:
+    message = refused("tasks:\n  - id: t1\n    description: x\n    files: [README.md, 'ops/**', src/api/generated/x.py,"
+                      " ../etc/passwd, '!src/api/x']\n", config)
+    lines = message.splitlines()
+    assert lines[0].startswith("plan.yml:4:13: tasks[0].files[0]: task 't1': 'README.md' is owned by no teammate")
+    assert "'ops/**' is owned by no teammate" in lines[1]
+    assert "'src/api/generated/x.py' is owned by no teammate" in lines[2]  # api's '!' takes it back
+    assert "pattern escapes the repository" in lines[3]
+    assert "a '!' pattern means nothing here" in lines[4]
+    # Control files are never reached by a wildcard.
+    assert "is owned by no teammate" in refused(
+        "- {id: t1, description: x, files: [.github/workflows/ci.yml]}\n", config)
+
+
+def test_unknown_dependencies_cycles_and_bad_shapes_are_refused(config: Config) -> None:
+    message = refused("""\
+tasks:
+  - id: a
+    description: x
+    files: [docs/a.md]
+    depends_on: [b, orders-shema]
+  - id: b
+    description: y
+    files: [docs/b.md]
+    depends_on: [b]
+  - {id: c, description: '', files: docs/c.md, owner: web}
+  - {id: a, description: z, files: [docs/d.md]}
+  - just text
+""", config)
+    assert "tasks[0].depends_on[1]: unknown task 'orders-shema'; tasks are: a, b" in message
+    assert "tasks[1].depends_on[0]: task 'b' depends on itself" in message
+    assert "tasks[2].description: expected what to do, as text" in message
+    assert "tasks[2].files: expected a list of the paths or patterns the task changes" in message
+    assert "tasks[2].owner: unknown key 'owner'; a task has id, description, files, depends_on" in message
+    assert "tasks[3].id: duplicate task id 'a' (also tasks[0])" in message
+    assert "tasks[4]: a task is a mapping" in message
+    cycle = refused("- {id: a, description: x, files: [docs/a.md], depends_on: [b]}\n"
+                    "- {id: b, description: y, files: [docs/b.md], depends_on: [a]}\n", config)
+    assert "dependency cycle: a -> b -> a" in cycle or "dependency cycle: b -> a -> b" in cycle
+
+
+def test_a_dependency_against_the_maps_blocked_by_is_refused(config: Config) -> None:
+    # web waits for api in rally.yml; a handoff making api wait for web would deadlock.
+    message = refused(json.dumps([
+        {"id": 1, "description": "endpoint", "files": ["src/api/x.py"], "depends_on": [2]},
+        {"id": 2, "description": "page", "files": ["src/web/x.tsx"]},
+    ]), config, "plan.json")
+    assert message.startswith("plan.json: task '1' (api) depends on '2' (web), but in rally.yml web waits for api")
+
+
+def test_json_handoffs_and_their_errors(tmp_path: Path, config: Config) -> None:
+    path = tmp_path / "handoff.json"
+    path.write_text(json.dumps({"tasks": [{"id": "d", "description": "Docs", "files": ["docs/x.md"]},
+                                          {"id": "w", "description": "Page", "files": ["src/web/x.tsx"]}]}))
+    assert tasks_from_handoff(path, config).names == ("web", "docs")
+    path.write_text('{"tasks": [1,}')
+    with pytest.raises(TasksRefused, match=r"handoff.json:1:14: not valid JSON"):
+        tasks_from_handoff(path, config)
+    path.write_text('{"tasks": [], "tasks": []}')
+    with pytest.raises(TasksRefused, match="duplicate key 'tasks'"):
+        tasks_from_handoff(path, config)
+    with pytest.raises(UsageError, match="cannot read it"):
+        tasks_from_handoff(tmp_path / "nope.yml", config)
+
+
+# --- Out ------------------------------------------------------------------------
+
+T0 = 1_000_000.0
+
+
+def rec(name: str, outcome: str, **extra: object) -> TeammateRecord:
+    fields: dict[str, object] = {"name": name, "branch": f"rally/r1/{name}", "outcome": outcome, "attempts": 1,
+                                 "duration_s": 10.0, "started_at": T0, "finished_at": T0 + 10,
+                                 "head_sha": "f" * 40, "files_changed": ("a", "b")}
+    fields.update(extra)
+    return TeammateRecord.model_validate(fields)
+
+
+def state(*teammates: TeammateRecord, **extra: object) -> RunState:
+    fields: dict[str, object] = {
+        "run_id": "r1", "team": "shop", "base_ref": "main", "base_sha": "b" * 40, "config_digest": "d",
+        "started_at": T0, "finished_at": T0 + 12, "status": "finished", "max_parallel": 4,
+        "teammates": teammates, "phases": {"run": 10.0}, "integration_branch": "rally/r1/_integration",
+        "integration_sha": "c" * 40, "integrated": tuple(t.name for t in teammates if t.integrated),
+    }
+    fields.update(extra)
+    return RunState.model_validate(fields)
+
+
+STATES = {
+    "done": state(rec("api", "done", integrated=True), rec("web", "done", integrated=True),
+                  verification=(VerifyResult(command="pytest -q", passed=True, exit_code=0),)),
+    "partial": state(rec("api", "done", integrated=True), rec("web", "conflicted", reason="src/x.ts"),
+                     conflicts=(Conflict(teammate="web", paths=("src/x.ts",)),),
+                     verification=(VerifyResult(command="pytest -q", passed=False, exit_code=1),)),
+    "blocked": state(rec("api", "failed", reason="npm ci failed"), rec("web", "failed", reason="npm ci failed"),
+                     integration_sha=None,
+                     convergence=(ConvergenceGroup(signature="npm ci failed", teammates=("api", "web")),)),
+    "violated": state(rec("api", "violated", violations=(Violation(teammate="api", path="src/web/x.ts", owner="web",
+                                                                   kind="added", commit="e" * 40),)),
+                      rec("web", "done", integrated=True)),
+}
+
+
+@pytest.mark.parametrize("name", list(STATES))
+def test_step_complete_from_the_report_json_is_the_reports_own_block(name: str) -> None:
+    run = STATES[name]
+    assert step_complete(report_json(run)) == step_complete_block(run)
+    # And it survives a trip through the JSON file written next to run.json.
+    assert step_complete(json.loads(json.dumps(report_json(run)))) == step_complete_block(run)
+
+
+def test_the_nexus_handoff_tells_the_next_agent_what_happened() -> None:
+    text = nexus_handoff(report_json(STATES["partial"]))
+    lines = text.splitlines()
+    assert lines[:5] == ["```", "NEXUS_HANDOFF", "Step: rally-gh run r1 (team shop)", "Agent: rally-gh",
+                         "Status: PARTIAL"]
+    assert lines[5].startswith("Summary: 1/2 tasks done; integrated: api; team efficiency ")
+    assert "- web: conflicted (src/x.ts)" in lines
+    assert "- conflict: web on src/x.ts (skipped)" in lines
+    assert "- verification failed: pytest -q" in lines
+    assert "- integration branch rally/r1/_integration @ cccccccccc" in lines
+    assert "- api: rally/r1/api @ ffffffffff (2 files changed)" in lines
+    assert any(line.startswith("Suggested next: reviewer") for line in lines)
+    assert lines[-2].startswith("Next action: review `rally/r1/_integration`")
+    blocked = nexus_handoff(report_json(STATES["blocked"]))
+    assert "Status: BLOCKED" in blocked and "- shared blocker of api, web: npm ci failed" in blocked
+    assert "Suggested next: a person" in blocked
+    done = nexus_handoff(report_json(STATES["done"]))
+    assert "Findings: none" in done and "Risks: none" in done
+    violated = nexus_handoff(report_json(STATES["violated"]))
+    assert "- violation: api wrote src/web/x.ts (added, owner web)" in violated
