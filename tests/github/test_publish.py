@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from rally_gh import publish
 from rally_gh.errors import RallyError
 from rally_gh.github.endpoint import BODY_LIMIT, IssueNumber, run_marker
-from rally_gh.github.events import parse_event
+from rally_gh.github.events import Trigger, parse_event
 from rally_gh.github.fake import FakeGitHubServer
 from rally_gh.github.real import RealGitHub
 from rally_gh.state import RunState, TeammateRecord, Violation
@@ -67,9 +68,13 @@ def run_state(pushed: Pushed, *, outcomes: dict[str, str] | None = None,
                     integration_sha=pushed.integration if integrated else None, integrated=integrated)
 
 
-def labeled(issue: int, sender: str = "alice") -> object:
+def _sender(login: str) -> dict[str, str]:
+    return {"login": login, "type": "User"}
+
+
+def labeled(issue: int, sender: str = "alice") -> Trigger:
     return parse_event("issues", {"action": "labeled", "label": {"name": "rally:parallel"},
-                                  "issue": {"number": issue}, "sender": {"login": sender, "type": "User"}})
+                                  "issue": {"number": issue}, "sender": _sender(sender)})
 
 
 def actions_env(tmp_path: Path) -> dict[str, str]:
@@ -201,8 +206,8 @@ def test_untrusted_text_is_data_and_loses_its_power(
     body = fake_github.issues[pull.number]["body"]
     assert body == ("Fix\u2060es #7, clos\u2060es owner/other#3, see @\u2060octocat; mail ada@example.com;"
                     " fixture #2\n")
-    assert publish.pull_title(state, issue.__class__(**{**issue.__dict__, "title": "x" * 300})).endswith("… (#1)")
-    assert len(publish.pull_title(state, issue.__class__(**{**issue.__dict__, "title": "x" * 300}))) == 256
+    long_title = publish.pull_title(state, dataclasses.replace(issue, title="x" * 300))
+    assert long_title.endswith("… (#1)") and len(long_title) == 256
 
 
 def violation(teammate: str, path: str, owner: str | None = "web", commit: str = "c" * 40) -> Violation:
@@ -257,7 +262,7 @@ def test_a_refused_sender_gets_one_comment_and_nothing_else(
     issue = fake_github.create_issue("Add orders", user="mallory")
     trigger = labeled(issue, sender="mallory")
     for _ in range(2):  # the job is re-run: still one comment
-        decision = publish.admit(gh, trigger, run_id="issue-1-5")  # type: ignore[arg-type]
+        decision = publish.admit(gh, trigger, run_id="issue-1-5")
         assert not decision.allowed
     assert len(fake_github.comments) == 1
     body = next(iter(fake_github.comments.values()))["body"]
@@ -268,7 +273,7 @@ def test_a_refused_sender_gets_one_comment_and_nothing_else(
 def test_an_allowed_sender_gets_no_refusal(fake_github: FakeGitHubServer, gh: RealGitHub) -> None:
     fake_github.set_permission("alice", "write")
     issue = fake_github.create_issue("Add orders", user="alice")
-    assert publish.admit(gh, labeled(issue)).allowed  # type: ignore[arg-type]
+    assert publish.admit(gh, labeled(issue)).allowed
     assert not fake_github.comments
 
 
@@ -346,3 +351,20 @@ def test_progress_waits_for_the_state_file_without_giving_up(
     saved.append(run_state(pushed))
     sink("", "phase", "plan")  # the same instant, but nothing was posted yet
     assert len(fake_github.comments) == 1
+
+
+def test_a_refused_dispatch_without_an_issue_has_nowhere_to_comment(
+        fake_github: FakeGitHubServer, gh: RealGitHub) -> None:
+    fake_github.set_permission("mallory", "triage")
+    trigger = parse_event("workflow_dispatch", {"inputs": {}, "sender": _sender("mallory")})
+    decision = publish.admit(gh, trigger)
+    assert not decision.allowed and "triage" in decision.reason
+    assert not fake_github.comments
+
+
+def test_refusals_without_a_run_id_share_one_comment(fake_github: FakeGitHubServer, gh: RealGitHub) -> None:
+    issue = IssueNumber(fake_github.create_issue("Add orders"))
+    publish.refuse(gh, issue, "the rally block names `nobody`, who is not a teammate")
+    publish.refuse(gh, issue, "the rally block names `ghost`, who is not a teammate")
+    (comment,) = fake_github.comments.values()
+    assert comment["body"].startswith(publish.REFUSAL_MARKER) and "`ghost`" in comment["body"]
