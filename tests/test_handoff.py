@@ -223,3 +223,11 @@ def test_the_nexus_handoff_tells_the_next_agent_what_happened() -> None:
     assert "Findings: none" in done and "Risks: none" in done
     violated = nexus_handoff(report_json(STATES["violated"]))
     assert "- violation: api wrote src/web/x.ts (added, owner web)" in violated
+
+
+def test_the_handoff_in_the_docs_is_placed_as_the_docs_say(config: Config) -> None:
+    docs = (Path(__file__).parents[1] / "docs" / "plans.md").read_text()
+    example = "tasks:" + docs.split("```yaml\ntasks:", 1)[1].split("\n```", 1)[0]
+    tasks = handoff_tasks(example, config, "handoff.yml")
+    assert [(t.name, t.blocked_by) for t in tasks.teammates] == [("schema", ()), ("api", ("schema",)),
+                                                                 ("web", ("api",))]

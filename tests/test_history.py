@@ -373,3 +373,20 @@ def test_the_history_command_on_an_empty_history(repo_path: Path) -> None:
     out = io.StringIO()
     assert history_cmd.run(repo_path, None, None, "text", out) == 0
     assert out.getvalue() == "No runs recorded yet in refs/rally/history: every finished run adds one.\n"
+
+
+def test_the_command_line_exit_codes(repo_path: Path) -> None:
+    import subprocess
+
+    from rally_gh.testing import RALLY_CLI, git_env
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*RALLY_CLI, "history", *args], cwd=repo_path, env=git_env(), text=True,
+                              capture_output=True, check=False)
+
+    assert cli("--format", "json").returncode == 0
+    run_git(repo_path, "update-ref", HISTORY_REF, run_git(repo_path, "rev-parse", "HEAD").strip())
+    refused = cli()
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "rally-gh neither reads nor overwrites it" in refused.stderr
+    assert cli("--apply", "x").returncode == 2

@@ -256,3 +256,16 @@ def test_fuzzed_bodies_never_raise_anything_but_config_errors(config: Config, bo
         tasks_from_issue(body, config)
     except ConfigError:
         pass
+
+
+def test_the_issue_in_the_docs_is_read_as_the_docs_say() -> None:
+    docs = (Path(__file__).parents[1] / "docs" / "plans.md").read_text()
+    issue = docs.split("````markdown\n", 1)[1].split("\n````", 1)[0]
+    team = load_config_text(MAP.replace("  - name: docs\n", "  - name: infra\n    exclusive_write: [ops/]\n"
+                                                              "  - name: docs\n")).config
+    tasks = tasks_from_issue(issue, team)
+    assert tasks is not None and tasks.names == ("api", "web", "docs")
+    applied = apply_tasks(team.model_copy(update={"teammates": tuple(
+        t.model_copy(update={"blocked_by": ()}) for t in team.teammates)}), tasks)
+    assert [t.name for t in applied.teammates] == ["api", "web", "docs"]  # schema and infra sit it out
+    assert applied.teammate("web").done_when == ("src/web/pages/orders.tsx",)
