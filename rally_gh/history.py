@@ -37,6 +37,7 @@ from rally_gh import git
 from rally_gh.config import MAX_PARALLEL_PLAIN, Config, KeyPath, format_key_path, load_config_text
 from rally_gh.errors import ConfigError, GitError, RallyError
 from rally_gh.plan import waves as plan_waves
+from rally_gh.state import check_ref_component
 
 HISTORY_REF = "refs/rally/history"
 history_refspec = HISTORY_REF  # what the orchestrator fetches and pushes: `git push origin refs/rally/history`
@@ -108,7 +109,7 @@ def record_of_run(report: Mapping[str, Any], config: Config, recorded_at: float)
         return config.timeout_of(config.teammate(name)) if name in known else config.defaults.timeout
 
     return Record(
-        run_id=str(report["run_id"]),
+        run_id=check_ref_component(str(report["run_id"]), "run id"),  # it names a file of the history tree
         team=str(report.get("team") or config.team),
         recorded_at=recorded_at,
         status=str(report.get("status", "failed")),
@@ -230,6 +231,8 @@ def append_records(repo: git.Repository, records: Sequence[Record], *,
     Compare-and-swap on the ref: when another process appended meanwhile, the
     commit is rebuilt on its tip and tried again, after a short random pause so
     that racing writers spread out."""
+    if not records:
+        raise ValueError("append_records needs at least one record")
     files = {record_path(r): _record_bytes(r) for r in records}
     files[MARKER_FILE] = (json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION}) + "\n").encode()
     title = (f"rally-gh history: {records[0].run_id} ({records[0].status}, score {records[0].tes})"
@@ -341,7 +344,9 @@ def _parallelism(runs: Sequence[Record], config: Config) -> list[Suggestion]:
 def _budgets(runs: Sequence[Record], config: Config) -> list[Suggestion]:
     out: list[Suggestion] = []
     budget = config.budget
-    spent = [r for r in runs if any("budget" in t.reason and t.outcome == "skipped" for t in r.teammates)]
+    # The runner's reasons: "budget: $25.00 spent of $25.00", "budget: 91.0 of 90 minutes spent".
+    spent = [r for r in runs if _skipped_for(r, "budget: $")]
+    out_of_time = [r for r in runs if _skipped_for(r, "minutes spent")]
     costliest = max(r.cost_usd for r in runs)
     longest = max(r.wall_s for r in runs)
     if budget.max_cost_usd is not None and spent:
@@ -366,7 +371,15 @@ def _budgets(runs: Sequence[Record], config: Config) -> list[Suggestion]:
             f"runs have no cost budget and cost up to ${costliest:.2f}: set max_cost_usd to {proposed:g} "
             "so that a runaway agent cannot spend without limit",
             tuple(f"{r.run_id}: ${r.cost_usd:.2f}" for r in runs)))
-    if budget.max_minutes is not None and longest > 0 and longest < budget.max_minutes * 60 * 0.3:
+    if budget.max_minutes is not None and out_of_time:
+        proposed_minutes = max(10, math.ceil(max(longest / 60, budget.max_minutes) * 1.5 / 5) * 5)
+        out.append(Suggestion(
+            ("budget", "max_minutes"), proposed_minutes, f"{budget.max_minutes:g}",
+            f"time ran out before every teammate could start in {len(out_of_time)} of the last {len(runs)} runs: "
+            f"raise max_minutes to {proposed_minutes}, or run fewer teammates",
+            tuple(f"{r.run_id}: {sum(t.outcome == 'skipped' for t in r.teammates)} skipped, wall "
+                  f"{format_duration(r.wall_s)}" for r in out_of_time)))
+    elif budget.max_minutes is not None and longest > 0 and longest < budget.max_minutes * 60 * 0.3:
         proposed_minutes = max(10, math.ceil(longest * 2 / 60 / 5) * 5)
         out.append(Suggestion(
             ("budget", "max_minutes"), proposed_minutes, f"{budget.max_minutes:g}",
@@ -383,6 +396,10 @@ def _put(mapping: Any, key: str, value: Any) -> Any:
     else:
         mapping[key] = value
     return mapping[key]
+
+
+def _skipped_for(record: Record, reason: str) -> bool:
+    return any(t.outcome == "skipped" and reason in t.reason for t in record.teammates)
 
 
 def format_duration(seconds: float) -> str:

@@ -25,7 +25,6 @@ from rally_gh.history import (
     history_refspec,
     load_history,
     read_history,
-    record_of_run,
     record_path,
     record_run,
     suggestions,
@@ -296,11 +295,16 @@ def test_budgets_follow_what_runs_cost(config: Config) -> None:
     found = {s.setting: s for s in suggestions(cheap, config)}
     assert found["budget.max_cost_usd"].value == 4.0  # twice the costliest run, well under $25
     assert found["budget.max_minutes"].value == 30
-    starved = runs(*((mate("api"), mate("docs", "skipped", 0, attempts=0, reason="budget spent")),) * 3,
-                   cost_usd=25.0)
+    starved = runs(*((mate("api"), mate("docs", "skipped", 0, attempts=0, reason="budget: $25.00 spent of $25.00")),)
+                   * 3, cost_usd=25.0)
     found = {s.setting: s for s in suggestions(starved, config)}
     assert found["budget.max_cost_usd"].value == 40.0
     assert found["budget.max_cost_usd"].why.startswith("the budget stopped teammates from starting in 3 of the last 3")
+    late = runs(*((mate("api"), mate("docs", "skipped", 0, attempts=0, reason="budget: 91.0 of 90 minutes spent")),)
+                * 3, wall_s=5460.0)
+    found = {s.setting: s for s in suggestions(late, config)}
+    assert found["budget.max_minutes"].value == 140  # half as much again, in fives
+    assert found["budget.max_minutes"].evidence[0] == "r1: 1 skipped, wall 1h31m"
 
 
 # --- rally.yml edits and the command ---------------------------------------------------
