@@ -54,6 +54,8 @@ from rally_gh.ownership import Ownership
 BLOCK_TAG = "rally"
 BLOCK_KEYS = ("task", "done_when")
 DOCS = "docs/plans.md"
+ISSUE_HINT = ("edit the rally block of the issue (one teammate a line, `name: task`, or `name:` with `task:` and "
+              f"`done_when:`), then add the label again; see {DOCS}")
 
 # The issue may choose who runs and what they do; everything else is the map's.
 _MAP_ONLY = frozenset(Config.model_fields) | frozenset(Teammate.model_fields) - {"task", "done_when"}
@@ -149,7 +151,7 @@ def _block_after(lines: list[str], opened: int, indent: int, fence: str) -> Bloc
     raise TasksRefused(
         [Problem("error", "syntax", f"the {BLOCK_TAG} block opened here is never closed; end it with a line "
                                     f"holding only {fence}", Location("", opened, indent + 1))],
-        hint=f"end the block with a line holding only {fence}",
+        hint=ISSUE_HINT,  # the caller says what to edit
     )
 
 
@@ -162,18 +164,17 @@ def tasks_from_issue(body: str, config: Config, source: str = "issue body") -> R
     try:
         block = find_block(body)
     except TasksRefused as err:
-        raise _relabel(err, source, _issue_hint()) from None
+        raise _relabel(err, source, ISSUE_HINT) from None
     if block is None:
         return None
-    return _read_block(block, config, source, _issue_hint())
+    return _read_block(block, config, source, ISSUE_HINT)
 
 
 def tasks_from_file(path: Path, config: Config) -> RunTasks:
     """This run's tasks from a file (``--tasks FILE``): the ``rally`` block of an
     issue body saved as a file, or, when it has none, the whole file as the block."""
     try:
-        raw = path.read_bytes()[:MAX_CONFIG_BYTES + 1]
-        text = raw.decode("utf-8-sig")
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as err:
         raise UsageError(f"--tasks {path}: cannot read it: {err.strerror or err}") from None
     except UnicodeDecodeError:
@@ -186,11 +187,6 @@ def tasks_from_file(path: Path, config: Config) -> RunTasks:
     if block is None:
         block = Block(text, 1, ())
     return _read_block(block, config, str(path), hint)
-
-
-def _issue_hint() -> str:
-    return ("edit the rally block of the issue (one teammate a line, `name: task`, or `name:` with `task:` and "
-            f"`done_when:`), then add the label again; see {DOCS}")
 
 
 def _relabel(err: TasksRefused, source: str, hint: str) -> TasksRefused:

@@ -4,10 +4,12 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rally_gh import plan
 from rally_gh.config import Config, load_config_text
-from rally_gh.errors import UsageError
+from rally_gh.errors import RallyError, UsageError
 from rally_gh.handoff import handoff_tasks, nexus_handoff, step_complete, tasks_from_handoff
 from rally_gh.report import report_json, step_complete_block
 from rally_gh.state import Conflict, ConvergenceGroup, RunState, TeammateRecord, VerifyResult, Violation
@@ -231,3 +233,15 @@ def test_the_handoff_in_the_docs_is_placed_as_the_docs_say(config: Config) -> No
     tasks = handoff_tasks(example, config, "handoff.yml")
     assert [(t.name, t.blocked_by) for t in tasks.teammates] == [("schema", ()), ("api", ("schema",)),
                                                                  ("web", ("api",))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(list("tasks id description files depends_on: -[]{}*/!'\"#,\n 01.\\")
+                                + ["src/api/", "src/web/", "docs/", "db/", "\u2028", "\n  - "]), max_size=80)
+       .map("".join))
+def test_fuzzed_handoffs_give_tasks_or_a_project_error(config: Config, text: str) -> None:
+    try:
+        tasks = handoff_tasks(text, config, "fuzz.yml")
+    except RallyError:
+        return
+    assert tasks.teammates and all(t.task for t in tasks.teammates)
