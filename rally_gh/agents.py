@@ -49,8 +49,11 @@ PRESET_PASSTHROUGH: dict[str, tuple[str, ...]] = {
 }
 
 # Claude Code denies every tool not listed (exit 0, file not written): this is
-# the set a coding teammate needs. ``args`` can add to it.
-CLAUDE_ALLOWED_TOOLS = "Read,Write,Edit,MultiEdit,Glob,Grep,LS,Bash,TodoWrite"
+# the set a coding teammate needs. ``args`` can add to it. A bare ``Write`` lets
+# its file tools write any absolute path, a sibling worktree included, silently;
+# ``Edit(./**)`` allows Write, Edit and MultiEdit under the working directory
+# only, and a write elsewhere becomes a denial the parser reports.
+CLAUDE_ALLOWED_TOOLS = "Read,Edit(./**),Glob,Grep,LS,Bash,TodoWrite"
 
 # Codex prints no cost: its tokens are priced here. USD per million tokens
 # (input, cached input, output), OpenAI list prices as of 2025-11. A model not

@@ -84,7 +84,7 @@ def test_a_missing_preset_binary_names_the_preset_and_the_install(tmp_path: Path
 def test_claude_command(tmp_path: Path, fakes_on_path: str) -> None:
     cmd = build(AgentSpec(preset="claude", model="claude-sonnet-4-5", args=("--max-turns", "30")), tmp_path)
     assert cmd.argv == ("claude", "-p", "Do the task.\n", "--output-format", "json", "--allowedTools",
-                        "Read,Write,Edit,MultiEdit,Glob,Grep,LS,Bash,TodoWrite", "--model", "claude-sonnet-4-5",
+                        "Read,Edit(./**),Glob,Grep,LS,Bash,TodoWrite", "--model", "claude-sonnet-4-5",
                         "--max-turns", "30")
     assert cmd.stdin == "devnull" and not cmd.shell
     assert cmd.env_dict() == {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "CLAUDE_CODE_MAX_RETRIES": "0",

@@ -170,11 +170,11 @@ def test_a_write_outside_the_worktree_is_visible(tmp_path: Path, cli: str) -> No
         assert story.attempt["status"] == "failed"
         assert story.attempt["message"] == f"aider tried to write outside its worktree: {outside}"
     else:
-        # Claude Code's Write tool, allowed by the preset, takes any absolute path: the file
-        # lands beside the worktree and the result says nothing. Only a check of what is
-        # around the worktrees (or a scoped --allowedTools) can see it.
-        assert outside.read_text() == "not yours\n"
-        assert story.attempt["status"] == "ok"
+        # A bare Write would take any absolute path, silently (exit 0, no denial); the preset's
+        # Edit(./**) turns it into a denial, which fails the attempt with the path.
+        assert not outside.exists() and story.run["exit_code"] == 0
+        assert story.attempt["status"] == "failed"
+        assert story.attempt["message"].startswith(f"Claude Code was denied permission: Write {outside} ")
 
 
 @pytest.mark.parametrize("cli", cli_params("claude", "codex", "aider"))
