@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from rally_gh import agents, enforce, git, integrate, plan, runner
-from rally_gh.config import Config, LoadedConfig, Problem, Teammate
-from rally_gh.errors import RallyError
+from rally_gh.config import MAX_TEAM as MAX_PARALLEL_LIMIT, Config, LoadedConfig, Problem, Teammate
+from rally_gh.errors import RallyError, UsageError
 from rally_gh.state import (
     Clock,
     Conflict,
@@ -57,8 +57,12 @@ def _noop(name: str, state: str, detail: str) -> None:
 
 def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | None, clock: Clock,
         environ: Mapping[str, str], on_event: EventSink | None = None, dry_run: bool = False,
-        resume: bool = False) -> RunState:
+        resume: bool = False, *, remote: str | None = None, only: Collection[str] | None = None,
+        max_parallel: int | None = None) -> RunState:
     """Run the team once (or resume run ``run_id``); the final state, also saved in run.json.
+
+    ``remote``: push every branch there too (a run in CI). ``only``: run just these
+    teammates (a dispatch's ``teammates`` input). ``max_parallel``: override the map's.
 
     Raises RallyError when the plan is refused or the run cannot start; the
     outcome of each teammate is data in the returned state, never an exception.
@@ -77,6 +81,16 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
     selected = None if tasks is None else frozenset(tasks)
     if tasks is not None:
         loaded = replace(loaded, config=plan.with_issue_tasks(loaded.config, tasks))
+    if only:
+        unknown = sorted(set(only) - {t.name for t in loaded.config.teammates})
+        if unknown:
+            raise UsageError(f"teammates {', '.join(unknown)}: not in {loaded.source.file}",
+                             hint="teammates are: " + ", ".join(t.name for t in loaded.config.teammates))
+        selected = frozenset(only) if selected is None else selected & frozenset(only)
+    if max_parallel is not None:
+        if not 1 <= max_parallel <= MAX_PARALLEL_LIMIT:
+            raise UsageError(f"max-parallel {max_parallel}: must be 1 to {MAX_PARALLEL_LIMIT}")
+        loaded = replace(loaded, config=loaded.config.model_copy(update={"max_parallel": max_parallel}))
     config = loaded.config
     problems = _assess(loaded, selected)
     if resume:
@@ -103,7 +117,7 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
     save_state(common, state)
 
     ledger = _Ledger(common, state)
-    orchestra = _Orchestra(repo_path, loaded, ledger, issue_text, clock, environ, emit)
+    orchestra = _Orchestra(repo_path, loaded, ledger, issue_text, clock, environ, emit, remote)
     cancel = runner.CancelToken()
     try:
         with _signals_cancel(cancel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TextIO
 
@@ -16,7 +16,10 @@ from rally_gh.config import LoadedConfig
 from rally_gh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from rally_gh.progress import Progress, wants_live
 from rally_gh.report import report_json, report_markdown, run_status
-from rally_gh.state import RunState, new_run_id, runs_dir
+from rally_gh import publish
+from rally_gh.github.endpoint import GitHubEndpoint, IssueNumber
+from rally_gh.github.events import Trigger
+from rally_gh.state import RunState, load_state, new_run_id, runs_dir
 
 
 def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | None, event_path: Path | None,
@@ -28,15 +31,49 @@ def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | No
     root = git.workdir(repo)
     loaded = _map(repo, config_path)
     issue, issue_text = _issue(issue, event_path, tasks_path)
-    ci_run = environ.get("GITHUB_RUN_ID")
-    if ci_run and environ.get("GITHUB_RUN_ATTEMPT"):
-        ci_run = f"{ci_run}-{environ['GITHUB_RUN_ATTEMPT']}"
-    the_run = resume or run_id or new_run_id(issue, ci_run, time.time)
+    # One run per workflow run, however often its jobs are re-run (SPEC 5: one
+    # pull request per run), so the attempt number is not part of the id.
+    the_run = resume or run_id or new_run_id(issue, environ.get("GITHUB_RUN_ID"), time.time)
+    github = _github(environ, event_path)
+    only: tuple[str, ...] = ()
+    max_parallel = None
+    if github is not None:
+        endpoint, trigger = github
+        if not trigger.starts_run:
+            stdout.write(f"rally-gh: nothing to run: {trigger.reason or trigger.kind}\n")
+            return EXIT_OK
+        allow = environ.get("RALLY_BOT_ALLOWLIST", "").replace(",", " ").split()
+        decision = publish.admit(endpoint, trigger, allow, run_id=the_run)
+        if not decision.allowed:
+            stdout.write(f"rally-gh: refused: {decision.reason}\n")
+            return EXIT_FAILED
+        issue = trigger.issue if trigger.issue is not None else issue
+        if issue is not None and issue_text is None and tasks_path is None:
+            found = endpoint.issue(IssueNumber(issue))  # a dispatch names the issue but does not carry its text
+            issue_text = f"{found.title}\n\n{found.body}".strip() or None
+        if trigger.inputs is not None:
+            only, max_parallel = trigger.inputs.teammates, trigger.inputs.max_parallel
+            dry_run = dry_run or trigger.inputs.dry_run
     stream = progress_stream if progress_stream is not None else sys.stderr
     progress = Progress(stream, wants_live(stream, environ), common_dir=git.common_dir(repo), run_id=the_run)
+    events: list[Callable[[str, str, str], None]] = [progress.event]
+    if github is not None and issue is not None:
+        publish.announce(github[0], IssueNumber(issue), the_run)
+        common = git.common_dir(repo)
+        events.append(publish.ProgressComment(github[0], IssueNumber(issue), the_run,
+                                              lambda: load_state(common, the_run), time.time))
+
+    def on_event(name: str, state: str, detail: str) -> None:
+        for sink in events:
+            sink(name, state, detail)
+
     with progress:
-        state = orchestrate.run(root, loaded, the_run, issue_text, time.time, environ, progress.event,
-                                dry_run=dry_run, resume=resume is not None)
+        state = orchestrate.run(root, loaded, the_run, issue_text, time.time, environ, on_event,
+                                dry_run=dry_run, resume=resume is not None,
+                                remote=environ.get("RALLY_REMOTE", "origin") if github is not None else None,
+                                only=only or None, max_parallel=max_parallel)
+    if github is not None:
+        return finish(repo, state, environ, stdout, github=github)
     if dry_run:
         # Nothing ran: what would run is the plan, not a report of outcomes.
         config, selected = plan_cmd.for_this_run(loaded.config, issue_text)
@@ -47,25 +84,41 @@ def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | No
     return finish(repo, state, environ, stdout)
 
 
-def finish(repo: git.Repository, state: RunState, environ: Mapping[str, str], stdout: TextIO) -> int:
-    """Write the report next to run.json and to standard output (and the job summary in CI)."""
+def finish(repo: git.Repository, state: RunState, environ: Mapping[str, str], stdout: TextIO,
+           github: tuple[GitHubEndpoint, Trigger] | None = None) -> int:
+    """Write the report next to run.json and to standard output; with GitHub, publish
+    it (checks, pull request, comment, labels); in CI, the job summary and outputs."""
     markdown = report_markdown(state)
     data = report_json(state)
     folder = runs_dir(git.common_dir(repo)) / state.run_id
     (folder / "report.md").write_text(markdown, encoding="utf-8")
     (folder / "report.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     stdout.write(markdown)
-    if environ.get("GITHUB_STEP_SUMMARY"):
-        with open(environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as fh:
-            fh.write(markdown)
-    if environ.get("GITHUB_OUTPUT"):
-        with open(environ["GITHUB_OUTPUT"], "a", encoding="utf-8") as fh:
-            fh.write(f"run-id={state.run_id}\nstatus={data['status']}\nreport-json={folder / 'report.json'}\n")
+    if github is not None:
+        publish.publish_run(github[0], state, github[1], environ)
+    else:
+        publish.write_step_summary(environ, markdown)
+        publish.write_outputs(environ, publish.run_outputs(state, None))
     if state.status == "interrupted":
         return EXIT_INTERRUPTED
     if run_status(state) == "done":
         return EXIT_OK
     return EXIT_FAILED
+
+
+def _github(environ: Mapping[str, str], event_path: Path | None) -> tuple[GitHubEndpoint, Trigger] | None:
+    """The GitHub side of a run in Actions: None without a token (a local run: no API calls)."""
+    if not (environ.get("GITHUB_TOKEN") or environ.get("GH_TOKEN")):
+        return None
+    path = event_path or (Path(environ["GITHUB_EVENT_PATH"]) if environ.get("GITHUB_EVENT_PATH") else None)
+    name = environ.get("GITHUB_EVENT_NAME")
+    if path is None or not name:
+        raise UsageError("a GitHub token is set but there is no event (GITHUB_EVENT_NAME and --event or "
+                         "GITHUB_EVENT_PATH)", hint="unset GITHUB_TOKEN for a local run, or run inside GitHub Actions")
+    from rally_gh.github.events import load_event
+    from rally_gh.github.real import RealGitHub
+
+    return RealGitHub.from_environment(environ), load_event(name, path)
 
 
 def _map(repo: git.Repository, config_path: Path | None) -> LoadedConfig:
@@ -120,4 +173,5 @@ def merge(cwd: Path, config_path: Path | None, run_id: str, environ: Mapping[str
     with progress:
         state = orchestrate.merge_run(root, loaded, run_id, time.time, environ, progress.event,
                                       remote=environ.get("RALLY_REMOTE", "origin"))
-    return finish(repo, state, environ, stdout)
+    # The plan job admitted the run; the merge job publishes it like a single-job run.
+    return finish(repo, state, environ, stdout, github=_github(environ, None))
