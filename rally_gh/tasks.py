@@ -364,12 +364,18 @@ def _node_kind(node: Node) -> str:
 
 
 def apply_tasks(config: Config, tasks: RunTasks) -> Config:
-    """The map for this run: only the teammates ``tasks`` names, in the map's
-    order, with their task (and ``done_when``) replaced and a handoff's waits added.
+    """The map for this run: the teammates ``tasks`` names get its task (and
+    ``done_when``) in place of the map's, and a handoff's waits added to their
+    ``blocked_by``. Who runs is ``tasks.names``: pass it on as the selection
+    (``plan.assess``, ``plan.waves``, the orchestrator's ``selected``).
 
-    A teammate whose blocker does not run is refused rather than started from
-    the base commit: its task was written for a tree that holds the blocker's
-    work, and running it without would look like success and build on nothing.
+    Every teammate stays in the map, running or not: ownership is the whole
+    map's, so a path another teammate also claims stays writable by neither,
+    and a violation still names its real owner.
+
+    A named teammate whose blocker does not run is refused rather than started
+    from the base commit: its task was written for a tree that holds the
+    blocker's work, and running it without would build on nothing.
     """
     wanted = {t.name: t for t in tasks.teammates}
     names = [t.name for t in config.teammates]
@@ -378,10 +384,11 @@ def apply_tasks(config: Config, tasks: RunTasks) -> Config:
         if name not in names:
             problems.append(Problem("error", "tasks", f"{tasks.source}: {_not_a_teammate(name, names)}",
                                     teammates=(name,)))
-    kept: list[Teammate] = []
+    teammates: list[Teammate] = []
     for teammate in config.teammates:
         chosen = wanted.get(teammate.name)
         if chosen is None:
+            teammates.append(teammate)
             continue
         blocked_by = tuple(dict.fromkeys([*teammate.blocked_by, *chosen.blocked_by]))
         for blocker in blocked_by:
@@ -393,12 +400,12 @@ def apply_tasks(config: Config, tasks: RunTasks) -> Config:
                     f"{teammate.name} would start without {blocker}'s work; add {blocker} to the tasks so that it "
                     f"runs first, or leave {teammate.name} out",
                     teammates=(teammate.name, blocker)))
-        kept.append(teammate.model_copy(update={
+        teammates.append(teammate.model_copy(update={
             "task": teammate.task if chosen.task is None else chosen.task,
             "done_when": teammate.done_when if chosen.done_when is None else chosen.done_when,
             "blocked_by": blocked_by,
         }))
-    cycle = dependency_cycle({t.name: t.blocked_by for t in kept})
+    cycle = dependency_cycle({t.name: t.blocked_by for t in teammates})
     if cycle:
         problems.append(Problem(
             "error", "cycle",
@@ -406,7 +413,7 @@ def apply_tasks(config: Config, tasks: RunTasks) -> Config:
             f"with {tasks.source}); remove one of these dependencies", teammates=tuple(cycle[:-1])))
     if problems:
         raise TasksRefused(problems, hint=f"change {tasks.source} (see {DOCS})")
-    return config.model_copy(update={"teammates": tuple(kept)})
+    return config.model_copy(update={"teammates": tuple(teammates)})
 
 
 def dependency_cycle(waits: Mapping[str, Sequence[str]]) -> list[str]:

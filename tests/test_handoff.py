@@ -80,7 +80,7 @@ def test_each_task_goes_to_the_teammate_owning_its_files(config: Config) -> None
     assert api.blocked_by == ("schema",)
     assert [(n.code, n.teammates) for n in tasks.notes] == [("handoff-dependency", ("api", "schema"))]
     applied = apply_tasks(config, tasks)
-    assert plan.waves(applied) == [["schema"], ["api"], ["web"]]
+    assert plan.waves(applied, tasks.names) == [["schema"], ["api"], ["web"]]
 
 
 def test_a_task_touching_two_teammates_files_is_hidden_coupling(config: Config) -> None:

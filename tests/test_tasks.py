@@ -68,12 +68,14 @@ def test_a_block_gives_tasks_and_chooses_who_runs(config: Config) -> None:
         TeammateTask("docs", "Document /orders.\nWith examples.\n", ("docs/orders.md",)),
     ))
     applied = apply_tasks(config, tasks)
-    assert [t.name for t in applied.teammates] == ["web", "docs"]
     assert applied.teammate("web").task == "Add the orders page"
     assert applied.teammate("docs").done_when == ("docs/orders.md",)
-    # Ownership and agents are the map's, untouched.
-    assert applied.teammate("web").exclusive_write == config.teammate("web").exclusive_write
-    assert plan.waves(applied) == [["web", "docs"]]
+    assert applied.teammate("api").task == "Map task of api."  # not named: not running, untouched
+    # Ownership is the whole map's, running or not, and agents are the map's.
+    assert [(t.name, t.exclusive_write, t.agent) for t in applied.teammates] == [
+        (t.name, t.exclusive_write, t.agent) for t in config.teammates]
+    assert plan.waves(applied, tasks.names) == [["web", "docs"]]
+    assert not [p for p in plan.assess(applied, tasks.names) if p.severity == "error"]
 
 
 def test_no_block_means_no_tasks_and_only_the_first_block_counts(config: Config) -> None:
@@ -175,8 +177,7 @@ def test_a_blocker_that_does_not_run_is_refused_unless_named_too(config: Config)
     both = tasks_from_issue("```rally\napi: Build /orders\nschema: {}\n```", config)
     assert both is not None
     applied = apply_tasks(config, both)
-    assert [t.name for t in applied.teammates] == ["schema", "api"]  # the map's order
-    assert plan.waves(applied) == [["schema"], ["api"]]
+    assert plan.waves(applied, both.names) == [["schema"], ["api"]]
 
 
 def test_added_waits_that_close_a_cycle_with_the_map_are_refused(config: Config) -> None:
@@ -267,5 +268,5 @@ def test_the_issue_in_the_docs_is_read_as_the_docs_say() -> None:
     assert tasks is not None and tasks.names == ("api", "web", "docs")
     applied = apply_tasks(team.model_copy(update={"teammates": tuple(
         t.model_copy(update={"blocked_by": ()}) for t in team.teammates)}), tasks)
-    assert [t.name for t in applied.teammates] == ["api", "web", "docs"]  # schema and infra sit it out
+    assert plan.waves(applied, tasks.names) == [["api", "web", "docs"]]  # schema and infra sit it out
     assert applied.teammate("web").done_when == ("src/web/pages/orders.tsx",)
