@@ -21,8 +21,9 @@ model call, in order::
 A turn may carry ``"usage": [input_tokens, output_tokens]``. Once the
 scenario is spent, every call gets ``{"answer": "Done."}``. Every request is
 recorded (``requests``), with the usage served for it, for the test to assert.
-Calls a CLI makes on the side (Claude Code's quota probe, a title) are told
-apart from the task's own and answered with short text without using a turn.
+A Messages call without tools is a side call of Claude Code's (a title, a
+quota check: none is made with its nonessential traffic off): it gets short
+text and uses no turn.
 """
 
 from __future__ import annotations
@@ -105,9 +106,6 @@ class ModelStub:
     def record(self, entry: Recorded) -> None:
         with self._lock:
             self.requests.append(entry)
-
-    def turns_played(self) -> list[Recorded]:
-        return [r for r in self.requests if r.turn is not None]
 
     def usage_served(self) -> tuple[int, int]:
         """Input and output tokens over every answer, side calls included (CLIs count those too)."""

@@ -22,6 +22,7 @@ import os
 import socket
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def drive(job: dict[str, Any]) -> dict[str, Any]:
         }
 
 
-def _filler(url: str) -> Any:
+def _filler(url: str) -> Callable[[str], str]:
     return lambda value: value.replace("{url}", url)
 
 

@@ -26,9 +26,17 @@ say() { printf 'real agents: %s\n' "$*"; }
 installed() { [[ -f "$CACHE/$1.installed" && "$(cat "$CACHE/$1.installed")" == "$2" && -x "$BIN/$1" ]]; }
 stamp() { printf '%s' "$2" > "$CACHE/$1.installed"; }
 
+# One quick look at the registry before an install: unreachable, npm and pip
+# would each retry for a minute or more before giving up.
+npm_has() { timeout 60 npm view --fetch-retries=0 "$1@$2" version >/dev/null 2>&1; }
+pip_has() { timeout 60 "$1" -m pip index versions --retries 0 --timeout 20 "$2" 2>/dev/null | grep -qw -- "$3"; }
+
 install_npm() {  # NAME VERSION PACKAGE
     local name=$1 version=$2 package=$3 dir="$CACHE/$1"
     if installed "$name" "$version"; then say "$name $version already installed"; return; fi
+    if ! npm_has "$package" "$version"; then
+        say "the npm registry does not answer for $package@$version: $name tests will skip"; return
+    fi
     say "installing $package@$version into $dir"
     rm -rf "$dir" "$CACHE/$name.installed"
     mkdir -p "$dir"
@@ -49,7 +57,6 @@ install_npm() {  # NAME VERSION PACKAGE
 install_aider() {
     local dir="$CACHE/aider"
     if installed aider "$AIDER_VERSION"; then say "aider $AIDER_VERSION already installed"; return; fi
-    say "installing aider-chat==$AIDER_VERSION into $dir"
     rm -rf "$dir" "$CACHE/aider.installed"
     # aider 0.86 supports Python 3.10 to 3.12.
     local python=""
@@ -60,6 +67,10 @@ install_aider() {
         fi
     done
     if [[ -z "$python" ]]; then say "no Python 3.10 to 3.12 for aider; its tests will skip"; return; fi
+    if ! pip_has "$python" aider-chat "$AIDER_VERSION"; then
+        say "the package index does not answer for aider-chat==$AIDER_VERSION: aider tests will skip"; return
+    fi
+    say "installing aider-chat==$AIDER_VERSION into $dir"
     if "$python" -m venv "$dir" >"$CACHE/aider.log" 2>&1 \
         && timeout 1200 "$dir/bin/python" -m pip install -q --disable-pip-version-check \
             "aider-chat==$AIDER_VERSION" >>"$CACHE/aider.log" 2>&1 \

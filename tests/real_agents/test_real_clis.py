@@ -116,6 +116,12 @@ def assert_offline(story: Story) -> None:
     assert not unknown, f"the CLI called paths the stub does not serve: {unknown}"
 
 
+def assert_key_sent(story: Story, cli: str) -> None:
+    """The key reached the CLI through the preset's passthrough or the map's env, and it used it."""
+    header, value = {"claude": ("x-api-key", "sk-ant-stub")}.get(cli, ("authorization", "Bearer sk-stub"))
+    assert {call["headers"].get(header) for call in story.model_calls()} == {value}
+
+
 # --- the stories -------------------------------------------------------------
 
 
@@ -126,6 +132,7 @@ def test_the_cli_writes_its_file_in_the_worktree_and_reports_its_cost(tmp_path: 
     assert (story.worktree / "src" / "hello.txt").read_text() == "Hello from the model\n"
     assert "src/hello.txt" in story.changes()
     assert_offline(story)
+    assert_key_sent(story, cli)
     assert story.attempt["cost_usd"] == pytest.approx(expected_cost(cli, story), abs=1e-4)
     assert story.attempt["tokens"] == expected_tokens(cli, story)
 
