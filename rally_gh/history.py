@@ -260,6 +260,46 @@ def record_run(repo: git.Repository, report: Mapping[str, Any], config: Config,
     return record
 
 
+# --- Sharing the history through a remote ------------------------------------------
+#
+# CI runners start from fresh clones, so a run appends to the remote's history:
+# fetch it, append, push it as a fast-forward. Two runs racing: the loser
+# fetches again and appends its record on top (a run's record replaces its own).
+
+
+def fetch_history(repo: git.Repository, remote: str) -> git.Sha | None:
+    """Make the local history at least the remote's; the remote's tip (None: it has none)."""
+    theirs = git.remote_ref_shas(git.workdir(repo), remote, [HISTORY_REF])[HISTORY_REF]
+    if theirs is None:
+        return None
+    ours = _tip(repo)
+    if ours is None or (ours != theirs and git.is_ancestor(repo, ours, theirs)):
+        git.update_ref_if(repo, HISTORY_REF, theirs, ours)
+    return theirs
+
+
+def share_record(repo: git.Repository, record: Record, remote: str, attempts: int = 3) -> None:
+    """Append ``record`` to the remote's history (fast-forward pushes only)."""
+    for _ in range(attempts):
+        theirs = fetch_history(repo, remote)
+        ours = _tip(repo)
+        if ours is None or (theirs is not None and not git.is_ancestor(repo, theirs, ours)):
+            # Diverged (or nothing here): start again from the remote's history.
+            if theirs is not None:
+                git.update_ref_if(repo, HISTORY_REF, theirs, ours)
+            append_record(repo, record)
+        elif git.read_blob(repo, ours, record_path(record)) is None:
+            append_record(repo, record)
+        tip = _tip(repo)
+        assert tip is not None
+        (pushed,) = git.push_refs(git.workdir(repo), remote,
+                                  [git.RefPush(HISTORY_REF, tip, expected_old=theirs, lease=True)])
+        if pushed.ok:
+            return
+    raise HistoryError(f"{HISTORY_REF}: the push to {remote} was refused {attempts} times (other runs raced us)",
+                       hint="the record is kept in the local history; it is shared with the next run")
+
+
 # --- Suggestions ---------------------------------------------------------------------
 
 

@@ -21,9 +21,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from rally_gh import agents, enforce, git, integrate, plan, runner
 from rally_gh.config import MAX_TEAM as MAX_PARALLEL_LIMIT, Config, LoadedConfig, Problem, Teammate
 from rally_gh.errors import RallyError, UsageError
+from rally_gh.tasks import RunTasks, apply_tasks
 from rally_gh.state import (
     Clock,
     Conflict,
@@ -58,11 +61,12 @@ def _noop(name: str, state: str, detail: str) -> None:
 def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | None, clock: Clock,
         environ: Mapping[str, str], on_event: EventSink | None = None, dry_run: bool = False,
         resume: bool = False, *, remote: str | None = None, only: Collection[str] | None = None,
-        max_parallel: int | None = None) -> RunState:
+        max_parallel: int | None = None, tasks: RunTasks | None = None) -> RunState:
     """Run the team once (or resume run ``run_id``); the final state, also saved in run.json.
 
     ``remote``: push every branch there too (a run in CI). ``only``: run just these
     teammates (a dispatch's ``teammates`` input). ``max_parallel``: override the map's.
+    ``tasks``: this run's tasks (the issue's ``rally`` block, a tasks or handoff file).
 
     Raises RallyError when the plan is refused or the run cannot start; the
     outcome of each teammate is data in the returned state, never an exception.
@@ -76,11 +80,10 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
 
     phase_started = clock()
     emit("", "phase", "assess")
-    # The issue's rally block chooses who runs and what they are asked; ownership stays the map's.
-    tasks = plan.issue_tasks(issue_text, loaded.config)
-    selected = None if tasks is None else frozenset(tasks)
+    # This run's tasks choose who runs and what they are asked; ownership stays the map's.
+    selected = None if tasks is None else frozenset(tasks.names)
     if tasks is not None:
-        loaded = replace(loaded, config=plan.with_issue_tasks(loaded.config, tasks))
+        loaded = replace(loaded, config=apply_tasks(loaded.config, tasks))
     if only:
         unknown = sorted(set(only) - {t.name for t in loaded.config.teammates})
         if unknown:
@@ -170,7 +173,7 @@ def run_teammate(repo_path: Path, loaded: LoadedConfig, run_id: str, name: str, 
     common = git.common_dir(repo)
     state = _split_state(repo, common, run_id, loaded, issue_text, clock)
     blockers = plan.blockers_closure(config, name)
-    for record in _fetch_records(repo_path, run_id, blockers, remote).values():
+    for record in _fetch_records(repo_path, run_id, config.branch_prefix, blockers, remote).values():
         state = state.with_teammate(record)
     ledger = _Ledger(common, state)
     not_done = [b for b in teammate.blocked_by if ledger.record(b).outcome != "done"]
@@ -203,7 +206,11 @@ def merge_run(repo_path: Path, loaded: LoadedConfig, run_id: str, clock: Clock, 
     repo = git.open_repo(repo_path)
     common = git.common_dir(repo)
     state = _split_state(repo, common, run_id, loaded, None, clock)
-    fetched = _fetch_records(repo_path, run_id, [t.name for t in config.teammates], remote)
+    # The lease is taken before the results are read: a merge job that publishes meanwhile (another
+    # merge of this run, started later) makes ours fail instead of being overwritten by older results.
+    integration_ref = f"refs/heads/{integration_branch(config.branch_prefix, run_id)}"
+    lease = git.remote_ref_shas(repo_path, remote, [integration_ref])[integration_ref]
+    fetched = _fetch_records(repo_path, run_id, config.branch_prefix, [t.name for t in config.teammates], remote)
     for t in config.teammates:
         record = fetched.get(t.name)
         if record is None:
@@ -211,7 +218,8 @@ def merge_run(repo_path: Path, loaded: LoadedConfig, run_id: str, clock: Clock, 
                 "outcome": "skipped", "reason": f"no result from its job (nothing at {result_ref(run_id, t.name)})"})
         state = state.with_teammate(record.model_copy(update={"integrated": False}))
     ledger = _Ledger(common, state)
-    orchestra = _Orchestra(repo_path, loaded, ledger, None, clock, environ, emit, remote)
+    orchestra = _Orchestra(repo_path, loaded, ledger, None, clock, environ, emit, remote, merge_lease=(lease,))
+    orchestra.check_again()
     orchestra.integrate_verify_publish()
     ledger.update_run(status="finished", finished_at=clock(), pid=None)
     return ledger.state
@@ -226,10 +234,17 @@ def _split_state(repo: git.Repository, common: Path, run_id: str, loaded: Loaded
     return state.model_copy(update={"status": "running", "pid": os.getpid()})
 
 
-def _fetch_records(repo_path: Path, run_id: str, names: Sequence[str], remote: str) -> dict[str, TeammateRecord]:
-    """The records (and branches, made local) that teammate jobs pushed for ``names``."""
-    refs = [result_ref(run_id, n) for n in names]
-    found = git.remote_ref_shas(repo_path, remote, refs)
+def _fetch_records(repo_path: Path, run_id: str, prefix: str, names: Sequence[str],
+                   remote: str) -> dict[str, TeammateRecord]:
+    """The records that teammate jobs pushed for ``names``, each with its branch made local.
+
+    Any job, or an agent holding a job's push credentials, can write these refs: a record is read only
+    from this run's result ref, its branch is this run's branch of that teammate whatever the record
+    says, and its head must be where that branch is on the remote (a teammate job pushes both at once).
+    """
+    branches = {n: teammate_branch(prefix, run_id, n) for n in names}
+    found = git.remote_ref_shas(repo_path, remote, [result_ref(run_id, n) for n in names]
+                                + [f"refs/heads/{b}" for b in branches.values()])  # fetches their commits
     repo = git.open_repo(repo_path)
     records: dict[str, TeammateRecord] = {}
     for name in names:
@@ -237,16 +252,20 @@ def _fetch_records(repo_path: Path, run_id: str, names: Sequence[str], remote: s
         data = git.read_blob(repo, sha, RESULT_FILE) if sha is not None else None
         if data is None:
             continue
-        record = TeammateRecord.model_validate_json(data)
-        head = record.head_sha
-        if head:
-            branch = f"refs/heads/{record.branch}"
-            git.remote_ref_shas(repo_path, remote, [branch])  # fetches its commits
-            if not git.object_exists(repo, head):
-                record = record.model_copy(update={"outcome": "skipped",
-                                                   "reason": f"its branch {record.branch} is missing on {remote}"})
-            elif git.ref_sha(repo, branch) != head:
-                git.update_ref_if(repo, branch, head, git.ref_sha(repo, branch))
+        branch = branches[name]
+        try:
+            record = TeammateRecord.model_validate_json(data).model_copy(update={"name": name, "branch": branch})
+        except ValidationError:
+            records[name] = TeammateRecord(name=name, branch=branch, outcome="skipped",
+                                           reason=f"its result at {result_ref(run_id, name)} cannot be read")
+            continue
+        head, tip = record.head_sha, found[f"refs/heads/{branch}"]
+        if head and (tip != head or not git.object_exists(repo, head)):
+            record = record.model_copy(update={
+                "outcome": "skipped", "reason": f"its branch {branch} on {remote} is not at the head its result "
+                                                f"names ({git.short(head)}): re-run its job"})
+        elif head and git.ref_sha(repo, f"refs/heads/{branch}") != head:
+            git.update_ref_if(repo, f"refs/heads/{branch}", head, git.ref_sha(repo, f"refs/heads/{branch}"))
         records[name] = record
     return records
 
@@ -417,6 +436,9 @@ class _Orchestra:
     environ: Mapping[str, str]
     emit: EventSink
     remote: str | None = None  # split runs publish to it; a local run publishes locally only
+    # Set by a split run's merge job only: the remote integration branch (None inside: absent) as it was
+    # before the results were read, the lease of its publish.
+    merge_lease: tuple[git.Sha | None] | None = None
     worktree_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -613,6 +635,23 @@ class _Orchestra:
 
     # --- Integrate, verify, publish -----------------------------------------
 
+    def check_again(self) -> None:
+        """A split run's records come from refs an agent could have forged: ownership, which decides
+        integration, is checked again here on exactly the commits integration would replay."""
+        repo = self._repo()
+        for record in self.ledger.state.teammates:
+            if not record.head_sha or not record.start_sha or not git.object_exists(repo, record.start_sha):
+                continue  # nothing to integrate, or integration refuses it and says why
+            violations = self._violations(repo, record.name, record.start_sha, record.head_sha)
+            changes: dict[str, Any] = {"violations": violations, "files_changed": tuple(
+                git.changed_files(repo, record.start_sha, record.head_sha))}
+            if violations and record.outcome != "violated":
+                changes.update(outcome="violated", reason=(
+                    f"its result said {record.outcome}; the merge job found {len(violations)} path(s) it does "
+                    "not own: " + ", ".join(sorted({v.path for v in violations})[:5])))
+                self.emit(record.name, "violated", changes["reason"])
+            self.ledger.update(record.name, **changes)
+
     def integrate_verify_publish(self) -> None:
         started = self.clock()
         self.emit("", "phase", "integrate")
@@ -654,9 +693,15 @@ class _Orchestra:
         self.emit("", "phase", "publish")
         branch = integration_branch(self.config.branch_prefix, self.run_id)
         if result.applied:
-            kept = [(r.branch, git.Sha(r.head_sha)) for r in self.ledger.state.teammates if r.head_sha]
+            split_merge = self.merge_lease is not None
+            # A split merge leaves teammate branches to their own jobs: a job re-run meanwhile has moved
+            # its branch on, and pushing the head fetched earlier would only be refused.
+            kept = [(r.branch, git.Sha(r.head_sha)) for r in self.ledger.state.teammates
+                    if r.head_sha and not split_merge]
             remote_old = None
-            if self.remote is not None:
+            if self.merge_lease is not None:
+                remote_old = self.merge_lease[0]
+            elif self.remote is not None:
                 remote_old = git.remote_ref_shas(self.repo_path, self.remote, [f"refs/heads/{branch}"])[
                     f"refs/heads/{branch}"]
             published = integrate.publish(repo, branch, result.tip, git.ref_sha(repo, f"refs/heads/{branch}"), kept,
@@ -665,6 +710,11 @@ class _Orchestra:
                 self.ledger.update_run(integration_branch=branch, integration_sha=result.tip)
             else:
                 self.ledger.update_run(problems=(*self.ledger.state.problems, *published.problems))
+                if split_merge:
+                    # Another merge job of this run published first: nothing of ours landed.
+                    for a in result.applied:
+                        self.ledger.update(a.teammate, integrated=False)
+                    self.ledger.update_run(integrated=())
         self.ledger.add_phase("publish", self.clock() - started)
 
     def _integrable(self, name: str) -> bool:

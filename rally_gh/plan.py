@@ -7,17 +7,10 @@ what each agent is told.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
-
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
 from rally_gh.config import Config, Problem, Teammate
-from rally_gh.errors import ConfigError
 from rally_gh.globs import compile_glob, literal_prefix
-from rally_gh.paths import hostile_reason
 
 MAX_TEAM_SIZE = 9  # 10 or more teammates are refused
 LARGE_PARALLEL = 9  # max_parallel 9 needs allow_large_team
@@ -178,72 +171,6 @@ def sparse_directories(patterns: Iterable[str]) -> list[str] | None:
         dirs.add(prefix)
     dirs.discard("")  # cone mode always has the root's files
     return sorted(dirs)
-
-
-# --- This run's tasks, from the issue ------------------------------------------
-
-
-@dataclass(frozen=True)
-class IssueTask:
-    task: str
-    done_when: tuple[str, ...] = ()
-
-
-_RALLY_BLOCK = re.compile(r"^(?P<fence>```|~~~)[ \t]*rally[ \t]*\n(?P<body>.*?)^(?P=fence)[ \t]*$",
-                          re.MULTILINE | re.DOTALL)
-
-
-def issue_tasks(issue_text: str | None, config: Config) -> dict[str, IssueTask] | None:
-    """The per-teammate tasks of the issue's fenced ``rally`` block (SPEC section 5),
-    or None when it has none. Only the teammates it names run.
-
-    The block is data from the issue: it may choose who runs and what they are
-    asked, never ownership, agents or budgets, so any other key is refused.
-    """
-    if not issue_text:
-        return None
-    found = _RALLY_BLOCK.search(issue_text.replace("\r\n", "\n"))
-    if found is None:
-        return None
-    where = "the issue's rally block"
-    try:
-        data = YAML(typ="safe", pure=True).load(found.group("body"))
-    except YAMLError as err:
-        raise ConfigError(f"{where} is not valid YAML: {str(err).splitlines()[0]}",
-                          hint="write one `teammate: task` a line") from None
-    if not isinstance(data, dict) or not data:
-        raise ConfigError(f"{where} must map teammate names to tasks, e.g. `api: Implement the /orders endpoint`")
-    known = {t.name for t in config.teammates}
-    tasks: dict[str, IssueTask] = {}
-    for name, value in data.items():
-        if name not in known:
-            raise ConfigError(f"{where} names {name!r}, which is not a teammate of the map",
-                              hint="teammates: " + ", ".join(sorted(known)))
-        if isinstance(value, str):
-            tasks[name] = IssueTask(value.strip())
-            continue
-        if not isinstance(value, dict) or not isinstance(value.get("task"), str) or set(value) - {"task", "done_when"}:
-            raise ConfigError(f"{where}: {name}: expected a task, or a mapping with `task:` and `done_when:` only",
-                              hint="ownership, agents and budgets come from the map, never from the issue")
-        done_when = value.get("done_when") or []
-        if not isinstance(done_when, list) or not all(isinstance(p, str) for p in done_when):
-            raise ConfigError(f"{where}: {name}.done_when must be a list of paths")
-        for path in done_when:
-            reason = hostile_reason(path)
-            if reason is not None:
-                raise ConfigError(f"{where}: {name}.done_when: {path!r}: {reason}")
-        tasks[name] = IssueTask(value["task"].strip(), tuple(done_when))
-    return tasks
-
-
-def with_issue_tasks(config: Config, tasks: dict[str, IssueTask]) -> Config:
-    """``config`` with the issue's tasks (and completion criteria) in place of the map's."""
-    teammates = tuple(
-        t.model_copy(update={"task": tasks[t.name].task,
-                             "done_when": tasks[t.name].done_when or t.done_when}) if t.name in tasks else t
-        for t in config.teammates
-    )
-    return config.model_copy(update={"teammates": teammates})
 
 
 # --- The prompt ------------------------------------------------------------

@@ -29,7 +29,6 @@ from rally_gh.github.endpoint import (
     Annotation,
     CheckConclusion,
     CheckPublication,
-    ChecksForbiddenError,
     CommentId,
     CommitSha,
     GitHubEndpoint,

@@ -394,3 +394,24 @@ def test_the_command_line_exit_codes(repo_path: Path) -> None:
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "rally-gh neither reads nor overwrites it" in refused.stderr
     assert cli("--apply", "x").returncode == 2
+
+
+def test_a_ci_run_shares_its_record_through_the_remote(tmp_path: Path) -> None:
+    """Runners start from fresh clones: the record goes to the remote's history,
+    and a second clone's record lands on top of the first (fast-forward only)."""
+    from rally_gh.history import fetch_history, share_record
+
+    origin = init_repo(tmp_path / "origin", {"rally.yml": MAP})
+    bare = tmp_path / "remote.git"
+    run_git(tmp_path, "clone", "-q", "--bare", str(origin), str(bare))
+    clones = []
+    for name in ("one", "two"):
+        run_git(tmp_path, "clone", "-q", str(bare), str(tmp_path / name))
+        clones.append(git.open_repo(tmp_path / name))
+    share_record(clones[0], record("r1", 1000.0, mate("api")), "origin")
+    share_record(clones[1], record("r2", 2000.0, mate("api")), "origin")  # raced: appends on top of r1
+    third = tmp_path / "three"
+    run_git(tmp_path, "clone", "-q", str(bare), str(third))
+    repo = git.open_repo(third)
+    fetch_history(repo, "origin")
+    assert sorted(r.run_id for r in load_history(repo)) == ["r1", "r2"]

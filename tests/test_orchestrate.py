@@ -9,12 +9,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from rally_gh.tasks import tasks_from_issue
 from rally_gh import git, orchestrate
 from rally_gh.config import load_config_text
 from rally_gh.errors import RallyError
@@ -394,7 +394,9 @@ def test_only_the_teammates_the_issue_names_run(tmp_path: Path) -> None:
     rally_yml = _map(scripts, ["api", "web", "idle"])
     repo = _repo(tmp_path, rally_yml)
     issue = "Orders\n\n```rally\napi: Build the orders endpoint\nidle: Nothing, really\n```\n"
-    state = orchestrate.run(repo, load_config_text(rally_yml, "rally.yml"), "r9", issue, time.time, dict(os.environ))
+    loaded = load_config_text(rally_yml, "rally.yml")
+    tasks = tasks_from_issue(issue, loaded.config)
+    state = orchestrate.run(repo, loaded, "r9", issue, time.time, dict(os.environ), tasks=tasks)
     assert [t.name for t in state.teammates] == ["api", "idle"]
     prompt = git.common_dir(git.open_repo(repo)) / "rally" / "runs" / "r9" / "teammates" / "api" / "prompt.md"
     assert "Build the orders endpoint" in prompt.read_text() and "Do the api work." not in prompt.read_text()

@@ -96,7 +96,11 @@ def test_plan_matrix_is_one_actions_matrix_per_wave_and_goes_to_github_output(re
     matrix = json.loads(out.getvalue())
     assert matrix == {"wave-1": {"include": [{"teammate": "api"}, {"teammate": "end"}]},
                       "wave-2": {"include": [{"teammate": "web"}]}}
-    assert f"matrix={json.dumps(matrix, separators=(',', ':'))}\n" in output_file.read_text()
+    written = output_file.read_text()
+    assert f"matrix={json.dumps(matrix, separators=(',', ':'))}\n" in written
+    # What docs/workflows/rally-matrix.yml reads: one output per wave, how many waves, the map's cap.
+    assert f"wave-2={json.dumps(matrix['wave-2'], separators=(',', ':'))}\n" in written
+    assert "waves=2\n" in written and "max-parallel=4\n" in written
 
 
 def test_plan_mermaid_draws_blocked_by_edges(repo: Path) -> None:
@@ -114,7 +118,7 @@ def test_plan_text_and_json_show_waves_prompts_and_refusals(repo: Path, tmp_path
     assert "wave 1: api, end" in text and "wave 2: web" in text and "--- prompt for web" in text
     out = io.StringIO()
     tasks = tmp_path / "tasks.md"
-    tasks.write_text("Ship it by Friday")
+    tasks.write_text("```rally\napi: Ship it by Friday\nend: {}\nweb: {}\n```\n")
     assert plan_cmd.run(repo, None, "json", None, tasks, None, {}, out) == 0
     data = json.loads(out.getvalue())
     assert data["waves"] == [["api", "end"], ["web"]] and not data["refused"]
@@ -126,34 +130,6 @@ def test_a_refused_plan_exits_1(tmp_path: Path) -> None:
     out = io.StringIO()
     assert plan_cmd.run(repo, None, "text", None, None, None, {}, out) == 1
     assert "refused: only 1 teammate(s)" in out.getvalue()
-
-
-def test_the_issue_rally_block_chooses_who_runs_and_what_they_are_asked() -> None:
-    config = team(mate("api", "src/api/**"), mate("web", "src/web/**"), mate("docs", "docs/**"))
-    text = ("Please build orders.\n\n```rally\napi: Implement the /orders endpoint\n"
-            "web:\n  task: Show orders\n  done_when: [src/web/orders.js]\n```\n")
-    tasks = plan.issue_tasks(text, config)
-    assert tasks == {"api": plan.IssueTask("Implement the /orders endpoint"),
-                     "web": plan.IssueTask("Show orders", ("src/web/orders.js",))}
-    changed = plan.with_issue_tasks(config, tasks)
-    assert changed.teammate("web").task == "Show orders" and changed.teammate("web").done_when == ("src/web/orders.js",)
-    assert changed.teammate("docs").task == config.teammate("docs").task
-    assert plan.issue_tasks("no block here", config) is None and plan.issue_tasks(None, config) is None
-
-
-@pytest.mark.parametrize("block, message", [
-    ("nobody: x", "not a teammate"),
-    ("api:\n  task: x\n  exclusive_write: ['**']", "mapping with `task:` and `done_when:` only"),
-    ("api:\n  task: x\n  done_when: [../../etc/passwd]", "'..' segment"),
-    ("- api", "must map teammate names"),
-    ("api: [unclosed", "not valid YAML"),
-])
-def test_an_issue_block_cannot_grant_anything(block: str, message: str) -> None:
-    from rally_gh.errors import ConfigError
-
-    config = team(mate("api", "src/api/**"), mate("web", "src/web/**"))
-    with pytest.raises(ConfigError, match=message):
-        plan.issue_tasks(f"```rally\n{block}\n```", config)
 
 
 def test_team_size_counts_who_runs_not_the_whole_map() -> None:

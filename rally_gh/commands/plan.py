@@ -10,23 +10,24 @@ from typing import TextIO
 from rally_gh import git, plan
 from rally_gh.config import Config, Problem, find_config, load_config
 from rally_gh.errors import EXIT_FAILED, EXIT_OK, GitError, UsageError
+from rally_gh.handoff import tasks_from_handoff
 from rally_gh.report import mermaid_flowchart
+from rally_gh.tasks import RunTasks, apply_tasks, tasks_from_file, tasks_from_issue
 
 PLAN_RUN_ID = "<run>"  # the prompt names the run; a plan has none yet
 
 
 def run(cwd: Path, config_path: Path | None, fmt: str, issue: int | None, tasks_path: Path | None,
         handoff_path: Path | None, environ: Mapping[str, str], stdout: TextIO) -> int:
-    if handoff_path is not None:
-        raise UsageError("--from-handoff is not supported by this version of rally-gh",
-                         hint="plan from the map (and --tasks FILE for this run's tasks)")
     try:
         root = git.workdir(git.open_repo(cwd))
     except GitError:
         root = cwd  # planning needs only the map
-    issue_text = _read_tasks(tasks_path)
-    config, selected = for_this_run(load_config(find_config(root, config_path)).config, issue_text)
-    problems = plan.assess(config, selected)
+    issue_text = None  # a plan has no issue text; --tasks and --from-handoff give the tasks
+    base_config = load_config(find_config(root, config_path)).config
+    tasks = tasks_for_this_run(base_config, None, tasks_path, handoff_path, issue)
+    config, selected = for_this_run(base_config, tasks)
+    problems = plan.assess(config, selected) + ([] if tasks is None else list(tasks.notes))
     refused = any(p.severity == "error" for p in problems)
     waves = plan.waves(config, selected)
     if fmt == "json":
@@ -41,7 +42,9 @@ def run(cwd: Path, config_path: Path | None, fmt: str, issue: int | None, tasks_
         output_file = environ.get("GITHUB_OUTPUT")
         if output_file:
             with open(output_file, "a", encoding="utf-8") as fh:
-                fh.write(f"matrix={text}\n")
+                # The ready workflow has a fixed number of wave jobs: `waves` lets it refuse a plan with more,
+                # `max-parallel` caps each wave's matrix as the map does.
+                fh.write(f"matrix={text}\nwaves={len(matrix)}\nmax-parallel={config.max_parallel}\n")
                 for wave, value in matrix.items():
                     fh.write(f"{wave}={json.dumps(value, separators=(',', ':'))}\n")
     else:
@@ -49,21 +52,25 @@ def run(cwd: Path, config_path: Path | None, fmt: str, issue: int | None, tasks_
     return EXIT_FAILED if refused else EXIT_OK
 
 
-def for_this_run(config: Config, issue_text: str | None) -> tuple[Config, frozenset[str] | None]:
-    """The map with the issue's tasks in place, and who runs (None: everyone)."""
-    tasks = plan.issue_tasks(issue_text, config)
+def tasks_for_this_run(config: Config, issue_text: str | None, tasks_path: Path | None,
+                       handoff_path: Path | None, issue: int | None) -> RunTasks | None:
+    """This run's tasks: a handoff file, else a tasks file, else the issue's ``rally`` block."""
+    if handoff_path is not None and tasks_path is not None:
+        raise UsageError("--tasks and --from-handoff both give this run's tasks", hint="give one of them")
+    if handoff_path is not None:
+        return tasks_from_handoff(handoff_path, config)
+    if tasks_path is not None:
+        return tasks_from_file(tasks_path, config)
+    if issue_text:
+        return tasks_from_issue(issue_text, config, f"issue #{issue}" if issue is not None else "issue body")
+    return None
+
+
+def for_this_run(config: Config, tasks: RunTasks | None) -> tuple[Config, frozenset[str] | None]:
+    """The map with this run's tasks in place, and who runs (None: everyone)."""
     if tasks is None:
         return config, None
-    return plan.with_issue_tasks(config, tasks), frozenset(tasks)
-
-
-def _read_tasks(tasks_path: Path | None) -> str | None:
-    if tasks_path is None:
-        return None
-    try:
-        return tasks_path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise UsageError(f"--tasks {tasks_path}: cannot read it: {err.strerror}") from None
+    return apply_tasks(config, tasks), frozenset(tasks.names)
 
 
 def plan_json(config: Config, waves: list[list[str]], problems: list[Problem], issue_text: str | None) -> dict[str, object]:

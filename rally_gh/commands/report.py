@@ -19,9 +19,13 @@ def run(cwd: Path, run_id: str, fmt: str, stdout: TextIO) -> int:
         stdout.write(json.dumps(report_json(state), indent=2) + "\n")
     elif fmt == "step-complete":
         stdout.write(step_complete_block(state) + "\n")
+    elif fmt == "handoff":
+        from rally_gh.handoff import nexus_handoff
+
+        stdout.write(nexus_handoff(report_json(state)) + "\n")
     elif fmt == "md":
         stdout.write(report_markdown(state))
     else:
         raise UsageError(f"report --format {fmt} is not supported by this version of rally-gh",
-                         hint="use md, json or step-complete")
+                         hint="use md, json, step-complete or handoff")
     return EXIT_OK

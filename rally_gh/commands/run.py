@@ -7,18 +7,19 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from rally_gh import git, orchestrate, plan
 from rally_gh.commands import plan as plan_cmd
 from rally_gh.enforce import map_for_run
-from rally_gh.config import LoadedConfig
-from rally_gh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from rally_gh.config import Config, LoadedConfig
+from rally_gh.errors import RallyError, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from rally_gh.progress import Progress, wants_live
 from rally_gh.report import report_json, report_markdown, run_status
 from rally_gh import publish
-from rally_gh.github.endpoint import GitHubEndpoint, IssueNumber
+from rally_gh.github.endpoint import GitHubEndpoint, IssueNumber, run_marker
 from rally_gh.github.events import Trigger
+from rally_gh.tasks import TasksRefused, refusal_comment
 from rally_gh.state import RunState, load_state, new_run_id, runs_dir
 
 
@@ -30,7 +31,7 @@ def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | No
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
     loaded = _map(repo, config_path)
-    issue, issue_text = _issue(issue, event_path, tasks_path)
+    issue, issue_text = _issue(issue, event_path)
     # One run per workflow run, however often its jobs are re-run (SPEC 5: one
     # pull request per run), so the attempt number is not part of the id.
     the_run = resume or run_id or new_run_id(issue, environ.get("GITHUB_RUN_ID"), time.time)
@@ -48,12 +49,19 @@ def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | No
             stdout.write(f"rally-gh: refused: {decision.reason}\n")
             return EXIT_FAILED
         issue = trigger.issue if trigger.issue is not None else issue
-        if issue is not None and issue_text is None and tasks_path is None:
+        if issue is not None and issue_text is None:
             found = endpoint.issue(IssueNumber(issue))  # a dispatch names the issue but does not carry its text
             issue_text = f"{found.title}\n\n{found.body}".strip() or None
         if trigger.inputs is not None:
             only, max_parallel = trigger.inputs.teammates, trigger.inputs.max_parallel
             dry_run = dry_run or trigger.inputs.dry_run
+    try:
+        tasks = plan_cmd.tasks_for_this_run(loaded.config, issue_text, tasks_path, None, issue)
+    except TasksRefused as err:
+        if github is not None and issue is not None:
+            marker = run_marker(the_run)
+            github[0].upsert_comment(IssueNumber(issue), marker, f"{marker}\n{refusal_comment(err)}")
+        raise
     stream = progress_stream if progress_stream is not None else sys.stderr
     progress = Progress(stream, wants_live(stream, environ), common_dir=git.common_dir(repo), run_id=the_run)
     events: list[Callable[[str, str, str], None]] = [progress.event]
@@ -71,20 +79,20 @@ def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | No
         state = orchestrate.run(root, loaded, the_run, issue_text, time.time, environ, on_event,
                                 dry_run=dry_run, resume=resume is not None,
                                 remote=environ.get("RALLY_REMOTE", "origin") if github is not None else None,
-                                only=only or None, max_parallel=max_parallel)
+                                only=only or None, max_parallel=max_parallel, tasks=tasks)
     if github is not None:
-        return finish(repo, state, environ, stdout, github=github)
+        return finish(repo, state, loaded.config, environ, stdout, github=github)
     if dry_run:
         # Nothing ran: what would run is the plan, not a report of outcomes.
-        config, selected = plan_cmd.for_this_run(loaded.config, issue_text)
+        config, selected = plan_cmd.for_this_run(loaded.config, tasks)
         stdout.write(f"Dry run {state.run_id}: nothing was started.\n")
         stdout.write(plan_cmd.plan_text(config, plan.waves(config, selected), plan.assess(config, selected),
                                         issue_text, issue))
         return EXIT_OK
-    return finish(repo, state, environ, stdout)
+    return finish(repo, state, loaded.config, environ, stdout)
 
 
-def finish(repo: git.Repository, state: RunState, environ: Mapping[str, str], stdout: TextIO,
+def finish(repo: git.Repository, state: RunState, config: Config, environ: Mapping[str, str], stdout: TextIO,
            github: tuple[GitHubEndpoint, Trigger] | None = None) -> int:
     """Write the report next to run.json and to standard output; with GitHub, publish
     it (checks, pull request, comment, labels); in CI, the job summary and outputs."""
@@ -94,6 +102,7 @@ def finish(repo: git.Repository, state: RunState, environ: Mapping[str, str], st
     (folder / "report.md").write_text(markdown, encoding="utf-8")
     (folder / "report.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     stdout.write(markdown)
+    _record_history(repo, data, config, environ, push=github is not None)
     if github is not None:
         publish.publish_run(github[0], state, github[1], environ)
     else:
@@ -104,6 +113,24 @@ def finish(repo: git.Repository, state: RunState, environ: Mapping[str, str], st
     if run_status(state) == "done":
         return EXIT_OK
     return EXIT_FAILED
+
+
+def _record_history(repo: git.Repository, report: dict[str, Any], config: Config, environ: Mapping[str, str],
+                    push: bool) -> None:
+    """Append this run to refs/rally/history (and, in CI, to the remote's, so it
+    outlives the runner). Never fails the run: a warning says what went wrong."""
+    from rally_gh import history
+
+    try:
+        if push:
+            if report.get("dry_run"):
+                return
+            history.share_record(repo, history.record_of_run(report, config, time.time()),
+                                 environ.get("RALLY_REMOTE", "origin"))
+        else:
+            history.record_run(repo, report, config, time.time)
+    except RallyError as err:
+        sys.stderr.write(f"rally-gh: warning: the run was not added to the history: {err}\n")
 
 
 def _github(environ: Mapping[str, str], event_path: Path | None) -> tuple[GitHubEndpoint, Trigger] | None:
@@ -128,8 +155,9 @@ def _map(repo: git.Repository, config_path: Path | None) -> LoadedConfig:
     return loaded
 
 
-def _issue(issue: int | None, event_path: Path | None, tasks_path: Path | None) -> tuple[int | None, str | None]:
-    """The issue number and text, from the GitHub event file or a local tasks file."""
+def _issue(issue: int | None, event_path: Path | None) -> tuple[int | None, str | None]:
+    """The issue number and text from the GitHub event file (the text reaches
+    agents only through their prompt files)."""
     text = None
     if event_path is not None:
         try:
@@ -140,11 +168,6 @@ def _issue(issue: int | None, event_path: Path | None, tasks_path: Path | None) 
         if isinstance(found, dict):
             issue = issue if issue is not None else found.get("number")
             text = "\n\n".join(str(found.get(k) or "") for k in ("title", "body")).strip() or None
-    if tasks_path is not None:
-        try:
-            text = tasks_path.read_text(encoding="utf-8")
-        except OSError as err:
-            raise UsageError(f"--tasks {tasks_path}: cannot read it: {err.strerror}") from None
     return issue, text
 
 
@@ -174,4 +197,4 @@ def merge(cwd: Path, config_path: Path | None, run_id: str, environ: Mapping[str
         state = orchestrate.merge_run(root, loaded, run_id, time.time, environ, progress.event,
                                       remote=environ.get("RALLY_REMOTE", "origin"))
     # The plan job admitted the run; the merge job publishes it like a single-job run.
-    return finish(repo, state, environ, stdout, github=_github(environ, None))
+    return finish(repo, state, loaded.config, environ, stdout, github=_github(environ, None))
