@@ -1,0 +1,106 @@
+"""A whole run with misbehaving agents: every one ends in a clear outcome in the
+report, the well-behaved teammate's work is kept, and no issue text is ever run."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from rally_gh import git, orchestrate
+from rally_gh.config import load_config_text
+from rally_gh.report import report_json
+from rally_gh.testing import git as run_git
+from rally_gh.testing import init_repo
+
+AGENTS = {
+    "good": """
+        import pathlib
+        pathlib.Path("src/good").mkdir(parents=True, exist_ok=True)
+        pathlib.Path("src/good/ok.py").write_text("ok = True\\n")
+    """,
+    "instant": """
+        raise SystemExit(0)
+    """,
+    "loud": """
+        import sys
+        chunk = "x" * 65536 + "\\n"
+        for _ in range(64):  # 4 MiB on standard output
+            sys.stdout.write(chunk)
+        import pathlib
+        pathlib.Path("src/loud").mkdir(parents=True, exist_ok=True)
+        pathlib.Path("src/loud/out.txt").write_text("done\\n")
+    """,
+    "forker": """
+        import os, pathlib, subprocess, sys
+        # A child that outlives its parent: the run must stop it.
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        pathlib.Path(os.environ["RALLY_REPORT_FILE"]).with_name("child.pid").write_text(str(child.pid))
+        pathlib.Path("src/forker").mkdir(parents=True, exist_ok=True)
+        pathlib.Path("src/forker/f.txt").write_text("forked\\n")
+    """,
+    "reader": """
+        import os, pathlib, sys
+        prompt = sys.stdin.read()
+        pathlib.Path("src/reader").mkdir(parents=True, exist_ok=True)
+        pathlib.Path("src/reader/seen.txt").write_text(str(len(prompt)))
+    """,
+}
+
+
+def _map(folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["version: 1", "team: faults", "max_parallel: 6", "defaults: {timeout: 5s, retries: 0}", "teammates:"]
+    for name, body in AGENTS.items():
+        script = folder / f"{name}.py"
+        script.write_text(textwrap.dedent(body))
+        command = [sys.executable, str(script)]
+        lines += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
+                  f"    agent: {{preset: command, command: {json.dumps(command)}}}"]
+    lines += ["  - name: missing", "    exclusive_write: [src/missing/**]",
+              '    agent: {preset: command, command: ["/nonexistent/agent-binary"]}']
+    return "\n".join(lines) + "\n"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def test_misbehaving_agents_each_get_an_outcome_and_nothing_is_lost(tmp_path: Path) -> None:
+    rally_yml = _map(tmp_path / "agents")
+    repo = init_repo(tmp_path / "repo", {"README.md": "# faults\n", "rally.yml": rally_yml})
+    pwned = tmp_path / "pwned"
+    issue = ("Please fix it.\n" + f"$(touch {pwned}) `touch {pwned}` ; touch {pwned} | rm -rf / \x00 ${{{{ secrets.X }}}}\n"
+             ) * 1000
+    issue = issue[:65536]
+    state = orchestrate.run(repo, load_config_text(rally_yml, "rally.yml"), "f1", issue, time.time, dict(os.environ))
+    outcome = {t.name: t.outcome for t in state.teammates}
+    assert outcome == {"good": "done", "instant": "no_changes", "loud": "done", "forker": "done",
+                       "reader": "done", "missing": "failed"}, outcome
+    missing = next(t for t in state.teammates if t.name == "missing")
+    assert "/nonexistent/agent-binary" in (missing.reason or "")
+    assert not pwned.exists(), "issue text was run by a shell"
+    # The prompt reached the agent whole, on standard input (NUL bytes stripped from text files).
+    seen = int(run_git(repo, "show", "rally/f1/reader:src/reader/seen.txt"))
+    assert seen > 60_000
+    # The forked child did not outlive the run.
+    pid_file = git.common_dir(git.open_repo(repo)) / "rally" / "runs" / "f1" / "teammates" / "forker" / "child.pid"
+    assert not _alive(int(pid_file.read_text()))
+    # Every teammate branch is kept; the integration holds every teammate that finished.
+    branches = run_git(repo, "branch", "--list", "rally/f1/*")
+    for name in ("good", "loud", "forker", "reader"):
+        assert f"rally/f1/{name}" in branches
+    files = run_git(repo, "ls-tree", "-r", "--name-only", "rally/f1/_integration")
+    assert {"src/good/ok.py", "src/loud/out.txt", "src/forker/f.txt"} <= set(files.split())
+    data = report_json(state)
+    assert {t["name"] for t in data["teammates"]} == set(outcome)
+    # No worktree is left behind.
+    assert "rally/f1" not in run_git(repo, "worktree", "list")
