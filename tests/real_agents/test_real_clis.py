@@ -112,7 +112,7 @@ def assert_offline(story: Story) -> None:
     """Every call went to the stub, in a namespace where no other host exists."""
     assert story.result["netns"] or not unshare_prefix(), "the CLI ran outside its network namespace"
     unknown = [f"{r['method']} {r['path']}" for r in story.requests
-               if not r["protocol"] and r["path"] != "/"]  # Claude Code probes GET / and takes a 404
+               if not r["protocol"] and r["path"] != "/"]  # Claude Code probes HEAD / and takes a 404
     assert not unknown, f"the CLI called paths the stub does not serve: {unknown}"
 
 
