@@ -220,9 +220,18 @@ def merge_run(repo_path: Path, loaded: LoadedConfig, run_id: str, clock: Clock, 
     ledger = _Ledger(common, state)
     orchestra = _Orchestra(repo_path, loaded, ledger, None, clock, environ, emit, remote, merge_lease=(lease,))
     orchestra.check_again()
+    known_problems = len(ledger.state.problems)
     orchestra.integrate_verify_publish()
     ledger.update_run(status="finished", finished_at=clock(), pid=None)
-    return ledger.state
+    state = ledger.state
+    if state.integrated and not state.integration_sha:
+        # Another merge job of this run published first (or the push was refused): what is there stands,
+        # and this job publishes nothing, not even a report, that could contradict it.
+        raise RallyError(f"run {run_id}: {integration_ref[len('refs/heads/'):]} was not published: "
+                         + "; ".join(state.problems[known_problems:]),
+                         hint="when another merge job of this run published first, its report is the run's; "
+                              "re-run this merge job to integrate the latest results over it")
+    return state
 
 
 def _split_state(repo: git.Repository, common: Path, run_id: str, loaded: LoadedConfig, issue_text: str | None,
@@ -693,11 +702,10 @@ class _Orchestra:
         self.emit("", "phase", "publish")
         branch = integration_branch(self.config.branch_prefix, self.run_id)
         if result.applied:
-            split_merge = self.merge_lease is not None
             # A split merge leaves teammate branches to their own jobs: a job re-run meanwhile has moved
             # its branch on, and pushing the head fetched earlier would only be refused.
             kept = [(r.branch, git.Sha(r.head_sha)) for r in self.ledger.state.teammates
-                    if r.head_sha and not split_merge]
+                    if r.head_sha and self.merge_lease is None]
             remote_old = None
             if self.merge_lease is not None:
                 remote_old = self.merge_lease[0]
@@ -710,11 +718,6 @@ class _Orchestra:
                 self.ledger.update_run(integration_branch=branch, integration_sha=result.tip)
             else:
                 self.ledger.update_run(problems=(*self.ledger.state.problems, *published.problems))
-                if split_merge:
-                    # Another merge job of this run published first: nothing of ours landed.
-                    for a in result.applied:
-                        self.ledger.update(a.teammate, integrated=False)
-                    self.ledger.update_run(integrated=())
         self.ledger.add_phase("publish", self.clock() - started)
 
     def _integrable(self, name: str) -> bool:
