@@ -361,7 +361,7 @@ def test_the_workflow_has_a_wave_job_for_each_wave_output_in_order() -> None:
         # The matrix is the plan's output for that wave, as `plan --format matrix` writes it...
         assert plan_outputs[name] == f"${{{{ steps.plan.outputs.{name} }}}}"
         strategy = job["strategy"]
-        assert strategy["matrix"] == f"${{{{ fromJSON(needs.plan.outputs.{name}) }}}}"
+        assert strategy["matrix"].startswith(f"${{{{ fromJSON(needs.plan.outputs.{name} || ")
         assert strategy["fail-fast"] is False  # a cancelled sibling would never report
         # ...after the wave before it, and skipped when the plan has no such wave.
         assert job["needs"] == ("plan" if i == 1 else ["plan", f"wave-{i - 1}"])
