@@ -384,6 +384,17 @@ def test_the_workflow_refuses_more_waves_than_it_has_jobs_and_the_docs_say_the_l
     assert f"at most {limit} waves" in docs
 
 
+@pytest.mark.parametrize("waves", [1, 3, 4])
+def test_the_wave_limit_step_fails_the_plan_job_only_past_the_limit(waves: int) -> None:
+    workflow = _workflow()
+    limit = len(_wave_jobs(workflow))
+    (refusal,) = [s for s in _jobs_of(workflow)["plan"]["steps"] if "WAVES" in s.get("env", {})]
+    proc = subprocess.run(["bash", "-c", refusal["run"]], env={**job_env(), "WAVES": str(waves)},
+                          capture_output=True, text=True, timeout=10)
+    assert proc.returncode == (1 if waves > limit else 0)
+    assert ("add a wave-4 job" in proc.stdout) == (waves > limit)
+
+
 def test_the_merge_job_runs_after_every_wave_whatever_their_outcome() -> None:
     workflow = _workflow()
     merge = _jobs_of(workflow)["merge"]
