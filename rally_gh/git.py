@@ -998,15 +998,16 @@ def _credential_env(credentials: HttpCredentials | None) -> dict[str, str]:
 
 
 def push_refs(cwd: Path | str, remote: str, pushes: Sequence[RefPush], *,
-              credentials: HttpCredentials | None = None) -> list[PushedRef]:
-    """One `git push` of ``pushes``; the status of every ref.
+              credentials: HttpCredentials | None = None, atomic: bool = False) -> list[PushedRef]:
+    """One `git push` of ``pushes``; the status of every ref. ``atomic``: all or
+    none (a reader never sees one ref of the set without the others).
 
     The git CLI, not pygit2's Remote.push: libgit2 cannot express a lease (push
     only if the remote ref is still at a given value) and reports a server-side
     rejection only through a callback (PERF-NOTES). `--force-with-lease=REF:OLD`
     with an explicit OLD is a compare-and-swap on the remote, and `--porcelain`
     gives every ref's status."""
-    args = ["push", "--porcelain"]
+    args = ["push", "--porcelain"] + (["--atomic"] if atomic else [])
     specs = []
     for p in pushes:
         if p.lease:

@@ -291,7 +291,8 @@ def _push_record(repo_path: Path, run_id: str, record: TeammateRecord, remote: s
     if record.head_sha:
         branch = f"refs/heads/{record.branch}"
         pushes.append(git.RefPush(branch, git.Sha(record.head_sha), now[branch]))
-    failed = [p for p in git.push_refs(repo_path, remote, pushes) if not p.ok]
+    # Atomic: a merge job reading between the two would see a branch without its result.
+    failed = [p for p in git.push_refs(repo_path, remote, pushes, atomic=True) if not p.ok]
     if failed:
         raise RallyError(f"{record.name}: pushing to {remote} failed: "
                          + "; ".join(f"{p.ref} {p.message}" for p in failed),

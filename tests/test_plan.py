@@ -140,3 +140,19 @@ def test_team_size_counts_who_runs_not_the_whole_map() -> None:
     config = load_config_text(f"version: 1\nteam: big\nteammates:\n{mates}").config
     assert any(p.code == "team-size" for p in assess(config))
     assert not any(p.code == "team-size" for p in assess(config, {"t0", "t1", "t2"}))
+
+
+def test_in_actions_the_events_issue_chooses_who_runs(repo: Path, tmp_path: Path) -> None:
+    """The plan job and every teammate job of a split run read the same issue."""
+    from rally_gh.commands import run as run_cmd
+
+    event = tmp_path / "event.json"
+    body = "Orders, please.\n\n```rally\napi: Build /orders\nend: Write the docs\n```\n"
+    event.write_text(json.dumps({"action": "labeled", "issue": {"number": 7, "title": "Orders", "body": body}}))
+    env = {"GITHUB_EVENT_PATH": str(event)}
+    out = io.StringIO()
+    assert plan_cmd.run(repo, None, "matrix", None, None, None, env, out) == 0
+    assert json.loads(out.getvalue()) == {"wave-1": {"include": [{"teammate": "api"}, {"teammate": "end"}]}}
+    out = io.StringIO()
+    assert run_cmd.teammate(repo, None, "web", "r7", env, out) == 0
+    assert out.getvalue() == "web: not in this run (the issue's rally block names api, end)\n"

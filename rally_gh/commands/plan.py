@@ -23,9 +23,11 @@ def run(cwd: Path, config_path: Path | None, fmt: str, issue: int | None, tasks_
         root = git.workdir(git.open_repo(cwd))
     except GitError:
         root = cwd  # planning needs only the map
-    issue_text = None  # a plan has no issue text; --tasks and --from-handoff give the tasks
+    # In Actions, the event's issue (its rally block chooses who runs); else --tasks or --from-handoff.
+    event = Path(environ["GITHUB_EVENT_PATH"]) if environ.get("GITHUB_EVENT_PATH") else None
+    issue, issue_text = issue_from_event(issue, event)
     base_config = load_config(find_config(root, config_path)).config
-    tasks = tasks_for_this_run(base_config, None, tasks_path, handoff_path, issue)
+    tasks = tasks_for_this_run(base_config, issue_text, tasks_path, handoff_path, issue)
     config, selected = for_this_run(base_config, tasks)
     problems = plan.assess(config, selected) + ([] if tasks is None else list(tasks.notes))
     refused = any(p.severity == "error" for p in problems)
@@ -50,6 +52,22 @@ def run(cwd: Path, config_path: Path | None, fmt: str, issue: int | None, tasks_
     else:
         stdout.write(plan_text(config, waves, problems, issue_text, issue))
     return EXIT_FAILED if refused else EXIT_OK
+
+
+def issue_from_event(issue: int | None, event_path: Path | None) -> tuple[int | None, str | None]:
+    """The issue number and text from a GitHub event file (the text reaches agents
+    only through their prompt files, never a shell)."""
+    text = None
+    if event_path is not None:
+        try:
+            event = json.loads(event_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise UsageError(f"--event {event_path}: not a readable JSON event: {err}") from None
+        found = event.get("issue") if isinstance(event, dict) else None
+        if isinstance(found, dict):
+            issue = issue if issue is not None else found.get("number")
+            text = "\n\n".join(str(found.get(k) or "") for k in ("title", "body")).strip() or None
+    return issue, text
 
 
 def tasks_for_this_run(config: Config, issue_text: str | None, tasks_path: Path | None,

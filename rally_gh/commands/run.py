@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -19,7 +20,7 @@ from rally_gh.report import report_json, report_markdown, run_status
 from rally_gh import publish
 from rally_gh.github.endpoint import GitHubEndpoint, IssueNumber, run_marker
 from rally_gh.github.events import Trigger
-from rally_gh.tasks import TasksRefused, refusal_comment
+from rally_gh.tasks import TasksRefused, apply_tasks, refusal_comment
 from rally_gh.state import RunState, load_state, new_run_id, runs_dir
 
 
@@ -31,7 +32,7 @@ def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | No
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
     loaded = _map(repo, config_path)
-    issue, issue_text = _issue(issue, event_path)
+    issue, issue_text = plan_cmd.issue_from_event(issue, event_path)
     # One run per workflow run, however often its jobs are re-run (SPEC 5: one
     # pull request per run), so the attempt number is not part of the id.
     the_run = resume or run_id or new_run_id(issue, environ.get("GITHUB_RUN_ID"), time.time)
@@ -155,31 +156,24 @@ def _map(repo: git.Repository, config_path: Path | None) -> LoadedConfig:
     return loaded
 
 
-def _issue(issue: int | None, event_path: Path | None) -> tuple[int | None, str | None]:
-    """The issue number and text from the GitHub event file (the text reaches
-    agents only through their prompt files)."""
-    text = None
-    if event_path is not None:
-        try:
-            event = json.loads(event_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise UsageError(f"--event {event_path}: not a readable JSON event: {err}") from None
-        found = event.get("issue") if isinstance(event, dict) else None
-        if isinstance(found, dict):
-            issue = issue if issue is not None else found.get("number")
-            text = "\n\n".join(str(found.get(k) or "") for k in ("title", "body")).strip() or None
-    return issue, text
-
-
 def teammate(cwd: Path, config_path: Path | None, name: str, run_id: str, environ: Mapping[str, str],
              stdout: TextIO) -> int:
     """One teammate of a split run; its branch and record go to the remote (RALLY_REMOTE, default origin)."""
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
     loaded = _map(repo, config_path)
+    # The same issue reaches every job: its rally block says who runs and what they are asked.
+    event = Path(environ["GITHUB_EVENT_PATH"]) if environ.get("GITHUB_EVENT_PATH") else None
+    issue, issue_text = plan_cmd.issue_from_event(None, event)
+    tasks = plan_cmd.tasks_for_this_run(loaded.config, issue_text, None, None, issue)
+    if tasks is not None:
+        if name not in tasks.names:
+            stdout.write(f"{name}: not in this run (the issue's rally block names {', '.join(tasks.names)})\n")
+            return EXIT_OK
+        loaded = replace(loaded, config=apply_tasks(loaded.config, tasks))
     progress = Progress(sys.stderr, wants_live(sys.stderr, environ))
     with progress:
-        record = orchestrate.run_teammate(root, loaded, run_id, name, None, time.time, environ, progress.event,
+        record = orchestrate.run_teammate(root, loaded, run_id, name, issue_text, time.time, environ, progress.event,
                                           remote=environ.get("RALLY_REMOTE", "origin"))
     stdout.write(f"{record.name}: {record.outcome}" + (f" ({record.reason})" if record.reason else "") + "\n")
     if not record.finished:
