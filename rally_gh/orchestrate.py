@@ -668,8 +668,10 @@ class _Orchestra:
         repo = self._repo()
         on_conflict = self.config.merge.on_conflict
         candidates = [n for n in plan.integration_order(self.config) if self._integrable(n)]
+        onto = self._latest_base(repo)  # fetched just before integrating
+        self.ledger.update_run(integrated_onto=onto)
         while True:
-            iplan, result = self._integration_of(repo, candidates, on_conflict)
+            iplan, result = self._integration_of(repo, candidates, on_conflict, onto)
             # A teammate whose blocker was left out built on work that is not there: leave it out too.
             applied = {a.teammate for a in result.applied}
             orphans = {n: b for n in applied for b in plan.blockers_closure(self.config, n)
@@ -727,13 +729,34 @@ class _Orchestra:
         record = self.ledger.record(name)
         return record.outcome == "done" and bool(record.head_sha) and bool(record.start_sha)
 
-    def _integration_of(self, repo: git.Repository, names: Sequence[str],
-                        on_conflict: integrate.OnConflict) -> tuple[integrate.IntegrationPlan, integrate.IntegrationResult]:
-        """The work of ``names``, replayed in that order onto the base in memory (no ref moved)."""
+    def _latest_base(self, repo: git.Repository) -> git.Sha:
+        """The base branch's tip now (fetched from the remote in CI): what landed on it
+        during the run goes under the teammates' work, so the pull request is up to
+        date, and a clash with it is reported as a conflict like any other. A base
+        that was rewritten (not a descendant of where the run started) is not used."""
+        started = git.Sha(self.ledger.state.base_sha)
+        ref = self.ledger.state.base_ref
+        if ref == "HEAD":
+            return started
+        try:
+            if self.remote is not None:
+                found = git.remote_ref_shas(self.repo_path, self.remote, [f"refs/heads/{ref}"])[f"refs/heads/{ref}"]
+            else:
+                found = git.resolve(repo, ref)
+        except RallyError:
+            return started
+        if found is None or not git.object_exists(repo, found) or not git.is_ancestor(repo, started, found):
+            return started
+        return found
+
+    def _integration_of(self, repo: git.Repository, names: Sequence[str], on_conflict: integrate.OnConflict,
+                        onto: git.Sha | None = None) -> tuple[integrate.IntegrationPlan, integrate.IntegrationResult]:
+        """The work of ``names``, replayed in that order onto ``onto`` (default: the run's
+        base) in memory (no ref moved)."""
         records = [self.ledger.record(n) for n in names]
         branches = integrate.resolve_teammate_branches(
             repo, [(r.name, f"refs/heads/{r.branch}", git.Sha(r.start_sha or "")) for r in records])
-        iplan = integrate.plan_integration(repo, git.Sha(self.ledger.state.base_sha), branches)
+        iplan = integrate.plan_integration(repo, onto or git.Sha(self.ledger.state.base_sha), branches)
         return iplan, integrate.integrate(repo, iplan, on_conflict)
 
     def _record_integration(self, result: integrate.IntegrationResult, on_conflict: str) -> None:

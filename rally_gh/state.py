@@ -114,6 +114,7 @@ class RunState(_Record):
     branch_prefix: str = "rally"
     base_ref: str
     base_sha: str
+    integrated_onto: str | None = None  # the base tip integration replayed onto (it may have moved on)
     config_digest: str
     status: RunStatus = "running"
     dry_run: bool = False

@@ -400,3 +400,34 @@ def test_only_the_teammates_the_issue_names_run(tmp_path: Path) -> None:
     assert [t.name for t in state.teammates] == ["api", "idle"]
     prompt = git.common_dir(git.open_repo(repo)) / "rally" / "runs" / "r9" / "teammates" / "api" / "prompt.md"
     assert "Build the orders endpoint" in prompt.read_text() and "Do the api work." not in prompt.read_text()
+
+
+LAND_ON_MAIN = """
+import os, pathlib, subprocess, tempfile
+# Someone lands a commit on main while the team works (plumbing: the worktree is not on main).
+env = dict(os.environ, GIT_INDEX_FILE=os.path.join(tempfile.mkdtemp(), "index"))
+git = lambda *a, **k: subprocess.run(["git", *a], env=env, check=True, capture_output=True, text=True, **k).stdout.strip()
+git("read-tree", "main")
+blob = git("hash-object", "-w", "--stdin", input="landed during the run\\n")
+git("update-index", "--add", "--cacheinfo", f"100644,{blob},LANDED.md")
+commit = git("commit-tree", git("write-tree"), "-p", "main", "-m", "landed on main")
+git("update-ref", "refs/heads/main", commit)
+pathlib.Path("src/api").mkdir(parents=True, exist_ok=True)
+pathlib.Path("src/api/orders.py").write_text("def orders():\\n    return []\\n")
+"""
+
+
+def test_integration_goes_onto_the_base_as_it_is_when_integrating(tmp_path: Path) -> None:
+    scripts = _write_scripts(tmp_path / "scripts")
+    scripts["api"].write_text(textwrap.dedent(LAND_ON_MAIN))
+    rally_yml = _map(scripts, ["api", "idle"]).replace("    done_when: [tests/api/test_orders.py]\n", "")
+    repo = _repo(tmp_path, rally_yml)
+    started_on = run_git(repo, "rev-parse", "main").strip()
+    state = _run(repo, rally_yml)
+    landed = run_git(repo, "rev-parse", "main").strip()
+    assert landed != started_on and state.base_sha == started_on  # type: ignore[attr-defined]
+    assert state.integrated_onto == landed  # type: ignore[attr-defined]
+    files = run_git(repo, "ls-tree", "-r", "--name-only", "rally/r1/_integration").split()
+    assert "LANDED.md" in files and "src/api/orders.py" in files
+    ancestry = subprocess.run(["git", "merge-base", "--is-ancestor", landed, "rally/r1/_integration"], cwd=repo)
+    assert ancestry.returncode == 0
