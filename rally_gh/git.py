@@ -359,6 +359,13 @@ def hooks_dir(repo: Repository) -> Path:
     return common_dir(repo) / "hooks"
 
 
+def dirty_paths(repo: Repository) -> dict[str, int]:
+    """Paths of the work tree that differ from the index or HEAD, with their status
+    flags (untracked included, ignored files not)."""
+    return {path: int(flags) for path, flags in repo.status(untracked_files="all").items()
+            if not flags & pygit2.enums.FileStatus.IGNORED}
+
+
 # --- The git CLI, where libgit2 falls short --------------------------------
 
 

@@ -122,9 +122,11 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
     ledger = _Ledger(common, state)
     orchestra = _Orchestra(repo_path, loaded, ledger, issue_text, clock, environ, emit, remote)
     cancel = runner.CancelToken()
+    before = git.dirty_paths(repo)
     try:
         with _signals_cancel(cancel):
             orchestra.run_agents(cancel)
+        _note_writes_outside_worktrees(ledger, before, git.dirty_paths(git.open_repo(repo_path)))
         if not cancel.cancelled:
             orchestra.integrate_verify_publish()
     finally:
@@ -312,6 +314,18 @@ def _assess(loaded: LoadedConfig, selected: frozenset[str] | None = None) -> lis
             hint="fix the map (`rally-gh validate`, `rally-gh plan` show the details) and run again",
         )
     return [p for p in problems if p.severity == "warning"]
+
+
+def _note_writes_outside_worktrees(ledger: _Ledger, before: Mapping[str, int], after: Mapping[str, int]) -> None:
+    """Agents run in their own worktrees but are not sandboxed: a change to the main
+    checkout while they ran cannot be blamed on one of them, so the report says so."""
+    changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    if changed:
+        shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+        ledger.update_run(risks=(*ledger.state.risks,
+                                 f"the main checkout changed while the agents ran ({shown}): an agent may have "
+                                 "written outside its worktree; nothing of it is in any teammate branch, so check "
+                                 "`git status` before committing"))
 
 
 def _risks(loaded: LoadedConfig) -> list[str]:

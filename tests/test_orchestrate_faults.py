@@ -104,3 +104,30 @@ def test_misbehaving_agents_each_get_an_outcome_and_nothing_is_lost(tmp_path: Pa
     assert {t["name"] for t in data["teammates"]} == set(outcome)
     # No worktree is left behind.
     assert "rally/f1" not in run_git(repo, "worktree", "list")
+
+
+def test_a_write_into_the_main_checkout_is_reported_as_a_risk(tmp_path: Path) -> None:
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "escape.py").write_text(textwrap.dedent("""
+        import os, pathlib
+        # The main checkout is the worktree's repository's work tree: two levels up from .git/rally/...
+        main = pathlib.Path(os.environ["RALLY_MAIN_CHECKOUT"])
+        (main / "ESCAPED.txt").write_text("written outside the worktree\\n")
+        pathlib.Path("src/escape").mkdir(parents=True, exist_ok=True)
+        pathlib.Path("src/escape/ok.txt").write_text("ok\\n")
+    """))
+    (agents / "calm.py").write_text("import pathlib\npathlib.Path('src/calm').mkdir(parents=True)\n"
+                                    "pathlib.Path('src/calm/c.txt').write_text('c')\n")
+    lines = ["version: 1", "team: escape", "defaults: {timeout: 10s, retries: 0}", "teammates:"]
+    for name in ("escape", "calm"):
+        command = [sys.executable, str(agents / f"{name}.py")]
+        lines += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
+                  f"    agent: {{preset: command, command: {json.dumps(command)}, env: [RALLY_MAIN_CHECKOUT]}}"]
+    rally_yml = "\n".join(lines) + "\n"
+    repo = init_repo(tmp_path / "repo", {"README.md": "x\n", "rally.yml": rally_yml})
+    env = dict(os.environ, RALLY_MAIN_CHECKOUT=str(repo))
+    state = orchestrate.run(repo, load_config_text(rally_yml, "rally.yml"), "e1", None, time.time, env)
+    assert {t.name: t.outcome for t in state.teammates} == {"escape": "done", "calm": "done"}
+    assert any("main checkout changed" in r and "ESCAPED.txt" in r for r in state.risks)
+    assert (repo / "ESCAPED.txt").exists()  # reported, never deleted: nothing is lost
