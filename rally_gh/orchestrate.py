@@ -200,24 +200,27 @@ def run_teammate(repo_path: Path, loaded: LoadedConfig, run_id: str, name: str, 
 
 
 def merge_run(repo_path: Path, loaded: LoadedConfig, run_id: str, clock: Clock, environ: Mapping[str, str],
-              on_event: EventSink | None = None, remote: str = "origin") -> RunState:
-    """The fan-in of a split run: every teammate's record and branch from ``remote``, integrated and published."""
+              on_event: EventSink | None = None, remote: str = "origin",
+              selected: frozenset[str] | None = None) -> RunState:
+    """The fan-in of a split run: every teammate's record and branch from ``remote``, integrated and
+    published. ``selected``: who this run had (the issue's rally block); None: the whole map."""
     emit = on_event or _noop
     config = loaded.config
     check_ref_component(run_id, "run id")
     repo = git.open_repo(repo_path)
     common = git.common_dir(repo)
-    state = _split_state(repo, common, run_id, loaded, None, clock)
+    state = _split_state(repo, common, run_id, loaded, None, clock, selected)
     # The lease is taken before the results are read: a merge job that publishes meanwhile (another
     # merge of this run, started later) makes ours fail instead of being overwritten by older results.
     integration_ref = f"refs/heads/{integration_branch(config.branch_prefix, run_id)}"
     lease = git.remote_ref_shas(repo_path, remote, [integration_ref])[integration_ref]
-    fetched = _fetch_records(repo_path, run_id, config.branch_prefix, [t.name for t in config.teammates], remote)
-    for t in config.teammates:
-        record = fetched.get(t.name)
+    names = [t.name for t in config.teammates if selected is None or t.name in selected]
+    fetched = _fetch_records(repo_path, run_id, config.branch_prefix, names, remote)
+    for name in names:
+        record = fetched.get(name)
         if record is None:
-            record = state.teammate(t.name).model_copy(update={
-                "outcome": "skipped", "reason": f"no result from its job (nothing at {result_ref(run_id, t.name)})"})
+            record = state.teammate(name).model_copy(update={
+                "outcome": "skipped", "reason": f"no result from its job (nothing at {result_ref(run_id, name)})"})
         state = state.with_teammate(record.model_copy(update={"integrated": False}))
     ledger = _Ledger(common, state)
     orchestra = _Orchestra(repo_path, loaded, ledger, None, clock, environ, emit, remote, merge_lease=(lease,))
@@ -237,11 +240,11 @@ def merge_run(repo_path: Path, loaded: LoadedConfig, run_id: str, clock: Clock, 
 
 
 def _split_state(repo: git.Repository, common: Path, run_id: str, loaded: LoadedConfig, issue_text: str | None,
-                 clock: Clock) -> RunState:
+                 clock: Clock, selected: frozenset[str] | None = None) -> RunState:
     """This job's own state of the run (a retried job starts it again)."""
     if state_path(common, run_id).exists():
         state_path(common, run_id).unlink()
-    state = _new_state(repo, common, run_id, loaded, issue_text, clock, dry_run=False)
+    state = _new_state(repo, common, run_id, loaded, issue_text, clock, dry_run=False, selected=selected)
     return state.model_copy(update={"status": "running", "pid": os.getpid()})
 
 

@@ -453,3 +453,19 @@ def test_act_plays_the_workflow_end_to_end(tmp_path: Path) -> None:
         files = git(fake.bare_repo, "ls-tree", "-r", "--name-only", integration).split()
         assert "src/api/orders.py" in files and "src/web/app.js" in files and "src/stray/x.py" not in files
         assert [p["head"] for p in fake.pulls.values()] == [f"rally/{run_id}/_integration"], fake.state()
+
+
+def test_the_issues_rally_block_chooses_who_runs_in_every_job(jobs: Jobs, tmp_path: Path) -> None:
+    event = tmp_path / "event.json"
+    body = "```rally\napi: Build the API\nstray: Tidy up\n```\n"
+    event.write_text(json.dumps({"action": "labeled", "issue": {"number": 3, "title": "Pick", "body": body}}))
+    env = {"GITHUB_EVENT_PATH": str(event)}
+    code, out = jobs.run("plan", "plan", "--format", "matrix", **env)
+    assert code == 0 and json.loads(out.splitlines()[0]) == {
+        "wave-1": {"include": [{"teammate": "api"}, {"teammate": "stray"}]}}
+    started = {n: jobs.start(n, "teammate", n, "--run", RUN, **env) for n in ("api", "stray", "web")}
+    done = {n: finish(p) for n, p in started.items()}
+    assert done["web"][0] == 0 and "web: not in this run (the issue's rally block names api, stray)" in done["web"][1]
+    code, report = jobs.run("merge", "merge", "--run", RUN, **env)
+    assert "| web |" not in report and "web: skipped" not in report, report
+    assert f"refs/heads/rally/{RUN}/web" not in jobs.refs()

@@ -20,7 +20,7 @@ from rally_gh.report import report_json, report_markdown, run_status
 from rally_gh import publish
 from rally_gh.github.endpoint import GitHubEndpoint, IssueNumber, run_marker
 from rally_gh.github.events import Trigger
-from rally_gh.tasks import TasksRefused, apply_tasks, refusal_comment
+from rally_gh.tasks import RunTasks, TasksRefused, apply_tasks, refusal_comment
 from rally_gh.state import RunState, load_state, new_run_id, runs_dir
 
 
@@ -116,6 +116,13 @@ def finish(repo: git.Repository, state: RunState, config: Config, environ: Mappi
     return EXIT_FAILED
 
 
+def _event_tasks(loaded: LoadedConfig, environ: Mapping[str, str]) -> tuple[str | None, RunTasks | None]:
+    """The issue text and tasks every job of a split run reads from the same event."""
+    event = Path(environ["GITHUB_EVENT_PATH"]) if environ.get("GITHUB_EVENT_PATH") else None
+    issue, issue_text = plan_cmd.issue_from_event(None, event)
+    return issue_text, plan_cmd.tasks_for_this_run(loaded.config, issue_text, None, None, issue)
+
+
 def _record_history(repo: git.Repository, report: dict[str, Any], config: Config, environ: Mapping[str, str],
                     push: bool) -> None:
     """Append this run to refs/rally/history (and, in CI, to the remote's, so it
@@ -162,10 +169,7 @@ def teammate(cwd: Path, config_path: Path | None, name: str, run_id: str, enviro
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
     loaded = _map(repo, config_path)
-    # The same issue reaches every job: its rally block says who runs and what they are asked.
-    event = Path(environ["GITHUB_EVENT_PATH"]) if environ.get("GITHUB_EVENT_PATH") else None
-    issue, issue_text = plan_cmd.issue_from_event(None, event)
-    tasks = plan_cmd.tasks_for_this_run(loaded.config, issue_text, None, None, issue)
+    issue_text, tasks = _event_tasks(loaded, environ)
     if tasks is not None:
         if name not in tasks.names:
             stdout.write(f"{name}: not in this run (the issue's rally block names {', '.join(tasks.names)})\n")
@@ -186,9 +190,13 @@ def merge(cwd: Path, config_path: Path | None, run_id: str, environ: Mapping[str
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
     loaded = _map(repo, config_path)
+    _, tasks = _event_tasks(loaded, environ)
+    if tasks is not None:
+        loaded = replace(loaded, config=apply_tasks(loaded.config, tasks))
     progress = Progress(sys.stderr, wants_live(sys.stderr, environ))
     with progress:
         state = orchestrate.merge_run(root, loaded, run_id, time.time, environ, progress.event,
-                                      remote=environ.get("RALLY_REMOTE", "origin"))
+                                      remote=environ.get("RALLY_REMOTE", "origin"),
+                                      selected=None if tasks is None else frozenset(tasks.names))
     # The plan job admitted the run; the merge job publishes it like a single-job run.
     return finish(repo, state, loaded.config, environ, stdout, github=_github(environ, None))
