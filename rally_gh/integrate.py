@@ -480,7 +480,7 @@ class PublishResult:
 def publish(repo: Repository, integration_branch: str, new_sha: Sha, expected_old: Sha | None,
             teammate_branches: Sequence[tuple[str, Sha]], *, remote: str | None = None,
             remote_expected_old: Sha | None = None, credentials: HttpCredentials | None = None,
-            max_attempts: int = 3) -> PublishResult:
+            max_attempts: int = 3, supersede: bool = False) -> PublishResult:
     """Keep every teammate branch, then move the integration branch, last.
 
     Locally, a teammate branch deleted during the run is recreated at the head
@@ -491,7 +491,8 @@ def publish(repo: Repository, integration_branch: str, new_sha: Sha, expected_ol
     remote integration branch moved meanwhile, it is read again: already at our
     tip is success; an ancestor of our tip (a retried job's earlier result) is
     pushed over with the new lease; anything else (someone's own commits) is
-    reported, never overwritten. At most ``max_attempts`` pushes.
+    reported, never overwritten. At most ``max_attempts`` pushes. ``supersede``:
+    see ``keep_teammate_branches``.
     """
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
@@ -517,12 +518,9 @@ def publish(repo: Repository, integration_branch: str, new_sha: Sha, expected_ol
     if remote is None:
         return PublishResult(True, True)
     cwd = repo.path
-    pushed: list[PushedRef] = []
-    teammate_pushes = [RefPush(_full(b), head, lease=False) for b, head in teammate_branches]
-    if teammate_pushes:
-        results = git.push_refs(cwd, remote, teammate_pushes, credentials=credentials)
-        pushed.extend(results)
-        problems.extend(f"{r.ref}: {r.message}" for r in results if not r.ok)
+    pushed, teammate_problems = keep_teammate_branches(repo, remote, teammate_branches, credentials=credentials,
+                                                       supersede=supersede)
+    problems.extend(teammate_problems)
     lease = remote_expected_old
     attempts = 0
     while attempts < max_attempts:
@@ -545,6 +543,44 @@ def publish(repo: Repository, integration_branch: str, new_sha: Sha, expected_ol
         pushed.append(result)
         problems.append(f"{integration_ref}: push rejected {attempts} times: {result.message}")
     return PublishResult(not problems, True, tuple(pushed), tuple(problems), attempts)
+
+
+def superseded_ref(branch: str, sha: str) -> str:
+    return f"refs/rally/superseded/{branch}/{sha[:12]}"
+
+
+def keep_teammate_branches(repo: Repository, remote: str, teammate_branches: Sequence[tuple[str, Sha]], *,
+                           credentials: HttpCredentials | None = None,
+                           supersede: bool = False) -> tuple[list[PushedRef], list[str]]:
+    """Push every teammate branch to ``remote`` as a fast-forward.
+
+    ``supersede`` (a re-run of the same run, on a fresh runner): a remote branch
+    holding an earlier attempt's commits is kept under ``superseded_ref`` first,
+    in the same atomic push that moves the branch (with a lease on what it was),
+    so the pull request shows this attempt and nothing of the earlier one is lost.
+    """
+    if not teammate_branches:
+        return [], []
+    cwd = repo.path
+    refs = [_full(b) for b, _ in teammate_branches]
+    now = git.remote_ref_shas(cwd, remote, refs, credentials=credentials) if supersede else dict.fromkeys(refs)
+    pushed: list[PushedRef] = []
+    problems: list[str] = []
+    plain: list[RefPush] = []
+    for (branch, head), ref in zip(teammate_branches, refs):
+        old = now[ref]
+        if old is None or old == head or (git.object_exists(repo, old) and git.is_ancestor(repo, old, head)):
+            plain.append(RefPush(ref, head, lease=False))
+            continue
+        pair = [RefPush(superseded_ref(branch, old), old, None), RefPush(ref, head, old)]
+        results = git.push_refs(cwd, remote, pair, credentials=credentials, atomic=True)
+        pushed.extend(results)
+        problems.extend(f"{r.ref}: {r.message}" for r in results if not r.ok)
+    if plain:
+        results = git.push_refs(cwd, remote, plain, credentials=credentials)
+        pushed.extend(results)
+        problems.extend(f"{r.ref}: {r.message}" for r in results if not r.ok)
+    return pushed, problems
 
 
 def _full(branch: str) -> str:

@@ -733,11 +733,18 @@ class _Orchestra:
                 remote_old = git.remote_ref_shas(self.repo_path, self.remote, [f"refs/heads/{branch}"])[
                     f"refs/heads/{branch}"]
             published = integrate.publish(repo, branch, result.tip, git.ref_sha(repo, f"refs/heads/{branch}"), kept,
-                                          remote=self.remote, remote_expected_old=remote_old)
+                                          remote=self.remote, remote_expected_old=remote_old,
+                                          supersede=self.merge_lease is None)
             if published.ok:
                 self.ledger.update_run(integration_branch=branch, integration_sha=result.tip)
             else:
                 self.ledger.update_run(problems=(*self.ledger.state.problems, *published.problems))
+        elif self.remote is not None and self.merge_lease is None:
+            # Nothing integrated: every teammate branch is still pushed, whatever its outcome.
+            kept = [(r.branch, git.Sha(r.head_sha)) for r in self.ledger.state.teammates if r.head_sha]
+            _, problems = integrate.keep_teammate_branches(repo, self.remote, kept, supersede=True)
+            if problems:
+                self.ledger.update_run(problems=(*self.ledger.state.problems, *problems))
         self.ledger.add_phase("publish", self.clock() - started)
 
     def _integrable(self, name: str) -> bool:

@@ -32,6 +32,8 @@ def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | No
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
     loaded = _map(repo, config_path)
+    if event_path is None and environ.get("GITHUB_EVENT_PATH"):
+        event_path = Path(environ["GITHUB_EVENT_PATH"])  # in Actions: the issue names the run
     issue, issue_text = plan_cmd.issue_from_event(issue, event_path)
     # One run per workflow run, however often its jobs are re-run (SPEC 5: one
     # pull request per run), so the attempt number is not part of the id.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from rally_gh.commands import run as run_cmd
 from rally_gh.github.fake import FakeGitHubServer
 from rally_gh.tasks import TasksRefused
-from rally_gh.testing import SHOP_FILES, init_repo
+from rally_gh.testing import SHOP_FILES, git, init_repo
 
 
 def _event(tmp_path: Path, issue: int, body: str) -> Path:
@@ -56,3 +58,53 @@ def test_a_sender_without_write_access_is_refused_and_nothing_runs(
     (comment,) = [c for c in fake_github.comments.values() if c["issue"] == issue]
     assert "alice" in comment["body"]
     assert not (repo / ".git" / "rally" / "runs").exists()
+
+
+AGENT = """\
+import os, pathlib, time
+name = os.environ["RALLY_TEAMMATE"]
+pathlib.Path(f"src/{name}").mkdir(parents=True, exist_ok=True)
+# Different bytes on every attempt, as a real agent's would be.
+pathlib.Path(f"src/{name}/work.txt").write_text(f"{name} at {time.time_ns()}\\n")
+"""
+
+
+def _team_map(agent: Path) -> str:
+    lines = ["version: 1", "team: shop", "defaults: {timeout: 30s, retries: 0}", "teammates:"]
+    for name in ("api", "web"):
+        lines += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
+                  f"    agent: {{preset: command, command: [{json.dumps(sys.executable)}, {json.dumps(str(agent))}]}}"]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_re_run_of_the_same_workflow_run_keeps_one_pull_request_and_loses_nothing(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    fake_github.set_permission("alice", "write")
+    issue = fake_github.create_issue("Shop", "Both halves.", user="alice", labels=("rally:parallel",))
+    agent = tmp_path / "agent.py"
+    agent.write_text(AGENT)
+    origin = init_repo(tmp_path / "origin", {"README.md": "# shop\n", "rally.yml": _team_map(agent)})
+    git(origin, "remote", "add", "origin", fake_github.authenticated_git_url)
+    git(origin, "push", "-q", "origin", "main")
+    event = _event(tmp_path, issue, "Both halves.")
+    env = {**_env(fake_github, event), "GITHUB_RUN_ID": "4242", "PATH": os.environ["PATH"]}
+    codes = []
+    first_heads = {}
+    for attempt in (1, 2):  # a re-run starts on a fresh runner: a new clone, nothing local kept
+        clone = tmp_path / f"attempt{attempt}"
+        git(tmp_path, "clone", "-q", fake_github.authenticated_git_url, str(clone))
+        out = io.StringIO()
+        codes.append(run_cmd.run(clone, None, None, None, None, None, False, None, env, out,
+                                 progress_stream=io.StringIO()))
+        if attempt == 1:
+            first_heads = {n: git(fake_github.bare_repo, "rev-parse", f"refs/heads/rally/issue-{issue}-4242/{n}").strip()
+                           for n in ("api", "web")}
+    assert len(fake_github.pulls) == 1
+    assert len([c for c in fake_github.comments.values() if c["issue"] == issue]) == 1
+    # Nothing of the first attempt is lost: its teammate commits are kept under a ref of the run,
+    # and the branches (and the pull request) show the re-run's work.
+    refs = fake_github.refs()
+    for name, sha in first_heads.items():
+        assert refs[f"refs/rally/superseded/rally/issue-{issue}-4242/{name}/{sha[:12]}"] == sha
+        assert refs[f"refs/heads/rally/issue-{issue}-4242/{name}"] != sha
+    assert codes == [0, 0], codes
