@@ -392,9 +392,15 @@ def write_outputs(environ: Environ, outputs: Mapping[str, str]) -> bool:
 
 
 def run_outputs(state: RunState, pull: PullRequest | None) -> dict[str, str]:
+    from rally_gh.handoff import nexus_handoff
+    from rally_gh.report import step_complete_block
+
     status = "dry-run" if state.dry_run else run_status(state)
+    data = report_json(state)
+    # For agent pipelines: the next step reads the _STEP_COMPLETE block or the handoff summary.
     return {"run-id": state.run_id, "status": status, "pr-number": str(pull.number) if pull else "",
-            "pr-url": pull.url if pull else "", "report-json": json.dumps(report_json(state), indent=2)}
+            "pr-url": pull.url if pull else "", "report-json": json.dumps(data, indent=2),
+            "step-complete": step_complete_block(state), "handoff": nexus_handoff(data)}
 
 
 def publish_run(endpoint: GitHubEndpoint, state: RunState, trigger: Trigger, environ: Environ) -> dict[str, str]:

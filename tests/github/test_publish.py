@@ -368,3 +368,11 @@ def test_refusals_without_a_run_id_share_one_comment(fake_github: FakeGitHubServ
     publish.refuse(gh, issue, "the rally block names `ghost`, who is not a teammate")
     (comment,) = fake_github.comments.values()
     assert comment["body"].startswith(publish.REFUSAL_MARKER) and "`ghost`" in comment["body"]
+
+
+def test_outputs_carry_the_step_complete_block_and_the_handoff_for_agent_pipelines(pushed: Pushed) -> None:
+    from rally_gh.publish import run_outputs
+
+    outputs = run_outputs(run_state(pushed, outcomes={"api": "done", "web": "failed"}), None)
+    assert "_STEP_COMPLETE\nAgent: rally-gh" in outputs["step-complete"] and "Status: PARTIAL" in outputs["step-complete"]
+    assert "NEXUS_HANDOFF" in outputs["handoff"]
