@@ -333,6 +333,9 @@ def _note_writes_outside_worktrees(ledger: _Ledger, before: Mapping[str, int], a
 
 def _risks(loaded: LoadedConfig) -> list[str]:
     risks = [p.message.split(": ", 1)[-1] for p in control_file_grants(loaded)]
+    if not runner.sandbox_available():
+        risks.append("agents ran without a sandbox (it needs root and unshare): a write outside an agent's worktree "
+                     "is only noticed in the main checkout")
     config = loaded.config
     for t in config.teammates:
         passed = config.agent_of(t).env
@@ -538,6 +541,8 @@ class _Orchestra:
             env = runner.agent_environment(
                 self.environ, t, self.run_id, self.config.team, record.start_sha or "", prompt_file, report_file,
                 t.exclusive_write, (*spec.env, *cmd.passthrough), home)
+            if runner.sandbox_available():
+                cmd = runner.sandboxed(cmd, self._mounts(path))
             attempt_fn = runner.agent_attempt(cmd, path, env, prompt_file, report_file, self.config.timeout_of(t),
                                               files / "logs", model=spec.model)
             result = attempt_fn(attempt, cancel)
@@ -548,6 +553,14 @@ class _Orchestra:
             return result
 
         return run_attempt
+
+    def _mounts(self, own_worktree: Path) -> list[runner.Mount]:
+        """What an agent may write: its own worktree, and the git directory (its commits
+        write objects there); the main checkout and the other worktrees are read-only."""
+        repo = self._repo()
+        common = git.common_dir(repo)
+        mounts: list[runner.Mount] = [("ro", git.workdir(repo)), ("rw", common)]
+        return [*mounts, ("ro", git.rally_worktrees_root(repo)), ("rw", own_worktree)]
 
     def _spawn(self, t: Teammate) -> Path:
         started = self.clock()

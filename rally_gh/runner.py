@@ -14,10 +14,12 @@ prompt file and a command, and gives back what happened. Three parts:
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import re
 import selectors
+import shutil
 import signal
 import subprocess
 import threading
@@ -170,6 +172,49 @@ class AgentRun:
     stdout_tail: str
     stderr_tail: str
     stray_processes: int = 0  # processes of its group still alive after it exited, then stopped
+
+
+# --- A sandbox of mounts --------------------------------------------------------------
+#
+# Agents are programs we do not control. Each runs in its own worktree, but
+# nothing stops it writing into the main checkout or into another teammate's
+# worktree, where the write would end up in someone else's commit. Where the
+# machine allows it (root, util-linux's unshare: a CI runner, a container), the
+# agent gets a private mount namespace in which everything but its own worktree
+# and the git directory (commits write objects there) is read-only.
+
+_SANDBOX_SCRIPT = """
+while [ "$1" != "--" ]; do
+    mode=$1; target=$2; shift 2
+    mount --bind "$target" "$target" && mount -o "remount,$mode,bind" "$target" || {
+        echo "rally-gh sandbox: cannot mount $target $mode" >&2; exit 97; }
+done
+shift
+exec "$@"
+"""
+
+Mount = tuple[str, Path]  # ("ro" | "rw", path), applied in order: later ones win below them
+
+
+@functools.lru_cache(maxsize=1)
+def sandbox_available() -> bool:
+    """Whether agents can get a private mount namespace here (set RALLY_SANDBOX=0 to opt out)."""
+    if os.environ.get("RALLY_SANDBOX") == "0" or shutil.which("unshare") is None or os.geteuid() != 0:
+        return False
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return probe.returncode == 0
+
+
+def sandboxed(cmd: AgentCommand, mounts: Sequence[Mount]) -> AgentCommand:
+    """``cmd`` run in a private mount namespace with ``mounts`` applied first.
+    ``unshare`` execs in place (no fork), so the process group is still the agent's."""
+    args: list[str] = []
+    for mode, path in mounts:
+        args += [mode, str(path)]
+    prefix = ("unshare", "-m", "--propagation", "private", "/bin/sh", "-c", _SANDBOX_SCRIPT, "rally-sandbox",
+              *args, "--")
+    return replace(cmd, argv=(*prefix, *cmd.argv))
 
 
 def run_agent(cmd: AgentCommand, workdir: Path, env: Mapping[str, str], prompt_file: Path, timeout_s: float,

@@ -10,7 +10,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from rally_gh import git, orchestrate
+import pytest
+
+from rally_gh import git, orchestrate, runner
 from rally_gh.config import load_config_text
 from rally_gh.report import report_json
 from rally_gh.testing import git as run_git
@@ -128,6 +130,48 @@ def test_a_write_into_the_main_checkout_is_reported_as_a_risk(tmp_path: Path) ->
     repo = init_repo(tmp_path / "repo", {"README.md": "x\n", "rally.yml": rally_yml})
     env = dict(os.environ, RALLY_MAIN_CHECKOUT=str(repo))
     state = orchestrate.run(repo, load_config_text(rally_yml, "rally.yml"), "e1", None, time.time, env)
-    assert {t.name: t.outcome for t in state.teammates} == {"escape": "done", "calm": "done"}
-    assert any("main checkout changed" in r and "ESCAPED.txt" in r for r in state.risks)
-    assert (repo / "ESCAPED.txt").exists()  # reported, never deleted: nothing is lost
+    outcome = {t.name: t.outcome for t in state.teammates}
+    if runner.sandbox_available():
+        # The main checkout is read-only to agents: the write fails and so does the agent.
+        assert outcome == {"escape": "failed", "calm": "done"}
+        assert "Read-only file system" in (state.teammate("escape").reason or "")
+        assert not (repo / "ESCAPED.txt").exists()
+    else:
+        assert outcome == {"escape": "done", "calm": "done"}
+        assert any("main checkout changed" in r and "ESCAPED.txt" in r for r in state.risks)
+        assert (repo / "ESCAPED.txt").exists()  # reported, never deleted: nothing is lost
+
+
+@pytest.mark.skipif(not runner.sandbox_available(), reason="needs root and unshare (a private mount namespace)")
+def test_an_agent_cannot_write_into_another_teammates_worktree(tmp_path: Path) -> None:
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "meddler.py").write_text(textwrap.dedent("""
+        import os, pathlib, time
+        # The victim's worktree sits beside this one.
+        victim = pathlib.Path.cwd().parent / "victim"
+        for _ in range(100):
+            if victim.is_dir():
+                break
+            time.sleep(0.05)
+        (victim / "src" / "victim").mkdir(parents=True, exist_ok=True)
+        (victim / "src" / "victim" / "planted.py").write_text("planted\\n")
+    """))
+    (agents / "victim.py").write_text(textwrap.dedent("""
+        import pathlib, time
+        time.sleep(1.0)
+        pathlib.Path("src/victim").mkdir(parents=True, exist_ok=True)
+        pathlib.Path("src/victim/own.py").write_text("own\\n")
+    """))
+    lines = ["version: 1", "team: meddle", "defaults: {timeout: 10s, retries: 0}", "teammates:"]
+    for name in ("meddler", "victim"):
+        command = [sys.executable, str(agents / f"{name}.py")]
+        lines += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
+                  f"    agent: {{preset: command, command: {json.dumps(command)}}}"]
+    rally_yml = "\n".join(lines) + "\n"
+    repo = init_repo(tmp_path / "repo", {"README.md": "x\n", "rally.yml": rally_yml})
+    state = orchestrate.run(repo, load_config_text(rally_yml, "rally.yml"), "m1", None, time.time, dict(os.environ))
+    assert {t.name: t.outcome for t in state.teammates} == {"meddler": "failed", "victim": "done"}
+    assert "Read-only file system" in (state.teammate("meddler").reason or "")
+    files = run_git(repo, "ls-tree", "-r", "--name-only", "rally/m1/victim").split()
+    assert "src/victim/own.py" in files and "src/victim/planted.py" not in files
