@@ -197,22 +197,36 @@ Mount = tuple[str, Path]  # ("ro" | "rw", path), applied in order: later ones wi
 
 
 @functools.lru_cache(maxsize=1)
+def _unshare_flags() -> tuple[str, ...] | None:
+    """The unshare flags that give a private mount namespace here: as root, a mount
+    namespace; otherwise a user namespace too (where the kernel allows it
+    unprivileged). None: no sandbox (set RALLY_SANDBOX=0 to opt out)."""
+    if os.environ.get("RALLY_SANDBOX") == "0" or shutil.which("unshare") is None:
+        return None
+    candidates: list[tuple[str, ...]] = [("-m",)] if os.geteuid() == 0 else []
+    candidates.append(("-r", "-m"))
+    for flags in candidates:
+        probe = subprocess.run(["unshare", *flags, "--propagation", "private", "/bin/sh", "-c",
+                                "mount --bind / / && mount -o remount,ro,bind /"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        if probe.returncode == 0:
+            return flags
+    return None
+
+
 def sandbox_available() -> bool:
-    """Whether agents can get a private mount namespace here (set RALLY_SANDBOX=0 to opt out)."""
-    if os.environ.get("RALLY_SANDBOX") == "0" or shutil.which("unshare") is None or os.geteuid() != 0:
-        return False
-    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    return probe.returncode == 0
+    """Whether agents can get a private mount namespace here."""
+    return _unshare_flags() is not None
 
 
 def sandboxed(cmd: AgentCommand, mounts: Sequence[Mount]) -> AgentCommand:
     """``cmd`` run in a private mount namespace with ``mounts`` applied first.
     ``unshare`` execs in place (no fork), so the process group is still the agent's."""
+    flags = _unshare_flags() or ("-m",)
     args: list[str] = []
     for mode, path in mounts:
         args += [mode, str(path)]
-    prefix = ("unshare", "-m", "--propagation", "private", "/bin/sh", "-c", _SANDBOX_SCRIPT, "rally-sandbox",
+    prefix = ("unshare", *flags, "--propagation", "private", "/bin/sh", "-c", _SANDBOX_SCRIPT, "rally-sandbox",
               *args, "--")
     return replace(cmd, argv=(*prefix, *cmd.argv))
 
