@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from rally_gh.commands import run as run_cmd
 from rally_gh.github.fake import FakeGitHubServer
 from rally_gh.tasks import TasksRefused
-from rally_gh.testing import SHOP_FILES, git, init_repo
+from rally_gh.testing import RALLY_CLI, SHOP_FILES, git, init_repo
 
 
 def _event(tmp_path: Path, issue: int, body: str) -> Path:
@@ -108,3 +109,34 @@ def test_a_re_run_of_the_same_workflow_run_keeps_one_pull_request_and_loses_noth
         assert refs[f"refs/rally/superseded/rally/issue-{issue}-4242/{name}/{sha[:12]}"] == sha
         assert refs[f"refs/heads/rally/issue-{issue}-4242/{name}"] != sha
     assert codes == [0, 0], codes
+
+
+def test_two_runs_racing_for_one_issue_each_finish_without_clobbering_the_other(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    """Without the workflow's concurrency group, two runs for one issue (two workflow runs) may
+    overlap: each keeps its own branches, pull request and progress comment."""
+    fake_github.set_permission("alice", "write")
+    issue = fake_github.create_issue("Shop", "Both halves.", user="alice", labels=("rally:parallel",))
+    agent = tmp_path / "agent.py"
+    agent.write_text(AGENT)
+    origin = init_repo(tmp_path / "origin", {"README.md": "# shop\n", "rally.yml": _team_map(agent)})
+    git(origin, "remote", "add", "origin", fake_github.authenticated_git_url)
+    git(origin, "push", "-q", "origin", "main")
+    event = _event(tmp_path, issue, "Both halves.")
+    jobs = []
+    for run in ("5001", "5002"):
+        clone = tmp_path / f"run{run}"
+        git(tmp_path, "clone", "-q", fake_github.authenticated_git_url, str(clone))
+        env = {**os.environ, **_env(fake_github, event), "GITHUB_RUN_ID": run}
+        jobs.append(subprocess.Popen([*RALLY_CLI, "run"], cwd=clone, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True))
+    outputs = [job.communicate(timeout=180)[0] for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], outputs
+    refs = fake_github.refs()
+    for run in ("5001", "5002"):
+        for name in ("api", "web", "_integration"):
+            assert f"refs/heads/rally/issue-{issue}-{run}/{name}" in refs
+    heads = sorted(p["head"] for p in fake_github.pulls.values())  # the fake keeps the branch name
+    assert heads == [f"rally/issue-{issue}-5001/_integration", f"rally/issue-{issue}-5002/_integration"]
+    markers = sorted(c["body"].split("\n", 1)[0] for c in fake_github.comments.values() if c["issue"] == issue)
+    assert markers == [f"<!-- rally-gh:run:issue-{issue}-5001 -->", f"<!-- rally-gh:run:issue-{issue}-5002 -->"]
