@@ -140,3 +140,46 @@ def test_two_runs_racing_for_one_issue_each_finish_without_clobbering_the_other(
     assert heads == [f"rally/issue-{issue}-5001/_integration", f"rally/issue-{issue}-5002/_integration"]
     markers = sorted(c["body"].split("\n", 1)[0] for c in fake_github.comments.values() if c["issue"] == issue)
     assert markers == [f"<!-- rally-gh:run:issue-{issue}-5001 -->", f"<!-- rally-gh:run:issue-{issue}-5002 -->"]
+
+
+PUSH_TO_MAIN = """\
+import os, pathlib, subprocess, tempfile
+# Someone lands a commit on the remote's main while the team works.
+env = dict(os.environ, GIT_INDEX_FILE=os.path.join(tempfile.mkdtemp(), "index"),
+           GIT_AUTHOR_NAME="Bo", GIT_AUTHOR_EMAIL="bo@example.com",
+           GIT_COMMITTER_NAME="Bo", GIT_COMMITTER_EMAIL="bo@example.com")
+git = lambda *a, **k: subprocess.run(["git", *a], env=env, check=True, capture_output=True, text=True, **k).stdout.strip()
+git("read-tree", "origin/main")
+blob = git("hash-object", "-w", "--stdin", input="landed during the run\\n")
+git("update-index", "--add", "--cacheinfo", f"100644,{blob},LANDED.md")
+commit = git("commit-tree", git("write-tree"), "-p", "origin/main", "-m", "landed on main")
+git("push", "-q", "origin", f"{commit}:refs/heads/main")
+name = os.environ["RALLY_TEAMMATE"]
+pathlib.Path(f"src/{name}").mkdir(parents=True, exist_ok=True)
+pathlib.Path(f"src/{name}/work.txt").write_text("work\\n")
+"""
+
+
+def test_in_actions_integration_goes_onto_the_remote_base_as_it_is_when_integrating(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    fake_github.set_permission("alice", "write")
+    issue = fake_github.create_issue("Shop", "Both halves.", user="alice", labels=("rally:parallel",))
+    agent = tmp_path / "agent.py"
+    agent.write_text(AGENT)
+    lander = tmp_path / "lander.py"
+    lander.write_text(PUSH_TO_MAIN)
+    team = _team_map(agent).replace(json.dumps(str(agent)), json.dumps(str(lander)), 1)  # api lands on main
+    origin = init_repo(tmp_path / "origin", {"README.md": "# shop\n", "rally.yml": team})
+    git(origin, "remote", "add", "origin", fake_github.authenticated_git_url)
+    git(origin, "push", "-q", "origin", "main")
+    clone = tmp_path / "runner"
+    git(tmp_path, "clone", "-q", fake_github.authenticated_git_url, str(clone))
+    env = {**_env(fake_github, _event(tmp_path, issue, "Both halves.")), "GITHUB_RUN_ID": "77", "PATH": os.environ["PATH"]}
+    out = io.StringIO()
+    code = run_cmd.run(clone, None, None, None, None, None, False, None, env, out, progress_stream=io.StringIO())
+    assert code == 0, out.getvalue()[-2500:]
+    landed = git(fake_github.bare_repo, "rev-parse", "refs/heads/main").strip()
+    integration = f"refs/heads/rally/issue-{issue}-77/_integration"
+    files = git(fake_github.bare_repo, "ls-tree", "-r", "--name-only", integration).split()
+    assert {"LANDED.md", "src/api/work.txt", "src/web/work.txt"} <= set(files)
+    assert git(fake_github.bare_repo, "merge-base", integration, "refs/heads/main").strip() == landed
