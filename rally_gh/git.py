@@ -98,8 +98,14 @@ def head_sha(repo: Repository) -> Sha | None:
 
 
 def head_branch(repo: Repository) -> str | None:
-    """The short name of the checked-out branch, or None when HEAD is detached."""
+    """The short name of the checked-out branch, or None when HEAD is detached.
+    During a rebase (HEAD detached on purpose), the branch being rebased."""
     if repo.head_is_detached:
+        for marker in ("rebase-merge/head-name", "rebase-apply/head-name"):
+            path = Path(repo.path) / marker
+            if path.is_file():
+                name = path.read_text().strip()
+                return name[len("refs/heads/"):] if name.startswith("refs/heads/") else None
         return None
     ref = repo.references.get("HEAD")
     target = ref.target if ref is not None else None

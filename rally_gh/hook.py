@@ -163,8 +163,8 @@ def fast_pre_commit(environ: Mapping[str, str]) -> bool:
         return False  # unborn HEAD, not a repository, ...
     common, gitdir, head_ref = found.splitlines()[:3]
     gitdir_path = Path(gitdir)
-    if (gitdir_path / "MERGE_HEAD").exists():
-        return False
+    if any((gitdir_path / m).exists() for m in ("MERGE_HEAD", "rebase-merge", "rebase-apply", "CHERRY_PICK_HEAD")):
+        return False  # the full path knows whose branch is being merged, rebased or picked
     listed = _git_out("ls-tree", "-z", "HEAD", "--", *MAP_FILES)
     if not listed:
         return False

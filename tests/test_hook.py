@@ -200,3 +200,17 @@ def test_fast_path_answers_only_clean(hooked: Path, files: dict[str, str], fast_
     monkeypatch.chdir(hooked)
     assert fast_pre_commit({}) is fast_ok
     assert (git_commit(hooked).returncode == 0) is fast_ok
+
+
+def test_during_a_rebase_the_branch_being_rebased_names_the_teammate(hooked: Path) -> None:
+    git(hooked, "checkout", "-q", "-b", "rally/r1/api")
+    stage(hooked, {"src/api/app.py": "api side\n"})
+    assert git_commit(hooked, "api").returncode == 0  # through the hook: the fast path's cache is warm
+    git(hooked, "checkout", "-q", "main")
+    commit(hooked, {"src/api/app.py": "main side\n"}, "main moved")
+    git(hooked, "checkout", "-q", "rally/r1/api")
+    rebase = subprocess.run(["git", "rebase", "main"], cwd=hooked, env=git_env(), capture_output=True, text=True)
+    assert rebase.returncode != 0  # a conflict stops it half-way: HEAD is detached
+    stage(hooked, {"src/api/app.py": "resolved\n", "src/web/app.js": "sneaked in\n"})
+    proc = git_commit(hooked, "resolve")
+    assert proc.returncode != 0 and "src/web/app.js: api modified it, but it is owned by web" in proc.stdout
