@@ -78,16 +78,25 @@ def _team_map(agent: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _shop_on_github(fake: FakeGitHubServer, tmp_path: Path, agents: tuple[Path, Path] | None = None) -> tuple[int, Path]:
+    """A labeled issue by a writer, and a two-teammate shop pushed to the fake's repository;
+    the issue number and the event file. ``agents``: api's and web's scripts (default: AGENT)."""
+    fake.set_permission("alice", "write")
+    issue = fake.create_issue("Shop", "Both halves.", user="alice", labels=("rally:parallel",))
+    if agents is None:
+        agent = tmp_path / "agent.py"
+        agent.write_text(AGENT)
+        agents = (agent, agent)
+    team = _team_map(agents[1]).replace(json.dumps(str(agents[1])), json.dumps(str(agents[0])), 1)
+    origin = init_repo(tmp_path / "origin", {"README.md": "# shop\n", "rally.yml": team})
+    git(origin, "remote", "add", "origin", fake.authenticated_git_url)
+    git(origin, "push", "-q", "origin", "main")
+    return issue, _event(tmp_path, issue, "Both halves.")
+
+
 def test_a_re_run_of_the_same_workflow_run_keeps_one_pull_request_and_loses_nothing(
         fake_github: FakeGitHubServer, tmp_path: Path) -> None:
-    fake_github.set_permission("alice", "write")
-    issue = fake_github.create_issue("Shop", "Both halves.", user="alice", labels=("rally:parallel",))
-    agent = tmp_path / "agent.py"
-    agent.write_text(AGENT)
-    origin = init_repo(tmp_path / "origin", {"README.md": "# shop\n", "rally.yml": _team_map(agent)})
-    git(origin, "remote", "add", "origin", fake_github.authenticated_git_url)
-    git(origin, "push", "-q", "origin", "main")
-    event = _event(tmp_path, issue, "Both halves.")
+    issue, event = _shop_on_github(fake_github, tmp_path)
     env = {**_env(fake_github, event), "GITHUB_RUN_ID": "4242", "PATH": os.environ["PATH"]}
     codes = []
     first_heads = {}
@@ -115,14 +124,7 @@ def test_two_runs_racing_for_one_issue_each_finish_without_clobbering_the_other(
         fake_github: FakeGitHubServer, tmp_path: Path) -> None:
     """Without the workflow's concurrency group, two runs for one issue (two workflow runs) may
     overlap: each keeps its own branches, pull request and progress comment."""
-    fake_github.set_permission("alice", "write")
-    issue = fake_github.create_issue("Shop", "Both halves.", user="alice", labels=("rally:parallel",))
-    agent = tmp_path / "agent.py"
-    agent.write_text(AGENT)
-    origin = init_repo(tmp_path / "origin", {"README.md": "# shop\n", "rally.yml": _team_map(agent)})
-    git(origin, "remote", "add", "origin", fake_github.authenticated_git_url)
-    git(origin, "push", "-q", "origin", "main")
-    event = _event(tmp_path, issue, "Both halves.")
+    issue, event = _shop_on_github(fake_github, tmp_path)
     jobs = []
     for run in ("5001", "5002"):
         clone = tmp_path / f"run{run}"
@@ -162,19 +164,13 @@ pathlib.Path(f"src/{name}/work.txt").write_text("work\\n")
 
 def test_in_actions_integration_goes_onto_the_remote_base_as_it_is_when_integrating(
         fake_github: FakeGitHubServer, tmp_path: Path) -> None:
-    fake_github.set_permission("alice", "write")
-    issue = fake_github.create_issue("Shop", "Both halves.", user="alice", labels=("rally:parallel",))
-    agent = tmp_path / "agent.py"
+    agent, lander = tmp_path / "agent.py", tmp_path / "lander.py"
     agent.write_text(AGENT)
-    lander = tmp_path / "lander.py"
     lander.write_text(PUSH_TO_MAIN)
-    team = _team_map(agent).replace(json.dumps(str(agent)), json.dumps(str(lander)), 1)  # api lands on main
-    origin = init_repo(tmp_path / "origin", {"README.md": "# shop\n", "rally.yml": team})
-    git(origin, "remote", "add", "origin", fake_github.authenticated_git_url)
-    git(origin, "push", "-q", "origin", "main")
+    issue, event = _shop_on_github(fake_github, tmp_path, (lander, agent))  # api lands a commit on main
     clone = tmp_path / "runner"
     git(tmp_path, "clone", "-q", fake_github.authenticated_git_url, str(clone))
-    env = {**_env(fake_github, _event(tmp_path, issue, "Both halves.")), "GITHUB_RUN_ID": "77", "PATH": os.environ["PATH"]}
+    env = {**_env(fake_github, event), "GITHUB_RUN_ID": "77", "PATH": os.environ["PATH"]}
     out = io.StringIO()
     code = run_cmd.run(clone, None, None, None, None, None, False, None, env, out, progress_stream=io.StringIO())
     assert code == 0, out.getvalue()[-2500:]
