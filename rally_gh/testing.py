@@ -12,6 +12,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from rally_gh.state import RunState, TeammateRecord
+
 # The rally-gh command line of the running interpreter (no PATH lookup).
 RALLY_CLI: tuple[str, ...] = (sys.executable, "-m", "rally_gh")
 
@@ -132,3 +134,29 @@ SHOP_FILES: dict[str, str | bytes | None] = {
     "src/web/app.js": "console.log('web')\n",
     "tests/api/test_app.py": "def test(): pass\n",
 }
+
+
+# --- Run states, for tests of what is made from a finished run -------------------
+
+T0 = 1_000_000.0
+
+
+def teammate_record(name: str, outcome: str, **extra: object) -> TeammateRecord:
+    """A finished teammate of run r1 (10 s of work); ``extra`` sets any other field."""
+    fields: dict[str, object] = {"name": name, "branch": f"rally/r1/{name}", "outcome": outcome, "attempts": 1,
+                                 "duration_s": 10.0, "started_at": T0, "finished_at": T0 + 10,
+                                 "owns": (f"src/{name}/**",)}
+    fields.update(extra)
+    return TeammateRecord.model_validate(fields)
+
+
+def run_state(*teammates: TeammateRecord, **extra: object) -> RunState:
+    """Run r1, finished after 12 s, integrating the teammates marked integrated."""
+    fields: dict[str, object] = {
+        "run_id": "r1", "team": "t", "base_ref": "main", "base_sha": "b" * 40, "config_digest": "d",
+        "started_at": T0, "finished_at": T0 + 12, "status": "finished", "max_parallel": 4,
+        "teammates": teammates, "phases": {"run": 10.0}, "integration_branch": "rally/r1/_integration",
+        "integration_sha": "c" * 40, "integrated": tuple(t.name for t in teammates if t.integrated),
+    }
+    fields.update(extra)
+    return RunState.model_validate(fields)

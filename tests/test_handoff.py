@@ -12,6 +12,7 @@ from rally_gh.config import Config, load_config_text
 from rally_gh.errors import RallyError, UsageError
 from rally_gh.handoff import handoff_tasks, nexus_handoff, step_complete, tasks_from_handoff
 from rally_gh.report import report_json, step_complete_block
+from rally_gh.testing import run_state, teammate_record
 from rally_gh.state import Conflict, ConvergenceGroup, RunState, TeammateRecord, VerifyResult, Violation
 from rally_gh.tasks import TasksRefused, apply_tasks
 
@@ -160,26 +161,12 @@ def test_json_handoffs_and_their_errors(tmp_path: Path, config: Config) -> None:
 
 # --- Out ------------------------------------------------------------------------
 
-T0 = 1_000_000.0
-
-
 def rec(name: str, outcome: str, **extra: object) -> TeammateRecord:
-    fields: dict[str, object] = {"name": name, "branch": f"rally/r1/{name}", "outcome": outcome, "attempts": 1,
-                                 "duration_s": 10.0, "started_at": T0, "finished_at": T0 + 10,
-                                 "head_sha": "f" * 40, "files_changed": ("a", "b")}
-    fields.update(extra)
-    return TeammateRecord.model_validate(fields)
+    return teammate_record(name, outcome, **{"head_sha": "f" * 40, "files_changed": ("a", "b"), **extra})
 
 
 def state(*teammates: TeammateRecord, **extra: object) -> RunState:
-    fields: dict[str, object] = {
-        "run_id": "r1", "team": "shop", "base_ref": "main", "base_sha": "b" * 40, "config_digest": "d",
-        "started_at": T0, "finished_at": T0 + 12, "status": "finished", "max_parallel": 4,
-        "teammates": teammates, "phases": {"run": 10.0}, "integration_branch": "rally/r1/_integration",
-        "integration_sha": "c" * 40, "integrated": tuple(t.name for t in teammates if t.integrated),
-    }
-    fields.update(extra)
-    return RunState.model_validate(fields)
+    return run_state(*teammates, **{"team": "shop", **extra})
 
 
 STATES = {

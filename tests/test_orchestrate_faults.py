@@ -147,19 +147,22 @@ def test_an_agent_cannot_write_into_another_teammates_worktree(tmp_path: Path) -
     agents = tmp_path / "agents"
     agents.mkdir()
     (agents / "meddler.py").write_text(textwrap.dedent("""
-        import os, pathlib, time
-        # The victim's worktree sits beside this one.
+        import pathlib, time
+        # The victim's worktree sits beside this one; the orchestrator makes it in parallel.
         victim = pathlib.Path.cwd().parent / "victim"
-        for _ in range(100):
-            if victim.is_dir():
-                break
+        deadline = time.monotonic() + 10
+        while not victim.is_dir() and time.monotonic() < deadline:
             time.sleep(0.05)
-        (victim / "src" / "victim").mkdir(parents=True, exist_ok=True)
-        (victim / "src" / "victim" / "planted.py").write_text("planted\\n")
+        pathlib.Path("attempted").write_text("1")  # in our own worktree: the victim waits for it
+        (victim / "planted.py").write_text("planted\\n")
     """))
     (agents / "victim.py").write_text(textwrap.dedent("""
         import pathlib, time
-        time.sleep(1.0)
+        # Write our own work only after the meddler tried to plant something in our worktree.
+        marker = pathlib.Path.cwd().parent / "meddler" / "attempted"
+        deadline = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         pathlib.Path("src/victim").mkdir(parents=True, exist_ok=True)
         pathlib.Path("src/victim/own.py").write_text("own\\n")
     """))
@@ -174,4 +177,4 @@ def test_an_agent_cannot_write_into_another_teammates_worktree(tmp_path: Path) -
     assert {t.name: t.outcome for t in state.teammates} == {"meddler": "failed", "victim": "done"}
     assert "Read-only file system" in (state.teammate("meddler").reason or "")
     files = run_git(repo, "ls-tree", "-r", "--name-only", "rally/m1/victim").split()
-    assert "src/victim/own.py" in files and "src/victim/planted.py" not in files
+    assert "src/victim/own.py" in files and "planted.py" not in files

@@ -9,29 +9,11 @@ import pytest
 from rally_gh import git
 from rally_gh.commands import report as report_cmd
 from rally_gh.report import report_json, report_markdown, run_status, step_complete_block, team_efficiency
-from rally_gh.state import Conflict, RunState, TeammateRecord, VerifyResult, Violation, save_state
-from rally_gh.testing import init_repo
+from rally_gh.state import Conflict, VerifyResult, Violation, save_state
+from rally_gh.testing import init_repo, run_state, teammate_record
 
-T0 = 1_000_000.0
-
-
-def rec(name: str, outcome: str, **extra: object) -> TeammateRecord:
-    fields: dict[str, object] = {"name": name, "branch": f"rally/r1/{name}", "outcome": outcome, "attempts": 1,
-                                 "duration_s": 10.0, "started_at": T0, "finished_at": T0 + 10,
-                                 "owns": (f"src/{name}/**",)}
-    fields.update(extra)
-    return TeammateRecord.model_validate(fields)
-
-
-def finished(*teammates: TeammateRecord, **extra: object) -> RunState:
-    fields: dict[str, object] = {
-        "run_id": "r1", "team": "t", "base_ref": "main", "base_sha": "b" * 40, "config_digest": "d",
-        "started_at": T0, "finished_at": T0 + 12, "status": "finished", "max_parallel": 4,
-        "teammates": teammates, "phases": {"run": 10.0}, "integration_branch": "rally/r1/_integration",
-        "integration_sha": "c" * 40, "integrated": tuple(t.name for t in teammates if t.integrated),
-    }
-    fields.update(extra)
-    return RunState.model_validate(fields)
+rec = teammate_record
+finished = run_state
 
 
 def test_a_perfect_run_scores_100_and_is_done() -> None:
