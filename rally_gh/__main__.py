@@ -1,7 +1,8 @@
 """``python -m rally_gh`` and the ``rally-gh`` console script.
 
-``hook pre-commit`` runs on every commit: try its fast path before importing
-the command line (click, pydantic and pygit2 cost more than the check itself).
+``hook pre-commit`` runs on every commit: try its fast path (rally_gh.fasthook)
+before importing the command line (click, pydantic and pygit2 cost more than
+the check itself).
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import sys
 
 def main() -> None:
     if sys.argv[1:] == ["hook", "pre-commit"]:
-        from rally_gh.hook import fast_pre_commit
+        from rally_gh.fasthook import is_clean
 
         try:
-            if fast_pre_commit(os.environ):
+            if is_clean(os.environ):
                 raise SystemExit(0)
-        except (OSError, ValueError, KeyError, IndexError):
+        except (OSError, ValueError, KeyError, IndexError, ImportError):
             pass  # anything odd: the full path decides and explains
     from rally_gh.cli import main as cli_main
 

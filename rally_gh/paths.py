@@ -1,13 +1,10 @@
 """Repository paths that must never be written: the hostile-path rules of SPEC section 1.
 
-Used for patterns in ``rally.yml`` and for every path in a commit or tree.
+Used for patterns in ``rally.yml`` and for every path in a commit or tree, and
+by the hook's fast path, so it imports nothing.
 """
 
 from __future__ import annotations
-
-import unicodedata
-from collections.abc import Iterable
-from dataclasses import dataclass
 
 CONTROL_FILES: tuple[str, ...] = (
     "rally.yml",
@@ -52,30 +49,3 @@ def hostile_reason(path: str) -> str | None:
         if seg.casefold() == ".git":
             return "has a '.git' segment"
     return None
-
-
-@dataclass(frozen=True)
-class Collision:
-    path: str
-    other: str
-    kind: str  # "case" | "unicode"
-
-
-def collisions(paths: Iterable[str]) -> list[Collision]:
-    """Pairs of paths that are distinct bytes but the same file on a case-insensitive or
-    normalizing filesystem (macOS, Windows). Every prefix directory is compared too, so
-    ``Src/a`` collides with ``src/b``'s directory."""
-    seen: dict[str, str] = {}
-    out: list[Collision] = []
-    reported: set[tuple[str, str]] = set()
-    for path in paths:
-        parts = path.split("/")
-        for i in range(1, len(parts) + 1):
-            prefix = "/".join(parts[:i])
-            key = unicodedata.normalize("NFC", prefix).casefold()
-            other = seen.setdefault(key, prefix)
-            if other != prefix and (other, prefix) not in reported:
-                reported.add((other, prefix))
-                same_nfc = unicodedata.normalize("NFC", other) == unicodedata.normalize("NFC", prefix)
-                out.append(Collision(prefix, other, "unicode" if same_nfc else "case"))
-    return out

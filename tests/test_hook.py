@@ -191,14 +191,14 @@ def test_pre_commit_framework_try_repo(tmp_path: Path) -> None:
 ])
 def test_fast_path_answers_only_clean(hooked: Path, files: dict[str, str], fast_ok: bool,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from rally_gh.hook import fast_pre_commit
+    from rally_gh.fasthook import is_clean
 
     git(hooked, "checkout", "-q", "-b", "rally/r1/api")
     stage(hooked, {"src/api/app.py": "warm the cache\n"})
     assert git_commit(hooked).returncode == 0  # the full path writes the map cache
     stage(hooked, files)
     monkeypatch.chdir(hooked)
-    assert fast_pre_commit({}) is fast_ok
+    assert is_clean({}) is fast_ok
     assert (git_commit(hooked).returncode == 0) is fast_ok
 
 

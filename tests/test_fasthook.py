@@ -1,0 +1,150 @@
+"""The hook's fast path (rally_gh.fasthook): the same answers as the full path,
+from a compiled table and the git CLI, and never a "clean" the full path would refuse."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from rally_gh import fasthook
+from rally_gh.errors import PatternError
+from rally_gh.globs import compile_glob
+from rally_gh.ownership import Grant, Ownership
+from rally_gh.testing import RALLY_CLI, SHOP_FILES as FILES, git, git_env, init_repo
+
+SEGMENTS = ["a", "b", "A", "x.py", "rally.yml", "CODEOWNERS", ".github", "*", "**", "*.py", "?", "x*", "a\\*"]
+PATH_SEGMENTS = ["a", "b", "A", "x.py", "y.py", "rally.yml", "CODEOWNERS", ".github", "a*", "ab"]
+
+
+@st.composite
+def patterns(draw: st.DrawFn) -> str:
+    body = "/".join(draw(st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=3)))
+    return (draw(st.sampled_from(["", "!"])) + draw(st.sampled_from(["", "/"])) + body
+            + draw(st.sampled_from(["", "/"])))
+
+
+paths = st.lists(st.sampled_from(PATH_SEGMENTS), min_size=1, max_size=4).map("/".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(patterns(), min_size=1, max_size=4), min_size=1, max_size=3), st.lists(paths, max_size=8))
+def test_table_owner_is_the_ownership_engines(teams: list[list[str]], some_paths: list[str]) -> None:
+    names = [f"t{i}" for i in range(len(teams))]
+    try:
+        grants = [Grant(t, i, compile_glob(p)) for t, pats in enumerate(teams) for i, p in enumerate(pats)]
+    except PatternError:
+        return
+    engine = Ownership(names, grants)
+    _, table_names, rows = fasthook.load_table(fasthook.compile_table("rally", list(zip(names, teams))))
+    for path in some_paths:
+        assert fasthook.owner_of(table_names, rows, path) == engine.owner_of(path), (teams, path)
+
+
+def test_common_forms_need_no_regular_expression() -> None:
+    _, _, rows = fasthook.load_table(fasthook.compile_table("rally", [
+        ("api", ["src/api/**", "/docs/api/", "Makefile", "src/app.py", "!src/api/gen/**"]),
+    ]))
+    assert [kind for _, _, kind, _, _ in rows] == [fasthook._INSIDE, fasthook._EXACT, fasthook._ANYWHERE,
+                                                   fasthook._EXACT, fasthook._INSIDE]
+
+
+def test_a_table_of_another_format_is_refused() -> None:
+    with pytest.raises(ValueError):
+        fasthook.load_table(b"not marshal")
+    with pytest.raises(ValueError):
+        fasthook.load_table(fasthook.compile_table("rally", []).replace(b"\x01", b"\x07", 1))
+
+
+# --- Real repositories ------------------------------------------------------
+
+
+def git_commit(d: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "commit", "-q", "-m", "change"], cwd=d, env=git_env(env),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+
+
+def write(d: Path, files: dict[str, str]) -> None:
+    for rel, content in files.items():
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_text(content)
+        git(d, "add", rel)
+
+
+@pytest.fixture
+def hooked(tmp_path: Path) -> Path:
+    d = init_repo(tmp_path / "shop", FILES)
+    subprocess.run([*RALLY_CLI, "hook", "install"], cwd=d, check=True, capture_output=True)
+    git(d, "checkout", "-q", "-b", "rally/r1/api")
+    write(d, {"src/api/app.py": "warm the table\n"})
+    assert git_commit(d).returncode == 0  # the full path compiles and caches the map's table
+    return d
+
+
+def test_the_full_path_caches_the_table_by_map_blob(hooked: Path) -> None:
+    blob = git(hooked, "rev-parse", "HEAD:rally.yml").strip()
+    table = Path(fasthook.table_file(str(hooked / ".git"), blob))
+    prefix, names, _ = fasthook.load_table(table.read_bytes())
+    assert prefix == "rally" and "api" in names
+
+
+def test_in_a_linked_worktree(hooked: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = hooked.parent / "api-tree"
+    git(hooked, "worktree", "add", "-q", "-b", "rally/r1/web", str(tree), "main")
+    write(tree, {"src/web/app.js": "v2\n"})
+    monkeypatch.chdir(tree)
+    assert fasthook.is_clean({}) is True
+    assert git_commit(tree).returncode == 0
+    write(tree, {"src/api/app.py": "not mine\n"})
+    assert fasthook.is_clean({}) is False
+    proc = git_commit(tree)
+    assert proc.returncode != 0 and "src/api/app.py: web modified it, but it is owned by api" in proc.stdout
+
+
+def test_from_a_subdirectory(hooked: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(hooked, {"src/api/app.py": "v3\n"})
+    monkeypatch.chdir(hooked / "src" / "api")
+    assert fasthook.is_clean({}) is True
+
+
+def test_a_broken_table_goes_to_the_full_path(hooked: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blob = git(hooked, "rev-parse", "HEAD:rally.yml").strip()
+    Path(fasthook.table_file(str(hooked / ".git"), blob)).write_bytes(b"\x00garbage")
+    write(hooked, {"src/api/app.py": "v3\n"})
+    monkeypatch.chdir(hooked)
+    with pytest.raises(ValueError):
+        fasthook.is_clean({})
+    assert git_commit(hooked).returncode == 0  # the full path decides
+    write(hooked, {"src/web/app.js": "not mine\n"})
+    assert git_commit(hooked).returncode != 0
+
+
+def test_no_teammate_and_a_staged_map(hooked: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    git(hooked, "checkout", "-q", "main")
+    monkeypatch.chdir(hooked)
+    write(hooked, {"src/web/app.js": "anyone\n"})
+    assert fasthook.is_clean({}) is True
+    write(hooked, {"rally.yml": (hooked / "rally.yml").read_text() + "\n"})
+    assert fasthook.is_clean({}) is False  # the full path validates it
+
+
+def test_a_planted_rally_gh_package_cannot_answer_for_the_hook(hooked: Path) -> None:
+    """The working directory is a teammate's checkout: its files never run as the hook."""
+    for top in ("rally_gh/__init__.py", "rally_gh/__main__.py", "rally_gh/fasthook.py"):
+        (hooked / top).parent.mkdir(exist_ok=True)
+        (hooked / top).write_text("raise SystemExit(0)\n")  # untracked: the hook runs at the top
+    write(hooked, {"src/web/app.js": "not mine\n"})
+    proc = git_commit(hooked)
+    assert proc.returncode != 0 and "owned by web" in proc.stdout
+
+
+def test_the_installed_hook_becomes_the_full_path_when_rally_gh_moved(hooked: Path) -> None:
+    hook = hooked / ".git" / "hooks" / "pre-commit"
+    text = hook.read_text()
+    bootstrap_args = text.split("main()' ", 1)[1].split(" || exit", 1)[0]
+    hook.write_text(text.replace(bootstrap_args, "/nonexistent"))
+    write(hooked, {"src/web/app.js": "not mine\n"})
+    proc = git_commit(hooked)
+    assert proc.returncode != 0 and "owned by web" in proc.stdout
