@@ -239,7 +239,7 @@ def _duration_seconds(value: object, info: ValidationInfo) -> object:
         except ValueError as err:
             raise _refuse(str(err)) from None
     if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise _refuse(f"expected a duration, got {_describe(value)}; {DURATION_HINT}")
+        raise _refuse(f"expected a duration, got {describe_value(value)}; {DURATION_HINT}")
     if info.context and info.context.get("from_file"):
         raise _refuse(f"a bare number ({value}) is ambiguous; {DURATION_HINT}")
     return value
@@ -428,7 +428,7 @@ class Config(_Model):
     @classmethod
     def _version_is_a_number(cls, value: Any) -> Any:
         if isinstance(value, bool):  # True == 1 in Python, but not in a file
-            raise _refuse(f"must be 1 (the only format so far), got {_describe(value)}")
+            raise _refuse(f"must be 1 (the only format so far), got {describe_value(value)}")
         return value
 
     def teammate(self, name: str) -> Teammate:
@@ -515,8 +515,8 @@ def load_config_text(text: str | bytes, filename: str = "rally.yml") -> LoadedCo
     if len(text) > MAX_CONFIG_BYTES:
         raise _too_big(filename, len(text))
     source = _decode(text, filename)
-    root = _compose(source, filename)
-    reader = _NodeReader(filename)
+    root = compose_yaml(source, filename)
+    reader = NodeReader(filename)
     data = reader.read_document(root)
     problems = list(reader.problems)
     config: Config | None = None
@@ -590,7 +590,10 @@ class _AliasRefusingComposer(Composer):
         return super().compose_node(parent, index)
 
 
-def _compose(text: str, filename: str) -> Node | None:
+def compose_yaml(text: str, filename: str) -> Node | None:
+    """The YAML node tree of ``text`` (None when empty), with aliases refused and
+    nesting bounded; raises ConfigInvalid with line:col for a syntax error. Shared
+    by every YAML that rally-gh reads: rally.yml, an issue's rally block, a handoff."""
     yaml = YAML(typ="safe", pure=True)
     yaml.Composer = _AliasRefusingComposer
     yaml.max_depth = MAX_DEPTH + 2  # deep nesting fails fast instead of recursing
@@ -637,7 +640,7 @@ _YAML_TAG = "tag:yaml.org,2002:"
 _UNREADABLE = object()  # stands for a value already reported; pydantic's complaints about it are dropped
 
 
-class _NodeReader:
+class NodeReader:
     """Turns composed nodes into dicts, tuples and scalars, recording where each key
     path was written and what could not be read (aliases, tags, duplicate keys)."""
 
@@ -807,7 +810,7 @@ _EXPECTED = {
 }
 
 
-def _validate(data: Any, reader: _NodeReader) -> tuple[Config | None, list[Problem]]:
+def _validate(data: Any, reader: NodeReader) -> tuple[Config | None, list[Problem]]:
     try:
         return Config.model_validate(data, strict=True, context={"from_file": True}), []
     except ValidationError as err:
@@ -872,7 +875,7 @@ def _explain_pydantic(kind: str, ctx: dict[str, Any], value: Any, path: KeyPath)
         return "schema", (f"{value!r} is not an environment variable name: letters, digits and '_', "
                           "not starting with a digit")
     if kind == "literal_error" and path == ("version",):
-        return "schema", f"must be 1 (the only format so far), got {_describe(value)}"
+        return "schema", f"must be 1 (the only format so far), got {describe_value(value)}"
     if kind == "literal_error":
         return "schema", _not_one_of(str(ctx.get("expected", "")), value)
     if path == ("max_parallel",) and kind == "less_than_equal":
@@ -882,7 +885,7 @@ def _explain_pydantic(kind: str, ctx: dict[str, Any], value: Any, path: KeyPath)
         bound = {"greater_than_equal": "at least", "greater_than": "more than",
                  "less_than_equal": "at most", "less_than": "less than"}[kind]
         limit = next(iter(ctx.values()), "?")
-        return "schema", f"must be {bound} {limit}, got {_describe(value)}"
+        return "schema", f"must be {bound} {limit}, got {describe_value(value)}"
     if kind in ("too_short", "string_too_short"):
         return "schema", "must not be empty" + (
             "; list at least one pattern, e.g. [src/api/**]" if path[-1:] == ("exclusive_write",) else "")
@@ -895,7 +898,7 @@ def _explain_pydantic(kind: str, ctx: dict[str, Any], value: Any, path: KeyPath)
 
 
 def _wrong_type(expected: str, value: Any) -> str:
-    message = f"expected {expected}, got {_describe(value)}"
+    message = f"expected {expected}, got {describe_value(value)}"
     if expected == "a list" and isinstance(value, str):
         message += f"; write [{json.dumps(value)}]"
     elif isinstance(value, str) and expected != "a string":
@@ -905,7 +908,7 @@ def _wrong_type(expected: str, value: Any) -> str:
     return message
 
 
-def _describe(value: Any) -> str:
+def describe_value(value: Any) -> str:
     if value is None:
         return "nothing (null)"
     if isinstance(value, bool):
@@ -964,7 +967,7 @@ def _missing_key(path: KeyPath) -> str:
 
 def _not_one_of(expected: str, value: Any) -> str:
     choices = re.findall(r"'([^']*)'", expected) or [expected]
-    message = f"must be one of {', '.join(choices)}; got {_describe(value)}"
+    message = f"must be one of {', '.join(choices)}; got {describe_value(value)}"
     if isinstance(value, str):
         close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
         if close:
@@ -975,7 +978,7 @@ def _not_one_of(expected: str, value: Any) -> str:
 # --- Checks across teammates ------------------------------------------------
 
 
-def _team_problems(data: Any, reader: _NodeReader) -> list[Problem]:
+def _team_problems(data: Any, reader: NodeReader) -> list[Problem]:
     """Names, ``blocked_by`` and cycles, on whatever parts of the raw
     data are well formed (so they are reported even when other keys are wrong)."""
     teammates = data.get("teammates") if isinstance(data, dict) else None

@@ -40,10 +40,10 @@ from rally_gh.config import (
     ConfigInvalid,
     KeyPath,
     Location,
+    NodeReader,
     Problem,
-    _compose,
-    _describe,
-    _NodeReader,
+    compose_yaml,
+    describe_value,
     format_key_path,
     pattern_problem,
 )
@@ -93,7 +93,7 @@ def handoff_tasks(raw: bytes | str, config: Config, source: str) -> RunTasks:
         text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError:
         raise UsageError(f"{source}: not UTF-8 text; save it as UTF-8") from None
-    reader = _NodeReader(source)
+    reader = NodeReader(source)
     problems: list[Problem] = []
     data = _read(text, source, reader, problems)
     tasks = _tasks(data, reader, problems)
@@ -116,7 +116,7 @@ def _order(problem: Problem) -> tuple[int, int]:
 # --- Reading -------------------------------------------------------------------
 
 
-def _read(text: str, source: str, reader: _NodeReader, problems: list[Problem]) -> Any:
+def _read(text: str, source: str, reader: NodeReader, problems: list[Problem]) -> Any:
     """The document as dicts and tuples. JSON is read as JSON (YAML reads most
     JSON, but not a tab before a key), YAML with positions for every key."""
     if source.endswith(".json") or text.lstrip().startswith(("{", "[")):
@@ -129,7 +129,7 @@ def _read(text: str, source: str, reader: _NodeReader, problems: list[Problem]) 
             problems.append(Problem("error", "syntax", str(err), Location(source, 1, 1)))
         return None
     try:
-        root = _compose(text, source)
+        root = compose_yaml(text, source)
     except ConfigInvalid as err:
         problems += [Problem(p.severity, p.code, p.message.replace("a rally.yml", "a handoff"), p.location)
                      for p in err.problems]
@@ -162,7 +162,7 @@ def _frozen(value: Any) -> Any:
     return value
 
 
-def _tasks(data: Any, reader: _NodeReader, problems: list[Problem]) -> list[HandoffTask]:
+def _tasks(data: Any, reader: NodeReader, problems: list[Problem]) -> list[HandoffTask]:
     def refuse(path: KeyPath, message: str) -> None:
         prefix = f"{format_key_path(path)}: " if path else ""
         problems.append(Problem("error", "handoff", prefix + message, _where(reader, path)))
@@ -176,13 +176,13 @@ def _tasks(data: Any, reader: _NodeReader, problems: list[Problem]) -> list[Hand
                 refuse((key,), f"unknown key {key!r}; a handoff holds tasks: (a list)")
         data, base = data.get("tasks"), ("tasks",)
     if not isinstance(data, tuple) or not data:
-        refuse(base, f"expected a list of tasks, got {_describe(data)}")
+        refuse(base, f"expected a list of tasks, got {describe_value(data)}")
         return []
     out: list[HandoffTask] = []
     for index, entry in enumerate(data):
         path = (*base, index)
         if not isinstance(entry, dict):
-            refuse(path, f"a task is a mapping with id, description, files and depends_on, got {_describe(entry)}")
+            refuse(path, f"a task is a mapping with id, description, files and depends_on, got {describe_value(entry)}")
             continue
         before = len(problems)
         for key in entry:
@@ -195,18 +195,18 @@ def _tasks(data: Any, reader: _NodeReader, problems: list[Problem]) -> list[Hand
                 refuse(path, f"missing {key}")
         task_id = entry.get("id")
         if "id" in entry and not _is_id(task_id):
-            refuse((*path, "id"), f"expected a name or a number, got {_describe(task_id)}")
+            refuse((*path, "id"), f"expected a name or a number, got {describe_value(task_id)}")
         description = entry.get("description")
         if "description" in entry and (not isinstance(description, str) or not description.strip()):
-            refuse((*path, "description"), f"expected what to do, as text, got {_describe(description)}")
+            refuse((*path, "description"), f"expected what to do, as text, got {describe_value(description)}")
         files = entry.get("files")
         if "files" in entry and (not isinstance(files, tuple) or not files
                                  or not all(isinstance(f, str) for f in files)):
             refuse((*path, "files"), "expected a list of the paths or patterns the task changes, e.g. "
-                                     f"[src/api/orders.py], got {_describe(files)}")
+                                     f"[src/api/orders.py], got {describe_value(files)}")
         depends_on = entry.get("depends_on", ())
         if not isinstance(depends_on, tuple) or not all(_is_id(d) for d in depends_on):
-            refuse((*path, "depends_on"), f"expected a list of task ids, got {_describe(depends_on)}")
+            refuse((*path, "depends_on"), f"expected a list of task ids, got {describe_value(depends_on)}")
         if len(problems) == before:
             out.append(HandoffTask(str(task_id), str(description).strip(), tuple(files or ()),
                                    tuple(str(d) for d in depends_on), path))
@@ -236,14 +236,14 @@ def _is_id(value: Any) -> bool:
     return (isinstance(value, str) and bool(value.strip())) or (isinstance(value, int) and not isinstance(value, bool))
 
 
-def _where(reader: _NodeReader, path: KeyPath) -> Location | None:
+def _where(reader: NodeReader, path: KeyPath) -> Location | None:
     return reader.location(path) if reader.positions else None
 
 
 # --- Placing tasks with teammates ----------------------------------------------
 
 
-def _place(tasks: Sequence[HandoffTask], config: Config, reader: _NodeReader,
+def _place(tasks: Sequence[HandoffTask], config: Config, reader: NodeReader,
            problems: list[Problem]) -> list[_Placed]:
     ownership = Ownership.from_config(config)
     out: list[_Placed] = []

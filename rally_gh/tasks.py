@@ -39,11 +39,11 @@ from rally_gh.config import (
     ConfigInvalid,
     KeyPath,
     Location,
+    NodeReader,
     Problem,
     Teammate,
-    _compose,
-    _describe,
-    _NodeReader,
+    compose_yaml,
+    describe_value,
     format_key_path,
     pattern_problem,
 )
@@ -203,7 +203,7 @@ def _read_block(block: Block, config: Config, source: str, hint: str) -> RunTask
         raise TasksRefused([Problem("error", "syntax", f"{source}: the {BLOCK_TAG} block is "
                                     f"{len(block.text)} characters; the limit is {MAX_CONFIG_BYTES}")], hint)
     try:
-        root = _compose(block.text, source)
+        root = compose_yaml(block.text, source)
     except ConfigInvalid as err:
         raise TasksRefused([_shift(_reworded(p), block) for p in err.problems], hint) from None
     checker = _BlockChecker(config, source)
@@ -220,7 +220,7 @@ class _BlockChecker:
         self.names = [t.name for t in config.teammates]
         self.ownership = Ownership.from_config(config)
         self.source = source
-        self.reader = _NodeReader(source)
+        self.reader = NodeReader(source)
         self.own_problems: list[Problem] = []
 
     @property
@@ -270,7 +270,7 @@ class _BlockChecker:
         else:
             hint = f"; write `{name}: {{}}` to run it with the map's task" if value is None else ""
             self.refuse((name,), "expected a task (text) or a mapping with task: and done_when:, "
-                                 f"got {_describe(value)}{hint}")
+                                 f"got {describe_value(value)}{hint}")
         return None
 
     def task_mapping(self, name: str, value: dict[str, Any]) -> TeammateTask | None:
@@ -289,12 +289,12 @@ class _BlockChecker:
         task = value.get("task")
         if "task" in value and (name, "task") not in self.reader.broken and (
                 not isinstance(task, str) or not task.strip()):
-            self.refuse((name, "task"), f"expected the task as text, got {_describe(task)}")
+            self.refuse((name, "task"), f"expected the task as text, got {describe_value(task)}")
         done_when = value.get("done_when")
         if "done_when" in value and (name, "done_when") not in self.reader.broken:
             if not isinstance(done_when, tuple) or not all(isinstance(p, str) for p in done_when):
                 example = f" (done_when: [{json.dumps(done_when)}])" if isinstance(done_when, str) else ""
-                self.refuse((name, "done_when"), f"expected a list of paths{example}, got {_describe(done_when)}")
+                self.refuse((name, "done_when"), f"expected a list of paths{example}, got {describe_value(done_when)}")
             else:
                 for index, path in enumerate(done_when):
                     why = _done_when_problem(name, path, self.ownership)
