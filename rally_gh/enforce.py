@@ -20,6 +20,7 @@ from pathlib import Path
 from rally_gh import git
 from rally_gh.config import CONFIG_CANDIDATES, NAME_RE, LoadedConfig, Location, load_config_text
 from rally_gh.errors import ConfigError, GitError, UsageError
+from rally_gh.fasthook import branch_teammate
 from rally_gh.ownership import Ownership
 from rally_gh.paths import hostile_reason, is_control_file
 
@@ -119,15 +120,10 @@ def map_for_run(repo: git.Repository, config_path: str | None = None) -> tuple[L
 
 def teammate_from_branch(branch: str | None, prefix: str) -> str | None:
     """``rally/<run>/<teammate>`` -> ``<teammate>``."""
-    if not branch:
-        return None
-    branch = branch.removeprefix("refs/heads/")
-    if not branch.startswith(prefix + "/"):
-        return None
-    parts = branch[len(prefix) + 1:].split("/")
-    if len(parts) != 2 or not all(parts) or not _TEAMMATE_NAME.match(parts[1]):
+    name = branch_teammate(branch, prefix)
+    if name is None or not _TEAMMATE_NAME.match(name):
         return None  # e.g. the integration branch <prefix>/<run>/_integration
-    return parts[1]
+    return name
 
 
 def who_is_writing(

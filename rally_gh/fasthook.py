@@ -207,8 +207,9 @@ def _head_branch(gitdir: str) -> str | None:
     return head[len("ref: refs/heads/"):] if head.startswith("ref: refs/heads/") else None
 
 
-def _teammate_from_branch(branch: str | None, prefix: str) -> str | None:
-    """enforce.teammate_from_branch; a name that is not a teammate goes to the full path anyway."""
+def branch_teammate(branch: str | None, prefix: str) -> str | None:
+    """``<prefix>/<run>/<name>`` -> ``<name>``, whether or not it is a valid
+    teammate name (enforce.teammate_from_branch checks that)."""
     if not branch:
         return None
     branch = branch.removeprefix("refs/heads/")
@@ -253,7 +254,7 @@ def is_clean(environ: Mapping[str, str]) -> bool:
     fields = _text(raw).split("\0")
     changes = [(fields[i], fields[i + 1]) for i in range(0, len(fields) - 1, 2)]
     if teammate is None:
-        teammate = _teammate_from_branch(branch, prefix)
+        teammate = branch_teammate(branch, prefix)
     if teammate is None and configured is None:
         configured_name = _collect(_spawn(["config", "--get", "rally.teammate"]))
     if teammate is None and configured_name:

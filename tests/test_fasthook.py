@@ -4,6 +4,7 @@ from a compiled table and the git CLI, and never a "clean" the full path would r
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,20 @@ def test_the_installed_hook_becomes_the_full_path_when_rally_gh_moved(hooked: Pa
     write(hooked, {"src/web/app.js": "not mine\n"})
     proc = git_commit(hooked)
     assert proc.returncode != 0 and "owned by web" in proc.stdout
+
+
+def test_map_files_are_the_config_candidates() -> None:
+    from rally_gh.config import CONFIG_CANDIDATES
+
+    assert fasthook.MAP_FILES == tuple(CONFIG_CANDIDATES)
+
+
+def test_the_fast_path_imports_only_the_standard_library() -> None:
+    """What makes it fast: no site, no subprocess, no pygit2, no pydantic, no re."""
+    code = ("import sys; import rally_gh.fasthook; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "{'subprocess', 'pygit2', 'pydantic', 're', 're2', 'json', 'typing', 'dataclasses', 'pathlib'}))")
+    root = str(Path(fasthook.__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", f"import sys; sys.path.append({root!r}); {code}"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
