@@ -150,7 +150,11 @@ class GitHubEndpoint(Protocol):
 
     def find_or_create_pull(self, head: str, base: str, title: str, body: str,
                             draft: bool) -> PullRequest:
-        """The open pull request from branch ``head`` into ``base``, updated, or a new one."""
+        """The open pull request from branch ``head`` into ``base``, updated, or a new one.
+
+        ``draft``: whether a new one starts as a draft. An existing draft is marked
+        ready for review when ``draft`` is False (a re-run that succeeded); a ready
+        one is never turned back into a draft, as people may be reviewing it."""
         ...
 
     def update_pull(self, number: PullNumber, title: str, body: str) -> PullRequest: ...

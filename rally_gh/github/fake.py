@@ -452,6 +452,7 @@ class FakeGitHubServer:
             ("POST", repo + r"/pulls", self._create_pull),
             ("GET", repo + r"/pulls/(?P<number>\d+)", self._get_pull),
             ("PATCH", repo + r"/pulls/(?P<number>\d+)", self._update_pull),
+            ("POST", r"/api/graphql", self._graphql),
         ]
 
     def _check_repo(self, owner: str, repo: str) -> None:
@@ -781,6 +782,30 @@ class FakeGitHubServer:
     def _get_pull(self, body: Any, q: Mapping[str, str], owner: str, repo: str, number: str) -> tuple[int, Any]:
         self._check_repo(owner, repo)
         return 200, self._pull_json(self._pull_record(number))
+
+    # The two GraphQL mutations REST lacks: a draft pull request is made ready
+    # (or turned back into a draft) only through GraphQL. GitHub answers 200 with
+    # an "errors" list for a node it cannot resolve.
+    _MUTATION = re.compile(r"^\s*mutation\b[^{]*\{\s*(markPullRequestReadyForReview|convertPullRequestToDraft)"
+                           r"\(input:\s*\$input\)")
+
+    def _graphql(self, body: Any, q: Mapping[str, str]) -> tuple[int, Any]:
+        query = body.get("query") if isinstance(body, dict) else None
+        match = self._MUTATION.match(query) if isinstance(query, str) else None
+        if match is None:
+            raise _Http(501, "only markPullRequestReadyForReview and convertPullRequestToDraft are implemented "
+                             "in FakeGitHub's GraphQL")
+        name = match.group(1)
+        node_id = ((body.get("variables") or {}).get("input") or {}).get("pullRequestId")
+        number = next((n for n in self.pulls if f"PR_fake{n}" == node_id), None)
+        if number is None:
+            return 200, {"data": {name: None}, "errors": [{
+                "type": "NOT_FOUND", "path": [name], "locations": [{"line": 1, "column": 1}],
+                "message": f"Could not resolve to a node with the global id of '{node_id}'."}]}
+        self.pulls[number]["draft"] = name == "convertPullRequestToDraft"
+        self.issues[number]["updated_at"] = _now()
+        return 200, {"data": {name: {"clientMutationId": None,
+                                     "pullRequest": {"isDraft": self.pulls[number]["draft"]}}}}
 
     def _update_pull(self, body: Any, q: Mapping[str, str], owner: str, repo: str, number: str) -> tuple[int, Any]:
         self._check_repo(owner, repo)

@@ -363,7 +363,7 @@ class RealGitHub:
         text = cut_body(body)
         existing = self._find_pull(head, base)
         if existing is not None:
-            return self._refresh(existing, title, text)
+            return self._refresh(existing, title, text, draft)
 
         def create() -> GhPullRequest | None:
             try:
@@ -380,15 +380,19 @@ class RealGitHub:
             found = self._find_pull(head, base)
             if found is None:
                 raise GitHubError(f"GitHub says a pull request from {head} into {base} exists, but none is open")
-            return self._refresh(found, title, text)
+            return self._refresh(found, title, text, draft)
         if created.title != title or (created.body or "") != text:  # found by the lookup after a lost answer
-            return self._refresh(created, title, text)
+            return self._refresh(created, title, text, draft)
         return _pull(created, created=True)
 
-    def _refresh(self, pull: GhPullRequest, title: str, body: str) -> PullRequest:
+    def _refresh(self, pull: GhPullRequest, title: str, body: str, draft: bool) -> PullRequest:
         if pull.title != title or (pull.body or "") != body:
             self._call(Action(f"update pull request #{pull.number}", "pull-requests: write", write=True),
                        lambda: pull.edit(title=title, body=body))
+        if pull.draft and not draft:
+            # REST cannot take a pull request out of draft; GraphQL can (same token, same permission).
+            self._call(Action(f"mark pull request #{pull.number} ready for review", "pull-requests: write",
+                              write=True), pull.mark_ready_for_review)
         return _pull(pull, created=False)
 
     def update_pull(self, number: PullNumber, title: str, body: str) -> PullRequest:

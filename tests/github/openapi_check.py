@@ -78,6 +78,8 @@ class OpenApi:
 
     def check(self, method: str, path: str, request: Any, status: int, response: Any) -> list[str]:
         """Problems with one exchange, each a line naming the operation and the field."""
+        if (method, path) == ("POST", "/api/graphql"):
+            return graphql_problems(request, status, response)
         op = self.operation(method, path)
         if op is None:
             return [] if status == 501 else [f"{method} {path}: not an operation of the OpenAPI subset"]
@@ -104,6 +106,39 @@ class OpenApi:
         else:
             problems.append(f"{method} {op.template}: status {status} is not documented")
         return problems
+
+
+# GraphQL is outside the OpenAPI description. The two mutations the client sends,
+# as GitHub's GraphQL reference documents them: the request is {query, variables},
+# the answer {data: {<mutation>: {clientMutationId, pullRequest: {isDraft}}}} or,
+# for a node it cannot resolve, 200 with data null and an "errors" list.
+_GRAPHQL_PAYLOAD = {"type": ["object", "null"], "required": ["clientMutationId", "pullRequest"],
+                    "properties": {"clientMutationId": {"type": ["string", "null"]},
+                                   "pullRequest": {"type": "object", "required": ["isDraft"],
+                                                   "properties": {"isDraft": {"type": "boolean"}}}}}
+_GRAPHQL_REQUEST = {"type": "object", "required": ["query", "variables"], "additionalProperties": False,
+                    "properties": {"query": {"type": "string"},
+                                   "variables": {"type": "object", "required": ["input"], "properties": {
+                                       "input": {"type": "object", "required": ["pullRequestId"],
+                                                 "properties": {"pullRequestId": {"type": "string"},
+                                                                "clientMutationId": {"type": "string"}},
+                                                 "additionalProperties": False}}}}}
+_GRAPHQL_RESPONSE = {"type": "object", "required": ["data"], "properties": {
+    "data": {"type": ["object", "null"], "additionalProperties": False, "properties": {
+        "markPullRequestReadyForReview": _GRAPHQL_PAYLOAD, "convertPullRequestToDraft": _GRAPHQL_PAYLOAD}},
+    "errors": {"type": "array", "items": {"type": "object", "required": ["message"],
+                                          "properties": {"type": {"type": "string"}, "message": {"type": "string"},
+                                                         "path": {"type": "array"}}}}}}
+
+
+def graphql_problems(request: Any, status: int, response: Any) -> list[str]:
+    if status == 501:
+        return []
+    problems = [f"POST /graphql request: {e.message[:300]}" for e in Draft7Validator(_GRAPHQL_REQUEST).iter_errors(request)]
+    if status != 200:
+        return problems + [f"POST /graphql: status {status} (GitHub answers GraphQL with 200)"]
+    return problems + [f"POST /graphql response: {e.message[:300]}"
+                       for e in Draft7Validator(_GRAPHQL_RESPONSE).iter_errors(response)]
 
 
 @lru_cache(maxsize=1)

@@ -314,3 +314,25 @@ def test_from_environment(fake_github: FakeGitHubServer) -> None:
     assert RealGitHub.from_environment(env, limits=TEST_LIMITS).default_branch() == "main"
     with pytest.raises(GitHubError, match="no GitHub token"):
         RealGitHub.from_environment({"GITHUB_REPOSITORY": "owner/repo"})
+
+
+def test_a_draft_is_marked_ready_when_a_later_run_succeeds(
+        fake_github: FakeGitHubServer, gh: RealGitHub, branches: dict[str, CommitSha]) -> None:
+    draft = gh.find_or_create_pull("rally/7-1", "main", "rally: t", "failed run", draft=True)
+    assert draft.draft and fake_github.pulls[draft.number]["draft"]
+    ready = gh.find_or_create_pull("rally/7-1", "main", "rally: t", "re-run succeeded", draft=False)
+    assert (ready.number, ready.draft, fake_github.pulls[draft.number]["draft"]) == (draft.number, False, False)
+    assert fake_github.count("POST", r"/graphql$") == 1
+    # A later failed run never turns a pull request people may be reviewing back into a draft.
+    again = gh.find_or_create_pull("rally/7-1", "main", "rally: t", "failed again", draft=True)
+    assert not again.draft and fake_github.count("POST", r"/graphql$") == 1
+
+
+def test_the_fakes_graphql_answers_an_unknown_node_as_github_does(fake_github: FakeGitHubServer) -> None:
+    from github import Auth, Github, UnknownObjectException
+
+    client = Github(auth=Auth.Token(fake_github.token), base_url=fake_github.api_url)
+    requester = client.requester
+    with pytest.raises(UnknownObjectException):
+        requester.graphql_named_mutation("markPullRequestReadyForReview", {"pullRequestId": "PR_nothing"},
+                                         "clientMutationId pullRequest { isDraft }")

@@ -145,6 +145,13 @@ def test_a_failed_teammate_makes_a_draft_without_closes_and_a_partial_label(
     assert "| web | web work | failed | 1 | 1 | the agent exited 1 |" in comment
     assert "Pull request: #500 (draft)" in comment
 
+    # A re-run in which every teammate succeeds: the same pull request, ready for review.
+    outputs = publish.publish_run(gh, run_state(pushed), labeled(issue), actions_env(tmp_path))
+    assert (outputs["status"], outputs["pr-number"]) == ("done", "500")
+    assert fake_github.pulls[500]["draft"] is False and len(fake_github.pulls) == 1
+    assert fake_github.issues[500]["body"].startswith("Closes #1")
+    assert "Pull request: #500\n" in next(iter(fake_github.comments.values()))["body"] + "\n"
+
 
 def test_nothing_integrated_opens_no_pull_request(
         fake_github: FakeGitHubServer, gh: RealGitHub, pushed: Pushed, tmp_path: Path) -> None:
