@@ -3,12 +3,13 @@ from a compiled table and the git CLI, and never a "clean" the full path would r
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import event, given, settings, strategies as st
 
 from rally_gh import fasthook
 from rally_gh.errors import PatternError
@@ -166,3 +167,54 @@ def test_the_fast_path_imports_only_the_standard_library() -> None:
     out = subprocess.run([sys.executable, "-I", "-S", "-c", f"import sys; sys.path.append({root!r}); {code}"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --- Never "clean" where the full path refuses ------------------------------
+
+STAGEABLE = ["src/api/app.py", "src/api/new.py", "src/api/App.py", "src/api/readme.md", "SRC/api/x.py",
+             "src/api/generated/schema.py", "src/api/generated/new.py", "src/web/app.js", "src/web/new.js",
+             "tests/api/test_app.py", "tests/api/new.py", "tests/api", "README.md", "rally.yml", ".gitmodules",
+             "vendor/lib", "src/api/e\u0301.py", "src/api/\u00e9.py", "src/api/link", "top.txt"]
+MODES = ["100644", "100755", "120000", "160000", "delete"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(STAGEABLE), st.sampled_from(MODES)), max_size=4,
+                unique_by=lambda c: c[0]),
+       st.sampled_from(["api", "web", "infra", None]))
+def test_the_fast_path_never_passes_what_the_full_path_refuses(
+        shop_for_staging: Path, changes: list[tuple[str, str]], teammate: str | None) -> None:
+    from rally_gh import git as rally_git
+    from rally_gh.hook import pre_commit
+
+    d = shop_for_staging
+    git(d, "read-tree", "HEAD")  # a clean index
+    blob = git(d, "hash-object", "-w", "--stdin", input="../web/app.js").strip()
+    head = git(d, "rev-parse", "HEAD").strip()
+    for path, mode in changes:
+        if mode == "delete":
+            git(d, "update-index", "--force-remove", "--", path)
+        else:
+            target = head if mode == "160000" else blob
+            subprocess.run(["git", "update-index", "--add", "--cacheinfo", f"{mode},{target},{path}"],
+                           cwd=d, env=git_env(), capture_output=True, check=False)  # 'tests/api' may be refused
+    environ = {"RALLY_TEAMMATE": teammate} if teammate else {}
+    cwd = os.getcwd()
+    os.chdir(d)
+    try:
+        fast = fasthook.is_clean(environ)
+    finally:
+        os.chdir(cwd)
+    full = pre_commit(rally_git.open_repo(d), None, environ)
+    event(f"fast path: {'clean' if fast else 'asks the full path'}; full path: {'ok' if full.ok else 'refused'}")
+    assert not fast or full.ok, (changes, teammate, full)
+
+
+@pytest.fixture(scope="module")
+def shop_for_staging(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from rally_gh import git as rally_git
+    from rally_gh.hook import pre_commit
+
+    d = init_repo(tmp_path_factory.mktemp("staging") / "shop", FILES)
+    assert pre_commit(rally_git.open_repo(d), None, {"RALLY_TEAMMATE": "api"}).ok  # compiles the table
+    return d
