@@ -8,6 +8,8 @@ cannot do the job, and each such place says why.
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -421,6 +423,62 @@ def parent_dirs(path: str) -> Sequence[str]:
     return [""] + ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
+# --- The git directory's controls (orchestrator) ---------------------------
+#
+# Agents commit, so the common git directory stays writable for them. Some of
+# its files make git run programs: config (filter drivers, core.fsmonitor,
+# core.sshCommand, credential helpers, aliases), info/attributes (which files a
+# filter applies to) and hooks/. A run keeps a copy taken before the agents
+# start and puts it back before any git command of its own, so nothing an agent
+# plants there runs outside its sandbox, or later in the user's own git.
+
+GitDirControls = dict[str, tuple[int, bytes]]  # path in the common dir -> (mode, content)
+
+
+def git_dir_controls(repo: Repository) -> GitDirControls:
+    """The files of the common git directory that can make git run programs."""
+    common = common_dir(repo)
+    found = [common / "config", common / "config.worktree", common / "info" / "attributes",
+             *common.glob("worktrees/*/config.worktree")]
+    hooks = common / "hooks"
+    if hooks.is_dir():
+        found += [p for p in hooks.rglob("*") if not p.is_dir()]
+    out: GitDirControls = {}
+    for path in found:
+        try:
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                data = os.readlink(path).encode()
+            else:
+                data = path.read_bytes() if stat.S_ISREG(info.st_mode) else b""
+        except FileNotFoundError:
+            continue
+        out[path.relative_to(common).as_posix()] = (info.st_mode, data)
+    return out
+
+
+def restore_git_dir_controls(repo: Repository, kept: GitDirControls) -> list[str]:
+    """Put the controls back as ``kept`` has them; the paths that had changed."""
+    common = common_dir(repo)
+    now = git_dir_controls(repo)
+    changed = sorted(p for p in set(now) | set(kept) if now.get(p) != kept.get(p))
+    for rel in changed:
+        path = common / rel
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)  # a directory put where git reads a file
+        elif path.is_symlink() or path.exists():
+            path.unlink()
+        if rel in kept:
+            mode, data = kept[rel]
+            if stat.S_ISLNK(mode):
+                os.symlink(data.decode(), path)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+                path.chmod(stat.S_IMODE(mode))
+    return changed
+
+
 # --- Worktrees and branches (orchestrator) ---------------------------------
 
 
@@ -477,8 +535,6 @@ def remove_worktree(repo: Repository, path: Path) -> None:
     """Remove the worktree at ``path`` whatever state it is in (dirty, locked, half made)."""
     run_git(common_dir(repo), "worktree", "remove", "--force", "--force", str(path), check=False)
     if path.exists():  # not registered (a crash between mkdir and add): just files
-        import shutil
-
         shutil.rmtree(path, ignore_errors=True)
     run_git(common_dir(repo), "worktree", "prune")
 

@@ -415,11 +415,15 @@ def _needs_shell(command: str) -> bool:
 
 # What the code under test must not see: it comes from agents' branches.
 _SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "PRIVATE_KEY", "API_KEY")
+# Nor the files through which a step talks to the workflow: writing them would set
+# variables, PATH entries or outputs for the steps after this one, or forge ours.
+_WORKFLOW_FILES = ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY", "GITHUB_STATE")
 
 
 def _verify_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items()
-            if not k.startswith("ACTIONS_") and not any(m in k.upper() for m in _SECRET_MARKERS)}
+            if not k.startswith("ACTIONS_") and k not in _WORKFLOW_FILES
+            and not any(m in k.upper() for m in _SECRET_MARKERS)}
 
 
 def run_commands(commands: Sequence[str], cwd: Path, timeout: float, *, tail_chars: int = 4000) -> list[CommandRun]:

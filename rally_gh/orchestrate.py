@@ -470,6 +470,8 @@ class _Orchestra:
     # before the results were read, the lease of its publish.
     merge_lease: tuple[git.Sha | None] | None = None
     worktree_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The git directory's controls as they were before the agents started (see git.git_dir_controls).
+    git_controls: git.GitDirControls | None = None
 
     @property
     def config(self) -> Config:
@@ -490,6 +492,26 @@ class _Orchestra:
         return git.rally_worktrees_root(self._repo()) / self.run_id / name
 
     def run_agents(self, cancel: runner.CancelToken, only: Collection[str] | None = None) -> None:
+        self.git_controls = git.git_dir_controls(self._repo())
+        try:
+            self._run_agents(cancel, only)
+        finally:
+            self.restore_git_dir()
+
+    def restore_git_dir(self) -> None:
+        """Undo what agents changed among the git directory's controls, before any git
+        command of ours (and at the end, for the user's own git); the report says so."""
+        if self.git_controls is None:
+            return
+        with self.worktree_lock:
+            changed = git.restore_git_dir_controls(self._repo(), self.git_controls)
+        if changed:
+            self.ledger.update_run(risks=(*self.ledger.state.risks, (
+                f"an agent changed {', '.join(changed)} in the git directory while the agents ran: put back as "
+                "it was before rally-gh ran any git command (a planted filter, alias, helper or hook would have "
+                "run outside the sandbox); look for the agent that did it in the logs")))
+
+    def _run_agents(self, cancel: runner.CancelToken, only: Collection[str] | None) -> None:
         emit = self.emit
         emit("", "phase", "run")
         started = self.clock()
@@ -556,10 +578,14 @@ class _Orchestra:
 
     def _mounts(self, own_worktree: Path) -> list[runner.Mount]:
         """What an agent may write: its own worktree, and the git directory (its commits
-        write objects there); the main checkout and the other worktrees are read-only."""
+        write objects there) except the files that make git run programs; the main
+        checkout, the other worktrees and the user's git config are read-only."""
         repo = self._repo()
         common = git.common_dir(repo)
         mounts: list[runner.Mount] = [("ro", git.workdir(repo)), ("rw", common)]
+        home = Path(self.environ.get("HOME") or Path.home())
+        controls = [common / "config", common / "info", common / "hooks", home / ".gitconfig", home / ".config" / "git"]
+        mounts += [("ro", p) for p in controls if p.exists()]
         return [*mounts, ("ro", git.rally_worktrees_root(repo)), ("rw", own_worktree)]
 
     def _spawn(self, t: Teammate) -> Path:
@@ -574,9 +600,13 @@ class _Orchestra:
         if self.config.checkout_of(t) == "sparse":
             sparse = plan.sparse_directories((*t.exclusive_write, *t.read, *t.done_when))
         path = self._worktree_path(t.name)
+        self.restore_git_dir()  # `git read-tree` below would run a filter planted by an earlier agent
         with self.worktree_lock:
             git.register_worktree(repo, path, record.branch, start)
         git.populate_worktree(path, sparse)
+        if sparse is not None and self.git_controls is not None:
+            with self.worktree_lock:  # `git sparse-checkout` writes the config itself
+                self.git_controls = git.git_dir_controls(repo)
         self.ledger.update(t.name, start_sha=start, worktree=str(path), outcome="running")
         self.ledger.add_phase("spawn", self.clock() - started)
         return path
@@ -636,6 +666,7 @@ class _Orchestra:
     def _reconcile(self, t: Teammate, attempt: runner.Attempt) -> None:
         started = self.clock()
         self.emit(t.name, "reconciling", "")
+        self.restore_git_dir()  # the verify commands below may run git
         record = self.ledger.record(t.name)
         head = self._commit_leftovers(record)
         start = record.start_sha or self.ledger.state.base_sha

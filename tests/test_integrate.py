@@ -454,6 +454,19 @@ def test_run_commands_with_and_without_a_shell(tmp_path: Path) -> None:
     assert "stopped after" in runs[3].output_tail
 
 
+def test_verify_commands_cannot_reach_the_workflow_or_its_credentials(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY", "GITHUB_TOKEN",
+                 "ACTIONS_RUNTIME_TOKEN", "NPM_API_KEY"):
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.setenv("GITHUB_SHA", "kept")
+    [run] = run_commands(["env | grep -E '^(GITHUB|ACTIONS|NPM)_' || true"], tmp_path, timeout=10)
+    seen = dict(line.split("=", 1) for line in run.output_tail.splitlines() if "=" in line)
+    assert seen.get("GITHUB_SHA") == "kept"
+    assert not {"GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY", "GITHUB_TOKEN",
+                "ACTIONS_RUNTIME_TOKEN", "NPM_API_KEY"} & set(seen)
+
+
 def test_verify_commit_runs_in_a_scratch_checkout_and_removes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GITHUB_TOKEN", "secret-value")
     path, base, order = setup(tmp_path, {"check.sh": "test -f api/a && test -z \"$GITHUB_TOKEN\"\n"}, {"api": [{"api/a": "1\n"}]})

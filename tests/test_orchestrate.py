@@ -431,3 +431,74 @@ def test_integration_goes_onto_the_base_as_it_is_when_integrating(tmp_path: Path
     assert "LANDED.md" in files and "src/api/orders.py" in files
     ancestry = subprocess.run(["git", "merge-base", "--is-ancestor", landed, "rally/r1/_integration"], cwd=repo)
     assert ancestry.returncode == 0
+
+
+PLANT = """
+    import pathlib, subprocess, sys
+    common = pathlib.Path(subprocess.run(["git", "rev-parse", "--git-common-dir"], capture_output=True,
+                                         text=True, check=True).stdout.strip()).resolve()
+    marker = sys.argv[1]
+    try:
+        with open(common / "config", "a") as f:
+            f.write(f'[filter "pwn"]\\n\\tsmudge = sh -c "touch {marker}; cat"\\n\\tclean = cat\\n')
+    except OSError as err:
+        print("config:", err)
+    try:
+        (common / "info").mkdir(exist_ok=True)
+        (common / "info" / "attributes").write_text("* filter=pwn\\n")
+        hook = common / "hooks" / "pre-commit"
+        hook.write_text(f"#!/bin/sh\\ntouch {marker}\\n")
+        hook.chmod(0o755)
+    except OSError as err:
+        print("info, hooks:", err)
+    pathlib.Path("src/plant").mkdir(parents=True, exist_ok=True)
+    pathlib.Path("src/plant/p.py").write_text("p = 1\\n")
+"""
+
+
+@pytest.mark.parametrize("sandbox", ["off", "on"])
+def test_git_config_planted_by_an_agent_never_runs_and_is_put_back(
+        tmp_path: Path, sandbox: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rally_gh import runner
+
+    if sandbox == "off":
+        monkeypatch.setenv("RALLY_SANDBOX", "0")
+    runner._unshare_flags.cache_clear()
+    if sandbox == "on" and not runner.sandbox_available():
+        pytest.skip("no sandbox here (it needs root or unprivileged user namespaces, and unshare)")
+    script = tmp_path / "plant.py"
+    script.write_text(textwrap.dedent(PLANT))
+    marker = tmp_path / "filter-ran"
+    web = tmp_path / "web.py"
+    web.write_text("import pathlib\npathlib.Path('src/web').mkdir(parents=True, exist_ok=True)\n"
+                   "pathlib.Path('src/web/app.js').write_text('x')\n")
+    command = f"[{json.dumps(sys.executable)}, {json.dumps(str(script))}, {json.dumps(str(marker))}]"
+    rally_yml = textwrap.dedent(f"""\
+        version: 1
+        team: t
+        defaults: {{timeout: 20s, retries: 0}}
+        merge: {{verify: ["git status --short"]}}
+        teammates:
+          - name: plant
+            exclusive_write: [src/plant/**]
+            agent: {{preset: command, command: {command}}}
+          - name: web
+            exclusive_write: [src/web/**]
+            blocked_by: [plant]
+            agent: {{preset: command, command: [{json.dumps(sys.executable)}, {json.dumps(str(web))}]}}
+        """)
+    repo = _repo(tmp_path, rally_yml)
+    config_before = (repo / ".git" / "config").read_bytes()
+    try:
+        state = _run(repo, rally_yml)
+    finally:
+        runner._unshare_flags.cache_clear()
+    assert not marker.exists()
+    assert (repo / ".git" / "config").read_bytes() == config_before
+    assert not (repo / ".git" / "info" / "attributes").exists() and not (repo / ".git" / "hooks" / "pre-commit").exists()
+    assert {t.name: t.outcome for t in state.teammates} == {"plant": "done", "web": "done"}  # type: ignore[attr-defined]
+    risks = " ".join(state.risks)  # type: ignore[attr-defined]
+    if sandbox == "off":
+        assert "an agent changed config, hooks/pre-commit, info/attributes in the git directory" in risks
+    else:
+        assert "in the git directory" not in risks  # read-only for the agent: nothing to put back
