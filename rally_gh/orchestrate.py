@@ -241,11 +241,24 @@ def merge_run(repo_path: Path, loaded: LoadedConfig, run_id: str, clock: Clock, 
 
 def _split_state(repo: git.Repository, common: Path, run_id: str, loaded: LoadedConfig, issue_text: str | None,
                  clock: Clock, selected: frozenset[str] | None = None) -> RunState:
-    """This job's own state of the run (a retried job starts it again)."""
-    if state_path(common, run_id).exists():
-        state_path(common, run_id).unlink()
+    """This job's own state of the run (a retried job starts it again). The state
+    of a local run of the same id is never replaced: it is someone's work."""
+    path = state_path(common, run_id)
+    if path.exists():
+        try:
+            earlier = load_state(common, run_id)
+        except RallyError:
+            earlier = None
+        if earlier is None or not earlier.split:
+            raise RallyError(
+                f"run {run_id!r} here is not a split run ({path} was written by `rally-gh run`); "
+                "`teammate` and `merge` are the jobs of a run split across CI jobs and would replace it",
+                hint=f"see that run with `rally-gh report --run {run_id}` or go on with "
+                     f"`rally-gh run --resume {run_id}`; give a split run an id of its own",
+            )
+        path.unlink()
     state = _new_state(repo, common, run_id, loaded, issue_text, clock, dry_run=False, selected=selected)
-    return state.model_copy(update={"status": "running", "pid": os.getpid()})
+    return state.model_copy(update={"status": "running", "pid": os.getpid(), "split": True})
 
 
 def _fetch_records(repo_path: Path, run_id: str, prefix: str, names: Sequence[str],

@@ -135,6 +135,7 @@ class RunState(_Record):
     verification: tuple[VerifyResult, ...] = ()  # merge.verify on the integrated result
     convergence: tuple[ConvergenceGroup, ...] = ()
     manual_steps: tuple[str, ...] = ()  # anything a person had to do (lowers autonomy)
+    split: bool = False  # kept by a job of a run split across CI jobs (`teammate`, `merge`)
 
     def teammate(self, name: str) -> TeammateRecord:
         for rec in self.teammates:

@@ -502,3 +502,17 @@ def test_git_config_planted_by_an_agent_never_runs_and_is_put_back(
         assert "an agent changed config, hooks/pre-commit, info/attributes in the git directory" in risks
     else:
         assert "in the git directory" not in risks  # read-only for the agent: nothing to put back
+
+
+def test_a_split_job_never_replaces_a_local_runs_state(tmp_path: Path) -> None:
+    scripts = _write_scripts(tmp_path / "scripts")
+    rally_yml = _map(scripts, ["api", "idle"])
+    repo = _repo(tmp_path, rally_yml)
+    _run(repo, rally_yml, run_id="mine")
+    common = git.common_dir(git.open_repo(repo))
+    kept = load_state(common, "mine")
+    loaded = load_config_text(rally_yml, "rally.yml")
+    with pytest.raises(RallyError, match="not a split run") as err:
+        orchestrate.merge_run(repo, loaded, "mine", time.time, dict(os.environ))
+    assert "rally-gh run --resume mine" in (err.value.hint or "")
+    assert load_state(common, "mine") == kept
