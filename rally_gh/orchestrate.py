@@ -842,12 +842,14 @@ class _Orchestra:
 
     def _record_integration(self, result: integrate.IntegrationResult, on_conflict: str) -> None:
         conflicts: list[Conflict] = []
+        stopped_at = next((o.teammate for o in result.outcomes if o.conflict is not None), None)
         for o in result.outcomes:
             if o.status == "integrated":
                 self.ledger.update(o.teammate, integrated=True)
             elif o.conflict is not None:
                 action = "stopped" if on_conflict == "stop" else "skipped"
-                conflicts.append(Conflict(teammate=o.teammate, paths=o.conflict.paths, action=action))
+                conflicts.append(Conflict(teammate=o.teammate, paths=o.conflict.paths, action=action,
+                                          commit=str(o.conflict.commit)))
                 self.ledger.update(o.teammate, outcome="conflicted", integrated=False,
                                    reason="conflicts with work integrated before it: " + ", ".join(o.conflict.paths[:5]))
                 self.emit(o.teammate, "conflicted", ", ".join(o.conflict.paths))
@@ -858,8 +860,13 @@ class _Orchestra:
             elif o.status == "refused":
                 self.ledger.update(o.teammate, outcome="skipped", integrated=False,
                                    reason=f"not integrated: {o.detail or o.reason}")
-            else:  # not attempted: integration stopped at an earlier conflict
-                self.ledger.update(o.teammate, integrated=False, reason=f"not integrated: {o.detail or o.reason}")
+            else:  # not attempted: integration stopped at an earlier conflict (on_conflict: stop)
+                if self.ledger.record(o.teammate).outcome == "done":
+                    self.ledger.update(o.teammate, outcome="skipped", integrated=False, reason=(
+                        f"not integrated: integration stopped at {stopped_at}'s conflict (merge.on_conflict: stop); "
+                        "its work is on its branch"))
+                else:
+                    self.ledger.update(o.teammate, integrated=False, reason=f"not integrated: {o.detail or o.reason}")
         self.ledger.update_run(integrated=tuple(a.teammate for a in result.applied), conflicts=tuple(conflicts))
 
 

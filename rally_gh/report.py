@@ -249,7 +249,8 @@ def report_markdown(state: RunState, *, marker: bool = True) -> str:
 
     out += ["", "### Conflicts", ""]
     if state.conflicts:
-        out += [f"- **{c.teammate}**: {', '.join(f'`{p}`' for p in c.paths)} ({c.action})" for c in state.conflicts]
+        out += [f"- **{c.teammate}**" + (f" (commit `{c.commit[:10]}`)" if c.commit else "")
+                + f": {', '.join(f'`{p}`' for p in c.paths)} ({c.action})" for c in state.conflicts]
     else:
         out.append("None.")
 

@@ -68,6 +68,7 @@ class Conflict(_Record):
     teammate: str
     paths: tuple[str, ...]
     action: str = "skipped"  # what was done about it: skipped | stopped
+    commit: str | None = None  # the teammate's commit that could not be replayed
 
 
 class ConvergenceGroup(_Record):

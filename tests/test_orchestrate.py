@@ -516,3 +516,32 @@ def test_a_split_job_never_replaces_a_local_runs_state(tmp_path: Path) -> None:
         orchestrate.merge_run(repo, loaded, "mine", time.time, dict(os.environ))
     assert "rally-gh run --resume mine" in (err.value.hint or "")
     assert load_state(common, "mine") == kept
+
+
+def test_on_conflict_stop_reports_who_was_left_out_and_the_conflicting_commit(tmp_path: Path) -> None:
+    # '/src/*' owns the file src/x, '/src/x/' what is inside a directory src/x: no overlap, yet a conflict.
+    rally_yml = textwrap.dedent("""\
+        version: 1
+        team: t
+        defaults: {timeout: 10s, retries: 0}
+        merge: {on_conflict: stop, order: listed}
+        teammates:
+          - name: a
+            exclusive_write: ["/src/*"]
+            agent: {preset: command, command: [sh, -c, "mkdir -p src && echo a > src/x"]}
+          - name: b
+            exclusive_write: ["/src/x/"]
+            agent: {preset: command, command: [sh, -c, "mkdir -p src/x && echo b > src/x/y"]}
+          - name: c
+            exclusive_write: ["/lib/**"]
+            agent: {preset: command, command: [sh, -c, "mkdir -p lib && echo c > lib/c"]}
+        """)
+    repo = _repo(tmp_path, rally_yml)
+    state = _run(repo, rally_yml)
+    outcomes = {t.name: t.outcome for t in state.teammates}  # type: ignore[attr-defined]
+    assert outcomes == {"a": "done", "b": "conflicted", "c": "skipped"}
+    assert "integration stopped at b's conflict" in state.teammate("c").reason  # type: ignore[attr-defined]
+    [conflict] = state.conflicts  # type: ignore[attr-defined]
+    assert (conflict.teammate, conflict.action) == ("b", "stopped")
+    assert conflict.commit == run_git(repo, "rev-parse", "rally/r1/b").strip()
+    assert run_git(repo, "show", "rally/r1/c:lib/c") == "c\n"  # nothing of c is lost
