@@ -114,7 +114,10 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
         save_state(common, state)
         return state
 
-    # Leftovers of a crashed run (this one, when resuming) would block `worktree add`.
+    # Leftovers of a crashed run (this one, when resuming) would block `worktree add`; its agents,
+    # in process groups of their own, may even still be running.
+    for dead in {*_dead_runs(common, exclude=run_id), *([run_id] if resume else [])}:
+        runner.stop_strays(runs_dir(common) / dead)
     git.prune_worktrees(repo, keep_runs=_live_runs(common, exclude=run_id))
     state = state.model_copy(update={"status": "running", "pid": os.getpid()})
     save_state(common, state)
@@ -400,9 +403,9 @@ def _resumable(common: Path, run_id: str, config: Config) -> RunState:
     return state.model_copy(update={"teammates": records, "status": "running", "finished_at": None})
 
 
-def _live_runs(common: Path, exclude: str) -> list[str]:
-    """Runs whose orchestrator is still alive: their worktrees are in use."""
-    live = []
+def _running(common: Path, exclude: str) -> list[tuple[str, bool]]:
+    """Runs that say they are running, each with whether its orchestrator is alive."""
+    found = []
     for run_id in list_runs(common):
         if run_id == exclude:
             continue
@@ -410,9 +413,19 @@ def _live_runs(common: Path, exclude: str) -> list[str]:
             other = load_state(common, run_id)
         except RallyError:
             continue
-        if other.status == "running" and pid_alive(other.pid):
-            live.append(run_id)
-    return live
+        if other.status == "running":
+            found.append((run_id, pid_alive(other.pid)))
+    return found
+
+
+def _live_runs(common: Path, exclude: str) -> list[str]:
+    """Runs whose orchestrator is still alive: their worktrees are in use."""
+    return [run_id for run_id, alive in _running(common, exclude) if alive]
+
+
+def _dead_runs(common: Path, exclude: str) -> list[str]:
+    """Runs whose orchestrator is gone (killed, crashed) without saying so."""
+    return [run_id for run_id, alive in _running(common, exclude) if not alive]
 
 
 def _signals_cancel(cancel: runner.CancelToken) -> AbstractContextManager[object]:

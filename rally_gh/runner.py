@@ -407,6 +407,32 @@ def _stop_group(pgid: int, grace_s: float, leader: subprocess.Popen[bytes] | Non
     return alive
 
 
+def stop_strays(prompt_dir: Path, grace_s: float = CANCEL_GRACE_S) -> int:
+    """Stop the agents an orchestrator that died (SIGKILL, a lost machine session)
+    left running: every process group holding a process whose RALLY_PROMPT_FILE
+    lies under ``prompt_dir`` (a run's own folder, so no other run or repository
+    is touched). The number of groups stopped; 0 where /proc cannot tell."""
+    marker = b"RALLY_PROMPT_FILE=" + os.fsencode(prompt_dir) + b"/"
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():
+        return 0
+    own = os.getpgrp()
+    groups: set[int] = set()
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            pgid = os.getpgid(int(entry.name))
+        except (OSError, ProcessLookupError):
+            continue
+        if pgid != own and any(v.startswith(marker) for v in environ.split(b"\0")):
+            groups.add(pgid)
+    for pgid in groups:
+        _stop_group(pgid, grace_s, None)
+    return len(groups)
+
+
 def _wait_group_empty(pgid: int, until: float) -> None:
     # The members are not our children (or already reaped): no wait exists for them, so look.
     while _group_members(pgid) and time.monotonic() < until:

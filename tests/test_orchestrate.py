@@ -545,3 +545,56 @@ def test_on_conflict_stop_reports_who_was_left_out_and_the_conflicting_commit(tm
     assert (conflict.teammate, conflict.action) == ("b", "stopped")
     assert conflict.commit == run_git(repo, "rev-parse", "rally/r1/b").strip()
     assert run_git(repo, "show", "rally/r1/c:lib/c") == "c\n"  # nothing of c is lost
+
+
+def test_resuming_after_the_orchestrator_was_killed_stops_its_orphaned_agents(tmp_path: Path) -> None:
+    stubborn = tmp_path / "stubborn.py"
+    pid_file = tmp_path / "agent.pid"
+    stubborn.write_text(textwrap.dedent(f"""
+        import os, pathlib, time
+        pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))
+        time.sleep(120)
+    """))
+    rally_yml = textwrap.dedent(f"""\
+        version: 1
+        team: t
+        defaults: {{timeout: 60s, retries: 0}}
+        teammates:
+          - name: slow
+            exclusive_write: [src/slow/**]
+            agent: {{preset: command, command: [{json.dumps(sys.executable)}, {json.dumps(str(stubborn))}]}}
+          - name: quick
+            exclusive_write: [src/quick/**]
+            agent: {{preset: command, command: ["true"]}}
+        """)
+    repo = _repo(tmp_path, rally_yml)
+    code = textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        from pathlib import Path
+        from rally_gh import orchestrate
+        from rally_gh.config import load_config_text
+        loaded = load_config_text(Path("rally.yml").read_text(), "rally.yml")
+        orchestrate.run(Path("."), loaded, "k1", None, time.time, dict(os.environ))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=repo)
+    deadline = time.monotonic() + 20
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    agent = int(pid_file.read_text())
+    proc.kill()  # SIGKILL: no chance to stop its agents
+    proc.wait()
+    assert _alive(agent)  # in its own process group, the agent outlived it
+
+    stubborn.write_text("print('resumed')\n")
+    _run(repo, rally_yml, run_id="k1", resume=True)
+    assert not _alive(agent)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for an init that may never reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
