@@ -553,6 +553,12 @@ def prune_worktrees(repo: Repository, keep_runs: Sequence[str] = ()) -> list[Pat
                 removed.append(tree)
             if run_dir.is_dir() and not any(run_dir.iterdir()):
                 run_dir.rmdir()
+    scratch = common_dir(repo) / "rally" / "verify"  # integrate.verify_commit's, if it was killed
+    if not keep_runs and scratch.is_dir():
+        for holder in sorted(scratch.iterdir()):
+            remove_worktree(repo, holder / "tree")
+            shutil.rmtree(holder, ignore_errors=True)
+            removed.append(holder / "tree")
     run_git(common_dir(repo), "worktree", "prune")
     return removed
 

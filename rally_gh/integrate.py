@@ -18,6 +18,7 @@ Plan, execute, publish, as git-branchless does an in-memory rebase:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shlex
@@ -449,6 +450,11 @@ def run_commands(commands: Sequence[str], cwd: Path, timeout: float, *, tail_cha
             out, _ = proc.communicate()
             passed = False
             text = out.decode(errors="replace") + f"\n[rally-gh] stopped after {timeout:g}s"
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): the command's whole group goes too
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         runs.append(CommandRun(command, passed, text[-tail_chars:]))
     return runs
 

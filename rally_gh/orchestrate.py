@@ -131,7 +131,8 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
             orchestra.run_agents(cancel)
         _note_writes_outside_worktrees(ledger, before, git.dirty_paths(git.open_repo(repo_path)))
         if not cancel.cancelled:
-            orchestra.integrate_verify_publish()
+            with runner.interrupt_on_sigterm():  # SIGINT already interrupts; either way `finally` cleans up
+                orchestra.integrate_verify_publish()
     finally:
         # Whatever happened, no worktree stays behind: branches keep everything.
         started = clock()

@@ -112,6 +112,24 @@ def cancel_on_signals(token: CancelToken,
             signal.signal(sig, old)
 
 
+@contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """While inside, SIGTERM raises KeyboardInterrupt as SIGINT does, so that the
+    code in ``finally`` blocks (scratch worktrees, process groups, the run's state)
+    runs instead of the process dying midway. Main thread only."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 # --- the environment ---------------------------------------------------------
 
 

@@ -598,3 +598,44 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat[stat.rfind(")") + 2] != "Z"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_merge_verify_stops_it_and_leaves_a_resumable_run(tmp_path: Path, signum: int) -> None:
+    pid_file = tmp_path / "verify.pid"
+    rally_yml = textwrap.dedent(f"""\
+        version: 1
+        team: t
+        defaults: {{timeout: 20s, retries: 0}}
+        merge: {{verify: ["echo $$ > {pid_file}; exec sleep 60"]}}
+        teammates:
+          - name: a
+            exclusive_write: [a/**]
+            agent: {{preset: command, command: [sh, -c, "mkdir -p a && echo a > a/x"]}}
+          - name: b
+            exclusive_write: [b/**]
+            agent: {{preset: command, command: [sh, -c, "mkdir -p b && echo b > b/x"]}}
+        """)
+    repo = _repo(tmp_path, rally_yml)
+    code = textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        from pathlib import Path
+        from rally_gh import orchestrate
+        from rally_gh.config import load_config_text
+        loaded = load_config_text(Path("rally.yml").read_text(), "rally.yml")
+        orchestrate.run(Path("."), loaded, "v1", None, time.time, dict(os.environ))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=repo, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    verify = int(pid_file.read_text())
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert not _alive(verify)
+    common = git.common_dir(git.open_repo(repo))
+    assert load_state(common, "v1").status == "interrupted"
+    assert not any((common / "rally" / "verify").iterdir())
+    assert run_git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
