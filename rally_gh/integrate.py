@@ -25,6 +25,7 @@ import shlex
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -275,6 +276,8 @@ class CommandRun:
     command: str
     passed: bool
     output_tail: str  # the last few kilobytes of standard output and error together
+    exit_code: int | None = None  # None: could not be started, or stopped by the timeout
+    duration_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -435,6 +438,8 @@ def run_commands(commands: Sequence[str], cwd: Path, timeout: float, *, tail_cha
     runs: list[CommandRun] = []
     for command in commands:
         argv = ["/bin/sh", "-c", command] if _needs_shell(command) else shlex.split(command)
+        started = time.monotonic()
+        exit_code: int | None = None
         try:
             proc = subprocess.Popen(argv, cwd=cwd, env=_verify_env(), stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -443,7 +448,7 @@ def run_commands(commands: Sequence[str], cwd: Path, timeout: float, *, tail_cha
             continue
         try:
             out, _ = proc.communicate(timeout=timeout)
-            passed = proc.returncode == 0
+            passed, exit_code = proc.returncode == 0, proc.returncode
             text = out.decode(errors="replace")
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -455,7 +460,7 @@ def run_commands(commands: Sequence[str], cwd: Path, timeout: float, *, tail_cha
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             raise
-        runs.append(CommandRun(command, passed, text[-tail_chars:]))
+        runs.append(CommandRun(command, passed, text[-tail_chars:], exit_code, round(time.monotonic() - started, 3)))
     return runs
 
 

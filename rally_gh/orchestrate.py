@@ -34,6 +34,7 @@ from rally_gh.state import (
     RunState,
     TeammateRecord,
     VerifyResult,
+    VerifyRunRecord,
     Violation,
     check_ref_component,
     config_digest,
@@ -65,7 +66,7 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
     """Run the team once (or resume run ``run_id``); the final state, also saved in run.json.
 
     ``remote``: push every branch there too (a run in CI). ``only``: run just these
-    teammates (a dispatch's ``teammates`` input). ``max_parallel``: override the map's.
+    teammates (a dispatch's ``teammates`` input). ``max_parallel``: fewer at once than the map's (never more).
     ``tasks``: this run's tasks (the issue's ``rally`` block, a tasks or handoff file).
 
     Raises RallyError when the plan is refused or the run cannot start; the
@@ -93,7 +94,9 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
     if max_parallel is not None:
         if not 1 <= max_parallel <= MAX_PARALLEL_LIMIT:
             raise UsageError(f"max-parallel {max_parallel}: must be 1 to {MAX_PARALLEL_LIMIT}")
-        loaded = replace(loaded, config=loaded.config.model_copy(update={"max_parallel": max_parallel}))
+        # Lower only: the map's max_parallel is what its owners allowed (and paid for).
+        capped = min(max_parallel, loaded.config.max_parallel)
+        loaded = replace(loaded, config=loaded.config.model_copy(update={"max_parallel": capped}))
     config = loaded.config
     problems = _assess(loaded, selected)
     if resume:
@@ -782,6 +785,8 @@ class _Orchestra:
             result = checked.result
             final = [r for r in checked.runs if r.sha == result.tip] or list(checked.runs[-1:])
             verification = tuple(_verify_result(c) for r in final for c in r.commands)
+            self.ledger.update_run(verify_runs=tuple(
+                VerifyRunRecord(sha=r.sha, teammates=r.teammates, passed=r.passed) for r in checked.runs))
             if checked.base_fails:
                 self.ledger.update_run(problems=(*self.ledger.state.problems,
                                                  "merge.verify fails on the base commit itself: nobody was blamed"))
@@ -885,7 +890,8 @@ class _Orchestra:
 
 
 def _verify_result(run: integrate.CommandRun) -> VerifyResult:
-    return VerifyResult(command=run.command, passed=run.passed, output_tail=run.output_tail[-VERIFY_OUTPUT_TAIL:])
+    return VerifyResult(command=run.command, passed=run.passed, exit_code=run.exit_code, duration_s=run.duration_s,
+                        output_tail=run.output_tail[-VERIFY_OUTPUT_TAIL:])
 
 
 def _first_line(text: str) -> str:

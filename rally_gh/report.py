@@ -132,6 +132,7 @@ def report_json(state: RunState) -> dict[str, Any]:
         "conflicts": [c.model_dump() for c in state.conflicts],
         "convergence": [g.model_dump() for g in state.convergence],
         "verification": [v.model_dump() for v in state.verification],
+        "verify_runs": [r.model_dump() for r in state.verify_runs],
         "phases": {p: round(state.phases.get(p, 0.0), 3) for p in PHASES},
         "wall_s": round(_wall(state), 3),
         "problems": list(state.problems),
@@ -243,9 +244,14 @@ def report_markdown(state: RunState, *, marker: bool = True) -> str:
     if rows:
         out += ["| where | command | result |", "|---|---|---|"]
         for where, v in rows:
-            out.append(f"| {where} | `{_cell(v.command)}` | {'passed' if v.passed else f'failed (exit {v.exit_code})'} |")
+            failed = f"failed (exit {v.exit_code})" if v.exit_code is not None else "failed (timed out or not started)"
+            out.append(f"| {where} | `{_cell(v.command)}` | {'passed' if v.passed else failed} |")
     else:
         out.append("No verification commands in the map.")
+    if len(state.verify_runs) > 1:
+        out += ["", f"merge.verify ran {len(state.verify_runs)} times to find whose work breaks it:", ""]
+        out += [f"- `{r.sha[:10]}` ({', '.join(r.teammates) or 'the base'}): {'passed' if r.passed else 'failed'}"
+                for r in state.verify_runs]
 
     out += ["", "### Conflicts", ""]
     if state.conflicts:

@@ -56,6 +56,14 @@ class VerifyResult(_Record):
     output_tail: str = ""  # the last lines of its output, for the report
 
 
+class VerifyRunRecord(_Record):
+    """One run of merge.verify on an integration commit (the bisection makes several)."""
+
+    sha: str
+    teammates: tuple[str, ...]  # whose work that commit holds
+    passed: bool
+
+
 class Violation(_Record):
     teammate: str
     path: str
@@ -134,6 +142,7 @@ class RunState(_Record):
     integrated: tuple[str, ...] = ()  # in the order they were applied
     conflicts: tuple[Conflict, ...] = ()
     verification: tuple[VerifyResult, ...] = ()  # merge.verify on the integrated result
+    verify_runs: tuple[VerifyRunRecord, ...] = ()  # every merge.verify run, bisection included, in order
     convergence: tuple[ConvergenceGroup, ...] = ()
     manual_steps: tuple[str, ...] = ()  # anything a person had to do (lowers autonomy)
     split: bool = False  # kept by a job of a run split across CI jobs (`teammate`, `merge`)

@@ -327,6 +327,13 @@ def test_a_teammate_that_breaks_merge_verify_is_dropped_from_the_integration(tmp
     assert "verify" in state.teammate("idle").reason  # type: ignore[attr-defined]
     assert state.integrated == ("api",)  # type: ignore[attr-defined]
     assert [v.passed for v in state.verification] == [True]  # type: ignore[attr-defined]
+    assert state.verification[0].exit_code == 0  # type: ignore[attr-defined]
+    # Every verify run is recorded: the full integration failed, the bisection found the culprit.
+    runs = [(r.teammates, r.passed) for r in state.verify_runs]  # type: ignore[attr-defined]
+    assert runs[0] == (("api", "idle"), False) and runs[-1] == (("api",), True)
+    from rally_gh.report import report_markdown
+
+    assert f"merge.verify ran {len(runs)} times" in report_markdown(state)  # type: ignore[arg-type]
     files = run_git(repo, "ls-tree", "-r", "--name-only", "rally/r1/_integration").split()
     assert "src/api/orders.py" in files and "src/idle/BROKEN" not in files
     kept = run_git(repo, "ls-tree", "-r", "--name-only", "rally/r1/idle").split()
