@@ -135,6 +135,9 @@ def graphql_problems(request: Any, status: int, response: Any) -> list[str]:
     if status == 501:
         return []
     problems = [f"POST /graphql request: {e.message[:300]}" for e in Draft7Validator(_GRAPHQL_REQUEST).iter_errors(request)]
+    if status >= 400:  # a gateway error or a rate limit: the same answers as REST's
+        return problems + [f"POST /graphql {status} error: {e.message[:300]}"
+                           for e in Draft7Validator({"type": "object", "required": ["message"]}).iter_errors(response)]
     if status != 200:
         return problems + [f"POST /graphql: status {status} (GitHub answers GraphQL with 200)"]
     return problems + [f"POST /graphql response: {e.message[:300]}"

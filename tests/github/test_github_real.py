@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -336,3 +337,38 @@ def test_the_fakes_graphql_answers_an_unknown_node_as_github_does(fake_github: F
     with pytest.raises(UnknownObjectException):
         requester.graphql_named_mutation("markPullRequestReadyForReview", {"pullRequestId": "PR_nothing"},
                                          "clientMutationId pullRequest { isDraft }")
+
+
+# Every call of the endpoint, with the request of it that meets the faults.
+EVERY_CALL = [
+    ("default branch", "GET", r"/repos/owner/repo$", lambda gh, s: gh.default_branch()),
+    ("permission", "GET", r"/collaborators/alice/permission$", lambda gh, s: gh.permission("alice")),
+    ("issue", "GET", r"/issues/1$", lambda gh, s: gh.issue(IssueNumber(1))),
+    ("reaction", "POST", r"/issues/1/reactions$", lambda gh, s: gh.add_reaction(IssueNumber(1), "eyes")),
+    ("list comments", "GET", r"/issues/1/comments$", lambda gh, s: gh.upsert_comment(IssueNumber(1), MARKER, "x")),
+    ("post comment", "POST", r"/issues/1/comments$", lambda gh, s: gh.upsert_comment(IssueNumber(1), MARKER, "x")),
+    ("set labels", "PUT", r"/issues/1/labels$", lambda gh, s: gh.set_labels(IssueNumber(1), ["rally"])),
+    ("add labels", "POST", r"/issues/1/labels$", lambda gh, s: gh.add_labels(IssueNumber(1), ["rally"])),
+    ("remove label", "DELETE", r"/issues/1/labels/bug$", lambda gh, s: gh.remove_label(IssueNumber(1), "bug")),
+    ("ensure label", "POST", r"/labels$", lambda gh, s: gh.ensure_label("rally:new", "ededed", "new")),
+    ("check run", "POST", r"/check-runs$",
+     lambda gh, s: gh.create_check_run("c", s["main"], conclusion="success", title="t", summary="s")),
+    ("status", "POST", r"/statuses/", lambda gh, s: gh.create_status(s["main"], "success", "c", "d")),
+    ("list pulls", "GET", r"/pulls$", lambda gh, s: gh.find_or_create_pull("rally/7-1", "main", "t", "b", draft=False)),
+    ("open pull", "POST", r"/pulls$", lambda gh, s: gh.find_or_create_pull("rally/7-1", "main", "t", "b", draft=False)),
+    ("ready pull", "POST", r"/graphql$", lambda gh, s: (
+        gh.find_or_create_pull("rally/7-1", "main", "t", "b", draft=True),
+        gh.find_or_create_pull("rally/7-1", "main", "t", "b", draft=False))),
+]
+
+
+@pytest.mark.parametrize("method, path, call", [c[1:] for c in EVERY_CALL], ids=[c[0] for c in EVERY_CALL])
+def test_every_call_rides_out_a_502_and_a_rate_limit(
+        fake_github: FakeGitHubServer, gh: RealGitHub, branches: dict[str, CommitSha],
+        method: str, path: str, call: Any) -> None:
+    fake_github.create_issue("Add orders", user="alice", labels=("bug",))
+    fake_github.inject(method, path, 502)
+    fake_github.inject_rate_limit(method, path, retry_after=0.01, status=429)
+    call(gh, branches)
+    statuses = [r.status for r in fake_github.requests if r.method == method and re.search(path, r.path)]
+    assert statuses[:2] == [502, 429] and statuses[2] < 300, statuses
