@@ -7,6 +7,7 @@ cannot do the job, and each such place says why.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import stat
@@ -483,9 +484,21 @@ def restore_git_dir_controls(repo: Repository, kept: GitDirControls) -> list[str
 
 
 def rally_worktrees_root(repo: Repository) -> Path:
-    """Where a run's worktrees live: inside the common dir, so never inside the
-    tracked tree (no teammate sees another's checkout, `git status` stays clean)."""
-    return common_dir(repo) / "rally" / "worktrees"
+    """Where a run's worktrees live, one folder per repository: outside the tracked
+    tree (no teammate sees another's checkout, `git status` stays clean) and
+    outside the git directory (Claude Code refuses to write anywhere below a
+    ``.git`` folder). ``$RALLY_WORKTREES``, else the runner's temporary folder in
+    GitHub Actions, else ``$XDG_CACHE_HOME`` (``~/.cache``) ``/rally-gh/worktrees``."""
+    common = common_dir(repo).resolve()
+    base = os.environ.get("RALLY_WORKTREES")
+    if not base and os.environ.get("RUNNER_TEMP"):
+        base = os.path.join(os.environ["RUNNER_TEMP"], "rally-gh", "worktrees")
+    if not base:
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        base = os.path.join(cache, "rally-gh", "worktrees")
+    name = common.parent.name if common.name == ".git" else common.name.removesuffix(".git")
+    readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40].lstrip(".") or "repo"
+    return Path(base) / f"{readable}-{hashlib.sha256(os.fsencode(common)).hexdigest()[:12]}"
 
 
 def add_worktree(repo: Repository, path: Path, branch: str | None, start_sha: str,
@@ -553,6 +566,8 @@ def prune_worktrees(repo: Repository, keep_runs: Sequence[str] = ()) -> list[Pat
                 removed.append(tree)
             if run_dir.is_dir() and not any(run_dir.iterdir()):
                 run_dir.rmdir()
+        if not any(root.iterdir()):
+            root.rmdir()
     scratch = common_dir(repo) / "rally" / "verify"  # integrate.verify_commit's, if it was killed
     if not keep_runs and scratch.is_dir():
         for holder in sorted(scratch.iterdir()):
