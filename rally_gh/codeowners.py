@@ -314,7 +314,8 @@ def _as_codeowners_pattern(glob: Glob) -> str:
 
 
 def _control_lines(ownership: Ownership, owner_of_teammate: list[str]) -> list[str]:
-    lines = ["/" + c.removesuffix("**") for c in CONTROL_FILES]
+    # Names without a slash are control files at any depth, as CODEOWNERS reads them too.
+    lines = [("/" + c.removesuffix("**")) if c.endswith("/**") else c for c in CONTROL_FILES]
     granted = sorted(
         {g.glob.literal for g in ownership.grants if not g.glob.negated and g.glob.literal is not None}
     )

@@ -22,15 +22,20 @@ CONTROL_FILES: tuple[str, ...] = (
 
 
 def is_control_file(path: str) -> bool:
-    """True for the files that steer git, CI or agents (never writable through a wildcard)."""
+    """True for the files that steer git, CI or agents (never writable through a wildcard).
+
+    Read as the patterns they are: a name without a slash counts at any depth
+    (git applies ``src/.gitattributes``, GitHub reads ``docs/CODEOWNERS``, agents
+    read ``src/AGENTS.md``), ``.github/**`` and ``.claude/**`` at the root.
+    """
     return (
-        path in _CONTROL_EXACT
+        path.rpartition("/")[2] in _CONTROL_NAMES
         or path.startswith(".github/")
         or path.startswith(".claude/")
     )
 
 
-_CONTROL_EXACT = frozenset(p for p in CONTROL_FILES if not p.endswith("/**"))
+_CONTROL_NAMES = frozenset(p for p in CONTROL_FILES if not p.endswith("/**"))
 
 
 def hostile_reason(path: str) -> str | None:

@@ -426,3 +426,10 @@ def test_inline_comment_differs_from_oracle() -> None:
     text = "/docs/ @a # ask @b\n"
     assert CodeownersMatcher.from_text(text).owner_of("docs/x") == "@a"
     assert oracle_owner(CodeOwners(text), "docs/x") == "@a @b"
+
+
+def test_nested_control_files_are_unowned_at_the_end_of_an_export_too() -> None:
+    out = export_codeowners(make_config(a=["**"], b=["/docs/CODEOWNERS"]))
+    m = CodeownersMatcher.from_text(out)
+    assert m.owner_of("src/.gitattributes") is None and m.owner_of("src/AGENTS.md") is None
+    assert m.owner_of("docs/CODEOWNERS") == "@shop/b"  # a literal grant stays
