@@ -256,15 +256,7 @@ def test_the_credential_checker_finds_a_checkout_that_keeps_the_token() -> None:
     assert checkouts_keeping_credentials({"runs": {"steps": [{"uses": "actions/checkout@v5"}]}}) == ["(action)/0"]
 
 
-# rally-pr-check.yml is outside the change that introduced this test (no agent runs there, but the rule
-# is for every shipped workflow): once it checks out with persist-credentials: false, drop this marker.
-_PR_CHECK_KEEPS_THE_TOKEN = pytest.mark.xfail(
-    strict=True, reason="rally-pr-check.yml still checks out with the default persist-credentials: true")
-
-
-@pytest.mark.parametrize("path", [
-    ACTION, *(pytest.param(p, marks=_PR_CHECK_KEEPS_THE_TOKEN) if p.name == "rally-pr-check.yml" else p
-              for p in DOC_WORKFLOWS)], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [ACTION, *DOC_WORKFLOWS], ids=lambda p: p.name)
 def test_no_shipped_workflow_leaves_the_token_in_the_git_config(path: Path) -> None:
     document = load_yaml(path)
     assert checkouts_keeping_credentials(document) == [], \
