@@ -585,7 +585,9 @@ class _Orchestra:
             files = self._teammate_dir(t.name)
             files.mkdir(parents=True, exist_ok=True)
             prompt_file = files / "prompt.md"
-            prompt_file.write_text(plan.prompt_for(self.config, t, self.issue_text, self.run_id), encoding="utf-8")
+            in_run = [r.name for r in self.ledger.state.teammates]
+            prompt_file.write_text(plan.prompt_for(self.config, t, self.issue_text, self.run_id, in_run),
+                                   encoding="utf-8")
             report_file, home = files / "report.json", files / "home"
             home.mkdir(exist_ok=True)
             spec = self.config.agent_of(t)

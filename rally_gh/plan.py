@@ -176,14 +176,16 @@ def sparse_directories(patterns: Iterable[str]) -> list[str] | None:
 # --- The prompt ------------------------------------------------------------
 
 
-def prompt_for(config: Config, teammate: Teammate, issue_text: str | None, run_id: str) -> str:
-    """Everything the agent is told. Reaches it as a file, never as a shell word."""
+def prompt_for(config: Config, teammate: Teammate, issue_text: str | None, run_id: str,
+               selected: Collection[str] | None = None) -> str:
+    """Everything the agent is told. Reaches it as a file, never as a shell word.
+    ``selected``: who is in this run (the issue's rally block); None: the whole map."""
     t = teammate
     lines = [
         f"# You are {t.name}" + (f", {t.role}" if t.role else "") + f", on team {config.team}",
         "",
         f"Run {run_id}. You work in your own git worktree and branch, in parallel with "
-        f"{_others(config, t)}. Each of you owns different files.",
+        f"{_others(config, t, selected)}. Each of you owns different files.",
         "",
         "## Your task",
         "",
@@ -225,6 +227,7 @@ def prompt_for(config: Config, teammate: Teammate, issue_text: str | None, run_i
     return "\n".join(lines)
 
 
-def _others(config: Config, teammate: Teammate) -> str:
-    others = [t.name for t in config.teammates if t.name != teammate.name]
+def _others(config: Config, teammate: Teammate, selected: Collection[str] | None) -> str:
+    others = [t.name for t in config.teammates
+              if t.name != teammate.name and (selected is None or t.name in selected)]
     return ", ".join(others) if others else "nobody else"

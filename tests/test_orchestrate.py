@@ -407,6 +407,7 @@ def test_only_the_teammates_the_issue_names_run(tmp_path: Path) -> None:
     assert [t.name for t in state.teammates] == ["api", "idle"]
     prompt = git.common_dir(git.open_repo(repo)) / "rally" / "runs" / "r9" / "teammates" / "api" / "prompt.md"
     assert "Build the orders endpoint" in prompt.read_text() and "Do the api work." not in prompt.read_text()
+    assert "in parallel with idle." in prompt.read_text()  # web is not in this run
 
 
 LAND_ON_MAIN = """
