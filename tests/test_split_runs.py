@@ -379,7 +379,8 @@ def test_the_workflow_has_a_wave_job_for_each_wave_output_in_order() -> None:
         (run_step,) = [s for s in job["steps"] if "rally-gh teammate" in s.get("run", "")]
         assert run_step["run"] == 'rally-gh teammate "$TEAMMATE" --run "$RUN_ID"'
         assert run_step["env"]["TEAMMATE"] == "${{ matrix.teammate }}"  # the key plan's matrix uses
-        assert job["permissions"] == {"contents": "write"}
+        # issues: read: a dispatch names the issue, and the job reads its text for the prompt.
+        assert job["permissions"] == {"contents": "write", "issues": "read"}
 
 
 def test_the_workflow_refuses_more_waves_than_it_has_jobs_and_the_docs_say_the_limit() -> None:
@@ -419,7 +420,7 @@ def test_the_workflow_grants_least_privilege_and_keeps_tokens_out_of_checkouts()
     assert "inputs.issue" in concurrency["group"]
     assert concurrency["cancel-in-progress"] is False
     jobs = _jobs_of(workflow)
-    assert jobs["plan"]["permissions"] == {"contents": "read"}
+    assert jobs["plan"]["permissions"] == {"contents": "read", "issues": "read"}
     for job in jobs.values():
         checkout = job["steps"][0]
         assert checkout["uses"].startswith("actions/checkout@")
@@ -477,3 +478,41 @@ def test_the_issues_rally_block_chooses_who_runs_in_every_job(jobs: Jobs, tmp_pa
     code, report = jobs.run("merge", "merge", "--run", RUN, **env)
     assert "| web |" not in report and "web: skipped" not in report, report
     assert f"refs/heads/rally/{RUN}/web" not in jobs.refs()
+
+
+def test_a_dispatch_reads_the_issue_so_its_rally_block_chooses_who_runs_in_every_job(jobs: Jobs, tmp_path: Path) -> None:
+    # The matrix workflow starts only on workflow_dispatch, whose payload names the issue but carries
+    # none of its text: every job asks GitHub for it, as a single-job run does.
+    body = "Orders, please.\n\n```rally\napi: Build the orders API\nstray: Tidy up\n```\n"
+    issue = jobs.server.create_issue("Ship orders", body)
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"inputs": {"issue": str(issue)}}))
+    env = {"GITHUB_EVENT_NAME": "workflow_dispatch", "GITHUB_EVENT_PATH": str(event), "GITHUB_TOKEN": jobs.server.token,
+           "GITHUB_REPOSITORY": jobs.server.repo_full_name, "GITHUB_API_URL": jobs.server.api_url}
+    code, out = jobs.run("plan", "plan", "--format", "matrix", **env)
+    assert code == 0, out
+    assert json.loads(out.splitlines()[0]) == {"wave-1": {"include": [{"teammate": "api"}, {"teammate": "stray"}]}}
+    code, out = jobs.run("plan", "plan", "--format", "json", **env)
+    assert code == 0, out
+    prompts = {t["name"]: t["prompt"] for t in json.loads(out)["teammates"]}
+    assert set(prompts) == {"api", "stray"}
+    assert all("Ship orders" in p and "Orders, please." in p for p in prompts.values()), prompts
+    assert "Build the orders API" in prompts["api"]
+    started = {n: jobs.start(n, "teammate", n, "--run", RUN, **env) for n in ("api", "web")}
+    done = {n: finish(p) for n, p in started.items()}
+    assert done["api"][0] == 0, done["api"][1]
+    assert "web: not in this run (the issue's rally block names api, stray)" in done["web"][1]
+    code, report = jobs.run("merge", "merge", "--run", RUN, **env)
+    assert "| web |" not in report and "web: skipped" not in report, report
+    assert f"refs/heads/rally/{RUN}/web" not in jobs.refs()
+
+
+def test_a_dispatch_without_a_token_plans_from_the_map_alone(jobs: Jobs, tmp_path: Path) -> None:
+    # A local `plan` with a saved dispatch event: no token, no API call, every teammate of the map.
+    issue = jobs.server.create_issue("Ship orders", "```rally\napi: Build the orders API\n```\n")
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"inputs": {"issue": str(issue)}}))
+    code, out = jobs.run("plan", "plan", "--format", "matrix", GITHUB_EVENT_NAME="workflow_dispatch",
+                         GITHUB_EVENT_PATH=str(event))
+    assert code == 0, out
+    assert json.loads(out.splitlines()[0])["wave-1"]["include"] == [{"teammate": "api"}, {"teammate": "stray"}]

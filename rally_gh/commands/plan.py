@@ -10,6 +10,7 @@ from typing import TextIO
 from rally_gh import git, plan
 from rally_gh.config import Config, Problem, find_config, load_config
 from rally_gh.errors import EXIT_FAILED, EXIT_OK, GitError, UsageError
+from rally_gh.github.endpoint import GitHubEndpoint, IssueNumber
 from rally_gh.handoff import tasks_from_handoff
 from rally_gh.report import mermaid_flowchart
 from rally_gh.tasks import RunTasks, apply_tasks, tasks_from_file, tasks_from_issue
@@ -25,7 +26,7 @@ def run(cwd: Path, config_path: Path | None, fmt: str, issue: int | None, tasks_
         root = cwd  # planning needs only the map
     # In Actions, the event's issue (its rally block chooses who runs); else --tasks or --from-handoff.
     event = Path(environ["GITHUB_EVENT_PATH"]) if environ.get("GITHUB_EVENT_PATH") else None
-    issue, issue_text = issue_from_event(issue, event)
+    issue, issue_text = issue_of_job(issue, event, environ)
     base_config = load_config(find_config(root, config_path)).config
     tasks = tasks_for_this_run(base_config, issue_text, tasks_path, handoff_path, issue)
     config, selected = for_this_run(base_config, tasks)
@@ -68,6 +69,35 @@ def issue_from_event(issue: int | None, event_path: Path | None) -> tuple[int | 
             issue = issue if issue is not None else found.get("number")
             text = "\n\n".join(str(found.get(k) or "") for k in ("title", "body")).strip() or None
     return issue, text
+
+
+def has_token(environ: Mapping[str, str]) -> bool:
+    """Whether GitHub's API may be asked (in Actions); without a token a run is local."""
+    return bool(environ.get("GITHUB_TOKEN") or environ.get("GH_TOKEN"))
+
+
+def issue_text_from_github(endpoint: GitHubEndpoint, issue: int) -> str | None:
+    """The issue's text as GitHub has it now: a dispatch names the issue but does not carry its text."""
+    found = endpoint.issue(IssueNumber(issue))
+    return f"{found.title}\n\n{found.body}".strip() or None
+
+
+def issue_of_job(issue: int | None, event_path: Path | None, environ: Mapping[str, str]) -> tuple[int | None, str | None]:
+    """The issue number and text of a job of a split run (plan, teammate, merge): the event's,
+    and for a dispatch naming an issue, its text from GitHub when there is a token, as ``run``
+    does, so that every job reads the same ``rally`` block and prompts."""
+    issue, text = issue_from_event(issue, event_path)
+    if (text is not None or event_path is None or environ.get("GITHUB_EVENT_NAME") != "workflow_dispatch"
+            or not has_token(environ)):
+        return issue, text
+    from rally_gh.github.events import load_event
+    from rally_gh.github.real import RealGitHub
+
+    named = load_event("workflow_dispatch", event_path).issue
+    number = named if named is not None else issue
+    if number is None:
+        return issue, None
+    return number, issue_text_from_github(RealGitHub.from_environment(environ), number)
 
 
 def tasks_for_this_run(config: Config, issue_text: str | None, tasks_path: Path | None,

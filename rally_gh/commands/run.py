@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 import sys
 import time
@@ -19,7 +20,7 @@ from rally_gh.progress import Progress, wants_live
 from rally_gh.report import report_json, report_markdown, run_status
 from rally_gh import publish
 from rally_gh.github.endpoint import GitHubEndpoint, IssueNumber, run_marker
-from rally_gh.github.events import Trigger
+from rally_gh.github.events import TEAMMATE_NAME, Trigger
 from rally_gh.tasks import RunTasks, TasksRefused, apply_tasks, refusal_comment
 from rally_gh.state import RunState, load_state, new_run_id, runs_dir
 
@@ -39,8 +40,7 @@ def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | No
     # pull request per run), so the attempt number is not part of the id.
     the_run = resume or run_id or new_run_id(issue, environ.get("GITHUB_RUN_ID"), time.time)
     github = _github(environ, event_path)
-    only: tuple[str, ...] = ()
-    max_parallel = None
+    only, max_parallel = _action_inputs(environ)
     if github is not None:
         endpoint, trigger = github
         if not trigger.starts_run:
@@ -53,10 +53,12 @@ def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | No
             return EXIT_FAILED
         issue = trigger.issue if trigger.issue is not None else issue
         if issue is not None and issue_text is None:
-            found = endpoint.issue(IssueNumber(issue))  # a dispatch names the issue but does not carry its text
-            issue_text = f"{found.title}\n\n{found.body}".strip() or None
+            issue_text = plan_cmd.issue_text_from_github(endpoint, issue)
         if trigger.inputs is not None:
-            only, max_parallel = trigger.inputs.teammates, trigger.inputs.max_parallel
+            # Who runs: the dispatch's choice, else the action's. How many at once: the lowest of
+            # those given; orchestrate never lets it pass the map's max_parallel.
+            only = trigger.inputs.teammates or only
+            max_parallel = min((n for n in (max_parallel, trigger.inputs.max_parallel) if n is not None), default=None)
             dry_run = dry_run or trigger.inputs.dry_run
     try:
         tasks = plan_cmd.tasks_for_this_run(loaded.config, issue_text, tasks_path, None, issue)
@@ -118,10 +120,24 @@ def finish(repo: git.Repository, state: RunState, config: Config, environ: Mappi
     return EXIT_FAILED
 
 
+def _action_inputs(environ: Mapping[str, str]) -> tuple[tuple[str, ...], int | None]:
+    """The action's ``teammates`` and ``max-parallel`` inputs (``RALLY_TEAMMATES``,
+    ``RALLY_MAX_PARALLEL``), checked as strictly as a dispatch's."""
+    names = tuple(n for n in re.split(r"[\s,]+", environ.get("RALLY_TEAMMATES", "").strip()) if n)
+    for name in names:
+        if not TEAMMATE_NAME.match(name):
+            raise UsageError(f"the action's input `teammates`: {name!r} is not a teammate name",
+                             hint="teammate names as in rally.yml, separated by commas or spaces")
+    text = environ.get("RALLY_MAX_PARALLEL", "").strip()
+    if text and (not re.fullmatch(r"[0-9]+", text) or int(text) < 1):
+        raise UsageError(f"the action's input `max-parallel` must be a whole number from 1, got {text!r}")
+    return names, int(text) if text else None
+
+
 def _event_tasks(loaded: LoadedConfig, environ: Mapping[str, str]) -> tuple[str | None, RunTasks | None]:
     """The issue text and tasks every job of a split run reads from the same event."""
     event = Path(environ["GITHUB_EVENT_PATH"]) if environ.get("GITHUB_EVENT_PATH") else None
-    issue, issue_text = plan_cmd.issue_from_event(None, event)
+    issue, issue_text = plan_cmd.issue_of_job(None, event, environ)
     return issue_text, plan_cmd.tasks_for_this_run(loaded.config, issue_text, None, None, issue)
 
 
@@ -145,7 +161,7 @@ def _record_history(repo: git.Repository, report: dict[str, Any], config: Config
 
 def _github(environ: Mapping[str, str], event_path: Path | None) -> tuple[GitHubEndpoint, Trigger] | None:
     """The GitHub side of a run in Actions: None without a token (a local run: no API calls)."""
-    if not (environ.get("GITHUB_TOKEN") or environ.get("GH_TOKEN")):
+    if not plan_cmd.has_token(environ):
         return None
     path = event_path or (Path(environ["GITHUB_EVENT_PATH"]) if environ.get("GITHUB_EVENT_PATH") else None)
     name = environ.get("GITHUB_EVENT_NAME")

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from rally_gh.commands import run as run_cmd
+from rally_gh.errors import UsageError
 from rally_gh.github.fake import FakeGitHubServer
+from rally_gh.state import RunState, load_state
 from rally_gh.tasks import TasksRefused
 from rally_gh.testing import RALLY_CLI, SHOP_FILES, git, init_repo
 
@@ -179,3 +181,74 @@ def test_in_actions_integration_goes_onto_the_remote_base_as_it_is_when_integrat
     files = git(fake_github.bare_repo, "ls-tree", "-r", "--name-only", integration).split()
     assert {"LANDED.md", "src/api/work.txt", "src/web/work.txt"} <= set(files)
     assert git(fake_github.bare_repo, "merge-base", integration, "refs/heads/main").strip() == landed
+
+
+# --- The action's `teammates` and `max-parallel` inputs --------------------------
+
+
+def _trio_on_github(fake: FakeGitHubServer, tmp_path: Path) -> tuple[int, Path]:
+    """The shop with a third teammate, docs (a rally needs two at least): the issue and its labeled event."""
+    fake.set_permission("alice", "write")
+    issue = fake.create_issue("Shop", "All of it.", user="alice", labels=("rally:parallel",))
+    agent = tmp_path / "agent.py"
+    agent.write_text(AGENT)
+    docs = _team_map(agent).split("  - name: web")[1].replace("web", "docs")
+    origin = init_repo(tmp_path / "origin", {"README.md": "# shop\n", "rally.yml": _team_map(agent) + "  - name: docs" + docs})
+    git(origin, "remote", "add", "origin", fake.authenticated_git_url)
+    git(origin, "push", "-q", "origin", "main")
+    return issue, _event(tmp_path, issue, "All of it.")
+
+
+def _dispatch(tmp_path: Path, issue: int, **inputs: str) -> Path:
+    event = tmp_path / "dispatch.json"
+    event.write_text(json.dumps({"inputs": {"issue": str(issue), **inputs}, "sender": {"login": "alice", "type": "User"},
+                                 "repository": {"default_branch": "main", "full_name": "owner/repo"}}))
+    return event
+
+
+def _dry_run(fake: FakeGitHubServer, tmp_path: Path, event_name: str, event: Path, **action: str) -> RunState:
+    """A dry run in Actions with the action's inputs (``RALLY_*`` as action.yml sets them); its saved state."""
+    env = {**_env(fake, event), "GITHUB_EVENT_NAME": event_name, "PATH": os.environ["PATH"], **action}
+    run_id = f"inputs-{len(list(tmp_path.glob('origin/.git/rally/runs/*')))}"
+    run_cmd.run(tmp_path / "origin", None, run_id, None, None, None, True, None, env, io.StringIO(),
+                progress_stream=io.StringIO())
+    return load_state(tmp_path / "origin" / ".git", run_id)
+
+
+def test_the_actions_teammates_and_max_parallel_inputs_choose_who_runs_and_how_many_at_once(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    _, event = _trio_on_github(fake_github, tmp_path)
+    state = _dry_run(fake_github, tmp_path, "issues", event, RALLY_TEAMMATES="web,docs", RALLY_MAX_PARALLEL="1")
+    assert state.waves == (("web", "docs"),) and state.max_parallel == 1
+
+
+def test_a_dispatch_chooses_who_runs_and_the_lowest_max_parallel_given_wins(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    issue, _ = _trio_on_github(fake_github, tmp_path)
+    event = _dispatch(tmp_path, issue, teammates="api web", **{"max-parallel": "3"})
+    state = _dry_run(fake_github, tmp_path, "workflow_dispatch", event, RALLY_TEAMMATES="web docs", RALLY_MAX_PARALLEL="2")
+    assert state.waves == (("api", "web"),) and state.max_parallel == 2
+    # A dispatch that leaves them empty gets the action's.
+    event = _dispatch(tmp_path, issue, teammates="", **{"max-parallel": ""})
+    state = _dry_run(fake_github, tmp_path, "workflow_dispatch", event, RALLY_TEAMMATES="web docs", RALLY_MAX_PARALLEL="2")
+    assert state.waves == (("web", "docs"),) and state.max_parallel == 2
+
+
+def test_max_parallel_never_exceeds_the_maps(fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    issue, _ = _trio_on_github(fake_github, tmp_path)  # the map's max_parallel: the default 4
+    event = _dispatch(tmp_path, issue, **{"max-parallel": "9"})
+    state = _dry_run(fake_github, tmp_path, "workflow_dispatch", event, RALLY_MAX_PARALLEL="8")
+    assert state.max_parallel == 4
+
+
+@pytest.mark.parametrize(("action", "message"), [
+    ({"RALLY_TEAMMATES": "api ../web"}, "`teammates`: '../web' is not a teammate name"),
+    ({"RALLY_MAX_PARALLEL": "0"}, "`max-parallel` must be a whole number from 1"),
+    ({"RALLY_MAX_PARALLEL": "two"}, "`max-parallel` must be a whole number from 1"),
+])
+def test_a_bad_action_input_is_refused_before_anything_runs(
+        fake_github: FakeGitHubServer, tmp_path: Path, action: dict[str, str], message: str) -> None:
+    _, event = _trio_on_github(fake_github, tmp_path)
+    with pytest.raises(UsageError, match=message.replace("(", r"\(")):
+        _dry_run(fake_github, tmp_path, "issues", event, **action)
+    assert not fake_github.comments
