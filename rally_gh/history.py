@@ -419,8 +419,9 @@ def _budgets(runs: Sequence[Record], config: Config) -> list[Suggestion]:
             f"raise max_minutes to {proposed_minutes}, or run fewer teammates",
             tuple(f"{r.run_id}: {sum(t.outcome == 'skipped' for t in r.teammates)} skipped, wall "
                   f"{format_duration(r.wall_s)}" for r in out_of_time)))
-    elif budget.max_minutes is not None and longest > 0 and longest < budget.max_minutes * 60 * 0.3:
-        proposed_minutes = max(10, math.ceil(longest * 2 / 60 / 5) * 5)
+    elif budget.max_minutes is not None and 0 < longest < budget.max_minutes * 60 * 0.3 \
+            and max(10, math.ceil(longest * 2 / 60 / 5) * 5) < budget.max_minutes:
+        proposed_minutes = max(10, math.ceil(longest * 2 / 60 / 5) * 5)  # never below 10 minutes
         out.append(Suggestion(
             ("budget", "max_minutes"), proposed_minutes, f"{budget.max_minutes:g}",
             f"no run took more than {format_duration(longest)}, under a third of max_minutes "

@@ -305,6 +305,11 @@ def test_budgets_follow_what_runs_cost(config: Config) -> None:
     found = {s.setting: s for s in suggestions(late, config)}
     assert found["budget.max_minutes"].value == 140  # half as much again, in fives
     assert found["budget.max_minutes"].evidence[0] == "r1: 1 skipped, wall 1h31m"
+    # Short runs under a small time budget: lowering it to the 10-minute floor would raise it, or change nothing.
+    for small in (5, 10):
+        tight = config.model_copy(update={"budget": config.budget.model_copy(update={"max_minutes": small})})
+        assert "budget.max_minutes" not in {s.setting for s in suggestions(runs(*((mate("api"),),) * 3,
+                                                                                     wall_s=30.0), tight)}
 
 
 # --- rally.yml edits and the command ---------------------------------------------------
