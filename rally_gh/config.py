@@ -121,11 +121,12 @@ class ConfigInvalid(ConfigError):
     for ``validate --format json``; the message lists them one a line."""
 
     def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems: list[Problem] = sorted(problems, key=_problem_order)
+        self.problems: list[Problem] = sorted(problems, key=problem_order)
         super().__init__(_problem_lines(self.problems))
 
 
-def _problem_order(p: Problem) -> tuple[str, int, int]:
+def problem_order(p: Problem) -> tuple[str, int, int]:
+    """Problems in the order a person reads the file: by file, line, column (numbers, not text)."""
     loc = p.location
     return (loc.file, loc.line, loc.column) if loc else ("", 0, 0)
 
@@ -422,7 +423,7 @@ class Config(_Model):
     )
     budget: Budget = Field(default=Budget(), description="Limits of a run.")
     merge: MergeSpec = Field(default=MergeSpec(), description="How the teammates' work is integrated.")
-    teammates: tuple[Teammate, ...] = Field(min_length=1, description="The team: 1 to 9 teammates.")
+    teammates: tuple[Teammate, ...] = Field(min_length=1, description="The team: at least one teammate (a run takes up to 9 of them at once).")
 
     @field_validator("version", mode="before")
     @classmethod

@@ -104,7 +104,7 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
     else:
         state = _new_state(repo, common, run_id, loaded, issue_text, clock, dry_run, selected)
     state = state.model_copy(update={"problems": tuple(p.message for p in problems),
-                                     "risks": tuple(_risks(loaded))})
+                                     "risks": tuple(_risks(loaded, environ))})
     state = state.with_phase("assess", clock() - phase_started)
     save_state(common, state)
 
@@ -351,16 +351,19 @@ def _note_writes_outside_worktrees(ledger: _Ledger, before: Mapping[str, int], a
                                  "`git status` before committing"))
 
 
-def _risks(loaded: LoadedConfig) -> list[str]:
+def _risks(loaded: LoadedConfig, environ: Mapping[str, str]) -> list[str]:
     risks = [p.message.split(": ", 1)[-1] for p in control_file_grants(loaded)]
     if not runner.sandbox_available():
         risks.append("agents ran without a sandbox (it needs root and unshare): a write outside an agent's worktree "
                      "is only noticed in the main checkout")
     config = loaded.config
     for t in config.teammates:
-        passed = config.agent_of(t).env
-        if passed:
-            risks.append(f"{t.name}'s agent receives runner variables {', '.join(passed)} (env passthrough)")
+        spec = config.agent_of(t)
+        passed = [*agents.PRESET_PASSTHROUGH.get(spec.preset, ()), *spec.env]
+        present = list(dict.fromkeys(n for n in passed if n in environ))
+        if present:
+            risks.append(f"{t.name}'s agent receives runner variables {', '.join(present)} (env passthrough"
+                         + (f", as the {spec.preset} preset needs)" if spec.preset != "command" else ")"))
     return risks
 
 

@@ -378,7 +378,7 @@ def test_missing_keys() -> None:
     ]
     assert lines("version: 1\n") == [
         "rally.yml:1:1: team: missing required key 'team': the team's name, shown in prompts and reports",
-        "rally.yml:1:1: teammates: missing required key 'teammates': the team: 1 to 9 teammates",
+        "rally.yml:1:1: teammates: missing required key 'teammates': the team: at least one teammate (a run takes up to 9 of them at once)",
     ]
 
 

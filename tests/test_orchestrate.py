@@ -647,3 +647,21 @@ def test_a_signal_during_merge_verify_stops_it_and_leaves_a_resumable_run(tmp_pa
     assert load_state(common, "v1").status == "interrupted"
     assert not any((common / "rally" / "verify").iterdir())
     assert run_git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_credentials_a_preset_passes_are_reported_as_risks() -> None:
+    loaded = load_config_text(textwrap.dedent("""\
+        version: 1
+        team: t
+        teammates:
+          - name: api
+            exclusive_write: [src/api/**]
+            agent: {preset: claude}
+          - name: web
+            exclusive_write: [src/web/**]
+            agent: {preset: command, command: ["true"], env: [NPM_TOKEN, UNSET_ONE]}
+        """), "rally.yml")
+    risks = orchestrate._risks(loaded, {"ANTHROPIC_API_KEY": "k", "NPM_TOKEN": "n", "PATH": "/bin"})
+    assert "api's agent receives runner variables ANTHROPIC_API_KEY (env passthrough, as the claude preset needs)" \
+        in risks
+    assert "web's agent receives runner variables NPM_TOKEN (env passthrough)" in risks

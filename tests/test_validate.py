@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 from pathlib import Path
@@ -80,3 +81,15 @@ def test_large_imported_team_validates_with_a_warning(tmp_path: Path) -> None:
     proc = validate(d, "--format", "json")
     assert proc.returncode == 0
     assert any(p["code"] == "team-size" for p in json.loads(proc.stdout)["problems"])
+
+
+def test_text_output_orders_problems_by_line_as_numbers(tmp_path: Path) -> None:
+    from rally_gh.commands.validate import _emit
+    from rally_gh.config import Location, Problem
+
+    problems = [Problem("error", "schema", "late", Location("rally.yml", 12, 3)),
+                Problem("error", "schema", "early", Location("rally.yml", 9, 5))]
+    out = io.StringIO()
+    _emit(problems, "text", out, tmp_path / "rally.yml", None)
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("rally.yml:9:5") and lines[1].startswith("rally.yml:12:3")

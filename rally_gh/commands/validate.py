@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TextIO
 
 from rally_gh import git
-from rally_gh.config import Problem, find_config, load_config
+from rally_gh.config import Problem, find_config, load_config, problem_order
 from rally_gh.errors import EXIT_FAILED, EXIT_OK, ConfigError, GitError
 from rally_gh.validation import problem_dict, validate_map
 
@@ -37,7 +37,7 @@ def _emit(problems: list[Problem], fmt: str, stdout: TextIO, path: Path, summary
         json.dump({"valid": valid, "problems": [problem_dict(p) for p in problems]}, stdout, indent=2)
         stdout.write("\n")
     else:
-        for p in sorted(problems, key=lambda p: (p.severity != "error", str(p.location or ""))):
+        for p in sorted(problems, key=lambda p: (p.severity != "error", problem_order(p))):
             stdout.write(f"{p}\n")
         errors = sum(p.severity == "error" for p in problems)
         warnings = len(problems) - errors
