@@ -279,3 +279,9 @@ def test_the_action_authenticates_pushes_from_the_environment_only() -> None:
     assert answer == "username=x-access-token\npassword=t0ken\n"
     assert subprocess.run(["sh", "-c", helper[1:] + ' "$@"', "helper", "store"], capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin", "GITHUB_TOKEN": "t0ken"}, check=True).stdout == ""
+
+
+def test_every_run_for_one_issue_shares_one_concurrency_group() -> None:
+    """A split run and a single-job run on the same issue must not overlap (one PR, one set of labels)."""
+    groups = {p.name: load_yaml(p)["concurrency"]["group"] for p in DOC_WORKFLOWS if p.name != "rally-pr-check.yml"}
+    assert all(g.startswith("rally-issue-${{") for g in groups.values()), groups
