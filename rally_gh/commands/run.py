@@ -115,7 +115,7 @@ def finish(repo: git.Repository, state: RunState, config: Config, environ: Mappi
         publish.write_outputs(environ, publish.run_outputs(state, None))
     if state.status == "interrupted":
         return EXIT_INTERRUPTED
-    if run_status(state) == "done":
+    if state.dry_run or run_status(state) == "done":  # a dry run that planned well has done its job
         return EXIT_OK
     return EXIT_FAILED
 

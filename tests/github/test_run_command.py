@@ -210,8 +210,9 @@ def _dry_run(fake: FakeGitHubServer, tmp_path: Path, event_name: str, event: Pat
     """A dry run in Actions with the action's inputs (``RALLY_*`` as action.yml sets them); its saved state."""
     env = {**_env(fake, event), "GITHUB_EVENT_NAME": event_name, "PATH": os.environ["PATH"], **action}
     run_id = f"inputs-{len(list(tmp_path.glob('origin/.git/rally/runs/*')))}"
-    run_cmd.run(tmp_path / "origin", None, run_id, None, None, None, True, None, env, io.StringIO(),
-                progress_stream=io.StringIO())
+    code = run_cmd.run(tmp_path / "origin", None, run_id, None, None, None, True, None, env, io.StringIO(),
+                       progress_stream=io.StringIO())
+    assert code == 0  # a dry run that planned well succeeds, in Actions too
     return load_state(tmp_path / "origin" / ".git", run_id)
 
 
