@@ -148,15 +148,17 @@ def plan(config_path: Path | None, fmt: str, issue: int | None, tasks_path: Path
 @click.option("--issue", type=int, default=None)
 @click.option("--event", "event_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--tasks", "tasks_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--from-handoff", "handoff_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="This run's tasks from a planner's handoff file (YAML or JSON).")
 @click.option("--dry-run", is_flag=True)
 @click.option("--resume", "resume", default=None, metavar="RUN")
 def run(config_path: Path | None, run_id: str | None, issue: int | None, event_path: Path | None,
-        tasks_path: Path | None, dry_run: bool, resume: str | None) -> None:
+        tasks_path: Path | None, handoff_path: Path | None, dry_run: bool, resume: str | None) -> None:
     """A whole run: plan, spawn, run agents, reconcile, integrate, publish."""
     from rally_gh.commands import run as cmd
 
     _exit(lambda: cmd.run(Path.cwd(), config_path, run_id, issue, event_path, tasks_path, dry_run, resume,
-                          os.environ, sys.stdout))
+                          os.environ, sys.stdout, handoff_path=handoff_path))
 
 
 @cli.command()

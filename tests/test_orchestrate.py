@@ -248,6 +248,30 @@ def test_the_run_command_prints_the_report_and_exits_by_outcome(tmp_path: Path) 
         run_cmd.run(repo, None, "r5", None, None, None, False, None, dict(os.environ), out, progress_stream=log)
 
 
+def test_a_run_takes_its_tasks_from_a_handoff(tmp_path: Path) -> None:
+    scripts = _write_scripts(tmp_path / "scripts")
+    rally_yml = _map(scripts, ["api", "web", "idle"])
+    repo = _repo(tmp_path, rally_yml)
+    handoff = tmp_path / "handoff.yml"
+    handoff.write_text(textwrap.dedent("""\
+        tasks:
+          - id: orders
+            description: Build the orders endpoint
+            files: [src/api/orders.py]
+          - id: page
+            description: Show the orders
+            files: [src/web/app.js]
+            depends_on: [orders]
+        """))
+    proc = subprocess.run([sys.executable, "-m", "rally_gh", "run", "--run-id", "h1", "--from-handoff", str(handoff)],
+                          cwd=repo, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    state = load_state(git.common_dir(git.open_repo(repo)), "h1")
+    assert [t.name for t in state.teammates] == ["api", "web"]  # idle has no task in the handoff
+    prompt = git.common_dir(git.open_repo(repo)) / "rally" / "runs" / "h1" / "teammates" / "api" / "prompt.md"
+    assert "Build the orders endpoint" in prompt.read_text()
+
+
 # --- The orchestrator's git functions -------------------------------------------
 
 

@@ -27,7 +27,7 @@ from rally_gh.state import RunState, load_state, new_run_id, runs_dir
 
 def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | None, event_path: Path | None,
         tasks_path: Path | None, dry_run: bool, resume: str | None, environ: Mapping[str, str], stdout: TextIO,
-        *, progress_stream: TextIO | None = None) -> int:
+        *, progress_stream: TextIO | None = None, handoff_path: Path | None = None) -> int:
     if resume and run_id and resume != run_id:
         raise UsageError(f"--run-id {run_id} and --resume {resume} name different runs", hint="give only --resume RUN")
     repo = git.open_repo(cwd)
@@ -61,7 +61,7 @@ def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | No
             max_parallel = min((n for n in (max_parallel, trigger.inputs.max_parallel) if n is not None), default=None)
             dry_run = dry_run or trigger.inputs.dry_run
     try:
-        tasks = plan_cmd.tasks_for_this_run(loaded.config, issue_text, tasks_path, None, issue)
+        tasks = plan_cmd.tasks_for_this_run(loaded.config, issue_text, tasks_path, handoff_path, issue)
     except TasksRefused as err:
         if github is not None and issue is not None:
             marker = run_marker(the_run)
