@@ -420,7 +420,7 @@ def test_the_workflow_grants_least_privilege_and_keeps_tokens_out_of_checkouts()
     assert "inputs.issue" in concurrency["group"]
     assert concurrency["cancel-in-progress"] is False
     jobs = _jobs_of(workflow)
-    assert jobs["plan"]["permissions"] == {"contents": "read", "issues": "read"}
+    assert jobs["plan"]["permissions"] == {"contents": "read", "issues": "write"}  # reads the issue, announces the run
     for job in jobs.values():
         checkout = job["steps"][0]
         assert checkout["uses"].startswith("actions/checkout@")
@@ -516,3 +516,27 @@ def test_a_dispatch_without_a_token_plans_from_the_map_alone(jobs: Jobs, tmp_pat
                          GITHUB_EVENT_PATH=str(event))
     assert code == 0, out
     assert json.loads(out.splitlines()[0])["wave-1"]["include"] == [{"teammate": "api"}, {"teammate": "stray"}]
+
+
+def test_the_plan_job_announces_the_run_on_the_issue_or_posts_its_refusal(jobs: Jobs, tmp_path: Path) -> None:
+    """A split run looks like a single-job run from the issue: 👀, rally:running and the progress comment
+    from its first job; a refused rally block is a comment there too, not just a red job."""
+    server = jobs.server
+    issue = server.create_issue("Ship orders", "```rally\napi: Build the orders API\nstray: Tidy up\n```\n")
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"inputs": {"issue": str(issue)}}))
+    env = {"GITHUB_EVENT_NAME": "workflow_dispatch", "GITHUB_EVENT_PATH": str(event), "GITHUB_TOKEN": server.token,
+           "GITHUB_REPOSITORY": server.repo_full_name, "GITHUB_API_URL": server.api_url, "RALLY_RUN_ID": RUN}
+    code, out = jobs.run("plan", "plan", "--format", "matrix", **env)
+    assert code == 0, out
+    assert "rally:running" in server.issues[issue]["labels"]
+    assert any(r["content"] == "eyes" for r in server.reactions)
+    [comment] = [c for c in server.comments.values() if c["issue"] == issue]
+    assert comment["body"].startswith(f"<!-- rally-gh:run:{RUN} -->\n## rally-gh run `{RUN}`: starting")
+
+    refused = server.create_issue("Nobody", "```rally\nghost: Haunt the repo\n```\n")
+    event.write_text(json.dumps({"inputs": {"issue": str(refused)}}))
+    code, out = jobs.run("plan", "plan", "--format", "matrix", **env)
+    assert code != 0
+    [comment] = [c for c in server.comments.values() if c["issue"] == refused]
+    assert "rally-gh did not start" in comment["body"] and "ghost" in comment["body"]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TextIO
 
 from rally_gh import git, plan
 from rally_gh.config import Config, Problem, find_config, load_config
-from rally_gh.errors import EXIT_FAILED, EXIT_OK, GitError, UsageError
+from rally_gh.errors import EXIT_FAILED, EXIT_OK, GitError, RallyError, UsageError
 from rally_gh.github.endpoint import GitHubEndpoint, IssueNumber
 from rally_gh.handoff import tasks_from_handoff
 from rally_gh.report import mermaid_flowchart
@@ -28,10 +28,19 @@ def run(cwd: Path, config_path: Path | None, fmt: str, issue: int | None, tasks_
     event = Path(environ["GITHUB_EVENT_PATH"]) if environ.get("GITHUB_EVENT_PATH") else None
     issue, issue_text = issue_of_job(issue, event, environ)
     base_config = load_config(find_config(root, config_path)).config
-    tasks = tasks_for_this_run(base_config, issue_text, tasks_path, handoff_path, issue)
+    announce = _split_run_announcer(fmt, issue, environ)
+    try:
+        tasks = tasks_for_this_run(base_config, issue_text, tasks_path, handoff_path, issue)
+    except RallyError as err:
+        if announce is not None:
+            announce(err)
+        raise
     config, selected = for_this_run(base_config, tasks)
     problems = plan.assess(config, selected) + ([] if tasks is None else list(tasks.notes))
     refused = any(p.severity == "error" for p in problems)
+    if announce is not None:
+        errors = [p for p in problems if p.severity == "error"]
+        announce(RallyError("the plan is refused: " + "; ".join(p.message for p in errors)) if errors else None)
     waves = plan.waves(config, selected)
     if fmt == "json":
         json.dump(plan_json(config, waves, problems, issue_text), stdout, indent=2)
@@ -53,6 +62,31 @@ def run(cwd: Path, config_path: Path | None, fmt: str, issue: int | None, tasks_
     else:
         stdout.write(plan_text(config, waves, problems, issue_text, issue))
     return EXIT_FAILED if refused else EXIT_OK
+
+
+def _split_run_announcer(fmt: str, issue: int | None,
+                         environ: Mapping[str, str]) -> Callable[[RallyError | None], None] | None:
+    """In the plan job of a split run (``--format matrix`` with RALLY_RUN_ID, an issue and a
+    token), what ``run`` does at its start: the refusal as a comment, or 👀, ``rally:running``
+    and the progress comment, so that a split run looks like a single-job one from the issue."""
+    run_id = environ.get("RALLY_RUN_ID")
+    if fmt != "matrix" or not run_id or issue is None or not has_token(environ):
+        return None
+
+    def announce(refusal: RallyError | None) -> None:
+        from rally_gh import publish
+        from rally_gh.github.endpoint import run_marker
+        from rally_gh.github.real import RealGitHub
+        from rally_gh.tasks import refusal_comment
+
+        endpoint = RealGitHub.from_environment(environ)
+        if refusal is None:
+            publish.announce(endpoint, IssueNumber(issue), run_id)
+        else:
+            marker = run_marker(run_id)
+            endpoint.upsert_comment(IssueNumber(issue), marker, f"{marker}\n{refusal_comment(refusal)}")
+
+    return announce
 
 
 def issue_from_event(issue: int | None, event_path: Path | None) -> tuple[int | None, str | None]:
