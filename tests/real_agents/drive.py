@@ -12,6 +12,17 @@ standard input and prints one JSON result on standard output::
 ``{url}`` in ``args`` and ``env`` values is replaced by the stub's address.
 Every name in ``env`` is passed to the agent the way a map's ``env`` list
 passes it, so the preset's own passthrough is exercised, not bypassed.
+
+A job with ``rally_yml`` is a whole run instead (``orchestrate.run``, as
+``rally-gh run`` does it) in the git repository ``repo``::
+
+    job: {"repo", "rally_yml", "run_id", "env": {NAME: VALUE}, "scenario", "model", "netns": bool}
+    result: {"report": report_json(state), "logs": {teammate: its logs}, "requests": [...],
+             "usage_served": [input, output]}
+
+``{url}`` in ``rally_yml`` and ``env`` values is the stub's address; ``env``
+is set in this process's environment (``RALLY_WORKTREES`` too), the one the
+run hands its agents.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import os
 import socket
 import struct
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,9 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for mode
 
 from modelstub import ModelStub  # noqa: E402
 
+from rally_gh import git, orchestrate  # noqa: E402
 from rally_gh.agents import agent_command  # noqa: E402
-from rally_gh.config import AgentSpec, Teammate  # noqa: E402
+from rally_gh.config import AgentSpec, Teammate, load_config_text  # noqa: E402
+from rally_gh.report import report_json  # noqa: E402
 from rally_gh.runner import CancelToken, agent_attempt, agent_environment  # noqa: E402
+from rally_gh.state import runs_dir  # noqa: E402
 
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
@@ -76,6 +91,21 @@ def drive(job: dict[str, Any]) -> dict[str, Any]:
         }
 
 
+def drive_run(job: dict[str, Any]) -> dict[str, Any]:
+    repo = Path(job["repo"])
+    with ModelStub(job["scenario"], model=job.get("model") or "stub-model") as stub:
+        fill = _filler(stub.url)
+        os.environ.update({name: fill(value) for name, value in job["env"].items()})
+        loaded = load_config_text(fill(job["rally_yml"]), "rally.yml")
+        state = orchestrate.run(repo, loaded, job["run_id"], None, time.time, dict(os.environ))
+        teammates = runs_dir(git.common_dir(git.open_repo(repo))) / job["run_id"] / "teammates"
+        logs = {folder.name: {log.name: log.read_text(errors="replace")[-20000:]
+                              for log in sorted((folder / "logs").glob("*")) if log.is_file()}
+                for folder in sorted(teammates.iterdir())} if teammates.is_dir() else {}
+        return {"report": report_json(state), "logs": logs, "requests": stub.as_json(),
+                "usage_served": list(stub.usage_served())}
+
+
 def _filler(url: str) -> Callable[[str], str]:
     return lambda value: value.replace("{url}", url)
 
@@ -84,7 +114,7 @@ def main() -> None:
     job = json.loads(sys.stdin.read())
     if job.get("netns"):
         bring_loopback_up()
-    json.dump(drive(job), sys.stdout)
+    json.dump(drive_run(job) if "rally_yml" in job else drive(job), sys.stdout)
 
 
 if __name__ == "__main__":
