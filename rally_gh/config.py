@@ -43,7 +43,7 @@ from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 
-from rally_gh.errors import ConfigError
+from rally_gh.errors import ConfigError, UsageError
 from rally_gh.paths import hostile_reason
 
 KeyPath = tuple[str | int, ...]
@@ -481,7 +481,8 @@ def find_config(root: Path, explicit: Path | None = None) -> Path:
     """``explicit`` if given, else ``rally.yml``, else ``.github/rally.yml`` under ``root``."""
     if explicit is not None:
         if not explicit.is_file():
-            raise _single(f"--config {explicit}: no such file", "missing")
+            raise UsageError(f"--config {explicit}: no such file",
+                             hint="give the path of a rally.yml, or leave --config out to use ./rally.yml")
         return explicit
     for name in CONFIG_CANDIDATES:
         candidate = root / name

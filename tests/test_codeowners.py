@@ -375,7 +375,7 @@ def test_owner_usage_errors(tmp_path: Path) -> None:
         owner_cmd.run(tmp_path, [], None, Path("CODEOWNERS"), "tsv", io.StringIO(), io.StringIO())
     with pytest.raises(UsageError, match="both given"):
         owner_cmd.run(tmp_path, ["a"], Path("rally.yml"), Path("CODEOWNERS"), "tsv", io.StringIO(), io.StringIO())
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(UsageError, match="cannot read"):
         owner_cmd.run(tmp_path, ["a"], None, Path("missing"), "tsv", io.StringIO(), io.StringIO())
 
 
@@ -417,7 +417,7 @@ def test_owner_through_the_command_line(tmp_path: Path, monkeypatch: pytest.Monk
     result = runner.invoke(cli, ["owner", "--codeowners", "CODEOWNERS"])
     assert result.exit_code == 2 and "no paths given" in result.output and "Traceback" not in result.output
     result = runner.invoke(cli, ["owner", "--codeowners", "missing", "x"])
-    assert result.exit_code == 1 and "cannot read" in result.output
+    assert result.exit_code == 2 and "cannot read" in result.output
 
 
 def test_inline_comment_differs_from_oracle() -> None:

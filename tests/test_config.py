@@ -29,7 +29,7 @@ from rally_gh.config import (
     load_config_text,
     parse_duration,
 )
-from rally_gh.errors import ConfigError
+from rally_gh.errors import ConfigError, UsageError
 from rally_gh.testing import SAMPLE_MAP
 
 
@@ -214,7 +214,7 @@ def test_find_config_names_both_places_and_the_way_out(tmp_path: Path) -> None:
     message = str(info.value)
     assert str(tmp_path / "rally.yml") in message and str(tmp_path / ".github/rally.yml") in message
     assert "rally-gh codeowners import" in message and "docs/rally-yml.md" in message
-    with pytest.raises(ConfigError, match="--config .*nope.yml: no such file"):
+    with pytest.raises(UsageError, match="--config .*nope.yml: no such file"):
         find_config(tmp_path, tmp_path / "nope.yml")
 
 

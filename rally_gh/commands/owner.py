@@ -47,8 +47,10 @@ def _codeowners(cwd: Path, path: Path) -> OwnersOf:
     try:
         text = under(cwd, path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"--codeowners {path}: cannot read it: {getattr(err, 'strerror', None) or err}",
-                          hint="give the path of a CODEOWNERS file, e.g. .github/CODEOWNERS") from None
+        # A path that is not there is a usage error (exit 2); a file that is not text, a wrong file (1).
+        kind = ConfigError if isinstance(err, UnicodeDecodeError) else UsageError
+        raise kind(f"--codeowners {path}: cannot read it: {getattr(err, 'strerror', None) or err}",
+                   hint="give the path of a CODEOWNERS file, e.g. .github/CODEOWNERS") from None
     return CodeownersMatcher.from_text(text, str(path)).owners_of_many
 
 
