@@ -41,6 +41,13 @@ INSTALL_HINTS: dict[str, str] = {
 # Variables each preset's CLI needs from the runner to reach its model. They are
 # credentials, so they pass only because the preset names them; the report
 # shows them like any other passed variable.
+# What each preset's CLI writes for itself in the worktree root (name prefixes): never the
+# teammate's work, so never committed (aider keeps its repository map's cache there, and
+# has no option to move it; turning the map off would cost it its view of the code).
+PRESET_SCRATCH: dict[str, tuple[str, ...]] = {
+    "aider": (".aider.tags.cache.", ".aider.chat.history", ".aider.input.history"),
+}
+
 PRESET_PASSTHROUGH: dict[str, tuple[str, ...]] = {
     "claude": ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"),
     "codex": ("OPENAI_API_KEY", "CODEX_API_KEY"),

@@ -578,14 +578,23 @@ def prune_worktrees(repo: Repository, keep_runs: Sequence[str] = ()) -> list[Pat
     return removed
 
 
-def commit_all(worktree_path: Path, message: str, author: tuple[str, str]) -> Sha | None:
+def commit_all(worktree_path: Path, message: str, author: tuple[str, str],
+               scratch: Sequence[str] = ()) -> Sha | None:
     """Commit everything the agent left in ``worktree_path`` (staged, modified,
     deleted, untracked but not ignored) on its HEAD; the new HEAD, or None when
-    there was nothing to commit. pygit2 runs no hooks and reads no hooksPath."""
+    there was nothing to commit. pygit2 runs no hooks and reads no hooksPath.
+    ``scratch``: name prefixes of top-level files the agent's CLI keeps for itself,
+    left out unless HEAD already tracks them."""
     wt = Repository(str(worktree_path))
     index = wt.index
     index.read(True)  # the agent may have staged things with its own git
     index.add_all()  # adds and deletions alike; never anything under .git
+    if scratch:
+        tracked = set() if wt.head_is_unborn else {e.name for e in wt[wt.head.target].peel(Commit).tree}
+        for entry in list(index):
+            top = entry.path.split("/", 1)[0]
+            if top not in tracked and top.startswith(tuple(scratch)):
+                index.remove(entry.path)
     index.write()
     tree_id = index.write_tree()
     parents = [] if wt.head_is_unborn else [wt.head.target]

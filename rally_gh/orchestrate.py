@@ -689,7 +689,8 @@ class _Orchestra:
     def _commit_leftovers(self, record: TeammateRecord) -> str:
         path = Path(record.worktree or "")
         message = f"rally({record.name}): {record.task_title or 'work in progress'}"
-        head = git.commit_all(path, message, RALLY_AUTHOR) or git.worktree_head(path) or record.start_sha or ""
+        scratch = agents.PRESET_SCRATCH.get(self.config.agent_of(self.config.teammate(record.name)).preset, ())
+        head = git.commit_all(path, message, RALLY_AUTHOR, scratch) or git.worktree_head(path) or record.start_sha or ""
         repo = self._repo()
         # An agent that switched branches or detached HEAD still produced this work for its branch.
         ref = f"refs/heads/{record.branch}"
