@@ -447,6 +447,7 @@ def test_act_plays_the_workflow_end_to_end(tmp_path: Path) -> None:
                       PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
         proc = subprocess.run(
             [str(act), "workflow_dispatch", "-W", str(WORKFLOW), "-e", str(event), "-P", "ubuntu-latest=-self-hosted",
+             "--no-cache-server", "--action-offline-mode",
              "-s", f"GITHUB_TOKEN={fake.token}", "--env", "GITHUB_REPOSITORY=owner/repo",
              "--env", f"GITHUB_API_URL={fake.api_url}"],
             cwd=work, env=env, capture_output=True, text=True, timeout=180)

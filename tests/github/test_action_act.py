@@ -121,6 +121,10 @@ def _workflow(name: str, folder: Path) -> Path:
     return path
 
 
+# Offline host mode: no cache server listening on the machine's address, no action fetched.
+ACT_OFFLINE = ("--no-cache-server", "--action-offline-mode")
+
+
 def act(fake: FakeGitHubServer, work: Path, workflow: Path, event_name: str, event: dict[str, Any],
         tmp_path: Path) -> subprocess.CompletedProcess[str]:
     # Untracked, not ignored (act copies what git would not ignore), and made only now so no commit holds it.
@@ -131,7 +135,7 @@ def act(fake: FakeGitHubServer, work: Path, workflow: Path, event_name: str, eve
     env = {**os.environ, "ACT_DISABLE_VERSION_CHECK": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     command = [_act(), event_name, "-W", str(workflow), "-e", str(event_file),
-               "-P", "ubuntu-latest=-self-hosted", "--env", f"GITHUB_API_URL={fake.api_url}",
+               "-P", "ubuntu-latest=-self-hosted", *ACT_OFFLINE, "--env", f"GITHUB_API_URL={fake.api_url}",
                "--env", "GITHUB_REPOSITORY=owner/repo", "-s", f"GITHUB_TOKEN={fake.token}"]
     return subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=ACT_TIMEOUT_S)
 
