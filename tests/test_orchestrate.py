@@ -689,3 +689,22 @@ def test_credentials_a_preset_passes_are_reported_as_risks() -> None:
     assert "api's agent receives runner variables ANTHROPIC_API_KEY (env passthrough, as the claude preset needs)" \
         in risks
     assert "web's agent receives runner variables NPM_TOKEN (env passthrough)" in risks
+
+
+def test_a_local_run_pushes_only_when_rally_remote_names_a_remote(tmp_path: Path) -> None:
+    from rally_gh.commands import run as run_cmd
+
+    scripts = _write_scripts(tmp_path / "scripts")
+    rally_yml = _map(scripts, ["api", "idle"])
+    repo = _repo(tmp_path, rally_yml)
+    bare = tmp_path / "shared.git"
+    run_git(tmp_path, "init", "-q", "--bare", str(bare))
+    run_git(repo, "remote", "add", "origin", str(bare))
+    run_git(repo, "push", "-q", "origin", "main")
+    out, log = io.StringIO(), io.StringIO()
+    run_cmd.run(repo, None, "p1", None, None, None, False, None, dict(os.environ), out, progress_stream=log)
+    assert run_git(bare, "for-each-ref", "--format=%(refname)", "refs/heads/rally") == ""
+    env = {**os.environ, "RALLY_REMOTE": "origin"}
+    run_cmd.run(repo, None, "p2", None, None, None, False, None, env, out, progress_stream=log)
+    pushed = run_git(bare, "for-each-ref", "--format=%(refname:short)", "refs/heads/rally").split()
+    assert {"rally/p2/api", "rally/p2/idle", "rally/p2/_integration"} <= set(pushed)

@@ -83,7 +83,10 @@ def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | No
     with progress:
         state = orchestrate.run(root, loaded, the_run, issue_text, time.time, environ, on_event,
                                 dry_run=dry_run, resume=resume is not None,
-                                remote=environ.get("RALLY_REMOTE", "origin") if github is not None else None,
+                                # In Actions the run publishes to origin; a local run only when asked
+                                # (RALLY_REMOTE names the remote): a person's remotes are theirs.
+                                remote=environ.get("RALLY_REMOTE", "origin") if github is not None
+                                else environ.get("RALLY_REMOTE") or None,
                                 only=only or None, max_parallel=max_parallel, tasks=tasks)
     if github is not None:
         return finish(repo, state, loaded.config, environ, stdout, github=github)
