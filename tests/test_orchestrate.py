@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,6 +99,20 @@ def _repo(tmp_path: Path, rally_yml: str) -> Path:
     return init_repo(tmp_path / "repo", {"README.md": "# sample\n", "rally.yml": rally_yml})
 
 
+def _orchestrator(repo: Path, run_id: str, **popen: Any) -> subprocess.Popen[str]:
+    """``orchestrate.run`` in a process of its own (to signal or kill it); prints the final status."""
+    code = textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        from pathlib import Path
+        from rally_gh import orchestrate
+        from rally_gh.config import load_config_text
+        loaded = load_config_text(Path("rally.yml").read_text(), "rally.yml")
+        print(orchestrate.run(Path("."), loaded, {run_id!r}, None, time.time, dict(os.environ)).status)
+    """)
+    return subprocess.Popen([sys.executable, "-c", code], cwd=repo, text=True, **popen)
+
+
 def _run(repo: Path, rally_yml: str, run_id: str = "r1", **kwargs: object) -> object:
     loaded = load_config_text(rally_yml, "rally.yml")
     events: list[tuple[str, str, str]] = []
@@ -176,17 +191,7 @@ def test_interrupt_then_resume_keeps_finished_teammates(tmp_path: Path) -> None:
     scripts["idle"] = slow
     rally_yml = _map(scripts, ["api", "idle"], idle_timeout="30s")
     repo = _repo(tmp_path, rally_yml)
-    code = textwrap.dedent(f"""
-        import os, sys, time
-        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-        from pathlib import Path
-        from rally_gh import orchestrate
-        from rally_gh.config import load_config_text
-        loaded = load_config_text(Path("rally.yml").read_text(), "rally.yml")
-        state = orchestrate.run(Path("."), loaded, "r2", None, time.time, dict(os.environ))
-        print(state.status)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=repo, stdout=subprocess.PIPE, text=True)
+    proc = _orchestrator(repo, "r2", stdout=subprocess.PIPE)
     deadline = time.monotonic() + 15
     common = git.common_dir(git.open_repo(repo))
     while time.monotonic() < deadline:
@@ -600,16 +605,7 @@ def test_resuming_after_the_orchestrator_was_killed_stops_its_orphaned_agents(tm
             agent: {{preset: command, command: ["true"]}}
         """)
     repo = _repo(tmp_path, rally_yml)
-    code = textwrap.dedent(f"""
-        import os, sys, time
-        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-        from pathlib import Path
-        from rally_gh import orchestrate
-        from rally_gh.config import load_config_text
-        loaded = load_config_text(Path("rally.yml").read_text(), "rally.yml")
-        orchestrate.run(Path("."), loaded, "k1", None, time.time, dict(os.environ))
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=repo)
+    proc = _orchestrator(repo, "k1")
     deadline = time.monotonic() + 20
     while not pid_file.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -649,16 +645,7 @@ def test_a_signal_during_merge_verify_stops_it_and_leaves_a_resumable_run(tmp_pa
             agent: {{preset: command, command: [sh, -c, "mkdir -p b && echo b > b/x"]}}
         """)
     repo = _repo(tmp_path, rally_yml)
-    code = textwrap.dedent(f"""
-        import os, sys, time
-        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-        from pathlib import Path
-        from rally_gh import orchestrate
-        from rally_gh.config import load_config_text
-        loaded = load_config_text(Path("rally.yml").read_text(), "rally.yml")
-        orchestrate.run(Path("."), loaded, "v1", None, time.time, dict(os.environ))
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=repo, stderr=subprocess.PIPE, text=True)
+    proc = _orchestrator(repo, "v1", stderr=subprocess.PIPE)
     deadline = time.monotonic() + 20
     while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
         time.sleep(0.05)
