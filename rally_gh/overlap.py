@@ -119,7 +119,7 @@ def overlap_problems(loaded: LoadedConfig) -> list[Problem]:
         Problem(
             severity=o.severity,
             code="overlap",
-            message=o.message(),
+            message=f"teammates[{position[o.teammate_b]}].exclusive_write[{o.index_b}]: {o.message()}",
             location=loaded.locate("teammates", position[o.teammate_b], "exclusive_write", o.index_b),
             teammates=(o.teammate_a, o.teammate_b),
             example=o.example,

@@ -101,7 +101,7 @@ def test_overlap_problems_point_at_the_later_pattern() -> None:
     assert problem.severity == "error" and problem.code == "overlap"
     assert problem.location == Location("rally.yml", 9, 25)
     assert problem.teammates == ("alpha", "beta") and problem.example == "src/api/.py"
-    assert problem.message.startswith("alpha: src/** and beta: src/api/*.py both own src/api/.py")
+    assert problem.message.startswith("teammates[1].exclusive_write[1]: alpha: src/** and beta: src/api/*.py both own src/api/.py")
     assert '"!src/api/*.py"' in problem.message
 
 
