@@ -208,6 +208,10 @@ while [ "$1" != "--" ]; do
         echo "rally-gh sandbox: cannot mount $target $mode" >&2; exit 97; }
 done
 shift
+# In a PID namespace this shell is PID 1, and PID 1 ignores SIGTERM it has no handler for:
+# it stays the agent's parent, so that the agent gets the runner's SIGTERM, and when it
+# exits, whatever the agent left behind in the namespace ends with it.
+if [ "$$" = 1 ]; then "$@"; exit $?; fi
 exec "$@"
 """
 
@@ -218,11 +222,15 @@ Mount = tuple[str, Path]  # ("ro" | "rw", path), applied in order: later ones wi
 def _unshare_flags() -> tuple[str, ...] | None:
     """The unshare flags that give a private mount namespace here: as root, a mount
     namespace; otherwise a user namespace too (where the kernel allows it
-    unprivileged). None: no sandbox (set RALLY_SANDBOX=0 to opt out)."""
+    unprivileged). A PID namespace with its own /proc where possible, so that an
+    agent cannot read the orchestrator's (or the CI step's) environment, where a
+    token may be, through /proc/<pid>/environ. None: no sandbox (set
+    RALLY_SANDBOX=0 to opt out)."""
     if os.environ.get("RALLY_SANDBOX") == "0" or shutil.which("unshare") is None:
         return None
-    candidates: list[tuple[str, ...]] = [("-m",)] if os.geteuid() == 0 else []
-    candidates.append(("-r", "-m"))
+    pid = ("-p", "-f", "--mount-proc")
+    candidates: list[tuple[str, ...]] = [("-m", *pid), ("-m",)] if os.geteuid() == 0 else []
+    candidates += [("-r", "-m", *pid), ("-r", "-m")]
     for flags in candidates:
         probe = subprocess.run(["unshare", *flags, "--propagation", "private", "/bin/sh", "-c",
                                 "mount --bind / / && mount -o remount,ro,bind /"],
@@ -238,8 +246,9 @@ def sandbox_available() -> bool:
 
 
 def sandboxed(cmd: AgentCommand, mounts: Sequence[Mount]) -> AgentCommand:
-    """``cmd`` run in a private mount namespace with ``mounts`` applied first.
-    ``unshare`` execs in place (no fork), so the process group is still the agent's."""
+    """``cmd`` run in a private mount namespace with ``mounts`` applied first. Every
+    process ``unshare`` starts (a forked PID 1 in a PID namespace, then the agent)
+    stays in the process group the runner made, so stopping the group stops them."""
     flags = _unshare_flags() or ("-m",)
     args: list[str] = []
     for mode, path in mounts:

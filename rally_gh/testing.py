@@ -160,3 +160,20 @@ def run_state(*teammates: TeammateRecord, **extra: object) -> RunState:
     }
     fields.update(extra)
     return RunState.model_validate(fields)
+
+
+def live_processes_with(marker: str) -> list[int]:
+    """Host pids of the live (not zombie) processes whose environment holds ``marker``:
+    how a test finds an agent's processes when a PID namespace hides their real pids."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if marker.encode() in environ and stat[stat.rfind(")") + 2] != "Z":
+            found.append(int(entry.name))
+    return found

@@ -22,7 +22,7 @@ from rally_gh.errors import RallyError
 from rally_gh.report import report_json, run_status
 from rally_gh.state import load_state
 from rally_gh.testing import git as run_git
-from rally_gh.testing import init_repo
+from rally_gh.testing import init_repo, live_processes_with
 
 SCRIPTS = {
     "api": """
@@ -609,14 +609,15 @@ def test_resuming_after_the_orchestrator_was_killed_stops_its_orphaned_agents(tm
     deadline = time.monotonic() + 20
     while not pid_file.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    agent = int(pid_file.read_text())
+    # The agent's own pid may be a PID namespace's: find it by what its environment holds.
+    marker = "RALLY_PROMPT_FILE=" + str(git.common_dir(git.open_repo(repo)) / "rally" / "runs" / "k1") + "/"
     proc.kill()  # SIGKILL: no chance to stop its agents
     proc.wait()
-    assert _alive(agent)  # in its own process group, the agent outlived it
+    assert live_processes_with(marker)  # in its own process group, the agent outlived it
 
     stubborn.write_text("print('resumed')\n")
     _run(repo, rally_yml, run_id="k1", resume=True)
-    assert not _alive(agent)
+    assert not live_processes_with(marker)
 
 
 def _alive(pid: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import textwrap
 import time
@@ -16,7 +17,7 @@ from rally_gh import git, orchestrate, runner
 from rally_gh.config import load_config_text
 from rally_gh.report import report_json
 from rally_gh.testing import git as run_git
-from rally_gh.testing import init_repo
+from rally_gh.testing import init_repo, live_processes_with
 
 AGENTS = {
     "good": """
@@ -39,8 +40,10 @@ AGENTS = {
     "forker": """
         import os, pathlib, subprocess, sys
         # A child that outlives its parent: the run must stop it.
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
-        pathlib.Path(os.environ["RALLY_REPORT_FILE"]).with_name("child.pid").write_text(str(child.pid))
+        marker = "FORKER_CHILD=" + os.environ["RALLY_RUN_ID"]
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"],
+                                 env={**os.environ, "FORKER_CHILD": os.environ["RALLY_RUN_ID"]})
+        pathlib.Path(os.environ["RALLY_REPORT_FILE"]).with_name("child.pid").write_text(marker)
         pathlib.Path("src/forker").mkdir(parents=True, exist_ok=True)
         pathlib.Path("src/forker/f.txt").write_text("forked\\n")
     """,
@@ -95,7 +98,7 @@ def test_misbehaving_agents_each_get_an_outcome_and_nothing_is_lost(tmp_path: Pa
     assert seen > 60_000
     # The forked child did not outlive the run.
     pid_file = git.common_dir(git.open_repo(repo)) / "rally" / "runs" / "f1" / "teammates" / "forker" / "child.pid"
-    assert not _alive(int(pid_file.read_text()))
+    assert not live_processes_with(pid_file.read_text())  # the forked child was stopped with its agent
     # Every teammate branch is kept; the integration holds every teammate that finished.
     branches = run_git(repo, "branch", "--list", "rally/f1/*")
     for name in ("good", "loud", "forker", "reader"):
@@ -178,3 +181,40 @@ def test_an_agent_cannot_write_into_another_teammates_worktree(tmp_path: Path) -
     assert "Read-only file system" in (state.teammate("meddler").reason or "")
     files = run_git(repo, "ls-tree", "-r", "--name-only", "rally/m1/victim").split()
     assert "src/victim/own.py" in files and "planted.py" not in files
+
+
+def test_in_the_sandbox_an_agent_cannot_read_the_orchestrators_environment(tmp_path: Path) -> None:
+    """The orchestrator (and the CI step above it) may hold a token in its environment; an agent
+    runs as the same user, so only a PID namespace with its own /proc keeps /proc/<pid>/environ away."""
+    if not runner.sandbox_available() or "-p" not in (runner._unshare_flags() or ()):
+        pytest.skip("no sandbox with a PID namespace here")
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "peek.py").write_text(textwrap.dedent(f"""
+        import os, pathlib
+        seen = []
+        for entry in pathlib.Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    seen.append((entry / "environ").read_bytes())
+                except OSError:
+                    pass
+        leaked = any(b"RALLY_TEST_SECRET=" in e for e in seen)
+        pathlib.Path("src/peek").mkdir(parents=True, exist_ok=True)
+        pathlib.Path("src/peek/out.txt").write_text(f"leaked={{leaked}} pid={{os.getpid()}}\\n")
+        pathlib.Path({str(tmp_path / 'peek.txt')!r}).write_text(f"leaked={{leaked}} pid={{os.getpid()}}\\n")
+    """))
+    lines = ["version: 1", "team: peek", "defaults: {timeout: 10s, retries: 0}", "teammates:"]
+    for name, script in (("peek", "peek.py"), ("calm", None)):
+        command = [sys.executable, str(agents / script)] if script else ["true"]
+        lines += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
+                  f"    agent: {{preset: command, command: {json.dumps(command)}}}"]
+    rally_yml = "\n".join(lines) + "\n"
+    repo = init_repo(tmp_path / "repo", {"README.md": "x\n", "rally.yml": rally_yml})
+    # The orchestrator's own process starts with the secret: /proc/<pid>/environ shows a process's
+    # starting environment, so a test process that only sets it would prove nothing.
+    proc = subprocess.run([sys.executable, "-m", "rally_gh", "run", "--run-id", "p1"], cwd=repo,
+                          env=dict(os.environ, RALLY_TEST_SECRET="s3cret"), capture_output=True, text=True,
+                          timeout=120)
+    assert "peek: done" in proc.stderr or (tmp_path / "peek.txt").exists(), proc.stdout + proc.stderr
+    assert (tmp_path / "peek.txt").read_text().startswith("leaked=False")
