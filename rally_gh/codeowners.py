@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from rally_gh.errors import ConfigError, PatternError
 from rally_gh.globs import Glob, GlobSet, compile_glob, literal_prefix
 from rally_gh.ownership import Ownership
+from rally_gh.overlap import find_overlaps
 from rally_gh.paths import CONTROL_FILES, is_control_file
 
 if TYPE_CHECKING:  # pydantic is slow to import; `owner --codeowners` never needs it
@@ -269,7 +270,8 @@ def export_codeowners(config: Config) -> str:
     so that a line that takes paths out comes before any other teammate's line that
     gives them back (CODEOWNERS' last match then agrees with each list's last match).
     Control files come last: un-owned, then granted again where a literal grants them.
-    Exact for maps with no overlapping teammates (what ``validate`` accepts).
+    Exact for maps with no overlapping teammates (what ``validate`` accepts); an
+    overlapping map gets a ``# overlap:`` line saying where the two readings part.
     """
     ownership = Ownership.from_config(config)
     owner_of_teammate = [_export_owner(config.team, t.name, t.role) for t in config.teammates]
@@ -281,6 +283,15 @@ def export_codeowners(config: Config) -> str:
         f"# Made by `rally-gh codeowners export` from the ownership map of team {config.team}.",
         "# Each teammate's patterns in its own order; a line with no owner takes paths back out.",
     ]
+    overlaps = [o for o in find_overlaps([(t.name, t.exclusive_write) for t in config.teammates])
+                if o.severity == "error"]
+    if overlaps:
+        o = overlaps[0]
+        lines.append(
+            f"# overlap: {len(overlaps)} pair(s) of patterns claim the same paths, e.g. {o.teammate_a}: "
+            f"{o.pattern_a} and {o.teammate_b}: {o.pattern_b} both own {o.example}; rally.yml lets nobody "
+            "write such a path, GitHub gives it to the later line. Fix the map (`rally-gh validate`)."
+        )
     if cyclic:
         lines.append(
             "# warning: the teammates' exclusions cross each other, so some paths may read "

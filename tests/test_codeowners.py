@@ -433,3 +433,10 @@ def test_nested_control_files_are_unowned_at_the_end_of_an_export_too() -> None:
     m = CodeownersMatcher.from_text(out)
     assert m.owner_of("src/.gitattributes") is None and m.owner_of("src/AGENTS.md") is None
     assert m.owner_of("docs/CODEOWNERS") == "@shop/b"  # a literal grant stays
+
+
+def test_an_overlapping_map_exports_with_a_line_saying_where_the_readings_part() -> None:
+    out = export_codeowners(make_config(core=["src/**"], web=["src/web/**"]))
+    assert "# overlap: 1 pair(s) of patterns claim the same paths, e.g. core: src/** and web: src/web/** both own " \
+           "src/web/a" in out
+    assert "# overlap" not in export_codeowners(make_config(core=["src/**", "!src/web/**"], web=["src/web/**"]))
