@@ -6,20 +6,13 @@ from pathlib import Path
 from typing import TextIO
 
 from rally_gh.codeowners import export_codeowners, import_codeowners
-from rally_gh.commands.owner import repository_root, under
+from rally_gh.commands.owner import read_codeowners_file, repository_root, under
 from rally_gh.config import MAX_TEAM, find_config, load_config, load_config_text
-from rally_gh.errors import ConfigError, UsageError
 
 
 def import_(cwd: Path, file: Path, team: str | None, output: Path | None, stdout: TextIO) -> int:
     """Write a rally.yml with one teammate per owner list of ``file`` (to ``output`` or stdout)."""
-    try:
-        text = under(cwd, file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        # A path that is not there is a usage error (exit 2); a file that is not text, a wrong file (1).
-        kind = ConfigError if isinstance(err, UnicodeDecodeError) else UsageError
-        raise kind(f"{file}: cannot read it: {getattr(err, 'strerror', None) or err}",
-                   hint="give the path of a CODEOWNERS file, e.g. .github/CODEOWNERS") from None
+    text = read_codeowners_file(cwd, file, str(file))
     team_name = team or repository_root(cwd).name or "team"
     yaml_text = import_codeowners(text, team_name, str(file))
     n = yaml_text.count("\n  - name: ")

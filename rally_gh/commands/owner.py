@@ -41,16 +41,21 @@ def run(cwd: Path, paths: list[str], config_path: Path | None, codeowners_path: 
     return 0
 
 
-def _codeowners(cwd: Path, path: Path) -> OwnersOf:
-    from rally_gh.codeowners import CodeownersMatcher
-
+def read_codeowners_file(cwd: Path, path: Path, label: str) -> str:
+    """The text of a CODEOWNERS file that the user named (``label`` says how)."""
     try:
-        text = under(cwd, path).read_text(encoding="utf-8")
+        return under(cwd, path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         # A path that is not there is a usage error (exit 2); a file that is not text, a wrong file (1).
         kind = ConfigError if isinstance(err, UnicodeDecodeError) else UsageError
-        raise kind(f"--codeowners {path}: cannot read it: {getattr(err, 'strerror', None) or err}",
+        raise kind(f"{label}: cannot read it: {getattr(err, 'strerror', None) or err}",
                    hint="give the path of a CODEOWNERS file, e.g. .github/CODEOWNERS") from None
+
+
+def _codeowners(cwd: Path, path: Path) -> OwnersOf:
+    from rally_gh.codeowners import CodeownersMatcher
+
+    text = read_codeowners_file(cwd, path, f"--codeowners {path}")
     return CodeownersMatcher.from_text(text, str(path)).owners_of_many
 
 
