@@ -136,7 +136,7 @@ def test_a_write_into_the_main_checkout_is_reported_as_a_risk(tmp_path: Path) ->
     outcome = {t.name: t.outcome for t in state.teammates}
     if runner.sandbox_available():
         # The main checkout is read-only to agents: the write fails and so does the agent.
-        assert outcome == {"escape": "failed", "calm": "done"}
+        assert outcome == {"escape": "failed", "calm": "done"}, {t.name: t.reason for t in state.teammates}
         assert "Read-only file system" in (state.teammate("escape").reason or "")
         assert not (repo / "ESCAPED.txt").exists()
     else:
