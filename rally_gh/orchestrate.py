@@ -537,7 +537,12 @@ class _Orchestra:
         if self.git_controls is None:
             return
         with self.worktree_lock:
-            changed = git.restore_git_dir_controls(self._repo(), self.git_controls)
+            try:
+                changed = git.restore_git_dir_controls(self._repo(), self.git_controls)
+            except OSError as err:  # best effort: the run goes on, the report says what could not be done
+                self.ledger.update_run(risks=(*self.ledger.state.risks,
+                                              f"the git directory's controls could not be checked or put back: {err}"))
+                return
         if changed:
             self.ledger.update_run(risks=(*self.ledger.state.risks, (
                 f"an agent changed {', '.join(changed)} in the git directory while the agents ran: put back as "
@@ -620,7 +625,7 @@ class _Orchestra:
         mounts: list[runner.Mount] = [("ro", git.workdir(repo)), ("rw", common)]
         home = Path(self.environ.get("HOME") or Path.home())
         controls = [common / "config", common / "info", common / "hooks", home / ".gitconfig", home / ".config" / "git"]
-        mounts += [("ro", p) for p in controls if p.exists()]
+        mounts += [("ro", p) for p in controls if os.path.lexists(p)]  # never raises
         return [*mounts, ("ro", git.rally_worktrees_root(repo)), ("rw", own_worktree)]
 
     def _spawn(self, t: Teammate) -> Path:

@@ -789,8 +789,11 @@ def _start(state: _Progress, token: CancelToken, done_queue: queue.Queue[tuple[s
         except BaseException as err:  # reported as this job's failure; the loop must always hear back
             if isinstance(err, RallyError):
                 message = f"{err.message} ({err.hint})" if err.hint else err.message
-            else:
-                message = f"internal error: {err!r}"
+            else:  # a bug of ours: say where, so that the report alone can be acted on
+                import traceback
+
+                where = [f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in traceback.extract_tb(err.__traceback__)]
+                message = f"internal error: {err!r} ({' < '.join(reversed(where[-3:]))})"
             attempt = Attempt("error", message, error=err)
         done_queue.put((state.job.name, attempt))
 
