@@ -80,7 +80,12 @@ class CancelToken:
         return self._event.wait(timeout)
 
     def close(self) -> None:
-        for fd in (self._read_fd, self._write_fd):
+        """Close the pipe, once: a second close of the same numbers (``close()`` and then
+        ``__del__``) would close whatever file took those numbers meanwhile."""
+        fds, self._read_fd, self._write_fd = (self._read_fd, self._write_fd), -1, -1
+        for fd in fds:
+            if fd < 0:
+                continue
             try:
                 os.close(fd)
             except OSError:

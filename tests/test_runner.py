@@ -528,3 +528,19 @@ def test_a_failing_event_sink_stops_the_agents_before_raising(tmp_path: Path) ->
     with pytest.raises(RuntimeError, match="display broke"):
         run_teammates(jobs, 2, Budget(), on_event=display)
     assert not alive(pids_in(pidfile, 1)[0])
+
+
+def test_a_cancel_token_closes_its_pipe_once() -> None:
+    """close() then __del__ must not close the numbers again: another file may own them by then."""
+    from rally_gh.runner import CancelToken
+
+    token = CancelToken()
+    token.close()
+    read_end, write_end = os.pipe()  # likely the very numbers the token just gave back
+    try:
+        token.__del__()
+        os.fstat(read_end)
+        os.fstat(write_end)  # still open
+    finally:
+        os.close(read_end)
+        os.close(write_end)
