@@ -45,7 +45,7 @@ def test_table_owner_is_the_ownership_engines(teams: list[list[str]], some_paths
         assert fasthook.owner_of(table_names, rows, path) == engine.owner_of(path), (teams, path)
 
 
-def test_common_forms_need_no_regular_expression() -> None:
+def test_common_forms_are_matched_with_string_tests() -> None:
     _, _, rows = fasthook.load_table(fasthook.compile_table("rally", [
         ("api", ["src/api/**", "/docs/api/", "Makefile", "src/app.py", "!src/api/gen/**"]),
     ]))
