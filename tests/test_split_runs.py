@@ -511,7 +511,8 @@ def test_a_dispatch_reads_the_issue_so_its_rally_block_chooses_who_runs_in_every
     issue = jobs.server.create_issue("Ship orders", body)
     event = tmp_path / "event.json"
     event.write_text(json.dumps({"inputs": {"issue": str(issue)}}))
-    env = {"GITHUB_EVENT_NAME": "workflow_dispatch", "GITHUB_EVENT_PATH": str(event), "GITHUB_TOKEN": jobs.server.token,
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "workflow_dispatch", "GITHUB_EVENT_PATH": str(event),
+           "GITHUB_TOKEN": jobs.server.token,
            "GITHUB_REPOSITORY": jobs.server.repo_full_name, "GITHUB_API_URL": jobs.server.api_url}
     code, out = jobs.run("plan", "plan", "--format", "matrix", **env)
     assert code == 0, out

@@ -30,6 +30,7 @@ def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | No
         *, progress_stream: TextIO | None = None, handoff_path: Path | None = None) -> int:
     if resume and run_id and resume != run_id:
         raise UsageError(f"--run-id {run_id} and --resume {resume} name different runs", hint="give only --resume RUN")
+    environ = run_environment(environ, event_given=event_path is not None)
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
     loaded = _map(repo, config_path)
@@ -123,6 +124,30 @@ def finish(repo: git.Repository, state: RunState, config: Config, environ: Mappi
     return EXIT_FAILED
 
 
+TOKEN_VARIABLES = ("GITHUB_TOKEN", "GH_TOKEN")
+
+
+def in_github_actions(environ: Mapping[str, str]) -> bool:
+    return environ.get("GITHUB_ACTIONS") == "true"
+
+
+def run_environment(environ: Mapping[str, str], *, event_given: bool = False) -> Mapping[str, str]:
+    """The environment a run works with. GitHub mode is GitHub Actions (``GITHUB_ACTIONS=true``) or an
+    explicit ``--event``; anywhere else the run is local whatever tokens the shell holds (many `gh`
+    users keep one set): they are dropped here, with a note, so that no API is called and nothing
+    passes them on to agents or verify."""
+    if in_github_actions(environ) or event_given:
+        return environ
+    held = [name for name in TOKEN_VARIABLES if environ.get(name)]
+    if not held:
+        return environ
+    one = len(held) == 1
+    sys.stderr.write(f"rally-gh: note: {' and '.join(held)} {'is' if one else 'are'} set, but this is a local run "
+                     f"(not GitHub Actions, no --event): {'the token is' if one else 'the tokens are'} not used and "
+                     "not passed on\n")
+    return {name: value for name, value in environ.items() if name not in TOKEN_VARIABLES}
+
+
 def _action_inputs(environ: Mapping[str, str]) -> tuple[tuple[str, ...], int | None]:
     """The action's ``teammates`` and ``max-parallel`` inputs (``RALLY_TEAMMATES``,
     ``RALLY_MAX_PARALLEL``), checked as strictly as a dispatch's."""
@@ -169,8 +194,10 @@ def _github(environ: Mapping[str, str], event_path: Path | None) -> tuple[GitHub
     path = event_path or (Path(environ["GITHUB_EVENT_PATH"]) if environ.get("GITHUB_EVENT_PATH") else None)
     name = environ.get("GITHUB_EVENT_NAME")
     if path is None or not name:
-        raise UsageError("a GitHub token is set but there is no event (GITHUB_EVENT_NAME and --event or "
-                         "GITHUB_EVENT_PATH)", hint="unset GITHUB_TOKEN for a local run, or run inside GitHub Actions")
+        raise UsageError("a GitHub run needs an event: GITHUB_EVENT_NAME and --event or GITHUB_EVENT_PATH are "
+                         f"not both set (found GITHUB_EVENT_NAME={name or '(unset)'})",
+                         hint="set GITHUB_EVENT_NAME to the event's name (issues, workflow_dispatch, "
+                              "issue_comment, ...), or leave out --event for a local run")
     from rally_gh.github.events import load_event
     from rally_gh.github.real import RealGitHub
 
@@ -187,6 +214,7 @@ def _map(repo: git.Repository, config_path: Path | None) -> LoadedConfig:
 def teammate(cwd: Path, config_path: Path | None, name: str, run_id: str, environ: Mapping[str, str],
              stdout: TextIO) -> int:
     """One teammate of a split run; its branch and record go to the remote (RALLY_REMOTE, default origin)."""
+    environ = run_environment(environ)
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
     loaded = _map(repo, config_path)
@@ -208,6 +236,7 @@ def teammate(cwd: Path, config_path: Path | None, name: str, run_id: str, enviro
 
 def merge(cwd: Path, config_path: Path | None, run_id: str, environ: Mapping[str, str], stdout: TextIO) -> int:
     """The fan-in of a split run: integrate what the teammate jobs pushed, publish, report."""
+    environ = run_environment(environ)
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
     loaded = _map(repo, config_path)

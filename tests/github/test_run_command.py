@@ -30,7 +30,8 @@ def _event(tmp_path: Path, issue: int, body: str) -> Path:
 
 
 def _env(server: FakeGitHubServer, event: Path) -> dict[str, str]:
-    return {"GITHUB_TOKEN": "test-token", "GITHUB_REPOSITORY": "owner/repo", "GITHUB_API_URL": server.api_url,
+    return {"GITHUB_ACTIONS": "true", "GITHUB_TOKEN": "test-token", "GITHUB_REPOSITORY": "owner/repo",
+            "GITHUB_API_URL": server.api_url,
             "GITHUB_EVENT_NAME": "issues", "GITHUB_EVENT_PATH": str(event), "PATH": "/usr/bin:/bin"}
 
 
