@@ -259,6 +259,60 @@ def _replay_teammate(repo: Repository, t: TeammatePlan, tip: Sha, committer: Ide
     return TeammateOutcome(t.teammate, "integrated", commit_map=tuple(mapping), dropped_empty=tuple(dropped)), current
 
 
+@dataclass(frozen=True)
+class ConflictCause:
+    """Whose change some of a conflict's paths meet: the work of a teammate
+    integrated before, or a commit that landed on the base during the run."""
+
+    paths: tuple[str, ...]
+    teammate: str | None = None
+    base_commit: Sha | None = None  # the newest base commit that changed these paths
+
+
+def conflict_causes(repo: Repository, result: IntegrationResult, conflict: Conflict,
+                    started: Sha) -> tuple[ConflictCause, ...]:
+    """What ``conflict``'s paths meet on the tip it was replayed onto: the work of
+    the teammates integrated before it (each named), and the base's change from
+    ``started`` (where the run began) to ``result.base`` (where integration went),
+    blamed on the newest commit that touched each path. A path both changed is
+    named under both; a path neither changed (it meets what the teammate's start
+    held) under none."""
+    causes: list[ConflictCause] = []
+    before: list[str] = []
+    for o in result.outcomes:
+        if o.teammate == conflict.teammate:
+            break
+        if o.status == "integrated":
+            before.append(o.teammate)
+    previous = result.base
+    for a in result.applied:
+        if a.teammate in before:
+            hit = _touched(conflict.paths, git.changed_files(repo, previous, a.tip))
+            if hit:
+                causes.append(ConflictCause(hit, teammate=a.teammate))
+        previous = a.tip
+    if started != result.base and git.object_exists(repo, started):
+        left = list(_touched(conflict.paths, git.changed_files(repo, started, result.base)))
+        for c in reversed(git.commit_summaries(repo, started, result.base)):  # newest first
+            if not left:
+                break
+            hit = _touched(left, git.changed_files(repo, c.parents[0], c.sha) if c.parents else [])
+            if hit:
+                causes.append(ConflictCause(hit, base_commit=c.sha))
+                left = [p for p in left if p not in hit]
+    return tuple(causes)
+
+
+def _touched(paths: Sequence[str], changed: Sequence[str]) -> tuple[str, ...]:
+    """The ``paths`` that a change of ``changed`` reaches: the path itself, a file
+    where it needs a directory, or something inside it where it is a file."""
+    hit = []
+    for path in paths:
+        if any(c == path or path.startswith(c + "/") or c.startswith(path + "/") for c in changed):
+            hit.append(path)
+    return tuple(hit)
+
+
 def conflict_error(conflict: Conflict) -> ConflictError:
     """The error the command boundary raises for ``on_conflict: stop``."""
     return ConflictError(
@@ -603,8 +657,8 @@ def _full(branch: str) -> str:
 
 
 __all__ = [
-    "Applied", "CommandRun", "Conflict", "IntegrationPlan", "IntegrationResult", "PlanError", "PublishResult",
-    "TeammateBranch", "TeammateOutcome", "TeammatePlan", "VerifyResult", "VerifyRun", "check_plan",
-    "conflict_error", "default_max_verify_runs", "integrate", "plan_integration", "publish",
+    "Applied", "CommandRun", "Conflict", "ConflictCause", "IntegrationPlan", "IntegrationResult", "PlanError",
+    "PublishResult", "TeammateBranch", "TeammateOutcome", "TeammatePlan", "VerifyResult", "VerifyRun", "check_plan",
+    "conflict_causes", "conflict_error", "default_max_verify_runs", "integrate", "plan_integration", "publish",
     "resolve_teammate_branches", "run_commands", "verify_and_bisect", "verify_commit",
 ]

@@ -30,6 +30,7 @@ from rally_gh.tasks import RunTasks, apply_tasks
 from rally_gh.state import (
     Clock,
     Conflict,
+    ConflictCause,
     ConvergenceGroup,
     RunState,
     TeammateRecord,
@@ -784,6 +785,8 @@ class _Orchestra:
                 self.ledger.update(name, outcome="skipped",
                                    reason=f"not integrated: its blocker {blocker} was not, and its work builds on it")
             candidates = [n for n in candidates if n not in orphans]
+        # Blamed now, on the tip each conflict met: a verify failure may drop whom it met.
+        causes = self._conflict_causes(repo, result)
         self.ledger.add_phase("integrate", self.clock() - started)
 
         started = self.clock()
@@ -801,7 +804,8 @@ class _Orchestra:
             if checked.base_fails:
                 self.ledger.update_run(problems=(*self.ledger.state.problems,
                                                  "merge.verify fails on the base commit itself: nobody was blamed"))
-        self._record_integration(result, on_conflict)
+        causes = {**self._conflict_causes(repo, result), **causes}
+        self._record_integration(result, on_conflict, causes)
         self.ledger.update_run(verification=verification)
         self.ledger.add_phase("verify", self.clock() - started)
 
@@ -870,7 +874,15 @@ class _Orchestra:
         iplan = integrate.plan_integration(repo, onto or git.Sha(self.ledger.state.base_sha), branches)
         return iplan, integrate.integrate(repo, iplan, on_conflict)
 
-    def _record_integration(self, result: integrate.IntegrationResult, on_conflict: str) -> None:
+    def _conflict_causes(self, repo: git.Repository,
+                         result: integrate.IntegrationResult) -> dict[str, tuple[ConflictCause, ...]]:
+        started = git.Sha(self.ledger.state.base_sha)
+        return {o.teammate: tuple(ConflictCause(paths=c.paths, teammate=c.teammate, base_commit=c.base_commit)
+                                  for c in integrate.conflict_causes(repo, result, o.conflict, started))
+                for o in result.outcomes if o.conflict is not None}
+
+    def _record_integration(self, result: integrate.IntegrationResult, on_conflict: str,
+                            causes: Mapping[str, tuple[ConflictCause, ...]]) -> None:
         conflicts: list[Conflict] = []
         stopped_at = next((o.teammate for o in result.outcomes if o.conflict is not None), None)
         for o in result.outcomes:
@@ -878,10 +890,11 @@ class _Orchestra:
                 self.ledger.update(o.teammate, integrated=True)
             elif o.conflict is not None:
                 action = "stopped" if on_conflict == "stop" else "skipped"
-                conflicts.append(Conflict(teammate=o.teammate, paths=o.conflict.paths, action=action,
-                                          commit=str(o.conflict.commit)))
+                conflict = Conflict(teammate=o.teammate, paths=o.conflict.paths, action=action,
+                                    commit=str(o.conflict.commit), causes=causes.get(o.teammate, ()))
+                conflicts.append(conflict)
                 self.ledger.update(o.teammate, outcome="conflicted", integrated=False,
-                                   reason="conflicts with work integrated before it: " + ", ".join(o.conflict.paths[:5]))
+                                   reason=conflict.describe(self.ledger.state.base_ref))
                 self.emit(o.teammate, "conflicted", ", ".join(o.conflict.paths))
             elif o.reason == "verify":
                 self.ledger.update(o.teammate, outcome="unverified", integrated=False,

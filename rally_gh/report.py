@@ -97,7 +97,8 @@ def next_step(state: RunState) -> str:
         return "run it for real: `rally-gh run`"
     status = run_status(state)
     if status == "done":
-        return f"review and merge `{branch}` (`git diff {state.base_sha[:10]}...{branch}`)"
+        onto = state.integrated_onto or state.base_sha
+        return f"review and merge `{branch}` (`git diff {onto[:10]}...{branch}`)"
     if state.convergence:
         group = state.convergence[0]
         return (f"fix the shared blocker of {', '.join(group.teammates)} ({group.signature}), "
@@ -123,6 +124,7 @@ def report_json(state: RunState) -> dict[str, Any]:
         "dry_run": state.dry_run,
         "base_ref": state.base_ref,
         "base_sha": state.base_sha,
+        "integrated_onto": state.integrated_onto,
         "integration_branch": state.integration_branch,
         "integration_sha": state.integration_sha,
         "tasks": {"done": _done_count(state), "total": len(state.teammates)},
@@ -198,12 +200,15 @@ def report_markdown(state: RunState, *, marker: bool = True) -> str:
         f"**cost** ${sum(t.cost_usd for t in state.teammates):.2f}"
     )
     out.append("")
-    base = f"`{state.base_ref}` @ `{state.base_sha[:10]}`"
+    base = f"from `{state.base_ref}` @ `{state.base_sha[:10]}`"
+    if state.integrated_onto and state.integrated_onto != state.base_sha:
+        base = (f"onto `{state.base_ref}` @ `{state.integrated_onto[:10]}`, where `{state.base_ref}` moved "
+                f"during the run; started from `{state.base_sha[:10]}`")
     if state.integration_sha:
         out.append(f"Integration branch `{state.integration_branch}` @ `{state.integration_sha[:10]}` "
-                   f"(from {base}), holding {', '.join(state.integrated) or 'nothing'}.")
+                   f"({base}), holding {', '.join(state.integrated) or 'nothing'}.")
     else:
-        out.append(f"No integration branch (base {base}).")
+        out.append(f"No integration branch ({base}).")
     out += ["", "### Team", "", "| teammate | role | agent | outcome | duration | cost | files changed |",
             "|---|---|---|---|---|---|---|"]
     for t in state.teammates:
@@ -256,7 +261,7 @@ def report_markdown(state: RunState, *, marker: bool = True) -> str:
     out += ["", "### Conflicts", ""]
     if state.conflicts:
         out += [f"- **{c.teammate}**" + (f" (commit `{c.commit[:10]}`)" if c.commit else "")
-                + f": {', '.join(f'`{p}`' for p in c.paths)} ({c.action})" for c in state.conflicts]
+                + f": {c.describe(state.base_ref)} ({c.action})" for c in state.conflicts]
     else:
         out.append("None.")
 

@@ -13,7 +13,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -72,11 +72,38 @@ class Violation(_Record):
     commit: str
 
 
+class ConflictCause(_Record):
+    """Whose change some of a conflict's paths meet."""
+
+    paths: tuple[str, ...]
+    teammate: str | None = None  # a teammate integrated before it
+    base_commit: str | None = None  # or a commit that landed on the base during the run
+
+
 class Conflict(_Record):
     teammate: str
     paths: tuple[str, ...]
     action: str = "skipped"  # what was done about it: skipped | stopped
     commit: str | None = None  # the teammate's commit that could not be replayed
+    causes: tuple[ConflictCause, ...] = ()  # empty: the paths meet nothing changed since it started
+
+    def describe(self, base_ref: str) -> str:
+        """What it met, by whom: ``conflicts with main @ 1a2b3c4d5e, committed during the run: x``."""
+        def listed(found: Sequence[str]) -> str:
+            return ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+
+        parts = []
+        for cause in self.causes:
+            if cause.teammate is not None:
+                parts.append(f"conflicts with {cause.teammate}'s work, integrated before it: {listed(cause.paths)}")
+            else:
+                parts.append(f"conflicts with {base_ref} @ {(cause.base_commit or '')[:10]}, committed during the "
+                             f"run: {listed(cause.paths)}")
+        blamed = {p for c in self.causes for p in c.paths}
+        rest = [p for p in self.paths if p not in blamed]
+        if rest:
+            parts.append(f"conflicts with work integrated before it: {listed(rest)}")
+        return "; ".join(parts)
 
 
 class ConvergenceGroup(_Record):
@@ -123,7 +150,8 @@ class RunState(_Record):
     branch_prefix: str = "rally"
     base_ref: str
     base_sha: str
-    integrated_onto: str | None = None  # the base tip integration replayed onto (it may have moved on)
+    # The base tip integration replayed onto: base_sha, or where the base branch moved during the run.
+    integrated_onto: str | None = None
     config_digest: str
     status: RunStatus = "running"
     dry_run: bool = False

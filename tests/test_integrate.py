@@ -25,6 +25,7 @@ from rally_gh.integrate import (
     PlanError,
     TeammateBranch,
     check_plan,
+    conflict_causes,
     conflict_error,
     integrate,
     plan_integration,
@@ -349,6 +350,28 @@ def test_a_conflict_with_work_that_landed_on_the_base_during_the_run(tmp_path: P
     assert result.outcome("api").conflict.paths == ("app.cfg",)  # type: ignore[union-attr]
     assert result.outcome("web").status == "integrated"
     assert git(path, "rev-parse", f"{result.tip}~1").strip() == latest
+
+
+def test_a_conflict_is_blamed_on_the_base_commit_and_the_teammate_that_wrote_its_paths(tmp_path: Path) -> None:
+    path, start, order = setup(tmp_path, {"app.cfg": "mode=a\n", "x": "x\n"}, {
+        "api": [{"lib/shared.py": "api\n"}],
+        "web": [{"app.cfg": "mode=web\n", "lib/shared.py": "web\n", "lib/old": "o\n"}],
+    })
+    git(path, "checkout", "-q", "main")
+    hotfix = commit(path, {"app.cfg": "mode=hotfix\n"}, "hotfix on main")
+    latest = commit(path, {"docs.md": "d\n"}, "docs on main")  # newer, but touches nothing of web's
+    repo, _, result = run(path, latest, order)
+    conflict = result.outcome("web").conflict
+    assert conflict is not None and conflict.paths == ("app.cfg", "lib/shared.py")
+    causes = conflict_causes(repo, result, conflict, Sha(start))
+    assert [(c.teammate, c.base_commit, c.paths) for c in causes] == [
+        ("api", None, ("lib/shared.py",)), (None, hotfix, ("app.cfg",))]
+    # Without a moving base only the teammate is blamed.
+    repo, _, result = run(path, start, order)
+    conflict = result.outcome("web").conflict
+    assert conflict is not None and conflict.paths == ("lib/shared.py",)
+    assert [(c.teammate, c.paths) for c in conflict_causes(repo, result, conflict, Sha(start))] == [
+        ("api", ("lib/shared.py",))]
 
 
 # --- property: disjoint ownership never conflicts --------------------------

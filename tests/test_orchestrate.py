@@ -470,6 +470,57 @@ def test_integration_goes_onto_the_base_as_it_is_when_integrating(tmp_path: Path
     assert ancestry.returncode == 0
 
 
+def test_a_conflict_with_a_commit_that_landed_on_the_base_during_the_run_names_it(tmp_path: Path) -> None:
+    from rally_gh.report import report_markdown
+
+    scripts = _write_scripts(tmp_path / "scripts")
+    # main gets its own src/api/orders.py while api writes one: the clash is main's, not a teammate's.
+    scripts["api"].write_text(textwrap.dedent(LAND_ON_MAIN).replace(
+        '"LANDED.md"', '"src/api/orders.py"').replace('f"100644,{blob},LANDED.md"', 'f"100644,{blob},src/api/orders.py"'))
+    rally_yml = _map(scripts, ["api", "idle"]).replace("    done_when: [tests/api/test_orders.py]\n", "")
+    repo = _repo(tmp_path, rally_yml)
+    started_on = run_git(repo, "rev-parse", "main").strip()
+    state = _run(repo, rally_yml)
+    landed = run_git(repo, "rev-parse", "main").strip()
+    assert landed != started_on and state.integrated_onto == landed  # type: ignore[attr-defined]
+    api = state.teammate("api")  # type: ignore[attr-defined]
+    assert api.outcome == "conflicted"
+    assert api.reason == f"conflicts with main @ {landed[:10]}, committed during the run: src/api/orders.py"
+    [conflict] = state.conflicts  # type: ignore[attr-defined]
+    assert [(c.base_commit, c.teammate, c.paths) for c in conflict.causes] == [(landed, None, ("src/api/orders.py",))]
+    text = report_markdown(state)  # type: ignore[arg-type]
+    assert f"onto `main` @ `{landed[:10]}`, where `main` moved during the run; started from `{started_on[:10]}`" \
+        in text and f"(from `main` @ `{started_on[:10]}`)" not in text
+    assert f"conflicts with main @ {landed[:10]}, committed during the run: src/api/orders.py (skipped)" in text
+    data = json.loads(json.dumps(report_json(state)))  # type: ignore[arg-type]
+    assert (data["base_sha"], data["integrated_onto"]) == (started_on, landed)
+    assert data["conflicts"][0]["causes"] == [{"paths": ["src/api/orders.py"], "teammate": None,
+                                               "base_commit": landed}]
+
+
+def test_a_conflict_with_a_teammate_integrated_before_names_it(tmp_path: Path) -> None:
+    # '/src/*' owns the file src/x, '/src/x/' what is inside a directory src/x: no overlap, yet a conflict.
+    rally_yml = textwrap.dedent("""\
+        version: 1
+        team: t
+        defaults: {timeout: 10s, retries: 0}
+        merge: {order: listed}
+        teammates:
+          - name: a
+            exclusive_write: ["/src/*"]
+            agent: {preset: command, command: [sh, -c, "mkdir -p src && echo a > src/x"]}
+          - name: b
+            exclusive_write: ["/src/x/"]
+            agent: {preset: command, command: [sh, -c, "mkdir -p src/x && echo b > src/x/y"]}
+        """)
+    repo = _repo(tmp_path, rally_yml)
+    state = _run(repo, rally_yml)
+    b = state.teammate("b")  # type: ignore[attr-defined]
+    assert b.outcome == "conflicted"
+    assert b.reason.startswith("conflicts with a's work, integrated before it: src/x")
+    assert state.integrated_onto == state.base_sha  # type: ignore[attr-defined]
+
+
 PLANT = """
     import pathlib, subprocess, sys
     common = pathlib.Path(subprocess.run(["git", "rev-parse", "--git-common-dir"], capture_output=True,
