@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,3 +21,32 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     (home / ".gitconfig").write_text("[user]\n\tname = Ada Tester\n\temail = ada@example.com\n[init]\n\tdefaultBranch = main\n")
     yield
     assert not (Path(os.path.expanduser("~")) / ".rally").exists()
+
+
+# Every real agent CLI that tests/real_agents drives (cli_params there): pinned and latest.
+REAL_CLIS = tuple(cli + release for cli in ("claude", "codex", "aider") for release in ("", "-latest"))
+_REAL_CLI_TEST = re.compile(r"^tests/real_agents/.*\[(?P<cli>[a-z-]+)\]$")
+_real_cli_runs: dict[str, str] = {}  # cli -> "ran", or why its tests skipped
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    m = _REAL_CLI_TEST.match(report.nodeid)
+    if m is None or m["cli"] not in REAL_CLIS:
+        return
+    if report.when == "call" and not report.skipped:
+        _real_cli_runs[m["cli"]] = "ran"
+    elif report.skipped and m["cli"] not in _real_cli_runs:
+        longrepr = report.longrepr
+        _real_cli_runs[m["cli"]] = str(longrepr[2] if isinstance(longrepr, tuple) else longrepr).removeprefix("Skipped: ")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A skipped real CLI must not pass for coverage: say loudly which ones no test ran."""
+    missing = [cli for cli in REAL_CLIS if _real_cli_runs.get(cli) != "ran"]
+    if not missing:
+        terminalreporter.write_line(f"real agent CLIs exercised: {', '.join(REAL_CLIS)}", green=True)
+        return
+    terminalreporter.write_sep("=", f"real agent CLIs NOT exercised: {', '.join(missing)}", yellow=True, bold=True)
+    for cli in missing:
+        why = _real_cli_runs.get(cli, "no test of it was run")
+        terminalreporter.write_line(f"  {cli}: {why}", yellow=True)

@@ -15,16 +15,27 @@ from typing import Any
 # HOME, unless RALLY_AGENT_CACHE names another.
 AGENT_CACHE = Path(os.environ.get("RALLY_AGENT_CACHE") or Path.home() / ".cache" / "rally-gh-agents")
 AGENT_BIN = AGENT_CACHE / "bin"
+LATEST = "-latest"  # claude-latest: the latest release, installed next to the pinned one
 DRIVER = Path(__file__).with_name("drive.py")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def preset(cli: str) -> str:
+    """The preset that drives ``cli`` (``claude`` for ``claude`` and ``claude-latest``)."""
+    return cli.removesuffix(LATEST)
+
+
+def agent_bin(cli: str) -> Path:
+    """The folder whose ``claude``, ``codex`` or ``aider`` is this release of the CLI."""
+    return AGENT_CACHE / "latest" / "bin" if cli.endswith(LATEST) else AGENT_BIN
+
+
 def installed(cli: str) -> bool:
-    return os.access(AGENT_BIN / cli, os.X_OK)
+    return os.access(agent_bin(cli) / preset(cli), os.X_OK)
 
 
 def skip_reason(cli: str) -> str:
-    return (f"{cli} is not installed in {AGENT_BIN}: run tests/real_agents/install.sh "
+    return (f"{cli} is not installed in {agent_bin(cli)}: run tests/real_agents/install.sh "
             "(or set RALLY_AGENT_CACHE to where it installed)")
 
 
@@ -40,11 +51,12 @@ def unshare_prefix() -> tuple[str, ...]:
     return ()
 
 
-def run_scenario(job: dict[str, Any], timeout_s: float = 120) -> dict[str, Any]:
-    """Run ``drive.py`` on ``job`` under ``unshare -n`` (plain loopback if not permitted); its result."""
+def run_scenario(cli: str, job: dict[str, Any], timeout_s: float = 120) -> dict[str, Any]:
+    """Run ``drive.py`` on ``job`` with ``cli``'s release first on PATH, under ``unshare -n``
+    (plain loopback if not permitted); its result."""
     prefix = unshare_prefix()
     job = {**job, "netns": bool(prefix)}
-    env = {**os.environ, "PATH": f"{AGENT_BIN}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
+    env = {**os.environ, "PATH": f"{agent_bin(cli)}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
            "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run([*prefix, sys.executable, str(DRIVER)], input=json.dumps(job), capture_output=True,
                           text=True, env=env, timeout=timeout_s, check=False)

@@ -4,8 +4,10 @@ Each test is one story: the stub plays a scenario (plain data, below), the
 real CLI runs through the runner (``agent_command``, ``agent_environment``,
 ``agent_attempt``) in a real git repository, inside a network namespace with
 only loopback (drive.py), and the test reads the outcome as the report would.
-install.sh puts the CLIs in a cache outside the repository; a CLI that is not
-there skips its tests, saying so.
+install.sh puts the CLIs in a cache outside the repository, each in its pinned
+release and its latest (``claude`` and ``claude-latest``: every test runs on
+both); a CLI that is not there skips its tests, saying so, and the test run
+ends with a line naming every CLI that was not exercised (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import installed, run_scenario, skip_reason, unshare_prefix
+from netns import LATEST, installed, preset, run_scenario, skip_reason, unshare_prefix
 
 from rally_gh.agents import CODEX_PRICES_PER_MTOK
 from rally_gh.testing import git, init_repo
@@ -75,7 +77,9 @@ def aider_setup(tmp_path: Path) -> dict[str, Any]:
 SETUPS = {"claude": claude_setup, "codex": codex_setup, "aider": aider_setup}
 
 
-def cli_params(*clis: str) -> list[Any]:
+def cli_params(*presets: str) -> list[Any]:
+    """Each preset's CLI in its pinned and its latest release: ``claude``, ``claude-latest``."""
+    clis = [name + release for name in presets for release in ("", LATEST)]
     return [pytest.param(cli, marks=pytest.mark.skipif(not installed(cli), reason=skip_reason(cli)), id=cli)
             for cli in clis]
 
@@ -89,10 +93,10 @@ class Story:
     def __init__(self, tmp_path: Path, cli: str, scenario: Scenario, timeout_s: float = 60) -> None:
         self.area = tmp_path / "area"  # the worktree's parent: where a write outside it lands
         self.worktree = init_repo(self.area / "worktree", {"README.md": "# demo\n", "src/__init__.py": ""})
-        job = {**SETUPS[cli](tmp_path), "scenario": scenario, "workdir": str(self.worktree),
+        job = {**SETUPS[preset(cli)](tmp_path), "scenario": scenario, "workdir": str(self.worktree),
                "home": str(tmp_path / "home"), "run_dir": str(tmp_path / "run"), "timeout_s": timeout_s,
                "prompt": "Create src/hello.txt saying hello.\n"}
-        self.result = run_scenario(job)
+        self.result = run_scenario(cli, job)
         self.attempt: dict[str, Any] = self.result["attempt"]
         self.run: dict[str, Any] = self.result["run"]
         self.requests: list[dict[str, Any]] = self.result["requests"]
@@ -118,7 +122,7 @@ def assert_offline(story: Story) -> None:
 
 def assert_key_sent(story: Story, cli: str) -> None:
     """The key reached the CLI through the preset's passthrough or the map's env, and it used it."""
-    header, value = {"claude": ("x-api-key", "sk-ant-stub")}.get(cli, ("authorization", "Bearer sk-stub"))
+    header, value = {"claude": ("x-api-key", "sk-ant-stub")}.get(preset(cli), ("authorization", "Bearer sk-stub"))
     assert {call["headers"].get(header) for call in story.model_calls()} == {value}
 
 
@@ -140,7 +144,7 @@ def test_the_cli_writes_its_file_in_the_worktree_and_reports_its_cost(tmp_path: 
 def expected_cost(cli: str, story: Story) -> float:
     sent, received = served_or_printed_tokens(cli, story)
     per_input, per_output = {"claude": CLAUDE_PRICE_PER_TOKEN, "aider": AIDER_PRICE_PER_TOKEN}.get(
-        cli, (CODEX_PRICES_PER_MTOK[CODEX_MODEL][0] / 1e6, CODEX_PRICES_PER_MTOK[CODEX_MODEL][2] / 1e6))
+        preset(cli), (CODEX_PRICES_PER_MTOK[CODEX_MODEL][0] / 1e6, CODEX_PRICES_PER_MTOK[CODEX_MODEL][2] / 1e6))
     return sent * per_input + received * per_output
 
 
@@ -153,7 +157,7 @@ def served_or_printed_tokens(cli: str, story: Story) -> tuple[int, int]:
 
     aider counts tokens with its own tokenizer and ignores the usage the server sends.
     """
-    if cli != "aider":
+    if preset(cli) != "aider":
         return story.result["usage_served"][0], story.result["usage_served"][1]
     calls = re.findall(r"^Tokens: (\d+) sent, (\d+) received\.", story.output, re.M)
     assert calls, story.output
@@ -165,12 +169,12 @@ def test_a_write_outside_the_worktree_is_visible(tmp_path: Path, cli: str) -> No
     story = Story(tmp_path, cli, WRITES_OUTSIDE_ITS_WORKTREE)
     outside = story.area / "outside.txt"
     assert story.changes() == "" or story.changes().strip() == "?? .aider.tags.cache.v4/cache.db"
-    if cli == "codex":
+    if preset(cli) == "codex":
         # Its workspace-write sandbox refuses the write; the model is told, the turn goes on.
         assert not outside.exists() and story.attempt["status"] == "ok"
         refused = story.model_calls()[1]["body"]["input"][-1]
         assert refused["type"] == "function_call_output" and "Read-only file system" in refused["output"]
-    elif cli == "aider":
+    elif preset(cli) == "aider":
         # aider creates the file (empty), git refuses to stage it, the edit stops, aider exits 0:
         # the parser fails the attempt.
         assert outside.read_text() == ""
@@ -191,7 +195,7 @@ def test_a_rejected_key_fails_with_the_cli_own_message(tmp_path: Path, cli: str)
     expected = {"claude": "Claude Code failed (API status 401): Invalid API key",
                 "codex": "Codex failed: unexpected status 401 Unauthorized: Incorrect API key provided",
                 "aider": "aider failed: litellm.AuthenticationError: AuthenticationError: OpenAIException - "
-                         "Incorrect API key provided: stub-key."}[cli]
+                         "Incorrect API key provided: stub-key."}[preset(cli)]
     assert story.attempt["message"].startswith(expected), story.attempt["message"]
     assert len(story.model_calls()) == 1  # the preset makes it fail fast: no retry
     assert story.changes() == "" or "hello.txt" not in story.changes()
@@ -203,7 +207,7 @@ def test_a_server_error_fails_fast_with_the_cli_own_message(tmp_path: Path, cli:
     assert story.attempt["status"] == "crashed" and story.run["exit_code"] == 1
     expected = {"claude": "Claude Code failed (API status 500): API Error: 500 Internal server error",
                 # Codex words every 5xx as demand, whatever the body says.
-                "codex": "Codex failed: We\u2019re currently experiencing high demand"}[cli]
+                "codex": "Codex failed: We\u2019re currently experiencing high demand"}[preset(cli)]
     assert story.attempt["message"].startswith(expected), story.attempt["message"]
     assert len(story.model_calls()) == 1  # CLAUDE_CODE_MAX_RETRIES=0; the provider's *_max_retries=0
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import run_scenario, unshare_prefix
+from netns import preset, run_scenario, unshare_prefix
 from test_real_clis import CLAUDE_PRICE_PER_TOKEN, CODEX_MODEL, SETUPS, WRITES_ITS_FILE, Scenario, cli_params
 
 from rally_gh.agents import CODEX_PRICES_PER_MTOK
@@ -37,8 +37,8 @@ class Run:
     """One ``rally-gh run`` of a two-teammate map whose ``api`` is the real CLI; what it reported."""
 
     def __init__(self, tmp_path: Path, cli: str, scenario: Scenario, run_id: str = "r1") -> None:
-        setup = SETUPS[cli](tmp_path)
-        api_agent = {"preset": cli, "model": setup["model"], "args": setup["args"], "env": sorted(setup["env"])}
+        setup = SETUPS[preset(cli)](tmp_path)
+        api_agent = {"preset": preset(cli), "model": setup["model"], "args": setup["args"], "env": sorted(setup["env"])}
         rally = {"version": 1, "team": "real", "max_parallel": 2, "defaults": {"timeout": "60s", "retries": 0},
                  "teammates": [
                      {"name": "api", "role": "api role", "task": "Create src/hello.txt saying hello.",
@@ -53,7 +53,7 @@ class Run:
         self.run_id = run_id
         job = {"repo": str(self.repo), "rally_yml": rally_yml, "run_id": run_id, "model": setup["model"],
                "scenario": scenario, "env": {**setup["env"], "RALLY_WORKTREES": str(self.worktrees)}}
-        self.result = run_scenario(job)
+        self.result = run_scenario(cli, job)
         self.report: dict[str, Any] = self.result["report"]
         self.requests: list[dict[str, Any]] = self.result["requests"]
 
@@ -80,7 +80,7 @@ def assert_ran_as_a_run(run: Run) -> None:
 def expected_cost_and_tokens(cli: str, run: Run) -> tuple[float, int]:
     """What the preset must have reported: the usage the stub served at the CLI's prices, or for
     aider what it printed (its own token count, rounded to 0.1k; its own session cost)."""
-    if cli == "aider":
+    if preset(cli) == "aider":
         log = run.logs()
         calls = re.findall(r"^Tokens: ([\d.]+)(k?) sent, ([\d.]+)(k?) received\.", log, re.M)
         costs = re.findall(r"\$([\d.]+) session\.", log)
@@ -88,7 +88,7 @@ def expected_cost_and_tokens(cli: str, run: Run) -> tuple[float, int]:
         tokens = sum(int(float(n) * (1000 if k else 1)) for call in calls for n, k in (call[:2], call[2:]))
         return float(costs[-1]), tokens
     sent, received = run.result["usage_served"]
-    per_input, per_output = CLAUDE_PRICE_PER_TOKEN if cli == "claude" else (
+    per_input, per_output = CLAUDE_PRICE_PER_TOKEN if preset(cli) == "claude" else (
         CODEX_PRICES_PER_MTOK[CODEX_MODEL][0] / 1e6, CODEX_PRICES_PER_MTOK[CODEX_MODEL][2] / 1e6)
     return sent * per_input + received * per_output, sent + received
 
@@ -112,7 +112,7 @@ def test_a_real_cli_teammate_is_done_with_its_file_on_its_branch_and_its_cost(tm
     saved = json.loads((runs_dir(run.repo / ".git") / run.run_id / STATE_FILE).read_text())
     record = next(t for t in saved["teammates"] if t["name"] == "api")
     assert record["tokens"] == tokens and record["cost_usd"] == pytest.approx(cost, abs=1e-4)
-    if cli != "aider":  # the CLI worked in the run's worktree, under $RALLY_WORKTREES
+    if preset(cli) != "aider":  # the CLI worked in the run's worktree, under $RALLY_WORKTREES
         assert str(run.worktrees) in json.dumps(run.requests[-1]["body"])
     assert api["outcome"] == "done", f"{api['outcome']}: {api['reason']}\n{run.logs()}"
     assert api["files_changed"] == ["src/hello.txt"] and record["outcome"] == "done"
