@@ -680,15 +680,27 @@ class _Orchestra:
             outcome = "failed"
         else:
             outcome = result.outcome
+        # Its branch is kept and pushed whatever the outcome: what it holds is checked too, and a
+        # violation is listed while the outcome stays what stopped the teammate.
+        violations = record.violations
+        reason = result.reason
+        if head and record.start_sha and head != record.start_sha:
+            violations = self._violations(self._repo(), name, record.start_sha, head)
+        if violations and outcome != "pending":
+            reason = f"{reason}; its branch also holds {_paths_it_does_not_own(violations)}"
         finished_at = self.clock() if record.started_at is not None else None
-        self.ledger.update(name, outcome=outcome, reason=result.reason, head_sha=head, files_changed=files,
-                           finished_at=finished_at, **common)
-        self.emit(name, outcome, result.reason)
+        self.ledger.update(name, outcome=outcome, reason=reason, head_sha=head, files_changed=files,
+                           violations=violations, finished_at=finished_at, **common)
+        self.emit(name, outcome, reason)
 
     def _keep_leftovers(self, record: TeammateRecord) -> tuple[str | None, tuple[str, ...]]:
         """Commit what a stopped or failed agent left, so its branch keeps everything it produced."""
         if not record.worktree or not Path(record.worktree).is_dir() or not record.start_sha:
-            return record.head_sha, record.files_changed
+            # The worktree is gone (a resumed run): the branch holds what it produced.
+            head = record.head_sha or git.ref_sha(self._repo(), f"refs/heads/{record.branch}")
+            if head is None or record.start_sha is None or head == record.head_sha:
+                return head, record.files_changed
+            return head, tuple(git.changed_files(self._repo(), record.start_sha, head))
         head = self._commit_leftovers(record)
         return head, tuple(git.changed_files(self._repo(), record.start_sha, head))
 
@@ -719,8 +731,7 @@ class _Orchestra:
         outcome, reason = "done", ""
         if violations:
             outcome = "violated"
-            reason = f"wrote {len(violations)} path(s) it does not own: " + ", ".join(
-                sorted({v.path for v in violations})[:5])
+            reason = f"wrote {_paths_it_does_not_own(violations)}"
         elif not files:
             outcome, reason = "no_changes", "the agent finished without changing any file"
         else:
@@ -758,10 +769,9 @@ class _Orchestra:
             violations = self._violations(repo, record.name, record.start_sha, record.head_sha)
             changes: dict[str, Any] = {"violations": violations, "files_changed": tuple(
                 git.changed_files(repo, record.start_sha, record.head_sha))}
-            if violations and record.outcome != "violated":
+            if violations and record.outcome not in ("violated", *_STOPPED):
                 changes.update(outcome="violated", reason=(
-                    f"its result said {record.outcome}; the merge job found {len(violations)} path(s) it does "
-                    "not own: " + ", ".join(sorted({v.path for v in violations})[:5])))
+                    f"its result said {record.outcome}; the merge job found {_paths_it_does_not_own(violations)}"))
                 self.emit(record.name, "violated", changes["reason"])
             self.ledger.update(record.name, **changes)
 
@@ -911,6 +921,16 @@ class _Orchestra:
                 else:
                     self.ledger.update(o.teammate, integrated=False, reason=f"not integrated: {o.detail or o.reason}")
         self.ledger.update_run(integrated=tuple(a.teammate for a in result.applied), conflicts=tuple(conflicts))
+
+
+# Outcomes that say why a teammate stopped: a violation found on its branch is listed beside them.
+_STOPPED = ("failed", "timed_out", "skipped", "pending", "running")
+
+
+def _paths_it_does_not_own(violations: Sequence[Violation]) -> str:
+    paths = sorted({v.path for v in violations})
+    return f"{len(paths)} path(s) it does not own: " + ", ".join(paths[:5]) + (
+        f" and {len(paths) - 5} more" if len(paths) > 5 else "")
 
 
 def _verify_result(run: integrate.CommandRun) -> VerifyResult:

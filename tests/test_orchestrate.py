@@ -369,6 +369,40 @@ def test_a_teammate_that_breaks_merge_verify_is_dropped_from_the_integration(tmp
     assert "src/idle/BROKEN" in kept  # its branch keeps what it produced
 
 
+def test_a_failed_or_timed_out_teammates_branch_is_checked_and_its_violations_reported(tmp_path: Path) -> None:
+    from rally_gh.report import report_markdown
+
+    scripts = _write_scripts(tmp_path / "scripts")
+    # crash commits a write to README.md (not its own) and fails; hang leaves one in its worktree and is stopped.
+    scripts["crash"].write_text(textwrap.dedent("""
+        import pathlib, subprocess, sys
+        pathlib.Path("README.md").write_text("rewritten by crash\\n")
+        subprocess.run(["git", "-c", "user.name=a", "-c", "user.email=a@example.com", "commit", "-qam", "x"],
+                       check=True)
+        sys.exit(3)
+    """))
+    scripts["hang"].write_text(textwrap.dedent("""
+        import pathlib, time
+        pathlib.Path("rally.yml").write_text("version: 1\\n")
+        time.sleep(60)
+    """))
+    rally_yml = _map(scripts, ["api", "crash", "hang"]).replace("    done_when: [tests/api/test_orders.py]\n", "")
+    repo = _repo(tmp_path, rally_yml)
+    state = _run(repo, rally_yml)
+    crash, hang = state.teammate("crash"), state.teammate("hang")  # type: ignore[attr-defined]
+    assert (crash.outcome, hang.outcome) == ("failed", "timed_out")
+    assert [(v.path, v.kind) for v in crash.violations] == [("README.md", "modified")]
+    assert crash.violations[0].commit == run_git(repo, "rev-parse", "rally/r1/crash").strip()
+    assert [v.path for v in hang.violations] == ["rally.yml"]
+    assert crash.reason.endswith("; its branch also holds 1 path(s) it does not own: README.md")
+    text = report_markdown(state)  # type: ignore[arg-type]
+    assert "None: every teammate wrote only what it owns" not in text
+    assert "| crash | `README.md` | nobody | modified |" in text and "| hang | `rally.yml` |" in text
+    data = report_json(state)  # type: ignore[arg-type]
+    assert {(v["teammate"], v["path"]) for v in data["violations"]} == {("crash", "README.md"), ("hang", "rally.yml")}
+    assert state.integrated == ("api",)  # type: ignore[attr-defined]
+
+
 def test_a_dry_run_prints_the_plan(tmp_path: Path) -> None:
     from rally_gh.commands import run as run_cmd
 
