@@ -53,6 +53,7 @@ from rally_gh.overlap import find_overlaps
 from rally_gh.ownership import Ownership
 from rally_gh.plan import blockers_closure
 from rally_gh.tasks import DOCS, RunTasks, TasksRefused, TeammateTask, dependency_cycle
+from rally_gh.words import aside, plural
 
 TASK_KEYS = ("id", "description", "files", "depends_on")
 
@@ -384,9 +385,8 @@ def _step_fields(report: Mapping[str, Any]) -> dict[str, str]:
     teammates = report.get("teammates", [])
     not_done = [t for t in teammates if t.get("outcome") != "done"]
     validations = [f"{v['command']}: {'passed' if v['passed'] else 'failed'}" for v in report.get("verification", [])]
-    validations.append(f"ownership: {len(report.get('violations', []))} violation(s)")
-    reason = "; ".join(f"{t['name']} {t['outcome']}" + (f" ({t['reason']})" if t.get("reason") else "")
-                       for t in not_done)
+    validations.append(f"ownership: {plural(report.get('violations', []), 'violation')}")
+    reason = "; ".join(f"{t['name']} {t['outcome']}{aside(t.get('reason') or '')}" for t in not_done)
     return {
         "Status": str(report.get("step_complete", "FAILED")),
         "Output": str(report["integration_branch"]) if report.get("integration_sha") else "none",

@@ -34,6 +34,7 @@ from typing import Literal
 from rally_gh import git
 from rally_gh.errors import ConflictError
 from rally_gh.git import RALLY_COMMITTER, HttpCredentials, Identity, PathConflict, PushedRef, RefPush, Repository, Sha
+from rally_gh.words import possessive
 
 OnConflict = Literal["skip", "stop"]
 Status = Literal["integrated", "conflicted", "refused", "skipped"]
@@ -124,7 +125,7 @@ def _plan_one(repo: Repository, tb: TeammateBranch, owner_of: Mapping[Sha, str])
             return refuse("merge-commit", f"{where}: {git.short(c.sha)} ({c.title!r}) is a merge commit; "
                                           f"rebase the branch onto {git.short(tb.start)} to integrate it")
         if c.sha in owner_of:
-            return refuse("shared-commits", f"{where}: {git.short(c.sha)} is also in {owner_of[c.sha]}'s work; "
+            return refuse("shared-commits", f"{where}: {git.short(c.sha)} is also in {possessive(owner_of[c.sha])} work; "
                                             "a teammate must start from the integration tip, not another branch")
     return TeammatePlan(tb.teammate, tb.branch, tb.head, tb.start, tuple(c.sha for c in commits))
 
@@ -412,7 +413,7 @@ def verify_and_bisect(repo: Repository, plan: IntegrationPlan, result: Integrati
         culprit = result.applied[bad].teammate
         culprits.append(culprit)
         result = _drop_and_replay(repo, plan, result, bad, committer,
-                                  f"verify fails once {culprit}'s work is added")
+                                  f"verify fails once {possessive(culprit)} work is added")
         last = len(result.applied) - 1
         if last == good or len(runs) >= budget:
             passed = last == good  # the known-good prefix is all that is left

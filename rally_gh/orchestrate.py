@@ -49,6 +49,7 @@ from rally_gh.state import (
     teammate_branch,
 )
 from rally_gh.validation import control_file_grants, validate_map
+from rally_gh.words import plural, possessive
 
 EventSink = Callable[[str, str, str], None]  # (teammate or "", state, detail), as runner.EventSink
 
@@ -363,7 +364,7 @@ def _risks(loaded: LoadedConfig, environ: Mapping[str, str]) -> list[str]:
         passed = [*agents.PRESET_PASSTHROUGH.get(spec.preset, ()), *spec.env]
         present = list(dict.fromkeys(n for n in passed if n in environ))
         if present:
-            risks.append(f"{t.name}'s agent receives runner variables {', '.join(present)} (env passthrough"
+            risks.append(f"{possessive(t.name)} agent receives runner variables {', '.join(present)} (env passthrough"
                          + (f", as the {spec.preset} preset needs)" if spec.preset != "command" else ")"))
     return risks
 
@@ -916,7 +917,7 @@ class _Orchestra:
             else:  # not attempted: integration stopped at an earlier conflict (on_conflict: stop)
                 if self.ledger.record(o.teammate).outcome == "done":
                     self.ledger.update(o.teammate, outcome="skipped", integrated=False, reason=(
-                        f"not integrated: integration stopped at {stopped_at}'s conflict (merge.on_conflict: stop); "
+                        f"not integrated: integration stopped at {possessive(stopped_at or 'a teammate')} conflict (merge.on_conflict: stop); "
                         "its work is on its branch"))
                 else:
                     self.ledger.update(o.teammate, integrated=False, reason=f"not integrated: {o.detail or o.reason}")
@@ -929,7 +930,7 @@ _STOPPED = ("failed", "timed_out", "skipped", "pending", "running")
 
 def _paths_it_does_not_own(violations: Sequence[Violation]) -> str:
     paths = sorted({v.path for v in violations})
-    return f"{len(paths)} path(s) it does not own: " + ", ".join(paths[:5]) + (
+    return f"{plural(paths, 'path')} it does not own: " + ", ".join(paths[:5]) + (
         f" and {len(paths) - 5} more" if len(paths) > 5 else "")
 
 

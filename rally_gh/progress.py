@@ -20,6 +20,7 @@ from rich.table import Table
 
 from rally_gh.errors import RallyError
 from rally_gh.state import RunState, load_state
+from rally_gh.words import aside
 
 _STYLE = {"done": "green", "running": "cyan", "spawning": "cyan", "reconciling": "cyan", "retrying": "yellow",
           "queued": "dim", "skipped": "dim", "no_changes": "dim", "incomplete": "yellow", "unverified": "yellow",
@@ -82,7 +83,7 @@ class Progress:
                 if state != "finished":  # the orchestrator's reconciled outcome follows
                     row.state, row.detail = state, detail
         if not self.live and state != "finished":  # the reconciled outcome follows it
-            what = f"{name}: {state}" + (f" ({detail})" if detail else "") if name else f"-- {detail}"
+            what = f"{name}: {state}{aside(detail)}" if name else f"-- {detail}"
             text = f"[{now - self._started:6.1f}s] {what}"
             self.stream.write(text + "\n")
             self.stream.flush()

@@ -44,6 +44,7 @@ from rally_gh.github.endpoint import (
 from rally_gh.github.events import Decision, Trigger, authorize
 from rally_gh.report import report_json, report_markdown, run_status
 from rally_gh.state import RunState, TeammateRecord, Violation
+from rally_gh.words import noun_for, plural
 
 OWNERSHIP_CHECK = "rally-gh/ownership"
 RUNNING = "rally:running"
@@ -223,10 +224,10 @@ def _annotations(violations: Sequence[Violation]) -> list[Annotation]:
     for path, found in by_path.items():
         first = found[0]
         kinds = ", ".join(dict.fromkeys(v.kind for v in found))
-        commits = ", ".join(dict.fromkeys(v.commit[:10] for v in found))
+        shas = list(dict.fromkeys(v.commit[:10] for v in found))
         owner = f"owned by {first.owner}" if first.owner else "owned by no teammate"
         out.append(Annotation(path=path, title=f"{first.teammate} wrote a file it does not own",
-                              message=f"{kinds} by {first.teammate}; {owner} (commits {commits})"))
+                              message=f"{kinds} by {first.teammate}; {owner} ({noun_for(shas, 'commit')} {', '.join(shas)})"))
     return out
 
 
@@ -234,7 +235,7 @@ def _check_text(who: str, violations: Sequence[Violation]) -> tuple[CheckConclus
     if not violations:
         return "success", f"{who}: every file written is owned", f"{who} wrote only what it owns."
     files = len({v.path for v in violations})
-    title = f"{who}: {files} file(s) written outside its ownership"
+    title = f"{who}: {plural(files, 'file')} written outside its ownership"
     rows = ["| path | teammate | owner | kind | commit |", "|---|---|---|---|---|"]
     rows += [f"| `{_cell(v.path)}` | {v.teammate} | {v.owner or 'nobody'} | {v.kind} | `{v.commit[:10]}` |"
              for v in violations]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rally_gh.state import PHASES, RunState, TeammateRecord, integration_branch
+from rally_gh.words import aside, plural
 
 ReportStatus = Literal["done", "partial", "failed"]
 
@@ -292,8 +293,8 @@ def step_complete_block(state: RunState) -> str:
     not_done = [t for t in state.teammates if t.outcome != "done"]
     validations = [f"{v.command}: {'passed' if v.passed else 'failed'}" for v in state.verification]
     violations = sum(len(t.violations) for t in state.teammates)
-    validations.append(f"ownership: {violations} violation(s)")
-    reason = "; ".join(f"{t.name} {t.outcome}" + (f" ({t.reason})" if t.reason else "") for t in not_done)
+    validations.append(f"ownership: {plural(violations, 'violation')}")
+    reason = "; ".join(f"{t.name} {t.outcome}{aside(t.reason)}" for t in not_done)
     output = state.integration_branch if state.integration_sha else "none"
     return "\n".join([
         "```",

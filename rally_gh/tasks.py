@@ -50,6 +50,7 @@ from rally_gh.config import (
 from rally_gh.errors import ConfigError, PatternError, RallyError, UsageError
 from rally_gh.globs import compile_glob
 from rally_gh.ownership import Ownership
+from rally_gh.words import possessive
 
 BLOCK_TAG = "rally"
 BLOCK_KEYS = ("task", "done_when")
@@ -397,7 +398,7 @@ def apply_tasks(config: Config, tasks: RunTasks) -> Config:
                 problems.append(Problem(
                     "error", "blocker-not-running",
                     f"{teammate.name} is blocked by {blocker} ({why}), which {tasks.source} does not name: "
-                    f"{teammate.name} would start without {blocker}'s work; add {blocker} to the tasks so that it "
+                    f"{teammate.name} would start without {possessive(blocker)} work; add {blocker} to the tasks so that it "
                     f"runs first, or leave {teammate.name} out",
                     teammates=(teammate.name, blocker)))
         teammates.append(teammate.model_copy(update={

@@ -181,6 +181,8 @@ STATES = {
     "violated": state(rec("api", "violated", violations=(Violation(teammate="api", path="src/web/x.ts", owner="web",
                                                                    kind="added", commit="e" * 40),)),
                       rec("web", "done", integrated=True)),
+    "timed_out": state(rec("api", "done", integrated=True),
+                       rec("web", "timed_out", reason="stopped after 4.0s, twice its timeout (after 2 attempts)")),
 }
 
 

@@ -602,3 +602,10 @@ def test_a_teammate_branched_from_another_teammate_is_refused(tmp_path: Path) ->
     _, plan, result = run(path, base, order)
     assert plan.teammates[1].refusal == "shared-commits"
     assert result.outcome("web").status == "refused"
+
+
+def test_a_dropped_teammate_whose_name_ends_in_s_reads_as_plain_english(tmp_path: Path) -> None:
+    path, base, order = setup(tmp_path, {"README": "r\n"}, {"models": [{"m/a": "broken\n"}], "api": [{"a/a": "a\n"}]})
+    repo, plan, result = run(path, base, order)
+    verdict = verify_and_bisect(repo, plan, result, _verifier(path, []), committer=PINNED)
+    assert verdict.result.outcome("models").detail == "verify fails once models' work is added"

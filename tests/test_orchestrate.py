@@ -394,7 +394,7 @@ def test_a_failed_or_timed_out_teammates_branch_is_checked_and_its_violations_re
     assert [(v.path, v.kind) for v in crash.violations] == [("README.md", "modified")]
     assert crash.violations[0].commit == run_git(repo, "rev-parse", "rally/r1/crash").strip()
     assert [v.path for v in hang.violations] == ["rally.yml"]
-    assert crash.reason.endswith("; its branch also holds 1 path(s) it does not own: README.md")
+    assert crash.reason.endswith("; its branch also holds 1 path it does not own: README.md")
     text = report_markdown(state)  # type: ignore[arg-type]
     assert "None: every teammate wrote only what it owns" not in text
     assert "| crash | `README.md` | nobody | modified |" in text and "| hang | `rally.yml` |" in text

@@ -82,6 +82,16 @@ def test_the_markdown_has_every_section() -> None:
         assert line in text
 
 
+def test_the_step_complete_block_counts_in_words_and_never_doubles_a_parenthesis() -> None:
+    one = Violation(teammate="web", path="README.md", owner=None, kind="modified", commit="e" * 40)
+    state = finished(rec("api", "timed_out", reason="stopped after 4.0s, twice its timeout (after 2 attempts)"),
+                     rec("web", "violated", violations=(one,)))
+    block = step_complete_block(state)
+    assert "ownership: 1 violation\n" in block
+    assert "(s)" not in block and "))" not in block
+    assert "Reason: api timed_out: stopped after 4.0s, twice its timeout (after 2 attempts); web violated" in block
+
+
 def test_an_interrupted_run_says_how_to_resume() -> None:
     state = finished(rec("api", "done"), rec("web", "pending"), status="interrupted", integration_sha=None)
     assert "rally-gh run --resume r1" in report_json(state)["next"]

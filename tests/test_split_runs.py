@@ -328,7 +328,7 @@ def test_a_forged_result_is_checked_again_and_the_violation_reported(jobs: Jobs)
                                                    "branch": "main"}))
     code, report = jobs.run("merge", "merge", "--run", RUN)
     assert code == 1, report
-    assert "its result said done; the merge job found 1 path(s) it does not own: README.md" in report
+    assert "its result said done; the merge job found 1 path it does not own: README.md" in report
     integration = f"refs/heads/rally/{RUN}/_integration"
     assert "src/stray/x.py" not in git(jobs.server.bare_repo, "ls-tree", "-r", "--name-only", integration)
     assert jobs.show(integration, "README.md") == "# split\n"

@@ -232,10 +232,11 @@ def test_120_violating_files_make_one_check_run_with_annotations_sent_50_50_20(
         "api": "check-run", "web": "check-run", "integration": "check-run"}
     api_run = fake_github.check_runs[published["api"].check_run_id or 0]
     assert (api_run["conclusion"], len(api_run["annotations"])) == ("failure", 120)
-    assert api_run["output"]["title"] == "api: 120 file(s) written outside its ownership"
+    assert api_run["output"]["title"] == "api: 120 files written outside its ownership"
     first = api_run["annotations"][0]
     assert (first["path"], first["message"]) == (
         "src/web/f000.py", f"modified by api; owned by web (commits {'c' * 10}, {'d' * 10})")
+    assert api_run["annotations"][1]["message"] == f"modified by api; owned by web (commit {'c' * 10})"
     sent = [len(r.body["output"]["annotations"]) for r in fake_github.requests
             if r.path.startswith("/repos/owner/repo/check-runs") and r.method in ("POST", "PATCH")
             and r.body["output"]["annotations"]]
@@ -257,7 +258,7 @@ def test_a_token_that_cannot_write_checks_gets_commit_statuses(
     # The first refusal is enough: the others go straight to statuses.
     assert fake_github.count("POST", r"/check-runs$") == 1
     assert [(s["sha"], s["context"], s["state"], s["description"]) for s in fake_github.statuses] == [
-        (pushed.heads["api"], "rally-gh/ownership", "failure", "api: 1 file(s) written outside its ownership"),
+        (pushed.heads["api"], "rally-gh/ownership", "failure", "api: 1 file written outside its ownership"),
         (pushed.heads["web"], "rally-gh/ownership", "success", "web: every file written is owned"),
         (pushed.integration, "rally-gh/ownership", "success", "integration: every file written is owned")]
     assert not fake_github.check_runs
