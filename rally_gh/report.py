@@ -17,7 +17,8 @@ from rally_gh.words import aside, plural
 
 ReportStatus = Literal["done", "partial", "failed"]
 
-# Team efficiency score: (part, weight). SPEC section 6.
+# Team efficiency score: (part, weight), and what each part measures. docs/report.md
+# says the same at more length; ``report --format json`` carries both with each part's inputs.
 TES_WEIGHTS: tuple[tuple[str, float], ...] = (
     ("parallel_efficiency", 0.30),
     ("task_economy", 0.20),
@@ -25,6 +26,18 @@ TES_WEIGHTS: tuple[tuple[str, float], ...] = (
     ("integration_quality", 0.20),
     ("autonomy", 0.10),
 )
+TES_DEFINITIONS: dict[str, str] = {
+    "parallel_efficiency": "teammates' busy time over the run phase's wall time times the teammates that could "
+                           "run at once (min(max_parallel, teammates that ran)), at most 1",
+    "task_economy": "teammates done over agent attempts started (a retry costs an attempt)",
+    "conflict_prevention": "teammates offered to integration that had no conflict and no ownership violation, "
+                           "over teammates offered to integration",
+    "integration_quality": "teammates whose work passed verification (their own verify, and merge.verify without "
+                           "being dropped by bisection) over teammates whose work was verified, times the final "
+                           "merge.verify commands passed over those run; with no verify command anywhere, 1 when "
+                           "something was integrated",
+    "autonomy": "1 when no person had to step in during the run, else 0",
+}
 
 # Outcomes whose work never reached integration for reasons of its own.
 _NEVER_INTEGRATED = frozenset({"pending", "running", "failed", "timed_out", "skipped", "no_changes"})
@@ -34,10 +47,14 @@ _NEVER_INTEGRATED = frozenset({"pending", "running", "failed", "timed_out", "ski
 class Score:
     parts: dict[str, float]  # each 0..1
     total: int  # 0..100
+    inputs: dict[str, dict[str, Any]]  # per part: the counts it was computed from
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"score": self.total, "parts": {k: round(v, 3) for k, v in self.parts.items()},
-                "weights": dict(TES_WEIGHTS)}
+    def breakdown(self) -> dict[str, dict[str, Any]]:
+        """Each part's value, weight, points towards the total, definition and inputs."""
+        return {name: {"value": round(self.parts[name], 3), "weight": weight,
+                       "points": round(100 * weight * self.parts[name], 1),
+                       "definition": TES_DEFINITIONS[name], "inputs": self.inputs[name]}
+                for name, weight in TES_WEIGHTS}
 
 
 def run_status(state: RunState) -> ReportStatus:
@@ -65,16 +82,75 @@ def team_efficiency(state: RunState) -> Score:
     clean = [t for t in candidates if t.outcome not in ("conflicted", "violated")]
     prevention = len(clean) / len(candidates) if candidates else 0.0
 
-    if state.verification:
-        quality = sum(v.passed for v in state.verification) / len(state.verification)
-    else:
-        quality = 1.0 if state.integrated else 0.0
-
+    quality, quality_inputs = _integration_quality(state)
     autonomy = 0.0 if state.manual_steps else 1.0
     parts = {"parallel_efficiency": parallel, "task_economy": economy, "conflict_prevention": prevention,
              "integration_quality": quality, "autonomy": autonomy}
+    inputs: dict[str, dict[str, Any]] = {
+        "parallel_efficiency": {"busy_s": round(busy, 3), "run_wall_s": round(wall, 3), "parallel_used": used,
+                                "max_parallel": state.max_parallel, "teammates_ran": len(ran)},
+        "task_economy": {"done": done, "attempts": attempts},
+        "conflict_prevention": {"offered": [t.name for t in candidates],
+                                "conflicted": [t.name for t in candidates if t.outcome == "conflicted"],
+                                "violated": [t.name for t in candidates if t.outcome == "violated"]},
+        "integration_quality": quality_inputs,
+        "autonomy": {"manual_steps": list(state.manual_steps)},
+    }
     total = round(100 * sum(parts[name] * weight for name, weight in TES_WEIGHTS))
-    return Score(parts, total)
+    return Score(parts, total, inputs)
+
+
+def _integration_quality(state: RunState) -> tuple[float, dict[str, Any]]:
+    """The share of verified teammates that passed, times the share of the final
+    ``merge.verify`` commands that passed.
+
+    A teammate's work is verified by its own ``verify`` and, once offered to
+    integration, by ``merge.verify``: a teammate that bisection dropped failed,
+    even though the final run (without it) passed.
+    """
+    own_failed = {t.name for t in state.teammates if any(not v.passed for v in t.verify)}
+    verified = {t.name for t in state.teammates if t.verify}
+    offered = set(state.integrated).union(*(r.teammates for r in state.verify_runs))
+    dropped = offered - set(state.integrated) if state.verify_runs else set()
+    if state.verification or state.verify_runs:
+        verified |= offered
+    failed = own_failed | dropped
+    commands = len(state.verification)
+    passed = sum(v.passed for v in state.verification)
+    order = [t.name for t in state.teammates]
+    inputs: dict[str, Any] = {"verified": [n for n in order if n in verified],
+                              "failed": [n for n in order if n in failed],
+                              "dropped_by_merge_verify": [n for n in order if n in dropped],
+                              "merge_verify_commands": commands, "merge_verify_passed": passed}
+    if not verified and not commands:
+        return (1.0 if state.integrated else 0.0), inputs
+    teammates = (len(verified) - len(failed & verified)) / len(verified) if verified else 1.0
+    return teammates * (passed / commands if commands else 1.0), inputs
+
+
+def tes_measured(part: str, inputs: dict[str, Any]) -> str:
+    """One line saying what a part of the score was computed from."""
+    if part == "parallel_efficiency":
+        return (f"{_dur(inputs['busy_s'])} of teammate work in {_dur(inputs['run_wall_s'])} "
+                f"with {plural(inputs['parallel_used'], 'teammate')} at once")
+    if part == "task_economy":
+        return f"{inputs['done']} done in {plural(inputs['attempts'], 'attempt')}"
+    if part == "conflict_prevention":
+        bad = inputs["conflicted"] + inputs["violated"]
+        return f"{len(inputs['offered']) - len(bad)} of {len(inputs['offered'])} offered clean" + (
+            f" ({', '.join(bad)} not)" if bad else "")
+    if part == "integration_quality":
+        if not inputs["verified"] and not inputs["merge_verify_commands"]:
+            return "no verify command"
+        text = f"{len(inputs['verified']) - len(inputs['failed'])} of {len(inputs['verified'])} verified passed"
+        if inputs["dropped_by_merge_verify"]:
+            text += f" ({', '.join(inputs['dropped_by_merge_verify'])} dropped by merge.verify)"
+        if inputs["merge_verify_commands"]:
+            text += (f"; merge.verify {inputs['merge_verify_passed']} of "
+                     f"{plural(inputs['merge_verify_commands'], 'command')} passed")
+        return text
+    steps = inputs["manual_steps"]
+    return f"{plural(steps, 'manual step')}: {'; '.join(steps)}" if steps else "no manual step"
 
 
 def step_status(state: RunState) -> str:
@@ -141,7 +217,8 @@ def report_json(state: RunState) -> dict[str, Any]:
         "problems": list(state.problems),
         "risks": list(_risks(state)),
         "tes": score.total,
-        "tes_parts": score.as_dict()["parts"],
+        "tes_parts": {name: round(value, 3) for name, value in score.parts.items()},
+        "tes_breakdown": score.breakdown(),
         "next": next_step(state),
         "step_complete": step_status(state),
     }
@@ -220,10 +297,11 @@ def report_markdown(state: RunState, *, marker: bool = True) -> str:
         out.append("")
         out += [f"- **{t.name}** ({t.outcome}): {t.reason}" for t in reasons]
 
-    out += ["", "### Efficiency", "", "| part | weight | score |", "|---|---|---|"]
+    out += ["", "### Efficiency", "", "| part | weight | score | measured |", "|---|---|---|---|"]
     for name, weight in TES_WEIGHTS:
-        out.append(f"| {name.replace('_', ' ')} | {int(weight * 100)}% | {score.parts[name] * 100:.0f} |")
-    out.append(f"| **total** | | **{score.total}** |")
+        out.append(f"| {name.replace('_', ' ')} | {int(weight * 100)}% | {score.parts[name] * 100:.0f} | "
+                   f"{_cell(tes_measured(name, score.inputs[name]))} |")
+    out.append(f"| **total** | | **{score.total}** | |")
 
     out += ["", "### Ownership map", "", "| teammate | owns |", "|---|---|"]
     for t in state.teammates:

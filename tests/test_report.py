@@ -8,8 +8,15 @@ import pytest
 
 from rally_gh import git
 from rally_gh.commands import report as report_cmd
-from rally_gh.report import report_json, report_markdown, run_status, step_complete_block, team_efficiency
-from rally_gh.state import Conflict, VerifyResult, Violation, save_state
+from rally_gh.report import (
+    TES_WEIGHTS,
+    report_json,
+    report_markdown,
+    run_status,
+    step_complete_block,
+    team_efficiency,
+)
+from rally_gh.state import Conflict, VerifyResult, VerifyRunRecord, Violation, save_state
 from rally_gh.testing import init_repo, run_state, teammate_record
 
 rec = teammate_record
@@ -42,6 +49,44 @@ def test_the_score_weighs_its_five_parts() -> None:
     assert score.total == round(100 * (0.3 * 0.75 + 0.2 / 3 + 0.2 * 0.5 + 0.2 * 0.5))
     assert run_status(state) == "partial"
     assert "Status: PARTIAL" in step_complete_block(state)
+
+
+def test_a_teammate_that_merge_verify_dropped_lowers_integration_quality() -> None:
+    # qa broke merge.verify; bisection dropped it and the final run, without qa, passed.
+    state = finished(
+        rec("api", "done", integrated=True), rec("qa", "unverified", reason="verify fails once qa's work is added"),
+        verification=(VerifyResult(command="pytest -q", passed=True, exit_code=0),),
+        verify_runs=(VerifyRunRecord(sha="1" * 40, teammates=("api", "qa"), passed=False),
+                     VerifyRunRecord(sha="2" * 40, teammates=("api",), passed=True)),
+    )
+    score = team_efficiency(state)
+    assert score.parts["integration_quality"] == 0.5 and score.total < 100
+    part = report_json(state)["tes_breakdown"]["integration_quality"]
+    assert part["value"] == 0.5 and part["weight"] == 0.2 and part["points"] == 10.0
+    assert part["inputs"] == {"verified": ["api", "qa"], "failed": ["qa"], "dropped_by_merge_verify": ["qa"],
+                              "merge_verify_commands": 1, "merge_verify_passed": 1}
+    assert "merge.verify" in part["definition"]
+    assert "| integration quality | 20% | 50 | 1 of 2 verified passed (qa dropped by merge.verify); " \
+           "merge.verify 1 of 1 command passed |" in report_markdown(state)
+
+
+def test_a_teammate_whose_own_verify_failed_lowers_integration_quality() -> None:
+    state = finished(rec("api", "done", integrated=True, verify=(VerifyResult(command="t", passed=True),)),
+                     rec("web", "unverified", verify=(VerifyResult(command="t", passed=False, exit_code=1),)))
+    assert team_efficiency(state).parts["integration_quality"] == 0.5
+
+
+def test_every_part_of_the_score_says_what_it_measured() -> None:
+    state = finished(rec("api", "done", integrated=True, attempts=2), rec("web", "conflicted"),
+                     manual_steps=("resolved a conflict by hand",))
+    data = report_json(state)
+    assert list(data["tes_breakdown"]) == list(data["tes_parts"]) == [name for name, _ in TES_WEIGHTS]
+    assert data["tes_breakdown"]["task_economy"]["inputs"] == {"done": 1, "attempts": 3}
+    assert data["tes_breakdown"]["conflict_prevention"]["inputs"]["conflicted"] == ["web"]
+    assert sum(p["points"] for p in data["tes_breakdown"].values()) == pytest.approx(data["tes"], abs=0.5)
+    text = report_markdown(state)
+    assert "| task economy | 20% | 33 | 1 done in 3 attempts |" in text
+    assert "1 of 2 offered clean (web not)" in text and "1 manual step: resolved a conflict by hand" in text
 
 
 def test_nothing_integrated_is_a_failure() -> None:
