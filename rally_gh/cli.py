@@ -184,8 +184,9 @@ def merge(run_id: str, config_path: Path | None) -> None:
 
 @cli.command()
 @click.option("--run", "run_id", required=True)
-@click.option("--format", "fmt", type=click.Choice(["md", "json", "step-complete", "handoff"]), default="md")
-def report(run_id: str, fmt: str) -> None:
+@click.option("--format", "fmt", type=click.Choice(["text", "md", "json", "step-complete", "handoff"]), default=None,
+              help="text: drawn for a terminal (the default in one); md: Markdown for GitHub (the default otherwise).")
+def report(run_id: str, fmt: str | None) -> None:
     """The report of a run."""
     from rally_gh.commands import report as cmd
 

@@ -17,14 +17,16 @@ from typing import TextIO
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from rally_gh.errors import RallyError
-from rally_gh.state import RunState, load_state
+from rally_gh.report import duration_text
+from rally_gh.report_text import OUTCOME_STYLE
+from rally_gh.state import RunState, TeammateRecord, load_state
 from rally_gh.words import aside
 
-_STYLE = {"done": "green", "running": "cyan", "spawning": "cyan", "reconciling": "cyan", "retrying": "yellow",
-          "queued": "dim", "skipped": "dim", "no_changes": "dim", "incomplete": "yellow", "unverified": "yellow",
-          "failed": "red", "timed_out": "red", "violated": "red", "conflicted": "red", "pending": "yellow"}
+# The outcomes' colours, as in the report, and those of the states only a live table shows.
+_STYLE = {**OUTCOME_STYLE, "spawning": "cyan", "reconciling": "cyan", "retrying": "yellow", "queued": "dim"}
 
 
 def wants_live(stream: TextIO, environ: Mapping[str, str]) -> bool:
@@ -38,6 +40,7 @@ class _Row:
     detail: str = ""
     started: float | None = None
     ended: float | None = None
+    said: tuple[str, str] | None = None  # the last (state, detail) shown: the same event twice is shown once
 
 
 @dataclass
@@ -65,6 +68,8 @@ class Progress:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        with self._lock:
+            self.phase = "done" if kind is None else "stopped"
         if self._live is not None:
             self._live.__exit__(kind, err, tb)
             self._live = None
@@ -78,35 +83,41 @@ class Progress:
                 row = self.rows.setdefault(name, _Row())
                 if state in ("spawning", "running") and row.started is None:
                     row.started = now
-                if state in _FINAL or state == "finished":
+                if (state in _FINAL or state == "finished") and row.ended is None:
                     row.ended = now
-                if state != "finished":  # the orchestrator's reconciled outcome follows
-                    row.state, row.detail = state, detail
-        if not self.live and state != "finished":  # the reconciled outcome follows it
+                if state == "finished":  # the orchestrator's reconciled outcome follows
+                    return
+                row.state, row.detail = state, detail
+                if row.said == (state, detail):  # the scheduler and the orchestrator both report a skip
+                    return
+                row.said = (state, detail)
+        if not self.live:
             what = f"{name}: {state}{aside(detail)}" if name else f"-- {detail}"
             text = f"[{now - self._started:6.1f}s] {what}"
             self.stream.write(text + "\n")
             self.stream.flush()
 
     def _table(self) -> Table:
-        table = Table(title=f"rally-gh: {self.phase or 'starting'}", title_justify="left", expand=False)
-        for column in ("teammate", "state", "elapsed", "files", "cost", "detail"):
-            table.add_column(column)
         saved = self._saved()
+        title = f"rally-gh: {self.phase or 'starting'}"
+        if self.phase == "done" and saved is not None and saved.finished_at is not None:
+            title += f" in {duration_text(saved.finished_at - saved.started_at)}"  # the report's wall time
+        table = Table(title=title, title_justify="left", expand=False)
+        for column, justify in (("teammate", "left"), ("state", "left"), ("elapsed", "right"), ("files", "right"),
+                                ("cost", "right"), ("detail", "left")):
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
         now = time.monotonic()
         with self._lock:
             for name, row in self.rows.items():
-                elapsed = "" if row.started is None else f"{(row.ended or now) - row.started:.1f}s"
-                style = _STYLE.get(row.state, "")
+                elapsed = "" if row.started is None else duration_text((row.ended or now) - row.started)
                 files, cost = "", ""
-                if saved is not None:
-                    try:
-                        record = saved.teammate(name)
-                        files, cost = str(len(record.files_changed)), f"${record.cost_usd:.2f}"
-                    except KeyError:
-                        pass
-                table.add_row(name, f"[{style}]{row.state}[/]" if style else row.state, elapsed, files, cost,
-                              row.detail[:60])
+                record = _record(saved, name)
+                if record is not None:
+                    files, cost = str(len(record.files_changed)), f"${record.cost_usd:.2f}"
+                    if record.finished_at is not None and record.attempts:
+                        elapsed = duration_text(record.duration_s)  # what the report says
+                table.add_row(Text(name), Text(row.state, style=_STYLE.get(row.state, "")), elapsed, files, cost,
+                              Text(row.detail[:60]))
         return table
 
     def _saved(self) -> RunState | None:
@@ -116,6 +127,15 @@ class Progress:
             return load_state(self.common_dir, self.run_id)
         except (RallyError, OSError):
             return None
+
+
+def _record(saved: RunState | None, name: str) -> TeammateRecord | None:
+    if saved is None:
+        return None
+    try:
+        return saved.teammate(name)
+    except KeyError:
+        return None
 
 
 _FINAL = frozenset({"done", "failed", "timed_out", "violated", "unverified", "incomplete", "no_changes", "skipped",

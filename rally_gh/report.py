@@ -183,8 +183,10 @@ def next_step(state: RunState) -> str:
     failed = [t for t in state.teammates if t.outcome != "done" or not t.integrated]
     names = ", ".join(t.name for t in failed)
     if status == "partial":
-        return (f"review `{branch}` (what worked); {names} did not make it: inspect their branches "
-                f"(`git log {failed[0].branch}`), then rerun them in a new run")
+        one = len(failed) == 1
+        return (f"review `{branch}` (what worked); {names} did not make it: inspect "
+                f"{'its branch' if one else 'their branches'} (`git log {failed[0].branch}`), "
+                f"then rerun {'it' if one else 'them'} in a new run")
     return f"nothing was integrated: inspect the teammate branches ({names}) and the reasons above"
 
 
@@ -479,3 +481,15 @@ def _dur(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes}m{secs:02d}s"
 
+
+
+# --- For the other renderers (the terminal's report and live table) ----------
+
+
+def outcome_icon(outcome: str) -> str:
+    return _ICON.get(outcome, "")
+
+
+def duration_text(seconds: float) -> str:
+    """``8.4s`` under a minute, else ``80m30s``: how every renderer writes a duration."""
+    return _dur(seconds)

@@ -137,6 +137,14 @@ def test_the_step_complete_block_counts_in_words_and_never_doubles_a_parenthesis
     assert "Reason: api timed_out: stopped after 4.0s, twice its timeout (after 2 attempts); web violated" in block
 
 
+def test_the_next_step_speaks_of_one_teammate_as_one() -> None:
+    one = finished(rec("api", "done", integrated=True), rec("web", "failed"))
+    assert "web did not make it: inspect its branch (`git log rally/r1/web`), then rerun it in a new run" \
+        in report_json(one)["next"]
+    two = finished(rec("api", "done", integrated=True), rec("web", "failed"), rec("qa", "failed"))
+    assert "web, qa did not make it: inspect their branches" in report_json(two)["next"]
+
+
 def test_an_interrupted_run_says_how_to_resume() -> None:
     state = finished(rec("api", "done"), rec("web", "pending"), status="interrupted", integration_sha=None)
     assert "rally-gh run --resume r1" in report_json(state)["next"]

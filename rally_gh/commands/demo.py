@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from rally_gh import orchestrate
+from rally_gh import git, orchestrate
 from rally_gh.config import load_config_text
 from rally_gh.demo import DEMO_RUN_ID, EXPECTED, INTRO, build_demo
 from rally_gh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from rally_gh.progress import Progress, wants_live
-from rally_gh.report import report_markdown
+from rally_gh.report_text import write_report
 
 
 def run(keep: Path | None, stdout: TextIO, *, progress_stream: TextIO | None = None) -> int:
@@ -29,11 +29,13 @@ def run(keep: Path | None, stdout: TextIO, *, progress_stream: TextIO | None = N
         stdout.write(INTRO + f"Sample repository: {where}\n\n")
         stdout.flush()
         stream = progress_stream if progress_stream is not None else sys.stderr
-        progress = Progress(stream, wants_live(stream, os.environ))
+        progress = Progress(stream, wants_live(stream, os.environ), common_dir=git.common_dir(git.open_repo(root)),
+                            run_id=DEMO_RUN_ID)
         with progress:
             state = orchestrate.run(root, load_config_text(demo.rally_yml, "rally.yml"), DEMO_RUN_ID, None,
                                     time.time, dict(os.environ), progress.event)
-        stdout.write("\n" + report_markdown(state, marker=False))
+        stdout.write("\n")
+        write_report(state, stdout, marker=False)
         if keep is not None:
             stdout.write(f"\nThe repository is kept in {root}: try `git -C {root} log --all --oneline --graph` "
                          f"and `rally-gh report --run {DEMO_RUN_ID}` there.\n")

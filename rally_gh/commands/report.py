@@ -6,16 +6,24 @@ import json
 from pathlib import Path
 from typing import TextIO
 
+from rich.console import Console
+
 from rally_gh import git
 from rally_gh.errors import EXIT_OK, UsageError
 from rally_gh.report import report_json, report_markdown, step_complete_block
+from rally_gh.report_text import print_report, write_report
 from rally_gh.state import check_ref_component, load_state
 
 
-def run(cwd: Path, run_id: str, fmt: str, stdout: TextIO) -> int:
+def run(cwd: Path, run_id: str, fmt: str | None, stdout: TextIO) -> int:
+    """``fmt`` None: drawn for a person at a terminal, Markdown for anything else."""
     repo = git.open_repo(cwd, allow_bare=True)
     state = load_state(git.common_dir(repo), check_ref_component(run_id, "run id"))
-    if fmt == "json":
+    if fmt is None:
+        write_report(state, stdout)
+    elif fmt == "text":
+        print_report(state, Console(file=stdout))
+    elif fmt == "json":
         stdout.write(json.dumps(report_json(state), indent=2) + "\n")
     elif fmt == "step-complete":
         stdout.write(step_complete_block(state) + "\n")
@@ -27,5 +35,5 @@ def run(cwd: Path, run_id: str, fmt: str, stdout: TextIO) -> int:
         stdout.write(report_markdown(state))
     else:
         raise UsageError(f"report --format {fmt} is not supported by this version of rally-gh",
-                         hint="use md, json, step-complete or handoff")
+                         hint="use text, md, json, step-complete or handoff")
     return EXIT_OK

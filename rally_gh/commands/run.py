@@ -18,6 +18,7 @@ from rally_gh.config import Config, LoadedConfig
 from rally_gh.errors import RallyError, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from rally_gh.progress import Progress, wants_live
 from rally_gh.report import report_json, report_markdown, run_status
+from rally_gh.report_text import write_report
 from rally_gh import publish
 from rally_gh.github.endpoint import GitHubEndpoint, IssueNumber, run_marker
 from rally_gh.github.events import TEAMMATE_NAME, Trigger
@@ -110,7 +111,7 @@ def finish(repo: git.Repository, state: RunState, config: Config, environ: Mappi
     folder = runs_dir(git.common_dir(repo)) / state.run_id
     (folder / "report.md").write_text(markdown, encoding="utf-8")
     (folder / "report.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    stdout.write(markdown)
+    write_report(state, stdout)
     _record_history(repo, data, config, environ, push=github is not None)
     if github is not None:
         publish.publish_run(github[0], state, github[1], environ)
