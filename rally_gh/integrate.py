@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 from rally_gh import git
 from rally_gh.errors import ConflictError
@@ -333,6 +333,7 @@ class CommandRun:
     output_tail: str  # the last few kilobytes of standard output and error together
     exit_code: int | None = None  # None: could not be started, or stopped by the timeout
     duration_s: float = 0.0
+    log: Path | None = None  # where its whole output is kept
 
 
 @dataclass(frozen=True)
@@ -485,51 +486,88 @@ def _verify_env() -> dict[str, str]:
             and not any(m in k.upper() for m in _SECRET_MARKERS)}
 
 
-def run_commands(commands: Sequence[str], cwd: Path, timeout: float, *, tail_chars: int = 4000) -> list[CommandRun]:
+def run_commands(commands: Sequence[str], cwd: Path, timeout: float, *, tail_chars: int = 4000,
+                 log: Path | None = None) -> list[CommandRun]:
     """Run each command in ``cwd`` (all of them, so the report shows every
     failure). A command past ``timeout`` seconds is stopped with its whole
     process group and counts as failed. Standard input is empty; credentials in
-    the environment are withheld, since the code under test comes from agents."""
+    the environment are withheld, since the code under test comes from agents.
+
+    The output goes to ``log`` as it is written, each command under a ``$ command``
+    line and followed by how it ended, so that nothing of a failure is lost
+    however long it is; without a ``log`` it goes to a temporary file. Each
+    ``CommandRun`` keeps the last ``tail_chars`` of its own output."""
     runs: list[CommandRun] = []
-    for command in commands:
-        argv = ["/bin/sh", "-c", command] if _needs_shell(command) else shlex.split(command)
-        started = time.monotonic()
-        exit_code: int | None = None
-        try:
-            proc = subprocess.Popen(argv, cwd=cwd, env=_verify_env(), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        except OSError as err:
-            runs.append(CommandRun(command, False, f"could not start: {err}"))
-            continue
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-            passed, exit_code = proc.returncode == 0, proc.returncode
-            text = out.decode(errors="replace")
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-            passed = False
-            text = out.decode(errors="replace") + f"\n[rally-gh] stopped after {timeout:g}s"
-        except BaseException:  # interrupted (Ctrl-C, SIGTERM): the command's whole group goes too
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-        runs.append(CommandRun(command, passed, text[-tail_chars:], exit_code, round(time.monotonic() - started, 3)))
+    with contextlib.ExitStack() as stack:
+        if log is None:
+            out = stack.enter_context(tempfile.TemporaryFile())
+        else:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            out = stack.enter_context(open(log, "a+b"))
+        for command in commands:
+            runs.append(_run_command(command, cwd, timeout, out, tail_chars, log))
     return runs
 
 
+def _run_command(command: str, cwd: Path, timeout: float, out: IO[bytes], tail_chars: int,
+                 log: Path | None) -> CommandRun:
+    argv = ["/bin/sh", "-c", command] if _needs_shell(command) else shlex.split(command)
+    out.write(f"$ {command}\n".encode())
+    out.flush()
+    begins = out.tell()
+    started = time.monotonic()
+    exit_code: int | None = None
+
+    def ended(note: str) -> str:
+        """The command's own output (its last ``tail_chars``), then ``note`` after it in the log."""
+        out.seek(0, os.SEEK_END)
+        end = out.tell()
+        out.seek(max(begins, end - tail_chars))
+        text = out.read(end - out.tell()).decode(errors="replace")
+        out.write(f"{'' if not text or text.endswith(chr(10)) else chr(10)}[rally-gh] {note}\n\n".encode())
+        out.flush()
+        return text
+
+    try:
+        proc = subprocess.Popen(argv, cwd=cwd, env=_verify_env(), stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as err:
+        ended(f"could not start: {err}")
+        return CommandRun(command, False, f"could not start: {err}", log=log)
+    try:
+        exit_code = proc.wait(timeout=timeout)
+        passed = exit_code == 0
+        text = ended(f"exit {exit_code} after {time.monotonic() - started:.1f}s")
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        passed = False
+        text = ended(f"stopped after {timeout:g}s")
+        text = (text + ("" if not text or text.endswith("\n") else "\n") + f"[rally-gh] stopped after {timeout:g}s")
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): the command's whole group goes too
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    return CommandRun(command, passed, text[-tail_chars:], exit_code, round(time.monotonic() - started, 3), log)
+
+
 def verify_commit(repo: Repository, sha: Sha, commands: Sequence[str], timeout: float,
-                  scratch_root: Path | None = None) -> list[CommandRun]:
-    """Run ``commands`` in a scratch checkout of ``sha``, removed afterwards. Usable
-    as ``run_verify`` with ``lambda sha: verify_commit(repo, sha, commands, t)``."""
+                  scratch_root: Path | None = None, log: Path | None = None) -> list[CommandRun]:
+    """Run ``commands`` in a scratch checkout of ``sha``, removed afterwards, their
+    output kept in ``log``. Usable as ``run_verify`` with
+    ``lambda sha: verify_commit(repo, sha, commands, t)``."""
     parent = scratch_root or git.common_dir(repo) / "rally" / "verify"
     parent.mkdir(parents=True, exist_ok=True)
     holder = Path(tempfile.mkdtemp(prefix=f"{git.short(sha)}-", dir=parent))
     path = holder / "tree"  # a fresh name: the worktree is made by git, not found half made
     try:
         git.materialize(repo, sha, path)
-        return run_commands(commands, path, timeout)
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "ab") as fh:
+                fh.write(f"# commit {sha}, in a scratch checkout\n".encode())
+        return run_commands(commands, path, timeout, log=log)
     finally:
         git.dematerialize(repo, path)
         holder.rmdir()

@@ -42,7 +42,9 @@ from rally_gh.state import (
     integration_branch,
     list_runs,
     load_state,
+    new_verify_log,
     pid_alive,
+    run_dir,
     runs_dir,
     save_state,
     state_path,
@@ -736,8 +738,10 @@ class _Orchestra:
         elif not files:
             outcome, reason = "no_changes", "the agent finished without changing any file"
         else:
-            runs = integrate.run_commands(t.verify, Path(record.worktree or ""), 2 * self.config.timeout_of(t))
-            verify = tuple(_verify_result(r) for r in runs)
+            log = new_verify_log(self.ledger.common, self.run_id, t.name) if t.verify else None
+            runs = integrate.run_commands(t.verify, Path(record.worktree or ""), 2 * self.config.timeout_of(t),
+                                          log=log)
+            verify = tuple(self._verify_result(r) for r in runs)
             failed = [v for v in verify if not v.passed]
             missing = [p for p in t.done_when if p not in files or git.read_blob(repo, head, p) is None]
             if failed:
@@ -805,13 +809,21 @@ class _Orchestra:
         if result.applied and self.config.merge.verify:
             self.emit("", "phase", "verify")
             commands, timeout = self.config.merge.verify, self.config.defaults.timeout
-            checked = integrate.verify_and_bisect(
-                repo, iplan, result, lambda sha: integrate.verify_commit(repo, sha, commands, timeout))
+
+            def run_verify(sha: git.Sha) -> list[integrate.CommandRun]:
+                log = new_verify_log(self.ledger.common, self.run_id, f"merge-{git.short(sha)}")
+                return integrate.verify_commit(repo, sha, commands, timeout, log=log)
+
+            checked = integrate.verify_and_bisect(repo, iplan, result, run_verify)
             result = checked.result
             final = [r for r in checked.runs if r.sha == result.tip] or list(checked.runs[-1:])
-            verification = tuple(_verify_result(c) for r in final for c in r.commands)
+            verification = tuple(self._verify_result(c) for r in final for c in r.commands)
+            blamed = _blamed_runs(checked.runs, checked.culprits)
             self.ledger.update_run(verify_runs=tuple(
-                VerifyRunRecord(sha=r.sha, teammates=r.teammates, passed=r.passed) for r in checked.runs))
+                VerifyRunRecord(sha=r.sha, teammates=r.teammates, passed=r.passed,
+                                commands=tuple(self._verify_result(c) for c in r.commands),
+                                blamed=tuple(n for n in checked.culprits if blamed.get(n) == i))
+                for i, r in enumerate(checked.runs)))
             if checked.base_fails:
                 self.ledger.update_run(problems=(*self.ledger.state.problems,
                                                  "merge.verify fails on the base commit itself: nobody was blamed"))
@@ -885,6 +897,12 @@ class _Orchestra:
         iplan = integrate.plan_integration(repo, onto or git.Sha(self.ledger.state.base_sha), branches)
         return iplan, integrate.integrate(repo, iplan, on_conflict)
 
+    def _verify_result(self, run: integrate.CommandRun) -> VerifyResult:
+        folder = run_dir(self.ledger.common, self.run_id)
+        log = str(run.log.relative_to(folder)) if run.log is not None and run.log.is_relative_to(folder) else None
+        return VerifyResult(command=run.command, passed=run.passed, exit_code=run.exit_code,
+                            duration_s=run.duration_s, output_tail=run.output_tail[-VERIFY_OUTPUT_TAIL:], log=log)
+
     def _conflict_causes(self, repo: git.Repository,
                          result: integrate.IntegrationResult) -> dict[str, tuple[ConflictCause, ...]]:
         started = git.Sha(self.ledger.state.base_sha)
@@ -934,9 +952,16 @@ def _paths_it_does_not_own(violations: Sequence[Violation]) -> str:
         f" and {len(paths) - 5} more" if len(paths) > 5 else "")
 
 
-def _verify_result(run: integrate.CommandRun) -> VerifyResult:
-    return VerifyResult(command=run.command, passed=run.passed, exit_code=run.exit_code, duration_s=run.duration_s,
-                        output_tail=run.output_tail[-VERIFY_OUTPUT_TAIL:])
+def _blamed_runs(runs: Sequence[integrate.VerifyRun], culprits: Sequence[str]) -> dict[str, int]:
+    """For each teammate dropped by merge.verify, the run whose failure shows why: the one
+    that failed once its work was added (bisection's answer), else the last failing run holding it."""
+    found: dict[str, int] = {}
+    for name in culprits:
+        failing = [i for i, r in enumerate(runs) if not r.passed and name in r.teammates]
+        added = [i for i in failing if runs[i].teammates[-1] == name]
+        if added or failing:
+            found[name] = (added or failing)[-1]
+    return found
 
 
 def _first_line(text: str) -> str:

@@ -338,6 +338,7 @@ def report_markdown(state: RunState, *, marker: bool = True) -> str:
         out += ["", f"merge.verify ran {len(state.verify_runs)} times to find whose work breaks it:", ""]
         out += [f"- `{r.sha[:10]}` ({', '.join(r.teammates) or 'the base'}): {'passed' if r.passed else 'failed'}"
                 for r in state.verify_runs]
+    out += _verify_failures(state)
 
     out += ["", "### Conflicts", ""]
     if state.conflicts:
@@ -366,6 +367,42 @@ def report_markdown(state: RunState, *, marker: bool = True) -> str:
 
     out += ["", "### Next step", "", data["next"], "", step_complete_block(state)]
     return "\n".join(out) + "\n"
+
+
+VERIFY_TAIL_LINES = 20
+_TAIL_LINE_CHARS = 300
+
+
+def _verify_failures(state: RunState) -> list[str]:
+    """The last lines of every failing verify that decided an outcome: each teammate's own,
+    the merge.verify run that dropped a teammate, and the final integration's."""
+    failures = [(f"**{t.name}**: `{v.command}` failed", v) for t in state.teammates for v in t.verify if not v.passed]
+    for r in state.verify_runs:
+        for name in r.blamed:
+            failures += [(f"**{name}** dropped from the integration: merge.verify `{v.command}` failed on "
+                          f"`{r.sha[:10]}`, holding the work of {', '.join(r.teammates)}", v)
+                         for v in r.commands if not v.passed]
+    failures += [(f"**integration**: merge.verify `{v.command}` failed", v) for v in state.verification if not v.passed]
+    out: list[str] = []
+    for title, v in failures:
+        lines = [line[:_TAIL_LINE_CHARS] for line in v.output_tail.splitlines()[-VERIFY_TAIL_LINES:]]
+        where = f" (all of it in `.git/rally/runs/{state.run_id}/{v.log}`)" if v.log else ""
+        if not lines:
+            out += ["", f"{title}, with no output{where}."]
+            continue
+        fence = "`" * max(3, _longest_backtick_run(lines) + 1)
+        out += ["", f"{title}. The last lines{where}:", "", f"{fence}text", *lines, fence]
+    return out
+
+
+def _longest_backtick_run(lines: Sequence[str]) -> int:
+    longest = 0
+    for line in lines:
+        run = 0
+        for ch in line:
+            run = run + 1 if ch == "`" else 0
+            longest = max(longest, run)
+    return longest
 
 
 def step_complete_block(state: RunState) -> str:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,6 +55,7 @@ class VerifyResult(_Record):
     exit_code: int | None = None  # None: could not be started, or stopped by a timeout
     duration_s: float = 0.0
     output_tail: str = ""  # the last lines of its output, for the report
+    log: str | None = None  # its whole output: a file in the run's folder (verify/NN-<label>.log)
 
 
 class VerifyRunRecord(_Record):
@@ -62,6 +64,8 @@ class VerifyRunRecord(_Record):
     sha: str
     teammates: tuple[str, ...]  # whose work that commit holds
     passed: bool
+    commands: tuple[VerifyResult, ...] = ()
+    blamed: tuple[str, ...] = ()  # the teammates dropped from the integration because this run failed
 
 
 class Violation(_Record):
@@ -253,7 +257,33 @@ def runs_dir(common_dir: Path) -> Path:
 
 
 def state_path(common_dir: Path, run_id: str) -> Path:
-    return runs_dir(common_dir) / check_ref_component(run_id, "run id") / STATE_FILE
+    return run_dir(common_dir, run_id) / STATE_FILE
+
+
+def run_dir(common_dir: Path, run_id: str) -> Path:
+    """The folder of one run: its state, and every file kept with it."""
+    return runs_dir(common_dir) / check_ref_component(run_id, "run id")
+
+
+VERIFY_LOGS = "verify"
+_log_lock = threading.Lock()
+
+
+def new_verify_log(common_dir: Path, run_id: str, label: str) -> Path:
+    """A new, empty file for one verify run's output, ``verify/NN-<label>.log`` in the
+    run's folder, numbered in the order they ran (a resumed run goes on counting)."""
+    folder = run_dir(common_dir, run_id) / VERIFY_LOGS
+    with _log_lock:  # teammates verify in threads of their own
+        folder.mkdir(parents=True, exist_ok=True)
+        taken = [int(m.group(1)) for p in folder.iterdir() if (m := re.match(r"(\d+)-", p.name))]
+        number = max(taken, default=0) + 1
+        while True:
+            path = folder / f"{number:02d}-{check_ref_component(label, 'log label')}.log"
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                return path
+            except FileExistsError:  # another process of the same run (never ours: the lock)
+                number += 1
 
 
 def save_state(common_dir: Path, state: RunState) -> Path:

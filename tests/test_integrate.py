@@ -477,6 +477,18 @@ def test_run_commands_with_and_without_a_shell(tmp_path: Path) -> None:
     assert "stopped after" in runs[3].output_tail
 
 
+def test_run_commands_keep_all_of_the_output_in_the_log_and_its_tail_in_the_result(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "01-x.log"
+    long_one, quiet, slow = run_commands(["seq 1 5000", "true", "sh -c 'echo started; sleep 5'"], tmp_path,
+                                         timeout=0.5, tail_chars=100, log=log)
+    assert long_one.log == log and long_one.output_tail.endswith("4999\n5000\n") and len(long_one.output_tail) == 100
+    assert quiet.output_tail == "" and slow.output_tail == "started\n[rally-gh] stopped after 0.5s"
+    text = log.read_text()
+    assert text.startswith("$ seq 1 5000\n1\n2\n3\n") and "\n5000\n[rally-gh] exit 0 after " in text
+    assert "$ true\n[rally-gh] exit 0 after " in text
+    assert text.endswith("$ sh -c 'echo started; sleep 5'\nstarted\n[rally-gh] stopped after 0.5s\n\n")
+
+
 def test_verify_commands_cannot_reach_the_workflow_or_its_credentials(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY", "GITHUB_TOKEN",

@@ -403,6 +403,64 @@ def test_a_failed_or_timed_out_teammates_branch_is_checked_and_its_violations_re
     assert state.integrated == ("api",)  # type: ignore[attr-defined]
 
 
+def test_every_verify_runs_output_is_kept_and_the_report_shows_the_failing_tail(tmp_path: Path) -> None:
+    from rally_gh.report import report_markdown
+
+    checks = tmp_path / "checks"
+    checks.mkdir()
+    (checks / "merge.sh").write_text('if [ -e src/b/BROKEN ]; then\n  for i in $(seq 1 60); do echo "merge line $i"; done\n'
+                                     '  echo "FAILED tests/test_b.py::test_it - AssertionError"; exit 1\nfi\necho ok\n')
+    (checks / "c.sh").write_text('for i in $(seq 1 30); do echo "c line $i"; done\necho "c: 1 failed" >&2; exit 2\n')
+    rally_yml = textwrap.dedent(f"""\
+        version: 1
+        team: t
+        defaults: {{timeout: 10s, retries: 0}}
+        merge: {{order: listed, verify: ["sh {checks / 'merge.sh'}"]}}
+        teammates:
+          - name: a
+            exclusive_write: ["src/a/**"]
+            agent: {{preset: command, command: [sh, -c, "mkdir -p src/a && echo a > src/a/x"]}}
+            verify: ["test -f src/a/x"]
+          - name: b
+            exclusive_write: ["src/b/**"]
+            agent: {{preset: command, command: [sh, -c, "mkdir -p src/b && echo b > src/b/BROKEN"]}}
+          - name: c
+            exclusive_write: ["src/c/**"]
+            agent: {{preset: command, command: [sh, -c, "mkdir -p src/c && echo c > src/c/x"]}}
+            verify: ["sh {checks / 'c.sh'}"]
+        """)
+    repo = _repo(tmp_path, rally_yml)
+    state = _run(repo, rally_yml)
+    outcomes = {t.name: t.outcome for t in state.teammates}  # type: ignore[attr-defined]
+    assert outcomes == {"a": "done", "b": "unverified", "c": "unverified"}
+
+    # Every verify run, teammates' and merge.verify's bisection steps alike, has its whole output in the run's folder.
+    folder = git.common_dir(git.open_repo(repo)) / "rally" / "runs" / "r1"
+    logs = sorted(p.name for p in (folder / "verify").iterdir())
+    runs = state.verify_runs  # type: ignore[attr-defined]
+    assert len(logs) == 2 + len(runs) and len(runs) >= 2
+    assert {"a", "c"} == {name.split("-", 1)[1][:-4] for name in logs if "merge" not in name}
+    c_verify = state.teammate("c").verify[0]  # type: ignore[attr-defined]
+    c_log = (folder / c_verify.log).read_text()
+    assert c_log.startswith(f"$ sh {checks / 'c.sh'}\nc line 1\n") and "c: 1 failed\n[rally-gh] exit 2" in c_log
+    [blaming] = [r for r in runs if r.blamed]
+    assert blaming.blamed == ("b",) and not blaming.passed and blaming.teammates[-1] == "b"
+    merge_log = (folder / blaming.commands[0].log).read_text()
+    assert "merge line 1\n" in merge_log and "FAILED tests/test_b.py::test_it" in merge_log
+    assert all(c.log for r in runs for c in r.commands)
+
+    text = report_markdown(state)  # type: ignore[arg-type]
+    assert (f"**b** dropped from the integration: merge.verify `sh {checks / 'merge.sh'}` failed on "
+            f"`{blaming.sha[:10]}`, holding the work of a, b. The last lines (all of it in "
+            f"`.git/rally/runs/r1/{blaming.commands[0].log}`):") in text
+    assert "FAILED tests/test_b.py::test_it - AssertionError\n```" in text
+    assert "merge line 42\n" in text and "merge line 41\n" not in text  # the last 20 lines only
+    assert f"**c**: `sh {checks / 'c.sh'}` failed. The last lines (all of it in `.git/rally/runs/r1/{c_verify.log}`)" \
+        in text
+    assert "c line 30\nc: 1 failed\n```" in text and "c line 10\n" not in text
+    assert "**a**:" not in text  # a passing verify shows no output
+
+
 def test_a_dry_run_prints_the_plan(tmp_path: Path) -> None:
     from rally_gh.commands import run as run_cmd
 

@@ -159,3 +159,17 @@ def test_the_report_command_reads_run_json(tmp_path: Path) -> None:
         out = io.StringIO()
         assert report_cmd.run(repo, "r1", fmt, out) == 0
         assert expected in out.getvalue()
+
+
+def test_a_failing_verify_shows_its_last_lines_fenced_whatever_they_hold() -> None:
+    tricky = "\n".join(f"line {i}" for i in range(30)) + "\n```not the end```\n" + "x" * 1000
+    state = finished(
+        rec("api", "unverified", verify=(VerifyResult(command="pytest", passed=False, exit_code=1,
+                                                      output_tail=tricky, log="verify/01-api.log"),)),
+        rec("web", "unverified", verify=(VerifyResult(command="make", passed=False),)))
+    text = report_markdown(state)
+    assert "**api**: `pytest` failed. The last lines (all of it in `.git/rally/runs/r1/verify/01-api.log`):" in text
+    block = text.split("verify/01-api.log`):\n\n", 1)[1]
+    assert block.startswith("````text\nline 12\n") and "line 11" not in block
+    assert "```not the end```\n" + "x" * 300 + "\n````\n" in block  # a longer fence; a long line cut
+    assert "**web**: `make` failed, with no output." in text

@@ -13,6 +13,7 @@ from rally_gh.state import (
     list_runs,
     load_state,
     new_run_id,
+    new_verify_log,
     save_state,
     state_path,
 )
@@ -82,3 +83,14 @@ def test_run_ids_come_from_the_issue_and_ci_run_else_the_time() -> None:
     assert new_run_id(42, None, clock) == "issue-42-20260101-000000"
     assert new_run_id(None, None, clock) == "20260101-000000"
     assert new_run_id(None, "a/b c", clock) == "a-b-c"
+
+
+def test_verify_logs_are_numbered_in_the_order_they_ran_even_from_threads(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda i: new_verify_log(tmp_path, "r1", f"t{i}"), range(16)))
+    folder = tmp_path / "rally" / "runs" / "r1" / "verify"
+    assert sorted(int(p.name.split("-")[0]) for p in made) == list(range(1, 17))
+    assert all(p.parent == folder and p.read_bytes() == b"" for p in made)
+    assert new_verify_log(tmp_path, "r1", "merge-abc").name == "17-merge-abc.log"  # a resumed run goes on counting
