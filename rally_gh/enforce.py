@@ -319,10 +319,12 @@ def check_commits(repo: git.Repository, loaded: LoadedConfig, teammate: str,
     return CheckResult(teammate, len(commits), tuple(violations))
 
 
-def check_staged(repo: git.Repository, loaded: LoadedConfig, teammate: str) -> CheckResult:
-    """Violations in what committing the index now would write."""
+def check_staged(repo: git.Repository, loaded: LoadedConfig, teammate: str,
+                 index_file: str | None = None) -> CheckResult:
+    """Violations in what committing the index now would write. ``index_file``:
+    the index git names to its hooks in GIT_INDEX_FILE (see git.staged_index)."""
     ownership = Ownership.from_config(loaded.config)
-    changes = git.staged_changes(repo)
+    changes = git.staged_changes(repo, index_file)
     violations = violations_in(repo, changes, teammate, loaded, ownership, None, _staged_names(repo, changes))
     return CheckResult(teammate, 0, tuple(violations))
 

@@ -132,14 +132,23 @@ def owner_of(names: tuple[str, ...], rows: tuple[Row, ...], path: str) -> str | 
 # --- Git, without subprocess -----------------------------------------------
 
 
-_GIT_ENV = {**os.environ, "GIT_LITERAL_PATHSPECS": "1"}  # a directory named ':(glob)*' is just a name
+def _git_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of the gits started here: this process's, with the index
+    that ``environ`` (the hook's environment) names. `git commit -a`, `--only`,
+    `--include` and `git commit PATH` build the commit in a temporary index and
+    name it in GIT_INDEX_FILE; without it, the repository's own index."""
+    env = {k: v for k, v in os.environ.items() if k != "GIT_INDEX_FILE"}
+    if environ.get("GIT_INDEX_FILE"):
+        env["GIT_INDEX_FILE"] = environ["GIT_INDEX_FILE"]
+    env["GIT_LITERAL_PATHSPECS"] = "1"  # a directory named ':(glob)*' is just a name
+    return env
 
 
-def _spawn(args: list[str]) -> tuple[int, int]:
+def _spawn(args: list[str], env: dict[str, str]) -> tuple[int, int]:
     """Start ``git args`` with stdout to a pipe and stderr to /dev/null; (pid, read end)."""
     read_end, write_end = os.pipe()
     try:
-        pid = os.posix_spawnp("git", ["git", *args], _GIT_ENV, file_actions=[
+        pid = os.posix_spawnp("git", ["git", *args], env, file_actions=[
             (os.POSIX_SPAWN_DUP2, write_end, 1),
             (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
             (os.POSIX_SPAWN_CLOSE, read_end),
@@ -229,14 +238,15 @@ def is_clean(environ: Mapping[str, str]) -> bool:
     gitdir, common = dirs
     if any(os.path.exists(os.path.join(gitdir, name)) for name in _IN_PROGRESS):
         return False  # the full path knows whose branch is being merged, rebased or picked
+    env = _git_env(environ)
     # The slow one first; the others finish on another core meanwhile.
-    diff = _spawn(["diff-index", "--cached", "-z", "--no-renames", "--raw", "HEAD"])
-    listed = _spawn(["ls-tree", "--full-tree", "-z", "HEAD", "--", *MAP_FILES])
+    diff = _spawn(["diff-index", "--cached", "-z", "--no-renames", "--raw", "HEAD"], env)
+    listed = _spawn(["ls-tree", "--full-tree", "-z", "HEAD", "--", *MAP_FILES], env)
     teammate = environ.get("RALLY_TEAMMATE") or None
     branch = _head_branch(gitdir) or environ.get("GITHUB_HEAD_REF")
     # `git config` only when the branch cannot name the teammate (<prefix>/<run>/<teammate>).
     maybe_named = branch is not None and branch.removeprefix("refs/heads/").count("/") >= 2
-    configured = None if teammate or maybe_named else _spawn(["config", "--get", "rally.teammate"])
+    configured = None if teammate or maybe_named else _spawn(["config", "--get", "rally.teammate"], env)
     listing, raw = _collect(listed), _collect(diff)
     configured_name = None if configured is None else _collect(configured)
     if not listing or raw is None:
@@ -256,7 +266,7 @@ def is_clean(environ: Mapping[str, str]) -> bool:
     if teammate is None:
         teammate = branch_teammate(branch, prefix)
     if teammate is None and configured is None:
-        configured_name = _collect(_spawn(["config", "--get", "rally.teammate"]))
+        configured_name = _collect(_spawn(["config", "--get", "rally.teammate"], env))
     if teammate is None and configured_name:
         teammate = _text(configured_name).strip() or None
     if teammate is None:
@@ -274,7 +284,7 @@ def is_clean(environ: Mapping[str, str]) -> bool:
             return False
         if status == "A":
             added.append(path)
-    return not added or _no_collisions(added)
+    return not added or _no_collisions(added, env)
 
 
 def _fold(name: str) -> str:
@@ -283,12 +293,13 @@ def _fold(name: str) -> str:
     return unicodedata.normalize("NFC", name).casefold()
 
 
-def _no_collisions(added: list[str]) -> bool:
+def _no_collisions(added: list[str], env: dict[str, str]) -> bool:
     """True when no added path, nor any directory above it, equals a sibling in
     HEAD's tree (or another added path) by case or Unicode normalization."""
     dirs = sorted({"/".join(p.split("/")[:i]) for p in added for i in range(1, p.count("/") + 1)})
-    root = _spawn(["ls-tree", "--full-tree", "-z", "--name-only", "HEAD"])
-    inner = _spawn(["ls-tree", "--full-tree", "-z", "--name-only", "HEAD", "--", *(d + "/" for d in dirs)]) if dirs else None
+    root = _spawn(["ls-tree", "--full-tree", "-z", "--name-only", "HEAD"], env)
+    inner = _spawn(["ls-tree", "--full-tree", "-z", "--name-only", "HEAD", "--", *(d + "/" for d in dirs)],
+                   env) if dirs else None
     root_names, inner_names = _collect(root), b"" if inner is None else _collect(inner)
     if root_names is None or inner_names is None:
         return False

@@ -239,10 +239,33 @@ def _tree_or_empty(repo: Repository, commit: Commit | None) -> Tree:
     return commit.tree
 
 
-def staged_changes(repo: Repository) -> list[Change]:
-    """What committing the index now would write, against HEAD (renames as delete + add)."""
-    index = repo.index
-    index.read(False)
+def staged_index(repo: Repository, index_file: str | None = None) -> pygit2.Index:
+    """The index a commit is being made from: ``index_file`` when given, else the
+    repository's own.
+
+    git names the index to a hook in ``GIT_INDEX_FILE``: `git commit -a`,
+    `--include`, `--only` and `git commit PATH` build the commit in a temporary
+    index, and the real one may hold something else entirely. A relative name is
+    relative to the top of the work tree, as for git itself."""
+    if index_file is None:
+        index: pygit2.Index = repo.index
+        index.read(False)
+        return index
+    path = Path(index_file)
+    if not path.is_absolute() and repo.workdir is not None:
+        path = Path(repo.workdir) / path
+    if not path.is_file():
+        raise GitError(
+            f"GIT_INDEX_FILE names {index_file}, which is not a file",
+            hint="run the check from `git commit` (which sets it), or unset GIT_INDEX_FILE to check the index itself",
+        )
+    return pygit2.Index(str(path))
+
+
+def staged_changes(repo: Repository, index_file: str | None = None) -> list[Change]:
+    """What committing the index now would write, against HEAD (renames as delete +
+    add). ``index_file``: the index git names in GIT_INDEX_FILE (see staged_index)."""
+    index = staged_index(repo, index_file)
     if index.conflicts is not None:
         paths = sorted({(c[0] or c[1] or c[2]).path for c in index.conflicts if any(c)})
         raise GitError(
@@ -250,11 +273,9 @@ def staged_changes(repo: Repository) -> list[Change]:
             hint="resolve them and `git add` the files before committing",
         )
     head = None if repo.head_is_unborn else repo.head.peel(Commit)
-    diff = index.diff_to_tree(_tree_or_empty(repo, head))
-    # diff_to_tree diffs the tree (old) to the index (new), as `git diff --cached`.
-    return _changes_of(diff)
-
-
+    # The tree (old) to the index (new), as `git diff --cached`; from the tree's side
+    # because an index opened from a file knows no repository.
+    return _changes_of(_tree_or_empty(repo, head).diff_to_index(index))
 
 
 def commit_changes(repo: Repository, commit: Commit, cache: TreeCache | None = None) -> list[Change]:
@@ -331,10 +352,9 @@ def blob_text(repo: Repository, blob_id: str, limit: int = 4096) -> bytes:
     return bytes(repo[blob_id].read_raw()[:limit])
 
 
-def read_index_blob(repo: Repository, path: str) -> bytes | None:
+def read_index_blob(repo: Repository, path: str, index_file: str | None = None) -> bytes | None:
     """The staged bytes of ``path``, or None when the index has no such file."""
-    index = repo.index
-    index.read(False)
+    index = staged_index(repo, index_file)
     try:
         entry = index[path]
     except KeyError:

@@ -44,29 +44,31 @@ def pre_commit(repo: git.Repository, config_path: str | None, environ: Mapping[s
     from rally_gh.enforce import check_staged, map_at, who_is_writing
 
     operation = git.in_progress_operation(repo)
+    # `git commit -a`, `--only`, `--include` and `git commit PATH` commit a temporary index.
+    index_file = environ.get("GIT_INDEX_FILE") or None
     loaded = None if git.head_sha(repo) is None else map_at(repo, "HEAD", config_path)
     if loaded is not None and config_path is None:
         _remember_map(repo, loaded)
     if loaded is None:
         note = "no ownership map committed at HEAD yet: nothing to enforce"
-        return HookOutcome(None, "nobody", None, _staged_map_problems(repo, config_path), note)
+        return HookOutcome(None, "nobody", None, _staged_map_problems(repo, config_path, index_file), note)
     teammate, source = who_is_writing(repo, loaded, None, environ)
     if teammate is None:
-        return HookOutcome(None, source, None, _staged_map_problems(repo, config_path))
-    result = check_staged(repo, loaded, teammate)
+        return HookOutcome(None, source, None, _staged_map_problems(repo, config_path, index_file))
+    result = check_staged(repo, loaded, teammate, index_file)
     if operation == "merge":
-        result = _without_merged_in(repo, result)
+        result = _without_merged_in(repo, result, index_file)
     return HookOutcome(teammate, source, result)
 
 
-def _without_merged_in(repo: git.Repository, result: CheckResult) -> CheckResult:
+def _without_merged_in(repo: git.Repository, result: CheckResult, index_file: str | None) -> CheckResult:
     """During a merge, a staged path identical to the merged-in side was written by
     that side's commits (checked on their own), not by this commit."""
     from rally_gh import git
     from rally_gh.enforce import CheckResult
 
     theirs = git.merge_head_shas(repo)
-    index = repo.index
+    index = git.staged_index(repo, index_file)
 
     def taken_from_them(path: str) -> bool:
         try:
@@ -79,18 +81,19 @@ def _without_merged_in(repo: git.Repository, result: CheckResult) -> CheckResult
     return CheckResult(result.teammate, result.commits_checked, kept)
 
 
-def _staged_map_problems(repo: git.Repository, config_path: str | None) -> tuple[Problem, ...]:
+def _staged_map_problems(repo: git.Repository, config_path: str | None,
+                         index_file: str | None) -> tuple[Problem, ...]:
     """With no teammate writing, the hook only validates a staged ownership map."""
     from rally_gh import git
     from rally_gh.config import Problem, load_config_text
     from rally_gh.errors import ConfigError
     from rally_gh.validation import validate_map
 
-    staged = {c.path for c in git.staged_changes(repo) if c.status != "deleted"}
+    staged = {c.path for c in git.staged_changes(repo, index_file) if c.status != "deleted"}
     for name in (config_path,) if config_path else MAP_FILES:
         if name not in staged:
             continue
-        data = git.read_index_blob(repo, name)
+        data = git.read_index_blob(repo, name, index_file)
         if data is None:
             continue
         try:

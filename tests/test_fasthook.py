@@ -152,6 +152,24 @@ def test_the_installed_hook_becomes_the_full_path_when_rally_gh_moved(hooked: Pa
     assert proc.returncode != 0 and "owned by web" in proc.stdout
 
 
+def test_the_index_is_the_one_git_names_in_git_index_file(hooked: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`git commit -a` and `git commit PATH` commit a temporary index: the fast path
+    judges that one, whatever the repository's own index holds."""
+    monkeypatch.chdir(hooked)
+    temporary = hooked / ".git" / "next-index-test.lock"
+    in_temporary = {"GIT_INDEX_FILE": str(temporary)}
+    git(hooked, "read-tree", "HEAD", env=in_temporary)
+    (hooked / "src/web/app.js").write_text("not mine\n")
+    git(hooked, "add", "src/web/app.js", env=in_temporary)
+    assert fasthook.is_clean({}) is True  # the real index is clean
+    assert fasthook.is_clean(in_temporary) is False
+    assert fasthook.is_clean({"GIT_INDEX_FILE": ".git/next-index-test.lock"}) is False  # relative to the top
+    git(hooked, "read-tree", "HEAD", env=in_temporary)
+    git(hooked, "add", "src/web/app.js")  # now only the real index writes outside api's paths
+    assert fasthook.is_clean(in_temporary) is True
+    assert fasthook.is_clean({}) is False
+
+
 def test_map_files_are_the_config_candidates() -> None:
     from rally_gh.config import CONFIG_CANDIDATES
 

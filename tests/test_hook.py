@@ -214,3 +214,67 @@ def test_during_a_rebase_the_branch_being_rebased_names_the_teammate(hooked: Pat
     stage(hooked, {"src/api/app.py": "resolved\n", "src/web/app.js": "sneaked in\n"})
     proc = git_commit(hooked, "resolve")
     assert proc.returncode != 0 and "src/web/app.js: api modified it, but it is owned by web" in proc.stdout
+
+
+# --- Commits that hand the hook a temporary index (GIT_INDEX_FILE) ----------
+#
+# `git commit -a`, `--only`, `--include` and `git commit PATH` build the commit in
+# a temporary index and name it to the hook in GIT_INDEX_FILE; the real index
+# may say something else entirely.
+
+COMMIT_FORMS = {
+    "-a": lambda path: ["-a"],
+    "--only": lambda path: ["--only", path],
+    "--include": lambda path: ["--include", path],
+    "PATH": lambda path: ["--", path],
+    "--amend -a": lambda path: ["--amend", "-a"],
+    "--amend PATH": lambda path: ["--amend", "--", path],
+}
+
+
+def git_commit_with(d: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "commit", "-q", "-m", "change", *args], cwd=d, env=git_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+
+
+@pytest.fixture
+def api_branch(hooked: Path) -> Path:
+    git(hooked, "checkout", "-q", "-b", "rally/r1/api")
+    stage(hooked, {"src/api/app.py": "warm the fast path's table\n"})
+    assert git_commit(hooked).returncode == 0
+    return hooked
+
+
+@pytest.mark.parametrize("form", COMMIT_FORMS)
+def test_a_commit_from_a_temporary_index_is_refused_outside_the_teammates_paths(api_branch: Path, form: str) -> None:
+    (api_branch / "src/web/app.js").write_text("written but not staged\n")
+    head = git(api_branch, "rev-parse", "HEAD")
+    proc = git_commit_with(api_branch, COMMIT_FORMS[form]("src/web/app.js"))
+    assert proc.returncode != 0, proc.stdout
+    assert "src/web/app.js: api modified it, but it is owned by web" in proc.stdout
+    assert git(api_branch, "rev-parse", "HEAD") == head
+
+
+@pytest.mark.parametrize("form", COMMIT_FORMS)
+def test_a_commit_from_a_temporary_index_is_accepted_inside_the_teammates_paths(api_branch: Path, form: str) -> None:
+    (api_branch / "src/api/app.py").write_text("written but not staged\n")
+    proc = git_commit_with(api_branch, COMMIT_FORMS[form]("src/api/app.py"))
+    assert proc.returncode == 0, proc.stdout
+    assert git(api_branch, "show", "HEAD:src/api/app.py") == "written but not staged\n"
+
+
+def test_a_partial_commit_is_judged_by_what_it_commits_not_by_the_whole_index(api_branch: Path) -> None:
+    """`git commit PATH` leaves what else is staged out of the commit, so it is no write."""
+    stage(api_branch, {"src/web/app.js": "staged, not committed\n"})
+    (api_branch / "src/api/app.py").write_text("committed\n")
+    proc = git_commit_with(api_branch, ["--", "src/api/app.py"])
+    assert proc.returncode == 0, proc.stdout
+    assert git(api_branch, "show", "--name-only", "--format=", "HEAD").split() == ["src/api/app.py"]
+
+
+def test_an_index_file_that_is_not_there_is_a_clear_error(hooked: Path) -> None:
+    git(hooked, "checkout", "-q", "-b", "rally/r1/api")
+    env = git_env({"GIT_INDEX_FILE": "no/such/index"})
+    proc = subprocess.run([*RALLY_CLI, "hook", "pre-commit"], cwd=hooked, env=env, capture_output=True, text=True)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "GIT_INDEX_FILE names no/such/index, which is not a file" in proc.stderr
