@@ -322,7 +322,7 @@ def check_commits(repo: git.Repository, loaded: LoadedConfig, teammate: str,
 def check_staged(repo: git.Repository, loaded: LoadedConfig, teammate: str,
                  index_file: str | None = None) -> CheckResult:
     """Violations in what committing the index now would write. ``index_file``:
-    the index git names to its hooks in GIT_INDEX_FILE (see git.staged_index)."""
+    the index git names to its hooks in GIT_INDEX_FILE (see git.StagedIndex)."""
     ownership = Ownership.from_config(loaded.config)
     changes = git.staged_changes(repo, index_file)
     violations = violations_in(repo, changes, teammate, loaded, ownership, None, _staged_names(repo, changes))

@@ -68,14 +68,10 @@ def _without_merged_in(repo: git.Repository, result: CheckResult, index_file: st
     from rally_gh.enforce import CheckResult
 
     theirs = git.merge_head_shas(repo)
-    index = git.staged_index(repo, index_file)
+    staged = git.StagedIndex.of(repo, index_file).entries()
 
     def taken_from_them(path: str) -> bool:
-        try:
-            staged = (str(index[path].id), int(index[path].mode))
-        except KeyError:
-            staged = None
-        return any(git.entry_at(repo, sha, path) == staged for sha in theirs)
+        return any(git.entry_at(repo, sha, path) == staged.get(path) for sha in theirs)
 
     kept = tuple(v for v in result.violations if not taken_from_them(v.path))
     return CheckResult(result.teammate, result.commits_checked, kept)
