@@ -53,4 +53,36 @@ def hostile_reason(path: str) -> str | None:
             return "has a '..' segment"
         if seg.casefold() == ".git":
             return "has a '.git' segment"
+        if is_dotgit_elsewhere(seg):
+            return f"has a segment that is '.git' on Windows or macOS ({seg!r})"
     return None
+
+
+# What macOS's HFS+ leaves out of a name when it compares two (git's
+# next_hfs_char in utf8.c): zero-width joiners, direction marks and the BOM.
+HFS_IGNORED = frozenset("\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                        "\u206a\u206b\u206c\u206d\u206e\u206f\ufeff")
+
+
+def is_dotgit_elsewhere(segment: str) -> bool:
+    """True when a path segment other than '.git' itself names the git directory
+    on a filesystem git runs on, as `git fsck` judges it (``hasDotgit``):
+
+    - NTFS (git's is_ntfs_dotgit in path.c): '.git' or its 8.3 short name
+      'git~1', in any case, then only spaces and dots (which Windows drops),
+      up to the end or a ':' (an alternate data stream); a '\\' separates
+      directories there, so what follows each one counts too;
+    - HFS+ (git's is_hfs_dotgit in utf8.c): '.git' in any case once the code
+      points HFS+ ignores are taken out ('.g\u200cit', '\ufeff.git').
+    """
+    if "g" not in segment and "G" not in segment:
+        return False  # most names: every form below has a 'g'
+    for part in segment.split("\\"):
+        folded = part.lower()
+        for name in (".git", "git~1"):
+            if folded.startswith(name) and not folded[len(name):].partition(":")[0].strip(" ."):
+                return True
+    return segment.translate(_HFS_DROP).lower() == ".git"
+
+
+_HFS_DROP = dict.fromkeys(map(ord, HFS_IGNORED))

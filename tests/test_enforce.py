@@ -123,7 +123,9 @@ def _commit_tree_with(d: Path, name: str) -> str:
     return sha
 
 
-@pytest.mark.parametrize("name", [".GIT", ".git", "..", "a\x01b"])
+@pytest.mark.parametrize("name", [".GIT", ".git", "..", "a\x01b",
+                                  # what `git fsck` calls hasDotgit: .git on Windows or macOS
+                                  ".git ", ".git.", "git~1", "GIT~1", ".g\u200cit", ".gi\u200dt", "\ufeff.git"])
 def test_hostile_paths_refused_even_when_owned(repo_dir: Path, name: str) -> None:
     _commit_tree_with(repo_dir, name)
     found = violations(repo_dir)
@@ -285,3 +287,11 @@ def test_the_map_comes_from_the_configured_base_branch(repo_dir: Path) -> None:
 
 def test_the_integration_branch_is_not_a_teammate() -> None:
     assert teammate_from_branch("rally/r1/_integration", "rally") is None
+
+
+@pytest.mark.parametrize("name", [".git ", "GIT~1", ".g\u200cit"])
+def test_check_refuses_a_name_that_is_dotgit_on_windows_or_macos(repo_dir: Path, name: str) -> None:
+    _commit_tree_with(repo_dir, name)
+    proc = run_check(repo_dir)
+    assert proc.returncode == 1, proc.stdout
+    assert f"src/api/{name}: a hostile path (has a segment that is '.git' on Windows or macOS" in proc.stdout

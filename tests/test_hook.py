@@ -278,3 +278,19 @@ def test_an_index_file_that_is_not_there_is_a_clear_error(hooked: Path) -> None:
     proc = subprocess.run([*RALLY_CLI, "hook", "pre-commit"], cwd=hooked, env=env, capture_output=True, text=True)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "GIT_INDEX_FILE names no/such/index, which is not a file" in proc.stderr
+
+
+@pytest.mark.parametrize("name", [".git ", ".git.", "git~1", "GIT~1", ".g\u200cit", "\ufeff.git"])
+def test_the_hook_refuses_a_name_that_is_dotgit_on_windows_or_macos(api_branch: Path, name: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from rally_gh.fasthook import is_clean
+
+    blob = git(api_branch, "hash-object", "-w", "--stdin", input="x\n").strip()
+    # git's own checks would refuse the name; a teammate's git need not have them on.
+    git(api_branch, "-c", "core.protectNTFS=false", "-c", "core.protectHFS=false",
+        "update-index", "--add", "--cacheinfo", f"100644,{blob},src/api/{name}/config")
+    monkeypatch.chdir(api_branch)
+    assert is_clean({}) is False
+    proc = git_commit(api_branch)
+    assert proc.returncode != 0, proc.stdout
+    assert "a hostile path (has a segment that is '.git' on Windows or macOS" in proc.stdout
