@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import shutil
 from collections.abc import Callable, Mapping
@@ -220,6 +221,50 @@ def _require_program(program: str, workdir: Path, path: str) -> None:
     if shutil.which(program, path=path) is None:
         raise AgentError(f"agent command '{program}' is not on PATH",
                          hint="install it, or give its full path in 'command'")
+
+
+# A path in the checkout an agent will get -> True: an executable file (or a symlink),
+# False: a file without the executable bit, None: not there.
+CheckoutLookup = Callable[[str], "bool | None"]
+
+
+def program_problem(spec: AgentSpec, search_path: str, in_checkout: CheckoutLookup) -> AgentError | None:
+    """Why ``spec``'s program could not start, found before any worktree exists (None: it can).
+
+    A relative program (``./scripts/agent.sh``) is what the teammate's checkout will
+    hold, so ``in_checkout`` answers for it from the commit the checkout is made of; a
+    bare name is looked up on ``search_path``, the PATH the agent runs with. A
+    ``shell: true`` script is the shell's to run and is not looked into.
+    """
+    if spec.preset != "command":
+        try:
+            _require_binary(spec.preset, search_path)
+        except AgentError as err:
+            return err
+        return None
+    if not spec.command or spec.shell:
+        return None
+    program = spec.command[0]
+    if "/" not in program or os.path.isabs(program):
+        try:
+            _require_program(program, Path("/"), search_path)
+        except AgentError as err:
+            return err
+        return None
+    relative = posixpath.normpath(program)
+    if relative == ".." or relative.startswith("../"):
+        return AgentError(f"agent command '{program}' points outside the repository, but a relative program "
+                          "is found from the teammate's checkout, which lives elsewhere",
+                          hint="give its absolute path, or commit the program into the repository")
+    found = in_checkout(relative)
+    if found is None:
+        return AgentError(f"agent command '{program}' is not in the commit the teammates start from",
+                          hint=f"commit it (`git add {relative} && git commit`), or fix the path in 'command'")
+    if not found:
+        return AgentError(f"agent command '{program}' is committed without its executable bit",
+                          hint=f"`git update-index --chmod=+x {relative} && git commit`, or run it through its "
+                               f"interpreter (command: [sh, {program}])")
+    return None
 
 
 # --- reading outcomes --------------------------------------------------------

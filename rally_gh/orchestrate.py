@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rally_gh import agents, enforce, git, integrate, plan, runner
-from rally_gh.config import MAX_TEAM as MAX_PARALLEL_LIMIT, Config, LoadedConfig, Problem, Teammate
+from rally_gh.config import MAX_TEAM as MAX_PARALLEL_LIMIT, Config, LoadedConfig, Problem, Teammate, format_key_path
 from rally_gh.errors import RallyError, UsageError
 from rally_gh.tasks import RunTasks, apply_tasks
 from rally_gh.state import (
@@ -102,7 +102,7 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
         capped = min(max_parallel, loaded.config.max_parallel)
         loaded = replace(loaded, config=loaded.config.model_copy(update={"max_parallel": capped}))
     config = loaded.config
-    problems = _assess(loaded, selected)
+    problems = _assess(loaded, selected, agent_program_problems(repo, loaded, selected, environ))
     if resume:
         state = _resumable(common, run_id, config)
     else:
@@ -331,8 +331,10 @@ def _push_record(repo_path: Path, run_id: str, record: TeammateRecord, remote: s
 # --- Assess ------------------------------------------------------------------
 
 
-def _assess(loaded: LoadedConfig, selected: frozenset[str] | None = None) -> list[Problem]:
-    problems = [p for p in validate_map(loaded) if p.code != "control-file"] + plan.assess(loaded.config, selected)
+def _assess(loaded: LoadedConfig, selected: frozenset[str] | None = None,
+            programs: Sequence[Problem] = ()) -> list[Problem]:
+    problems = ([p for p in validate_map(loaded) if p.code != "control-file"] + plan.assess(loaded.config, selected)
+                + list(programs))
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         where = f"{loaded.path}" if loaded.path else "the map"
@@ -341,6 +343,46 @@ def _assess(loaded: LoadedConfig, selected: frozenset[str] | None = None) -> lis
             hint="fix the map (`rally-gh validate`, `rally-gh plan` show the details) and run again",
         )
     return [p for p in problems if p.severity == "warning"]
+
+
+def agent_program_problems(repo: git.Repository | None, loaded: LoadedConfig, selected: Collection[str] | None,
+                           environ: Mapping[str, str]) -> list[Problem]:
+    """Every agent program and preset CLI of the teammates who run, found before anything starts:
+    a missing one would otherwise fail its teammate midway, after the others ran. A relative program
+    is looked for in the commit the teammates start from (the map's base), as their checkouts will
+    hold it; without a repository, in the directory the map was read from."""
+    config = loaded.config
+    base: git.Sha | None = None
+    if repo is not None:
+        try:
+            base = git.resolve(repo, config.base or git.head_branch(repo) or "HEAD")
+        except RallyError:
+            base = None  # the run itself says what is wrong with the base
+
+    def in_checkout(path: str) -> bool | None:
+        if repo is not None and base is not None:
+            entry = git.entry_at(repo, base, path)
+            return None if entry is None else entry[1] in (0o100755, 0o120000)
+        folder = loaded.path.parent if loaded.path is not None else Path.cwd()
+        candidate = folder / path
+        return os.access(candidate, os.X_OK) if candidate.is_file() else None
+
+    search_path = environ.get("PATH", os.defpath)
+    problems = []
+    for index, t in enumerate(config.teammates):
+        if selected is not None and t.name not in selected:
+            continue
+        spec = config.agent_of(t)
+        err = agents.program_problem(spec, search_path, in_checkout)
+        if err is None:
+            continue
+        key: tuple[str | int, ...] = ("teammates", index, "agent") if t.agent is not None else ("defaults", "agent")
+        key += ("command", 0) if spec.preset == "command" else ("preset",)
+        fix = f"; {err.hint}" if err.hint else ""
+        problems.append(Problem("error", "agent-program",
+                                f"{loaded.locate(*key)}: {format_key_path(key)}: {t.name}'s agent: {err.message}{fix}",
+                                teammates=(t.name,)))
+    return problems
 
 
 def _note_writes_outside_worktrees(ledger: _Ledger, before: Mapping[str, int], after: Mapping[str, int]) -> None:

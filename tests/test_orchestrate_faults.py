@@ -65,8 +65,13 @@ def _map(folder: Path) -> str:
         command = [sys.executable, str(script)]
         lines += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
                   f"    agent: {{preset: command, command: {json.dumps(command)}}}"]
+    # There when the run is assessed, yet it cannot start (its interpreter is missing): a missing
+    # program itself is refused before anything starts.
+    broken = folder / "agent-binary"
+    broken.write_text("#!/nonexistent/interpreter\n")
+    broken.chmod(0o755)
     lines += ["  - name: missing", "    exclusive_write: [src/missing/**]",
-              '    agent: {preset: command, command: ["/nonexistent/agent-binary"]}']
+              f"    agent: {{preset: command, command: [{json.dumps(str(broken))}]}}"]
     return "\n".join(lines) + "\n"
 
 
@@ -91,7 +96,7 @@ def test_misbehaving_agents_each_get_an_outcome_and_nothing_is_lost(tmp_path: Pa
     assert outcome == {"good": "done", "instant": "no_changes", "loud": "done", "forker": "done",
                        "reader": "done", "missing": "failed"}, outcome
     missing = next(t for t in state.teammates if t.name == "missing")
-    assert "/nonexistent/agent-binary" in (missing.reason or "")
+    assert "agent-binary" in (missing.reason or "")
     assert not pwned.exists(), "issue text was run by a shell"
     # The prompt reached the agent whole, on standard input (NUL bytes stripped from text files).
     seen = int(run_git(repo, "show", "rally/f1/reader:src/reader/seen.txt"))

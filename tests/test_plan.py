@@ -80,6 +80,7 @@ MAP = SAMPLE_MAP + """\
   - name: end
     task: A name Mermaid would read as a keyword.
     exclusive_write: [docs/**]
+    agent: {preset: command, command: ["true"]}
 """
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TextIO
 
 from rally_gh import git, plan
-from rally_gh.config import Config, Problem, find_config, load_config
+from rally_gh.config import Config, LoadedConfig, Problem, find_config, load_config
 from rally_gh.errors import EXIT_FAILED, EXIT_OK, GitError, RallyError, UsageError
 from rally_gh.github.endpoint import GitHubEndpoint, IssueNumber
 from rally_gh.handoff import tasks_from_handoff
@@ -27,7 +28,8 @@ def run(cwd: Path, config_path: Path | None, fmt: str, issue: int | None, tasks_
     # In Actions, the event's issue (its rally block chooses who runs); else --tasks or --from-handoff.
     event = Path(environ["GITHUB_EVENT_PATH"]) if environ.get("GITHUB_EVENT_PATH") else None
     issue, issue_text = issue_of_job(issue, event, environ)
-    base_config = load_config(find_config(root, config_path)).config
+    loaded = load_config(find_config(root, config_path))
+    base_config = loaded.config
     announce = _split_run_announcer(fmt, issue, environ)
     try:
         tasks = tasks_for_this_run(base_config, issue_text, tasks_path, handoff_path, issue)
@@ -37,6 +39,9 @@ def run(cwd: Path, config_path: Path | None, fmt: str, issue: int | None, tasks_
         raise
     config, selected = for_this_run(base_config, tasks)
     problems = plan.assess(config, selected) + ([] if tasks is None else list(tasks.notes))
+    if fmt in ("text", "json"):
+        # Not for the matrix: a split run's plan job runs no agent; each teammate job has its own machine.
+        problems += _programs(root, replace(loaded, config=config), selected, environ)
     refused = any(p.severity == "error" for p in problems)
     if announce is not None:
         errors = [p for p in problems if p.severity == "error"]
@@ -62,6 +67,18 @@ def run(cwd: Path, config_path: Path | None, fmt: str, issue: int | None, tasks_
     else:
         stdout.write(plan_text(config, waves, problems, issue_text, issue))
     return EXIT_FAILED if refused else EXIT_OK
+
+
+def _programs(root: Path, loaded: LoadedConfig, selected: frozenset[str] | None,
+              environ: Mapping[str, str]) -> list[Problem]:
+    """Agent programs and preset CLIs that would not start, as ``run`` refuses them."""
+    from rally_gh.orchestrate import agent_program_problems
+
+    try:
+        repo: git.Repository | None = git.open_repo(root)
+    except GitError:
+        repo = None
+    return agent_program_problems(repo, loaded, selected, environ)
 
 
 def _split_run_announcer(fmt: str, issue: int | None,

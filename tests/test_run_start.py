@@ -1,0 +1,82 @@
+"""What a run meets as it starts: agent programs found before anything exists, the user's
+git identity and no hooks in agents' commits, signals in every phase."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from rally_gh import git
+from rally_gh.testing import RALLY_CLI, init_repo
+from rally_gh.testing import git as run_git
+
+
+def _team(agent_lines: dict[str, str], extra: str = "") -> str:
+    lines = ["version: 1", "team: t", "defaults: {timeout: 20s, retries: 0}"] + ([extra] if extra else []) + [
+        "teammates:"]
+    for name, agent in agent_lines.items():
+        lines += [f"  - name: {name}", f"    exclusive_write: [{name}/**]", f"    agent: {agent}"]
+    return "\n".join(lines) + "\n"
+
+
+def _cli(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RALLY_CLI, *args], cwd=repo, env=env or dict(os.environ), text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+
+
+# --- agent programs, found in assess ------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["not committed", "not executable", "not on PATH", "preset CLI"])
+def test_a_missing_agent_program_is_found_before_anything_starts(tmp_path: Path, case: str) -> None:
+    ok = "{preset: command, command: [sh, -c, 'mkdir -p ok && echo 1 > ok/x']}"
+    files = {"README.md": "# r\n"}
+    if case == "not committed":
+        agent, wanted = "{preset: command, command: [./scripts/agent.sh]}", (
+            ":10:40: teammates[1].agent.command[0]: web's agent: agent command './scripts/agent.sh' is not "
+            "in the commit the teammates start from; commit it (`git add scripts/agent.sh && git commit`)")
+    elif case == "not executable":
+        files["scripts/agent.sh"] = "#!/bin/sh\n"
+        agent, wanted = "{preset: command, command: [./scripts/agent.sh]}", (
+            "web's agent: agent command './scripts/agent.sh' is committed without its executable bit; "
+            "`git update-index --chmod=+x scripts/agent.sh && git commit`")
+    elif case == "not on PATH":
+        agent, wanted = "{preset: command, command: [no-such-agent-xyz, --go]}", (
+            "teammates[1].agent.command[0]: web's agent: agent command 'no-such-agent-xyz' is not on PATH")
+    else:
+        agent, wanted = "{preset: claude}", (
+            "teammates[1].agent.preset: web's agent: the claude preset needs the 'claude' program, which is not on "
+            "PATH; install it with `npm install -g @anthropic-ai/claude-code`")
+    repo = init_repo(tmp_path / "repo", {**files, "rally.yml": _team({"ok": ok, "web": agent})})
+    if case == "not committed":
+        (repo / "scripts").mkdir()
+        (repo / "scripts" / "agent.sh").write_text("#!/bin/sh\n")  # in the checkout, not in the commit
+        (repo / "scripts" / "agent.sh").chmod(0o755)
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    for command in (["plan"], ["run", "--dry-run"], ["run"]):
+        done = _cli(repo, *command, env=env)
+        assert done.returncode == 1, (command, done.stdout, done.stderr)
+        assert wanted in done.stdout + done.stderr and "rally.yml" in done.stdout + done.stderr, (command, done)
+        assert "Traceback" not in done.stderr
+    common = git.common_dir(git.open_repo(repo))
+    assert not (common / "rally" / "runs").exists() or not any((common / "rally" / "runs").iterdir())
+    assert run_git(repo, "for-each-ref", "refs/heads/rally") == ""
+    assert run_git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_programs_that_will_start_pass_assess(tmp_path: Path) -> None:
+    files = {"README.md": "# r\n", "scripts/agent.sh": "#!/bin/sh\nmkdir -p web && echo 1 > web/x\n"}
+    rally = _team({"ok": f"{{preset: command, command: [{json.dumps(sys.executable)}, -c, 'pass']}}",
+                   "web": "{preset: command, command: [./scripts/agent.sh]}",
+                   "sh": "{preset: command, shell: true, command: ['no-such-thing || true']}"})
+    repo = init_repo(tmp_path / "repo", {**files, "rally.yml": rally})
+    run_git(repo, "update-index", "--chmod=+x", "scripts/agent.sh")
+    run_git(repo, "commit", "-qm", "executable")
+    done = _cli(repo, "plan")
+    assert done.returncode == 0, done.stdout + done.stderr
