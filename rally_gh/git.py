@@ -12,7 +12,7 @@ import os
 import shutil
 import stat
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NewType
@@ -74,6 +74,36 @@ def common_dir(repo: Repository) -> Path:
     if marker.is_file():
         return (gitdir / marker.read_text().strip()).resolve()
     return gitdir.resolve()
+
+
+def user_identity(repo: Repository, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """``user.name`` and ``user.email`` as git finds them for a commit in ``repo``, read from the
+    files of each configuration level, as ``environ`` (not this process's start) names them: the
+    worktree's and the repository's config, the global one (``GIT_CONFIG_GLOBAL``, else
+    ``$XDG_CONFIG_HOME/git/config`` and ``~/.gitconfig``), then the system's (unless
+    ``GIT_CONFIG_NOSYSTEM``). Agents get it: their own home is empty."""
+    home = environ.get("HOME")
+    files = [Path(repo.path) / "config.worktree", common_dir(repo) / "config"]
+    if environ.get("GIT_CONFIG_GLOBAL"):
+        files.append(Path(environ["GIT_CONFIG_GLOBAL"]))
+    elif home:
+        files.append(Path(home) / ".gitconfig")
+        xdg = environ.get("XDG_CONFIG_HOME") or str(Path(home) / ".config")
+        files.append(Path(xdg) / "git" / "config")
+    if not environ.get("GIT_CONFIG_NOSYSTEM"):
+        files.append(Path(environ.get("GIT_CONFIG_SYSTEM") or "/etc/gitconfig"))
+    found: dict[str, str] = {}
+    for path in files:  # the most specific level first: the first value found wins
+        if not path.is_file():
+            continue
+        try:
+            config = pygit2.Config(str(path))
+            for key in ("user.name", "user.email"):
+                if key not in found and key in config:
+                    found[key] = str(config[key])
+        except (pygit2.GitError, ValueError, OSError):
+            continue  # a file git could not read either gives it no identity
+    return found.get("user.name") or None, found.get("user.email") or None
 
 
 def resolve(repo: Repository, rev: str) -> Sha:

@@ -551,6 +551,8 @@ class _Orchestra:
     worktree_lock: threading.Lock = field(default_factory=threading.Lock)
     # The git directory's controls as they were before the agents started (see git.git_dir_controls).
     git_controls: git.GitDirControls | None = None
+    # The user's user.name and user.email (either may be unknown), for agents' own commits.
+    identity: tuple[str | None, str | None] = (None, None)
 
     @property
     def config(self) -> Config:
@@ -572,6 +574,7 @@ class _Orchestra:
 
     def run_agents(self, cancel: runner.CancelToken, only: Collection[str] | None = None) -> None:
         self.git_controls = git.git_dir_controls(self._repo())
+        self.identity = git.user_identity(self._repo(), self.environ)
         try:
             self._run_agents(cancel, only)
         finally:
@@ -648,7 +651,7 @@ class _Orchestra:
             cmd = agents.agent_command(spec, prompt_file, path, home, search_path=self.environ.get("PATH"))
             env = runner.agent_environment(
                 self.environ, t, self.run_id, self.config.team, record.start_sha or "", prompt_file, report_file,
-                t.exclusive_write, (*spec.env, *cmd.passthrough), home)
+                t.exclusive_write, (*spec.env, *cmd.passthrough), home, self.identity)
             if runner.sandbox_available():
                 cmd = runner.sandboxed(cmd, self._mounts(path))
             attempt_fn = runner.agent_attempt(cmd, path, env, prompt_file, report_file, self.config.timeout_of(t),

@@ -138,9 +138,14 @@ def interrupt_on_sigterm() -> Iterator[None]:
 # --- the environment ---------------------------------------------------------
 
 
+def default_identity(teammate: str) -> tuple[str, str]:
+    """Who an agent's commits are by when the user has no git identity: recognisably rally-gh's."""
+    return f"rally-gh ({teammate})", f"rally-gh+{teammate}@users.noreply.github.com"
+
+
 def agent_environment(base_env: Mapping[str, str], teammate: Teammate, run_id: str, team: str, base_sha: str,
                       prompt_file: Path, report_file: Path, owns: Sequence[str], passthrough: Sequence[str],
-                      home: Path) -> dict[str, str]:
+                      home: Path, identity: tuple[str | None, str | None] = (None, None)) -> dict[str, str]:
     """The whole environment of a teammate's agent, built from nothing.
 
     From ``base_env`` only the shell basics and the names in ``passthrough``
@@ -149,6 +154,11 @@ def agent_environment(base_env: Mapping[str, str], teammate: Teammate, run_id: s
     orchestrator never reach the agent. The ``RALLY_*`` variables and the
     isolated ``HOME`` (created if missing) always win over a passed variable
     of the same name.
+
+    The agent's own ``git commit`` needs an author, and its home is empty: the
+    ``GIT_AUTHOR_*``/``GIT_COMMITTER_*`` variables carry ``identity`` (the user's
+    ``user.name``/``user.email``, see ``git.user_identity``), else a default
+    naming rally-gh and the teammate; variables set around rally-gh win, as in git.
     """
     env: dict[str, str] = {}
     for name, value in base_env.items():
@@ -158,6 +168,11 @@ def agent_environment(base_env: Mapping[str, str], teammate: Teammate, run_id: s
         if name in base_env:
             env[name] = base_env[name]
     env.setdefault("PATH", os.defpath)
+    fallback = default_identity(teammate.name)
+    name, email = identity[0] or fallback[0], identity[1] or fallback[1]
+    for role in ("AUTHOR", "COMMITTER"):
+        env.setdefault(f"GIT_{role}_NAME", name)
+        env.setdefault(f"GIT_{role}_EMAIL", email)
     # Agents write transcripts and histories under HOME and expect it to exist.
     home.mkdir(parents=True, exist_ok=True)
     env.update({
@@ -524,19 +539,48 @@ class Attempt:
     error: BaseException | None = None
 
 
+_GIT_IDENTITY = re.compile(r"unable to auto-detect email address|Please tell me who you are|empty ident name", re.I)
+_USAGE = re.compile(r"^\s*usage:|unrecognized arguments?|unknown (?:option|argument|flag|command)"
+                    r"|invalid (?:option|argument)|unexpected argument", re.I | re.M)
+
+
+def unfixable(run: AgentRun) -> str | None:
+    """Why a failed attempt would fail the same way again, or None when a retry may help.
+
+    A crash is retried because a flaky model server or network may recover; a
+    program that cannot start, a command line its CLI refuses or a commit git
+    refuses for want of an author fail the same way every time.
+    """
+    if run.exit_code in (None, 0):
+        return None
+    text = run.stderr_tail[-16384:] + "\n" + run.stdout_tail[-16384:]
+    if _GIT_IDENTITY.search(text):
+        return ("git has no author for the agent's commit: set user.name and user.email "
+                "(`git config --global user.email you@example.com`)")
+    if run.exit_code == 127:
+        return "exit 127: the program, or a command it runs, was not found"
+    if run.exit_code == 126:
+        return "exit 126: the program, or a command it runs, is not executable"
+    if run.exit_code == 2 and _USAGE.search(text):
+        return "exit 2 with usage text: the agent's command line is wrong (check its args in rally.yml)"
+    return None
+
+
 def classify_attempt(run: AgentRun, output: AgentOutput) -> Attempt:
-    """A crash (non-zero exit, a signal) or a timeout may be retried; an agent that said no is not."""
+    """A crash (non-zero exit, a signal) or a timeout may be retried; an agent that said no is not,
+    nor a failure no retry can fix (``unfixable``): its reason says why it was not retried."""
+    why = None if output.ok or run.cancelled or run.timed_out else unfixable(run)
     if run.cancelled:
         status: AttemptStatus = "cancelled"
     elif run.timed_out:
         status = "timed_out"
     elif output.ok:
         status = "ok"
-    elif run.exit_code != 0:
+    elif run.exit_code != 0 and why is None:
         status = "crashed"
     else:
         status = "failed"
-    message = output.message
+    message = output.message if why is None else f"{output.message}; not retried: {why}"
     if status == "timed_out":
         message = f"stopped after {run.duration_s:.1f}s, twice its timeout"
     elif status == "cancelled":

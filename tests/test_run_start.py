@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,33 @@ def test_programs_that_will_start_pass_assess(tmp_path: Path) -> None:
     run_git(repo, "commit", "-qm", "executable")
     done = _cli(repo, "plan")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- the user's git identity reaches every agent ------------------------------
+
+COMMITTING_AGENT = "{preset: command, command: [sh, -c, 'mkdir -p NAME && echo 1 > NAME/x && git add NAME && " \
+                   "git commit -qm \"NAME: work\"']}"
+
+
+@pytest.mark.parametrize("gitconfig, author", [
+    ("[user]\n\tname = Grace Hopper\n\temail = grace@example.com\n", "Grace Hopper <grace@example.com>"),
+    ("", "rally-gh (a) <rally-gh+a@users.noreply.github.com>"),
+])
+def test_agents_commit_with_the_identity_of_the_users_global_config(tmp_path: Path, gitconfig: str,
+                                                                    author: str) -> None:
+    from rally_gh import orchestrate
+    from rally_gh.config import load_config_text
+
+    rally = _team({n: COMMITTING_AGENT.replace("NAME", n) for n in ("a", "b")})
+    repo = init_repo(tmp_path / "repo", {"README.md": "# r\n", "rally.yml": rally})
+    run_git(repo, "config", "--unset", "user.name")
+    run_git(repo, "config", "--unset", "user.email")
+    home = tmp_path / "user-home"
+    home.mkdir()
+    (home / ".gitconfig").write_text(gitconfig)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "XDG_"))}
+    environ.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1")
+    state = orchestrate.run(repo, load_config_text(rally, "rally.yml"), "id1", None, time.time, environ)
+    assert {r.name: (r.outcome, r.reason) for r in state.teammates} == {"a": ("done", ""), "b": ("done", "")}
+    log = run_git(repo, "log", "-1", "--format=%an <%ae>|%cn <%ce>|%s", "rally/id1/a").strip()
+    assert log == f"{author}|{author}|a: work"

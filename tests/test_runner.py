@@ -544,3 +544,48 @@ def test_a_cancel_token_closes_its_pipe_once() -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+
+@pytest.mark.parametrize("command, why", [
+    ("echo x > f && git init -q . && git add f && git commit -qm x", "git has no author for the agent's commit"),
+    ("no-such-program-xyz", "exit 127: the program, or a command it runs, was not found"),
+    (": > tool && ./tool", "exit 126: the program, or a command it runs, is not executable"),
+    ('echo "usage: agent [--fast] PROMPT" >&2; echo "agent: error: unrecognized arguments: --fsat" >&2; exit 2',
+     "exit 2 with usage text: the agent's command line is wrong"),
+])
+def test_a_failure_no_retry_can_fix_is_not_retried_and_says_why(tmp_path: Path, command: str, why: str) -> None:
+    workdir = tmp_path / "api"
+    workdir.mkdir()
+    (tmp_path / "prompt.md").write_text("Do the task.\n")
+    # As an agent whose identity was left in ~/.gitconfig: an empty home, no GIT_AUTHOR_* given.
+    env = {k: v for k, v in environment(tmp_path).items() if not k.startswith("GIT_")}
+    env["GIT_CONFIG_NOSYSTEM"] = "1"
+    cmd = agent_command(AgentSpec(preset="command", shell=True, command=(command,)), tmp_path, tmp_path, tmp_path)
+    job = Job("api", agent_attempt(cmd, workdir, env, tmp_path / "prompt.md", tmp_path / "report.json", 5,
+                                   tmp_path / "logs", grace_s=0.2), retries=2)
+    result = run_teammates([job], 2, Budget())["api"]
+    assert (result.outcome, result.attempts) == ("failed", 1), result.reason
+    assert f"not retried: {why}" in result.reason
+
+
+def test_a_crash_that_a_retry_may_fix_is_still_retried(tmp_path: Path) -> None:
+    cmd = agent_command(AgentSpec(preset="command", shell=True, command=('echo "Error: 502" >&2; exit 2',)),
+                        tmp_path, tmp_path, tmp_path)
+    result = run_teammates([agent_job(tmp_path, "api", cmd, retries=1)], 2, Budget())["api"]
+    assert (result.outcome, result.attempts) == ("failed", 2) and "not retried" not in result.reason
+
+
+def test_agents_commit_as_the_user_or_as_rally_gh(tmp_path: Path) -> None:
+    env = environment(tmp_path, {"PATH": "/bin"})
+    assert (env["GIT_AUTHOR_NAME"], env["GIT_COMMITTER_EMAIL"]) == (
+        "rally-gh (api)", "rally-gh+api@users.noreply.github.com")
+    teammate = TEAMMATE
+    given = agent_environment({"PATH": "/bin"}, teammate, "r", "t", "a" * 40, tmp_path / "p", tmp_path / "r",
+                              [], (), tmp_path / "home", ("Grace Hopper", "grace@example.com"))
+    assert (given["GIT_AUTHOR_NAME"], given["GIT_AUTHOR_EMAIL"]) == ("Grace Hopper", "grace@example.com")
+    assert (given["GIT_COMMITTER_NAME"], given["GIT_COMMITTER_EMAIL"]) == ("Grace Hopper", "grace@example.com")
+    # Variables set around rally-gh win, as they do in git.
+    around = agent_environment({"GIT_AUTHOR_NAME": "Ada"}, teammate, "r", "t", "a" * 40, tmp_path / "p",
+                               tmp_path / "r", [], (), tmp_path / "home", ("Grace Hopper", "grace@example.com"))
+    assert around["GIT_AUTHOR_NAME"] == "Ada" and around["GIT_COMMITTER_NAME"] == "Grace Hopper"
