@@ -133,26 +133,33 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
     orchestra = _Orchestra(repo_path, loaded, ledger, issue_text, clock, environ, emit, remote)
     cancel = runner.CancelToken()
     before = git.dirty_paths(repo)
-    try:
-        with _signals_cancel(cancel):
+    # Signals are handled the same in every phase, whatever rally-gh inherited: during the agents
+    # they cancel (the agents are stopped through the token), in integrate, verify and publish they
+    # interrupt (a verify command is stopped with its group); either way the run ends interrupted,
+    # reported and resumable. During cleanup a second signal only cancels, so cleanup finishes.
+    with _signals_cancel(cancel):
+        try:
             orchestra.run_agents(cancel)
-        _note_writes_outside_worktrees(ledger, before, git.dirty_paths(git.open_repo(repo_path)))
-        if not cancel.cancelled:
-            with runner.interrupt_on_sigterm():  # SIGINT already interrupts; either way `finally` cleans up
-                orchestra.integrate_verify_publish()
-    finally:
-        # Whatever happened, no worktree stays behind: branches keep everything.
-        started = clock()
-        emit("", "phase", "cleanup")
-        git.prune_worktrees(git.open_repo(repo_path), keep_runs=_live_runs(common, exclude=run_id))
-        ledger.clear_worktrees()
-        ledger.add_phase("cleanup", clock() - started)
-        if cancel.cancelled or sys.exc_info()[0] is not None:
-            # Stopped, or broken by an error of ours: either way `run --resume` picks it up.
-            ledger.update_run(status="interrupted", pid=None)
-        else:
-            ledger.update_run(status="finished", finished_at=clock(), pid=None)
-        cancel.close()
+            _note_writes_outside_worktrees(ledger, before, git.dirty_paths(git.open_repo(repo_path)))
+            if not cancel.cancelled:
+                try:
+                    with _signals_interrupt(cancel):
+                        orchestra.integrate_verify_publish()
+                except KeyboardInterrupt:
+                    cancel.cancel()
+        finally:
+            # Whatever happened, no worktree stays behind: branches keep everything.
+            started = clock()
+            emit("", "phase", "cleanup")
+            git.prune_worktrees(git.open_repo(repo_path), keep_runs=_live_runs(common, exclude=run_id))
+            ledger.clear_worktrees()
+            ledger.add_phase("cleanup", clock() - started)
+            if cancel.cancelled or sys.exc_info()[0] is not None:
+                # Stopped, or broken by an error of ours: either way `run --resume` picks it up.
+                ledger.update_run(status="interrupted", pid=None)
+            else:
+                ledger.update_run(status="finished", finished_at=clock(), pid=None)
+            cancel.close()
     return ledger.state
 
 
@@ -479,6 +486,13 @@ def _live_runs(common: Path, exclude: str) -> list[str]:
 def _dead_runs(common: Path, exclude: str) -> list[str]:
     """Runs whose orchestrator is gone (killed, crashed) without saying so."""
     return [run_id for run_id, alive in _running(common, exclude) if not alive]
+
+
+def _signals_interrupt(cancel: runner.CancelToken) -> AbstractContextManager[object]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread (and cancel), so that `finally` blocks run."""
+    if threading.current_thread() is threading.main_thread():
+        return runner.interrupt_on_signals(cancel)
+    return nullcontext()
 
 
 def _signals_cancel(cancel: runner.CancelToken) -> AbstractContextManager[object]:

@@ -101,7 +101,9 @@ def cancel_on_signals(token: CancelToken,
     """While inside, SIGINT and SIGTERM cancel ``token`` instead of raising; yields the signals received.
 
     Agents lead their own sessions, so a Ctrl-C in the terminal does not reach
-    them: stopping them is the runner's job, through the token. Main thread only.
+    them: stopping them is the runner's job, through the token. The handlers are
+    installed whatever the inherited disposition (SIG_IGN under ``rally-gh run &``).
+    Main thread only.
     """
     received: list[int] = []
 
@@ -118,21 +120,27 @@ def cancel_on_signals(token: CancelToken,
 
 
 @contextmanager
-def interrupt_on_sigterm() -> Iterator[None]:
-    """While inside, SIGTERM raises KeyboardInterrupt as SIGINT does, so that the
-    code in ``finally`` blocks (scratch worktrees, process groups, the run's state)
-    runs instead of the process dying midway. Main thread only."""
+def interrupt_on_signals(token: CancelToken | None = None,
+                         signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM raise KeyboardInterrupt (and cancel ``token``), so that
+    the code in ``finally`` blocks (scratch worktrees, process groups, the run's state) runs
+    instead of the process dying midway. Installed whatever the inherited disposition: a
+    ``rally-gh run &`` in a shell without job control starts with SIGINT ignored, and a
+    verify that nothing can interrupt would run to its end. Main thread only."""
     def handler(signum: int, frame: object) -> None:
+        if token is not None:
+            token.cancel()
         raise KeyboardInterrupt(f"signal {signum}")
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 # --- the environment ---------------------------------------------------------

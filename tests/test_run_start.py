@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -111,3 +112,37 @@ def test_agents_commit_with_the_identity_of_the_users_global_config(tmp_path: Pa
     assert {r.name: (r.outcome, r.reason) for r in state.teammates} == {"a": ("done", ""), "b": ("done", "")}
     log = run_git(repo, "log", "-1", "--format=%an <%ae>|%cn <%ce>|%s", "rally/id1/a").strip()
     assert log == f"{author}|{author}|a: work"
+
+
+# --- signals, the same in every phase -----------------------------------------
+
+
+def test_sigint_during_merge_verify_interrupts_even_when_rally_gh_inherited_it_ignored(tmp_path: Path) -> None:
+    """What `rally-gh run &` gets in a shell without job control: SIGINT ignored from the start."""
+    started = tmp_path / "verify-started"
+    rally = _team({n: f"{{preset: command, command: [sh, -c, 'mkdir -p {n} && echo 1 > {n}/x']}}" for n in "ab"},
+                  extra=f'merge: {{verify: ["test -e {tmp_path}/fixed || {{ touch {started}; exec sleep 60; }}"]}}')
+    repo = init_repo(tmp_path / "repo", {"README.md": "# r\n", "rally.yml": rally})
+    proc = subprocess.Popen([*RALLY_CLI, "run", "--run-id", "v1"], cwd=repo, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert started.exists(), proc.communicate()
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert time.monotonic() - sent < 10
+    assert proc.returncode == 130, err
+    assert "## rally-gh run `v1`" in out and "Traceback" not in err
+    common = git.common_dir(git.open_repo(repo))
+    assert (common / "rally" / "runs" / "v1" / "report.md").read_text() == out
+    from rally_gh.state import load_state
+
+    state = load_state(common, "v1")
+    assert state.status == "interrupted" and [r.outcome for r in state.teammates] == ["done", "done"]
+    assert run_git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    (tmp_path / "fixed").write_text("")
+    resumed = _cli(repo, "run", "--resume", "v1")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert load_state(common, "v1").integrated == ("a", "b")
