@@ -160,6 +160,25 @@ def parse_duration(text: str) -> float:
     return total
 
 
+def format_duration(seconds: float) -> str:
+    """Seconds as ``rally.yml`` writes them, ``parse_duration`` read backwards: ``45s``, ``20m``,
+    ``1h30m``, and ``0.5s`` under a minute."""
+    if seconds < 60 and seconds != int(seconds):
+        return f"{round(seconds, 2):g}s"
+    total = int(round(seconds))
+    if total < 60:
+        return f"{total}s"
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
+    return text + (f"{secs}s" if secs and not hours else "")
+
+
+def stop_words(timeout_s: float) -> str:
+    """What ``timeout`` means, as every message says it: ``expected 2s, stopped at 4s``."""
+    return f"expected {format_duration(timeout_s)}, stopped at {format_duration(2 * timeout_s)}"
+
+
 def ref_problem(name: str) -> str | None:
     """Why ``name`` cannot be part of a git branch name (``git check-ref-format``), or None."""
     if not name:

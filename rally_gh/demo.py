@@ -80,7 +80,7 @@ SCRIPTS: dict[str, str] = {
     "perf": '''
         import time
         print("profiling...", flush=True)
-        time.sleep(600)  # hangs: stopped at twice its 2s timeout
+        time.sleep(600)  # hangs: expected 2s, stopped at 4s
     ''',
 }
 
@@ -107,7 +107,7 @@ def demo_map(scripts: Path) -> str:
         team: tiny-shop
         max_parallel: 4
         defaults:
-          timeout: 2s        # each teammate is stopped at twice this
+          timeout: 2s        # the expected duration: a teammate is stopped at twice it (4s)
           retries: 0
         merge:
           order: dependency
@@ -163,6 +163,6 @@ rally-gh demo: a tiny shop and five scripted teammates, each in its own worktree
   api     waits for models, then builds on its work (blocked_by)
   web     works alongside them
   docs    also rewrites README.md, which it does not own      -> violated
-  perf    hangs past its 2s timeout                            -> timed_out
+  perf    hangs (expected 2s, stopped at 4s)                   -> timed_out
 No model, network or token needed: the "agents" are small Python scripts.
 """

@@ -34,7 +34,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rally_gh import git
-from rally_gh.config import MAX_PARALLEL_PLAIN, Config, KeyPath, format_key_path, load_config_text
+from rally_gh.config import (MAX_PARALLEL_PLAIN, Config, KeyPath, format_duration, format_key_path, load_config_text,
+                             stop_words)
 from rally_gh.errors import ConfigError, GitError, RallyError
 from rally_gh.plan import waves as plan_waves
 from rally_gh.state import check_ref_component
@@ -333,27 +334,33 @@ def _timeouts(runs: Sequence[Record], config: Config) -> list[Suggestion]:
         seen = [(r, t) for r in runs for t in r.teammates if t.name == teammate.name and t.attempts > 0]
         timed_out = [(r, t) for r, t in seen if t.outcome == "timed_out"]
         key: KeyPath = ("teammates", position, "timeout")
+        # A timeout is the expected duration and the agent is stopped at twice it: durations are
+        # compared with the expected duration, stops with the stop, and a suggestion says both.
         if len(timed_out) >= 2:
+            # It ran up to its stop every time: at least that long is to be expected.
             proposed = _round_duration(timeout * 2)
             out.append(Suggestion(
                 key, format_duration(proposed), format_duration(timeout),
-                f"{teammate.name} timed out in {len(timed_out)} of its last {len(seen)} runs: raise its timeout "
-                f"from {format_duration(timeout)} to {format_duration(proposed)} (or split its task)",
-                tuple(f"{r.run_id}: timed out after {format_duration(t.duration_s)} "
-                      f"(timeout {format_duration(t.timeout_s)}, stopped at twice that)" for r, t in timed_out)))
+                f"{teammate.name} was stopped at {format_duration(2 * timeout)} (twice its expected "
+                f"{format_duration(timeout)}) in {len(timed_out)} of its last {len(seen)} runs: raise its timeout "
+                f"to {format_duration(proposed)} ({stop_words(proposed)}), or split its task",
+                tuple(f"{r.run_id}: timed out, {stop_words(t.timeout_s)}" for r, t in timed_out)))
             continue
         finished = [(r, t) for r, t in seen if t.outcome not in ("timed_out", "skipped")]
         if len(finished) < MIN_RUNS_FOR_SUGGESTIONS or len(finished) < len(seen):
             continue
         longest = max(t.duration_s for _, t in finished)
-        proposed = _round_duration(max(2 * longest, 60.0))
+        # The longest run seen is what to expect; the stop at twice it is the margin.
+        proposed = _round_duration(max(longest, 60.0))
         if longest < timeout / 4 and proposed < timeout:
             out.append(Suggestion(
                 key, format_duration(proposed), format_duration(timeout),
                 f"{teammate.name} finished every one of its last {len(finished)} runs within "
-                f"{format_duration(longest)}, a fraction of its {format_duration(timeout)} timeout: lower it to "
-                f"{format_duration(proposed)} so that a stuck agent is stopped sooner",
-                tuple(f"{r.run_id}: {t.outcome} in {format_duration(t.duration_s)}" for r, t in finished)))
+                f"{format_duration(longest)}, a fraction of its expected {format_duration(timeout)}: lower its "
+                f"timeout to {format_duration(proposed)} ({stop_words(proposed)}) so that a stuck agent is "
+                "stopped sooner",
+                tuple(f"{r.run_id}: {t.outcome} in {format_duration(t.duration_s)} (expected "
+                      f"{format_duration(t.timeout_s)})" for r, t in finished)))
     return out
 
 
@@ -441,17 +448,6 @@ def _put(mapping: Any, key: str, value: Any) -> Any:
 
 def _skipped_for(record: Record, reason: str) -> bool:
     return any(t.outcome == "skipped" and reason in t.reason for t in record.teammates)
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds as ``rally.yml`` writes them: ``45s``, ``20m``, ``1h30m``."""
-    total = int(round(seconds))
-    if total < 60:
-        return f"{total}s"
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
-    return text + (f"{secs}s" if secs and not hours else "")
 
 
 def _round_duration(seconds: float) -> float:

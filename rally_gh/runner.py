@@ -5,7 +5,7 @@ prompt file and a command, and gives back what happened. Three parts:
 
 - ``agent_environment``: the variables an agent sees (SPEC section 3), and no others.
 - ``run_agent``: one attempt, in its own process group, logged to a file,
-  stopped at twice its timeout or on cancellation, with nothing left behind.
+  stopped at twice its timeout (the expected duration) or on cancellation, with nothing left behind.
 - ``run_teammates``: many attempts, at most ``max_parallel`` at once, in
   dependency order, with retries, a budget and convergence detection. Its
   decisions are pure functions (``plan_starts``, ``budget_spent``,
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from rally_gh.agents import AgentCommand, AgentOutput, last_error_line, parse_outcome
-from rally_gh.config import Budget, Teammate
+from rally_gh.config import Budget, Teammate, stop_words
 from rally_gh.errors import AgentError, RallyError
 
 STDOUT_TAIL_BYTES = 512 * 1024  # Claude's result object is the end of stdout: keep enough of it
@@ -218,6 +218,7 @@ class AgentRun:
     stdout_tail: str
     stderr_tail: str
     stray_processes: int = 0  # processes of its group still alive after it exited, then stopped
+    timeout_s: float = 0.0  # the expected duration it was given; it is stopped at twice this
 
 
 # --- A sandbox of mounts --------------------------------------------------------------
@@ -333,6 +334,7 @@ def run_agent(cmd: AgentCommand, workdir: Path, env: Mapping[str, str], prompt_f
         stdout_tail=streams.tail("stdout"),
         stderr_tail=streams.tail("stderr"),
         stray_processes=strays,
+        timeout_s=timeout_s,
     )
 
 
@@ -590,7 +592,7 @@ def classify_attempt(run: AgentRun, output: AgentOutput) -> Attempt:
         status = "failed"
     message = output.message if why is None else f"{output.message}; not retried: {why}"
     if status == "timed_out":
-        message = f"stopped after {run.duration_s:.1f}s, twice its timeout"
+        message = stop_words(run.timeout_s)
     elif status == "cancelled":
         message = "stopped: the run was interrupted"
     return Attempt(status, message, output.cost_usd, output.tokens, output.status, run)

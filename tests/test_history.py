@@ -263,15 +263,19 @@ def test_a_teammate_timing_out_again_and_again_gets_a_longer_timeout(config: Con
     found = [s for s in suggestions(history, config) if s.setting == "teammates[1].timeout"]
     assert len(found) == 1
     assert (found[0].current, found[0].value) == ("20m", "40m")
-    assert found[0].why.startswith("web timed out in 2 of its last 3 runs")
-    assert found[0].evidence == ("r1: timed out after 40m (timeout 20m, stopped at twice that)",
-                                 "r3: timed out after 40m (timeout 20m, stopped at twice that)")
+    assert found[0].why == ("web was stopped at 40m (twice its expected 20m) in 2 of its last 3 runs: raise its "
+                            "timeout to 40m (expected 40m, stopped at 1h20m), or split its task")
+    assert found[0].evidence == ("r1: timed out, expected 20m, stopped at 40m",
+                                 "r3: timed out, expected 20m, stopped at 40m")
 
 
 def test_a_teammate_always_done_in_a_fraction_of_its_timeout_gets_a_shorter_one(config: Config) -> None:
     history = runs(*((mate("docs", "done", 120 + i), mate("api", "done", 900)) for i in range(4)))
     found = {s.setting: s for s in suggestions(history, config)}
-    assert found["teammates[2].timeout"].value == "5m"  # twice the longest, 123s, rounded up to minutes
+    # The longest run, 123s, is what to expect (rounded up to minutes): stopped at twice that.
+    shorter = found["teammates[2].timeout"]
+    assert shorter.value == "3m" and "lower its timeout to 3m (expected 3m, stopped at 6m)" in shorter.why
+    assert shorter.evidence[0] == "r1: done in 2m (expected 20m)"
     assert "teammates[0].timeout" not in found  # api uses most of its 20m
 
 
@@ -364,7 +368,7 @@ def test_the_history_command_shows_the_trend_and_applies_a_suggestion(repo_path:
     assert "score ▄▅▆▇  first 40, last 85, best 85" in text
     assert "issue-3" in text and "timed" not in text.split("Suggestions")[0]
     assert " 1. teammates[1].timeout: 20m -> 40m" in text
-    assert "      - issue-0: timed out after 40m" in text
+    assert "      - issue-0: timed out, expected 20m, stopped at 40m" in text
     out = io.StringIO()
     history_cmd.run(repo_path, None, None, "json", out)
     data = json.loads(out.getvalue())

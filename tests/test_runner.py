@@ -389,6 +389,7 @@ def test_a_timeout_is_retried_then_given_up(tmp_path: Path) -> None:
     jobs = [agent_job(tmp_path, "api", script("hang.py", str(pidfile)), timeout_s=0.3, retries=1)]
     results = run_teammates(jobs, 2, Budget(), on_event=events)
     assert results["api"].outcome == "timed_out" and results["api"].attempts == 2
+    assert results["api"].reason == "expected 0.3s, stopped at 0.6s (after 2 attempts)"
     assert events.states("api") == ["queued", "running", "retrying", "running", "finished"]
     assert (tmp_path / "logs" / "api" / "attempt-2.log").exists()
     assert not any(alive(pid) for pid in pids_in(pidfile, 2))

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from rally_gh import git
-from rally_gh.config import Config, find_config, load_config
+from rally_gh.config import Config, find_config, format_duration, load_config
 from rally_gh.errors import EXIT_OK, ConfigError, GitError, UsageError
 from rally_gh.history import (
     HISTORY_REF,
@@ -22,7 +22,6 @@ from rally_gh.history import (
     Record,
     Suggestion,
     apply_suggestion,
-    format_duration,
     read_history,
     suggestions,
 )
