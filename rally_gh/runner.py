@@ -176,6 +176,10 @@ def agent_environment(base_env: Mapping[str, str], teammate: Teammate, run_id: s
         if name in base_env:
             env[name] = base_env[name]
     env.setdefault("PATH", os.defpath)
+    # The agent's own git runs no hook: a pre-commit framework's hook would install its environments
+    # again in every empty teammate home (about 30 s a commit, and fails offline), and reconciliation
+    # checks every commit of the agent anyway. core.hooksPath=/dev/null holds no hook, ever.
+    env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.hooksPath", "GIT_CONFIG_VALUE_0": os.devnull})
     fallback = default_identity(teammate.name)
     name, email = identity[0] or fallback[0], identity[1] or fallback[1]
     for role in ("AUTHOR", "COMMITTER"):
