@@ -794,6 +794,7 @@ def test_a_signal_during_merge_verify_stops_it_and_leaves_a_resumable_run(tmp_pa
     while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
         time.sleep(0.05)
     verify = int(pid_file.read_text())
+    time.sleep(0.5)  # let the orchestrator's Popen return: a signal inside it would orphan the command
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=15)
     assert out.strip() == "interrupted" and "Traceback" not in err  # an interrupted run, to be reported

@@ -129,6 +129,9 @@ def test_sigint_during_merge_verify_interrupts_even_when_rally_gh_inherited_it_i
     while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert started.exists(), proc.communicate()
+    # The command is up; let rally-gh's Popen return too (a signal inside it would orphan the command:
+    # integrate.run_commands cannot stop what it has no handle on yet).
+    time.sleep(0.5)
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
