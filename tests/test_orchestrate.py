@@ -505,6 +505,28 @@ def test_a_run_split_across_jobs_talks_only_through_the_remote(tmp_path: Path) -
     assert run_cmd.merge(jobs["merge"], None, "s1", env, io.StringIO()) == 1
 
 
+def test_a_split_runs_merge_lists_a_failed_teammates_violations_and_keeps_it_failed(tmp_path: Path) -> None:
+    from rally_gh.commands import run as run_cmd
+
+    scripts = _write_scripts(tmp_path / "scripts")
+    scripts["crash"].write_text("import pathlib, sys\npathlib.Path('README.md').write_text('mine now\\n')\nsys.exit(3)\n")
+    rally_yml = _map(scripts, ["api", "crash"])
+    seed = _repo(tmp_path, rally_yml)
+    remote = tmp_path / "remote.git"
+    run_git(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
+    env = dict(os.environ)
+    for job in ("api", "crash", "merge"):
+        run_git(tmp_path, "clone", "-q", str(remote), str(tmp_path / f"job-{job}"))
+    assert run_cmd.teammate(tmp_path / "job-api", None, "api", "s2", env, io.StringIO()) == 0
+    run_cmd.teammate(tmp_path / "job-crash", None, "crash", "s2", env, io.StringIO())
+    out = io.StringIO()
+    run_cmd.merge(tmp_path / "job-merge", None, "s2", env, out)
+    state = load_state(git.common_dir(git.open_repo(tmp_path / "job-merge")), "s2")
+    crash = state.teammate("crash")
+    assert crash.outcome == "failed" and [v.path for v in crash.violations] == ["README.md"]
+    assert "| crash | `README.md` | nobody | modified |" in out.getvalue()
+
+
 def test_a_teammate_whose_blocker_failed_is_skipped(tmp_path: Path) -> None:
     scripts = _write_scripts(tmp_path / "scripts")
     scripts["api"] = scripts["crash"]
