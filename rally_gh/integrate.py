@@ -428,11 +428,17 @@ def verify_and_bisect(repo: Repository, plan: IntegrationPlan, result: Integrati
 def _drop_and_replay(repo: Repository, plan: IntegrationPlan, result: IntegrationResult, index: int,
                      committer: Identity, why: str) -> IntegrationResult:
     """``result`` without the teammate at ``result.applied[index]``: the teammates
-    after it are replayed again onto the tip before it."""
+    after it are replayed again onto the tip before it, those that conflicted
+    too (what they met may have been the culprit's work), unless integration
+    had stopped at a conflict."""
     culprit = result.applied[index].teammate
     keep = {a.teammate for a in result.applied[:index]}
     start_tip = result.applied[index - 1].tip if index > 0 else result.base
     later = {a.teammate for a in result.applied[index + 1:]}
+    if result.stopped_by is None:
+        order = [o.teammate for o in result.outcomes]
+        later |= {o.teammate for o in result.outcomes
+                  if o.status == "conflicted" and order.index(o.teammate) > order.index(culprit)}
     done = [o if o.teammate != culprit else TeammateOutcome(culprit, "refused", "verify", why)
             for o in result.outcomes if o.teammate not in later]
     again = [t for t in plan.teammates if t.teammate in later]

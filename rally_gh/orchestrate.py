@@ -859,8 +859,6 @@ class _Orchestra:
                 self.ledger.update(name, outcome="skipped",
                                    reason=f"not integrated: its blocker {blocker} was not, and its work builds on it")
             candidates = [n for n in candidates if n not in orphans]
-        # Blamed now, on the tip each conflict met: a verify failure may drop whom it met.
-        causes = self._conflict_causes(repo, result)
         self.ledger.add_phase("integrate", self.clock() - started)
 
         started = self.clock()
@@ -886,8 +884,7 @@ class _Orchestra:
             if checked.base_fails:
                 self.ledger.update_run(problems=(*self.ledger.state.problems,
                                                  "merge.verify fails on the base commit itself: nobody was blamed"))
-        causes = {**self._conflict_causes(repo, result), **causes}
-        self._record_integration(result, on_conflict, causes)
+        self._record_integration(result, on_conflict, self._conflict_causes(repo, result))
         self.ledger.update_run(verification=verification)
         self.ledger.add_phase("verify", self.clock() - started)
 

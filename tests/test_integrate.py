@@ -439,6 +439,25 @@ def test_bisection_finds_the_teammate_that_breaks_verify(tmp_path: Path, culprit
     assert verdict.runs[-1].sha == final.tip and len(verdict.runs[-1].teammates) == 7
 
 
+def test_a_teammate_that_conflicted_only_with_a_dropped_culprit_is_integrated_after_all(tmp_path: Path) -> None:
+    path, base, order = setup(tmp_path, {"shared.cfg": "x\n"}, {
+        "t0": [{"t0/a": "a\n"}],
+        "t1": [{"shared.cfg": "t1\n", "t1/b": "broken\n"}],  # breaks verify
+        "t2": [{"shared.cfg": "t2\n"}],  # meets t1's change to shared.cfg
+        "t3": [{"shared.cfg": "t3\n"}],  # and so does t3, until t2's is integrated in t1's place
+    })
+    repo, plan, result = run(path, base, order)
+    assert [o.status for o in result.outcomes] == ["integrated", "integrated", "conflicted", "conflicted"]
+    verdict = verify_and_bisect(repo, plan, result, _verifier(path, []), committer=PINNED)
+    assert verdict.passed and verdict.culprits == ("t1",)
+    final = verdict.result
+    assert [a.teammate for a in final.applied] == ["t0", "t2"]
+    assert final.outcome("t3").status == "conflicted"
+    causes = conflict_causes(repo, final, final.outcome("t3").conflict, Sha(base))  # type: ignore[arg-type]
+    assert [(c.teammate, c.paths) for c in causes] == [("t2", ("shared.cfg",))]
+    assert files_at(path, final.tip)["shared.cfg"] == b"t2\n" and final.tip == verdict.runs[-1].sha
+
+
 def test_two_culprits_and_a_clean_pass(tmp_path: Path) -> None:
     path, base, order = _team(tmp_path, 6, [1, 4])
     repo, plan, result = run(path, base, order)
