@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import subprocess
-import warnings
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -76,10 +76,8 @@ def _renderer() -> Path:
         reason = "node is not installed"
     elif not (CACHE / "installed").is_file():
         reason = f"mermaid is not installed in {CACHE}: run `bash tests/mermaid/install.sh`"
-    if reason:
-        message = f"THE REPORT'S MERMAID DIAGRAMS WERE NOT RENDERED: {reason}"
-        warnings.warn(message, stacklevel=1)
-        pytest.skip(message)
+    if reason:  # tests/conftest.py repeats it at the end of the test run
+        pytest.skip(f"THE REPORT'S MERMAID DIAGRAMS WERE NOT RENDERED: {reason}")
     return Path(node or "node")
 
 
@@ -169,6 +167,18 @@ def test_the_plans_dependency_graph_draws_keyword_teammates() -> None:
 ])
 def test_the_axis_is_chosen_from_the_runs_length(span: float, expected: tuple[float, str, str]) -> None:
     assert timeline_axis(span) == expected
+
+
+def test_a_test_run_without_the_renderer_ends_saying_so(tmp_path: Path) -> None:
+    env = {**os.environ, "RALLY_MERMAID_CACHE": str(tmp_path / "empty")}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", __file__,
+         "-k", "time_zone"], cwd=Path(__file__).parent.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    said = [line for line in proc.stdout.splitlines() if line.startswith("= THE REPORT'S MERMAID")]
+    assert [line.strip("= ") for line in said] == [(f"THE REPORT'S MERMAID DIAGRAMS WERE NOT RENDERED: mermaid is not installed in "
+                                f"{tmp_path / 'empty'}: run `bash tests/mermaid/install.sh`")]
 
 
 def test_the_dependency_graph_of_every_case_names_each_teammate_once() -> None:
