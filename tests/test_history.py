@@ -356,6 +356,14 @@ def test_a_missing_key_is_added_where_a_person_would_write_it(tmp_path: Path) ->
                     "- name: b\n  exclusive_write: [b/]\n")
 
 
+def test_one_run_is_one_run(repo_path: Path) -> None:
+    append_record(git.open_repo(repo_path), record("issue-0", T0, mate("api")))
+    out = io.StringIO()
+    assert history_cmd.run(repo_path, None, None, "text", out) == 0
+    assert "1 run of shop in refs/rally/history" in out.getvalue()
+    assert "No suggestions: 1 run of shop; they start after" in out.getvalue()
+
+
 def test_the_history_command_shows_the_trend_and_applies_a_suggestion(repo_path: Path) -> None:
     repo = git.open_repo(repo_path)
     for i in range(4):
@@ -364,7 +372,7 @@ def test_the_history_command_shows_the_trend_and_applies_a_suggestion(repo_path:
     out = io.StringIO()
     assert history_cmd.run(repo_path, None, None, "text", out) == 0
     text = out.getvalue()
-    assert "4 run(s) of shop in refs/rally/history" in text
+    assert "4 runs of shop in refs/rally/history" in text
     assert "score ▄▅▆▇  first 40, last 85, best 85" in text
     assert "issue-3" in text and "timed" not in text.split("Suggestions")[0]
     assert " 1. teammates[1].timeout: 20m -> 40m" in text

@@ -25,6 +25,7 @@ from rally_gh.history import (
     read_history,
     suggestions,
 )
+from rally_gh.words import plural
 
 SPARK = "▁▂▃▄▅▆▇█"
 TABLE_ROWS = 20  # the latest runs; --format json has them all
@@ -95,7 +96,7 @@ def write_text(history: History, found: Sequence[Suggestion], config: Config | N
                       markup=False, soft_wrap=True)
         return
     teams = sorted({r.team for r in records})
-    console.print(f"{len(records)} run(s) of {', '.join(teams)} in {HISTORY_REF}", markup=False, soft_wrap=True)
+    console.print(f"{plural(records, 'run')} of {', '.join(teams)} in {HISTORY_REF}", markup=False, soft_wrap=True)
     scores = [r.tes for r in records[-SPARK_RUNS:]]
     console.print(f"score {sparkline(scores)}  first {scores[0]}, last {scores[-1]}, best {max(scores)}",
                   markup=False, soft_wrap=True)
@@ -105,7 +106,7 @@ def write_text(history: History, found: Sequence[Suggestion], config: Config | N
     elif not found:
         mine = sum(r.team == config.team for r in records)
         console.print("No suggestions: " + (
-            f"{mine} run(s) of {config.team}; they start after {MIN_RUNS_FOR_SUGGESTIONS}"
+            f"{plural(mine, 'run')} of {config.team}; they start after {MIN_RUNS_FOR_SUGGESTIONS}"
             if mine < MIN_RUNS_FOR_SUGGESTIONS else "the map fits the recent runs"), markup=False, soft_wrap=True)
     else:
         console.print("Suggestions (`rally-gh history --apply N` writes one into rally.yml):",
