@@ -110,10 +110,14 @@ def _integration_quality(state: RunState) -> tuple[float, dict[str, Any]]:
     """
     own_failed = {t.name for t in state.teammates if any(not v.passed for v in t.verify)}
     verified = {t.name for t in state.teammates if t.verify}
-    offered = set(state.integrated).union(*(r.teammates for r in state.verify_runs))
-    dropped = offered - set(state.integrated) if state.verify_runs else set()
+    # Dropped: blamed by a failing run (or, in a state from before runs named whom they blamed,
+    # left unverified and out of the integration). A teammate that conflicted when replayed
+    # after a culprit was dropped counts under conflict prevention, not here.
+    offered = set().union(*(r.teammates for r in state.verify_runs))
+    dropped = set().union(*(r.blamed for r in state.verify_runs)) | {
+        t.name for t in state.teammates if t.name in offered and t.outcome == "unverified" and not t.integrated}
     if state.verification or state.verify_runs:
-        verified |= offered
+        verified |= set(state.integrated) | dropped
     failed = own_failed | dropped
     commands = len(state.verification)
     passed = sum(v.passed for v in state.verification)

@@ -70,6 +70,18 @@ def test_a_teammate_that_merge_verify_dropped_lowers_integration_quality() -> No
            "merge.verify 1 of 1 command passed |" in report_markdown(state)
 
 
+def test_a_teammate_that_conflicted_once_a_culprit_was_dropped_is_not_counted_as_dropped_by_verify() -> None:
+    state = finished(
+        rec("api", "done", integrated=True), rec("qa", "unverified"), rec("web", "conflicted"),
+        verification=(VerifyResult(command="pytest -q", passed=True, exit_code=0),),
+        verify_runs=(VerifyRunRecord(sha="1" * 40, teammates=("api", "qa", "web"), passed=False, blamed=("qa",)),
+                     VerifyRunRecord(sha="2" * 40, teammates=("api",), passed=True)),
+    )
+    inputs = report_json(state)["tes_breakdown"]["integration_quality"]["inputs"]
+    assert (inputs["verified"], inputs["dropped_by_merge_verify"]) == (["api", "qa"], ["qa"])
+    assert team_efficiency(state).parts["integration_quality"] == 0.5
+
+
 def test_a_teammate_whose_own_verify_failed_lowers_integration_quality() -> None:
     state = finished(rec("api", "done", integrated=True, verify=(VerifyResult(command="t", passed=True),)),
                      rec("web", "unverified", verify=(VerifyResult(command="t", passed=False, exit_code=1),)))
