@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from rally_gh import git
 from rally_gh.errors import ConflictError
@@ -535,8 +535,8 @@ def _run_command(command: str, cwd: Path, timeout: float, out: IO[bytes], tail_c
         return text
 
     try:
-        proc = subprocess.Popen(argv, cwd=cwd, env=_verify_env(), stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = _Command(argv, cwd=cwd, env=_verify_env(), stdin=subprocess.DEVNULL,
+                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as err:
         ended(f"could not start: {err}")
         return CommandRun(command, False, f"could not start: {err}", log=log)
@@ -556,6 +556,24 @@ def _run_command(command: str, cwd: Path, timeout: float, out: IO[bytes], tail_c
         proc.wait()
         raise
     return CommandRun(command, passed, text[-tail_chars:], exit_code, round(time.monotonic() - started, 3), log)
+
+
+class _Command(subprocess.Popen[bytes]):
+    """A command in a session of its own that an interruption (Ctrl-C, SIGTERM) while
+    it is being started stops: the caller, never handed it, could not."""
+
+    def __init__(self, argv: Sequence[str], **options: Any) -> None:
+        try:
+            super().__init__(argv, **options)
+        except BaseException as err:
+            if not isinstance(err, OSError) and self.pid is not None and self.returncode is None:
+                for kill in (os.kill, os.killpg):  # the child itself, then its session once it has one
+                    with contextlib.suppress(OSError):
+                        kill(self.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.pid, 0)
+                self.returncode = -signal.SIGKILL
+            raise
 
 
 def verify_commit(repo: Repository, sha: Sha, commands: Sequence[str], timeout: float,

@@ -10,6 +10,7 @@ import hashlib
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -506,6 +507,25 @@ def test_run_commands_keep_all_of_the_output_in_the_log_and_its_tail_in_the_resu
     assert text.startswith("$ seq 1 5000\n1\n2\n3\n") and "\n5000\n[rally-gh] exit 0 after " in text
     assert "$ true\n[rally-gh] exit 0 after " in text
     assert text.endswith("$ sh -c 'echo started; sleep 5'\nstarted\n[rally-gh] stopped after 0.5s\n\n")
+
+
+def test_an_interruption_while_a_command_starts_leaves_no_orphan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rally_gh.testing import live_processes_with
+
+    marker = f"verify-orphan-{os.getpid()}"
+    monkeypatch.setenv("RALLY_TEST_MARKER", marker)
+    started = subprocess.Popen._close_pipe_fds  # type: ignore[attr-defined]
+
+    def interrupted(self: subprocess.Popen[bytes], *fds: int) -> None:
+        started(self, *fds)  # the child is forked: Ctrl-C now, before Popen returns it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(subprocess.Popen, "_close_pipe_fds", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_commands(["sh -c 'sleep 30 & sleep 30'"], tmp_path, timeout=60)
+    monkeypatch.undo()
+    time.sleep(0.3)
+    assert live_processes_with(marker) == []
 
 
 def test_verify_commands_cannot_reach_the_workflow_or_its_credentials(tmp_path: Path,
