@@ -224,11 +224,13 @@ def codeowners_import(file: Path, team: str | None, output: Path | None) -> None
 
 @codeowners.command("export")
 @CONFIG_OPTION
-def codeowners_export(config_path: Path | None) -> None:
-    """A CODEOWNERS file that GitHub reads the way rally-gh reads rally.yml."""
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write here instead of standard output.")
+def codeowners_export(config_path: Path | None, output: Path | None) -> None:
+    """A CODEOWNERS file that keeps every path's review owners (the teammates' codeowners)."""
     from rally_gh.commands import codeowners as cmd
 
-    _exit(lambda: cmd.export(Path.cwd(), config_path, sys.stdout))
+    _exit(lambda: cmd.export(Path.cwd(), config_path, output, sys.stdout))
 
 
 @cli.command()

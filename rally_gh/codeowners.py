@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from rally_gh.errors import ConfigError, PatternError
 from rally_gh.globs import Glob, GlobSet, compile_glob, literal_prefix
 from rally_gh.ownership import Ownership
-from rally_gh.paths import CONTROL_FILES, is_control_file
+from rally_gh.paths import is_control_file
 
 if TYPE_CHECKING:  # pydantic is slow to import; `owner --codeowners` never needs it
     from rally_gh.config import Config
@@ -205,7 +205,9 @@ def _teammate_names(owner_lists: list[tuple[str, ...]]) -> dict[tuple[str, ...],
 
 def import_codeowners(text: str, team: str, source: str = "CODEOWNERS") -> str:
     """A rally.yml whose ownership equals ``text``'s for every path but control files
-    (which rally.yml grants only literally, SPEC section 1)."""
+    (which rally.yml grants only literally), each teammate keeping its original owners
+    in ``codeowners:`` so that ``export_codeowners`` gives every path, control files
+    included, the review it had."""
     teammates = import_rules(parse_codeowners(text, source))
     if not teammates:
         raise ConfigError(
@@ -215,7 +217,9 @@ def import_codeowners(text: str, team: str, source: str = "CODEOWNERS") -> str:
     out = [
         f"# Made by `rally-gh codeowners import {source}`: one teammate per owner list of {source}.",
         "# Ownership here equals the CODEOWNERS file's; control files (.github/**, CODEOWNERS, ...)",
-        "# need a literal pattern to be granted. Replace the placeholder agents and tasks.",
+        "# need a literal pattern to be granted. `codeowners:` keeps each line's owners, so",
+        "# `rally-gh codeowners export` gives every path the review it has today.",
+        "# Replace the placeholder agents and tasks.",
     ]
     if len(teammates) > MAX_TEAM:
         out.append(
@@ -233,6 +237,7 @@ def import_codeowners(text: str, team: str, source: str = "CODEOWNERS") -> str:
             f"  - name: {t.name}",
             f"    role: {_quote(ROLE_PREFIX + owners)}",
             f"    task: {_quote(f'Work on the files CODEOWNERS gives to {owners}.')}",
+            f"    codeowners: [{', '.join(_quote(o) for o in t.owners)}]",
             '    agent: {preset: command, command: ["true"]}',
             "    exclusive_write:",
         ]
@@ -240,7 +245,7 @@ def import_codeowners(text: str, team: str, source: str = "CODEOWNERS") -> str:
     return "\n".join(out) + "\n"
 
 
-# The role of an imported teammate; export reads the original owners back from it.
+# The role of an imported teammate, before its owners.
 ROLE_PREFIX = "CODEOWNERS: "
 
 
@@ -261,19 +266,33 @@ class _Entry:
 
 
 def export_codeowners(config: Config) -> str:
-    """A CODEOWNERS file that GitHub reads the way rally-gh reads ``config``.
+    """A CODEOWNERS file that gives every path the review owners the map gives it.
 
-    Each teammate's patterns become lines owned by ``@<team>/<teammate>`` (or by the
-    owners an imported teammate came from, see ROLE_PREFIX), its ``!`` patterns lines
-    with no owner. Lines keep each teammate's order; across teammates they are ordered
-    so that a line that takes paths out comes before any other teammate's line that
-    gives them back (CODEOWNERS' last match then agrees with each list's last match).
-    Control files come last: un-owned, then granted again where a literal grants them.
+    Each teammate's patterns become lines owned by its ``codeowners:`` (a teammate
+    without them is an error: an invented ``@team/name`` would be an owner GitHub
+    does not know), its ``!`` patterns lines with no owner. Lines keep each
+    teammate's order; across teammates they are ordered so that a line that takes
+    paths out comes before any other teammate's line that gives them back
+    (CODEOWNERS' last match then agrees with each list's last match). A control
+    file keeps the owners its patterns give it: rally.yml lets no teammate write it
+    through a wildcard, but its changes still need review. A literal grant of a
+    control file comes again last, so that it wins there as it does in rally.yml.
     Exact for maps with no overlapping teammates (what ``validate`` accepts); an
     overlapping map gets a ``# overlap:`` line saying where the two readings part.
+    For a map made by ``import_codeowners``, GitHub reads the export as it read the
+    original file, path for path.
     """
+    unowned = [t.name for t in config.teammates if not t.codeowners]
+    if unowned:
+        raise ConfigError(
+            f"no GitHub owners for {len(unowned)} teammate{'s' * (len(unowned) != 1)} "
+            f"({', '.join(unowned[:5])}{', ...' if len(unowned) > 5 else ''}): a CODEOWNERS line needs "
+            "the users or teams that review those paths",
+            hint=f"add them to each teammate, e.g. `codeowners: [\"@org/{unowned[0]}\"]` under "
+                 f"`- name: {unowned[0]}` (`rally-gh codeowners import` keeps a CODEOWNERS file's owners)",
+        )
     ownership = Ownership.from_config(config)
-    owner_of_teammate = [_export_owner(config.team, t.name, t.role) for t in config.teammates]
+    owner_of_teammate = [" ".join(t.codeowners) for t in config.teammates]
     entries = [
         _Entry(g.teammate, g.index, g.glob, _region_key(g.glob)) for g in ownership.grants
     ]
@@ -302,21 +321,12 @@ def export_codeowners(config: Config) -> str:
         e = entries[k]
         text = _as_codeowners_pattern(e.glob)
         lines.append(text if e.glob.negated else f"{text} {owner_of_teammate[e.teammate]}")
-    # Control files: a wildcard never grants them in rally.yml, but would here.
-    lines.append("")
-    lines.append("# Control files: writable only where the map names them literally.")
-    lines.extend(_control_lines(ownership, owner_of_teammate))
+    granted = _control_grants(ownership, owner_of_teammate)
+    if granted:
+        lines.append("")
+        lines.append("# Control files that the map grants literally: their teammate's owners, last.")
+        lines.extend(granted)
     return "\n".join(lines) + "\n"
-
-
-def _export_owner(team: str, name: str, role: str) -> str:
-    if role.startswith(ROLE_PREFIX):
-        owners = role[len(ROLE_PREFIX) :].split()
-        if owners and all(_OWNER_RE.fullmatch(o) for o in owners):
-            return " ".join(owners)
-    # A GitHub team slug: the team name of rally.yml may hold blanks or other characters.
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", team).strip("-").lower() or "team"
-    return f"@{slug}/{name}"
 
 
 def _as_codeowners_pattern(glob: Glob) -> str:
@@ -325,22 +335,17 @@ def _as_codeowners_pattern(glob: Glob) -> str:
     return re.sub(r"(?<!\\)([ \t#])", r"\\\1", text)
 
 
-def _control_lines(ownership: Ownership, owner_of_teammate: list[str]) -> list[str]:
-    # Names without a slash are control files at any depth, as CODEOWNERS reads them too.
-    lines = [("/" + c.removesuffix("**")) if c.endswith("/**") else c for c in CONTROL_FILES]
-    granted = sorted(
+def _control_grants(ownership: Ownership, owner_of_teammate: list[str]) -> list[str]:
+    """A line for each control file a literal pattern grants, owned as rally.yml owns it."""
+    lines = []
+    literals = sorted(
         {g.glob.literal for g in ownership.grants if not g.glob.negated and g.glob.literal is not None}
     )
-    for literal in granted:
-        if not is_control_file(literal):
-            continue
-        owner = ownership.owner_of(literal)
+    for literal in literals:
+        owner = ownership.owner_of(literal) if is_control_file(literal) else None
         if owner is not None:
-            # The grant is that one path: the line also gives what is below it, so
-            # the second line takes that back.
             text = _as_codeowners_pattern(compile_glob(literal))
             lines.append(f"/{text} {owner_of_teammate[ownership.names.index(owner)]}")
-            lines.append(f"/{text}/")
     return lines
 
 

@@ -279,6 +279,8 @@ Duration = Annotated[
 Pattern = Annotated[str, AfterValidator(_check_pattern)]
 RefName = Annotated[str, AfterValidator(_check_ref)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+# A CODEOWNERS owner, as rally_gh.codeowners reads one: @user, @org/team, or an e-mail address.
+CodeOwner = Annotated[str, Field(pattern=r"^(@\S+|[^@\s]+@\S+)$")]
 Preset = Literal["claude", "codex", "aider", "command"]
 Checkout = Literal["full", "sparse"]
 
@@ -412,6 +414,11 @@ class Teammate(_Model):
     )
     done_when: tuple[Pattern, ...] = Field(
         default=(), description="Paths that must exist and be changed when the teammate is done."
+    )
+    codeowners: tuple[CodeOwner, ...] = Field(
+        default=(),
+        description="GitHub owners who review this teammate's paths (@user, @org/team or an e-mail address), "
+        "for `rally-gh codeowners export`; `rally-gh codeowners import` keeps a CODEOWNERS file's.",
     )
 
 

@@ -25,8 +25,9 @@ from rally_gh.codeowners import (
 )
 from rally_gh.commands import codeowners as codeowners_cmd
 from rally_gh.commands import owner as owner_cmd
-from rally_gh.config import Config, Teammate
+from rally_gh.config import Config, Teammate, load_config_text
 from rally_gh.errors import ConfigError, UsageError
+from rally_gh.globs import matches
 from rally_gh.ownership import Ownership
 from rally_gh.paths import CONTROL_FILES, is_control_file
 
@@ -144,7 +145,7 @@ def load_imported(text: str) -> Config:
 def assert_import_exact(text: str, paths: tuple[str, ...] | list[str]) -> None:
     config = load_imported(text)
     ownership = Ownership.from_config(config)
-    owners_by_name = {t.name: t.role.removeprefix(ROLE_PREFIX) for t in config.teammates}
+    owners_by_name = {t.name: " ".join(t.codeowners) for t in config.teammates}
     matcher = CodeownersMatcher.from_text(text)
     expected = matcher.owners_of_many(paths)
     for path, want in zip(paths, expected):
@@ -185,7 +186,9 @@ def test_import_yaml_shape() -> None:
     assert names == ["web-team", "a-b", "web-team-2"]  # valid and unique
     first = data["teammates"][0]
     assert first["agent"] == {"preset": "command", "command": ["true"]}
-    assert first["role"] == "CODEOWNERS: @org/Web_Team"
+    assert first["role"] == ROLE_PREFIX + "@org/Web_Team"
+    assert first["codeowners"] == ["@org/Web_Team"]
+    assert data["teammates"][1]["codeowners"] == ["@a", "b@example.com"]  # the owners as written, in order
     assert "@org/Web_Team" in first["task"]
     assert first["exclusive_write"] == ["*", "!/docs/", "!\\!x"]  # a CODEOWNERS '!' is literal
     assert '- "!/docs/"' in out  # '!' quoted for YAML
@@ -213,10 +216,22 @@ def test_import_is_exact_on_generated_files(lines: list[tuple[str, str]], paths:
 # --- Export: GitHub reads the CODEOWNERS file as rally-gh reads the map ----------
 
 
+def review_owners(config: Config, path: str) -> tuple[str, ...]:
+    """The teammates whose own list decides ``path`` for them, as CODEOWNERS reads a pattern:
+    no control-file rule (a wildcard reaches a control file for review, not for writing)."""
+    owners = []
+    for t in config.teammates:
+        deciding = [p for p in t.exclusive_write if matches(p, path)]
+        if deciding and not deciding[-1].startswith("!"):
+            owners.append(t.name)
+    return tuple(owners)
+
+
 def assert_export_exact(config: Config, paths: tuple[str, ...] | list[str], *, may_cross: bool = False) -> None:
+    """GitHub reads the export as rally.yml owns each path, and a control file that no literal
+    grants keeps the review owners its patterns give it."""
     ownership = Ownership.from_config(config)
-    owner_string = {t.name: (t.role.removeprefix(ROLE_PREFIX) if t.role.startswith(ROLE_PREFIX)
-                             else f"@{config.team.lower()}/{t.name}") for t in config.teammates}
+    owner_string = {t.name: " ".join(t.codeowners) for t in config.teammates}
     exported = export_codeowners(config)
     if may_cross:
         # Exclusions that cross each other (t0: [src, !docs], t1: [src, !src/src]) have
@@ -226,6 +241,8 @@ def assert_export_exact(config: Config, paths: tuple[str, ...] | list[str], *, m
     got = CodeownersMatcher.from_text(exported).owners_of_many(paths)
     for path, answer in zip(paths, got):
         owners = ownership.owners_of(path)
+        if is_control_file(path) and not owners:
+            owners = review_owners(config, path)
         if len(owners) > 1:
             continue  # an overlap: validate refuses such a map; GitHub would pick one
         parents = path.split("/")
@@ -250,7 +267,8 @@ def test_export_of_an_import_is_exact_on_every_path(name: str) -> None:
 
 
 def make_config(**lists: list[str]) -> Config:
-    return Config(team="shop", teammates=tuple(Teammate(name=n, exclusive_write=tuple(p)) for n, p in lists.items()))
+    return Config(team="shop", teammates=tuple(Teammate(name=n, exclusive_write=tuple(p), codeowners=(f"@shop/{n}",))
+                                               for n, p in lists.items()))
 
 
 def test_export_orders_exclusions_before_what_gives_paths_back() -> None:
@@ -265,9 +283,24 @@ def test_export_orders_exclusions_before_what_gives_paths_back() -> None:
                                  ".github/workflows/other.yml", "rally.yml", "docs/x"])
 
 
-def test_export_owner_is_a_valid_team_handle() -> None:
-    config = Config(team="Checkout revamp!", teammates=(Teammate(name="api", exclusive_write=("src/",)),))
-    assert "src/ @checkout-revamp/api" in export_codeowners(config)
+def test_export_writes_the_teammates_codeowners_and_invents_none() -> None:
+    config = Config(team="Checkout revamp!", teammates=(
+        Teammate(name="api", exclusive_write=("src/",), codeowners=("@acme/backend", "lead@acme.test")),
+        Teammate(name="models", exclusive_write=("/models/",)),
+        Teammate(name="web", exclusive_write=("/web/",))))
+    with pytest.raises(ConfigError, match=r"^no GitHub owners for 2 teammates \(models, web\): ") as err:
+        export_codeowners(config)
+    assert err.value.hint is not None and 'codeowners: ["@org/models"]' in err.value.hint
+    config = config.model_copy(update={"teammates": config.teammates[:1]})
+    assert "src/ @acme/backend lead@acme.test" in export_codeowners(config)
+
+
+def test_a_map_refuses_a_codeowner_that_github_would_not_read() -> None:
+    with pytest.raises(ConfigError, match=r"codeowners\[0\]"):
+        load_config_text('version: 1\nteam: t\nteammates:\n  - {name: a, exclusive_write: [x], codeowners: [acme]}\n')
+    loaded = load_config_text('version: 1\nteam: t\nteammates:\n'
+                              '  - {name: a, exclusive_write: [x], codeowners: ["@acme/web", "@ada", "a@b.c"]}\n')
+    assert loaded.config.teammates[0].codeowners == ("@acme/web", "@ada", "a@b.c")
 
 
 def test_export_escapes_blanks_and_hashes() -> None:
@@ -300,13 +333,16 @@ def test_export_is_exact_on_generated_maps(lists: list[list[str]], paths: list[s
     assert_export_exact(config, paths, may_cross=True)
 
 
-def test_control_files_are_unowned_at_the_end_of_an_export() -> None:
-    out = export_codeowners(make_config(a=["**"]))
+def test_control_files_keep_the_review_owners_their_patterns_give_them() -> None:
+    # rally.yml lets no teammate write them through a wildcard; GitHub must still ask for review.
+    out = export_codeowners(make_config(a=["**"], docs=["/docs/"]))
     m = CodeownersMatcher.from_text(out)
     for control in CONTROL_FILES:
         path = control.replace("**", "x")
-        assert m.owner_of(path) is None, path
-    assert m.owner_of("src/x") == "@shop/a"
+        assert m.owner_of(path) == "@shop/a", path
+    assert m.owner_of("docs/CODEOWNERS") == "@shop/docs" and m.owner_of("src/x") == "@shop/a"
+    assert [line for line in out.splitlines() if line and not line.startswith("#")] == [
+        "** @shop/a", "/docs/ @shop/docs"]  # no line without an owner
 
 
 # --- Commands -------------------------------------------------------------------
@@ -389,11 +425,19 @@ def test_codeowners_import_then_export_commands(tmp_path: Path) -> None:
     assert "wrote rally.yml: 2 teammates" in out.getvalue()
     assert f"team: \"{tmp_path.name}\"" in (tmp_path / "rally.yml").read_text()
     exported = io.StringIO()
-    assert codeowners_cmd.export(tmp_path, None, exported) == 0
+    assert codeowners_cmd.export(tmp_path, None, None, exported) == 0
     m = CodeownersMatcher.from_text(exported.getvalue())
     assert [m.owner_of(p) for p in ("a.py", "docs/x.md", "docs/api/y.md", ".github/ci.yml")] == [
-        "@org/core", "@org/docs", None, None,
+        "@org/core", "@org/docs", None, "@org/core",
     ]
+    out = io.StringIO()
+    assert codeowners_cmd.export(tmp_path, None, Path("exported/CODEOWNERS"), out) == 0
+    assert (tmp_path / "exported" / "CODEOWNERS").read_text() == exported.getvalue()
+    assert out.getvalue() == ("wrote exported/CODEOWNERS: 5 lines from rally.yml; "
+                              "check a path with `rally-gh owner --codeowners exported/CODEOWNERS PATH`\n")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match=r"^-o file/CODEOWNERS: cannot write it: "):
+        codeowners_cmd.export(tmp_path, None, Path("file/CODEOWNERS"), io.StringIO())
     to_stdout = io.StringIO()
     assert codeowners_cmd.import_(tmp_path, Path("CODEOWNERS"), "shop", None, to_stdout) == 0
     assert 'team: "shop"' in to_stdout.getvalue()
@@ -433,8 +477,8 @@ def test_inline_comment_differs_from_oracle() -> None:
 def test_nested_control_files_are_unowned_at_the_end_of_an_export_too() -> None:
     out = export_codeowners(make_config(a=["**"], b=["/docs/CODEOWNERS"]))
     m = CodeownersMatcher.from_text(out)
-    assert m.owner_of("src/.gitattributes") is None and m.owner_of("src/AGENTS.md") is None
-    assert m.owner_of("docs/CODEOWNERS") == "@shop/b"  # a literal grant stays
+    assert m.owner_of("src/.gitattributes") == "@shop/a" and m.owner_of("src/AGENTS.md") == "@shop/a"
+    assert m.owner_of("docs/CODEOWNERS") == "@shop/b"  # a literal grant wins, as in rally.yml
 
 
 def test_an_overlapping_map_exports_with_a_line_saying_where_the_readings_part() -> None:
@@ -448,3 +492,39 @@ def test_reading_codeowners_never_imports_pydantic() -> None:
     """`owner --codeowners` answers for 100k paths in well under a second; pydantic alone costs ~0.3 s."""
     code = "import sys, rally_gh.codeowners; print('pydantic' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+# --- Round trip: CODEOWNERS -> rally.yml -> CODEOWNERS keeps every path's review -------
+
+CONTROL_PATHS = [".github/workflows/ci.yml", ".github/CODEOWNERS", "CODEOWNERS", "docs/CODEOWNERS", "rally.yml",
+                 ".gitattributes", "src/.gitattributes", "AGENTS.md", "src/AGENTS.md", ".claude/settings.json"]
+
+
+def assert_round_trip(text: str, paths: list[str] | tuple[str, ...]) -> None:
+    exported = export_codeowners(load_imported(text))
+    assert "# warning" not in exported
+    paths = [*paths, *CONTROL_PATHS]
+    want = CodeownersMatcher.from_text(text).owners_of_many(paths)
+    got = CodeownersMatcher.from_text(exported).owners_of_many(paths)
+    wrong = [(p, w, g) for p, w, g in zip(paths, want, got) if w != g]
+    assert not wrong, wrong[:5]
+
+
+def test_a_round_trip_keeps_the_review_of_control_files_and_invents_no_owner() -> None:
+    # What the click trial saw: `* @acme/leads` reviewed .github/ and CODEOWNERS; the export dropped it.
+    text = "* @acme/leads\n/src/models/ @shop-models\n/.github/workflows/release.yml @acme/release\n"
+    exported = export_codeowners(load_imported(text))
+    m = CodeownersMatcher.from_text(exported)
+    assert [m.owner_of(p) for p in (".github/workflows/ci.yml", ".github/workflows/release.yml", "CODEOWNERS",
+                                    "src/models/a.py", "README.md")] == [
+        "@acme/leads", "@acme/release", "@acme/leads", "@shop-models", "@acme/leads"]
+    owners = {word for line in exported.splitlines() if not line.startswith("#") for word in line.split()[1:]}
+    assert owners == {"@acme/leads", "@shop-models", "@acme/release"}
+    assert_round_trip(text, ["src/models/x/y.py", "src/a.py", "docs/a.md"])
+
+
+@needs_data
+@pytest.mark.parametrize("name", [n for n in DATASETS if n not in ("kibana", "cpython")])
+def test_a_round_trip_of_a_real_codeowners_file_keeps_every_path_s_owners(name: str) -> None:
+    text, paths = dataset(name)
+    assert_round_trip(text, paths[:: max(1, len(paths) // 2000)])

@@ -8,6 +8,7 @@ from typing import TextIO
 from rally_gh.codeowners import export_codeowners, import_codeowners
 from rally_gh.commands.owner import read_codeowners_file, repository_root, under
 from rally_gh.config import MAX_TEAM, find_config, load_config, load_config_text
+from rally_gh.errors import UsageError
 
 
 def import_(cwd: Path, file: Path, team: str | None, output: Path | None, stdout: TextIO) -> int:
@@ -21,7 +22,7 @@ def import_(cwd: Path, file: Path, team: str | None, output: Path | None, stdout
     if output is None:
         stdout.write(yaml_text)
         return 0
-    under(cwd, output).write_text(yaml_text, encoding="utf-8")
+    _write(cwd, output, yaml_text)
     if n > MAX_TEAM:
         next_step = (f"a run takes at most {MAX_TEAM} teammates: pick them with a `rally` block in the issue "
                      "or `--tasks FILE`; replace their placeholder agents, then")
@@ -32,9 +33,27 @@ def import_(cwd: Path, file: Path, team: str | None, output: Path | None, stdout
     return 0
 
 
-def export(cwd: Path, config_path: Path | None, stdout: TextIO) -> int:
-    """Print a CODEOWNERS file that GitHub reads the way rally-gh reads the map."""
+def export(cwd: Path, config_path: Path | None, output: Path | None, stdout: TextIO) -> int:
+    """Write a CODEOWNERS file that keeps every path's review owners (to ``output`` or stdout)."""
     explicit = None if config_path is None else under(cwd, config_path)
-    loaded = load_config(find_config(repository_root(cwd), explicit))
-    stdout.write(export_codeowners(loaded.config))
+    path = find_config(repository_root(cwd), explicit)
+    text = export_codeowners(load_config(path).config)
+    if output is None:
+        stdout.write(text)
+        return 0
+    _write(cwd, output, text)
+    n = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+    stdout.write(f"wrote {output}: {n} line{'s' * (n != 1)} from {path.name}; "
+                 f"check a path with `rally-gh owner --codeowners {output} PATH`\n")
     return 0
+
+
+def _write(cwd: Path, output: Path, text: str) -> None:
+    """Write ``-o FILE``, making its folder (``.github/``) when it is not there yet."""
+    target = under(cwd, output)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise UsageError(f"-o {output}: cannot write it: {err.strerror or err}",
+                         hint="give a file path in a folder you can write") from None
