@@ -43,6 +43,7 @@ from ruamel.yaml.events import AliasEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 
+from rally_gh import docs_url
 from rally_gh.errors import ConfigError, UsageError
 from rally_gh.paths import hostile_reason
 
@@ -58,7 +59,7 @@ MAX_DEPTH = 16  # the deepest key of the schema is 4 levels down
 MAX_MESSAGE_LINES = 200  # beyond this the message says how to get the rest
 MAX_TIMEOUT_SECONDS = 24 * 3600
 
-DOCS = "docs/rally-yml.md"
+DOCS = docs_url("rally-yml.md")
 
 
 @dataclass(frozen=True)

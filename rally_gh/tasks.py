@@ -47,6 +47,7 @@ from rally_gh.config import (
     format_key_path,
     pattern_problem,
 )
+from rally_gh import docs_url
 from rally_gh.errors import ConfigError, PatternError, RallyError, UsageError
 from rally_gh.globs import compile_glob
 from rally_gh.ownership import Ownership
@@ -54,7 +55,7 @@ from rally_gh.words import possessive
 
 BLOCK_TAG = "rally"
 BLOCK_KEYS = ("task", "done_when")
-DOCS = "docs/plans.md"
+DOCS = docs_url("plans.md")
 ISSUE_HINT = ("edit the rally block of the issue (one teammate a line, `name: task`, or `name:` with `task:` and "
               f"`done_when:`), then add the label again; see {DOCS}")
 

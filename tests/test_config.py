@@ -263,7 +263,7 @@ def test_thousands_of_teammates_load_quickly() -> None:
 
 def test_empty_file() -> None:
     assert one_line("") == ("rally.yml:1:1: the map is empty; it needs at least team: and teammates: "
-                            "(see docs/rally-yml.md)")
+                            "(see https://github.com/rally-gh/rally-gh/blob/v0.1.0/docs/rally-yml.md)")
     assert one_line("# only a comment\n").startswith("rally.yml:1:1: the map is empty")
 
 
