@@ -183,14 +183,37 @@ def merge(run_id: str, config_path: Path | None) -> None:
 
 
 @cli.command()
-@click.option("--run", "run_id", required=True)
+@click.option("--run", "run_id", default=None, help="The run (default: the one started last; see `rally-gh runs`).")
 @click.option("--format", "fmt", type=click.Choice(["text", "md", "json", "step-complete", "handoff"]), default=None,
               help="text: drawn for a terminal (the default in one); md: Markdown for GitHub (the default otherwise).")
-def report(run_id: str, fmt: str | None) -> None:
-    """The report of a run."""
+def report(run_id: str | None, fmt: str | None) -> None:
+    """The report of a run, the latest by default."""
     from rally_gh.commands import report as cmd
 
     _exit(lambda: cmd.run(Path.cwd(), run_id, fmt, sys.stdout))
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def runs(fmt: str) -> None:
+    """The runs of this repository, newest first: status, teammates, integration branch."""
+    from rally_gh.commands import runs as cmd
+
+    _exit(lambda: cmd.run(Path.cwd(), fmt, sys.stdout))
+
+
+@cli.command()
+@click.option("--run", "run_id", default=None, help="Only this run (default: every run that is not running).")
+@click.option("--older-than", default=None, metavar="AGE", help="Only runs started more than AGE ago (30d, 12h, 2w).")
+@click.option("--dry-run", is_flag=True, help="List what would go, remove nothing.")
+@click.option("--force", is_flag=True, help="Also delete branches whose work exists nowhere else.")
+def clean(run_id: str | None, older_than: str | None, dry_run: bool, force: bool) -> None:
+    """Remove runs' branches, state and leftover worktrees (never work found nowhere else, unless --force)."""
+    import time
+
+    from rally_gh.commands import clean as cmd
+
+    _exit(lambda: cmd.run(Path.cwd(), run_id, older_than, dry_run, force, time.time, sys.stdout))
 
 
 @cli.command()

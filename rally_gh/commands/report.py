@@ -10,15 +10,18 @@ from rich.console import Console
 
 from rally_gh import git
 from rally_gh.errors import EXIT_OK, UsageError
+from rally_gh.housekeeping import latest_run
 from rally_gh.report import report_json, report_markdown, step_complete_block
 from rally_gh.report_text import print_report, write_report
 from rally_gh.state import check_ref_component, load_state
 
 
-def run(cwd: Path, run_id: str, fmt: str | None, stdout: TextIO) -> int:
-    """``fmt`` None: drawn for a person at a terminal, Markdown for anything else."""
+def run(cwd: Path, run_id: str | None, fmt: str | None, stdout: TextIO) -> int:
+    """The report of ``run_id``, or of the run started last when it is None. ``fmt`` None: drawn
+    for a person at a terminal, Markdown for anything else."""
     repo = git.open_repo(cwd, allow_bare=True)
-    state = load_state(git.common_dir(repo), check_ref_component(run_id, "run id"))
+    run_id = latest_run(repo) if run_id is None else check_ref_component(run_id, "run id")
+    state = load_state(git.common_dir(repo), run_id)
     if fmt is None:
         write_report(state, stdout)
     elif fmt == "text":

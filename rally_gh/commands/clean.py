@@ -1,0 +1,66 @@
+"""``rally-gh clean``: remove runs' branches, state and leftover worktrees, never work that is nowhere else."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TextIO
+
+from rally_gh import git
+from rally_gh.errors import EXIT_OK, UsageError
+from rally_gh.housekeeping import CleanPlan, execute_clean, find_runs, parse_age, plan_clean
+from rally_gh.state import Clock, check_ref_component
+
+
+def run(cwd: Path, run_id: str | None, older_than: str | None, dry_run: bool, force: bool, clock: Clock,
+        stdout: TextIO) -> int:
+    repo = git.open_repo(cwd, allow_bare=True)
+    runs = find_runs(repo)
+    if run_id is not None:
+        check_ref_component(run_id, "run id")
+        runs = [r for r in runs if r.run_id == run_id]
+        if not runs:
+            raise UsageError(f"--run {run_id}: no such run in this repository",
+                             hint="`rally-gh runs` lists them")
+    if older_than is not None:
+        cutoff = clock() - parse_age(older_than)
+        runs = [r for r in runs if r.started_at is not None and r.started_at < cutoff]
+    if not runs:
+        stdout.write("nothing to clean\n")
+        return EXIT_OK
+    plan = plan_clean(repo, runs, force=force)
+    _describe(plan, dry_run, stdout)
+    if not dry_run:
+        execute_clean(repo, plan)
+    return EXIT_OK
+
+
+def _describe(plan: CleanPlan, dry_run: bool, stdout: TextIO) -> None:
+    verb = "would delete" if dry_run else "deleted"
+    for run_id in plan.skipped:
+        stdout.write(f"{run_id}: still running, left alone\n")
+    branches = worktrees = states = 0
+    for run in plan.runs:
+        for branch in run.branches:
+            stdout.write(f"{run.run_id}: {verb} branch {branch}\n")
+        for keep in run.kept:
+            n = len(keep.commits)
+            stdout.write(f"{run.run_id}: kept branch {keep.branch}: {n} commit{'s' * (n != 1)} "
+                         f"({', '.join(git.short(c) for c in keep.commits[:3])}{', ...' if n > 3 else ''}) "
+                         "hold work that no other branch or remote-tracking ref has; merge or push it, "
+                         "or delete it anyway with --force\n")
+        for tree in run.worktrees:
+            stdout.write(f"{run.run_id}: {verb} leftover worktree {tree}\n")
+        if run.state_dir is not None:
+            stdout.write(f"{run.run_id}: {verb} state {run.state_dir}\n")
+        elif run.kept:
+            stdout.write(f"{run.run_id}: kept its state (`rally-gh report --run {run.run_id}`) with its kept branches\n")
+        branches += len(run.branches)
+        worktrees += len(run.worktrees)
+        states += run.state_dir is not None
+    kept = sum(len(run.kept) for run in plan.runs)
+    summary = (f"{'dry run: ' if dry_run else ''}{verb} {branches} branch{'es' * (branches != 1)}, "
+               f"{states} run state{'s' * (states != 1)} and {worktrees} leftover worktree{'s' * (worktrees != 1)}")
+    if kept:
+        summary += f"; kept {kept} branch{'es' * (kept != 1)} with work found nowhere else"
+    stdout.write(summary + "\n")

@@ -1,0 +1,226 @@
+"""Finding and cleaning up runs: ``rally-gh runs``, ``clean``, and the latest run for ``report``.
+
+A run leaves three things in the repository: its branches (``<prefix>/<run>/...``),
+its state (``<git common dir>/rally/runs/<run>/``) and, when it was killed, worktrees
+under ``rally_worktrees_root``. ``plan_clean`` decides what may go, as a value;
+``execute_clean`` removes it. A branch goes only when every commit of it that no
+other ref holds has an equal change (the same patch id) in a ref that stays: the
+integration branch holds its teammates' work as replayed commits, the base branch
+holds it once the pull request is merged, a remote-tracking ref once it was pushed.
+Otherwise the branch is kept, and its run's state with it, unless ``force``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rally_gh import git
+from rally_gh.errors import RallyError, UsageError
+from rally_gh.state import (
+    INTEGRATION_NAME,
+    RunState,
+    list_runs,
+    load_state,
+    pid_alive,
+    runs_dir,
+)
+
+DEFAULT_PREFIX = "rally"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run as ``rally-gh runs`` shows it: from its state, or from its branches alone."""
+
+    run_id: str
+    state: RunState | None  # None: only branches are left (the state was removed, or came from elsewhere)
+    status: str  # done | partial | failed | running | interrupted | planned | dry run | branches only
+    started_at: float | None
+    branches: tuple[str, ...]  # short names of the branches that exist, sorted
+
+    @property
+    def alive(self) -> bool:
+        """Its orchestrator is still running: nothing of it may be removed."""
+        return self.state is not None and self.state.status == "running" and pid_alive(self.state.pid)
+
+
+def find_runs(repo: git.Repository) -> list[RunInfo]:
+    """Every run of the repository, newest first."""
+    common = git.common_dir(repo)
+    states: dict[str, RunState] = {}
+    for run_id in list_runs(common):
+        try:
+            states[run_id] = load_state(common, run_id)
+        except RallyError:
+            continue  # unreadable (another version's): its branches still show it
+    prefixes = sorted({DEFAULT_PREFIX, *(s.branch_prefix for s in states.values())})
+    branches = _run_branches(repo, prefixes)
+    found = []
+    for run_id in sorted(set(states) | set(branches)):
+        state = states.get(run_id)
+        found.append(RunInfo(run_id, state, _status(state),
+                             state.started_at if state is not None else branches[run_id][1],
+                             tuple(sorted(branches.get(run_id, ((), None))[0]))))
+    return sorted(found, key=lambda r: (-(r.started_at or 0), r.run_id))
+
+
+def latest_run(repo: git.Repository) -> str:
+    """The id of the run started last that has a state (what ``report`` shows without ``--run``)."""
+    with_state = [r for r in find_runs(repo) if r.state is not None]
+    if not with_state:
+        raise RallyError(f"no run in this repository yet ({runs_dir(git.common_dir(repo))} holds none)",
+                         hint="start one with `rally-gh run` (or `rally-gh run --dry-run`)")
+    return with_state[0].run_id
+
+
+def _status(state: RunState | None) -> str:
+    if state is None:
+        return "branches only"
+    if state.dry_run:
+        return "dry run"
+    if state.status == "running":
+        return "running" if pid_alive(state.pid) else "interrupted"
+    if state.status != "finished":
+        return state.status
+    from rally_gh.report import run_status
+
+    return run_status(state)
+
+
+def _run_branches(repo: git.Repository, prefixes: Sequence[str]) -> dict[str, tuple[list[str], float | None]]:
+    """Run id -> (its branches, the newest tip's commit time), for branches ``<prefix>/<run>/<name>``."""
+    out = git.run_git(git.common_dir(repo), "for-each-ref", "--format=%(committerdate:unix) %(refname:short)",
+                      *(f"refs/heads/{p}/" for p in prefixes))
+    found: dict[str, tuple[list[str], float | None]] = {}
+    for line in out.splitlines():
+        stamp, _, branch = line.partition(" ")
+        for prefix in prefixes:
+            rest = branch.removeprefix(prefix + "/")
+            run_id, slash, name = rest.partition("/")
+            if rest != branch and slash and name and "/" not in name:
+                names, newest = found.get(run_id, ([], None))
+                names.append(branch)
+                when = float(stamp) if stamp.isdigit() else None
+                found[run_id] = (names, max(filter(None, (newest, when)), default=None))
+                break
+    return found
+
+
+# --- Cleaning -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeptBranch:
+    branch: str
+    commits: tuple[str, ...]  # the commits whose work is nowhere else, newest first
+
+
+@dataclass(frozen=True)
+class RunCleanup:
+    """What cleaning one run removes, and what it keeps and why."""
+
+    run_id: str
+    branches: tuple[str, ...]  # to delete
+    kept: tuple[KeptBranch, ...]  # work that exists nowhere else (without --force)
+    state_dir: Path | None  # to delete (None: none, or kept with a kept branch)
+    worktrees: tuple[Path, ...]  # leftover checkouts to remove
+
+
+@dataclass(frozen=True)
+class CleanPlan:
+    runs: tuple[RunCleanup, ...]
+    skipped: tuple[str, ...]  # runs still running
+
+
+def parse_age(text: str) -> float:
+    """``30d``, ``12h``, ``2w``, ``1d12h``, ``90m``, ``45s`` -> seconds."""
+    units = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+    parts = re.findall(r"(\d+)([wdhms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise UsageError(f"--older-than {text!r}: not an age",
+                         hint="write a number and a unit, largest first: 30d, 12h, 2w, 1d12h, 90m")
+    return float(sum(int(n) * units[u] for n, u in parts))
+
+
+def plan_clean(repo: git.Repository, runs: Sequence[RunInfo], *, force: bool) -> CleanPlan:
+    """What removing ``runs`` would remove. Integration branches are judged before teammate
+    branches, so that a teammate's work held by a kept integration branch lets its branch go."""
+    skipped = tuple(r.run_id for r in runs if r.alive)
+    chosen = [r for r in runs if not r.alive]
+    candidates = {b for r in chosen for b in r.branches}
+    keep_refs = [ref for ref in _all_refs(repo) if ref.removeprefix("refs/heads/") not in candidates]
+    kept: dict[str, KeptBranch] = {}
+    if not force:
+        ordered = sorted(candidates, key=lambda b: (not b.endswith("/" + INTEGRATION_NAME), b))
+        for branch in ordered:
+            lost = _work_nowhere_else(repo, branch, keep_refs)
+            if lost:
+                kept[branch] = KeptBranch(branch, lost)
+                keep_refs.append(f"refs/heads/{branch}")
+    worktree_root = git.rally_worktrees_root(repo)
+    common = git.common_dir(repo)
+    plans = []
+    for r in chosen:
+        kept_here = tuple(kept[b] for b in r.branches if b in kept)
+        state_dir = runs_dir(common) / r.run_id
+        plans.append(RunCleanup(
+            r.run_id,
+            tuple(b for b in r.branches if b not in kept),
+            kept_here,
+            state_dir if state_dir.is_dir() and not kept_here else None,
+            tuple(sorted((worktree_root / r.run_id).iterdir())) if (worktree_root / r.run_id).is_dir() else (),
+        ))
+    return CleanPlan(tuple(plans), skipped)
+
+
+def execute_clean(repo: git.Repository, plan: CleanPlan) -> None:
+    common = git.common_dir(repo)
+    for run in plan.runs:
+        for tree in run.worktrees:
+            git.remove_worktree(repo, tree)
+        if run.worktrees and run.worktrees[0].parent.is_dir() and not any(run.worktrees[0].parent.iterdir()):
+            run.worktrees[0].parent.rmdir()
+        if run.branches:
+            # Whatever is checked out, a run's branch is never the user's checkout: -D, not -d.
+            git.run_git(common, "branch", "-D", "--quiet", *run.branches)
+        if run.state_dir is not None:
+            shutil.rmtree(run.state_dir)
+    git.run_git(common, "worktree", "prune")
+
+
+def _all_refs(repo: git.Repository) -> list[str]:
+    out = git.run_git(git.common_dir(repo), "for-each-ref", "--format=%(refname)", "refs/heads", "refs/remotes",
+                      "refs/tags")
+    return [ref for ref in out.splitlines() if ref and not ref.endswith("/HEAD")]
+
+
+def _work_nowhere_else(repo: git.Repository, branch: str, refs: Sequence[str]) -> tuple[str, ...]:
+    """The commits of ``branch`` that no ref of ``refs`` holds, nor an equal change of theirs."""
+    common = git.common_dir(repo)
+    negated = "".join(f"^{ref}\n" for ref in refs)
+    own = git.run_git(common, "rev-list", "--no-merges", "--stdin",
+                      input=f"refs/heads/{branch}\n{negated}".encode()).split()
+    if not own:
+        return ()
+    theirs = git.run_git(common, "rev-list", "--no-merges", "--stdin",
+                         input=("".join(f"{ref}\n" for ref in refs) + f"^refs/heads/{branch}\n").encode()).split()
+    held = set(_patch_ids(common, theirs).values()) if theirs else set()
+    own_ids = _patch_ids(common, own)
+    # A commit with no patch id changes nothing (an empty commit): it carries no work.
+    return tuple(sha for sha in own if sha in own_ids and own_ids[sha] not in held)
+
+
+def _patch_ids(common: Path, shas: Sequence[str]) -> dict[str, str]:
+    """commit -> its patch id (``git patch-id --stable``), for the commits that change something."""
+    diffs = git.run_git(common, "diff-tree", "--stdin", "--root", "-p", "--no-color", "--no-ext-diff", "--no-textconv",
+                        input="".join(f"{sha}\n" for sha in shas).encode())
+    out = git.run_git(common, "patch-id", "--stable", input=diffs.encode())
+    ids = {}
+    for line in out.splitlines():
+        patch_id, _, sha = line.partition(" ")
+        ids[sha] = patch_id
+    return ids
