@@ -71,6 +71,16 @@ def cli() -> None:
 
 
 @cli.command()
+@click.option("--workflows", is_flag=True, help="Also write the ready GitHub workflows into .github/workflows/.")
+@click.option("--force", is_flag=True, help="Replace an existing rally.yml (and workflows).")
+def init(workflows: bool, force: bool) -> None:
+    """A starter rally.yml from CODEOWNERS or the top-level layout, valid as written."""
+    from rally_gh.commands import init as cmd
+
+    _exit(lambda: cmd.run(Path.cwd(), workflows, force, sys.stdout))
+
+
+@cli.command()
 @CONFIG_OPTION
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def validate(config_path: Path | None, fmt: str) -> None:

@@ -203,17 +203,39 @@ def _teammate_names(owner_lists: list[tuple[str, ...]]) -> dict[tuple[str, ...],
     return names
 
 
-def import_codeowners(text: str, team: str, source: str = "CODEOWNERS") -> str:
-    """A rally.yml whose ownership equals ``text``'s for every path but control files
-    (which rally.yml grants only literally), each teammate keeping its original owners
-    in ``codeowners:`` so that ``export_codeowners`` gives every path, control files
-    included, the review it had."""
+def imported_teammates(text: str, source: str = "CODEOWNERS") -> list[ImportedTeammate]:
+    """The teammates of ``text`` (``import_rules``); a file that names no owner is an error."""
     teammates = import_rules(parse_codeowners(text, source))
     if not teammates:
         raise ConfigError(
             f"{source}: no line names an owner, so there is no teammate to make",
             hint="add lines such as '/src/ @org/team' first",
         )
+    return teammates
+
+
+def teammate_yaml(t: ImportedTeammate, agent: str | None = None) -> list[str]:
+    """The lines of ``t`` in a map's ``teammates:`` list, with ``agent:`` when given."""
+    owners = " ".join(t.owners)
+    out = [
+        f"  - name: {t.name}",
+        f"    role: {quote(ROLE_PREFIX + owners)}",
+        f"    task: {quote(f'Work on the files CODEOWNERS gives to {owners}.')}",
+        f"    codeowners: [{', '.join(quote(o) for o in t.owners)}]",
+    ]
+    if agent is not None:
+        out.append(f"    agent: {agent}")
+    out.append("    exclusive_write:")
+    out += [f"      - {quote(p)}" for p in t.exclusive_write]
+    return out
+
+
+def import_codeowners(text: str, team: str, source: str = "CODEOWNERS") -> str:
+    """A rally.yml whose ownership equals ``text``'s for every path but control files
+    (which rally.yml grants only literally), each teammate keeping its original owners
+    in ``codeowners:`` so that ``export_codeowners`` gives every path, control files
+    included, the review it had."""
+    teammates = imported_teammates(text, source)
     out = [
         f"# Made by `rally-gh codeowners import {source}`: one teammate per owner list of {source}.",
         "# Ownership here equals the CODEOWNERS file's; control files (.github/**, CODEOWNERS, ...)",
@@ -222,34 +244,28 @@ def import_codeowners(text: str, team: str, source: str = "CODEOWNERS") -> str:
         "# Replace the placeholder agents and tasks.",
     ]
     if len(teammates) > MAX_TEAM:
-        out.append(
-            f"# note: {len(teammates)} teammates. The map checks ownership for all of them; a run takes at most "
-            f"{MAX_TEAM}: pick them with a `rally` block in the issue or `rally-gh run --tasks FILE`."
-        )
+        out.append(team_size_note(len(teammates)))
     out += [
         "version: 1",
-        f"team: {_quote(team)}",
+        f"team: {quote(team)}",
         "teammates:",
     ]
     for t in teammates:
-        owners = " ".join(t.owners)
-        out += [
-            f"  - name: {t.name}",
-            f"    role: {_quote(ROLE_PREFIX + owners)}",
-            f"    task: {_quote(f'Work on the files CODEOWNERS gives to {owners}.')}",
-            f"    codeowners: [{', '.join(_quote(o) for o in t.owners)}]",
-            '    agent: {preset: command, command: ["true"]}',
-            "    exclusive_write:",
-        ]
-        out += [f"      - {_quote(p)}" for p in t.exclusive_write]
+        out += teammate_yaml(t, '{preset: command, command: ["true"]}')
     return "\n".join(out) + "\n"
+
+
+def team_size_note(n: int) -> str:
+    return (f"# note: {n} teammates. The map checks ownership for all of them; a run takes at most "
+            f"{MAX_TEAM}: pick them with a `rally` block in the issue or `rally-gh run --tasks FILE`.")
 
 
 # The role of an imported teammate, before its owners.
 ROLE_PREFIX = "CODEOWNERS: "
 
 
-def _quote(text: str) -> str:
+def quote(text: str) -> str:
+    """``text`` as a YAML scalar that reads back as written."""
     # A JSON string is a valid YAML double-quoted scalar: safe for '!', '*', '#', ': '.
     return json.dumps(text, ensure_ascii=False)
 
