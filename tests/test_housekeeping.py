@@ -101,6 +101,7 @@ def test_runs_lists_each_run_newest_first_with_its_status_teammates_and_integrat
         ["recent", "2027-01-14", "08:00", "done", "2"],
         ["old", "2026-12-06", "08:00", "partial", "3"],
     ]
+    assert lines[1].split()[6:] == ["(2", "pending)", "-"]  # "dry run" is two words
     assert lines[2].split()[5:] == ["(2", "done)", "rally/recent/_integration"]
     assert lines[3].split()[5:] == ["(2", "done,", "1", "violated)", "rally/old/_integration"]
     data = json.loads(say(runs_cmd.run, three_runs, "json"))

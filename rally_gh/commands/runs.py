@@ -45,8 +45,8 @@ def _teammates(r: RunInfo) -> str:
 
 def _integration(r: RunInfo) -> str:
     branch = r.state.integration_branch if r.state is not None else None
-    if branch is None:
-        return "-"
+    if branch is None or (r.state is not None and r.state.dry_run):
+        return "-"  # a dry run makes no branch
     return branch if branch in r.branches else f"{branch} (deleted)"
 
 
