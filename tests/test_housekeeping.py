@@ -135,7 +135,8 @@ def test_a_dry_run_of_clean_lists_what_would_go_and_removes_nothing(three_runs: 
     assert "recent" not in out and "try" not in out  # younger than 30 days
     # The integration branch holds work main does not have; stray's violated work is on its branch alone.
     assert "old: kept branch rally/old/_integration: 2 commits" in out
-    assert "old: kept branch rally/old/stray: 1 commit (" in out and "--force" in out
+    assert "old: kept branch rally/old/stray: 1 commit (" in out and ") holds work that no other branch" in out
+    assert "--force" in out
     assert out.endswith("dry run: would delete 2 branches, 0 run states and 0 leftover worktrees; "
                         "kept 2 branches with work found nowhere else\n")
 

@@ -47,7 +47,7 @@ def _describe(plan: CleanPlan, dry_run: bool, stdout: TextIO) -> None:
             n = len(keep.commits)
             stdout.write(f"{run.run_id}: kept branch {keep.branch}: {n} commit{'s' * (n != 1)} "
                          f"({', '.join(git.short(c) for c in keep.commits[:3])}{', ...' if n > 3 else ''}) "
-                         "hold work that no other branch or remote-tracking ref has; merge or push it, "
+                         f"hold{'s' * (n == 1)} work that no other branch or remote-tracking ref has; merge or push it, "
                          "or delete it anyway with --force\n")
         for tree in run.worktrees:
             stdout.write(f"{run.run_id}: {verb} leftover worktree {tree}\n")
