@@ -440,11 +440,22 @@ def run_git(cwd: Path | str, *args: str, env: dict[str, str] | None = None,
     return _git_bytes(cwd, args, env, input, check).decode(errors="replace")
 
 
+def _clean_env() -> dict[str, str]:
+    """This process's environment without the variables that point git at another
+    repository, index or work tree than the one in ``cwd`` (git sets them for hooks)."""
+    return {k: v for k, v in os.environ.items() if k not in _LOCATION_VARIABLES}
+
+
+_LOCATION_VARIABLES = frozenset({"GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR",
+                                 "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_PREFIX"})
+
+
 def _git_bytes(cwd: Path | str, args: Sequence[str], env: dict[str, str] | None = None,
                input: bytes | None = None, check: bool = True) -> bytes:
-    full_env = dict(os.environ if env is None else env)
+    full_env = _clean_env() if env is None else dict(env)
     full_env.setdefault("GIT_TERMINAL_PROMPT", "0")
-    cmd = ["git", "-c", "core.hooksPath=/dev/null", *args]
+    # No hook and no file-system monitor: nothing a teammate planted or configured runs.
+    cmd = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", *args]
     proc = subprocess.run(cmd, cwd=cwd, env=full_env, input=input,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     if check and proc.returncode != 0:
@@ -641,21 +652,27 @@ def commit_all(worktree_path: Path, message: str, author: tuple[str, str],
                scratch: Sequence[str] = ()) -> Sha | None:
     """Commit everything the agent left in ``worktree_path`` (staged, modified,
     deleted, untracked but not ignored) on its HEAD; the new HEAD, or None when
-    there was nothing to commit. pygit2 runs no hooks and reads no hooksPath.
-    ``scratch``: name prefixes of top-level files the agent's CLI keeps for itself,
-    left out unless HEAD already tracks them."""
+    there was nothing to commit. ``scratch``: name prefixes of top-level files
+    the agent's CLI keeps for itself, left out unless HEAD already tracks them.
+
+    Staged by the git CLI (`git add --all --sparse`), not libgit2's add_all,
+    which knows nothing of sparse checkouts: it takes every path a sparse
+    checkout leaves out (git's skip-worktree bit) for deleted, and the commit
+    would remove the rest of the repository. git leaves those paths as they
+    are, and ``--sparse`` still takes what the agent wrote outside the
+    checkout's directories, so nothing it produced is lost. The commit itself
+    is written by pygit2: no hook, no signing program, no editor."""
+    run_git(worktree_path, "add", "--all", "--sparse")
     wt = Repository(str(worktree_path))
-    index = wt.index
-    index.read(True)  # the agent may have staged things with its own git
-    index.add_all()  # adds and deletions alike; never anything under .git
     if scratch:
         tracked = set() if wt.head_is_unborn else {e.name for e in wt[wt.head.target].peel(Commit).tree}
-        for entry in list(index):
-            top = entry.path.split("/", 1)[0]
-            if top not in tracked and top.startswith(tuple(scratch)):
-                index.remove(entry.path)
-    index.write()
-    tree_id = index.write_tree()
+        staged = _git_bytes(worktree_path, ["ls-files", "-z"]).split(b"\0")
+        tops = {_text(path.split(b"/", 1)[0]) for path in staged if path}
+        drop = sorted(top for top in tops if top not in tracked and top.startswith(tuple(scratch)))
+        if drop:
+            run_git(worktree_path, "rm", "-r", "-q", "--cached", "--sparse", "--ignore-unmatch", "--", *drop,
+                    env={**_clean_env(), "GIT_LITERAL_PATHSPECS": "1"})
+    tree_id = Oid(hex=run_git(worktree_path, "write-tree").strip())
     parents = [] if wt.head_is_unborn else [wt.head.target]
     if parents and wt[parents[0]].peel(Commit).tree_id == tree_id:
         return None

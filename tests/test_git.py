@@ -1,0 +1,140 @@
+"""The orchestrator's git (rally_gh.git): worktrees, sparse ones included, and the
+commit of what an agent left, on real repositories."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from rally_gh import git, orchestrate
+from rally_gh.config import load_config_text
+from rally_gh.testing import git as run_git
+from rally_gh.testing import init_repo
+
+FILES: dict[str, str | bytes | None] = {
+    "README.md": "# shop\n",
+    "src/api/a.py": "a\n",
+    "src/api/b.py": "b\n",
+    "src/web/w.js": "w\n",
+    "docs/guide.md": "guide\n",
+    "docs/deep/more.md": "more\n",
+}
+WHO = ("rally-gh", "r@example.com")
+
+
+def tree_files(repo: Path, rev: str) -> dict[str, str]:
+    """Every file at ``rev`` with its blob id."""
+    out = {}
+    for line in run_git(repo, "ls-tree", "-r", "-z", rev).split("\0"):
+        if line:
+            meta, path = line.split("\t", 1)
+            out[path] = meta.split()[2]
+    return out
+
+
+def test_commit_all_from_a_sparse_worktree_never_touches_the_paths_outside_it(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo", FILES)
+    handle = git.open_repo(repo)
+    start = git.resolve(handle, "HEAD")
+    wt = git.add_worktree(handle, tmp_path / "wt", "rally/r/api", start, ["src/api"])
+    assert not (wt / "docs").exists() and not (wt / "src/web").exists()
+    (wt / "src/api/a.py").write_text("a2\n")
+    (wt / "src/api/b.py").unlink()
+    (wt / "src/api/new.py").write_text("new\n")
+    (wt / "docs").mkdir()
+    (wt / "docs/stray.md").write_text("written outside the checkout\n")  # kept: nothing produced is lost
+    head = git.commit_all(wt, "rally(api): work", WHO)
+    assert head is not None
+    assert git.changed_files(handle, start, head) == ["docs/stray.md", "src/api/a.py", "src/api/b.py", "src/api/new.py"]
+    before, after = tree_files(repo, start), tree_files(repo, head)
+    assert {p: after[p] for p in ("README.md", "src/web/w.js", "docs/guide.md", "docs/deep/more.md")} == \
+        {p: before[p] for p in ("README.md", "src/web/w.js", "docs/guide.md", "docs/deep/more.md")}
+    assert run_git(wt, "status", "--porcelain") == ""  # the index agrees with the commit
+    assert not (wt / "src/web").exists()  # and the checkout is still sparse
+    assert git.commit_all(wt, "again", WHO) is None
+
+
+def test_commit_all_takes_every_kind_of_change_in_a_full_worktree(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo", {**FILES, ".gitignore": "*.log\n"})
+    handle = git.open_repo(repo)
+    start = git.resolve(handle, "HEAD")
+    wt = git.add_worktree(handle, tmp_path / "wt", "rally/r/api", start)
+    (wt / "src/web/w.js").unlink()
+    (wt / "src/api/a.py").write_text("a2\n")
+    (wt / "src/api/x.py").write_text("x\n")
+    run_git(wt, "add", "src/api/x.py")
+    (wt / "src/api/x.py").write_text("x, changed after staging\n")
+    (wt / "debug.log").write_text("ignored\n")
+    head = git.commit_all(wt, "rally(api): work", WHO)
+    assert head is not None
+    assert git.changed_files(handle, start, head) == ["src/api/a.py", "src/api/x.py", "src/web/w.js"]
+    assert run_git(repo, "show", f"{head}:src/api/x.py") == "x, changed after staging\n"
+
+
+def test_commit_all_leaves_the_agents_scratch_out_unless_head_tracks_it(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo", {**FILES, ".aider.conf.yml": "kept\n"})
+    handle = git.open_repo(repo)
+    start = git.resolve(handle, "HEAD")
+    wt = git.add_worktree(handle, tmp_path / "wt", "rally/r/api", start, ["src/api"])
+    (wt / ".aider.tags.cache.v4").mkdir()
+    (wt / ".aider.tags.cache.v4/cache.db").write_text("scratch\n")
+    (wt / ".aider.chat.history.md").write_text("scratch\n")
+    run_git(wt, "add", ".aider.chat.history.md")  # even when the agent staged it
+    (wt / ".aider.conf.yml").write_text("tracked at HEAD: the agent's change is work\n")
+    (wt / "src/api/a.py").write_text("a2\n")
+    head = git.commit_all(wt, "rally(api): work", WHO, scratch=(".aider",))
+    assert head is not None
+    assert git.changed_files(handle, start, head) == [".aider.conf.yml", "src/api/a.py"]
+
+
+# --- A sparse teammate's whole run ------------------------------------------------
+
+AGENT = """
+    import os, pathlib, subprocess
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=Agent", "-c", "user.email=agent@example.com", *args], check=True)
+    assert not pathlib.Path("src/web").exists(), "the checkout is not sparse"
+    guide = pathlib.Path("docs/guide.md")
+    guide.write_text("guide, first pass\\n")
+    git("commit", "-q", "-a", "-m", "docs: first pass")  # what an agent types: every tracked change
+    pathlib.Path("docs/faq.md").write_text("faq\\n")
+    git("add", "-A")
+    git("commit", "-q", "-m", "docs: faq")
+    guide.write_text("guide, left uncommitted\\n")  # rally-gh commits the rest
+    pathlib.Path("docs/deep/new.md").write_text("new\\n")
+"""
+
+
+def test_a_sparse_teammates_commits_and_leftovers_change_only_its_own_paths(tmp_path: Path) -> None:
+    script = tmp_path / "docs_agent.py"
+    script.write_text(textwrap.dedent(AGENT))
+    command = json.dumps([sys.executable, str(script)])
+    rally_yml = textwrap.dedent(f"""\
+        version: 1
+        team: sparse
+        defaults: {{timeout: 30s, retries: 0, checkout: sparse}}
+        teammates:
+          - name: docs
+            exclusive_write: [docs/**]
+            agent: {{preset: command, command: {command}}}
+          - name: idle
+            exclusive_write: [src/web/**]
+            agent: {{preset: command, command: [{json.dumps(sys.executable)}, "-c", "pass"]}}
+    """)
+    repo = init_repo(tmp_path / "repo", {**FILES, "rally.yml": rally_yml})
+    start = run_git(repo, "rev-parse", "HEAD").strip()
+    state = orchestrate.run(repo, load_config_text(rally_yml, "rally.yml"), "r1", None, time.time, dict(os.environ))
+    docs = state.teammate("docs")
+    assert (docs.outcome, docs.violations) == ("done", ()), docs.reason
+    assert docs.files_changed == ("docs/deep/new.md", "docs/faq.md", "docs/guide.md")
+    branch = "rally/r1/docs"
+    messages = run_git(repo, "log", "--format=%s", f"{start}..{branch}").splitlines()
+    assert messages[1:] == ["docs: faq", "docs: first pass"] and messages[0].startswith("rally(docs)")
+    before, after = tree_files(repo, start), tree_files(repo, branch)
+    assert {p: b for p, b in before.items() if not p.startswith("docs/")} == \
+        {p: b for p, b in after.items() if not p.startswith("docs/")}
+    assert run_git(repo, "show", f"{branch}:docs/guide.md") == "guide, left uncommitted\n"
