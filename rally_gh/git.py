@@ -8,6 +8,7 @@ cannot do the job, and each such place says why.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import shutil
 import stat
@@ -584,34 +585,95 @@ def add_worktree(repo: Repository, path: Path, branch: str | None, start_sha: st
 
 def register_worktree(repo: Repository, path: Path, branch: str | None, start_sha: str) -> None:
     """The first half of ``add_worktree``: git's records and the branch, no files.
+    Safe to call from several threads at once.
 
-    Two `git worktree add` at once can fail ("failed to read worktrees/x/commondir"),
-    so callers adding worktrees in parallel serialize this half only; the
-    checkout, the slow half, runs in parallel.
-
-    The git CLI, not pygit2: `git worktree add` checks out 20k files in about
-    1 s against pygit2's 1.5-2.6 s, and libgit2 has no sparse checkout at all
-    (libgit2 issue 2263). Hooks are off in every call (run_git), so nothing a
-    teammate plants runs here.
+    Written here, as libgit2's git_worktree_add writes them, rather than by `git
+    worktree add --no-checkout`, which starts three gits (15 ms alone, 70 ms on
+    a busy machine) and fails when another runs at once ("failed to read
+    worktrees/x/commondir"): so 8 worktrees were registered one after another.
+    The records are gitrepository-layout(5)'s: ``worktrees/<id>/`` in the common
+    directory holding ``gitdir`` (the checkout's ``.git`` file), ``commondir`` and
+    ``HEAD``, ``locked`` while they are being written (so that no `git worktree
+    prune` takes them half made), and the checkout's ``.git`` file pointing back.
+    The checkout itself (``populate_worktree``) is git's: libgit2 has no sparse
+    checkout (libgit2 issue 2263) and is twice as slow on a full one.
     """
     if path.exists():
         remove_worktree(repo, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if branch is None:
-        target = ["--detach", str(path), start_sha]
-    elif ref_sha(repo, f"refs/heads/{branch}") is not None:
-        target = [str(path), branch]
-    else:
-        target = ["-b", branch, str(path), start_sha]
-    run_git(common_dir(repo), "worktree", "add", "--quiet", "--no-checkout", *target)
+    if branch is not None and ref_sha(repo, f"refs/heads/{branch}") is None:
+        repo.references.create(f"refs/heads/{branch}", oid(start_sha))
+    path.mkdir(parents=True)
+    admin = _new_worktree_record(common_dir(repo) / "worktrees", path.name)
+    try:
+        (admin / "gitdir").write_text(f"{path.resolve() / '.git'}\n")
+        (admin / "commondir").write_text("../..\n")
+        (admin / "HEAD").write_text(f"ref: refs/heads/{branch}\n" if branch is not None else f"{start_sha}\n")
+        (path / ".git").write_text(f"gitdir: {admin.resolve()}\n")
+    finally:
+        (admin / "locked").unlink()
+
+
+def _new_worktree_record(records: Path, name: str) -> Path:
+    """A new, locked ``worktrees/<id>`` directory, named after the checkout as git names it."""
+    base = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).lstrip(".") or "worktree"
+    records.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count():
+        admin = records / (base if n == 0 else f"{base}{n}")
+        try:
+            admin.mkdir()
+        except FileExistsError:
+            continue
+        (admin / "locked").write_text("initializing\n")
+        return admin
+    raise AssertionError("unreachable")
 
 
 def populate_worktree(path: Path, sparse_dirs: Sequence[str] | None = None) -> None:
-    """Check out a registered worktree's files: all of them, or only ``sparse_dirs``."""
-    if sparse_dirs is not None:
-        run_git(path, "sparse-checkout", "set", "--cone", *sparse_dirs)
-    # A --no-checkout worktree shows every file as deleted until read-tree fills it in.
-    run_git(path, "read-tree", "-mu", "HEAD")
+    """Check out a registered worktree's files: all of them, or only ``sparse_dirs``
+    (cone mode: those directories whole, and the files directly in the root and
+    in every directory above them).
+
+    A sparse checkout is git's (`read-tree` honours the patterns and marks every
+    path outside them skip-worktree, which `git add --all` and `git commit -a`
+    then leave alone), but its patterns are written here and its switch given on
+    the command line: `git sparse-checkout set` writes the repository's config
+    (extensions.worktreeConfig) and the worktree's config.worktree, which a run
+    guards against agents and puts back while other teammates are being spawned,
+    and it costs one more git."""
+    if sparse_dirs is None:
+        # A --no-checkout worktree shows every file as deleted until read-tree fills it in.
+        run_git(path, "read-tree", "-mu", "HEAD")
+        return
+    patterns = _worktree_git_dir(path) / "info" / "sparse-checkout"
+    patterns.parent.mkdir(exist_ok=True)
+    patterns.write_text(cone_patterns(sparse_dirs))
+    run_git(path, "-c", "core.sparseCheckout=true", "-c", "core.sparseCheckoutCone=true", "read-tree", "-mu", "HEAD")
+
+
+def cone_patterns(dirs: Sequence[str]) -> str:
+    """The sparse-checkout file of cone mode for ``dirs``, as `git sparse-checkout set
+    --cone` writes it: every directory above them with its own files only, then
+    each of them whole (one inside another is covered by it)."""
+    wanted = sorted(set(dirs))
+    whole = [d for d in wanted if not any(d.startswith(other + "/") for other in wanted)]
+    above = sorted({"/".join(d.split("/")[:i]) for d in whole for i in range(1, d.count("/") + 1)} - set(whole))
+    lines = ["/*", "!/*/"]
+    for d in above:
+        lines += [f"/{_cone_escape(d)}/", f"!/{_cone_escape(d)}/*/"]
+    lines += [f"/{_cone_escape(d)}/" for d in whole]
+    return "\n".join(lines) + "\n"
+
+
+def _cone_escape(directory: str) -> str:
+    return "".join("\\" + c if c in "*?[\\" else c for c in directory)
+
+
+def _worktree_git_dir(path: Path) -> Path:
+    """The git directory of the linked worktree at ``path`` (its ``.git`` file's target)."""
+    line = (path / ".git").read_text().strip()
+    if not line.startswith("gitdir: "):
+        raise GitError(f"{path / '.git'}: not a linked worktree's .git file")
+    return (path / line[len("gitdir: "):]).resolve()
 
 
 def remove_worktree(repo: Repository, path: Path) -> None:
