@@ -72,3 +72,54 @@ def test_a_name_is_dotgit_exactly_when_git_fsck_says_so(fsck_repo: Path, names: 
     expected = fsck_flags(fsck_repo, names)
     got = [n.lower() == ".git" or is_dotgit_elsewhere(n) for n in names]
     assert got == expected, [(n, g, e) for n, g, e in zip(names, got, expected) if g != e]
+
+
+# --- Reconciliation: a teammate that commits such a name is violated -------------
+
+PLUMBER = """
+    import subprocess
+    def git(*args, input=None):
+        return subprocess.run(["git", *args], input=input, capture_output=True, text=True, check=True).stdout.strip()
+    # The porcelain refuses these names; a teammate's own plumbing does not.
+    blob = git("hash-object", "-w", "--stdin", input="[core]\\n\\thooksPath = /tmp\\n")
+    inner = git("mktree", input=f"100644 blob {blob}\\tconfig\\n")
+    docs = git("mktree", input=git("ls-tree", "HEAD:docs") + f"\\n040000 tree {inner}\\t{NAME}\\n")
+    root = git("mktree", input=git("ls-tree", "HEAD").replace(git("rev-parse", "HEAD:docs"), docs))
+    commit = git("-c", "user.name=Agent", "-c", "user.email=agent@example.com",
+                 "commit-tree", root, "-p", "HEAD", "-m", "docs: plumbing")
+    git("update-ref", "HEAD", commit)
+"""
+
+
+@pytest.mark.parametrize("name", ["git~1", ".git.", ".g\u200cit"])
+def test_reconciliation_finds_a_teammate_that_committed_such_a_name(tmp_path: Path, name: str) -> None:
+    import json
+    import os
+    import sys
+    import textwrap
+    import time
+
+    from rally_gh import orchestrate
+    from rally_gh.config import load_config_text
+
+    script = tmp_path / "plumber.py"
+    script.write_text(f"NAME = {name!r}\n" + textwrap.dedent(PLUMBER))
+    rally_yml = textwrap.dedent(f"""\
+        version: 1
+        team: hostile
+        defaults: {{timeout: 30s, retries: 0}}
+        teammates:
+          - name: docs
+            exclusive_write: [docs/**]
+            agent: {{preset: command, command: [{json.dumps(sys.executable)}, {json.dumps(str(script))}]}}
+          - name: idle
+            exclusive_write: [src/**]
+            agent: {{preset: command, command: [{json.dumps(sys.executable)}, "-c", "pass"]}}
+    """)
+    repo = init_repo(tmp_path / "repo", {"rally.yml": rally_yml, "docs/guide.md": "guide\n", "src/a.py": "a\n"})
+    state = orchestrate.run(repo, load_config_text(rally_yml, "rally.yml"), "r1", None, time.time, dict(os.environ))
+    docs = state.teammate("docs")
+    assert docs.outcome == "violated", docs.reason
+    assert {(v.path, v.kind) for v in docs.violations} == {(f"docs/{name}/config", "hostile")}
+    if state.integration_sha:  # nothing of it was integrated
+        assert name not in git(repo, "ls-tree", "--name-only", f"{state.integration_sha}:docs")
