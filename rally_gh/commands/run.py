@@ -83,13 +83,22 @@ def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | No
             sink(name, state, detail)
 
     with progress:
-        state = orchestrate.run(root, loaded, the_run, issue_text, time.time, environ, on_event,
-                                dry_run=dry_run, resume=resume is not None,
-                                # In Actions the run publishes to origin; a local run only when asked
-                                # (RALLY_REMOTE names the remote): a person's remotes are theirs.
-                                remote=environ.get("RALLY_REMOTE", "origin") if github is not None
-                                else environ.get("RALLY_REMOTE") or None,
-                                only=only or None, max_parallel=max_parallel, tasks=tasks)
+        try:
+            state = orchestrate.run(root, loaded, the_run, issue_text, time.time, environ, on_event,
+                                    dry_run=dry_run, resume=resume is not None,
+                                    # In Actions the run publishes to origin; a local run only when asked
+                                    # (RALLY_REMOTE names the remote): a person's remotes are theirs.
+                                    remote=environ.get("RALLY_REMOTE", "origin") if github is not None
+                                    else environ.get("RALLY_REMOTE") or None,
+                                    only=only or None, max_parallel=max_parallel, tasks=tasks)
+        except RallyError as err:
+            if github is not None and issue is not None:
+                # Refused in assess (a missing agent program, ...) after the issue was told it started:
+                # the progress comment says why nothing ran, and the issue stops showing it as running.
+                marker = run_marker(the_run)
+                github[0].upsert_comment(IssueNumber(issue), marker, f"{marker}\n{refusal_comment(err)}")
+                github[0].remove_label(IssueNumber(issue), publish.RUNNING)
+            raise
     if github is not None:
         return finish(repo, state, loaded.config, environ, stdout, github=github)
     if dry_run:

@@ -254,3 +254,24 @@ def test_a_bad_action_input_is_refused_before_anything_runs(
     with pytest.raises(UsageError, match=message.replace("(", r"\(")):
         _dry_run(fake_github, tmp_path, "issues", event, **action)
     assert not fake_github.comments
+
+
+def test_a_run_refused_in_assess_says_so_on_the_issue_and_stops_showing_as_running(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    from rally_gh.errors import RallyError
+
+    issue, event = _shop_on_github(fake_github, tmp_path, agents=(tmp_path / "gone.py", tmp_path / "gone.py"))
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", fake_github.authenticated_git_url, str(clone))
+    # The teammates' program is not installed on the runner: nothing may start.
+    team = _team_map(tmp_path / "gone.py").replace(json.dumps(sys.executable), '"./tools/agent.sh"')
+    (clone / "rally.yml").write_text(team.replace(f", {json.dumps(str(tmp_path / 'gone.py'))}", ""))
+    git(clone, "commit", "-qam", "agents from the repository")
+    git(clone, "push", "-q", "origin", "main")
+    env = {**_env(fake_github, event), "PATH": os.environ["PATH"]}
+    with pytest.raises(RallyError, match="tools/agent.sh"):
+        run_cmd.run(clone, None, None, None, None, None, False, None, env, io.StringIO(), progress_stream=io.StringIO())
+    (comment,) = [c for c in fake_github.comments.values() if c["issue"] == issue]
+    assert "rally-gh did not start" in comment["body"] and "./tools/agent.sh" in comment["body"]
+    assert "rally:running" not in fake_github.issues[issue]["labels"]
+    assert not fake_github.pulls
