@@ -515,11 +515,11 @@ def find_config(root: Path, explicit: Path | None = None) -> Path:
         candidate = root / name
         if candidate.is_file():
             return candidate
-    raise _single(
-        f"no ownership map: neither {root / CONFIG_CANDIDATES[0]} nor {root / CONFIG_CANDIDATES[1]} exists; "
-        f"start one from your CODEOWNERS with `rally-gh codeowners import CODEOWNERS -o rally.yml`, "
-        f"or write it by hand ({DOCS})",
-        "missing",
+    # A missing file is the user's mistake (exit 2), as a missing --config FILE is.
+    raise UsageError(
+        f"no ownership map: neither {root / CONFIG_CANDIDATES[0]} nor {root / CONFIG_CANDIDATES[1]} exists",
+        hint=f"start one from your CODEOWNERS with `rally-gh codeowners import CODEOWNERS -o rally.yml`, "
+        f"or write it by hand ({DOCS}); or name it with --config FILE",
     )
 
 
@@ -534,7 +534,7 @@ def load_config(path: Path, display_name: str | None = None) -> LoadedConfig:
         with path.open("rb") as fh:
             data = fh.read(MAX_CONFIG_BYTES + 1)  # a device or a FIFO reports no size
     except OSError as err:
-        raise _single(f"{name}: cannot read the ownership map: {err.strerror or err}", "missing") from None
+        raise UsageError(f"{name}: cannot read the ownership map: {err.strerror or err}") from None
     loaded = load_config_text(data, name)
     return LoadedConfig(loaded.config, loaded.source, path)
 

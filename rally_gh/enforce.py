@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rally_gh import git
 from rally_gh.config import CONFIG_CANDIDATES, NAME_RE, LoadedConfig, Location, load_config_text
-from rally_gh.errors import ConfigError, GitError, UsageError
+from rally_gh.errors import GitError, UsageError
 from rally_gh.fasthook import branch_teammate
 from rally_gh.ownership import Ownership
 from rally_gh.paths import hostile_reason, is_control_file
@@ -88,7 +88,7 @@ def require_map_at(repo: git.Repository, rev: str, config_path: str | None = Non
     loaded = map_at(repo, rev, config_path)
     if loaded is None:
         names = config_path or " or ".join(CONFIG_CANDIDATES)
-        raise ConfigError(
+        raise UsageError(
             f"no ownership map ({names}) in commit {git.short(git.resolve(repo, rev))}",
             hint="the map is read from the base commit so that no teammate can grant itself paths: "
             "commit rally.yml on the base branch first",

@@ -316,7 +316,7 @@ def load_state(common_dir: Path, run_id: str) -> RunState:
         raw = path.read_bytes()
     except FileNotFoundError:
         known = ", ".join(list_runs(common_dir)[-5:]) or "none"
-        raise RallyError(
+        raise UsageError(
             f"no run {run_id!r}: {path} does not exist (recent runs: {known})",
             hint="check the id with `ls " + str(runs_dir(common_dir)) + "`",
         ) from None

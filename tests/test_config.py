@@ -209,7 +209,7 @@ def test_find_config_prefers_the_root(tmp_path: Path) -> None:
 
 
 def test_find_config_names_both_places_and_the_way_out(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(UsageError) as info:  # a missing file is the user's mistake: exit 2
         find_config(tmp_path)
     message = str(info.value)
     assert str(tmp_path / "rally.yml") in message and str(tmp_path / ".github/rally.yml") in message
@@ -227,7 +227,7 @@ def test_load_config_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (tmp_path / "rally.yml").write_text(SAMPLE_MAP)
     loaded = load_config(tmp_path / "rally.yml")
     assert loaded.path == tmp_path / "rally.yml"
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(UsageError, match="cannot read"):
         load_config(tmp_path)
 
 

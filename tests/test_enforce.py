@@ -244,7 +244,7 @@ def test_cli_missing_base_in_shallow_clone_is_a_clear_error(repo_dir: Path, tmp_
     clone = tmp_path / "shallow"
     git(tmp_path, "clone", "-q", "--depth", "1", "--branch", "rally/r1/api", f"file://{repo_dir}", str(clone))
     proc = subprocess.run([*RALLY_CLI, "check", "--base", "deadbeef"], cwd=clone, capture_output=True, text=True)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "no such commit" in proc.stderr and "fetch-depth" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -254,7 +254,7 @@ def test_cli_no_map_at_base(tmp_path: Path) -> None:
     git(d, "checkout", "-q", "-b", "rally/r1/api")
     commit(d, {"b.txt": "b\n"}, "b")
     proc = run_check(d)
-    assert proc.returncode == 1 and "no ownership map" in proc.stderr
+    assert proc.returncode == 2 and "no ownership map" in proc.stderr
 
 
 def test_cli_broken_map_at_base_points_at_the_line(tmp_path: Path) -> None:

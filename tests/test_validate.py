@@ -66,7 +66,7 @@ def test_control_file_grant_is_a_warning(tmp_path: Path) -> None:
 def test_no_map_says_where_it_looked(tmp_path: Path) -> None:
     d = init_repo(tmp_path / "r", {"a.txt": "a\n"})
     proc = validate(d)
-    assert proc.returncode == 1 and "rally.yml" in proc.stderr and ".github/rally.yml" in proc.stderr
+    assert proc.returncode == 2 and "rally.yml" in proc.stderr and ".github/rally.yml" in proc.stderr
 
 
 def test_outside_a_repository_the_map_is_still_checked(tmp_path: Path) -> None:

@@ -8,14 +8,14 @@ from typing import TextIO
 
 from rally_gh import git
 from rally_gh.enforce import check_commits, default_base, render, require_map_at, who_is_writing
-from rally_gh.errors import EXIT_FAILED, EXIT_OK
+from rally_gh.errors import EXIT_FAILED, EXIT_OK, GitError, UsageError
 
 
 def run(cwd: Path, config_path: Path | None, base: str | None, head: str, teammate: str | None,
         fmt: str, environ: Mapping[str, str], stdout: TextIO) -> int:
     repo = git.open_repo(cwd, allow_bare=True)
-    head_sha = git.resolve(repo, head)
-    base_sha = git.resolve(repo, base) if base else default_base(repo, environ, head_sha)
+    head_sha = _revision(repo, "--head", head)
+    base_sha = _revision(repo, "--base", base) if base else default_base(repo, environ, head_sha)
     loaded = require_map_at(repo, base_sha, None if config_path is None else config_path.as_posix())
     # A head given as a branch name says who wrote it, as the checked-out branch would.
     branch = head if head != "HEAD" and f"refs/heads/{head}" in repo.references else None
@@ -28,3 +28,11 @@ def run(cwd: Path, config_path: Path | None, base: str | None, head: str, teamma
     result = check_commits(repo, loaded, name, base_sha, head_sha)
     stdout.write(render(result, fmt))
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _revision(repo: git.Repository, option: str, rev: str) -> git.Sha:
+    """A revision the user named: one that does not exist is a usage error (exit 2)."""
+    try:
+        return git.resolve(repo, rev)
+    except GitError as err:
+        raise UsageError(f"{option} {rev}: {err.message}", hint=err.hint) from None
