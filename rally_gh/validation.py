@@ -1,5 +1,6 @@
 """Everything ``validate`` says about a map that loaded: overlaps, control-file
-grants, patterns that match no tracked file, tracked files nobody owns."""
+grants, a branch prefix that existing branches make unusable, patterns that
+match no tracked file, tracked files nobody owns."""
 
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ from rally_gh.ownership import Ownership
 from rally_gh.paths import is_control_file
 
 
-def validate_map(loaded: LoadedConfig, tracked: Sequence[str] | None = None) -> list[Problem]:
+def validate_map(loaded: LoadedConfig, tracked: Sequence[str] | None = None,
+                 branches: Sequence[str] | None = None) -> list[Problem]:
     """Problems of a map that passed schema validation; ``tracked`` (the files
-    at HEAD) enables the checks that need the tree."""
+    at HEAD) enables the checks that need the tree, ``branches`` (the
+    repository's branch names, remote ones as ``origin/main``) the prefix check."""
     problems = list(overlap_problems(loaded))
     problems += control_file_grants(loaded)
     problems += team_size(loaded)
+    if branches is not None:
+        problems += branch_prefix_collisions(loaded, branches)
     if tracked is not None:
         problems += unmatched_patterns(loaded, tracked)
         problems += unowned_files(loaded, tracked)
@@ -38,6 +43,32 @@ def team_size(loaded: LoadedConfig) -> list[Problem]:
         f"{n} teammates: the map is valid for ownership checks, but `rally-gh run` refuses teams of 10 or more; "
         "choose who runs with a `rally` block in the issue or `--tasks FILE`",
         loaded.locate("teammates"), (),
+    )]
+
+
+def branch_prefix_collisions(loaded: LoadedConfig, branches: Sequence[str]) -> list[Problem]:
+    """A run creates ``<prefix>/<run>/<teammate>``: git cannot, when ``<prefix>``
+    (or a leading part of it, ``team`` for ``team/rally``) is a branch already,
+    since one ref name cannot be both a branch and a folder of branches."""
+    prefix = loaded.config.branch_prefix
+    parts = prefix.split("/")
+    blocking = {"/".join(parts[:n]) for n in range(1, len(parts) + 1)}
+    found = []
+    for branch in branches:
+        local = branch
+        if branch.startswith("remotes/"):  # remotes/<remote>/<branch>: a push would collide on the remote
+            local = branch.split("/", 2)[2] if branch.count("/") >= 2 else ""
+        if local in blocking:
+            found.append(branch.removeprefix("remotes/"))
+    if not found:
+        return []
+    names = ", ".join(sorted(set(found)))
+    return [Problem(
+        "error", "branch-prefix",
+        f"branch_prefix: {prefix!r} collides with the existing branch {names}: a run's branches "
+        f"{prefix}/<run>/<teammate> cannot be created beside it (git keeps a ref name either a branch or a folder "
+        f"of branches); choose another prefix, e.g. branch_prefix: rally",
+        loaded.locate("branch_prefix"), (),
     )]
 
 

@@ -7,7 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from rally_gh.testing import RALLY_CLI, SHOP_FILES, SHOP_MAP, init_repo
+from rally_gh.testing import RALLY_CLI, SHOP_FILES, SHOP_MAP, git, init_repo
 
 
 def validate(d: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -93,3 +93,31 @@ def test_text_output_orders_problems_by_line_as_numbers(tmp_path: Path) -> None:
     _emit(problems, "text", out, tmp_path / "rally.yml", None)
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("rally.yml:9:5") and lines[1].startswith("rally.yml:12:3")
+
+
+def test_a_branch_prefix_that_is_a_branch_is_refused_where_it_is_written(tmp_path: Path) -> None:
+    text = SHOP_MAP.replace("team: shop\n", "team: shop\nbranch_prefix: main\n")
+    d = init_repo(tmp_path / "r", {**SHOP_FILES, "rally.yml": text})
+    proc = validate(d)
+    assert proc.returncode == 1, proc.stdout
+    assert "rally.yml:3:1: branch_prefix: 'main' collides with the existing branch main" in proc.stdout
+    # Under a branch: `team` is a branch, so refs/heads/team/rally/... cannot exist.
+    git(d, "branch", "team")
+    (d / "rally.yml").write_text(SHOP_MAP.replace("team: shop\n", "team: shop\nbranch_prefix: team/rally\n"))
+    assert "collides with the existing branch team" in validate(d).stdout
+    # Branches under the prefix are what runs make: fine.
+    (d / "rally.yml").write_text(SHOP_MAP)
+    git(d, "branch", "rally/r1/api")
+    proc = validate(d, "--format", "json")
+    assert proc.returncode == 0 and "branch-prefix" not in proc.stdout
+
+
+def test_a_branch_prefix_that_is_a_remote_branch_is_refused(tmp_path: Path) -> None:
+    origin = init_repo(tmp_path / "origin", {"a.txt": "a\n"})
+    git(origin, "branch", "release")
+    d = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(origin), str(d))
+    (d / "rally.yml").write_text(SHOP_MAP.replace("team: shop\n", "team: shop\nbranch_prefix: release\n"))
+    data = json.loads(validate(d, "--format", "json").stdout)
+    found = [p for p in data["problems"] if p["code"] == "branch-prefix"]
+    assert found and found[0]["severity"] == "error" and "origin/release" in found[0]["message"]
