@@ -403,9 +403,10 @@ def test_owner_from_rally_yml(tmp_path: Path) -> None:
         "  - {name: web, exclusive_write: [\"*.js\"]}\n"
     )
     out = io.StringIO()
-    assert owner_cmd.run(tmp_path / "sub", ["src/a.py", "src/shared/b.py", "src/c.js", "x.js"], None, None, "tsv",
-                         io.StringIO(), out) == 0
-    assert out.getvalue().splitlines() == ["src/a.py\tapi", "src/shared/b.py\t-", "src/c.js\t-", "x.js\tweb"]
+    # Asked from a subfolder, the map is found and the paths are read relative to it.
+    assert owner_cmd.run(tmp_path / "sub", ["../src/a.py", "../src/shared/b.py", "../src/c.js", "x.js"], None, None,
+                         "tsv", io.StringIO(), out) == 0
+    assert out.getvalue().splitlines() == ["../src/a.py\tapi", "../src/shared/b.py\t-", "../src/c.js\t-", "x.js\tweb"]
 
 
 def test_owner_usage_errors(tmp_path: Path) -> None:

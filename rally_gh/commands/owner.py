@@ -1,8 +1,12 @@
 """``rally-gh owner``: who owns each path, from rally.yml or from a CODEOWNERS file.
 
-Paths are repository paths (``src/a.py``), given as arguments or, for the
-argument ``-``, one a line on standard input (blank lines skipped; a ``\\r``
-before the newline dropped). Output keeps input order:
+Paths are read as git reads pathspecs: relative to the current folder
+(``utils.py`` asked in ``src/click`` is ``src/click/utils.py``), ``./`` and
+``..`` resolved, an absolute path inside the repository taken as the
+repository path it names; one outside the repository, or escaping it with
+``..``, is a usage error naming it. They come as arguments or, for the argument
+``-``, one a line on standard input (blank lines skipped; a ``\\r`` before the
+newline dropped). Output keeps input order, each path as it was given:
 
 - ``tsv``: ``PATH<TAB>OWNER`` a line; OWNER is the teammate (rally.yml) or the
   matching line's owners joined by one space (CODEOWNERS), ``-`` for none.
@@ -16,6 +20,8 @@ blocks and each block is answered and written at once.
 from __future__ import annotations
 
 import json
+import os
+import posixpath
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -34,9 +40,10 @@ def run(cwd: Path, paths: list[str], config_path: Path | None, codeowners_path: 
     if config_path is not None and codeowners_path is not None:
         raise UsageError("--config and --codeowners both given", hint="answer from one of them")
     owners_of = _codeowners(cwd, codeowners_path) if codeowners_path is not None else _rally(cwd, config_path)
+    to_repository = RepositoryPaths(cwd, repository_root(cwd))
     writer = _Writer(_binary(stdout), fmt)
     for block in _blocks(paths, stdin):
-        writer.block(block, owners_of(block))
+        writer.block(block[0], owners_of(to_repository(block)))
     writer.close()
     return 0
 
@@ -77,12 +84,71 @@ def repository_root(cwd: Path) -> Path:
     return cwd
 
 
+# A `.` or `..` segment, with what frames it in a text of paths one a line.
+_DOTS = tuple(f"{before}{dots}{after}" for before in "\n/" for dots in (".", "..") for after in "/\n")
+
+
+def _plain(text: str) -> bool:
+    """Whether no path of ``text`` (one a line) needs resolving: no doubled, leading or
+    trailing slash, no `.` or `..` segment. Substring tests, each one fast scan of the
+    text as it was read (a regular expression with `(?:^|/)` costs many times more);
+    a segment of dots needs "./" or ".\n", which dotfiles, common, do not have."""
+    if "//" in text or "\n/" in text or "/\n" in text or text.startswith("/") or text.endswith("/"):
+        return False
+    if "./" not in text and ".\n" not in text and not text.endswith("."):
+        return True
+    framed = f"\n{text}\n"
+    return not any(mark in framed for mark in _DOTS)
+
+
+Block = tuple[list[str], str]  # paths, and the text they were read from, one a line
+
+
+class RepositoryPaths:
+    """Command-line paths to repository paths, as git reads pathspecs. A block of
+    plain paths asked at the root (``git ls-files | rally-gh owner -``) is
+    returned as it is: a few scans of the text it was read from decide that."""
+
+    def __init__(self, cwd: Path, root: Path) -> None:
+        self.root = root
+        self.prefix = "" if cwd == root else cwd.relative_to(root).as_posix() if cwd.is_relative_to(root) else ""
+
+    def __call__(self, block: Block) -> list[str]:
+        paths, text = block
+        if not self.prefix and _plain(text):
+            return paths
+        return [self.one(p) for p in paths]
+
+    def one(self, given: str) -> str:
+        if given.startswith("/"):
+            path = self._inside(given)
+        else:
+            path = posixpath.normpath(f"{self.prefix}/{given}" if self.prefix else given)
+            if path == ".." or path.startswith("../"):
+                raise UsageError(f"{given!r} escapes the repository ({self.root}) with '..'",
+                                 hint="name a path inside the repository, relative to the current folder")
+        if path == ".":
+            raise UsageError(f"{given!r} is the repository's root folder, not a path in it",
+                             hint="name files or folders inside the repository")
+        return path
+
+    def _inside(self, given: str) -> str:
+        """The repository path an absolute path names (through symlinks if need be)."""
+        for path, root in ((os.path.normpath(given), str(self.root)),
+                           (os.path.realpath(given), os.path.realpath(self.root))):
+            relative = posixpath.relpath(path, root)
+            if relative != ".." and not relative.startswith("../"):
+                return relative
+        raise UsageError(f"{given!r} is outside the repository ({self.root})",
+                         hint="name a path inside the repository, relative to the current folder")
+
+
 def under(cwd: Path, path: Path) -> Path:
     """A path from the command line, read from the command's folder."""
     return path if path.is_absolute() else cwd / path
 
 
-def _blocks(arguments: list[str], stdin: TextIO) -> Iterator[list[str]]:
+def _blocks(arguments: list[str], stdin: TextIO) -> Iterator[Block]:
     """The paths, in order, a block at a time; ``-`` reads standard input there."""
     pending: list[str] = []
     for argument in arguments:
@@ -90,18 +156,18 @@ def _blocks(arguments: list[str], stdin: TextIO) -> Iterator[list[str]]:
             pending.append(argument)
             continue
         if pending:
-            yield pending
+            yield pending, "\n".join(pending)
             pending = []
         yield from _stdin_blocks(stdin)
     if pending:
-        yield pending
+        yield pending, "\n".join(pending)
 
 
-def _stdin_blocks(stdin: TextIO) -> Iterator[list[str]]:
+def _stdin_blocks(stdin: TextIO) -> Iterator[Block]:
     raw: BinaryIO | None = getattr(stdin, "buffer", None)
     if raw is None:  # a text stream with no bytes under it (tests)
-        lines = [line.rstrip("\r\n") for line in stdin]
-        yield [line for line in lines if line]
+        lines = [line for line in (line.rstrip("\r\n") for line in stdin) if line]
+        yield lines, "\n".join(lines)
         return
     carry = b""
     while True:
@@ -112,18 +178,18 @@ def _stdin_blocks(stdin: TextIO) -> Iterator[list[str]]:
         cut = data.rfind(b"\n") + 1
         carry = data[cut:]
         block = _decode_lines(data[:cut])
-        if block:
+        if block[0]:
             yield block
     if carry:
         block = _decode_lines(carry)
-        if block:
+        if block[0]:
             yield block
 
 
-def _decode_lines(data: bytes) -> list[str]:
+def _decode_lines(data: bytes) -> Block:
     # Git paths are bytes; surrogateescape carries a non-UTF-8 name through unchanged.
     text = data.decode("utf-8", "surrogateescape").replace("\r\n", "\n")
-    return [line for line in text.split("\n") if line]
+    return [line for line in text.split("\n") if line], text
 
 
 class _TextBytes:
