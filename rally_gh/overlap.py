@@ -45,7 +45,8 @@ class Overlap:
     ``teammate_a`` comes before ``teammate_b`` in the map; the indexes are
     positions in each ``exclusive_write`` list. ``example`` is the shortest
     path owned by both through these two patterns (for an error, the shortest
-    that needs no directory named like a file).
+    that needs no directory named like a file), with a name before a bare dot
+    where the patterns allow one (``src/a.py``, not ``src/.py``).
     """
 
     teammate_a: str
@@ -97,10 +98,12 @@ def find_overlaps(teammates: Sequence[tuple[str, Sequence[str]]]) -> list[Overla
             if full is None:
                 continue
             name_a, name_b = teammates[a.teammate][0], teammates[b.teammate][0]
+            sides = ((a.automaton, side_a.exclusions_after(a.index, deeper)),
+                     (b.automaton, side_b.exclusions_after(b.index, deeper)))
             overlap = Overlap(
                 name_a, a.glob.text, a.index,
                 name_b, b.glob.text, b.index,
-                strict if strict is not None else full,
+                _named(strict, "strict", *sides) if strict is not None else _named(full, "full", *sides),
                 "error" if strict is not None else "warning",
             )
             found.append(((a.teammate, b.teammate, a.index, b.index), overlap))
@@ -616,6 +619,31 @@ def _owned(state: _State, a: Side, b: Side) -> Literal["strict", "full", None]:
     if any(s & n.full for n, s in zip(a[1], na, strict=True)) or any(s & n.full for n, s in zip(b[1], nb, strict=True)):
         return None
     return "strict" if sa & a[0].strict and sb & b[0].strict else "full"
+
+
+def _named(example: str, owned: Literal["strict", "full"], a: Side, b: Side) -> str:
+    """``example`` with a name before each bare-dot segment (``src/.py`` -> ``src/a.py``)
+    wherever both sides still own it the same way: a shortest example reads like a dotfile."""
+    segments = example.split("/")
+    for i, segment in enumerate(segments):
+        if segment.startswith(".") and segment not in (".", ".."):
+            candidate = "/".join([*segments[:i], "a" + segment, *segments[i + 1:]])
+            if _owned_path(candidate, a, b) == owned:
+                segments[i] = "a" + segment
+    return "/".join(segments)
+
+
+def _owned_path(path: str, a: Side, b: Side) -> Literal["strict", "full", None]:
+    (pos_a, neg_a), (pos_b, neg_b) = a, b
+    state: _State | None = (_SEGMENT_START, pos_a.start, tuple(n.start for n in neg_a),
+                            pos_b.start, tuple(n.start for n in neg_b))
+    for char in path:
+        assert state is not None
+        state = _advance(state, char, a, b)
+        if state is None:
+            return None
+    assert state is not None
+    return _owned(state, a, b)
 
 
 def _word(parent: dict[_State, tuple[_State, str] | None], state: _State) -> str:

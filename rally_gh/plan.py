@@ -11,6 +11,7 @@ from collections.abc import Collection, Iterable, Sequence
 
 from rally_gh.config import Config, Problem, Teammate
 from rally_gh.globs import compile_glob, literal_prefix
+from rally_gh.overlap import find_overlaps
 
 MAX_TEAM_SIZE = 9  # 10 or more teammates are refused
 LARGE_PARALLEL = 9  # max_parallel 9 needs allow_large_team
@@ -59,44 +60,45 @@ def assess(config: Config, selected: Collection[str] | None = None) -> list[Prob
 def hidden_dependencies(config: Config, names: Sequence[str]) -> list[Problem]:
     """A teammate reading what another writes, with no ``blocked_by`` path between them, reads a stale copy.
 
-    Decided from literal directory prefixes: two patterns can share a path only
-    when one's literal prefix lies inside the other's. That may warn about a
-    pair that cannot really overlap (``src/*.py`` vs ``src/x/``), never misses one.
+    Proved with the engine ``validate`` uses for overlaps, a ``read`` list (with
+    its ``!`` exclusions) against the other's ``exclusive_write``: a pair is
+    named only when some path is both read and written, and that path is shown.
+    Two files in one folder, or a root file and a folder, do not overlap.
     """
     out: list[Problem] = []
     reach = _reachability(config)
     for reader_name in names:
         reader = config.teammate(reader_name)
+        if not reader.read:
+            continue
         for writer_name in names:
             if writer_name == reader_name:
                 continue
             if writer_name in reach[reader_name] or reader_name in reach[writer_name]:
                 continue
             writer = config.teammate(writer_name)
-            shared = _first_shared(reader.read, writer.exclusive_write)
+            shared = _first_shared(reader_name, reader.read, writer_name, writer.exclusive_write)
             if shared is not None:
+                read, write, example = shared
                 out.append(Problem(
                     "warning", "hidden-dependency",
-                    f"{reader_name} reads {shared[0]!r}, which {writer_name} writes ({shared[1]!r}), but neither "
-                    f"is blocked by the other: {reader_name} will see the old version; add "
+                    f"{reader_name} reads {read!r} and {writer_name} writes {write!r} (both cover {example}), "
+                    f"but neither is blocked by the other: {reader_name} will see the old version; add "
                     f"`blocked_by: [{writer_name}]` to {reader_name} if it needs the new one",
-                    teammates=(reader_name, writer_name),
+                    teammates=(reader_name, writer_name), example=example,
                 ))
     return out
 
 
-def _first_shared(reads: Iterable[str], writes: Sequence[str]) -> tuple[str, str] | None:
-    for read in reads:
-        if read.startswith("!"):
-            continue
-        a = literal_prefix(compile_glob(read))
-        for write in writes:
-            if write.startswith("!"):
-                continue
-            b = literal_prefix(compile_glob(write))
-            if a.startswith(b) or b.startswith(a):
-                return read, write
-    return None
+def _first_shared(reader: str, reads: Sequence[str], writer: str,
+                  writes: Sequence[str]) -> tuple[str, str, str] | None:
+    """(read pattern, write pattern, example path) of the first pair that shares a
+    real path; an example that needs a folder named like a file (``x.md/y.py``) is
+    not a dependency anyone has."""
+    found = [o for o in find_overlaps([(reader, reads), (writer, writes)]) if o.severity == "error"]
+    if not found:
+        return None
+    return found[0].pattern_a, found[0].pattern_b, found[0].example
 
 
 def _reachability(config: Config) -> dict[str, set[str]]:

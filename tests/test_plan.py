@@ -56,6 +56,33 @@ def test_a_read_of_another_teammates_files_without_blocked_by_is_a_hidden_depend
     hidden = plan.hidden_dependencies(config, [t.name for t in config.teammates])
     assert [p.teammates for p in hidden] == [("api", "models"), ("docs", "web")]
     assert all(p.severity == "warning" for p in hidden)
+    assert [p.example for p in hidden] == ["src/models/a", "src/web/a.html"]
+    assert "(both cover src/models/a)" in hidden[0].message
+
+
+def test_hidden_dependencies_are_proved_like_overlaps_not_guessed_from_prefixes() -> None:
+    """The click trial's map: every warning the prefix comparison gave was false."""
+    config = team(
+        mate("utils", "src/click/utils.py", read=["src/click/core.py", "/README.md"]),
+        {**mate("core", "src/click/core.py", read=["src/click/utils.py"]), "exclusive_write":
+         ["src/click/*.py", "!src/click/utils.py"]},
+        mate("docs", "/docs/", read=["/CHANGES.md", "/README.md", "src/click/*.pyi"]),
+        mate("meta", "/CHANGES.md", read=["docs/*.txt"]),
+        mate("types", "src/click/*.pyi", read=["src/click/*.txt"]),
+    )
+    hidden = plan.hidden_dependencies(config, [t.name for t in config.teammates])
+    # utils/core read each other's files for real; docs reads meta's CHANGES.md and types' stubs;
+    # meta reads docs' text files. Two files of one folder, or a root file, prove nothing else.
+    assert [(p.teammates, p.example) for p in hidden] == [
+        (("utils", "core"), "src/click/core.py"),
+        (("core", "utils"), "src/click/utils.py"),
+        (("docs", "meta"), "CHANGES.md"),
+        (("docs", "types"), "src/click/a.pyi"),
+        (("meta", "docs"), "docs/a.txt"),
+    ]
+    # An exclusion in the read list counts too.
+    config = team(mate("a", "src/x/**", read=["src/**", "!src/x/**"]), mate("b", "src/x/gen/"))
+    assert plan.hidden_dependencies(config, ["a", "b"]) == []
 
 
 def test_sparse_directories_cover_every_pattern_or_give_up() -> None:
