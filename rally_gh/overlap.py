@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
+from rally_gh import globs
 from rally_gh.config import LoadedConfig, Problem
 
 Severity = Literal["error", "warning"]
@@ -64,11 +65,97 @@ class Overlap:
             f" both own {self.example}"
         )
         if self.severity == "warning":
-            return f"{both}, but only where a directory is named like a file"
-        return (
-            f"{both}; give such paths to one of them, e.g. add "
-            f'"!{self.pattern_b}" to {self.teammate_a} after {self.pattern_a}'
-        )
+            anchoring = _anchoring(self.teammate_a, self.pattern_a, self.teammate_b, self.pattern_b)
+            return f"{both}, but only where a directory is named like a file" + (f"; {anchoring}" if anchoring else "")
+        return f"{both}; {suggest_fix(self.teammate_a, self.pattern_a, self.teammate_b, self.pattern_b)}"
+
+
+def suggest_fix(name_a: str, pattern_a: str, name_b: str, pattern_b: str) -> str:
+    """The change that resolves an overlap of two patterns and keeps what each meant.
+
+    - A bare name that matches at any depth (``docs/``) clashing only below the
+      root is anchored (``/docs/``).
+    - Otherwise the more specific pattern keeps its paths: the broader one's
+      teammate excludes it (``utils: src/click/utils.py`` against ``core:
+      src/click/*.py`` adds ``!src/click/utils.py`` to core, never the other way,
+      which would leave utils' pattern owning nothing).
+    - Two patterns that own exactly the same paths: one of them goes.
+    """
+    anchoring = _anchoring(name_a, pattern_a, name_b, pattern_b)
+    if anchoring is not None:
+        return anchoring
+    a, b = compile_pattern(pattern_a), compile_pattern(pattern_b)
+    a_in_b, b_in_a = _covers(b, a), _covers(a, b)
+    if a_in_b and b_in_a:
+        return (f"both patterns own exactly the same paths: remove {pattern_b} from {name_b} "
+                f"(or {pattern_a} from {name_a})")
+    if a_in_b:  # a is the more specific: b gives its paths up
+        return (f'keep such paths with {name_a}, whose pattern is the more specific: add "!{pattern_a}" '
+                f"to {name_b} after {pattern_b}")
+    if b_in_a:
+        return (f'keep such paths with {name_b}, whose pattern is the more specific: add "!{pattern_b}" '
+                f"to {name_a} after {pattern_a}")
+    return f'give such paths to one of them, e.g. add "!{pattern_b}" to {name_a} after {pattern_a}'
+
+
+def _anchoring(name_a: str, pattern_a: str, name_b: str, pattern_b: str) -> str | None:
+    """Anchoring a bare name that matches at any depth, when that alone ends the overlap."""
+    for name, pattern, other in ((name_a, pattern_a, pattern_b), (name_b, pattern_b, pattern_a)):
+        anchored = _anchored(pattern)
+        if anchored is not None and not _overlap(compile_pattern(anchored), compile_pattern(other)):
+            return (f'if {name} means only the top-level {pattern}, anchor it: "{anchored}" '
+                    f"(unanchored, {pattern} matches at any depth)")
+    return None
+
+
+def _anchored(pattern: str) -> str | None:
+    """``/docs/`` for a bare name such as ``docs/`` or ``build`` (no slash but a trailing one, no wildcard)."""
+    body = pattern.rstrip("/")
+    if "/" in body or not body or any(c in body for c in "*?\\[") or pattern.startswith("!"):
+        return None
+    return "/" + pattern
+
+
+def _overlap(a: Automaton, b: Automaton) -> bool:
+    return _shortest_common((a, ()), (b, ()))[0] is not None
+
+
+def _covers(outer: Automaton, inner: Automaton) -> bool:
+    """Whether every path ``inner`` owns, ``outer`` owns too: no path is owned by
+    ``inner`` with ``outer`` as its exclusion."""
+    return _shortest_common((inner, (outer,)), (inner, ()))[0] is None
+
+
+def dead_patterns(patterns: Sequence[str]) -> list[tuple[int, str]]:
+    """(index, what takes it back) of each positive pattern that the exclusions
+    after it take back entirely: such a pattern owns nothing."""
+    listed = _TeammateList.build(0, patterns)
+    out: list[tuple[int, str]] = []
+    for entry in listed.positives:
+        if listed.excludes_later(entry.index, entry.glob):
+            out.append((entry.index, f"the later {patterns[listed.last_exclusion[entry.glob.language]]!r} takes"))
+            continue
+        later = listed.exclusion_texts_after(entry.index, entry.glob.prefix)
+        if not later:
+            continue
+        # Most patterns are alive, and one path they own shows it without building the exclusions' automata.
+        witness = _witness(entry)
+        if witness is not None and not any(globs.matches(text, witness) for text in later):
+            continue
+        exclusions = listed.exclusions_after(entry.index, entry.glob.prefix)
+        if _shortest_common((entry.automaton, exclusions), (entry.automaton, ()))[0] is None:
+            alone = [e.glob.text for e in exclusions if _covers(e, entry.automaton)]
+            out.append((entry.index, f"the later {alone[0]!r} takes" if alone else
+                        "the later " + ", ".join(repr(e.glob.text) for e in exclusions) + " together take"))
+    return out
+
+
+def _witness(entry: _Entry) -> str | None:
+    """A path the pattern owns: itself when it names one, else its shortest."""
+    glob = entry.glob
+    if all(seg != GLOBSTAR and not any(isinstance(t, Wildcard) for t in seg) for seg in glob.segments):
+        return glob.prefix + "a" if glob.inside_only else glob.prefix
+    return _shortest_common((entry.automaton, ()), (entry.automaton, ()))[0]
 
 
 def find_overlaps(teammates: Sequence[tuple[str, Sequence[str]]]) -> list[Overlap]:
@@ -723,6 +810,14 @@ class _TeammateList:
     def excludes_later(self, index: int, other: Glob) -> bool:
         """Whether an exclusion after ``index`` takes back everything ``other`` matches."""
         return self.last_exclusion.get(other.language, -1) > index
+
+    def exclusion_texts_after(self, index: int, prefix: str) -> list[str]:
+        """The exclusions after ``index`` that can match a path starting with ``prefix``, as written."""
+        if not self.exclusions:
+            return []
+        if self._exclusion_index is None:
+            self._exclusion_index = _PrefixIndex(self.exclusions)
+        return [e.glob.text for e in self._exclusion_index.compatible(prefix) if e.index > index]
 
     def exclusions_after(self, index: int, prefix: str) -> list[Automaton]:
         """The exclusions after ``index`` that can match a path starting with ``prefix``, one per language."""

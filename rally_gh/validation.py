@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from rally_gh.config import LoadedConfig, Problem
 from rally_gh.globs import GlobSet, compile_glob, is_literal
-from rally_gh.overlap import overlap_problems
+from rally_gh.overlap import dead_patterns, overlap_problems
 from rally_gh.ownership import Ownership
 from rally_gh.paths import is_control_file
 
@@ -19,6 +19,7 @@ def validate_map(loaded: LoadedConfig, tracked: Sequence[str] | None = None,
     at HEAD) enables the checks that need the tree, ``branches`` (the
     repository's branch names, remote ones as ``origin/main``) the prefix check."""
     problems = list(overlap_problems(loaded))
+    problems += patterns_owning_nothing(loaded)
     problems += control_file_grants(loaded)
     problems += team_size(loaded)
     if branches is not None:
@@ -70,6 +71,21 @@ def branch_prefix_collisions(loaded: LoadedConfig, branches: Sequence[str]) -> l
         f"of branches); choose another prefix, e.g. branch_prefix: rally",
         loaded.locate("branch_prefix"), (),
     )]
+
+
+def patterns_owning_nothing(loaded: LoadedConfig) -> list[Problem]:
+    """A pattern that a later ``!pattern`` of the same teammate takes back entirely
+    owns nothing: often an overlap fixed the wrong way round."""
+    out = []
+    for i, t in enumerate(loaded.config.teammates):
+        for j, why in dead_patterns(t.exclusive_write):
+            out.append(Problem(
+                "warning", "owns-nothing",
+                f"teammates[{i}].exclusive_write[{j}]: {t.exclusive_write[j]!r} ({t.name}) owns nothing: {why} "
+                "back every path it matches; remove one of them, or exclude something narrower",
+                loaded.locate("teammates", i, "exclusive_write", j), (t.name,),
+            ))
+    return out
 
 
 def control_file_grants(loaded: LoadedConfig) -> list[Problem]:

@@ -15,6 +15,7 @@ from rally_gh.errors import PatternError
 from rally_gh.overlap import (
     Overlap,
     compile_pattern,
+    dead_patterns,
     find_overlaps,
     matches,
     overlap_problems,
@@ -302,3 +303,42 @@ def test_parse_reads_escapes_and_anchors() -> None:
     assert parse_pattern("!/a").language == parse_pattern("/a").language
     assert parse_pattern("/a/**").language == parse_pattern("/a/").language != parse_pattern("a/").language
     assert parse_pattern("docs/***").language != parse_pattern("docs/*").language
+
+
+@pytest.mark.parametrize(("a", "b", "fix"), [
+    # The more specific owner keeps its paths: core gives utils.py up, not utils.
+    (("utils", "src/click/utils.py"), ("core", "src/click/*.py"),
+     'keep such paths with utils, whose pattern is the more specific: add "!src/click/utils.py" to core '
+     "after src/click/*.py"),
+    (("core", "src/click/*.py"), ("utils", "src/click/utils.py"),
+     'keep such paths with utils, whose pattern is the more specific: add "!src/click/utils.py" to core '
+     "after src/click/*.py"),
+    # A bare name clashing only below the root: anchoring it is the fix.
+    (("docs", "docs/"), ("src", "src/**"),
+     'if docs means only the top-level docs/, anchor it: "/docs/" (unanchored, docs/ matches at any depth)'),
+    (("a", "/src/**"), ("b", "/src/"), "both patterns own exactly the same paths: remove /src/ from b (or /src/** from a)"),
+    (("py", "*.py"), ("src", "src/*"), 'give such paths to one of them, e.g. add "!src/*" to py after *.py'),
+])
+def test_the_fix_keeps_what_each_pattern_meant(a: tuple[str, str], b: tuple[str, str], fix: str) -> None:
+    [o] = find_overlaps([(a[0], [a[1]]), (b[0], [b[1]])])
+    assert o.message().endswith("; " + fix)
+
+
+def test_following_the_hint_leaves_no_overlap_and_no_dead_pattern() -> None:
+    team = [("utils", ["src/click/utils.py"]), ("core", ["src/click/*.py", "!src/click/utils.py"])]
+    assert find_overlaps(team) == [] and dead_patterns(team[1][1]) == []
+    # The old hint's way round: utils' own pattern is dead.
+    assert dead_patterns(["src/click/utils.py", "!src/click/*.py"]) == [(0, "the later '!src/click/*.py' takes")]
+    assert dead_patterns(["src/a/**", "!src/", "!x"]) == [(0, "the later '!src/' takes")]
+    assert dead_patterns(["src/**", "!src/a/"]) == []
+    assert dead_patterns(["src/**", "!src/**", "x"]) == [(0, "the later '!src/**' takes")]
+    assert dead_patterns(["/a/*", "!/a/*.md", "!/a/*"]) == [(0, "the later '!/a/*' takes")]
+    assert dead_patterns(["/a/b*", "!/a/b", "!/a/b?*"]) == [(0, "the later '!/a/b', '!/a/b?*' together take")]
+    assert dead_patterns(["/a/b*", "!/a/b", "!/a/b?"]) == []
+
+
+def test_a_warning_suggests_anchoring_where_it_resolves() -> None:
+    [o] = find_overlaps([("docs", ["docs/"]), ("md", ["/*.md"])])
+    assert o.severity == "warning" and o.example == "a.md/docs/a"
+    assert o.message().endswith('; if docs means only the top-level docs/, anchor it: "/docs/" '
+                                "(unanchored, docs/ matches at any depth)")

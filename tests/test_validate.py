@@ -121,3 +121,12 @@ def test_a_branch_prefix_that_is_a_remote_branch_is_refused(tmp_path: Path) -> N
     data = json.loads(validate(d, "--format", "json").stdout)
     found = [p for p in data["problems"] if p["code"] == "branch-prefix"]
     assert found and found[0]["severity"] == "error" and "origin/release" in found[0]["message"]
+
+
+def test_a_pattern_that_its_own_exclusion_takes_back_is_a_warning(tmp_path: Path) -> None:
+    text = SHOP_MAP.replace("exclusive_write: [src/web/**]", 'exclusive_write: [src/web/app.ts, "!src/web/*.ts"]')
+    d = init_repo(tmp_path / "r", {**SHOP_FILES, "rally.yml": text})
+    data = json.loads(validate(d, "--format", "json").stdout)
+    [dead] = [p for p in data["problems"] if p["code"] == "owns-nothing"]
+    assert dead["severity"] == "warning" and dead["teammates"] == ["web"]
+    assert "'src/web/app.ts' (web) owns nothing: the later '!src/web/*.ts' takes back every path" in dead["message"]
