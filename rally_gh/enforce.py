@@ -61,10 +61,19 @@ class Violation:
 
 
 @dataclass(frozen=True)
+class Start:
+    """The commit a teammate's worktree started from, and how that was found."""
+
+    sha: str
+    source: str  # for a person: "from the run's records", "on the work of utils, replayed"
+
+
+@dataclass(frozen=True)
 class CheckResult:
     teammate: str
     commits_checked: int
     violations: tuple[Violation, ...]
+    start: Start | None = None  # where the teammate's own commits begin, when not at the base
 
     @property
     def ok(self) -> bool:
@@ -306,17 +315,18 @@ def _collisions(changes: Sequence[git.Change], teammate: str, commit: str | None
 
 
 def check_commits(repo: git.Repository, loaded: LoadedConfig, teammate: str,
-                  base: str | None, head: str) -> CheckResult:
-    """Violations in every commit reachable from ``head`` and not from ``base``."""
+                  base: str | None, head: str, start: Start | None = None) -> CheckResult:
+    """Violations in every commit reachable from ``head`` and not from ``base``
+    (nor from ``start``, where the teammate's own commits begin)."""
     ownership = Ownership.from_config(loaded.config)
-    commits = git.commits_between(repo, base, head)
+    commits = git.commits_between(repo, start.sha if start is not None else base, head)
     violations: list[Violation] = []
     cache = git.new_tree_cache()
     for commit in commits:
         sha = str(commit.id)
         changes = git.commit_changes(repo, commit, cache)
         violations.extend(violations_in(repo, changes, teammate, loaded, ownership, sha, _tree_names(repo, sha)))
-    return CheckResult(teammate, len(commits), tuple(violations))
+    return CheckResult(teammate, len(commits), tuple(violations), start)
 
 
 def check_staged(repo: git.Repository, loaded: LoadedConfig, teammate: str,
@@ -327,6 +337,100 @@ def check_staged(repo: git.Repository, loaded: LoadedConfig, teammate: str,
     changes = git.staged_changes(repo, index_file)
     violations = violations_in(repo, changes, teammate, loaded, ownership, None, _staged_names(repo, changes))
     return CheckResult(teammate, 0, tuple(violations))
+
+
+def teammate_start(repo: git.Repository, loaded: LoadedConfig, teammate: str, branch: str | None,
+                   base: str, head: str) -> Start | None:
+    """Where ``teammate``'s own commits begin on ``branch`` (``<prefix>/<run>/<teammate>``),
+    when that is after ``base``: a teammate with ``blocked_by`` starts from an
+    integration tip that already holds its blockers' work, and those commits
+    are theirs, not its own.
+
+    1. The run's records (``<git common dir>/rally/runs/<run>/run.json``), where
+       the run happened.
+    2. Elsewhere (CI, where only refs are fetched): the commits from ``base`` up
+       that replay a blocker's commit, each the same change with the same
+       author, date and message as one on the blocker's branch
+       ``<prefix>/<run>/<blocker>`` (local or remote-tracking). A teammate cannot
+       hide its own writes this way: only a change its blocker really made counts.
+    """
+    run = _run_of(branch, loaded.config.branch_prefix, teammate)
+    if run is None or not loaded.config.teammate(teammate).blocked_by:
+        return None
+    recorded = _recorded_start(repo, run, teammate)
+    if recorded is not None and recorded != base and git.is_ancestor(repo, recorded, head) \
+            and git.is_ancestor(repo, base, recorded):
+        return Start(recorded, "from the run's records")
+    return _replayed_start(repo, loaded, teammate, run, base, head)
+
+
+def _run_of(branch: str | None, prefix: str, teammate: str) -> str | None:
+    if not branch:
+        return None
+    parts = branch.removeprefix("refs/heads/").split("/")
+    head_parts = prefix.split("/")
+    if parts[:len(head_parts)] != head_parts or len(parts) != len(head_parts) + 2 or parts[-1] != teammate:
+        return None
+    return parts[-2]
+
+
+def _recorded_start(repo: git.Repository, run: str, teammate: str) -> str | None:
+    from rally_gh.errors import RallyError
+    from rally_gh.state import load_state
+
+    try:
+        state = load_state(git.common_dir(repo), run)
+        start = state.teammate(teammate).start_sha
+    except (RallyError, KeyError, ValueError):
+        return None
+    return start if start and git.object_exists(repo, start) else None
+
+
+def _replayed_start(repo: git.Repository, loaded: LoadedConfig, teammate: str, run: str,
+                    base: str, head: str) -> Start | None:
+    from rally_gh.plan import blockers_closure
+
+    prefix = loaded.config.branch_prefix
+    cache = git.new_tree_cache()
+    theirs: dict[tuple[object, ...], str] = {}
+    for blocker in blockers_closure(loaded.config, teammate):
+        tip = _branch_tip(repo, f"{prefix}/{run}/{blocker}")
+        if tip is None:
+            continue
+        for commit in git.commits_between(repo, base, tip):
+            theirs.setdefault(_change_key(repo, str(commit.id), cache), blocker)
+    start: str | None = None
+    whose: list[str] = []
+    for commit in git.commits_between(repo, base, head):
+        parent = str(commit.parents[0].id) if len(commit.parents) == 1 else None
+        owner = theirs.get(_change_key(repo, str(commit.id), cache))
+        if owner is None or parent != (start or base):
+            break  # the teammate's own work begins here
+        start = str(commit.id)
+        if owner not in whose:
+            whose.append(owner)
+    if start is None:
+        return None
+    return Start(start, "on the work of " + ", ".join(whose) + ", replayed")
+
+
+def _branch_tip(repo: git.Repository, branch: str) -> str | None:
+    """A branch's tip, local or else remote-tracking (CI checkouts fetch only those)."""
+    found = git.ref_sha(repo, f"refs/heads/{branch}")
+    if found is not None:
+        return found
+    remote = next((name for name in repo.references
+                   if name.startswith("refs/remotes/") and name.endswith(f"/{branch}")
+                   and name.count("/") == 2 + branch.count("/") + 1), None)
+    return None if remote is None else git.ref_sha(repo, remote)
+
+
+def _change_key(repo: git.Repository, sha: str, cache: git.TreeCache) -> tuple[object, ...]:
+    """What a replay keeps of a commit: its author, date, message and change."""
+    commit = git.commit_of(repo, sha)
+    author = commit.author
+    changes = tuple((c.path, c.new_id, c.new_mode) for c in git.commit_changes(repo, commit, cache))
+    return (author.name, author.email, author.time, author.offset, commit.raw_message, changes)
 
 
 def default_base(repo: git.Repository, environ: Mapping[str, str], head: str) -> str:
@@ -373,6 +477,7 @@ def render(result: CheckResult, fmt: str) -> str:
             "teammate": result.teammate,
             "ok": result.ok,
             "commits_checked": result.commits_checked,
+            "start": None if result.start is None else {"sha": result.start.sha, "source": result.start.source},
             "violations": [v.as_dict() for v in result.violations],
         }, indent=2) + "\n"
     if fmt == "github":
@@ -388,7 +493,10 @@ def render(result: CheckResult, fmt: str) -> str:
 
 
 def _summary(result: CheckResult) -> str:
-    scope = f"{result.commits_checked} commit{'s' * (result.commits_checked != 1)}" if result.commits_checked else "the staged changes"
+    n = result.commits_checked
+    scope = f"{n} commit{'s' * (n != 1)}" if n or result.start is not None else "the staged changes"
+    if result.start is not None:
+        scope += f" after {git.short(result.start.sha)}, where it started ({result.start.source})"
     if result.ok:
         return f"rally-gh: {result.teammate} wrote only what it owns ({scope} checked)"
     n = len(result.violations)

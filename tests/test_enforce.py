@@ -295,3 +295,96 @@ def test_check_refuses_a_name_that_is_dotgit_on_windows_or_macos(repo_dir: Path,
     proc = run_check(repo_dir)
     assert proc.returncode == 1, proc.stdout
     assert f"src/api/{name}: a hostile path (has a segment that is '.git' on Windows or macOS" in proc.stdout
+
+
+# --- A blocked_by teammate's branch: only its own commits are its -----------------
+
+BLOCKED_RUN_MAP = """\
+version: 1
+team: trial
+defaults: {{timeout: 20s, retries: 0}}
+teammates:
+  - name: utils
+    task: Write the helpers.
+    exclusive_write: [/src/utils/]
+    agent: {{preset: command, command: [{python}, -c, "{utils}"]}}
+  - name: docs
+    task: Document the helpers.
+    exclusive_write: [/docs/]
+    blocked_by: [utils]
+    agent: {{preset: command, command: [{python}, -c, "{docs}"]}}
+"""
+
+
+@pytest.fixture
+def blocked_run(tmp_path: Path) -> Path:
+    """A real run: docs, blocked by utils, starts from an integration tip holding utils' commit."""
+    import sys
+    import time
+
+    from rally_gh import orchestrate
+    from rally_gh.config import load_config_text
+
+    utils = ("import pathlib; pathlib.Path('src/utils').mkdir(parents=True, exist_ok=True); "
+             "pathlib.Path('src/utils/a.py').write_text('x = 1')")
+    docs = ("import pathlib, sys; pathlib.Path('src/utils/a.py').exists() or sys.exit('no utils'); "
+            "pathlib.Path('docs').mkdir(exist_ok=True); pathlib.Path('docs/utils.md').write_text('# utils')")
+    text = BLOCKED_RUN_MAP.format(python=json.dumps(sys.executable), utils=utils, docs=docs)
+    d = init_repo(tmp_path / "repo", {"README.md": "# r\n", "rally.yml": text})
+    state = orchestrate.run(d, load_config_text(text, "rally.yml"), "r1", None, time.time, dict(os.environ),
+                            lambda *e: None)
+    assert {t.name: t.outcome for t in state.teammates} == {"utils": "done", "docs": "done"}
+    return d
+
+
+def test_check_of_a_blocked_teammate_judges_only_its_own_commits(blocked_run: Path) -> None:
+    # Its branch holds utils' work (replayed) under its own: that is utils', not docs'.
+    assert "src/utils/a.py" in git(blocked_run, "ls-tree", "-r", "--name-only", "rally/r1/docs")
+    proc = run_check(blocked_run, "--head", "rally/r1/docs")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "docs wrote only what it owns (1 commit after " in proc.stdout
+    assert "where it started (from the run's records)" in proc.stdout
+    data = json.loads(run_check(blocked_run, "--head", "rally/r1/docs", "--format", "json").stdout)
+    assert data["start"]["source"] == "from the run's records" and data["commits_checked"] == 1
+
+    # A write of its own outside docs/ is still its violation, and the only one.
+    git(blocked_run, "checkout", "-q", "rally/r1/docs")
+    commit(blocked_run, {"src/utils/a.py": "x = 2\n"}, "docs edits utils")
+    proc = run_check(blocked_run, "--head", "rally/r1/docs", "--format", "json")
+    assert proc.returncode == 1
+    assert [(v["path"], v["owner"]) for v in json.loads(proc.stdout)["violations"]] == [("src/utils/a.py", "utils")]
+
+
+def test_check_in_ci_finds_the_start_from_the_blockers_branches(blocked_run: Path, tmp_path: Path) -> None:
+    """A CI checkout has refs only (no run records): the replays of utils' commits say where docs began."""
+    clone = tmp_path / "ci"
+    git(tmp_path, "clone", "-q", f"file://{blocked_run}", str(clone))
+    assert not (clone / ".git" / "rally").exists()
+    head = git(clone, "rev-parse", "origin/rally/r1/docs").strip()
+    git(clone, "checkout", "-q", "--detach", head)  # as actions/checkout leaves a pull request's head
+    env = {**os.environ, "GITHUB_HEAD_REF": "rally/r1/docs"}
+    env.pop("RALLY_TEAMMATE", None)
+    proc = subprocess.run([*RALLY_CLI, "check", "--base", "origin/main", "--head", head], cwd=clone, env=env,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "docs wrote only what it owns (1 commit after " in proc.stdout
+    assert "(on the work of utils, replayed)" in proc.stdout
+
+    # Without utils' branch, nothing proves whose those commits are: they are docs'.
+    git(clone, "update-ref", "-d", "refs/remotes/origin/rally/r1/utils")
+    proc = subprocess.run([*RALLY_CLI, "check", "--base", "origin/main", "--head", head], cwd=clone, env=env,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 1 and "src/utils/a.py" in proc.stdout
+
+
+def test_a_teammate_cannot_pass_its_own_write_off_as_its_blockers(blocked_run: Path) -> None:
+    """A commit with utils' author, date and message but another change is not utils' replayed work."""
+    start = g.resolve(g.open_repo(blocked_run), "rally/r1/docs~1")
+    git(blocked_run, "checkout", "-q", "-b", "rally/r2/docs", start)
+    commit(blocked_run, {"src/utils/b.py": "y\n"}, "rally(utils): Write the helpers.",
+           env={"GIT_AUTHOR_NAME": "rally-gh", "GIT_AUTHOR_EMAIL": "rally-gh@users.noreply.github.com"})
+    (blocked_run / ".git" / "rally" / "runs" / "r1" / "run.json").unlink()
+    git(blocked_run, "branch", "rally/r2/utils", "rally/r1/utils")
+    proc = run_check(blocked_run, "--head", "rally/r2/docs", "--format", "json")
+    assert proc.returncode == 1
+    assert [v["path"] for v in json.loads(proc.stdout)["violations"]] == ["src/utils/b.py"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TextIO
 
 from rally_gh import git
-from rally_gh.enforce import check_commits, default_base, render, require_map_at, who_is_writing
+from rally_gh.enforce import check_commits, default_base, render, require_map_at, teammate_start, who_is_writing
 from rally_gh.errors import EXIT_FAILED, EXIT_OK, GitError, UsageError
 
 
@@ -25,7 +25,10 @@ def run(cwd: Path, config_path: Path | None, base: str | None, head: str, teamma
                      f"{loaded.config.branch_prefix}/<run>/<teammate> branch or rally.teammate config): "
                      "nothing to check\n")
         return EXIT_OK
-    result = check_commits(repo, loaded, name, base_sha, head_sha)
+    # A blocked_by teammate started from its blockers' work: only what follows is its own.
+    writing = branch or (git.head_branch(repo) if head == "HEAD" else None) or environ.get("GITHUB_HEAD_REF")
+    start = teammate_start(repo, loaded, name, writing, base_sha, head_sha)
+    result = check_commits(repo, loaded, name, base_sha, head_sha, start)
     stdout.write(render(result, fmt))
     return EXIT_OK if result.ok else EXIT_FAILED
 
