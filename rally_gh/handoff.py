@@ -97,12 +97,10 @@ def handoff_tasks(raw: bytes | str, config: Config, source: str) -> RunTasks:
     reader = NodeReader(source)
     problems: list[Problem] = []
     data = _read(text, source, reader, problems)
+    # Every well-formed task is placed even when others are not: a planner fixes all at once.
     tasks = _tasks(data, reader, problems)
-    if not problems:
-        placed = _place(tasks, config, reader, problems)
-        if not problems:
-            return _run_tasks(placed, config, source, problems, hint)
-    raise TasksRefused(sorted((_named(p, source) for p in problems), key=_order), hint)
+    placed = _place(tasks, config, reader, problems)
+    return _run_tasks(placed, config, source, problems, hint)
 
 
 def _named(problem: Problem, source: str) -> Problem:
@@ -224,8 +222,8 @@ def _tasks(data: Any, reader: NodeReader, problems: list[Problem]) -> list[Hando
                 close = difflib.get_close_matches(dep, list(seen), n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 refuse((*task.path, "depends_on", k), f"unknown task {dep!r}; {hint}tasks are: {', '.join(seen)}")
-    if not problems:
-        cycle = dependency_cycle({t.id: t.depends_on for t in out})
+    if len(seen) == len(out):  # ids are unique: a cycle among the well-formed tasks is the planner's too
+        cycle = dependency_cycle({t.id: [d for d in t.depends_on if d != t.id] for t in out})
         if cycle:
             first = seen[cycle[0]]
             refuse((*first.path, "depends_on"), f"dependency cycle: {' -> '.join(cycle)} (each depends on the "
@@ -324,8 +322,8 @@ def _run_tasks(placed: Sequence[_Placed], config: Config, source: str, problems:
     waits: dict[str, dict[str, tuple[str, str]]] = {}  # teammate -> blocker -> (task, the task it depends on)
     for p in placed:
         for dep in p.task.depends_on:
-            blocker = teammate_of[dep]
-            if blocker != p.teammate:
+            blocker = teammate_of.get(dep)  # None: that task was refused, and said so
+            if blocker is not None and blocker != p.teammate:
                 waits.setdefault(p.teammate, {}).setdefault(blocker, (p.task.id, dep))
     map_waits = {t.name: set(t.blocked_by) for t in config.teammates}
     notes: list[Problem] = []
@@ -344,7 +342,7 @@ def _run_tasks(placed: Sequence[_Placed], config: Config, source: str, problems:
                     f"blocked_by: [{blocker}] for {name}; add it there if it always holds",
                     teammates=(name, blocker)))
     if problems:
-        raise TasksRefused([_named(p, source) for p in problems], hint)
+        raise TasksRefused(sorted((_named(p, source) for p in problems), key=_order), hint)
     order = {t.name: i for i, t in enumerate(config.teammates)}
     teammates = tuple(
         TeammateTask(name, _task_text(items, teammate_of, source),

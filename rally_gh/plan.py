@@ -183,11 +183,13 @@ def prompt_for(config: Config, teammate: Teammate, issue_text: str | None, run_i
     """Everything the agent is told. Reaches it as a file, never as a shell word.
     ``selected``: who is in this run (the issue's rally block); None: the whole map."""
     t = teammate
+    alongside = _same_wave(config, t, selected)
+    together = (f"in parallel with {', '.join(alongside)}. Each of you owns different files." if alongside else
+                "while no other teammate works. Other teammates own other files.")
     lines = [
         f"# You are {t.name}" + (f", {t.role}" if t.role else "") + f", on team {config.team}",
         "",
-        f"Run {run_id}. You work in your own git worktree and branch, in parallel with "
-        f"{_others(config, t, selected)}. Each of you owns different files.",
+        f"Run {run_id}. You work in your own git worktree and branch, {together}",
         "",
         "## Your task",
         "",
@@ -201,8 +203,9 @@ def prompt_for(config: Config, teammate: Teammate, issue_text: str | None, run_i
     if t.read:
         lines += ["", "## Context to read (do not change it)", ""]
         lines += [f"- `{p}`" for p in t.read]
-    if t.blocked_by:
-        lines += ["", f"Your worktree already holds the finished work of {', '.join(t.blocked_by)}."]
+    waited = [b for b in t.blocked_by if selected is None or b in selected]
+    if waited:
+        lines += ["", f"Your worktree already holds the finished work of {', '.join(waited)}."]
     lines += [
         "",
         "## Constraints",
@@ -229,7 +232,10 @@ def prompt_for(config: Config, teammate: Teammate, issue_text: str | None, run_i
     return "\n".join(lines)
 
 
-def _others(config: Config, teammate: Teammate, selected: Collection[str] | None) -> str:
-    others = [t.name for t in config.teammates
-              if t.name != teammate.name and (selected is None or t.name in selected)]
-    return ", ".join(others) if others else "nobody else"
+def _same_wave(config: Config, teammate: Teammate, selected: Collection[str] | None) -> list[str]:
+    """Who runs at the same time as ``teammate``: its wave of this run, not the whole map
+    (those it waits for have finished; those after it have not started)."""
+    for wave in waves(config, selected):
+        if teammate.name in wave:
+            return [n for n in wave if n != teammate.name]
+    return []

@@ -435,13 +435,16 @@ def mermaid_dependencies(state: RunState) -> str:
 
 
 def mermaid_flowchart(teammates: Sequence[tuple[str, str, Sequence[str]]]) -> str:
-    """``graph TD`` from (name, label, blocked_by) per teammate: an edge from each blocker to who waits for it."""
+    """``graph TD`` from (name, label, blocked_by) per teammate: an edge from each blocker to who waits for it
+    (a blocker that is not listed, because it does not run, is no node)."""
     lines = ["graph TD"]
     for name, label, _ in teammates:
         lines.append(f'  {_node(name)}["{label.replace(chr(34), "#quot;")}"]')
+    listed = {name for name, _, _ in teammates}
     for name, _, blocked_by in teammates:
         for blocker in blocked_by:
-            lines.append(f"  {_node(blocker)} --> {_node(name)}")
+            if blocker in listed:
+                lines.append(f"  {_node(blocker)} --> {_node(name)}")
     return "\n".join(lines) + "\n"
 
 

@@ -135,6 +135,25 @@ tasks:
     assert "dependency cycle: a -> b -> a" in cycle or "dependency cycle: b -> a -> b" in cycle
 
 
+def test_a_bad_handoff_reports_every_problem_at_once(config: Config) -> None:
+    """Shape errors do not hide where the well-formed tasks go wrong: one round of fixes."""
+    message = refused("""\
+tasks:
+  - {id: a, description: '', files: [docs/a.md]}
+  - {id: b, description: both, files: [src/api/a.py, src/web/a.tsx]}
+  - {id: c, description: nobody's, files: [README.md]}
+  - {id: d, description: endpoint, files: [src/api/x.py], depends_on: [e]}
+  - {id: e, description: page, files: [src/web/x.tsx], depends_on: [f]}
+  - {id: f, description: loop, files: [docs/f.md], depends_on: [e]}
+""", config)
+    lines = message.splitlines()
+    assert any("tasks[0].description: expected what to do" in line for line in lines)
+    assert any("task 'b' touches the files of api and web" in line for line in lines)
+    assert any("'README.md' is owned by no teammate" in line for line in lines)
+    assert any("dependency cycle: " in line and "e" in line and "f" in line for line in lines)
+    assert message.index("tasks[0]") < message.index("task 'b'") < message.index("'README.md'")
+
+
 def test_a_dependency_against_the_maps_blocked_by_is_refused(config: Config) -> None:
     # web waits for api in rally.yml; a handoff making api wait for web would deadlock.
     message = refused(json.dumps([

@@ -184,3 +184,51 @@ def test_in_actions_the_events_issue_chooses_who_runs(repo: Path, tmp_path: Path
     out = io.StringIO()
     assert run_cmd.teammate(repo, None, "web", "r7", env, out) == 0
     assert out.getvalue() == "web: not in this run (the issue's rally block names api, end)\n"
+
+
+SIX = """\
+version: 1
+team: six
+defaults: {agent: {preset: command, command: ["true"]}}
+teammates:
+  - {name: schema, exclusive_write: [/db/], task: Schema.}
+  - {name: api, exclusive_write: [/src/api/], task: API.}
+  - {name: web, exclusive_write: [/src/web/], blocked_by: [api], task: Web.}
+  - {name: docs, exclusive_write: [/docs/], task: Docs.}
+  - {name: ops, exclusive_write: [/ops/], task: Ops.}
+  - {name: qa, exclusive_write: [/qa/], task: QA.}
+"""
+
+
+def test_a_plan_for_some_teammates_lists_and_prompts_only_who_runs(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "repo", {"rally.yml": SIX})
+    (repo / "tasks.md").write_text("api: Build /orders\nweb: The orders page\ndocs: Document /orders\n")
+    out = io.StringIO()
+    assert plan_cmd.run(repo, None, "text", None, repo / "tasks.md", None, {}, out) == 0
+    text = out.getvalue()
+    assert text.startswith("Team six: 3 of 6 teammates in 2 waves, at most 4 at once\n")
+    assert "  wave 1: api, docs\n  wave 2: web\n  integration order: api, docs, web\n" in text
+    prompts = text.split("--- prompt for ")[1:]
+    assert [p.split(" ", 1)[0] for p in prompts] == ["api", "web", "docs"]
+    api, web, docs = prompts
+    # In parallel with its own wave only: not schema, ops, qa (not running), not web (waits for api).
+    assert "in parallel with docs. Each of you" in api and "finished work of" not in api
+    assert "while no other teammate works" in web and "finished work of api." in web
+    assert "in parallel with api. Each of you" in docs
+
+    out = io.StringIO()
+    plan_cmd.run(repo, None, "json", None, repo / "tasks.md", None, {}, out)
+    data = json.loads(out.getvalue())
+    assert [t["name"] for t in data["teammates"]] == ["api", "web", "docs"]
+    assert data["integration_order"] == ["api", "docs", "web"]
+    assert [t["blocked_by"] for t in data["teammates"]] == [[], ["api"], []]
+
+    out = io.StringIO()
+    plan_cmd.run(repo, None, "mermaid", None, repo / "tasks.md", None, {}, out)
+    assert "schema" not in out.getvalue() and "t_api --> t_web" in out.getvalue()
+
+
+def test_one_teammate_one_wave_reads_in_the_singular(repo: Path) -> None:
+    config = team(mate("a", "/a/"), mate("b", "/b/"))
+    from rally_gh.commands.plan import plan_text
+    assert plan_text(config, [["a", "b"]], [], None, None).startswith("Team t: 2 teammates in 1 wave, ")

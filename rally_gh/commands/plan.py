@@ -48,10 +48,10 @@ def run(cwd: Path, config_path: Path | None, fmt: str, issue: int | None, tasks_
         announce(RallyError("the plan is refused: " + "; ".join(p.message for p in errors)) if errors else None)
     waves = plan.waves(config, selected)
     if fmt == "json":
-        json.dump(plan_json(config, waves, problems, issue_text), stdout, indent=2)
+        json.dump(plan_json(config, waves, problems, issue_text, selected), stdout, indent=2)
         stdout.write("\n")
     elif fmt == "mermaid":
-        stdout.write(mermaid_graph(config))
+        stdout.write(mermaid_graph(config, selected))
     elif fmt == "matrix":
         matrix = wave_matrix(waves)
         text = json.dumps(matrix, separators=(",", ":"))
@@ -65,7 +65,7 @@ def run(cwd: Path, config_path: Path | None, fmt: str, issue: int | None, tasks_
                 for wave, value in matrix.items():
                     fh.write(f"{wave}={json.dumps(value, separators=(',', ':'))}\n")
     else:
-        stdout.write(plan_text(config, waves, problems, issue_text, issue))
+        stdout.write(plan_text(config, waves, problems, issue_text, issue, selected))
     return EXIT_FAILED if refused else EXIT_OK
 
 
@@ -172,12 +172,13 @@ def for_this_run(config: Config, tasks: RunTasks | None) -> tuple[Config, frozen
     return apply_tasks(config, tasks), frozenset(tasks.names)
 
 
-def plan_json(config: Config, waves: list[list[str]], problems: list[Problem], issue_text: str | None) -> dict[str, object]:
+def plan_json(config: Config, waves: list[list[str]], problems: list[Problem], issue_text: str | None,
+              selected: frozenset[str] | None = None) -> dict[str, object]:
     return {
         "team": config.team,
         "refused": any(p.severity == "error" for p in problems),
         "waves": waves,
-        "integration_order": plan.integration_order(config),
+        "integration_order": plan.integration_order(config, selected),
         "problems": [
             {"severity": p.severity, "code": p.code, "message": p.message, "teammates": list(p.teammates)}
             for p in problems
@@ -186,9 +187,9 @@ def plan_json(config: Config, waves: list[list[str]], problems: list[Problem], i
             {
                 "name": t.name,
                 "role": t.role,
-                "blocked_by": list(t.blocked_by),
+                "blocked_by": [b for b in t.blocked_by if selected is None or b in selected],
                 "exclusive_write": list(t.exclusive_write),
-                "prompt": plan.prompt_for(config, t, issue_text, PLAN_RUN_ID),
+                "prompt": plan.prompt_for(config, t, issue_text, PLAN_RUN_ID, selected),
             }
             for t in config.teammates
             if any(t.name in wave for wave in waves)
@@ -196,9 +197,10 @@ def plan_json(config: Config, waves: list[list[str]], problems: list[Problem], i
     }
 
 
-def mermaid_graph(config: Config) -> str:
+def mermaid_graph(config: Config, selected: frozenset[str] | None = None) -> str:
+    """Who runs, and who waits for whom among them."""
     return mermaid_flowchart([(t.name, f"{t.name}<br/>{t.role}" if t.role else t.name, t.blocked_by)
-                              for t in config.teammates])
+                              for t in config.teammates if selected is None or t.name in selected])
 
 
 def wave_matrix(waves: list[list[str]]) -> dict[str, dict[str, list[dict[str, str]]]]:
@@ -207,12 +209,15 @@ def wave_matrix(waves: list[list[str]]) -> dict[str, dict[str, list[dict[str, st
 
 
 def plan_text(config: Config, waves: list[list[str]], problems: list[Problem], issue_text: str | None,
-              issue: int | None) -> str:
-    out = [f"Team {config.team}: {len(config.teammates)} teammates in {len(waves)} wave(s), "
+              issue: int | None, selected: frozenset[str] | None = None) -> str:
+    running = sum(len(wave) for wave in waves)
+    who = (f"{running} of {len(config.teammates)} teammates" if running != len(config.teammates)
+           else _count(running, "teammate"))
+    out = [f"Team {config.team}: {who} in {_count(len(waves), 'wave')}, "
            f"at most {config.max_parallel} at once" + (f", issue #{issue}" if issue else "")]
     for i, wave in enumerate(waves, 1):
         out.append(f"  wave {i}: {', '.join(wave)}")
-    out.append(f"  integration order: {', '.join(plan.integration_order(config))}")
+    out.append(f"  integration order: {', '.join(plan.integration_order(config, selected))}")
     if problems:
         out.append("")
         for p in problems:
@@ -221,5 +226,9 @@ def plan_text(config: Config, waves: list[list[str]], problems: list[Problem], i
         if not any(t.name in wave for wave in waves):
             continue
         out += ["", f"--- prompt for {t.name} " + "-" * max(0, 60 - len(t.name)), ""]
-        out.append(plan.prompt_for(config, t, issue_text, PLAN_RUN_ID).rstrip())
+        out.append(plan.prompt_for(config, t, issue_text, PLAN_RUN_ID, selected).rstrip())
     return "\n".join(out) + "\n"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"

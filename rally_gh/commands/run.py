@@ -106,7 +106,7 @@ def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | No
         config, selected = plan_cmd.for_this_run(loaded.config, tasks)
         stdout.write(f"Dry run {state.run_id}: nothing was started.\n")
         stdout.write(plan_cmd.plan_text(config, plan.waves(config, selected), plan.assess(config, selected),
-                                        issue_text, issue))
+                                        issue_text, issue, selected))
         return EXIT_OK
     return finish(repo, state, loaded.config, environ, stdout)
 
