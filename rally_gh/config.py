@@ -17,6 +17,7 @@ import difflib
 import json
 import math
 import re
+import unicodedata
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -84,11 +85,9 @@ class Problem:
     example: str | None = None
 
     def __str__(self) -> str:
-        # Errors read as SPEC section 1 writes them (file:line:col: key: message);
-        # only warnings are marked, so they stand apart from what must be fixed.
+        # As compilers write them: file:line:col: error: key: message.
         where = f"{self.location}: " if self.location else ""
-        mark = "warning: " if self.severity == "warning" else ""
-        return f"{where}{mark}{self.message}"
+        return f"{where}{self.severity}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -660,7 +659,53 @@ def _syntax_error(err: MarkedYAMLError, text: str, filename: str) -> ConfigInval
         message += "; indent with spaces: YAML does not allow tabs there"
     elif re.search(r"(^|[\s\[,{])![^\s]", nearby, re.MULTILINE):
         message += "; an unquoted '!' starts a YAML tag: quote the pattern (\"!src/shared/**\")"
+    elif (pointed := _indentation_problem(problem, text, line)) is not None:
+        message, column = pointed
     return _single(message, "syntax", Location(filename, line, column))
+
+
+def _indentation_problem(problem: str, text: str, line: int) -> tuple[str, int] | None:
+    """What ruamel's ``expected <block end>, but found ...`` and ``mapping values are not
+    allowed here`` mean, said in the file's terms, with the column the line starts in."""
+    lines = text.splitlines()
+    if not 1 <= line <= len(lines):
+        return None
+    here = lines[line - 1]
+    column = len(here) - len(here.lstrip(" ")) + 1
+    snippet = here.strip()[:40]
+    if problem.startswith("mapping values are not allowed"):
+        before = _previous_key(lines, line)
+        if before is None or column <= before[1]:
+            if re.match(r"\s*(- )*[^\s:#'\"][^:#]*:\s+[^'\"\s].*?:(\s|$)", here):
+                return (f"{snippet!r}: a ': ' inside an unquoted value starts another mapping; quote the value "
+                        "('...' or \"...\")", column)
+            return None
+        return (f"wrong indentation: {snippet!r} starts in column {column}, right of the key on line {before[0]} "
+                f"(column {before[1]}), so YAML reads it as part of that key's value; start it in column "
+                f"{before[1]} to make it a key of the same mapping", column)
+    found = re.match(r"expected <block end>, but found '([^']*)'", problem)
+    if found is None:
+        return None
+    before = _previous_key(lines, line)
+    if before is None:
+        return None
+    if found.group(1) == "?":  # a key where a list expects its items ('- ...')
+        return (f"wrong indentation: {snippet!r} starts in column {column}, where the list above has its items "
+                f"('- ...'); to belong to the item above, start it in column {before[1]} like the key on line "
+                f"{before[0]}, or start a new item with '- '", column)
+    side = "right" if column > before[1] else "left"
+    return (f"wrong indentation: {snippet!r} starts in column {column}, {side} of the key on line {before[0]} "
+            f"(column {before[1]}); the keys of one mapping start in the same column, and a value goes on the "
+            "line of its key or indented under a key that ends with ':'", column)
+
+
+def _previous_key(lines: Sequence[str], line: int) -> tuple[int, int] | None:
+    """(line, column) of the key on the last line before ``line`` that has one (after any '- ')."""
+    for number in range(line - 1, 0, -1):
+        found = re.match(r"^((?:\s*- )*\s*)[^\s#-][^#]*?:(\s|$)", lines[number - 1])
+        if found:
+            return number, len(found.group(1)) + 1
+    return None
 
 
 # --- Nodes to data ----------------------------------------------------------
@@ -844,16 +889,46 @@ def _validate(data: Any, reader: NodeReader) -> tuple[Config | None, list[Proble
         return Config.model_validate(data, strict=True, context={"from_file": True}), []
     except ValidationError as err:
         problems = []
-        for error in err.errors(include_url=False):
+        errors = err.errors(include_url=False)
+        misspelt = _misspelt_required_keys([(e["type"], _key_path(e["loc"], data)) for e in errors])
+        for error in errors:
             path = _key_path(error["loc"], data)
             if any(path[:len(b)] == b for b in reader.broken):
                 continue  # already reported while reading the YAML
             if error["type"] == "too_short" and len(error["input"]) >= error["ctx"]["min_length"]:
                 continue  # pydantic counts only the items that validated: their errors say it all
+            if error["type"] == "missing" and path in misspelt.values():
+                continue  # said once, where the misspelt key is written
             code, path, message = _explain(error, path)
+            if path in misspelt:
+                message = message.replace("? allowed here:", " (required, and missing)? allowed here:", 1)
             problems.append(Problem("error", code, f"{format_key_path(path)}: {message}" if path else message,
                                     reader.location(path), _teammate_at(path, data)))
         return None, problems
+
+
+def _misspelt_required_keys(errors: Sequence[tuple[str, KeyPath]]) -> dict[KeyPath, KeyPath]:
+    """Unknown keys that are a missing required key misspelt (``exclusive_writes``), each
+    with the missing key's path: one message for both, at the key as written."""
+    missing = {path for kind, path in errors if kind == "missing" and path}
+    out: dict[KeyPath, KeyPath] = {}
+    for kind, path in errors:
+        if kind != "extra_forbidden" or not path:
+            continue
+        wanted = [p[-1] for p in missing if p[:-1] == path[:-1] and isinstance(p[-1], str)]
+        close = difflib.get_close_matches(str(path[-1]), [str(w) for w in wanted], n=1, cutoff=0.6)
+        if close and (*path[:-1], close[0]) not in out.values():
+            out[path] = (*path[:-1], close[0])
+    return out
+
+
+def suggested_name(value: object) -> str | None:
+    """A valid teammate name close to ``value`` (``'Front End'`` -> ``front-end``), or None."""
+    if not isinstance(value, str):
+        return None
+    plain = "".join(c for c in unicodedata.normalize("NFKD", value) if not unicodedata.combining(c))
+    name = re.sub(r"[^a-z0-9]+", "-", plain.lower()).strip("-")[:39].rstrip("-")
+    return name if name and re.fullmatch(NAME_RE, name) else None
 
 
 def _teammate_at(path: KeyPath, data: Any) -> tuple[str, ...]:
@@ -898,8 +973,10 @@ def _explain_pydantic(kind: str, ctx: dict[str, Any], value: Any, path: KeyPath)
     if kind == "missing":
         return "schema", _missing_key(path)
     if kind == "string_pattern_mismatch" and path[-1:] == ("name",):
+        better = suggested_name(value)
         return "name", (f"{value!r} is not a valid teammate name: use lowercase letters, digits and '-', "
-                        "at most 39 characters, starting with a letter or digit")
+                        "at most 39 characters, starting with a letter or digit"
+                        + (f"; write {better!r}" if better else ""))
     if kind == "string_pattern_mismatch" and "env" in path:
         return "schema", (f"{value!r} is not an environment variable name: letters, digits and '_', "
                           "not starting with a digit")

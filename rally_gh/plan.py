@@ -28,7 +28,8 @@ def assess(config: Config, selected: Collection[str] | None = None) -> list[Prob
     if len(names) < 2:
         problems.append(Problem(
             "error", "false-parallelism",
-            f"only {len(names)} teammate(s) would run ({', '.join(names) or 'none'}): a rally needs at least two "
+            f"only {len(names)} teammate{'s' * (len(names) != 1)} would run ({', '.join(names) or 'none'}): "
+            "a rally needs at least two "
             "that work in parallel; run a single agent directly instead",
             teammates=tuple(names),
         ))

@@ -142,8 +142,10 @@ def unowned_files(loaded: LoadedConfig, tracked: Sequence[str]) -> list[Problem]
     sample = ", ".join(unowned[:3]) + (", ..." if len(unowned) > 3 else "")
     return [Problem(
         "warning", "unowned",
-        f"{len(unowned)} of {len(tracked)} tracked files are owned by no teammate ({sample}); "
-        "no teammate may change them",
+        (f"{len(unowned)} of {len(tracked)} tracked files are owned by no teammate ({sample}); no teammate may "
+         "change them") if len(unowned) != 1 else
+        (f"1 of {len(tracked)} tracked file{'s' * (len(tracked) != 1)} is owned by no teammate ({sample}); "
+         "no teammate may change it"),
         loaded.locate("teammates"), (), unowned[0],
     )]
 

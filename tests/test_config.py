@@ -3,6 +3,7 @@ the key path, and says what to do; nothing but ``ConfigError`` ever escapes."""
 
 from __future__ import annotations
 
+import io
 import json
 import textwrap
 import time
@@ -276,7 +277,7 @@ def test_top_level_must_be_a_mapping(text: str, kind: str) -> None:
 def test_yaml_syntax_error_points_at_the_problem() -> None:
     assert one_line("team: demo\nteammates:\n  - name: [a\n") == (
         "rally.yml:4:1: YAML syntax error: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence)")
-    assert one_line("team: demo\n  bad: indent\n").startswith("rally.yml:2:6: YAML syntax error: mapping values")
+    assert one_line("team: demo\n  bad: indent\n").startswith("rally.yml:2:3: wrong indentation: 'bad: indent'")
 
 
 def test_tabs_for_indentation() -> None:
@@ -438,12 +439,14 @@ def test_max_parallel_9_with_allow_large_team() -> None:
 # --- Names and dependencies -------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["API", "-api", "a_b", "a" * 40, "'café'"])
-def test_bad_teammate_names(name: str) -> None:
+@pytest.mark.parametrize(("name", "better"), [("API", "api"), ("-api", "api"), ("a_b", "a-b"), ("a" * 40, "a" * 39),
+                                            ("'café'", "cafe")])
+def test_bad_teammate_names(name: str, better: str) -> None:
     err = refusal(team(mate(name)))
     assert len(err.problems) == 1 and err.problems[0].code == "name"
     assert str(err).startswith("rally.yml:3:5: teammates[0].name: ")
-    assert str(err).endswith("is not a valid teammate name: use lowercase letters, digits and '-', at most 39 "
+    assert str(err).endswith(f"; write {better!r}")
+    assert str(err).removesuffix(f"; write {better!r}").endswith("is not a valid teammate name: use lowercase letters, digits and '-', at most 39 "
                              "characters, starting with a letter or digit")
 
 
@@ -751,3 +754,66 @@ def test_many_problems_are_cut_short_in_the_message_but_kept_in_the_list() -> No
     message = str(info.value).splitlines()
     assert len(message) == 201
     assert message[-1] == "... and 100 more problems (rally-gh validate --format json lists them all)"
+
+
+# --- Words: one message a mistake, with the fix ------------------------------------
+
+
+def test_a_misspelt_required_key_is_one_message_at_the_key_as_written() -> None:
+    [line] = lines("team: demo\nteammates:\n  - name: a\n    exclusive_writes: [b]\n")
+    assert line.startswith(
+        "rally.yml:4:5: teammates[0].exclusive_writes: unknown key 'exclusive_writes'; did you mean "
+        "'exclusive_write' (required, and missing)? allowed here: name, role, task, exclusive_write, read, ")
+    # Two teammates, each its own misspelling; a missing key with no misspelling still says so.
+    found = lines("team: demo\nteammates:\n  - {name: a, exclusive_writes: [b]}\n  - {name: b, exclusiv_write: [c]}\n"
+                  "  - {name: c}\n")
+    assert [line.split(": ", 2)[1] for line in found] == [
+        "teammates[0].exclusive_writes", "teammates[1].exclusiv_write", "teammates[2].exclusive_write"]
+    assert "missing required key 'exclusive_write'" in found[2]
+
+
+def test_an_invalid_name_comes_with_a_valid_one() -> None:
+    assert one_line(team(mate("Front End"))).endswith("starting with a letter or digit; write 'front-end'")
+    assert one_line(team(mate("'API_v2'"))).endswith("; write 'api-v2'")
+    assert one_line(team(mate("'---'"))).endswith("starting with a letter or digit")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # A key indented deeper than its neighbours (ruamel: expected <block end>, but found '<block mapping start>').
+    ("team: t\nteammates:\n  - name: a\n    exclusive_write: [b]\n     role: x\n",
+     "rally.yml:5:6: wrong indentation: 'role: x' starts in column 6, right of the key on line 4 (column 5); "
+     "the keys of one mapping start in the same column"),
+    ("team: t\nteammates:\n  - name: a\n   exclusive_write: [b]\n",
+     "rally.yml:4:4: wrong indentation: 'exclusive_write: [b]' starts in column 4, left of the key on line 3 "
+     "(column 5)"),
+    # A key where the list has its items (ruamel: found '?', though there is no '?').
+    ("team: t\nteammates:\n  - name: a\n  exclusive_write: [b]\n",
+     "rally.yml:4:3: wrong indentation: 'exclusive_write: [b]' starts in column 3, where the list above has its "
+     "items ('- ...'); to belong to the item above, start it in column 5 like the key on line 3, or start a new "
+     "item with '- '"),
+    # A key indented under a scalar (ruamel: mapping values are not allowed here).
+    ("version: 1\n team: t\n",
+     "rally.yml:2:2: wrong indentation: 'team: t' starts in column 2, right of the key on line 1 (column 1), so "
+     "YAML reads it as part of that key's value; start it in column 1"),
+    ("team: t\nteammates:\n  - name: a\n    task: Fix: the bug\n    exclusive_write: [b]\n",
+     "rally.yml:4:5: 'task: Fix: the bug': a ': ' inside an unquoted value starts another mapping; quote the value"),
+])
+def test_wrong_indentation_is_said_in_the_files_terms(text: str, expected: str) -> None:
+    message = one_line(text)
+    assert message.startswith(expected), message
+    assert "<block" not in message and "'?'" not in message
+
+
+def test_validate_labels_errors_as_it_labels_warnings_and_counts_in_words(tmp_path: Path) -> None:
+    from rally_gh.commands import validate as validate_cmd
+
+    (tmp_path / "rally.yml").write_text("team: t\nteammates:\n  - {name: a, exclusive_write: [x/]}\n"
+                                        "  - {name: b, exclusive_write: [x/]}\n")
+    out = io.StringIO()
+    assert validate_cmd.run(tmp_path, None, "text", out) == 1
+    text = out.getvalue()
+    assert "rally.yml:4:33: error: teammates[1].exclusive_write[0]: a: x/ and b: x/ both own x/a" in text
+    (tmp_path / "rally.yml").write_text("team: t\nteammates:\n  - {name: a, exclusive_write: [x/]}\n")
+    out = io.StringIO()
+    validate_cmd.run(tmp_path, None, "text", out)
+    assert out.getvalue().endswith("rally.yml: 1 teammate, 1 pattern: valid (0 errors, 0 warnings)\n")

@@ -157,7 +157,7 @@ def test_a_refused_plan_exits_1(tmp_path: Path) -> None:
     repo = init_repo(tmp_path / "solo", {"rally.yml": MAP.split("  - name: web")[0]})
     out = io.StringIO()
     assert plan_cmd.run(repo, None, "text", None, None, None, {}, out) == 1
-    assert "refused: only 1 teammate(s)" in out.getvalue()
+    assert "refused: only 1 teammate would run" in out.getvalue()
 
 
 def test_team_size_counts_who_runs_not_the_whole_map() -> None:

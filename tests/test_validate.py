@@ -51,7 +51,7 @@ def test_text_error_points_at_file_line_col(tmp_path: Path) -> None:
     d = init_repo(tmp_path / "r", {"rally.yml": "version: 1\nteam: x\nteammates:\n  - name: a\n    exclusive_write: [../x]\n"})
     proc = validate(d)
     assert proc.returncode == 1
-    assert "rally.yml:5:23: teammates[0].exclusive_write[0]" in proc.stdout
+    assert "rally.yml:5:23: error: teammates[0].exclusive_write[0]" in proc.stdout
     assert "INVALID" in proc.stdout
 
 
@@ -100,7 +100,7 @@ def test_a_branch_prefix_that_is_a_branch_is_refused_where_it_is_written(tmp_pat
     d = init_repo(tmp_path / "r", {**SHOP_FILES, "rally.yml": text})
     proc = validate(d)
     assert proc.returncode == 1, proc.stdout
-    assert "rally.yml:3:1: branch_prefix: 'main' collides with the existing branch main" in proc.stdout
+    assert "rally.yml:3:1: error: branch_prefix: 'main' collides with the existing branch main" in proc.stdout
     # Under a branch: `team` is a branch, so refs/heads/team/rally/... cannot exist.
     git(d, "branch", "team")
     (d / "rally.yml").write_text(SHOP_MAP.replace("team: shop\n", "team: shop\nbranch_prefix: team/rally\n"))

@@ -30,7 +30,8 @@ def run(cwd: Path, config_path: Path | None, fmt: str, stdout: TextIO) -> int:
         if name.startswith(("refs/heads/", "refs/remotes/")) and not name.endswith("/HEAD")]
     problems = validate_map(loaded, tracked, branches)
     n = len(loaded.config.teammates)
-    summary = f"{path.name}: {n} teammate{'s' if n != 1 else ''}, {sum(len(t.exclusive_write) for t in loaded.config.teammates)} patterns"
+    patterns = sum(len(t.exclusive_write) for t in loaded.config.teammates)
+    summary = f"{path.name}: {n} teammate{'s' * (n != 1)}, {patterns} pattern{'s' * (patterns != 1)}"
     return _emit(problems, fmt, stdout, path, summary)
 
 
