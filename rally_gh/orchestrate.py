@@ -187,7 +187,7 @@ def run_teammate(repo_path: Path, loaded: LoadedConfig, run_id: str, name: str, 
     try:
         teammate = config.teammate(name)
     except KeyError:
-        raise RallyError(f"no teammate {name!r} in the map",
+        raise UsageError(f"no teammate {name!r} in the map",
                          hint="teammates: " + ", ".join(t.name for t in config.teammates)) from None
     repo = git.open_repo(repo_path)
     common = git.common_dir(repo)

@@ -48,6 +48,7 @@ USER_MISTAKES_WITH_A_MAP = [
     (("plan", "--format", "nope"), "Invalid value for '--format'"),
     (("owner", "--codeowners", "nope", "a.txt"), "nope"),
     (("owner",), "no paths given"),
+    (("teammate", "nobody", "--run", "r1"), "no teammate 'nobody'"),
 ]
 
 
