@@ -517,7 +517,7 @@ def find_config(root: Path, explicit: Path | None = None) -> Path:
     # A missing file is the user's mistake (exit 2), as a missing --config FILE is.
     raise UsageError(
         f"no ownership map: neither {root / CONFIG_CANDIDATES[0]} nor {root / CONFIG_CANDIDATES[1]} exists",
-        hint=f"start one from your CODEOWNERS with `rally-gh codeowners import CODEOWNERS -o rally.yml`, "
+        hint=f"start one with `rally-gh init` (from your CODEOWNERS, else the repository's layout), "
         f"or write it by hand ({DOCS}); or name it with --config FILE",
     )
 

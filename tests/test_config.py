@@ -214,7 +214,7 @@ def test_find_config_names_both_places_and_the_way_out(tmp_path: Path) -> None:
         find_config(tmp_path)
     message = str(info.value)
     assert str(tmp_path / "rally.yml") in message and str(tmp_path / ".github/rally.yml") in message
-    assert "rally-gh codeowners import" in message and "docs/rally-yml.md" in message
+    assert "rally-gh init" in message and "docs/rally-yml.md" in message
     with pytest.raises(UsageError, match="--config .*nope.yml: no such file"):
         find_config(tmp_path, tmp_path / "nope.yml")
 

@@ -12,7 +12,7 @@ import pytest
 
 from rally_gh import PROJECT_URL, __version__, config, docs_url, tasks
 from rally_gh.commands import validate
-from rally_gh.errors import ConfigError
+from rally_gh.errors import RallyError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
@@ -87,6 +87,7 @@ def test_hints_point_at_the_project_s_pages_not_at_files_of_a_checkout() -> None
 
 
 def test_a_missing_map_points_at_the_docs_on_the_web(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(RallyError) as err:
         config.find_config(tmp_path)
     assert f"({PROJECT_URL}/blob/v{__version__}/docs/rally-yml.md)" in str(err.value)
+    assert "`rally-gh init`" in str(err.value)
