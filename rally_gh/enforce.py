@@ -319,7 +319,7 @@ def check_commits(repo: git.Repository, loaded: LoadedConfig, teammate: str,
     """Violations in every commit reachable from ``head`` and not from ``base``
     (nor from ``start``, where the teammate's own commits begin)."""
     ownership = Ownership.from_config(loaded.config)
-    commits = git.commits_between(repo, start.sha if start is not None else base, head)
+    commits = git.commits_between(repo, base, head, also_hide=(start.sha,) if start is not None else ())
     violations: list[Violation] = []
     cache = git.new_tree_cache()
     for commit in commits:
@@ -358,8 +358,9 @@ def teammate_start(repo: git.Repository, loaded: LoadedConfig, teammate: str, br
     if run is None or not loaded.config.teammate(teammate).blocked_by:
         return None
     recorded = _recorded_start(repo, run, teammate)
-    if recorded is not None and recorded != base and git.is_ancestor(repo, recorded, head) \
-            and git.is_ancestor(repo, base, recorded):
+    # The base may have moved since the teammate started (a commit landed on main during
+    # the run): its start need not descend from the base, only lead to the head.
+    if recorded is not None and recorded != base and git.is_ancestor(repo, recorded, head):
         return Start(recorded, "from the run's records")
     return _replayed_start(repo, loaded, teammate, run, base, head)
 
@@ -404,7 +405,8 @@ def _replayed_start(repo: git.Repository, loaded: LoadedConfig, teammate: str, r
     for commit in git.commits_between(repo, base, head):
         parent = str(commit.parents[0].id) if len(commit.parents) == 1 else None
         owner = theirs.get(_change_key(repo, str(commit.id), cache))
-        if owner is None or parent != (start or base):
+        follows = parent == start if start is not None else parent is not None and git.is_ancestor(repo, parent, base)
+        if owner is None or not follows:
             break  # the teammate's own work begins here
         start = str(commit.id)
         if owner not in whose:

@@ -371,11 +371,12 @@ def new_tree_cache() -> TreeCache:
     return {}
 
 
-def commits_between(repo: Repository, base: str | None, head: str) -> list[Commit]:
-    """Commits reachable from ``head`` and not from ``base``, oldest first."""
+def commits_between(repo: Repository, base: str | None, head: str, *, also_hide: Sequence[str] = ()) -> list[Commit]:
+    """Commits reachable from ``head`` and not from ``base`` (nor from any of ``also_hide``), oldest first."""
     walker = repo.walk(resolve(repo, head), SortMode.TOPOLOGICAL | SortMode.REVERSE)
-    if base is not None:
-        walker.hide(resolve(repo, base))
+    for hidden in (base, *also_hide):
+        if hidden is not None:
+            walker.hide(resolve(repo, hidden))
     return list(walker)
 
 

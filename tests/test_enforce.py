@@ -388,3 +388,23 @@ def test_a_teammate_cannot_pass_its_own_write_off_as_its_blockers(blocked_run: P
     proc = run_check(blocked_run, "--head", "rally/r2/docs", "--format", "json")
     assert proc.returncode == 1
     assert [v["path"] for v in json.loads(proc.stdout)["violations"]] == ["src/utils/b.py"]
+
+
+def test_check_of_a_blocked_teammate_holds_after_the_base_moved(blocked_run: Path, tmp_path: Path) -> None:
+    """main moved during or after the run: the teammate's start no longer descends from it,
+    and its blockers' replayed commits are still not its own (from the records, and in CI)."""
+    git(blocked_run, "checkout", "-q", "main")
+    commit(blocked_run, {"SECURITY.md": "policy\n"}, "landed on main")
+    proc = run_check(blocked_run, "--base", "main", "--head", "rally/r1/docs")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "where it started (from the run's records)" in proc.stdout
+
+    clone = tmp_path / "ci-moved"
+    git(tmp_path, "clone", "-q", f"file://{blocked_run}", str(clone))
+    head = git(clone, "rev-parse", "origin/rally/r1/docs").strip()
+    git(clone, "checkout", "-q", "--detach", head)
+    env = {**os.environ, "GITHUB_HEAD_REF": "rally/r1/docs"}
+    proc = subprocess.run([*RALLY_CLI, "check", "--base", "origin/main", "--head", head], cwd=clone, env=env,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "(on the work of utils, replayed)" in proc.stdout
