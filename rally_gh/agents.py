@@ -228,6 +228,18 @@ def _require_program(program: str, workdir: Path, path: str) -> None:
 CheckoutLookup = Callable[[str], "bool | None"]
 
 
+def checkout_program(spec: AgentSpec) -> str | None:
+    """The repository path of ``spec``'s program when the teammate's checkout holds it
+    (a relative program such as ``./scripts/agent.sh``), normalized; None for a preset,
+    a shell script, a name found on PATH or an absolute path."""
+    if spec.preset != "command" or not spec.command or spec.shell:
+        return None
+    program = spec.command[0]
+    if "/" not in program or os.path.isabs(program):
+        return None
+    return posixpath.normpath(program)
+
+
 def program_problem(spec: AgentSpec, search_path: str, in_checkout: CheckoutLookup) -> AgentError | None:
     """Why ``spec``'s program could not start, found before any worktree exists (None: it can).
 
@@ -245,13 +257,13 @@ def program_problem(spec: AgentSpec, search_path: str, in_checkout: CheckoutLook
     if not spec.command or spec.shell:
         return None
     program = spec.command[0]
-    if "/" not in program or os.path.isabs(program):
+    relative = checkout_program(spec)
+    if relative is None:
         try:
             _require_program(program, Path("/"), search_path)
         except AgentError as err:
             return err
         return None
-    relative = posixpath.normpath(program)
     if relative == ".." or relative.startswith("../"):
         return AgentError(f"agent command '{program}' points outside the repository, but a relative program "
                           "is found from the teammate's checkout, which lives elsewhere",

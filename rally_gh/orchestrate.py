@@ -701,7 +701,10 @@ class _Orchestra:
             start = self._start_point(repo, t)
         sparse = None
         if self.config.checkout_of(t) == "sparse":
-            sparse = plan.sparse_directories((*t.exclusive_write, *t.read, *t.done_when))
+            # The agent's own program too, when the checkout holds it: without it the agent cannot start.
+            program = agents.checkout_program(self.config.agent_of(t))
+            own = ("/" + program,) if program is not None and not program.startswith("../") else ()
+            sparse = plan.sparse_directories((*t.exclusive_write, *t.read, *t.done_when, *own))
         path = self._worktree_path(t.name)
         self.restore_git_dir()  # `git read-tree` below would run a filter planted by an earlier agent
         with self.worktree_lock:

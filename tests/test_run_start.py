@@ -239,3 +239,18 @@ def test_the_plain_hook_still_checks_as_legacy_when_the_framework_does_not(tmp_p
         assert subprocess.run(step, cwd=repo, capture_output=True, check=False).returncode == 0
     count, text = _refusal_count(repo)
     assert count == 1, text
+
+
+def test_a_sparse_teammate_gets_its_agent_program_in_its_checkout(tmp_path: Path) -> None:
+    from rally_gh import orchestrate
+    from rally_gh.config import load_config_text
+
+    agent = "{preset: command, command: [./tools/agent.sh]}"
+    rally = _team({"a": agent, "b": agent}).replace("retries: 0}", "retries: 0, checkout: sparse}")
+    files = {"README.md": "# r\n", "rally.yml": rally, "other/big.txt": "not for them\n",
+             "tools/agent.sh": '#!/bin/sh\nmkdir -p "$RALLY_TEAMMATE" && echo 1 > "$RALLY_TEAMMATE/x"\n'}
+    repo = init_repo(tmp_path / "repo", files)
+    run_git(repo, "update-index", "--chmod=+x", "tools/agent.sh")
+    run_git(repo, "commit", "-qm", "executable")
+    state = orchestrate.run(repo, load_config_text(rally, "rally.yml"), "sp1", None, time.time, dict(os.environ))
+    assert {r.name: (r.outcome, r.reason) for r in state.teammates} == {"a": ("done", ""), "b": ("done", "")}
