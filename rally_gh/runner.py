@@ -851,7 +851,7 @@ def _start(state: _Progress, token: CancelToken, done_queue: queue.Queue[tuple[s
             attempt = state.job.run(number, token)
         except BaseException as err:  # reported as this job's failure; the loop must always hear back
             if isinstance(err, RallyError):
-                message = f"{err.message} ({err.hint})" if err.hint else err.message
+                message = f"{err.message}; {err.hint}" if err.hint else err.message
             else:  # a bug of ours: say where, so that the report alone can be acted on
                 import traceback
 

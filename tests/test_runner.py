@@ -461,7 +461,7 @@ def test_an_agent_that_cannot_start_fails_without_retries(tmp_path: Path) -> Non
     results = run_teammates([Job("api", missing, retries=3)], 1, Budget())
     assert results["api"].outcome == "failed" and results["api"].attempts == 1
     assert "the claude preset needs the 'claude' program" in results["api"].reason
-    assert "npm install -g @anthropic-ai/claude-code" in results["api"].reason
+    assert "PATH; install it with `npm install -g @anthropic-ai/claude-code`" in results["api"].reason  # no ((...))
     assert results["api"].last is not None and results["api"].last.error is not None
 
 
