@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from rally_gh.errors import ConfigError, PatternError
 from rally_gh.globs import Glob, GlobSet, compile_glob, literal_prefix
+from rally_gh.words import plural
 from rally_gh.ownership import Ownership
 from rally_gh.paths import is_control_file
 
@@ -324,7 +325,7 @@ def export_codeowners(config: Config) -> str:
     if overlaps:
         o = overlaps[0]
         lines.append(
-            f"# overlap: {len(overlaps)} pair(s) of patterns claim the same paths, e.g. {o.teammate_a}: "
+            f"# overlap: {plural(overlaps, 'pair')} of patterns claim the same paths, e.g. {o.teammate_a}: "
             f"{o.pattern_a} and {o.teammate_b}: {o.pattern_b} both own {o.example}; rally.yml lets nobody "
             "write such a path, GitHub gives it to the later line. Fix the map (`rally-gh validate`)."
         )

@@ -378,7 +378,7 @@ class MergeSpec(_Model):
     )
     verify: tuple[str, ...] = Field(
         default=(),
-        description="Shell commands run on the integrated result; a failure is bisected to the teammate(s) "
+        description="Shell commands run on the integrated result; a failure is bisected to the teammates "
         "that caused it.",
     )
 

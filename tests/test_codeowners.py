@@ -484,7 +484,7 @@ def test_nested_control_files_are_unowned_at_the_end_of_an_export_too() -> None:
 
 def test_an_overlapping_map_exports_with_a_line_saying_where_the_readings_part() -> None:
     out = export_codeowners(make_config(core=["src/**"], web=["src/web/**"]))
-    assert "# overlap: 1 pair(s) of patterns claim the same paths, e.g. core: src/** and web: src/web/** both own " \
+    assert "# overlap: 1 pair of patterns claim the same paths, e.g. core: src/** and web: src/web/** both own " \
            "src/web/a" in out
     assert "# overlap" not in export_codeowners(make_config(core=["src/**", "!src/web/**"], web=["src/web/**"]))
 
