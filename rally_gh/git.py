@@ -832,6 +832,12 @@ def object_exists(repo: Repository, sha: str) -> bool:
         return False
 
 
+def branch_names(repo: Repository) -> list[str]:
+    """Every branch, local (``main``) and remote-tracking (``remotes/origin/main``)."""
+    return [name.removeprefix("refs/").removeprefix("heads/") for name in repo.references
+            if name.startswith(("refs/heads/", "refs/remotes/")) and not name.endswith("/HEAD")]
+
+
 def is_ancestor(repo: Repository, ancestor: str, descendant: str) -> bool:
     """True when ``ancestor`` is ``descendant`` or one of its ancestors."""
     return ancestor == descendant or bool(repo.descendant_of(oid(descendant), oid(ancestor)))

@@ -102,7 +102,8 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
         capped = min(max_parallel, loaded.config.max_parallel)
         loaded = replace(loaded, config=loaded.config.model_copy(update={"max_parallel": capped}))
     config = loaded.config
-    problems = _assess(loaded, selected, agent_program_problems(repo, loaded, selected, environ))
+    problems = _assess(loaded, selected, agent_program_problems(repo, loaded, selected, environ),
+                       git.branch_names(repo))
     if resume:
         state = _resumable(common, run_id, config)
     else:
@@ -339,8 +340,9 @@ def _push_record(repo_path: Path, run_id: str, record: TeammateRecord, remote: s
 
 
 def _assess(loaded: LoadedConfig, selected: frozenset[str] | None = None,
-            programs: Sequence[Problem] = ()) -> list[Problem]:
-    problems = ([p for p in validate_map(loaded) if p.code != "control-file"] + plan.assess(loaded.config, selected)
+            programs: Sequence[Problem] = (), branches: Sequence[str] | None = None) -> list[Problem]:
+    problems = ([p for p in validate_map(loaded, branches=branches) if p.code != "control-file"]
+                + plan.assess(loaded.config, selected)
                 + list(programs))
     errors = [p for p in problems if p.severity == "error"]
     if errors:
@@ -387,7 +389,7 @@ def agent_program_problems(repo: git.Repository | None, loaded: LoadedConfig, se
         key += ("command", 0) if spec.preset == "command" else ("preset",)
         fix = f"; {err.hint}" if err.hint else ""
         problems.append(Problem("error", "agent-program",
-                                f"{loaded.locate(*key)}: {format_key_path(key)}: {t.name}'s agent: {err.message}{fix}",
+                                f"{loaded.locate(*key)}: {format_key_path(key)}: {possessive(t.name)} agent: {err.message}{fix}",
                                 teammates=(t.name,)))
     return problems
 

@@ -166,6 +166,16 @@ def test_a_plan_with_one_teammate_is_refused(tmp_path: Path) -> None:
         _run(repo, rally_yml)
 
 
+def test_a_branch_prefix_that_is_a_branch_refuses_the_run_before_anything_starts(tmp_path: Path) -> None:
+    scripts = _write_scripts(tmp_path / "scripts")
+    rally_yml = _map(scripts, ["api", "idle"]).replace("team: scripted\n", "team: scripted\nbranch_prefix: main\n")
+    repo = _repo(tmp_path, rally_yml)
+    with pytest.raises(RallyError, match="branch_prefix: 'main' collides with the existing branch main"):
+        _run(repo, rally_yml)
+    assert run_git(repo, "branch", "--list").split() == ["*", "main"]
+    assert not (repo / ".git" / "rally" / "runs" / "r1").exists()
+
+
 def test_dry_run_plans_and_touches_nothing(tmp_path: Path) -> None:
     scripts = _write_scripts(tmp_path / "scripts")
     rally_yml = _map(scripts, ["api", "web"])

@@ -25,9 +25,7 @@ def run(cwd: Path, config_path: Path | None, fmt: str, stdout: TextIO) -> int:
         problems: list[Problem] = list(getattr(err, "problems", [])) or [Problem("error", "schema", str(err))]
         return _emit(problems, fmt, stdout, path, summary=None)
     tracked = git.tracked_paths(repo) if repo is not None else None
-    branches = None if repo is None else [
-        name.removeprefix("refs/").removeprefix("heads/") for name in repo.references
-        if name.startswith(("refs/heads/", "refs/remotes/")) and not name.endswith("/HEAD")]
+    branches = None if repo is None else git.branch_names(repo)
     problems = validate_map(loaded, tracked, branches)
     n = len(loaded.config.teammates)
     patterns = sum(len(t.exclusive_write) for t in loaded.config.teammates)
