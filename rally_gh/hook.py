@@ -140,11 +140,13 @@ def hook_script(python: str | None, import_paths: Sequence[str] = ()) -> str:
     directories holding rally_gh and re2, for the fast path, which runs without
     Python's ``site`` (see rally_gh.fasthook)."""
     if python is None:
+        missing = "rally-gh is not on PATH"
         run = """if command -v rally-gh >/dev/null 2>&1; then
     rally-gh hook pre-commit || exit $?
 """
     else:
         paths = " ".join(shlex.quote(p) for p in import_paths)
+        missing = "neither $RALLY_GH_PYTHON (the Python it was installed with) nor rally-gh on PATH is there"
         run = f"""RALLY_GH_PYTHON={shlex.quote(python)}
 if [ -x "$RALLY_GH_PYTHON" ]; then
     # -I -S: no site, no environment, no working directory on sys.path (about 30 ms less).
@@ -162,8 +164,14 @@ if [ -n "$PRE_COMMIT_RUNNING_LEGACY" ] && {_FRAMEWORK_RUNS_IT}; then
     if [ -x "$orig" ]; then exec "$orig" "$@"; fi
     exit 0
 fi
-{run}else
-    echo "rally-gh hook: rally-gh is not installed here; ownership not checked (pip install rally-gh)" >&2
+{run}elif [ "$(git config --bool rally.hookOptional 2>/dev/null)" = true ]; then
+    echo "rally-gh hook: {missing}; ownership not checked (rally.hookOptional is true)" >&2
+else
+    # A hook that cannot run must not pass what it exists to refuse.
+    echo "rally-gh hook: cannot check ownership: {missing}" >&2
+    echo "  fix: install rally-gh, then run \`rally-gh hook install\` again from where it is installed" >&2
+    echo "  or let commits through unchecked in this repository: git config rally.hookOptional true" >&2
+    exit 1
 fi
 if [ -x "$orig" ]; then
     exec "$orig" "$@"

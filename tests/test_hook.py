@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,7 +164,6 @@ def test_shipped_hook_script_is_current() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("pre-commit") is None, reason="pre-commit is not installed")
 def test_pre_commit_framework_try_repo(tmp_path: Path) -> None:
     """The framework installs rally-gh from this checkout and runs the hook: deletions,
     which the framework itself does not pass to hooks, are still caught."""
@@ -175,7 +175,7 @@ def test_pre_commit_framework_try_repo(tmp_path: Path) -> None:
     git(d, "checkout", "-q", "-b", "rally/r1/api")
     stage(d, {"src/web/app.js": None})
     env = git_env({"PRE_COMMIT_HOME": str(tmp_path / "pc-cache"), "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
-    proc = subprocess.run(["pre-commit", "try-repo", str(src), "rally-ownership", "--verbose"],
+    proc = subprocess.run([sys.executable, "-m", "pre_commit", "try-repo", str(src), "rally-ownership", "--verbose"],
                           cwd=d, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "src/web/app.js: api deleted it, but it is owned by web" in proc.stdout
@@ -294,3 +294,30 @@ def test_the_hook_refuses_a_name_that_is_dotgit_on_windows_or_macos(api_branch: 
     proc = git_commit(api_branch)
     assert proc.returncode != 0, proc.stdout
     assert "a hostile path (has a segment that is '.git' on Windows or macOS" in proc.stdout
+
+
+@pytest.mark.parametrize("python", [None, "/nonexistent/python3"])
+def test_a_hook_that_cannot_run_refuses_with_the_fix_unless_the_user_opted_out(tmp_path: Path,
+                                                                              python: str | None) -> None:
+    """Neither the Python the hook was installed with nor rally-gh on PATH: the commit is
+    refused (a hook that cannot check must not pass what it exists to refuse)."""
+    from rally_gh import git as g
+    from rally_gh.hook import install_hook
+
+    d = init_repo(tmp_path / "shop", FILES)
+    install_hook(g.open_repo(d), False, python)
+    git(d, "checkout", "-q", "-b", "rally/r1/api")
+    stage(d, {"src/web/app.js": "x\n"})
+    no_rally = {"PATH": "/usr/bin:/bin"}
+    assert shutil.which("rally-gh", path=no_rally["PATH"]) is None
+    proc = git_commit(d, env=no_rally)
+    assert proc.returncode == 1, proc.stdout
+    assert "rally-gh hook: cannot check ownership:" in proc.stdout
+    assert "rally-gh hook install" in proc.stdout and "git config rally.hookOptional true" in proc.stdout
+    if python is not None:
+        assert "/nonexistent/python3" in proc.stdout
+
+    git(d, "config", "rally.hookOptional", "true")
+    proc = git_commit(d, env=no_rally)
+    assert proc.returncode == 0, proc.stdout
+    assert "ownership not checked (rally.hookOptional is true)" in proc.stdout
