@@ -622,13 +622,14 @@ def test_a_conflict_with_a_commit_that_landed_on_the_base_during_the_run_names_i
                                                "base_commit": landed}]
 
 
-def test_a_conflict_with_a_teammate_integrated_before_names_it(tmp_path: Path) -> None:
-    # '/src/*' owns the file src/x, '/src/x/' what is inside a directory src/x: no overlap, yet a conflict.
-    rally_yml = textwrap.dedent("""\
+def _a_then_b(merge: str) -> str:
+    """Two teammates whose work conflicts although their patterns do not overlap:
+    '/src/*' owns the file src/x, '/src/x/' what is inside a directory src/x."""
+    return textwrap.dedent("""\
         version: 1
         team: t
         defaults: {timeout: 10s, retries: 0}
-        merge: {order: listed}
+        merge: MERGE
         teammates:
           - name: a
             exclusive_write: ["/src/*"]
@@ -636,7 +637,11 @@ def test_a_conflict_with_a_teammate_integrated_before_names_it(tmp_path: Path) -
           - name: b
             exclusive_write: ["/src/x/"]
             agent: {preset: command, command: [sh, -c, "mkdir -p src/x && echo b > src/x/y"]}
-        """)
+        """).replace("MERGE", merge)
+
+
+def test_a_conflict_with_a_teammate_integrated_before_names_it(tmp_path: Path) -> None:
+    rally_yml = _a_then_b("{order: listed}")
     repo = _repo(tmp_path, rally_yml)
     state = _run(repo, rally_yml)
     b = state.teammate("b")  # type: ignore[attr-defined]
@@ -732,22 +737,11 @@ def test_a_split_job_never_replaces_a_local_runs_state(tmp_path: Path) -> None:
 
 def test_on_conflict_stop_reports_who_was_left_out_and_the_conflicting_commit(tmp_path: Path) -> None:
     # '/src/*' owns the file src/x, '/src/x/' what is inside a directory src/x: no overlap, yet a conflict.
-    rally_yml = textwrap.dedent("""\
-        version: 1
-        team: t
-        defaults: {timeout: 10s, retries: 0}
-        merge: {on_conflict: stop, order: listed}
-        teammates:
-          - name: a
-            exclusive_write: ["/src/*"]
-            agent: {preset: command, command: [sh, -c, "mkdir -p src && echo a > src/x"]}
-          - name: b
-            exclusive_write: ["/src/x/"]
-            agent: {preset: command, command: [sh, -c, "mkdir -p src/x && echo b > src/x/y"]}
-          - name: c
-            exclusive_write: ["/lib/**"]
-            agent: {preset: command, command: [sh, -c, "mkdir -p lib && echo c > lib/c"]}
-        """)
+    rally_yml = _a_then_b("{on_conflict: stop, order: listed}") + textwrap.indent(textwrap.dedent("""\
+        - name: c
+          exclusive_write: ["/lib/**"]
+          agent: {preset: command, command: [sh, -c, "mkdir -p lib && echo c > lib/c"]}
+        """), "  ")
     repo = _repo(tmp_path, rally_yml)
     state = _run(repo, rally_yml)
     outcomes = {t.name: t.outcome for t in state.teammates}  # type: ignore[attr-defined]
