@@ -9,6 +9,7 @@ produces a new state, and ``save_state`` persists it.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -214,14 +215,23 @@ def check_ref_component(value: str, what: str) -> str:
     return value
 
 
-def new_run_id(issue: int | None, ci_run: str | None, clock: Clock) -> str:
-    """A run id from the issue number and the CI run, else from the time: readable in a branch name."""
+def new_run_id(issue: int | None, ci_run: str | None, clock: Clock, common: Path | None = None) -> str:
+    """A run id from the issue number and the CI run, else from the time: readable in a branch name.
+
+    A CI run's id is the same however often its jobs are re-run (one pull request per
+    run); a time-made one is new each time, so with ``common`` a second run within the
+    same second (``run --dry-run`` then ``run`` from a script) gets ``-2``, ``-3``, ...
+    instead of being refused as one that exists."""
     stamp = datetime.fromtimestamp(clock(), tz=timezone.utc).strftime("%Y%m%d-%H%M%S")
     parts = []
     if issue is not None:
         parts.append(f"issue-{issue}")
     parts.append(re.sub(r"[^A-Za-z0-9._-]", "-", ci_run) if ci_run else stamp)
-    return check_ref_component("-".join(parts), "run id")
+    made = check_ref_component("-".join(parts), "run id")
+    if ci_run or common is None:
+        return made
+    candidates = (made if n == 1 else f"{made}-{n}" for n in itertools.count(1))
+    return next(c for c in candidates if not (runs_dir(common) / c).exists())
 
 
 def config_digest(config: Config) -> str:

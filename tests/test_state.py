@@ -13,6 +13,7 @@ from rally_gh.state import (
     list_runs,
     load_state,
     new_run_id,
+    runs_dir,
     new_verify_log,
     save_state,
     state_path,
@@ -83,6 +84,14 @@ def test_run_ids_come_from_the_issue_and_ci_run_else_the_time() -> None:
     assert new_run_id(42, None, clock) == "issue-42-20260101-000000"
     assert new_run_id(None, None, clock) == "20260101-000000"
     assert new_run_id(None, "a/b c", clock) == "a-b-c"
+
+
+def test_a_time_made_run_id_that_exists_gets_a_number_a_ci_one_never(tmp_path: Path) -> None:
+    clock = lambda: 1767225600.0  # noqa: E731
+    for taken in ("20260101-000000", "20260101-000000-2", "issue-7-9876"):
+        (runs_dir(tmp_path) / taken).mkdir(parents=True)
+    assert new_run_id(None, None, clock, tmp_path) == "20260101-000000-3"
+    assert new_run_id(7, "9876", clock, tmp_path) == "issue-7-9876"  # a re-run of the same CI run
 
 
 def test_verify_logs_are_numbered_in_the_order_they_ran_even_from_threads(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | No
     issue, issue_text = plan_cmd.issue_from_event(issue, event_path)
     # One run per workflow run, however often its jobs are re-run (SPEC 5: one
     # pull request per run), so the attempt number is not part of the id.
-    the_run = resume or run_id or new_run_id(issue, environ.get("GITHUB_RUN_ID"), time.time)
+    the_run = resume or run_id or new_run_id(issue, environ.get("GITHUB_RUN_ID"), time.time, git.common_dir(repo))
     github = _github(environ, event_path)
     only, max_parallel = _action_inputs(environ)
     if github is not None:
