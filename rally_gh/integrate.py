@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from rally_gh import git
+from rally_gh.config import stop_words
 from rally_gh.errors import ConflictError
 from rally_gh.git import RALLY_COMMITTER, HttpCredentials, Identity, PathConflict, PushedRef, RefPush, Repository, Sha
 from rally_gh.words import possessive
@@ -492,11 +493,12 @@ def _verify_env() -> dict[str, str]:
             and not any(m in k.upper() for m in _SECRET_MARKERS)}
 
 
-def run_commands(commands: Sequence[str], cwd: Path, timeout: float, *, tail_chars: int = 4000,
+def run_commands(commands: Sequence[str], cwd: Path, expected_s: float, *, tail_chars: int = 4000,
                  log: Path | None = None) -> list[CommandRun]:
     """Run each command in ``cwd`` (all of them, so the report shows every
-    failure). A command past ``timeout`` seconds is stopped with its whole
-    process group and counts as failed. Standard input is empty; credentials in
+    failure). ``expected_s`` is how long a command is expected to take, as a map's
+    ``timeout`` is: one past twice it is stopped with its whole process group and
+    counts as failed. Standard input is empty; credentials in
     the environment are withheld, since the code under test comes from agents.
 
     The output goes to ``log`` as it is written, each command under a ``$ command``
@@ -511,11 +513,11 @@ def run_commands(commands: Sequence[str], cwd: Path, timeout: float, *, tail_cha
             log.parent.mkdir(parents=True, exist_ok=True)
             out = stack.enter_context(open(log, "a+b"))
         for command in commands:
-            runs.append(_run_command(command, cwd, timeout, out, tail_chars, log))
+            runs.append(_run_command(command, cwd, expected_s, out, tail_chars, log))
     return runs
 
 
-def _run_command(command: str, cwd: Path, timeout: float, out: IO[bytes], tail_chars: int,
+def _run_command(command: str, cwd: Path, expected_s: float, out: IO[bytes], tail_chars: int,
                  log: Path | None) -> CommandRun:
     argv = ["/bin/sh", "-c", command] if _needs_shell(command) else shlex.split(command)
     out.write(f"$ {command}\n".encode())
@@ -541,15 +543,15 @@ def _run_command(command: str, cwd: Path, timeout: float, out: IO[bytes], tail_c
         ended(f"could not start: {err}")
         return CommandRun(command, False, f"could not start: {err}", log=log)
     try:
-        exit_code = proc.wait(timeout=timeout)
+        exit_code = proc.wait(timeout=2 * expected_s)
         passed = exit_code == 0
         text = ended(f"exit {exit_code} after {time.monotonic() - started:.1f}s")
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         passed = False
-        text = ended(f"stopped after {timeout:g}s")
-        text = (text + ("" if not text or text.endswith("\n") else "\n") + f"[rally-gh] stopped after {timeout:g}s")
+        text = ended(f"stopped: {stop_words(expected_s)}")
+        text = (text + ("" if not text or text.endswith("\n") else "\n") + f"[rally-gh] stopped: {stop_words(expected_s)}")
     except BaseException:  # interrupted (Ctrl-C, SIGTERM): the command's whole group goes too
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -576,7 +578,7 @@ class _Command(subprocess.Popen[bytes]):
             raise
 
 
-def verify_commit(repo: Repository, sha: Sha, commands: Sequence[str], timeout: float,
+def verify_commit(repo: Repository, sha: Sha, commands: Sequence[str], expected_s: float,
                   scratch_root: Path | None = None, log: Path | None = None) -> list[CommandRun]:
     """Run ``commands`` in a scratch checkout of ``sha``, removed afterwards, their
     output kept in ``log``. Usable as ``run_verify`` with
@@ -591,7 +593,7 @@ def verify_commit(repo: Repository, sha: Sha, commands: Sequence[str], timeout: 
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "ab") as fh:
                 fh.write(f"# commit {sha}, in a scratch checkout\n".encode())
-        return run_commands(commands, path, timeout, log=log)
+        return run_commands(commands, path, expected_s, log=log)
     finally:
         git.dematerialize(repo, path)
         holder.rmdir()

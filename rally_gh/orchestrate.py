@@ -803,7 +803,7 @@ class _Orchestra:
             outcome, reason = "no_changes", "the agent finished without changing any file"
         else:
             log = new_verify_log(self.ledger.common, self.run_id, t.name) if t.verify else None
-            runs = integrate.run_commands(t.verify, Path(record.worktree or ""), 2 * self.config.timeout_of(t),
+            runs = integrate.run_commands(t.verify, Path(record.worktree or ""), self.config.timeout_of(t),
                                           log=log)
             verify = tuple(self._verify_result(r) for r in runs)
             failed = [v for v in verify if not v.passed]
