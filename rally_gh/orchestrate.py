@@ -667,7 +667,8 @@ class _Orchestra:
             cmd = agents.agent_command(spec, prompt_file, path, home, search_path=self.environ.get("PATH"))
             env = runner.agent_environment(
                 self.environ, t, self.run_id, self.config.team, record.start_sha or "", prompt_file, report_file,
-                t.exclusive_write, (*spec.env, *cmd.passthrough), home, self.identity)
+                t.exclusive_write, (*spec.env, *cmd.passthrough), home, self.identity,
+                sparse=self.config.checkout_of(t) == "sparse")
             if runner.sandbox_available():
                 cmd = runner.sandboxed(cmd, self._mounts(path))
             attempt_fn = runner.agent_attempt(cmd, path, env, prompt_file, report_file, self.config.timeout_of(t),

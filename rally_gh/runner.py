@@ -153,7 +153,8 @@ def default_identity(teammate: str) -> tuple[str, str]:
 
 def agent_environment(base_env: Mapping[str, str], teammate: Teammate, run_id: str, team: str, base_sha: str,
                       prompt_file: Path, report_file: Path, owns: Sequence[str], passthrough: Sequence[str],
-                      home: Path, identity: tuple[str | None, str | None] = (None, None)) -> dict[str, str]:
+                      home: Path, identity: tuple[str | None, str | None] = (None, None), *,
+                      sparse: bool = False) -> dict[str, str]:
     """The whole environment of a teammate's agent, built from nothing.
 
     From ``base_env`` only the shell basics and the names in ``passthrough``
@@ -179,7 +180,15 @@ def agent_environment(base_env: Mapping[str, str], teammate: Teammate, run_id: s
     # The agent's own git runs no hook: a pre-commit framework's hook would install its environments
     # again in every empty teammate home (about 30 s a commit, and fails offline), and reconciliation
     # checks every commit of the agent anyway. core.hooksPath=/dev/null holds no hook, ever.
-    env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.hooksPath", "GIT_CONFIG_VALUE_0": os.devnull})
+    settings = [("core.hooksPath", os.devnull)]
+    if sparse:
+        # rally-gh checks a sparse worktree out without touching the repository's config, so the
+        # agent's git learns here that it is sparse (`git sparse-checkout list` and `add` work,
+        # instead of "this worktree is not sparse").
+        settings += [("core.sparseCheckout", "true"), ("core.sparseCheckoutCone", "true")]
+    env["GIT_CONFIG_COUNT"] = str(len(settings))
+    for i, (key, value) in enumerate(settings):
+        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
     fallback = default_identity(teammate.name)
     name, email = identity[0] or fallback[0], identity[1] or fallback[1]
     for role in ("AUTHOR", "COMMITTER"):

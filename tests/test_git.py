@@ -106,6 +106,9 @@ AGENT = """
     pathlib.Path("docs/faq.md").write_text("faq\\n")
     git("add", "-A")
     git("commit", "-q", "-m", "docs: faq")
+    # The agent's own git knows its checkout is sparse, and what it holds.
+    listed = subprocess.run(["git", "sparse-checkout", "list"], capture_output=True, text=True)
+    assert listed.returncode == 0 and "docs" in listed.stdout.split(), listed.stderr
     guide.write_text("guide, left uncommitted\\n")  # rally-gh commits the rest
     pathlib.Path("docs/deep/new.md").write_text("new\\n")
 """
