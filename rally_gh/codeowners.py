@@ -21,14 +21,13 @@ from typing import TYPE_CHECKING
 
 from rally_gh.errors import ConfigError, PatternError
 from rally_gh.globs import Glob, GlobSet, compile_glob, literal_prefix
+from rally_gh.limits import MAX_TEAM
 from rally_gh.words import plural
 from rally_gh.ownership import Ownership
 from rally_gh.paths import is_control_file
 
 if TYPE_CHECKING:  # pydantic is slow to import; `owner --codeowners` never needs it
     from rally_gh.config import Config
-
-MAX_TEAM = 9  # rally_gh.config.MAX_TEAM, not imported for the reason above
 
 _OWNER_RE = re.compile(r"@\S+|[^@\s]+@\S+")
 

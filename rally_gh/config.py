@@ -46,15 +46,13 @@ from ruamel.yaml.reader import ReaderError
 
 from rally_gh import docs_url
 from rally_gh.errors import ConfigError, UsageError
+from rally_gh.limits import MAX_PARALLEL_PLAIN, MAX_TEAM, NAME_RE
 from rally_gh.paths import hostile_reason
 
 KeyPath = tuple[str | int, ...]
 
 CONFIG_CANDIDATES = ("rally.yml", ".github/rally.yml")
 
-NAME_RE = r"^[a-z0-9][a-z0-9-]{0,38}$"
-MAX_TEAM = 9  # 9 needs allow_large_team; 10 or more is refused
-MAX_PARALLEL_PLAIN = 8  # more than this at once needs allow_large_team
 MAX_CONFIG_BYTES = 1024 * 1024  # pure-Python YAML parses about 0.2 MB/s: 1 MiB is seconds, not minutes
 MAX_DEPTH = 16  # the deepest key of the schema is 4 levels down
 MAX_MESSAGE_LINES = 200  # beyond this the message says how to get the rest

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rally_gh import git
-from rally_gh.config import CONFIG_CANDIDATES, NAME_RE, LoadedConfig, Location, load_config_text
+from rally_gh.config import CONFIG_CANDIDATES, LoadedConfig, Location, load_config_text
+from rally_gh.limits import TEAMMATE_NAME
 from rally_gh.errors import GitError, UsageError
 from rally_gh.fasthook import branch_teammate
 from rally_gh.ownership import Ownership
 from rally_gh.paths import hostile_reason, is_control_file
 
 
-_TEAMMATE_NAME = re.compile(NAME_RE)
 
 # The names inside a directory ('' for the root) of the tree the writes produce.
 NamesInDir = Callable[[str], list[str]]
@@ -130,7 +130,7 @@ def map_for_run(repo: git.Repository, config_path: str | None = None) -> tuple[L
 def teammate_from_branch(branch: str | None, prefix: str) -> str | None:
     """``rally/<run>/<teammate>`` -> ``<teammate>``."""
     name = branch_teammate(branch, prefix)
-    if name is None or not _TEAMMATE_NAME.match(name):
+    if name is None or not TEAMMATE_NAME.match(name):
         return None  # e.g. the integration branch <prefix>/<run>/_integration
     return name
 

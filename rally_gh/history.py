@@ -34,8 +34,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rally_gh import git
-from rally_gh.config import (MAX_PARALLEL_PLAIN, Config, KeyPath, format_duration, format_key_path, load_config_text,
-                             stop_words)
+from rally_gh.config import Config, KeyPath, format_duration, format_key_path, load_config_text, stop_words
+from rally_gh.limits import MAX_PARALLEL_PLAIN
 from rally_gh.errors import ConfigError, GitError, RallyError
 from rally_gh.plan import waves as plan_waves
 from rally_gh.state import check_ref_component

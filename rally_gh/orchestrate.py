@@ -24,7 +24,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from rally_gh import agents, enforce, git, integrate, plan, runner
-from rally_gh.config import MAX_TEAM as MAX_PARALLEL_LIMIT, Config, LoadedConfig, Problem, Teammate, format_key_path
+from rally_gh.config import Config, LoadedConfig, Problem, Teammate, format_key_path
+from rally_gh.limits import MAX_TEAM as MAX_PARALLEL_LIMIT
 from rally_gh.errors import RallyError, UsageError
 from rally_gh.tasks import RunTasks, apply_tasks
 from rally_gh.state import (

@@ -11,10 +11,9 @@ from collections.abc import Collection, Iterable, Sequence
 
 from rally_gh.config import Config, Problem, Teammate
 from rally_gh.globs import compile_glob, literal_prefix
+from rally_gh.limits import MAX_PARALLEL_PLAIN, MAX_TEAM
 from rally_gh.overlap import find_overlaps
 
-MAX_TEAM_SIZE = 9  # 10 or more teammates are refused
-LARGE_PARALLEL = 9  # max_parallel 9 needs allow_large_team
 
 
 def assess(config: Config, selected: Collection[str] | None = None) -> list[Problem]:
@@ -34,13 +33,13 @@ def assess(config: Config, selected: Collection[str] | None = None) -> list[Prob
             teammates=tuple(names),
         ))
     # Only who runs counts: a map may hold a whole organisation's ownership.
-    if len(names) > MAX_TEAM_SIZE:
+    if len(names) > MAX_TEAM:
         problems.append(Problem(
             "error", "team-size",
             f"{len(names)} teammates would run: teams of 10 or more are refused (coordination costs more than "
             "parallelism gains); split the work into several runs",
         ))
-    if config.max_parallel >= LARGE_PARALLEL and not config.allow_large_team:
+    if config.max_parallel > MAX_PARALLEL_PLAIN and not config.allow_large_team:
         problems.append(Problem(
             "error", "team-size",
             f"max_parallel: {config.max_parallel} needs allow_large_team: true in the map",

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from rally_gh.config import LoadedConfig, Problem
 from rally_gh.globs import GlobSet, compile_glob, is_literal
+from rally_gh.limits import MAX_TEAM
 from rally_gh.overlap import dead_patterns, overlap_problems
 from rally_gh.ownership import Ownership
 from rally_gh.paths import is_control_file
@@ -30,14 +31,13 @@ def validate_map(loaded: LoadedConfig, tracked: Sequence[str] | None = None,
     return problems
 
 
-RUNNABLE_TEAM = 9  # a run refuses teams of 10 or more (SPEC section 4)
 
 
 def team_size(loaded: LoadedConfig) -> list[Problem]:
     """A map may describe ownership for a large organisation (an imported
     CODEOWNERS file); only a run of 10 or more teammates is refused."""
     n = len(loaded.config.teammates)
-    if n <= RUNNABLE_TEAM:
+    if n <= MAX_TEAM:
         return []
     return [Problem(
         "warning", "team-size",

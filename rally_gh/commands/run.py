@@ -21,7 +21,8 @@ from rally_gh.report import report_json, report_markdown, run_status
 from rally_gh.report_text import write_report
 from rally_gh import publish
 from rally_gh.github.endpoint import GitHubEndpoint, IssueNumber, run_marker
-from rally_gh.github.events import TEAMMATE_NAME, Trigger
+from rally_gh.github.events import Trigger
+from rally_gh.limits import TEAMMATE_NAME
 from rally_gh.tasks import RunTasks, TasksRefused, apply_tasks, refusal_comment
 from rally_gh.state import RunState, load_state, new_run_id, runs_dir
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rally_gh.errors import UsageError
+from rally_gh.limits import TEAMMATE_NAME
 from rally_gh.github.endpoint import WRITE_PERMISSIONS, GitHubEndpoint, IssueNumber, PullNumber
 
 START_LABEL = "rally:parallel"
-TEAMMATE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,38}$")
 
 TriggerKind = Literal["issue-labeled", "dispatch", "pull-request", "ignored"]
 
