@@ -11,7 +11,6 @@ from a commit the teammate cannot have changed: the base of the range for
 from __future__ import annotations
 
 import posixpath
-import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass

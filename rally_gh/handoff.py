@@ -52,8 +52,8 @@ from rally_gh.globs import compile_glob
 from rally_gh.overlap import find_overlaps
 from rally_gh.ownership import Ownership
 from rally_gh.plan import blockers_closure
+from rally_gh.report import step_complete_fields
 from rally_gh.tasks import DOCS, RunTasks, TasksRefused, TeammateTask, dependency_cycle
-from rally_gh.words import aside, plural
 
 TASK_KEYS = ("id", "description", "files", "depends_on")
 
@@ -371,29 +371,6 @@ def _task_text(items: Sequence[_Placed], teammate_of: Mapping[str, str], source:
 # --- Out: a run's result for the next agent -------------------------------------
 
 
-def step_complete(report: Mapping[str, Any]) -> str:
-    """The ``_STEP_COMPLETE`` block (SPEC section 6) of a run's report JSON; the
-    same text as ``rally_gh.report.step_complete_block`` gives for its state."""
-    fields = _step_fields(report)
-    return "\n".join(["```", "_STEP_COMPLETE", "Agent: rally-gh",
-                      *(f"{k}: {fields[k]}" for k in ("Status", "Output", "Validations", "Next", "Reason")), "```"])
-
-
-def _step_fields(report: Mapping[str, Any]) -> dict[str, str]:
-    teammates = report.get("teammates", [])
-    not_done = [t for t in teammates if t.get("outcome") != "done"]
-    validations = [f"{v['command']}: {'passed' if v['passed'] else 'failed'}" for v in report.get("verification", [])]
-    validations.append(f"ownership: {plural(report.get('violations', []), 'violation')}")
-    reason = "; ".join(f"{t['name']} {t['outcome']}{aside(t.get('reason') or '')}" for t in not_done)
-    return {
-        "Status": str(report.get("step_complete", "FAILED")),
-        "Output": str(report["integration_branch"]) if report.get("integration_sha") else "none",
-        "Validations": "; ".join(validations),
-        "Next": str(report.get("next", "")),
-        "Reason": reason or "every teammate done and integrated",
-    }
-
-
 _NEXT_AGENT = {
     "SUCCESS": "reviewer: review and merge the integration branch",
     "PARTIAL": "reviewer for what was integrated; rally-gh again for the teammates that did not make it",
@@ -405,7 +382,7 @@ _NEXT_AGENT = {
 def nexus_handoff(report: Mapping[str, Any]) -> str:
     """A ``NEXUS_HANDOFF`` block of a run's report JSON: what the next agent (or
     person) of a pipeline needs, and nothing it does not."""
-    fields = _step_fields(report)
+    fields = step_complete_fields(report)
     status = fields["Status"]
     teammates = report.get("teammates", [])
     tasks = report.get("tasks", {})

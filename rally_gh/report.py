@@ -8,7 +8,7 @@ can render any run, finished or not, long after it ran.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -369,7 +369,7 @@ def report_markdown(state: RunState, *, marker: bool = True) -> str:
     risks = data["risks"] + [f"plan: {p}" for p in state.problems]
     out += [f"- {r}" for r in risks] if risks else ["None noted."]
 
-    out += ["", "### Next step", "", data["next"], "", step_complete_block(state)]
+    out += ["", "### Next step", "", data["next"], "", step_complete_text(data)]
     return "\n".join(out) + "\n"
 
 
@@ -410,24 +410,29 @@ def _longest_backtick_run(lines: Sequence[str]) -> int:
 
 
 def step_complete_block(state: RunState) -> str:
-    status = step_status(state)
-    not_done = [t for t in state.teammates if t.outcome != "done"]
-    validations = [f"{v.command}: {'passed' if v.passed else 'failed'}" for v in state.verification]
-    violations = sum(len(t.violations) for t in state.teammates)
-    validations.append(f"ownership: {plural(violations, 'violation')}")
-    reason = "; ".join(f"{t.name} {t.outcome}{aside(t.reason)}" for t in not_done)
-    output = state.integration_branch if state.integration_sha else "none"
-    return "\n".join([
-        "```",
-        "_STEP_COMPLETE",
-        "Agent: rally-gh",
-        f"Status: {status}",
-        f"Output: {output}",
-        f"Validations: {'; '.join(validations)}",
-        f"Next: {next_step(state)}",
-        f"Reason: {reason or 'every teammate done and integrated'}",
-        "```",
-    ])
+    return step_complete_text(report_json(state))
+
+
+def step_complete_text(data: Mapping[str, Any]) -> str:
+    """The ``_STEP_COMPLETE`` block for agent pipelines, from a run's report JSON (``report_json``,
+    or the ``report.json`` written beside ``run.json``): one text whichever a reader has."""
+    fields = step_complete_fields(data)
+    return "\n".join(["```", "_STEP_COMPLETE", "Agent: rally-gh", *(f"{k}: {v}" for k, v in fields.items()), "```"])
+
+
+def step_complete_fields(data: Mapping[str, Any]) -> dict[str, str]:
+    teammates = data.get("teammates", [])
+    not_done = [t for t in teammates if t.get("outcome") != "done"]
+    validations = [f"{v['command']}: {'passed' if v['passed'] else 'failed'}" for v in data.get("verification", [])]
+    validations.append(f"ownership: {plural(data.get('violations', []), 'violation')}")
+    reason = "; ".join(f"{t['name']} {t['outcome']}{aside(t.get('reason') or '')}" for t in not_done)
+    return {
+        "Status": str(data.get("step_complete", "FAILED")),
+        "Output": str(data["integration_branch"]) if data.get("integration_sha") else "none",
+        "Validations": "; ".join(validations),
+        "Next": str(data.get("next", "")),
+        "Reason": reason or "every teammate done and integrated",
+    }
 
 
 def mermaid_dependencies(state: RunState) -> str:

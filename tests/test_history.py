@@ -4,7 +4,6 @@ import difflib
 import io
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
