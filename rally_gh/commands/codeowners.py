@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TextIO
 
 from rally_gh.codeowners import export_codeowners, import_codeowners
-from rally_gh.commands.owner import read_codeowners_file, repository_root, under
+from rally_gh.userfiles import read_codeowners_file, repository_root, under
 from rally_gh.config import find_config, load_config, load_config_text
 from rally_gh.limits import MAX_TEAM
 from rally_gh.errors import UsageError

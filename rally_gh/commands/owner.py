@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from rally_gh.errors import ConfigError, UsageError
+from rally_gh.errors import UsageError
+from rally_gh.userfiles import read_codeowners_file, repository_root, under
 
 OwnersOf = Callable[[Sequence[str]], list[str | None]]
 
@@ -48,17 +49,6 @@ def run(cwd: Path, paths: list[str], config_path: Path | None, codeowners_path: 
     return 0
 
 
-def read_codeowners_file(cwd: Path, path: Path, label: str) -> str:
-    """The text of a CODEOWNERS file that the user named (``label`` says how)."""
-    try:
-        return under(cwd, path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        # A path that is not there is a usage error (exit 2); a file that is not text, a wrong file (1).
-        kind = ConfigError if isinstance(err, UnicodeDecodeError) else UsageError
-        raise kind(f"{label}: cannot read it: {getattr(err, 'strerror', None) or err}",
-                   hint="give the path of a CODEOWNERS file, e.g. .github/CODEOWNERS") from None
-
-
 def _codeowners(cwd: Path, path: Path) -> OwnersOf:
     from rally_gh.codeowners import CodeownersMatcher
 
@@ -74,14 +64,6 @@ def _rally(cwd: Path, config_path: Path | None) -> OwnersOf:
     ownership = Ownership.from_config(load_config(find_config(repository_root(cwd), explicit)).config)
     owner_of = ownership.owner_of
     return lambda block: [owner_of(p) for p in block]
-
-
-def repository_root(cwd: Path) -> Path:
-    """The nearest folder holding ``.git`` (no need to open the repository to find the map)."""
-    for folder in (cwd, *cwd.parents):
-        if (folder / ".git").exists():
-            return folder
-    return cwd
 
 
 # A `.` or `..` segment, with what frames it in a text of paths one a line.
@@ -141,11 +123,6 @@ class RepositoryPaths:
                 return relative
         raise UsageError(f"{given!r} is outside the repository ({self.root})",
                          hint="name a path inside the repository, relative to the current folder")
-
-
-def under(cwd: Path, path: Path) -> Path:
-    """A path from the command line, read from the command's folder."""
-    return path if path.is_absolute() else cwd / path
 
 
 def _blocks(arguments: list[str], stdin: TextIO) -> Iterator[Block]:
