@@ -378,7 +378,8 @@ def agent_program_problems(repo: git.Repository | None, loaded: LoadedConfig, se
         return os.access(candidate, os.X_OK) if candidate.is_file() else None
 
     search_path = environ.get("PATH", os.defpath)
-    problems = []
+    # One problem per place in the map: a missing defaults.agent is said once, naming every teammate it stops.
+    found: dict[tuple[tuple[str | int, ...], str], list[str]] = {}
     for index, t in enumerate(config.teammates):
         if selected is not None and t.name not in selected:
             continue
@@ -388,10 +389,14 @@ def agent_program_problems(repo: git.Repository | None, loaded: LoadedConfig, se
             continue
         key: tuple[str | int, ...] = ("teammates", index, "agent") if t.agent is not None else ("defaults", "agent")
         key += ("command", 0) if spec.preset == "command" else ("preset",)
-        fix = f"; {err.hint}" if err.hint else ""
+        found.setdefault((key, err.message + (f"; {err.hint}" if err.hint else "")), []).append(t.name)
+    problems = []
+    for (key, text), names in found.items():
+        whose = f"{possessive(names[0])} agent" if len(names) == 1 else \
+            f"the agent of {', '.join(names[:-1])} and {names[-1]}"
         problems.append(Problem("error", "agent-program",
-                                f"{loaded.locate(*key)}: {format_key_path(key)}: {possessive(t.name)} agent: {err.message}{fix}",
-                                teammates=(t.name,)))
+                                f"{loaded.locate(*key)}: {format_key_path(key)}: {whose}: {text}",
+                                teammates=tuple(names)))
     return problems
 
 

@@ -71,6 +71,18 @@ def test_a_missing_agent_program_is_found_before_anything_starts(tmp_path: Path,
     assert run_git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
 
 
+def test_a_missing_default_agent_is_one_problem_naming_every_teammate_it_stops(tmp_path: Path) -> None:
+    rally = "\n".join(["version: 1", "team: t", "defaults: {agent: {preset: claude}}",
+                       "teammates:", "  - {name: api, exclusive_write: [api/**]}",
+                       "  - {name: docs, exclusive_write: [docs/**]}"]) + "\n"
+    repo = init_repo(tmp_path / "repo", {"README.md": "# r\n", "rally.yml": rally})
+    done = _cli(repo, "run", "--dry-run", env={**os.environ, "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 1, done.stdout + done.stderr
+    out = done.stdout + done.stderr
+    assert out.count("the claude preset needs the 'claude' program") == 1, out
+    assert "defaults.agent.preset: the agent of api and docs: the claude preset needs" in out
+
+
 def test_programs_that_will_start_pass_assess(tmp_path: Path) -> None:
     files = {"README.md": "# r\n", "scripts/agent.sh": "#!/bin/sh\nmkdir -p web && echo 1 > web/x\n"}
     rally = _team({"ok": f"{{preset: command, command: [{json.dumps(sys.executable)}, -c, 'pass']}}",
