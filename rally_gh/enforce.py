@@ -394,7 +394,7 @@ def _replayed_start(repo: git.Repository, loaded: LoadedConfig, teammate: str, r
     cache = git.new_tree_cache()
     theirs: dict[tuple[object, ...], str] = {}
     for blocker in blockers_closure(loaded.config, teammate):
-        tip = _branch_tip(repo, f"{prefix}/{run}/{blocker}")
+        tip = git.branch_tip(repo, f"{prefix}/{run}/{blocker}")
         if tip is None:
             continue
         for commit in git.commits_between(repo, base, tip):
@@ -413,17 +413,6 @@ def _replayed_start(repo: git.Repository, loaded: LoadedConfig, teammate: str, r
     if start is None:
         return None
     return Start(start, "on the work of " + ", ".join(whose) + ", replayed")
-
-
-def _branch_tip(repo: git.Repository, branch: str) -> str | None:
-    """A branch's tip, local or else remote-tracking (CI checkouts fetch only those)."""
-    found = git.ref_sha(repo, f"refs/heads/{branch}")
-    if found is not None:
-        return found
-    remote = next((name for name in repo.references
-                   if name.startswith("refs/remotes/") and name.endswith(f"/{branch}")
-                   and name.count("/") == 2 + branch.count("/") + 1), None)
-    return None if remote is None else git.ref_sha(repo, remote)
 
 
 def _change_key(repo: git.Repository, sha: str, cache: git.TreeCache) -> tuple[object, ...]:

@@ -838,6 +838,16 @@ def branch_names(repo: Repository) -> list[str]:
             if name.startswith(("refs/heads/", "refs/remotes/")) and not name.endswith("/HEAD")]
 
 
+def branch_tip(repo: Repository, branch: str) -> Sha | None:
+    """A branch's tip, local or else remote-tracking (CI checkouts fetch only those)."""
+    found = ref_sha(repo, f"refs/heads/{branch}")
+    if found is not None:
+        return found
+    remote = next((name for name in branch_names(repo)
+                   if name.startswith("remotes/") and name.split("/", 2)[2:] == [branch]), None)
+    return None if remote is None else ref_sha(repo, f"refs/{remote}")
+
+
 def is_ancestor(repo: Repository, ancestor: str, descendant: str) -> bool:
     """True when ``ancestor`` is ``descendant`` or one of its ancestors."""
     return ancestor == descendant or bool(repo.descendant_of(oid(descendant), oid(ancestor)))
