@@ -185,7 +185,9 @@ def cut_body(body: str, pointer: str = "the job summary", limit: int = BODY_LIMI
 
 
 def with_marker(body: str, marker: str) -> str:
-    return body if marker in body else f"{marker}\n{body}"
+    """``body`` led by ``marker``: a run's comment is found by the marker it starts with, never by one
+    quoted further down (an agent's output in a report can hold another run's marker)."""
+    return body if body.startswith(marker) else f"{marker}\n{body}"
 
 
 def publish_check(

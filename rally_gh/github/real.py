@@ -237,7 +237,7 @@ class RealGitHub:
         comments = self._call(Action(f"list the comments of #{issue}", "issues: read"),
                               lambda: list(self._repo.get_issue(issue).get_comments()))
         # The oldest wins: a later copy can only come from someone quoting it.
-        return next((c for c in comments if marker in (c.body or "")), None)
+        return next((c for c in comments if (c.body or "").startswith(marker)), None)
 
     def upsert_comment(self, issue: IssueNumber, marker: str, body: str) -> CommentId:
         text = cut_body(with_marker(body, marker))

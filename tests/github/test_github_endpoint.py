@@ -34,7 +34,9 @@ def test_marker() -> None:
     marker = run_marker("7-1")
     assert marker == "<!-- rally-gh:run:7-1 -->"
     assert with_marker("body", marker) == f"{marker}\nbody"
-    assert with_marker(f"x {marker}", marker) == f"x {marker}"
+    assert with_marker(f"{marker}\nbody", marker) == f"{marker}\nbody"
+    # A marker quoted further down is not the comment's own: the comment is led by its marker.
+    assert with_marker(f"x {marker}", marker) == f"{marker}\nx {marker}"
 
 
 def test_the_real_client_satisfies_the_interface(gh: RealGitHub) -> None:

@@ -85,6 +85,18 @@ def test_upsert_comment_edits_the_one_comment_in_place(fake_github: FakeGitHubSe
     assert fake_github.comments[first]["body"] == f"{MARKER}\nRun 7-1: done"
 
 
+def test_a_marker_quoted_inside_another_comment_is_not_the_runs_comment(fake_github: FakeGitHubServer,
+                                                                        gh: RealGitHub) -> None:
+    """A hostile agent prints another run's marker into its verify output, which the report quotes:
+    that comment is not taken for the other run's progress comment."""
+    number = IssueNumber(fake_github.create_issue("Add orders"))
+    quoting = gh.upsert_comment(number, run_marker("8-1"), f"Run 8-1 failed:\n```\n{MARKER}\n```")
+    mine = gh.upsert_comment(number, MARKER, "Run 7-1: starting")
+    assert mine != quoting
+    assert fake_github.comments[quoting]["body"].endswith(f"{MARKER}\n```")
+    assert fake_github.count("POST", r"/comments$") == 2
+
+
 def test_upsert_comment_finds_its_marker_past_the_first_page(fake_github: FakeGitHubServer, gh: RealGitHub) -> None:
     number = IssueNumber(fake_github.create_issue("Busy issue"))
     for i in range(120):
