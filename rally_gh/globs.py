@@ -128,7 +128,7 @@ def _parse(pattern: str, body: str) -> tuple[tuple[Segment, ...], bool, bool]:
 
 
 # A cheap superset of what hostile_reason refuses, so most patterns skip it.
-_MAYBE_HOSTILE = re.compile(r"[\x00-\x1f\x7f\\]|\.\.|\.[gG][iI][tT]")
+_MAYBE_HOSTILE = re.compile(r"[\x00-\x1f\x7f\\]|\.\.|\.[gG][iI][tT]|~1|[\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]")
 _SEGMENT_TOKEN = re.compile(r"\\(.?)|(\*+)|(\?)|([^\\*?]+)", re.S)
 
 

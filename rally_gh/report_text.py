@@ -104,7 +104,8 @@ def _team(state: RunState) -> Table:
                             ("duration", "right"), ("cost", "right"), ("files", "right")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for t in state.teammates:
-        table.add_row(t.name, t.role, t.agent, _outcome(t.outcome), duration_text(t.duration_s), f"${t.cost_usd:.2f}",
+        # Text, not markup: a role is free text from rally.yml ('fix [/] things' would not parse).
+        table.add_row(Text(t.name), Text(t.role), Text(t.agent), _outcome(t.outcome), duration_text(t.duration_s), f"${t.cost_usd:.2f}",
                       str(len(t.files_changed)))
     return table
 

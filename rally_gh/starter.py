@@ -88,7 +88,7 @@ def from_layout(paths: Iterable[str], team: str) -> str:
 
 
 def _teammate(name: str, role: str, task: str, pattern: str) -> list[str]:
-    return [f"  - name: {name}",
+    return [f"  - name: {quote(name)}",  # a folder named 2024 or null is still a name
             f"    role: {quote(role)}",
             f"    task: {quote(task)}",
             f"    exclusive_write: [{quote(pattern)}]"]

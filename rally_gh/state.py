@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rally_gh.config import Config
 from rally_gh.errors import RallyError, UsageError
+from rally_gh.words import possessive
 
 STATE_FILE = "run.json"
 STATE_VERSION = 1
@@ -100,7 +101,7 @@ class Conflict(_Record):
         parts = []
         for cause in self.causes:
             if cause.teammate is not None:
-                parts.append(f"conflicts with {cause.teammate}'s work, integrated before it: {listed(cause.paths)}")
+                parts.append(f"conflicts with {possessive(cause.teammate)} work, integrated before it: {listed(cause.paths)}")
             else:
                 parts.append(f"conflicts with {base_ref} @ {(cause.base_commit or '')[:10]}, committed during the "
                              f"run: {listed(cause.paths)}")

@@ -29,7 +29,7 @@ LAYOUTS: dict[str, dict[str, str]] = {
                        "README.md": "# shop\n", "pyproject.toml": "[project]\n", ".gitignore": "*.pyc\n",
                        ".github/dependabot.yml": "version: 2\n", "AGENTS.md": "be nice\n"},
     "root files only": {"README.md": "x\n", "main.go": "package main\n", "go.mod": "module x\n"},
-    "directories only": {"a/x": "", "b/y/z": ""},
+    "directories only": {"a/x": "", "b/y/z": "", "2024/x": "", "null/y": ""},  # names YAML reads as others
     "awkward names": {"Web App/x.js": "", "a*b/c": "", "root/r.txt": "", "UPPER/u": "", "1x/y": "",
                       "web-app/z": "", "Makefile": "all:\n", ".vscode/settings.json": "{}\n"},
 }

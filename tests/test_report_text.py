@@ -57,6 +57,11 @@ def test_the_terminal_report_shows_the_content_without_what_only_github_reads() 
     assert all(len(line) <= 100 for line in text.splitlines())
 
 
+def test_text_from_the_map_is_shown_as_written_never_read_as_markup() -> None:
+    state = run_state(rec("api", "done", role="fix [/] things [bold]now"))
+    assert "fix [/] things [bold]now" in report_text(state, width=160)
+
+
 def test_outcomes_have_their_colours() -> None:
     text = report_text(_state(), width=100, color=True)
     assert re.search(r"\x1b\[32m✅ done", text) and re.search(r"\x1b\[31m⏱️ timed_out", text)
