@@ -93,12 +93,17 @@ def run(cwd: Path, config_path: Path | None, run_id: str | None, issue: int | No
                                     else environ.get("RALLY_REMOTE") or None,
                                     only=only or None, max_parallel=max_parallel, tasks=tasks)
         except RallyError as err:
-            if github is not None and issue is not None:
+            started = (runs_dir(git.common_dir(repo)) / the_run / "run.json").exists()
+            if github is not None and issue is not None and not started:
                 # Refused in assess (a missing agent program, ...) after the issue was told it started:
                 # the progress comment says why nothing ran, and the issue stops showing it as running.
+                # A failure after the run began (a push, say) keeps its report: the run says what it did.
                 marker = run_marker(the_run)
-                github[0].upsert_comment(IssueNumber(issue), marker, f"{marker}\n{refusal_comment(err)}")
-                github[0].remove_label(IssueNumber(issue), publish.RUNNING)
+                try:
+                    github[0].upsert_comment(IssueNumber(issue), marker, f"{marker}\n{refusal_comment(err)}")
+                    github[0].remove_label(IssueNumber(issue), publish.RUNNING)
+                except RallyError:
+                    pass  # the refusal itself is what the user must see
             raise
     if github is not None:
         return finish(repo, state, loaded.config, environ, stdout, github=github)
