@@ -12,12 +12,15 @@ import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from rally_gh import __version__
 from rally_gh.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, RallyError
+
+if TYPE_CHECKING:
+    from rally_gh.github.actions import ActionsContext
 
 CONFIG_OPTION = click.option(
     "--config",
@@ -62,6 +65,13 @@ def _guarded(fn: Callable[[], int]) -> int:
 
 def _exit(fn: Callable[[], int]) -> None:
     raise SystemExit(_guarded(fn))
+
+
+def _actions(event_path: Path | None = None) -> ActionsContext:
+    """This process's environment, as GitHub Actions shapes it (read here, once, for every command)."""
+    from rally_gh.github.actions import read
+
+    return read(os.environ, event_path=event_path)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -149,7 +159,9 @@ def plan(config_path: Path | None, fmt: str, issue: int | None, tasks_path: Path
     """The waves, each teammate's prompt, refusals and warnings."""
     from rally_gh.commands import plan as cmd
 
-    _exit(lambda: cmd.run(Path.cwd(), config_path, fmt, issue, tasks_path, handoff_path, os.environ, sys.stdout))
+    options = cmd.PlanOptions(config_path=config_path, fmt=fmt, issue=issue, tasks_path=tasks_path,
+                              handoff_path=handoff_path)
+    _exit(lambda: cmd.run(Path.cwd(), _actions(), sys.stdout, options=options))
 
 
 @cli.command()
@@ -167,8 +179,9 @@ def run(config_path: Path | None, run_id: str | None, issue: int | None, event_p
     """A whole run: plan, spawn, run agents, reconcile, integrate, publish."""
     from rally_gh.commands import run as cmd
 
-    _exit(lambda: cmd.run(Path.cwd(), config_path, run_id, issue, event_path, tasks_path, dry_run, resume,
-                          os.environ, sys.stdout, handoff_path=handoff_path))
+    options = cmd.RunOptions(config_path=config_path, run_id=run_id, issue=issue, tasks_path=tasks_path,
+                             handoff_path=handoff_path, dry_run=dry_run, resume=resume)
+    _exit(lambda: cmd.run(Path.cwd(), _actions(event_path), sys.stdout, options=options))
 
 
 @cli.command()
@@ -179,7 +192,8 @@ def teammate(name: str, run_id: str, config_path: Path | None) -> None:
     """One teammate of a run split across CI jobs."""
     from rally_gh.commands import run as cmd
 
-    _exit(lambda: cmd.teammate(Path.cwd(), config_path, name, run_id, os.environ, sys.stdout))
+    options = cmd.TeammateOptions(name=name, run_id=run_id, config_path=config_path)
+    _exit(lambda: cmd.teammate(Path.cwd(), _actions(), sys.stdout, options=options))
 
 
 @cli.command()
@@ -189,7 +203,8 @@ def merge(run_id: str, config_path: Path | None) -> None:
     """Integrate and publish the teammate branches of a run."""
     from rally_gh.commands import run as cmd
 
-    _exit(lambda: cmd.merge(Path.cwd(), config_path, run_id, os.environ, sys.stdout))
+    options = cmd.MergeOptions(run_id=run_id, config_path=config_path)
+    _exit(lambda: cmd.merge(Path.cwd(), _actions(), sys.stdout, options=options))
 
 
 @cli.command()

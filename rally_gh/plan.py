@@ -2,7 +2,7 @@
 
 ``assess`` refuses plans that cannot work and warns about ones that may not,
 ``waves`` and ``integration_order`` order the teammates, ``prompt_for`` writes
-what each agent is told.
+what each agent is told, ``plan_text`` shows all of it to a person.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from rally_gh.config import Config, Problem, Teammate
 from rally_gh.globs import compile_glob, literal_prefix
 from rally_gh.limits import MAX_PARALLEL_PLAIN, MAX_TEAM
 from rally_gh.overlap import find_overlaps
+from rally_gh.words import plural
 
 
 
@@ -230,6 +231,32 @@ def prompt_for(config: Config, teammate: Teammate, issue_text: str | None, run_i
         "",
     ]
     return "\n".join(lines)
+
+
+PLAN_RUN_ID = "<run>"  # the prompt names the run; a plan has none yet
+
+
+def plan_text(config: Config, waves: list[list[str]], problems: list[Problem], issue_text: str | None,
+              issue: int | None, selected: frozenset[str] | None = None) -> str:
+    """The plan for a person: who runs in which wave, refusals and warnings, every prompt."""
+    running = sum(len(wave) for wave in waves)
+    who = (f"{running} of {len(config.teammates)} teammates" if running != len(config.teammates)
+           else plural(running, "teammate"))
+    out = [f"Team {config.team}: {who} in {plural(len(waves), 'wave')}, "
+           f"at most {config.max_parallel} at once" + (f", issue #{issue}" if issue else "")]
+    for i, wave in enumerate(waves, 1):
+        out.append(f"  wave {i}: {', '.join(wave)}")
+    out.append(f"  integration order: {', '.join(integration_order(config, selected))}")
+    if problems:
+        out.append("")
+        for p in problems:
+            out.append(f"{'refused' if p.severity == 'error' else 'warning'}: {p.message}")
+    for t in config.teammates:
+        if not any(t.name in wave for wave in waves):
+            continue
+        out += ["", f"--- prompt for {t.name} " + "-" * max(0, 60 - len(t.name)), ""]
+        out.append(prompt_for(config, t, issue_text, PLAN_RUN_ID, selected).rstrip())
+    return "\n".join(out) + "\n"
 
 
 def _same_wave(config: Config, teammate: Teammate, selected: Collection[str] | None) -> list[str]:

@@ -41,6 +41,7 @@ from rally_gh.github.endpoint import (
     publish_check,
     run_marker,
 )
+from rally_gh.github.actions import ActionsContext
 from rally_gh.github.events import Decision, Trigger, authorize
 from rally_gh.report import report_json, report_markdown, run_status
 from rally_gh.state import RunState, TeammateRecord, Violation
@@ -61,9 +62,6 @@ TITLE_LIMIT = 256
 """GitHub refuses longer pull request titles."""
 STEP_SUMMARY_LIMIT = 1024 * 1024
 """Actions drops a step summary over 1 MiB (bytes) whole: cut it instead."""
-
-Environ = Mapping[str, str]
-
 
 # --- Untrusted text in Markdown ----------------------------------------------
 
@@ -335,18 +333,9 @@ def finish(endpoint: GitHubEndpoint, issue: IssueNumber, run_id: str, state: Run
     return label
 
 
-def summary_url(environ: Environ) -> str | None:
-    """The job's page, where the step summary (the full report) is shown."""
-    server, repo, run = (environ.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"))
-    if not (server and repo and run):
-        return None
-    return f"{server}/{repo}/actions/runs/{run}"
-
-
-def write_step_summary(environ: Environ, report_md: str) -> bool:
-    """Append the report to ``$GITHUB_STEP_SUMMARY``; False outside Actions."""
-    path = environ.get("GITHUB_STEP_SUMMARY")
-    if not path:
+def write_step_summary(path: Path | None, report_md: str) -> bool:
+    """Append the report to the step summary file (``ActionsContext.summary_file``); False outside Actions."""
+    if path is None:
         return False
     text = report_md
     if len(text.encode("utf-8")) > STEP_SUMMARY_LIMIT:
@@ -382,10 +371,9 @@ def format_outputs(outputs: Mapping[str, str], delimiter: Callable[[], str] | No
     return "".join(out)
 
 
-def write_outputs(environ: Environ, outputs: Mapping[str, str]) -> bool:
-    """Append ``outputs`` to ``$GITHUB_OUTPUT``; False outside Actions."""
-    path = environ.get("GITHUB_OUTPUT")
-    if not path:
+def write_outputs(path: Path | None, outputs: Mapping[str, str]) -> bool:
+    """Append ``outputs`` to the step's outputs file (``ActionsContext.output_file``); False outside Actions."""
+    if path is None:
         return False
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(format_outputs(outputs))
@@ -404,14 +392,14 @@ def run_outputs(state: RunState, pull: PullRequest | None) -> dict[str, str]:
             "step-complete": step_complete_block(state), "handoff": nexus_handoff(data)}
 
 
-def publish_run(endpoint: GitHubEndpoint, state: RunState, trigger: Trigger, environ: Environ) -> dict[str, str]:
+def publish_run(endpoint: GitHubEndpoint, state: RunState, trigger: Trigger, actions: ActionsContext) -> dict[str, str]:
     """Everything a finished run shows on GitHub, in the order a reader meets it; the step outputs.
 
     Checks first (the pull request shows them as soon as it exists), then the
     pull request, then the comment pointing at it and the outcome label.
     The branches must already be on GitHub (the run's publish step pushes them).
     """
-    link = summary_url(environ)
+    link = actions.job_url
     issue = endpoint.issue(trigger.issue) if trigger.issue is not None else None
     report_md = report_markdown(state)
     pull: PullRequest | None = None
@@ -420,9 +408,9 @@ def publish_run(endpoint: GitHubEndpoint, state: RunState, trigger: Trigger, env
         pull = open_pull(endpoint, state, issue, report_md, link)
     if issue is not None:
         finish(endpoint, issue.number, state.run_id, state, pull, link)
-    write_step_summary(environ, report_md)
+    write_step_summary(actions.summary_file, report_md)
     outputs = run_outputs(state, pull)
-    write_outputs(environ, outputs)
+    write_outputs(actions.output_file, outputs)
     return outputs
 
 

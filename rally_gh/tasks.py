@@ -418,6 +418,29 @@ def apply_tasks(config: Config, tasks: RunTasks) -> Config:
     return config.model_copy(update={"teammates": tuple(teammates)})
 
 
+def tasks_for_this_run(config: Config, issue_text: str | None, tasks_path: Path | None,
+                       handoff_path: Path | None, issue: int | None) -> RunTasks | None:
+    """This run's tasks: a handoff file, else a tasks file, else the issue's ``rally`` block."""
+    if handoff_path is not None and tasks_path is not None:
+        raise UsageError("--tasks and --from-handoff both give this run's tasks", hint="give one of them")
+    if handoff_path is not None:
+        from rally_gh.handoff import tasks_from_handoff  # handoff builds on this module
+
+        return tasks_from_handoff(handoff_path, config)
+    if tasks_path is not None:
+        return tasks_from_file(tasks_path, config)
+    if issue_text:
+        return tasks_from_issue(issue_text, config, f"issue #{issue}" if issue is not None else "issue body")
+    return None
+
+
+def for_this_run(config: Config, tasks: RunTasks | None) -> tuple[Config, frozenset[str] | None]:
+    """The map with this run's tasks in place, and who runs (None: everyone)."""
+    if tasks is None:
+        return config, None
+    return apply_tasks(config, tasks), frozenset(tasks.names)
+
+
 def dependency_cycle(waits: Mapping[str, Sequence[str]]) -> list[str]:
     """One cycle of ``waits`` (who waits for whom), from and back to its first
     member, each waiting for the next; [] when there is none. Names outside

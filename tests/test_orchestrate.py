@@ -19,6 +19,7 @@ from rally_gh.tasks import tasks_from_issue
 from rally_gh import git, orchestrate
 from rally_gh.config import load_config_text
 from rally_gh.errors import RallyError
+from rally_gh.github.actions import read
 from rally_gh.report import report_json, run_status
 from rally_gh.state import load_state
 from rally_gh.testing import git as run_git
@@ -252,7 +253,7 @@ def test_the_run_command_prints_the_report_and_exits_by_outcome(tmp_path: Path) 
     rally_yml = _map(scripts, ["api", "idle"])
     repo = _repo(tmp_path, rally_yml)
     out, log = io.StringIO(), io.StringIO()
-    code = run_cmd.run(repo, None, "r5", None, None, None, False, None, dict(os.environ), out, progress_stream=log)
+    code = run_cmd.run(repo, read(os.environ), out, options=run_cmd.RunOptions(run_id="r5"), progress_stream=log)
     assert code == 1  # idle changed nothing: the run is partial
     assert "## rally-gh run `r5`: Partial" in out.getvalue()
     assert "idle: no_changes" in log.getvalue()
@@ -260,7 +261,7 @@ def test_the_run_command_prints_the_report_and_exits_by_outcome(tmp_path: Path) 
     assert json.loads((folder / "report.json").read_text())["status"] == "partial"
     assert (folder / "report.md").read_text() == out.getvalue()
     with pytest.raises(RallyError, match="already exists"):
-        run_cmd.run(repo, None, "r5", None, None, None, False, None, dict(os.environ), out, progress_stream=log)
+        run_cmd.run(repo, read(os.environ), out, options=run_cmd.RunOptions(run_id="r5"), progress_stream=log)
 
 
 def test_a_run_takes_its_tasks_from_a_handoff(tmp_path: Path) -> None:
@@ -478,7 +479,7 @@ def test_a_dry_run_prints_the_plan(tmp_path: Path) -> None:
     rally_yml = _map(scripts, ["api", "web"])
     repo = _repo(tmp_path, rally_yml)
     out = io.StringIO()
-    code = run_cmd.run(repo, None, "dry", None, None, None, True, None, dict(os.environ), out,
+    code = run_cmd.run(repo, read(os.environ), out, options=run_cmd.RunOptions(run_id="dry", dry_run=True),
                        progress_stream=io.StringIO())
     assert code == 0
     assert out.getvalue().startswith("Dry run dry: nothing was started.\nTeam scripted")
@@ -497,22 +498,22 @@ def test_a_run_split_across_jobs_talks_only_through_the_remote(tmp_path: Path) -
     for job in ("api", "web", "stray", "merge"):
         run_git(tmp_path, "clone", "-q", str(remote), str(tmp_path / f"job-{job}"))
         jobs[job] = tmp_path / f"job-{job}"
-    env = dict(os.environ)
+    env = read(os.environ)
     for name in ("api", "web", "stray"):  # web after api: its job needs api's pushed work
         out = io.StringIO()
-        code = run_cmd.teammate(jobs[name], None, name, "s1", env, out)
+        code = run_cmd.teammate(jobs[name], env, out, options=run_cmd.TeammateOptions(name, "s1"))
         assert code == (1 if name == "stray" else 0), out.getvalue()
     on_remote = run_git(remote, "for-each-ref", "--format=%(refname)").split()
     assert {"refs/heads/rally/s1/api", "refs/heads/rally/s1/web", "refs/rally/s1/results/stray"} <= set(on_remote)
 
     out = io.StringIO()
-    assert run_cmd.merge(jobs["merge"], None, "s1", env, out) == 1  # stray violated: partial
+    assert run_cmd.merge(jobs["merge"], env, out, options=run_cmd.MergeOptions("s1")) == 1  # stray violated: partial
     assert "## rally-gh run `s1`: Partial" in out.getvalue()
     files = run_git(remote, "ls-tree", "-r", "--name-only", "rally/s1/_integration").split()
     assert "src/api/orders.py" in files and "src/web/app.js" in files and "src/stray/x.py" not in files
 
     # A re-run merge job publishes the same result again without error.
-    assert run_cmd.merge(jobs["merge"], None, "s1", env, io.StringIO()) == 1
+    assert run_cmd.merge(jobs["merge"], env, io.StringIO(), options=run_cmd.MergeOptions("s1")) == 1
 
 
 def test_a_split_runs_merge_lists_a_failed_teammates_violations_and_keeps_it_failed(tmp_path: Path) -> None:
@@ -524,13 +525,13 @@ def test_a_split_runs_merge_lists_a_failed_teammates_violations_and_keeps_it_fai
     seed = _repo(tmp_path, rally_yml)
     remote = tmp_path / "remote.git"
     run_git(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
-    env = dict(os.environ)
+    env = read(os.environ)
     for job in ("api", "crash", "merge"):
         run_git(tmp_path, "clone", "-q", str(remote), str(tmp_path / f"job-{job}"))
-    assert run_cmd.teammate(tmp_path / "job-api", None, "api", "s2", env, io.StringIO()) == 0
-    run_cmd.teammate(tmp_path / "job-crash", None, "crash", "s2", env, io.StringIO())
+    assert run_cmd.teammate(tmp_path / "job-api", env, io.StringIO(), options=run_cmd.TeammateOptions("api", "s2")) == 0
+    run_cmd.teammate(tmp_path / "job-crash", env, io.StringIO(), options=run_cmd.TeammateOptions("crash", "s2"))
     out = io.StringIO()
-    run_cmd.merge(tmp_path / "job-merge", None, "s2", env, out)
+    run_cmd.merge(tmp_path / "job-merge", env, out, options=run_cmd.MergeOptions("s2"))
     state = load_state(git.common_dir(git.open_repo(tmp_path / "job-merge")), "s2")
     crash = state.teammate("crash")
     assert crash.outcome == "failed" and [v.path for v in crash.violations] == ["README.md"]
@@ -860,9 +861,9 @@ def test_a_local_run_pushes_only_when_rally_remote_names_a_remote(tmp_path: Path
     run_git(repo, "remote", "add", "origin", str(bare))
     run_git(repo, "push", "-q", "origin", "main")
     out, log = io.StringIO(), io.StringIO()
-    run_cmd.run(repo, None, "p1", None, None, None, False, None, dict(os.environ), out, progress_stream=log)
+    run_cmd.run(repo, read(os.environ), out, options=run_cmd.RunOptions(run_id="p1"), progress_stream=log)
     assert run_git(bare, "for-each-ref", "--format=%(refname)", "refs/heads/rally") == ""
     env = {**os.environ, "RALLY_REMOTE": "origin"}
-    run_cmd.run(repo, None, "p2", None, None, None, False, None, env, out, progress_stream=log)
+    run_cmd.run(repo, read(env), out, options=run_cmd.RunOptions(run_id="p2"), progress_stream=log)
     pushed = run_git(bare, "for-each-ref", "--format=%(refname:short)", "refs/heads/rally").split()
     assert {"rally/p2/api", "rally/p2/idle", "rally/p2/_integration"} <= set(pushed)

@@ -9,7 +9,9 @@ import pytest
 
 from rally_gh import plan
 from rally_gh.commands import plan as plan_cmd
+from rally_gh.commands.plan import PlanOptions
 from rally_gh.config import Config
+from rally_gh.github.actions import read
 from rally_gh.testing import SAMPLE_MAP, init_repo
 
 
@@ -119,7 +121,7 @@ def repo(tmp_path: Path) -> Path:
 def test_plan_matrix_is_one_actions_matrix_per_wave_and_goes_to_github_output(repo: Path, tmp_path: Path) -> None:
     out = io.StringIO()
     output_file = tmp_path / "gh-output"
-    code = plan_cmd.run(repo, None, "matrix", None, None, None, {"GITHUB_OUTPUT": str(output_file)}, out)
+    code = plan_cmd.run(repo, read({"GITHUB_OUTPUT": str(output_file)}), out, options=PlanOptions(fmt="matrix"))
     assert code == 0
     matrix = json.loads(out.getvalue())
     assert matrix == {"wave-1": {"include": [{"teammate": "api"}, {"teammate": "end"}]},
@@ -133,7 +135,7 @@ def test_plan_matrix_is_one_actions_matrix_per_wave_and_goes_to_github_output(re
 
 def test_plan_mermaid_draws_blocked_by_edges(repo: Path) -> None:
     out = io.StringIO()
-    assert plan_cmd.run(repo, None, "mermaid", None, None, None, {}, out) == 0
+    assert plan_cmd.run(repo, read({}), out, options=PlanOptions(fmt="mermaid")) == 0
     lines = out.getvalue().splitlines()
     assert lines[0] == "graph TD"
     assert "  t_api --> t_web" in lines and '  t_end["end"]' in lines
@@ -141,13 +143,13 @@ def test_plan_mermaid_draws_blocked_by_edges(repo: Path) -> None:
 
 def test_plan_text_and_json_show_waves_prompts_and_refusals(repo: Path, tmp_path: Path) -> None:
     out = io.StringIO()
-    assert plan_cmd.run(repo, None, "text", None, None, None, {}, out) == 0
+    assert plan_cmd.run(repo, read({}), out) == 0
     text = out.getvalue()
     assert "wave 1: api, end" in text and "wave 2: web" in text and "--- prompt for web" in text
     out = io.StringIO()
     tasks = tmp_path / "tasks.md"
     tasks.write_text("```rally\napi: Ship it by Friday\nend: {}\nweb: {}\n```\n")
-    assert plan_cmd.run(repo, None, "json", None, tasks, None, {}, out) == 0
+    assert plan_cmd.run(repo, read({}), out, options=PlanOptions(fmt="json", tasks_path=tasks)) == 0
     data = json.loads(out.getvalue())
     assert data["waves"] == [["api", "end"], ["web"]] and not data["refused"]
     assert "Ship it by Friday" in data["teammates"][0]["prompt"]
@@ -156,7 +158,7 @@ def test_plan_text_and_json_show_waves_prompts_and_refusals(repo: Path, tmp_path
 def test_a_refused_plan_exits_1(tmp_path: Path) -> None:
     repo = init_repo(tmp_path / "solo", {"rally.yml": MAP.split("  - name: web")[0]})
     out = io.StringIO()
-    assert plan_cmd.run(repo, None, "text", None, None, None, {}, out) == 1
+    assert plan_cmd.run(repo, read({}), out) == 1
     assert "refused: only 1 teammate would run" in out.getvalue()
 
 
@@ -179,10 +181,10 @@ def test_in_actions_the_events_issue_chooses_who_runs(repo: Path, tmp_path: Path
     event.write_text(json.dumps({"action": "labeled", "issue": {"number": 7, "title": "Orders", "body": body}}))
     env = {"GITHUB_EVENT_PATH": str(event)}
     out = io.StringIO()
-    assert plan_cmd.run(repo, None, "matrix", None, None, None, env, out) == 0
+    assert plan_cmd.run(repo, read(env), out, options=PlanOptions(fmt="matrix")) == 0
     assert json.loads(out.getvalue()) == {"wave-1": {"include": [{"teammate": "api"}, {"teammate": "end"}]}}
     out = io.StringIO()
-    assert run_cmd.teammate(repo, None, "web", "r7", env, out) == 0
+    assert run_cmd.teammate(repo, read(env), out, options=run_cmd.TeammateOptions("web", "r7")) == 0
     assert out.getvalue() == "web: not in this run (the issue's rally block names api, end)\n"
 
 
@@ -204,7 +206,7 @@ def test_a_plan_for_some_teammates_lists_and_prompts_only_who_runs(tmp_path: Pat
     repo = init_repo(tmp_path / "repo", {"rally.yml": SIX})
     (repo / "tasks.md").write_text("api: Build /orders\nweb: The orders page\ndocs: Document /orders\n")
     out = io.StringIO()
-    assert plan_cmd.run(repo, None, "text", None, repo / "tasks.md", None, {}, out) == 0
+    assert plan_cmd.run(repo, read({}), out, options=PlanOptions(tasks_path=repo / "tasks.md")) == 0
     text = out.getvalue()
     assert text.startswith("Team six: 3 of 6 teammates in 2 waves, at most 4 at once\n")
     assert "  wave 1: api, docs\n  wave 2: web\n  integration order: api, docs, web\n" in text
@@ -217,18 +219,17 @@ def test_a_plan_for_some_teammates_lists_and_prompts_only_who_runs(tmp_path: Pat
     assert "in parallel with api. Each of you" in docs
 
     out = io.StringIO()
-    plan_cmd.run(repo, None, "json", None, repo / "tasks.md", None, {}, out)
+    plan_cmd.run(repo, read({}), out, options=PlanOptions(fmt="json", tasks_path=repo / "tasks.md"))
     data = json.loads(out.getvalue())
     assert [t["name"] for t in data["teammates"]] == ["api", "web", "docs"]
     assert data["integration_order"] == ["api", "docs", "web"]
     assert [t["blocked_by"] for t in data["teammates"]] == [[], ["api"], []]
 
     out = io.StringIO()
-    plan_cmd.run(repo, None, "mermaid", None, repo / "tasks.md", None, {}, out)
+    plan_cmd.run(repo, read({}), out, options=PlanOptions(fmt="mermaid", tasks_path=repo / "tasks.md"))
     assert "schema" not in out.getvalue() and "t_api --> t_web" in out.getvalue()
 
 
 def test_one_teammate_one_wave_reads_in_the_singular(repo: Path) -> None:
     config = team(mate("a", "/a/"), mate("b", "/b/"))
-    from rally_gh.commands.plan import plan_text
-    assert plan_text(config, [["a", "b"]], [], None, None).startswith("Team t: 2 teammates in 1 wave, ")
+    assert plan.plan_text(config, [["a", "b"]], [], None, None).startswith("Team t: 2 teammates in 1 wave, ")

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from rally_gh.commands import run as run_cmd
+from rally_gh.commands.run import RunOptions
+from rally_gh.github.actions import read
 from rally_gh.testing import init_repo
 
 # Writes what it was given, so the test can look; fails when it sees a token.
@@ -45,7 +47,7 @@ def test_a_local_shell_with_a_token_runs_locally_and_passes_the_token_to_nobody(
         monkeypatch.setenv(name, "gho_secret")  # verify sees the process environment
     env = {**os.environ, **{name: "gho_secret" for name in held}}
     out = io.StringIO()
-    code = run_cmd.run(repo, None, "local1", None, None, None, False, None, env, out, progress_stream=io.StringIO())
+    code = run_cmd.run(repo, read(env), out, options=RunOptions(run_id="local1"), progress_stream=io.StringIO())
     err = capsys.readouterr().err
     assert code == 0, out.getvalue()
     assert "Done" in out.getvalue() and "gho_secret" not in out.getvalue()
@@ -62,16 +64,15 @@ def test_github_mode_is_for_actions_and_an_event_is_needed_there(tmp_path: Path)
     repo = _repo(tmp_path)
     env = {**os.environ, "GITHUB_TOKEN": "ghs_x", "GITHUB_ACTIONS": "true"}
     with pytest.raises(UsageError, match="needs an event") as refused:
-        run_cmd.run(repo, None, "gh1", None, None, None, False, None, env, io.StringIO(),
-                    progress_stream=io.StringIO())
+        run_cmd.run(repo, read(env), io.StringIO(), options=RunOptions(run_id="gh1"), progress_stream=io.StringIO())
     assert "GITHUB_TOKEN" not in (refused.value.hint or "")
 
 
-def test_the_environment_of_a_run() -> None:
+def test_the_environment_of_a_run(tmp_path: Path) -> None:
     local = {"GH_TOKEN": "a", "PATH": "/bin"}
-    assert run_cmd.run_environment(local) == {"PATH": "/bin"}
-    assert run_cmd.run_environment(local, event_given=True) == local
+    assert dict(read(local).environ) == {"PATH": "/bin"} and read(local).token is None
+    assert dict(read(local, event_path=tmp_path).environ) == local and read(local, event_path=tmp_path).token == "a"
     actions = {**local, "GITHUB_ACTIONS": "true"}
-    assert run_cmd.run_environment(actions) == actions
-    assert run_cmd.run_environment({"PATH": "/bin", "GITHUB_ACTIONS": "false", "GITHUB_TOKEN": "x"}) == {
+    assert dict(read(actions).environ) == actions and read(actions).token == "a"
+    assert dict(read({"PATH": "/bin", "GITHUB_ACTIONS": "false", "GITHUB_TOKEN": "x"}).environ) == {
         "PATH": "/bin", "GITHUB_ACTIONS": "false"}

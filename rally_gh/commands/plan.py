@@ -3,36 +3,43 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TextIO
 
 from rally_gh import git, plan
 from rally_gh.config import Config, LoadedConfig, Problem, find_config, load_config
-from rally_gh.errors import EXIT_FAILED, EXIT_OK, GitError, RallyError, UsageError
-from rally_gh.github.endpoint import GitHubEndpoint, IssueNumber
-from rally_gh.handoff import tasks_from_handoff
+from rally_gh.errors import EXIT_FAILED, EXIT_OK, GitError, RallyError
+from rally_gh.github.actions import ActionsContext, connect, issue_of_job, read_event
+from rally_gh.github.endpoint import IssueNumber
+from rally_gh.plan import PLAN_RUN_ID, plan_text
 from rally_gh.report import mermaid_flowchart
-from rally_gh.tasks import RunTasks, apply_tasks, tasks_from_file, tasks_from_issue
+from rally_gh.tasks import for_this_run, tasks_for_this_run
 
-PLAN_RUN_ID = "<run>"  # the prompt names the run; a plan has none yet
+@dataclass(frozen=True)
+class PlanOptions:
+    config_path: Path | None = None
+    fmt: str = "text"
+    """text, json, mermaid or matrix."""
+    issue: int | None = None
+    tasks_path: Path | None = None
+    handoff_path: Path | None = None
 
 
-def run(cwd: Path, config_path: Path | None, fmt: str, issue: int | None, tasks_path: Path | None,
-        handoff_path: Path | None, environ: Mapping[str, str], stdout: TextIO) -> int:
+def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: PlanOptions = PlanOptions()) -> int:
+    fmt = options.fmt
     try:
         root = git.workdir(git.open_repo(cwd))
     except GitError:
         root = cwd  # planning needs only the map
     # In Actions, the event's issue (its rally block chooses who runs); else --tasks or --from-handoff.
-    event = Path(environ["GITHUB_EVENT_PATH"]) if environ.get("GITHUB_EVENT_PATH") else None
-    issue, issue_text = issue_of_job(issue, event, environ)
-    loaded = load_config(find_config(root, config_path))
+    issue, issue_text = issue_of_job(actions, read_event(actions), options.issue)
+    loaded = load_config(find_config(root, options.config_path))
     base_config = loaded.config
-    announce = _split_run_announcer(fmt, issue, environ)
+    announce = _split_run_announcer(fmt, issue, actions)
     try:
-        tasks = tasks_for_this_run(base_config, issue_text, tasks_path, handoff_path, issue)
+        tasks = tasks_for_this_run(base_config, issue_text, options.tasks_path, options.handoff_path, issue)
     except RallyError as err:
         if announce is not None:
             announce(err)
@@ -41,7 +48,7 @@ def run(cwd: Path, config_path: Path | None, fmt: str, issue: int | None, tasks_
     problems = plan.assess(config, selected) + ([] if tasks is None else list(tasks.notes))
     if fmt in ("text", "json"):
         # Not for the matrix: a split run's plan job runs no agent; each teammate job has its own machine.
-        problems += _programs(root, replace(loaded, config=config), selected, environ)
+        problems += _programs(root, replace(loaded, config=config), selected, actions.environ)
     refused = any(p.severity == "error" for p in problems)
     if announce is not None:
         errors = [p for p in problems if p.severity == "error"]
@@ -56,14 +63,13 @@ def run(cwd: Path, config_path: Path | None, fmt: str, issue: int | None, tasks_
         matrix = wave_matrix(waves)
         text = json.dumps(matrix, separators=(",", ":"))
         stdout.write(text + "\n")
-        output_file = environ.get("GITHUB_OUTPUT")
-        if output_file:
-            with open(output_file, "a", encoding="utf-8") as fh:
-                # The ready workflow has a fixed number of wave jobs: `waves` lets it refuse a plan with more,
-                # `max-parallel` caps each wave's matrix as the map does.
-                fh.write(f"matrix={text}\nwaves={len(matrix)}\nmax-parallel={config.max_parallel}\n")
-                for wave, value in matrix.items():
-                    fh.write(f"{wave}={json.dumps(value, separators=(',', ':'))}\n")
+        # The ready workflow has a fixed number of wave jobs: `waves` lets it refuse a plan with more,
+        # `max-parallel` caps each wave's matrix as the map does.
+        from rally_gh.publish import write_outputs
+
+        write_outputs(actions.output_file, {
+            "matrix": text, "waves": str(len(matrix)), "max-parallel": str(config.max_parallel),
+            **{wave: json.dumps(value, separators=(",", ":")) for wave, value in matrix.items()}})
     else:
         stdout.write(plan_text(config, waves, problems, issue_text, issue, selected))
     return EXIT_FAILED if refused else EXIT_OK
@@ -82,21 +88,20 @@ def _programs(root: Path, loaded: LoadedConfig, selected: frozenset[str] | None,
 
 
 def _split_run_announcer(fmt: str, issue: int | None,
-                         environ: Mapping[str, str]) -> Callable[[RallyError | None], None] | None:
+                         actions: ActionsContext) -> Callable[[RallyError | None], None] | None:
     """In the plan job of a split run (``--format matrix`` with RALLY_RUN_ID, an issue and a
     token), what ``run`` does at its start: the refusal as a comment, or 👀, ``rally:running``
     and the progress comment, so that a split run looks like a single-job one from the issue."""
-    run_id = environ.get("RALLY_RUN_ID")
-    if fmt != "matrix" or not run_id or issue is None or not has_token(environ):
+    run_id = actions.inputs.split_run_id
+    if fmt != "matrix" or not run_id or issue is None or actions.token is None:
         return None
 
     def announce(refusal: RallyError | None) -> None:
         from rally_gh import publish
         from rally_gh.github.endpoint import run_marker
-        from rally_gh.github.real import RealGitHub
         from rally_gh.tasks import refusal_comment
 
-        endpoint = RealGitHub.from_environment(environ)
+        endpoint = connect(actions)
         if refusal is None:
             publish.announce(endpoint, IssueNumber(issue), run_id)
         else:
@@ -104,72 +109,6 @@ def _split_run_announcer(fmt: str, issue: int | None,
             endpoint.upsert_comment(IssueNumber(issue), marker, f"{marker}\n{refusal_comment(refusal)}")
 
     return announce
-
-
-def issue_from_event(issue: int | None, event_path: Path | None) -> tuple[int | None, str | None]:
-    """The issue number and text from a GitHub event file (the text reaches agents
-    only through their prompt files, never a shell)."""
-    text = None
-    if event_path is not None:
-        try:
-            event = json.loads(event_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise UsageError(f"--event {event_path}: not a readable JSON event: {err}") from None
-        found = event.get("issue") if isinstance(event, dict) else None
-        if isinstance(found, dict):
-            issue = issue if issue is not None else found.get("number")
-            text = "\n\n".join(str(found.get(k) or "") for k in ("title", "body")).strip() or None
-    return issue, text
-
-
-def has_token(environ: Mapping[str, str]) -> bool:
-    """Whether GitHub's API may be asked (in Actions); without a token a run is local."""
-    return bool(environ.get("GITHUB_TOKEN") or environ.get("GH_TOKEN"))
-
-
-def issue_text_from_github(endpoint: GitHubEndpoint, issue: int) -> str | None:
-    """The issue's text as GitHub has it now: a dispatch names the issue but does not carry its text."""
-    found = endpoint.issue(IssueNumber(issue))
-    return f"{found.title}\n\n{found.body}".strip() or None
-
-
-def issue_of_job(issue: int | None, event_path: Path | None, environ: Mapping[str, str]) -> tuple[int | None, str | None]:
-    """The issue number and text of a job of a split run (plan, teammate, merge): the event's,
-    and for a dispatch naming an issue, its text from GitHub when there is a token, as ``run``
-    does, so that every job reads the same ``rally`` block and prompts."""
-    issue, text = issue_from_event(issue, event_path)
-    if (text is not None or event_path is None or environ.get("GITHUB_EVENT_NAME") != "workflow_dispatch"
-            or not has_token(environ)):
-        return issue, text
-    from rally_gh.github.events import load_event
-    from rally_gh.github.real import RealGitHub
-
-    named = load_event("workflow_dispatch", event_path).issue
-    number = named if named is not None else issue
-    if number is None:
-        return issue, None
-    return number, issue_text_from_github(RealGitHub.from_environment(environ), number)
-
-
-def tasks_for_this_run(config: Config, issue_text: str | None, tasks_path: Path | None,
-                       handoff_path: Path | None, issue: int | None) -> RunTasks | None:
-    """This run's tasks: a handoff file, else a tasks file, else the issue's ``rally`` block."""
-    if handoff_path is not None and tasks_path is not None:
-        raise UsageError("--tasks and --from-handoff both give this run's tasks", hint="give one of them")
-    if handoff_path is not None:
-        return tasks_from_handoff(handoff_path, config)
-    if tasks_path is not None:
-        return tasks_from_file(tasks_path, config)
-    if issue_text:
-        return tasks_from_issue(issue_text, config, f"issue #{issue}" if issue is not None else "issue body")
-    return None
-
-
-def for_this_run(config: Config, tasks: RunTasks | None) -> tuple[Config, frozenset[str] | None]:
-    """The map with this run's tasks in place, and who runs (None: everyone)."""
-    if tasks is None:
-        return config, None
-    return apply_tasks(config, tasks), frozenset(tasks.names)
 
 
 def plan_json(config: Config, waves: list[list[str]], problems: list[Problem], issue_text: str | None,
@@ -206,29 +145,3 @@ def mermaid_graph(config: Config, selected: frozenset[str] | None = None) -> str
 def wave_matrix(waves: list[list[str]]) -> dict[str, dict[str, list[dict[str, str]]]]:
     """A GitHub Actions matrix per wave, for runs split across jobs (SPEC section 7)."""
     return {f"wave-{i}": {"include": [{"teammate": n} for n in wave]} for i, wave in enumerate(waves, 1)}
-
-
-def plan_text(config: Config, waves: list[list[str]], problems: list[Problem], issue_text: str | None,
-              issue: int | None, selected: frozenset[str] | None = None) -> str:
-    running = sum(len(wave) for wave in waves)
-    who = (f"{running} of {len(config.teammates)} teammates" if running != len(config.teammates)
-           else _count(running, "teammate"))
-    out = [f"Team {config.team}: {who} in {_count(len(waves), 'wave')}, "
-           f"at most {config.max_parallel} at once" + (f", issue #{issue}" if issue else "")]
-    for i, wave in enumerate(waves, 1):
-        out.append(f"  wave {i}: {', '.join(wave)}")
-    out.append(f"  integration order: {', '.join(plan.integration_order(config, selected))}")
-    if problems:
-        out.append("")
-        for p in problems:
-            out.append(f"{'refused' if p.severity == 'error' else 'warning'}: {p.message}")
-    for t in config.teammates:
-        if not any(t.name in wave for wave in waves):
-            continue
-        out += ["", f"--- prompt for {t.name} " + "-" * max(0, 60 - len(t.name)), ""]
-        out.append(plan.prompt_for(config, t, issue_text, PLAN_RUN_ID, selected).rstrip())
-    return "\n".join(out) + "\n"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"

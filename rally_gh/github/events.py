@@ -1,18 +1,16 @@
 """What started this job, and whether its sender may start a run.
 
-``parse_event`` turns the Actions event (``$GITHUB_EVENT_NAME`` and the JSON
-at ``$GITHUB_EVENT_PATH``) into a ``Trigger``; ``authorize`` asks the API for
+``parse_event`` turns the Actions event (its name and JSON payload, which
+``actions`` reads) into a ``Trigger``; ``authorize`` asks the API for
 the sender's permission and fails closed. Event payloads are untrusted: their
 text is read as data and validated here, never handed to a shell.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from rally_gh.errors import UsageError
@@ -65,18 +63,6 @@ class Decision:
     allowed: bool
     reason: str
     permission: str | None = None
-
-
-def load_event(event_name: str, event_path: Path) -> Trigger:
-    """``parse_event`` on the file Actions wrote; a broken file is a clear error."""
-    try:
-        payload = json.loads(event_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UsageError(f"{event_path}: cannot read the event payload: {err}",
-                         hint="run inside GitHub Actions, or pass --event FILE with a saved payload") from err
-    if not isinstance(payload, dict):
-        raise UsageError(f"{event_path}: the event payload is not a JSON object")
-    return parse_event(event_name, payload)
 
 
 def parse_event(event_name: str, payload: Mapping[str, Any]) -> Trigger:

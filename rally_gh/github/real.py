@@ -138,16 +138,6 @@ class RealGitHub:
         self._repo = self._github.get_repo(repo_full_name)
         self._default_branch: str | None = None
 
-    @classmethod
-    def from_environment(cls, env: Mapping[str, str], *, limits: RequestLimits = RequestLimits()) -> RealGitHub:
-        """The client an Actions job gets: ``GITHUB_TOKEN``, ``GITHUB_REPOSITORY``, ``GITHUB_API_URL``."""
-        token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
-        repo = env.get("GITHUB_REPOSITORY")
-        if not token or not repo:
-            raise GitHubError("no GitHub token or repository in the environment",
-                              hint="pass `github-token` to the action, or set GITHUB_TOKEN and GITHUB_REPOSITORY")
-        return cls(token, repo, env.get("GITHUB_API_URL") or DEFAULT_API_URL, limits=limits)
-
     @property
     def repo_full_name(self) -> str:
         return self._repo_full_name

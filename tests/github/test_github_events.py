@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,7 +7,7 @@ import pytest
 from github_testing import TEST_LIMITS
 from rally_gh.errors import UsageError
 from rally_gh.github.endpoint import IssueNumber
-from rally_gh.github.events import DispatchInputs, Trigger, authorize, load_event, parse_event
+from rally_gh.github.events import DispatchInputs, Trigger, authorize, parse_event
 from rally_gh.github.fake import FakeGitHubServer
 from rally_gh.github.real import RealGitHub
 
@@ -72,15 +70,6 @@ def test_pull_request_event_is_the_ownership_check() -> None:
                          "base": {"ref": "main", "sha": "b" * 40}}})
     assert trigger.kind == "pull-request" and not trigger.starts_run
     assert trigger.pull is not None and (trigger.pull.number, trigger.pull.head_sha) == (500, "a" * 40)
-
-
-def test_load_event_reads_the_payload_file(tmp_path: Path) -> None:
-    path = tmp_path / "event.json"
-    path.write_text(json.dumps(labeled("rally:parallel")))
-    assert load_event("issues", path).issue == 7
-    path.write_text("{not json")
-    with pytest.raises(UsageError, match="cannot read the event payload"):
-        load_event("issues", path)
 
 
 @pytest.fixture

@@ -322,13 +322,6 @@ def test_the_guard_refuses_the_real_api() -> None:
         RealGitHub("t", "owner/repo")
 
 
-def test_from_environment(fake_github: FakeGitHubServer) -> None:
-    env = {"GITHUB_TOKEN": fake_github.token, "GITHUB_REPOSITORY": "owner/repo", "GITHUB_API_URL": fake_github.api_url}
-    assert RealGitHub.from_environment(env, limits=TEST_LIMITS).default_branch() == "main"
-    with pytest.raises(GitHubError, match="no GitHub token"):
-        RealGitHub.from_environment({"GITHUB_REPOSITORY": "owner/repo"})
-
-
 def test_a_draft_is_marked_ready_when_a_later_run_succeeds(
         fake_github: FakeGitHubServer, gh: RealGitHub, branches: dict[str, CommitSha]) -> None:
     draft = gh.find_or_create_pull("rally/7-1", "main", "rally: t", "failed run", draft=True)

@@ -11,6 +11,7 @@ import pytest
 
 from rally_gh import publish
 from rally_gh.errors import RallyError
+from rally_gh.github.actions import ActionsContext, read
 from rally_gh.github.endpoint import BODY_LIMIT, IssueNumber, run_marker
 from rally_gh.github.events import Trigger, parse_event
 from rally_gh.github.fake import FakeGitHubServer
@@ -77,10 +78,10 @@ def labeled(issue: int, sender: str = "alice") -> Trigger:
                                   "issue": {"number": issue}, "sender": _sender(sender)})
 
 
-def actions_env(tmp_path: Path) -> dict[str, str]:
-    return {"GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"), "GITHUB_OUTPUT": str(tmp_path / "output.txt"),
-            "GITHUB_SERVER_URL": "https://github.example", "GITHUB_REPOSITORY": "owner/repo",
-            "GITHUB_RUN_ID": "77"}
+def actions_env(tmp_path: Path) -> ActionsContext:
+    return read({"GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"), "GITHUB_OUTPUT": str(tmp_path / "output.txt"),
+                 "GITHUB_SERVER_URL": "https://github.example", "GITHUB_REPOSITORY": "owner/repo",
+                 "GITHUB_RUN_ID": "77"})
 
 
 def test_a_complete_run_and_its_rerun_leave_one_comment_and_one_pull_request(
@@ -98,8 +99,8 @@ def test_a_complete_run_and_its_rerun_leave_one_comment_and_one_pull_request(
     assert outputs["status"] == "done"
     assert (outputs["pr-number"], outputs["pr-url"]) == ("500", f"{fake_github.root_url}/owner/repo/pull/500")
     assert json.loads(outputs["report-json"])["run_id"] == RUN
-    assert publish.outputs_file_values(Path(env["GITHUB_OUTPUT"])) == outputs
-    assert Path(env["GITHUB_STEP_SUMMARY"]).read_text().startswith(run_marker(RUN))
+    assert publish.outputs_file_values(tmp_path / "output.txt") == outputs
+    assert (tmp_path / "summary.md").read_text().startswith(run_marker(RUN))
 
     world = fake_github.state()
     issue_line = next(line for line in world.splitlines() if line.startswith("issue #1"))
@@ -286,10 +287,10 @@ def test_an_allowed_sender_gets_no_refusal(fake_github: FakeGitHubServer, gh: Re
 
 
 def test_outputs_use_a_fresh_random_delimiter_for_multiline_values(tmp_path: Path) -> None:
-    env = {"GITHUB_OUTPUT": str(tmp_path / "out")}
+    out = tmp_path / "out"
     tricky = "line one\nghadelimiter_x\nEOF\nstatus=done\n"
-    assert publish.write_outputs(env, {"run-id": "r1", "report-json": tricky, "pr-url": ""})
-    assert publish.write_outputs(env, {"status": "partial", "pr-number": "a\nb"})
+    assert publish.write_outputs(out, {"run-id": "r1", "report-json": tricky, "pr-url": ""})
+    assert publish.write_outputs(out, {"status": "partial", "pr-number": "a\nb"})
     lines = (tmp_path / "out").read_text().splitlines()
     assert lines[0] == "run-id=r1"
     header = "report-json<<ghadelimiter_"
@@ -302,7 +303,7 @@ def test_outputs_use_a_fresh_random_delimiter_for_multiline_values(tmp_path: Pat
     # Read back as the runner reads it.
     assert publish.outputs_file_values(tmp_path / "out") == {
         "run-id": "r1", "report-json": tricky, "pr-url": "", "status": "partial", "pr-number": "a\nb"}
-    assert not publish.write_outputs({}, {"run-id": "r1"})
+    assert not publish.write_outputs(None, {"run-id": "r1"})
 
 
 def test_an_output_value_holding_the_delimiter_is_refused() -> None:
@@ -313,14 +314,14 @@ def test_an_output_value_holding_the_delimiter_is_refused() -> None:
 
 
 def test_the_step_summary_is_appended_and_cut_under_a_mebibyte(tmp_path: Path) -> None:
-    env = {"GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")}
-    assert publish.write_step_summary(env, "## first\n")
-    assert publish.write_step_summary(env, "é" * (publish.STEP_SUMMARY_LIMIT // 2 + 10))
+    summary = tmp_path / "summary.md"
+    assert publish.write_step_summary(summary, "## first\n")
+    assert publish.write_step_summary(summary, "é" * (publish.STEP_SUMMARY_LIMIT // 2 + 10))
     text = (tmp_path / "summary.md").read_text()
     assert text.startswith("## first\n")
     assert len(text.encode()) <= publish.STEP_SUMMARY_LIMIT
     assert "rally-gh report --format md" in text
-    assert not publish.write_step_summary({}, "x")
+    assert not publish.write_step_summary(None, "x")
 
 
 def test_progress_comment_is_throttled_and_never_stops_the_run(

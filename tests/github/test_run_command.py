@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from rally_gh.commands import run as run_cmd
+from rally_gh.commands.run import RunOptions
 from rally_gh.errors import UsageError
+from rally_gh.github.actions import read
 from rally_gh.github.fake import FakeGitHubServer
 from rally_gh.state import RunState, load_state
 from rally_gh.tasks import TasksRefused
@@ -42,8 +44,8 @@ def test_a_rally_block_that_reaches_for_ownership_is_refused_with_a_comment(
     issue = fake_github.create_issue("Pick", body, user="alice", labels=("rally:parallel",))
     repo = init_repo(tmp_path / "repo", SHOP_FILES)
     with pytest.raises(TasksRefused) as refused:
-        run_cmd.run(repo, None, None, None, None, None, False, None, _env(fake_github, _event(tmp_path, issue, body)),
-                    io.StringIO(), progress_stream=io.StringIO())
+        run_cmd.run(repo, read(_env(fake_github, _event(tmp_path, issue, body))), io.StringIO(),
+                    progress_stream=io.StringIO())
     assert "exclusive_write" in str(refused.value)
     (comment,) = [c for c in fake_github.comments.values() if c["issue"] == issue]
     assert comment["body"].startswith("<!-- rally-gh:run:") and "exclusive_write" in comment["body"]
@@ -56,8 +58,8 @@ def test_a_sender_without_write_access_is_refused_and_nothing_runs(
     issue = fake_github.create_issue("Pick", "please", user="alice", labels=("rally:parallel",))
     repo = init_repo(tmp_path / "repo", SHOP_FILES)
     out = io.StringIO()
-    code = run_cmd.run(repo, None, None, None, None, None, False, None,
-                       _env(fake_github, _event(tmp_path, issue, "please")), out, progress_stream=io.StringIO())
+    code = run_cmd.run(repo, read(_env(fake_github, _event(tmp_path, issue, "please"))), out,
+                       progress_stream=io.StringIO())
     assert code == 1 and "refused" in out.getvalue()
     (comment,) = [c for c in fake_github.comments.values() if c["issue"] == issue]
     assert "alice" in comment["body"]
@@ -107,8 +109,7 @@ def test_a_re_run_of_the_same_workflow_run_keeps_one_pull_request_and_loses_noth
         clone = tmp_path / f"attempt{attempt}"
         git(tmp_path, "clone", "-q", fake_github.authenticated_git_url, str(clone))
         out = io.StringIO()
-        codes.append(run_cmd.run(clone, None, None, None, None, None, False, None, env, out,
-                                 progress_stream=io.StringIO()))
+        codes.append(run_cmd.run(clone, read(env), out, progress_stream=io.StringIO()))
         if attempt == 1:
             first_heads = {n: git(fake_github.bare_repo, "rev-parse", f"refs/heads/rally/issue-{issue}-4242/{n}").strip()
                            for n in ("api", "web")}
@@ -175,7 +176,7 @@ def test_in_actions_integration_goes_onto_the_remote_base_as_it_is_when_integrat
     git(tmp_path, "clone", "-q", fake_github.authenticated_git_url, str(clone))
     env = {**_env(fake_github, event), "GITHUB_RUN_ID": "77", "PATH": os.environ["PATH"]}
     out = io.StringIO()
-    code = run_cmd.run(clone, None, None, None, None, None, False, None, env, out, progress_stream=io.StringIO())
+    code = run_cmd.run(clone, read(env), out, progress_stream=io.StringIO())
     assert code == 0, out.getvalue()[-2500:]
     landed = git(fake_github.bare_repo, "rev-parse", "refs/heads/main").strip()
     integration = f"refs/heads/rally/issue-{issue}-77/_integration"
@@ -211,7 +212,7 @@ def _dry_run(fake: FakeGitHubServer, tmp_path: Path, event_name: str, event: Pat
     """A dry run in Actions with the action's inputs (``RALLY_*`` as action.yml sets them); its saved state."""
     env = {**_env(fake, event), "GITHUB_EVENT_NAME": event_name, "PATH": os.environ["PATH"], **action}
     run_id = f"inputs-{len(list(tmp_path.glob('origin/.git/rally/runs/*')))}"
-    code = run_cmd.run(tmp_path / "origin", None, run_id, None, None, None, True, None, env, io.StringIO(),
+    code = run_cmd.run(tmp_path / "origin", read(env), io.StringIO(), options=RunOptions(run_id=run_id, dry_run=True),
                        progress_stream=io.StringIO())
     assert code == 0  # a dry run that planned well succeeds, in Actions too
     return load_state(tmp_path / "origin" / ".git", run_id)
@@ -270,7 +271,7 @@ def test_a_run_refused_in_assess_says_so_on_the_issue_and_stops_showing_as_runni
     git(clone, "push", "-q", "origin", "main")
     env = {**_env(fake_github, event), "PATH": os.environ["PATH"]}
     with pytest.raises(RallyError, match="tools/agent.sh"):
-        run_cmd.run(clone, None, None, None, None, None, False, None, env, io.StringIO(), progress_stream=io.StringIO())
+        run_cmd.run(clone, read(env), io.StringIO(), progress_stream=io.StringIO())
     (comment,) = [c for c in fake_github.comments.values() if c["issue"] == issue]
     assert "rally-gh did not start" in comment["body"] and "./tools/agent.sh" in comment["body"]
     assert "rally:running" not in fake_github.issues[issue]["labels"]

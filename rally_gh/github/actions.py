@@ -1,0 +1,252 @@
+"""What GitHub Actions tells a job through its environment, read in one place.
+
+A job learns everything from environment variables: whether it runs in Actions
+at all, a token, the repository and the API's address, what started it
+(``GITHUB_EVENT_NAME`` and the event JSON at ``GITHUB_EVENT_PATH``), the
+workflow run, the pull request's branches, the action's inputs (the ``RALLY_*``
+variables ``action.yml`` sets), the remote to publish to (``RALLY_REMOTE``), and
+the files a step answers through (``GITHUB_OUTPUT``, ``GITHUB_STEP_SUMMARY``).
+``read`` takes all of it, once, into a frozen ``ActionsContext`` that ``cli.py``
+hands to the commands: no other module reads these variables. ``read_event``
+parses the event file once; ``connect`` is the one place the real GitHub client
+is built.
+
+GitHub mode is Actions (``GITHUB_ACTIONS=true``) or an explicit ``--event``.
+Anywhere else a run is local whatever tokens the shell holds (many `gh` users
+keep one set): ``read`` drops them, so that no API is called and nothing passes
+them on to agents or verify, and ``local_token_note`` says so.
+
+The event's text is untrusted: it is data here, validated in ``events``, and
+reaches agents only through their prompt files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from rally_gh.errors import GitHubError, UsageError
+from rally_gh.github.endpoint import GitHubEndpoint, IssueNumber, RequestLimits
+from rally_gh.github.events import Trigger, parse_event
+from rally_gh.limits import TEAMMATE_NAME
+
+TOKEN_VARIABLES = ("GITHUB_TOKEN", "GH_TOKEN")
+# The files through which a step talks to the workflow, and the runner's own variables:
+# code that came from an agent's branch must not see them (writing them would set variables,
+# PATH entries or outputs for the steps after this one, or forge ours).
+WORKFLOW_FILES = ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY", "GITHUB_STATE")
+RUNNER_PREFIX = "ACTIONS_"
+
+
+@dataclass(frozen=True)
+class ActionInputs:
+    """The action's inputs as ``action.yml`` passes them, unchecked until asked for."""
+
+    teammates_text: str = ""
+    max_parallel_text: str = ""
+    bot_allowlist: tuple[str, ...] = ()
+    split_run_id: str | None = None
+    """``RALLY_RUN_ID``: the name the workflow gave a run split across jobs."""
+
+    def teammates(self) -> tuple[str, ...]:
+        """The ``teammates`` input, checked as strictly as a dispatch's."""
+        names = tuple(n for n in re.split(r"[\s,]+", self.teammates_text.strip()) if n)
+        for name in names:
+            if not TEAMMATE_NAME.match(name):
+                raise UsageError(f"the action's input `teammates`: {name!r} is not a teammate name",
+                                 hint="teammate names as in rally.yml, separated by commas or spaces")
+        return names
+
+    def max_parallel(self) -> int | None:
+        text = self.max_parallel_text.strip()
+        if text and (not re.fullmatch(r"[0-9]+", text) or int(text) < 1):
+            raise UsageError(f"the action's input `max-parallel` must be a whole number from 1, got {text!r}")
+        return int(text) if text else None
+
+
+@dataclass(frozen=True)
+class ActionsContext:
+    """This job's environment as GitHub Actions shapes it; see the module docstring."""
+
+    environ: Mapping[str, str]
+    """What child processes start from: a copy of the environment, less a local shell's tokens."""
+    in_actions: bool = False
+    token: str | None = None
+    """None in a local run: no API is asked."""
+    dropped_tokens: tuple[str, ...] = ()
+    repository: str | None = None
+    api_url: str | None = None
+    server_url: str | None = None
+    workflow_run_id: str | None = None
+    event_name: str | None = None
+    event_path: Path | None = None
+    """``--event``, else ``GITHUB_EVENT_PATH``."""
+    head_ref: str | None = None
+    base_ref: str | None = None
+    """A pull request's head and base branches (``GITHUB_HEAD_REF``, ``GITHUB_BASE_REF``)."""
+    remote: str | None = None
+    """``RALLY_REMOTE``: where a local run publishes, when asked to."""
+    output_file: Path | None = None
+    summary_file: Path | None = None
+    inputs: ActionInputs = ActionInputs()
+
+    @property
+    def publish_remote(self) -> str:
+        """Where a run in Actions, and every job of a split run, publishes."""
+        return self.remote or "origin"
+
+    @property
+    def job_url(self) -> str | None:
+        """The job's page, where the step summary (the full report) is shown."""
+        if not (self.server_url and self.repository and self.workflow_run_id):
+            return None
+        return f"{self.server_url}/{self.repository}/actions/runs/{self.workflow_run_id}"
+
+    def local_token_note(self) -> str | None:
+        """Why a token the shell holds is not used, for the commands that would have used it."""
+        if not self.dropped_tokens:
+            return None
+        one = len(self.dropped_tokens) == 1
+        return (f"rally-gh: note: {' and '.join(self.dropped_tokens)} {'is' if one else 'are'} set, but this is a "
+                f"local run (not GitHub Actions, no --event): {'the token is' if one else 'the tokens are'} not "
+                "used and not passed on\n")
+
+
+def read(environ: Mapping[str, str], *, event_path: Path | None = None) -> ActionsContext:
+    """The context of this job, from its environment and the command line's ``--event``."""
+    in_actions = environ.get("GITHUB_ACTIONS") == "true"
+    github_mode = in_actions or event_path is not None
+    dropped = () if github_mode else tuple(name for name in TOKEN_VARIABLES if environ.get(name))
+    passed = MappingProxyType({k: v for k, v in environ.items() if not (dropped and k in TOKEN_VARIABLES)})
+    found_event = environ.get("GITHUB_EVENT_PATH")
+    return ActionsContext(
+        environ=passed,
+        in_actions=in_actions,
+        token=(environ.get("GITHUB_TOKEN") or environ.get("GH_TOKEN") or None) if github_mode else None,
+        dropped_tokens=dropped,
+        repository=environ.get("GITHUB_REPOSITORY") or None,
+        api_url=environ.get("GITHUB_API_URL") or None,
+        server_url=environ.get("GITHUB_SERVER_URL") or None,
+        workflow_run_id=environ.get("GITHUB_RUN_ID") or None,
+        event_name=environ.get("GITHUB_EVENT_NAME") or None,
+        event_path=event_path if event_path is not None else Path(found_event) if found_event else None,
+        head_ref=environ.get("GITHUB_HEAD_REF") or None,
+        base_ref=environ.get("GITHUB_BASE_REF") or None,
+        remote=environ.get("RALLY_REMOTE") or None,
+        output_file=_path(environ.get("GITHUB_OUTPUT")),
+        summary_file=_path(environ.get("GITHUB_STEP_SUMMARY")),
+        inputs=ActionInputs(
+            teammates_text=environ.get("RALLY_TEAMMATES", ""),
+            max_parallel_text=environ.get("RALLY_MAX_PARALLEL", ""),
+            bot_allowlist=tuple(environ.get("RALLY_BOT_ALLOWLIST", "").replace(",", " ").split()),
+            split_run_id=environ.get("RALLY_RUN_ID") or None,
+        ),
+    )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def is_workflow_variable(name: str) -> bool:
+    """A variable only the runner and the workflow's own steps may see (the files
+    steps answer through, the runner's ``ACTIONS_*``)."""
+    return name.startswith(RUNNER_PREFIX) or name in WORKFLOW_FILES
+
+
+@dataclass(frozen=True)
+class Event:
+    """The event file of this job, parsed once."""
+
+    name: str | None
+    path: Path
+    payload: Any
+
+    def issue(self) -> tuple[int | None, str | None]:
+        """The issue the payload carries: its number and text (title and body)."""
+        found = self.payload.get("issue") if isinstance(self.payload, dict) else None
+        if not isinstance(found, dict):
+            return None, None
+        text = "\n\n".join(str(found.get(k) or "") for k in ("title", "body")).strip() or None
+        return found.get("number"), text
+
+    def trigger(self) -> Trigger:
+        """What started the job, and who (``events.parse_event``)."""
+        if not isinstance(self.payload, dict):
+            raise UsageError(f"{self.path}: the event payload is not a JSON object")
+        return parse_event(self.name or "", self.payload)
+
+
+def read_event(context: ActionsContext) -> Event | None:
+    """The event file, parsed; None when there is none (a local run)."""
+    path = context.event_path
+    if path is None:
+        return None
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--event {path}: not a readable JSON event: {err}") from None
+    return Event(context.event_name, path, payload)
+
+
+def issue_of(event: Event | None, issue: int | None) -> tuple[int | None, str | None]:
+    """The issue number (``issue`` when given) and text of the event."""
+    if event is None:
+        return issue, None
+    number, text = event.issue()
+    return (issue if issue is not None else number), text
+
+
+def connect(context: ActionsContext, *, limits: RequestLimits = RequestLimits()) -> GitHubEndpoint:
+    """The real GitHub client for this job's token and repository (PyGithub is imported only now)."""
+    if not context.token or not context.repository:
+        raise GitHubError("no GitHub token or repository in the environment",
+                          hint="pass `github-token` to the action, or set GITHUB_TOKEN and GITHUB_REPOSITORY")
+    from rally_gh.github.real import DEFAULT_API_URL, RealGitHub
+
+    return RealGitHub(context.token, context.repository, context.api_url or DEFAULT_API_URL, limits=limits)
+
+
+@dataclass(frozen=True)
+class GitHubRun:
+    """A run that talks to GitHub: the endpoint, and the trigger that admits it or not."""
+
+    endpoint: GitHubEndpoint
+    trigger: Trigger
+
+
+def github_of_run(context: ActionsContext, event: Event | None) -> GitHubRun | None:
+    """The GitHub side of a run: None without a token (a local run: no API calls)."""
+    if context.token is None:
+        return None
+    if event is None or not context.event_name:
+        raise UsageError("a GitHub run needs an event: GITHUB_EVENT_NAME and --event or GITHUB_EVENT_PATH are "
+                         f"not both set (found GITHUB_EVENT_NAME={context.event_name or '(unset)'})",
+                         hint="set GITHUB_EVENT_NAME to the event's name (issues, workflow_dispatch, "
+                              "issue_comment, ...), or leave out --event for a local run")
+    return GitHubRun(connect(context), event.trigger())
+
+
+def issue_text_from_github(github: GitHubEndpoint, issue: int) -> str | None:
+    """The issue's text as GitHub has it now: a dispatch names the issue but does not carry its text."""
+    found = github.issue(IssueNumber(issue))
+    return f"{found.title}\n\n{found.body}".strip() or None
+
+
+def issue_of_job(context: ActionsContext, event: Event | None, issue: int | None) -> tuple[int | None, str | None]:
+    """The issue number and text of a job of a split run (plan, teammate, merge): the event's,
+    and for a dispatch naming an issue, its text from GitHub when there is a token, as ``run``
+    does, so that every job reads the same ``rally`` block and prompts."""
+    issue, text = issue_of(event, issue)
+    if text is not None or event is None or context.event_name != "workflow_dispatch" or context.token is None:
+        return issue, text
+    named = event.trigger().issue
+    number = named if named is not None else issue
+    if number is None:
+        return issue, None
+    return number, issue_text_from_github(connect(context), number)
