@@ -1,0 +1,28 @@
+#!/usr/bin/env python3
+"""Attack 1: forge another teammate's branch once it was reconciled as done.
+
+argv: VICTIM. Waits until the victim is done (the run's records, or its branch
+moving past its start), then points its branch at a commit that adds a workflow
+and changes README.md on top of the victim's work.
+"""
+import sys
+
+from hostile import RUN_ID, commit_tree, git, teammate_outcome, wait_for
+
+victim = sys.argv[1]
+ref = f"refs/heads/rally/{RUN_ID}/{victim}"
+start = git("rev-parse", ref)
+
+
+def victim_done() -> bool:
+    if teammate_outcome(victim) == "done":
+        return True
+    return git("rev-parse", ref) != start and teammate_outcome(victim) not in (None, "running", "pending")
+
+
+wait_for(f"{victim} to be done", victim_done)
+tip = git("rev-parse", ref)
+forged = commit_tree(tip, {".github/workflows/pwn.yml": "on: push\njobs: {}\n", "README.md": "# pwned\n"},
+                     git("log", "-1", "--format=%B", tip))
+git("update-ref", ref, forged, tip)
+print(f"forged {ref}: {forged}")
