@@ -27,8 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rally_gh.codeowners import import_rules, parse_codeowners  # noqa: E402
-from rally_gh.overlap import Overlap, compile_pattern, find_overlaps, parse_pattern  # noqa: E402
+from rally_gh.ownership.codeowners import import_rules, parse_codeowners  # noqa: E402
+from rally_gh.ownership.overlap import Overlap, compile_pattern, find_overlaps, parse_pattern  # noqa: E402
 
 Team = list[tuple[str, list[str]]]
 

@@ -47,7 +47,7 @@ from ruamel.yaml.reader import ReaderError
 from rally_gh import docs_url
 from rally_gh.errors import ConfigError, UsageError
 from rally_gh.limits import MAX_PARALLEL_PLAIN, MAX_TEAM, NAME_RE
-from rally_gh.paths import hostile_reason
+from rally_gh.ownership.paths import hostile_reason
 
 KeyPath = tuple[str | int, ...]
 
@@ -277,7 +277,7 @@ Duration = Annotated[
 Pattern = Annotated[str, AfterValidator(_check_pattern)]
 RefName = Annotated[str, AfterValidator(_check_ref)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-# A CODEOWNERS owner, as rally_gh.codeowners reads one: @user, @org/team, or an e-mail address.
+# A CODEOWNERS owner, as rally_gh.ownership.codeowners reads one: @user, @org/team, or an e-mail address.
 CodeOwner = Annotated[str, Field(pattern=r"^(@\S+|[^@\s]+@\S+)$")]
 Preset = Literal["claude", "codex", "aider", "command"]
 Checkout = Literal["full", "sparse"]

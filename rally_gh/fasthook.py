@@ -7,7 +7,7 @@ importing pygit2 costs 70 ms, libgit2's index read 92 ms and its index-to-tree
 diff 34 ms (libgit2 does not use cache-tree for diffs); importing
 ``subprocess`` costs 28 ms (it pulls in ``re``, ``locale``, ``enum``,
 ``threading``), and Python's ``site`` 30 ms more. So this module imports only
-``os``, ``sys``, ``marshal`` and ``rally_gh.paths`` (``unicodedata``), starts
+``os``, ``sys``, ``marshal`` and ``rally_gh.ownership.paths`` (``unicodedata``), starts
 git with ``os.posix_spawnp`` (three processes at once), and reads the map from
 a table the full path compiled and cached in ``<common git dir>/rally/cache/``,
 keyed by the map's blob id.
@@ -26,7 +26,7 @@ import marshal
 import os
 import sys
 
-from rally_gh.paths import hostile_reason, is_control_file
+from rally_gh.ownership.paths import hostile_reason, is_control_file
 
 TYPE_CHECKING = False  # importing typing costs milliseconds here
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def compile_table(branch_prefix: str, teammates: list[tuple[str, list[str]]]) ->
     """
     import re
 
-    from rally_gh.globs import compile_glob, literal_prefix
+    from rally_gh.ownership.globs import compile_glob, literal_prefix
 
     rows: list[Row] = []
     for position, (_name, patterns) in enumerate(teammates):

@@ -780,7 +780,7 @@ import re as _re
 import unicodedata as _unicodedata
 from contextlib import contextmanager as _contextmanager
 
-from rally_gh.paths import hostile_reason as _hostile_reason
+from rally_gh.ownership.paths import hostile_reason as _hostile_reason
 
 _ZERO_SHA = "0" * 40
 

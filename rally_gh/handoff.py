@@ -48,9 +48,9 @@ from rally_gh.config import (
     pattern_problem,
 )
 from rally_gh.errors import PatternError, UsageError
-from rally_gh.globs import compile_glob
-from rally_gh.overlap import find_overlaps
-from rally_gh.ownership import Ownership
+from rally_gh.ownership.globs import compile_glob
+from rally_gh.ownership.overlap import find_overlaps
+from rally_gh.ownership.rules import Ownership
 from rally_gh.plan import blockers_closure
 from rally_gh.report import step_complete_fields
 from rally_gh.tasks import DOCS, RunTasks, TasksRefused, TeammateTask, dependency_cycle

@@ -20,7 +20,7 @@ from rally_gh.fasthook import MAP_FILES, compile_table, table_file
 if TYPE_CHECKING:  # pygit2 and pydantic are imported only when needed
     from rally_gh import git
     from rally_gh.config import LoadedConfig, Problem
-    from rally_gh.enforce import CheckResult
+    from rally_gh.ownership.enforce import CheckResult
 
 HOOK_MARKER = "rally-gh-hook"
 
@@ -41,7 +41,7 @@ class HookOutcome:
 
 def pre_commit(repo: git.Repository, config_path: str | None, environ: Mapping[str, str]) -> HookOutcome:
     from rally_gh import git
-    from rally_gh.enforce import check_staged, map_at, who_is_writing
+    from rally_gh.ownership.enforce import check_staged, map_at, who_is_writing
 
     operation = git.in_progress_operation(repo)
     # `git commit -a`, `--only`, `--include` and `git commit PATH` commit a temporary index.
@@ -65,7 +65,7 @@ def _without_merged_in(repo: git.Repository, result: CheckResult, index_file: st
     """During a merge, a staged path identical to the merged-in side was written by
     that side's commits (checked on their own), not by this commit."""
     from rally_gh import git
-    from rally_gh.enforce import CheckResult
+    from rally_gh.ownership.enforce import CheckResult
 
     theirs = git.merge_head_shas(repo)
     staged = git.StagedIndex.of(repo, index_file).entries()
@@ -83,7 +83,7 @@ def _staged_map_problems(repo: git.Repository, config_path: str | None,
     from rally_gh import git
     from rally_gh.config import Problem, load_config_text
     from rally_gh.errors import ConfigError
-    from rally_gh.validation import validate_map
+    from rally_gh.ownership.validation import validate_map
 
     staged = {c.path for c in git.staged_changes(repo, index_file) if c.status != "deleted"}
     for name in (config_path,) if config_path else MAP_FILES:

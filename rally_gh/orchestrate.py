@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rally_gh import agents, enforce, git, integrate, plan, runner
+from rally_gh import agents, git, integrate, plan, runner
 from rally_gh.config import Config, LoadedConfig, Problem, Teammate, format_key_path
 from rally_gh.limits import MAX_TEAM as MAX_PARALLEL_LIMIT
 from rally_gh.errors import RallyError, UsageError
@@ -51,7 +51,8 @@ from rally_gh.state import (
     state_path,
     teammate_branch,
 )
-from rally_gh.validation import control_file_grants, validate_map
+from rally_gh.ownership import enforce
+from rally_gh.ownership.validation import control_file_grants, validate_map
 from rally_gh.words import plural, possessive
 
 EventSink = Callable[[str, str, str], None]  # (teammate or "", state, detail), as runner.EventSink

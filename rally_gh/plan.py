@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 
 from rally_gh.config import Config, Problem, Teammate
-from rally_gh.globs import compile_glob, literal_prefix
+from rally_gh.ownership.globs import compile_glob, literal_prefix
 from rally_gh.limits import MAX_PARALLEL_PLAIN, MAX_TEAM
-from rally_gh.overlap import find_overlaps
+from rally_gh.ownership.overlap import find_overlaps
 from rally_gh.words import plural
 
 

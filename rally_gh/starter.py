@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from rally_gh import docs_url
-from rally_gh.codeowners import imported_teammates, quote, team_size_note, teammate_yaml
-from rally_gh.paths import is_control_file
+from rally_gh.ownership.codeowners import imported_teammates, quote, team_size_note, teammate_yaml
+from rally_gh.ownership.paths import is_control_file
 
 # Where GitHub looks for CODEOWNERS, in its order.
 CODEOWNERS_PLACES = (".github/CODEOWNERS", "CODEOWNERS", "docs/CODEOWNERS")

@@ -49,8 +49,8 @@ from rally_gh.config import (
 )
 from rally_gh import docs_url
 from rally_gh.errors import ConfigError, PatternError, RallyError, UsageError
-from rally_gh.globs import compile_glob
-from rally_gh.ownership import Ownership
+from rally_gh.ownership.globs import compile_glob
+from rally_gh.ownership.rules import Ownership
 from rally_gh.words import possessive
 
 BLOCK_TAG = "rally"

@@ -13,8 +13,8 @@ from hypothesis import event, given, settings, strategies as st
 
 from rally_gh import fasthook
 from rally_gh.errors import PatternError
-from rally_gh.globs import compile_glob
-from rally_gh.ownership import Grant, Ownership
+from rally_gh.ownership.globs import compile_glob
+from rally_gh.ownership.rules import Grant, Ownership
 from rally_gh.testing import RALLY_CLI, SHOP_FILES as FILES, git, git_env, init_repo
 
 SEGMENTS = ["a", "b", "A", "x.py", "rally.yml", "CODEOWNERS", ".github", "*", "**", "*.py", "?", "x*", "a\\*"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TextIO
 
 from rally_gh import git
-from rally_gh.enforce import check_commits, default_base, render, require_map_at, teammate_start, who_is_writing
+from rally_gh.ownership.enforce import check_commits, default_base, render, require_map_at, teammate_start, who_is_writing
 from rally_gh.errors import EXIT_FAILED, EXIT_OK, GitError, UsageError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TextIO
 
-from rally_gh.codeowners import export_codeowners, import_codeowners
+from rally_gh.ownership.codeowners import export_codeowners, import_codeowners
 from rally_gh.userfiles import read_codeowners_file, repository_root, under
 from rally_gh.config import find_config, load_config, load_config_text
 from rally_gh.limits import MAX_TEAM

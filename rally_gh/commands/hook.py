@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TextIO
 
 from rally_gh import git
-from rally_gh.enforce import render
+from rally_gh.ownership.enforce import render
 from rally_gh.errors import EXIT_FAILED, EXIT_OK
 from rally_gh.hook import install_hook, pre_commit as staged_check
 

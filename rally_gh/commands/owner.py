@@ -50,7 +50,7 @@ def run(cwd: Path, paths: list[str], config_path: Path | None, codeowners_path: 
 
 
 def _codeowners(cwd: Path, path: Path) -> OwnersOf:
-    from rally_gh.codeowners import CodeownersMatcher
+    from rally_gh.ownership.codeowners import CodeownersMatcher
 
     text = read_codeowners_file(cwd, path, f"--codeowners {path}")
     return CodeownersMatcher.from_text(text, str(path)).owners_of_many
@@ -58,7 +58,7 @@ def _codeowners(cwd: Path, path: Path) -> OwnersOf:
 
 def _rally(cwd: Path, config_path: Path | None) -> OwnersOf:
     from rally_gh.config import find_config, load_config
-    from rally_gh.ownership import Ownership
+    from rally_gh.ownership.rules import Ownership
 
     explicit = None if config_path is None else under(cwd, config_path)
     ownership = Ownership.from_config(load_config(find_config(repository_root(cwd), explicit)).config)

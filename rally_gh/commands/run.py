@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rally_gh import git, orchestrate, plan
-from rally_gh.enforce import map_for_run
+from rally_gh.ownership.enforce import map_for_run
 from rally_gh.config import Config, LoadedConfig
 from rally_gh.errors import RallyError, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from rally_gh.progress import Progress, wants_live

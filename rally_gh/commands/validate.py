@@ -9,7 +9,7 @@ from typing import TextIO
 from rally_gh import git
 from rally_gh.config import Problem, find_config, load_config, problem_order
 from rally_gh.errors import EXIT_FAILED, EXIT_OK, ConfigError, GitError
-from rally_gh.validation import problem_dict, validate_map
+from rally_gh.ownership.validation import problem_dict, validate_map
 
 
 def run(cwd: Path, config_path: Path | None, fmt: str, stdout: TextIO) -> int:

@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 
 from rally_gh.config import Config, Teammate
 from rally_gh.errors import PatternError
-from rally_gh.globs import matches
-from rally_gh.ownership import Ownership
+from rally_gh.ownership.globs import matches
+from rally_gh.ownership.rules import Ownership
 
 
 def make_config(**lists: list[str]) -> Config:
@@ -113,7 +113,7 @@ def pattern_lists(draw: st.DrawFn) -> list[str]:
 
 def _claims(patterns: list[str], path: str) -> bool:
     """The definition: the last pattern of the list that matches decides."""
-    from rally_gh.paths import is_control_file
+    from rally_gh.ownership.paths import is_control_file
 
     decision = False
     for p in patterns:

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from rally_gh import globs
+from rally_gh.ownership import globs
 from rally_gh.config import Config, LoadedConfig, Location, SourceMap, Teammate
 from rally_gh.errors import PatternError
-from rally_gh.overlap import (
+from rally_gh.ownership.overlap import (
     Overlap,
     compile_pattern,
     dead_patterns,

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rally_gh.errors import PatternError
-from rally_gh.globs import GlobSet, compile_glob, glob_regex, is_literal, literal_prefix, matches
+from rally_gh.ownership.globs import GlobSet, compile_glob, glob_regex, is_literal, literal_prefix, matches
 
 # (pattern, path, expected) — the rules of SPEC section 1, one group per rule.
 CASES = [

@@ -15,7 +15,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from rally_gh.codeowners import (
+from rally_gh.ownership.codeowners import (
     ROLE_PREFIX,
     CodeownersMatcher,
     export_codeowners,
@@ -27,11 +27,11 @@ from rally_gh.commands import codeowners as codeowners_cmd
 from rally_gh.commands import owner as owner_cmd
 from rally_gh.config import Config, Teammate, load_config_text
 from rally_gh.errors import ConfigError, UsageError
-from rally_gh.globs import matches
-from rally_gh.ownership import Ownership
-from rally_gh.paths import CONTROL_FILES, is_control_file
+from rally_gh.ownership.globs import matches
+from rally_gh.ownership.paths import CONTROL_FILES, is_control_file
+from rally_gh.ownership.rules import Ownership
 
-SHARED = Path(os.environ.get("RALLY_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+SHARED = Path(os.environ.get("RALLY_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
 DATA = SHARED / "data" / "codeowners"
 DATASETS = sorted(p.name.removesuffix(".CODEOWNERS") for p in DATA.glob("*.CODEOWNERS")) if DATA.is_dir() else []
 needs_data = pytest.mark.skipif(not DATASETS, reason=f"no datasets in {DATA}")
@@ -491,7 +491,7 @@ def test_an_overlapping_map_exports_with_a_line_saying_where_the_readings_part()
 
 def test_reading_codeowners_never_imports_pydantic() -> None:
     """`owner --codeowners` answers for 100k paths in well under a second; pydantic alone costs ~0.3 s."""
-    code = "import sys, rally_gh.codeowners; print('pydantic' in sys.modules)"
+    code = "import sys, rally_gh.ownership.codeowners; print('pydantic' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 

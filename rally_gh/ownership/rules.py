@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rally_gh.errors import PatternError
-from rally_gh.globs import Glob, GlobSet, compile_glob
-from rally_gh.paths import is_control_file
+from rally_gh.ownership.globs import Glob, GlobSet, compile_glob
+from rally_gh.ownership.paths import is_control_file
 
 if TYPE_CHECKING:  # pydantic is slow to import; `owner --codeowners` never needs it
     from rally_gh.config import Config

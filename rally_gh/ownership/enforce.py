@@ -21,8 +21,8 @@ from rally_gh.config import CONFIG_CANDIDATES, LoadedConfig, Location, load_conf
 from rally_gh.limits import TEAMMATE_NAME
 from rally_gh.errors import GitError, UsageError
 from rally_gh.fasthook import branch_teammate
-from rally_gh.ownership import Ownership
-from rally_gh.paths import hostile_reason, is_control_file
+from rally_gh.ownership.paths import hostile_reason, is_control_file
+from rally_gh.ownership.rules import Ownership
 
 
 

@@ -1,4 +1,4 @@
-"""Hostile path names (rally_gh.paths): every name that `git fsck` reports as
+"""Hostile path names (rally_gh.ownership.paths): every name that `git fsck` reports as
 ``hasDotgit`` is refused, and names that only look alike are not."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from rally_gh.paths import HFS_IGNORED, hostile_reason, is_dotgit_elsewhere
+from rally_gh.ownership.paths import HFS_IGNORED, hostile_reason, is_dotgit_elsewhere
 from rally_gh.testing import git, git_env, init_repo
 
 # What issue 14 saw pass `check`, and the rest of git's list.

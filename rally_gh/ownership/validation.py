@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rally_gh.config import LoadedConfig, Problem
-from rally_gh.globs import GlobSet, compile_glob, is_literal
+from rally_gh.ownership.globs import GlobSet, compile_glob, is_literal
 from rally_gh.limits import MAX_TEAM
-from rally_gh.overlap import dead_patterns, overlap_problems
-from rally_gh.ownership import Ownership
-from rally_gh.paths import is_control_file
+from rally_gh.ownership.overlap import dead_patterns, overlap_problems
+from rally_gh.ownership.paths import is_control_file
+from rally_gh.ownership.rules import Ownership
 
 
 def validate_map(loaded: LoadedConfig, tracked: Sequence[str] | None = None,

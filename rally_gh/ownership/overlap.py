@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
-from rally_gh import globs
+from rally_gh.ownership import globs
 from rally_gh.config import LoadedConfig, Problem
 
 Severity = Literal["error", "warning"]

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rally_gh.errors import ConfigError, PatternError
-from rally_gh.globs import Glob, GlobSet, compile_glob, literal_prefix
+from rally_gh.ownership.globs import Glob, GlobSet, compile_glob, literal_prefix
 from rally_gh.limits import MAX_TEAM
 from rally_gh.words import plural
-from rally_gh.ownership import Ownership
-from rally_gh.paths import is_control_file
+from rally_gh.ownership.paths import is_control_file
+from rally_gh.ownership.rules import Ownership
 
 if TYPE_CHECKING:  # pydantic is slow to import; `owner --codeowners` never needs it
     from rally_gh.config import Config
@@ -317,7 +317,7 @@ def export_codeowners(config: Config) -> str:
         f"# Made by `rally-gh codeowners export` from the ownership map of team {config.team}.",
         "# Each teammate's patterns in its own order; a line with no owner takes paths back out.",
     ]
-    from rally_gh.overlap import find_overlaps  # imports config (pydantic): `owner --codeowners` never needs it
+    from rally_gh.ownership.overlap import find_overlaps  # imports config (pydantic): `owner --codeowners` never needs it
 
     overlaps = [o for o in find_overlaps([(t.name, t.exclusive_write) for t in config.teammates])
                 if o.severity == "error"]

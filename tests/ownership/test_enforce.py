@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rally_gh import git as g
-from rally_gh.enforce import check_commits, require_map_at, teammate_from_branch
+from rally_gh.ownership.enforce import check_commits, require_map_at, teammate_from_branch
 from rally_gh.testing import RALLY_CLI, SHOP_FILES as FILES, SHOP_MAP as MAP, commit, git, init_repo
 
 @pytest.fixture
@@ -267,7 +267,7 @@ def test_cli_broken_map_at_base_points_at_the_line(tmp_path: Path) -> None:
 
 
 def test_a_run_uses_the_committed_map_never_the_work_tree(repo_dir: Path) -> None:
-    from rally_gh.enforce import map_for_run
+    from rally_gh.ownership.enforce import map_for_run
 
     (repo_dir / "rally.yml").write_text(MAP.replace("src/api/**", "src/**"))  # an uncommitted grant
     loaded, note = map_for_run(g.open_repo(repo_dir))
@@ -276,7 +276,7 @@ def test_a_run_uses_the_committed_map_never_the_work_tree(repo_dir: Path) -> Non
 
 
 def test_the_map_comes_from_the_configured_base_branch(repo_dir: Path) -> None:
-    from rally_gh.enforce import map_for_run
+    from rally_gh.ownership.enforce import map_for_run
 
     git(repo_dir, "checkout", "-q", "main")
     commit(repo_dir, {"rally.yml": MAP.replace("team: shop", "team: shop\nbase: trunk")}, "base: trunk")

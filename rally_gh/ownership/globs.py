@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import re2  # type: ignore[import-untyped]
 
 from rally_gh.errors import PatternError
-from rally_gh.paths import hostile_reason
+from rally_gh.ownership.paths import hostile_reason
 
 # The DFA budget of the RE2 set. With the default 8 MiB a set of thousands of
 # patterns may not fit even a few DFA states, and then RE2::Set::Match silently
