@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from rally_gh import git as rgit
 from rally_gh.errors import ConflictError
 from rally_gh.git import Identity, Sha
+from rally_gh.git.repository import _credential_env
 from rally_gh.integrate import (
     IntegrationPlan,
     PlanError,
@@ -609,7 +610,7 @@ def test_publish_retries_over_an_earlier_attempt_of_its_own(tmp_path: Path) -> N
 
 def test_push_credentials_go_in_a_header_not_the_command_line() -> None:
     creds = rgit.HttpCredentials("tok123")
-    env = rgit._credential_env(creds)
+    env = _credential_env(creds)
     assert "tok123" not in repr(creds)
     assert any(v.startswith("Authorization: Basic ") for k, v in env.items() if k.startswith("GIT_CONFIG_VALUE_"))
 
