@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from rally_gh import git as rgit
 from rally_gh.errors import ConflictError
 from rally_gh.git import Identity, Sha
-from rally_gh.git.repository import _credential_env
+from rally_gh.git.remote import _credential_env
 from rally_gh.integrate import (
     IntegrationPlan,
     PlanError,

@@ -1,88 +1,154 @@
-"""All git access (being split into modules along the sections of repository.py)."""
+"""All git access: the only package that imports pygit2.
+
+Callers write ``from rally_gh import git`` and ``git.branch_tip(repo, ...)``.
+A ``Repository`` is an opaque handle outside this package: every question
+about it (its folders, its refs, its commits) is a function here, and no
+pygit2 object is handed out. The modules, along the ways rally-gh uses git:
+
+- ``repository``: opening a repository and reading it (commits, trees, blobs,
+  HEAD, config); who writes a commit; ``run_git``, the one door to the git
+  CLI where libgit2 falls short.
+- ``changes``: what a commit, a range, the index or the work tree writes (the
+  input of ownership enforcement).
+- ``trees``: trees as raw bytes parsed once and cached, the fast path under
+  ``changes`` and ``replay`` (internal).
+- ``refs``: references and branches; a compare-and-swap move of a ref.
+- ``worktrees``: teammates' checkouts (sparse or full), scratch checkouts to
+  verify a commit in, committing what an agent left, and the guard of the git
+  directory they share.
+- ``replay``: the in-memory replay of commits onto a new tip, conflicts as
+  values (integration).
+- ``remote``: pushes under a lease and what a remote holds.
+- ``records``: records kept as commits (the run history, split-run results).
+
+Errors are ``rally_gh.errors.GitError``: what went wrong, and what to do.
+"""
 
 from __future__ import annotations
 
-from rally_gh.git.repository import (
-    Repository as Repository,
-    Sha as Sha,
-    MODE_BLOB as MODE_BLOB,
-    MODE_EXEC as MODE_EXEC,
-    MODE_LINK as MODE_LINK,
-    MODE_GITLINK as MODE_GITLINK,
-    MODE_TREE as MODE_TREE,
-    EMPTY_TREE_SHA as EMPTY_TREE_SHA,
-    open_repo as open_repo,
-    workdir as workdir,
-    common_dir as common_dir,
-    user_identity as user_identity,
-    resolve as resolve,
-    commit_of as commit_of,
-    head_sha as head_sha,
-    head_branch as head_branch,
-    config_value as config_value,
-    in_progress_operation as in_progress_operation,
-    is_shallow as is_shallow,
-    read_blob as read_blob,
-    tracked_paths as tracked_paths,
-    tree_entry_names as tree_entry_names,
-    Change as Change,
-    StagedIndex as StagedIndex,
-    staged_changes as staged_changes,
-    commit_changes as commit_changes,
-    tree_changes as tree_changes,
-    new_tree_cache as new_tree_cache,
-    commits_between as commits_between,
-    merge_base as merge_base,
-    blob_text as blob_text,
-    read_index_blob as read_index_blob,
-    merge_head_shas as merge_head_shas,
-    entry_at as entry_at,
-    hooks_dir as hooks_dir,
-    dirty_paths as dirty_paths,
-    run_git as run_git,
-    iter_paths_in as iter_paths_in,
-    short as short,
-    oid as oid,
-    parent_dirs as parent_dirs,
-    GitDirControls as GitDirControls,
-    git_dir_controls as git_dir_controls,
-    restore_git_dir_controls as restore_git_dir_controls,
-    rally_worktrees_root as rally_worktrees_root,
-    add_worktree as add_worktree,
-    register_worktree as register_worktree,
-    populate_worktree as populate_worktree,
-    cone_patterns as cone_patterns,
-    remove_worktree as remove_worktree,
-    prune_worktrees as prune_worktrees,
-    commit_all as commit_all,
-    worktree_head as worktree_head,
-    changed_files as changed_files,
-    write_record_commit as write_record_commit,
-    Identity as Identity,
-    RALLY_COMMITTER as RALLY_COMMITTER,
-    CommitSummary as CommitSummary,
-    PathConflict as PathConflict,
-    ReplayedCommit as ReplayedCommit,
-    object_exists as object_exists,
-    branch_names as branch_names,
-    branch_tip as branch_tip,
-    is_ancestor as is_ancestor,
-    ref_sha as ref_sha,
-    commit_summaries as commit_summaries,
-    signature as signature,
-    TreeCache as TreeCache,
-    replay_session as replay_session,
-    replay_commit as replay_commit,
-    materialize as materialize,
-    dematerialize as dematerialize,
-    update_ref_if as update_ref_if,
-    HttpCredentials as HttpCredentials,
-    RefPush as RefPush,
-    PushedRef as PushedRef,
-    push_refs as push_refs,
-    remote_ref_shas as remote_ref_shas,
-    RefTarget as RefTarget,
-    ref_target as ref_target,
-    blobs_under as blobs_under,
-    commit_with_files as commit_with_files,
+from pygit2 import Repository
+
+from rally_gh.git.changes import (
+    Change,
+    StagedIndex,
+    changed_files,
+    commit_changes,
+    commits_between,
+    dirty_paths,
+    merge_head_shas,
+    read_index_blob,
+    staged_changes,
+    tree_changes,
 )
+from rally_gh.git.records import (
+    blobs_under,
+    commit_with_files,
+    write_record_commit,
+)
+from rally_gh.git.refs import (
+    RefTarget,
+    branch_names,
+    branch_tip,
+    ref_sha,
+    ref_target,
+    update_ref_if,
+)
+from rally_gh.git.remote import (
+    HttpCredentials,
+    PushedRef,
+    RefPush,
+    push_refs,
+    remote_ref_shas,
+)
+from rally_gh.git.replay import (
+    CommitSummary,
+    PathConflict,
+    ReplayedCommit,
+    commit_summaries,
+    replay_commit,
+    replay_session,
+)
+from rally_gh.git.repository import (
+    EMPTY_TREE_SHA,
+    MODE_BLOB,
+    MODE_EXEC,
+    MODE_GITLINK,
+    MODE_LINK,
+    MODE_TREE,
+    RALLY_COMMITTER,
+    Identity,
+    Sha,
+    blob_text,
+    commit_of,
+    common_dir,
+    config_value,
+    entry_at,
+    head_branch,
+    head_sha,
+    hooks_dir,
+    in_progress_operation,
+    is_ancestor,
+    is_shallow,
+    iter_paths_in,
+    merge_base,
+    object_exists,
+    oid,
+    open_repo,
+    parent_dirs,
+    read_blob,
+    resolve,
+    run_git,
+    short,
+    signature,
+    tracked_paths,
+    tree_entry_names,
+    user_identity,
+    workdir,
+)
+from rally_gh.git.trees import (
+    TreeCache,
+    new_tree_cache,
+)
+from rally_gh.git.worktrees import (
+    GitDirControls,
+    add_worktree,
+    commit_all,
+    cone_patterns,
+    dematerialize,
+    git_dir_controls,
+    materialize,
+    populate_worktree,
+    prune_worktrees,
+    rally_worktrees_root,
+    register_worktree,
+    remove_worktree,
+    restore_git_dir_controls,
+    worktree_head,
+)
+
+__all__ = [
+    "Repository",  # an opaque handle outside this package
+    # changes
+    "Change", "StagedIndex", "changed_files", "commit_changes", "commits_between", "dirty_paths", "merge_head_shas",
+    "read_index_blob", "staged_changes", "tree_changes",
+    # records
+    "blobs_under", "commit_with_files", "write_record_commit",
+    # refs
+    "RefTarget", "branch_names", "branch_tip", "ref_sha", "ref_target", "update_ref_if",
+    # remote
+    "HttpCredentials", "PushedRef", "RefPush", "push_refs", "remote_ref_shas",
+    # replay
+    "CommitSummary", "PathConflict", "ReplayedCommit", "commit_summaries", "replay_commit", "replay_session",
+    # repository
+    "EMPTY_TREE_SHA", "MODE_BLOB", "MODE_EXEC", "MODE_GITLINK", "MODE_LINK", "MODE_TREE", "RALLY_COMMITTER",
+    "Identity", "Sha", "blob_text", "commit_of", "common_dir", "config_value", "entry_at", "head_branch",
+    "head_sha", "hooks_dir", "in_progress_operation", "is_ancestor", "is_shallow", "iter_paths_in", "merge_base",
+    "object_exists", "oid", "open_repo", "parent_dirs", "read_blob", "resolve", "run_git", "short", "signature",
+    "tracked_paths", "tree_entry_names", "user_identity", "workdir",
+    # trees
+    "TreeCache", "new_tree_cache",
+    # worktrees
+    "GitDirControls", "add_worktree", "commit_all", "cone_patterns", "dematerialize", "git_dir_controls",
+    "materialize", "populate_worktree", "prune_worktrees", "rally_worktrees_root", "register_worktree",
+    "remove_worktree", "restore_git_dir_controls", "worktree_head",
+]
