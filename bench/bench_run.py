@@ -30,7 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rally_gh import git, orchestrate, plan  # noqa: E402
+from rally_gh import git, plan  # noqa: E402
+from rally_gh.run import pipeline  # noqa: E402
 from rally_gh.config import load_config_text  # noqa: E402
 from rally_gh.testing import git as run_git  # noqa: E402
 from rally_gh.testing import init_repo  # noqa: E402
@@ -60,8 +61,8 @@ def bench_run(where: Path) -> dict[str, float]:
     rally_yml = "\n".join(lines) + "\n"
     repo = init_repo(where / "repo", {"README.md": "bench\n", "rally.yml": rally_yml})
     started = time.monotonic()
-    state = orchestrate.run(repo, load_config_text(rally_yml, "rally.yml"), "bench", None, time.time,
-                            dict(os.environ))
+    state = pipeline.run(repo, load_config_text(rally_yml, "rally.yml"), "bench", None, time.time,
+                         dict(os.environ))
     total = time.monotonic() - started
     outcomes = {t.outcome for t in state.teammates}
     assert outcomes == {"done"}, outcomes

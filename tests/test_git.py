@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rally_gh import git, orchestrate
+from rally_gh import git
+from rally_gh.run import pipeline
 from rally_gh.config import load_config_text
 from rally_gh.testing import git as run_git
 from rally_gh.testing import init_repo
@@ -132,7 +133,7 @@ def test_a_sparse_teammates_commits_and_leftovers_change_only_its_own_paths(tmp_
     """)
     repo = init_repo(tmp_path / "repo", {**FILES, "rally.yml": rally_yml})
     start = run_git(repo, "rev-parse", "HEAD").strip()
-    state = orchestrate.run(repo, load_config_text(rally_yml, "rally.yml"), "r1", None, time.time, dict(os.environ))
+    state = pipeline.run(repo, load_config_text(rally_yml, "rally.yml"), "r1", None, time.time, dict(os.environ))
     docs = state.teammate("docs")
     assert (docs.outcome, docs.violations) == ("done", ()), docs.reason
     assert docs.files_changed == ("docs/deep/new.md", "docs/faq.md", "docs/guide.md")

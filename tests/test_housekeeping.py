@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rally_gh import git, orchestrate
+from rally_gh import git
+from rally_gh.run import pipeline
 from rally_gh.commands import clean as clean_cmd
 from rally_gh.commands import report as report_cmd
 from rally_gh.commands import runs as runs_cmd
@@ -49,7 +50,7 @@ def team_map(names: list[str]) -> str:
 
 def do_run(repo: Path, run_id: str, names: list[str], started: float, dry_run: bool = False) -> None:
     loaded = load_config_text(team_map(names), "rally.yml")
-    orchestrate.run(repo, loaded, run_id, None, lambda: started, dict(os.environ), dry_run=dry_run)
+    pipeline.run(repo, loaded, run_id, None, lambda: started, dict(os.environ), dry_run=dry_run)
 
 
 def branches(repo: Path) -> list[str]:

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from rally_gh import git, orchestrate
+from rally_gh import git
+from rally_gh.run import pipeline
 from rally_gh.config import load_config_text
 from rally_gh.demo import DEMO_RUN_ID, EXPECTED, INTRO, build_demo
 from rally_gh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
@@ -32,8 +33,8 @@ def run(keep: Path | None, stdout: TextIO, *, progress_stream: TextIO | None = N
         progress = Progress(stream, wants_live(stream, os.environ), common_dir=git.common_dir(git.open_repo(root)),
                             run_id=DEMO_RUN_ID)
         with progress:
-            state = orchestrate.run(root, load_config_text(demo.rally_yml, "rally.yml"), DEMO_RUN_ID, None,
-                                    time.time, dict(os.environ), progress.event)
+            state = pipeline.run(root, load_config_text(demo.rally_yml, "rally.yml"), DEMO_RUN_ID, None,
+                                 time.time, dict(os.environ), progress.event)
         stdout.write("\n")
         write_report(state, stdout, marker=False)
         if keep is not None:

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from rally_gh import git, orchestrate, plan
+from rally_gh import git, plan
+from rally_gh.run import pipeline
 from rally_gh.ownership.enforce import map_for_run
 from rally_gh.config import Config, LoadedConfig
 from rally_gh.errors import RallyError, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
@@ -89,7 +90,7 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
             issue_text = issue_text_from_github(github.endpoint, issue)
         if trigger.inputs is not None:
             # Who runs: the dispatch's choice, else the action's. How many at once: the lowest of
-            # those given; orchestrate never lets it pass the map's max_parallel.
+            # those given; the run never lets it pass the map's max_parallel.
             only = trigger.inputs.teammates or only
             max_parallel = min((n for n in (max_parallel, trigger.inputs.max_parallel) if n is not None), default=None)
             dry_run = dry_run or trigger.inputs.dry_run
@@ -115,12 +116,12 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
 
     with progress:
         try:
-            state = orchestrate.run(root, loaded, the_run, issue_text, time.time, environ, on_event,
-                                    dry_run=dry_run, resume=resume is not None,
-                                    # In Actions the run publishes to origin; a local run only when asked
-                                    # (RALLY_REMOTE names the remote): a person's remotes are theirs.
-                                    remote=actions.publish_remote if github is not None else actions.remote,
-                                    only=only or None, max_parallel=max_parallel, tasks=tasks)
+            state = pipeline.run(root, loaded, the_run, issue_text, time.time, environ, on_event,
+                                 dry_run=dry_run, resume=resume is not None,
+                                 # In Actions the run publishes to origin; a local run only when asked
+                                 # (RALLY_REMOTE names the remote): a person's remotes are theirs.
+                                 remote=actions.publish_remote if github is not None else actions.remote,
+                                 only=only or None, max_parallel=max_parallel, tasks=tasks)
         except RallyError as err:
             started = (runs_dir(git.common_dir(repo)) / the_run / "run.json").exists()
             if github is not None and issue is not None and not started:
@@ -220,8 +221,8 @@ def teammate(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: Tea
         loaded = replace(loaded, config=apply_tasks(loaded.config, tasks))
     progress = Progress(sys.stderr, wants_live(sys.stderr, actions.environ))
     with progress:
-        record = orchestrate.run_teammate(root, loaded, options.run_id, name, issue_text, time.time, actions.environ,
-                                          progress.event, remote=actions.publish_remote)
+        record = pipeline.run_teammate(root, loaded, options.run_id, name, issue_text, time.time, actions.environ,
+                                       progress.event, remote=actions.publish_remote)
     stdout.write(f"{record.name}: {record.outcome}" + (f" ({record.reason})" if record.reason else "") + "\n")
     if not record.finished:
         return EXIT_INTERRUPTED
@@ -240,8 +241,8 @@ def merge(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: MergeO
         loaded = replace(loaded, config=apply_tasks(loaded.config, tasks))
     progress = Progress(sys.stderr, wants_live(sys.stderr, actions.environ))
     with progress:
-        state = orchestrate.merge_run(root, loaded, options.run_id, time.time, actions.environ, progress.event,
-                                      remote=actions.publish_remote,
-                                      selected=None if tasks is None else frozenset(tasks.names))
+        state = pipeline.merge_run(root, loaded, options.run_id, time.time, actions.environ, progress.event,
+                                   remote=actions.publish_remote,
+                                   selected=None if tasks is None else frozenset(tasks.names))
     # The plan job admitted the run; the merge job publishes it like a single-job run.
     return finish(repo, state, loaded.config, actions, stdout, github=github_of_run(actions, event))

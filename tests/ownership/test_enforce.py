@@ -322,7 +322,7 @@ def blocked_run(tmp_path: Path) -> Path:
     import sys
     import time
 
-    from rally_gh import orchestrate
+    from rally_gh.run import pipeline
     from rally_gh.config import load_config_text
 
     utils = ("import pathlib; pathlib.Path('src/utils').mkdir(parents=True, exist_ok=True); "
@@ -331,8 +331,8 @@ def blocked_run(tmp_path: Path) -> Path:
             "pathlib.Path('docs').mkdir(exist_ok=True); pathlib.Path('docs/utils.md').write_text('# utils')")
     text = BLOCKED_RUN_MAP.format(python=json.dumps(sys.executable), utils=utils, docs=docs)
     d = init_repo(tmp_path / "repo", {"README.md": "# r\n", "rally.yml": text})
-    state = orchestrate.run(d, load_config_text(text, "rally.yml"), "r1", None, time.time, dict(os.environ),
-                            lambda *e: None)
+    state = pipeline.run(d, load_config_text(text, "rally.yml"), "r1", None, time.time, dict(os.environ),
+                         lambda *e: None)
     assert {t.name: t.outcome for t in state.teammates} == {"utils": "done", "docs": "done"}
     return d
 

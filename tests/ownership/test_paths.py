@@ -99,7 +99,7 @@ def test_reconciliation_finds_a_teammate_that_committed_such_a_name(tmp_path: Pa
     import textwrap
     import time
 
-    from rally_gh import orchestrate
+    from rally_gh.run import pipeline
     from rally_gh.config import load_config_text
 
     script = tmp_path / "plumber.py"
@@ -117,7 +117,7 @@ def test_reconciliation_finds_a_teammate_that_committed_such_a_name(tmp_path: Pa
             agent: {{preset: command, command: [{json.dumps(sys.executable)}, "-c", "pass"]}}
     """)
     repo = init_repo(tmp_path / "repo", {"rally.yml": rally_yml, "docs/guide.md": "guide\n", "src/a.py": "a\n"})
-    state = orchestrate.run(repo, load_config_text(rally_yml, "rally.yml"), "r1", None, time.time, dict(os.environ))
+    state = pipeline.run(repo, load_config_text(rally_yml, "rally.yml"), "r1", None, time.time, dict(os.environ))
     docs = state.teammate("docs")
     assert docs.outcome == "violated", docs.reason
     assert {(v.path, v.kind) for v in docs.violations} == {(f"docs/{name}/config", "hostile")}

@@ -13,7 +13,7 @@ standard input and prints one JSON result on standard output::
 Every name in ``env`` is passed to the agent the way a map's ``env`` list
 passes it, so the preset's own passthrough is exercised, not bypassed.
 
-A job with ``rally_yml`` is a whole run instead (``orchestrate.run``, as
+A job with ``rally_yml`` is a whole run instead (``pipeline.run``, as
 ``rally-gh run`` does it) in the git repository ``repo``::
 
     job: {"repo", "rally_yml", "run_id", "env": {NAME: VALUE}, "scenario", "model", "netns": bool}
@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for mode
 
 from modelstub import ModelStub  # noqa: E402
 
-from rally_gh import git, orchestrate  # noqa: E402
+from rally_gh import git  # noqa: E402
+from rally_gh.run import pipeline  # noqa: E402
 from rally_gh.agents import agent_command  # noqa: E402
 from rally_gh.config import AgentSpec, Teammate, load_config_text  # noqa: E402
 from rally_gh.report import report_json  # noqa: E402
@@ -97,7 +98,7 @@ def drive_run(job: dict[str, Any]) -> dict[str, Any]:
         fill = _filler(stub.url)
         os.environ.update({name: fill(value) for name, value in job["env"].items()})
         loaded = load_config_text(fill(job["rally_yml"]), "rally.yml")
-        state = orchestrate.run(repo, loaded, job["run_id"], None, time.time, dict(os.environ))
+        state = pipeline.run(repo, loaded, job["run_id"], None, time.time, dict(os.environ))
         teammates = runs_dir(git.common_dir(git.open_repo(repo))) / job["run_id"] / "teammates"
         logs = {folder.name: {log.name: log.read_text(errors="replace")[-20000:]
                               for log in sorted((folder / "logs").glob("*")) if log.is_file()}

@@ -1,4 +1,4 @@
-"""Whole runs (``orchestrate.run``, as ``rally-gh run`` does it) with a real CLI as a teammate.
+"""Whole runs (``pipeline.run``, as ``rally-gh run`` does it) with a real CLI as a teammate.
 
 test_real_clis.py drives one attempt in a worktree of its own; these go
 through everything a run does around it: the worktree under

@@ -30,7 +30,7 @@ from ruamel.yaml import YAML
 from rally_gh.github.fake import FakeGitHubServer
 from rally_gh.testing import RALLY_CLI, git, git_env, init_repo
 
-sys.path.insert(0, str(Path(__file__).parent / "github"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "github"))
 from openapi_check import github_openapi  # noqa: E402  (tests/github: the fake's answers checked)
 
 
@@ -46,7 +46,7 @@ def checked_fake(*args: Any) -> Iterator[FakeGitHubServer]:
 
 RUN = "s1"
 JOB_TIMEOUT_S = 60  # a job that waits for something that never comes fails the test instead of hanging it
-WORKFLOW = Path(__file__).resolve().parents[1] / "docs" / "workflows" / "rally-matrix.yml"
+WORKFLOW = Path(__file__).resolve().parents[2] / "docs" / "workflows" / "rally-matrix.yml"
 
 # The teammates' agents: api's output comes from a file outside the repository, so that a
 # re-run of its job can produce different work; web checks that it starts from api's work.

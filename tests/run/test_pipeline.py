@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from rally_gh.tasks import tasks_from_issue
-from rally_gh import git, orchestrate
+from rally_gh import git
+from rally_gh.run import pipeline
 from rally_gh.config import load_config_text
 from rally_gh.errors import RallyError
 from rally_gh.github.actions import read
@@ -101,15 +102,15 @@ def _repo(tmp_path: Path, rally_yml: str) -> Path:
 
 
 def _orchestrator(repo: Path, run_id: str, **popen: Any) -> subprocess.Popen[str]:
-    """``orchestrate.run`` in a process of its own (to signal or kill it); prints the final status."""
+    """``pipeline.run`` in a process of its own (to signal or kill it); prints the final status."""
     code = textwrap.dedent(f"""
         import os, sys, time
-        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
         from pathlib import Path
-        from rally_gh import orchestrate
+        from rally_gh.run import pipeline
         from rally_gh.config import load_config_text
         loaded = load_config_text(Path("rally.yml").read_text(), "rally.yml")
-        print(orchestrate.run(Path("."), loaded, {run_id!r}, None, time.time, dict(os.environ)).status)
+        print(pipeline.run(Path("."), loaded, {run_id!r}, None, time.time, dict(os.environ)).status)
     """)
     return subprocess.Popen([sys.executable, "-c", code], cwd=repo, text=True, **popen)
 
@@ -117,8 +118,8 @@ def _orchestrator(repo: Path, run_id: str, **popen: Any) -> subprocess.Popen[str
 def _run(repo: Path, rally_yml: str, run_id: str = "r1", **kwargs: object) -> object:
     loaded = load_config_text(rally_yml, "rally.yml")
     events: list[tuple[str, str, str]] = []
-    state = orchestrate.run(repo, loaded, run_id, None, time.time, dict(os.environ),
-                            lambda *e: events.append(e), **kwargs)  # type: ignore[arg-type]
+    state = pipeline.run(repo, loaded, run_id, None, time.time, dict(os.environ),
+                         lambda *e: events.append(e), **kwargs)  # type: ignore[arg-type]
     return state
 
 
@@ -557,7 +558,7 @@ def test_only_the_teammates_the_issue_names_run(tmp_path: Path) -> None:
     issue = "Orders\n\n```rally\napi: Build the orders endpoint\nidle: Nothing, really\n```\n"
     loaded = load_config_text(rally_yml, "rally.yml")
     tasks = tasks_from_issue(issue, loaded.config)
-    state = orchestrate.run(repo, loaded, "r9", issue, time.time, dict(os.environ), tasks=tasks)
+    state = pipeline.run(repo, loaded, "r9", issue, time.time, dict(os.environ), tasks=tasks)
     assert [t.name for t in state.teammates] == ["api", "idle"]
     prompt = git.common_dir(git.open_repo(repo)) / "rally" / "runs" / "r9" / "teammates" / "api" / "prompt.md"
     assert "Build the orders endpoint" in prompt.read_text() and "Do the api work." not in prompt.read_text()
@@ -731,7 +732,7 @@ def test_a_split_job_never_replaces_a_local_runs_state(tmp_path: Path) -> None:
     kept = load_state(common, "mine")
     loaded = load_config_text(rally_yml, "rally.yml")
     with pytest.raises(RallyError, match="not a split run") as err:
-        orchestrate.merge_run(repo, loaded, "mine", time.time, dict(os.environ))
+        pipeline.merge_run(repo, loaded, "mine", time.time, dict(os.environ))
     assert "rally-gh run --resume mine" in (err.value.hint or "")
     assert load_state(common, "mine") == kept
 
@@ -844,7 +845,7 @@ def test_credentials_a_preset_passes_are_reported_as_risks() -> None:
             exclusive_write: [src/web/**]
             agent: {preset: command, command: ["true"], env: [NPM_TOKEN, UNSET_ONE]}
         """), "rally.yml")
-    risks = orchestrate._risks(loaded, {"ANTHROPIC_API_KEY": "k", "NPM_TOKEN": "n", "PATH": "/bin"})
+    risks = pipeline._risks(loaded, {"ANTHROPIC_API_KEY": "k", "NPM_TOKEN": "n", "PATH": "/bin"})
     assert "api's agent receives runner variables ANTHROPIC_API_KEY (env passthrough, as the claude preset needs)" \
         in risks
     assert "web's agent receives runner variables NPM_TOKEN (env passthrough)" in risks

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rally_gh import git, orchestrate, runner
+from rally_gh import git, runner
+from rally_gh.run import pipeline
 from rally_gh.config import load_config_text
 from rally_gh.report import report_json
 from rally_gh.testing import git as run_git
@@ -91,7 +92,7 @@ def test_misbehaving_agents_each_get_an_outcome_and_nothing_is_lost(tmp_path: Pa
     issue = ("Please fix it.\n" + f"$(touch {pwned}) `touch {pwned}` ; touch {pwned} | rm -rf / \x00 ${{{{ secrets.X }}}}\n"
              ) * 1000
     issue = issue[:65536]
-    state = orchestrate.run(repo, load_config_text(rally_yml, "rally.yml"), "f1", issue, time.time, dict(os.environ))
+    state = pipeline.run(repo, load_config_text(rally_yml, "rally.yml"), "f1", issue, time.time, dict(os.environ))
     outcome = {t.name: t.outcome for t in state.teammates}
     assert outcome == {"good": "done", "instant": "no_changes", "loud": "done", "forker": "done",
                        "reader": "done", "missing": "failed"}, outcome
@@ -137,7 +138,7 @@ def test_a_write_into_the_main_checkout_is_reported_as_a_risk(tmp_path: Path) ->
     rally_yml = "\n".join(lines) + "\n"
     repo = init_repo(tmp_path / "repo", {"README.md": "x\n", "rally.yml": rally_yml})
     env = dict(os.environ, RALLY_MAIN_CHECKOUT=str(repo))
-    state = orchestrate.run(repo, load_config_text(rally_yml, "rally.yml"), "e1", None, time.time, env)
+    state = pipeline.run(repo, load_config_text(rally_yml, "rally.yml"), "e1", None, time.time, env)
     outcome = {t.name: t.outcome for t in state.teammates}
     if runner.sandbox_available():
         # The main checkout is read-only to agents: the write fails and so does the agent.
@@ -181,7 +182,7 @@ def test_an_agent_cannot_write_into_another_teammates_worktree(tmp_path: Path) -
                   f"    agent: {{preset: command, command: {json.dumps(command)}}}"]
     rally_yml = "\n".join(lines) + "\n"
     repo = init_repo(tmp_path / "repo", {"README.md": "x\n", "rally.yml": rally_yml})
-    state = orchestrate.run(repo, load_config_text(rally_yml, "rally.yml"), "m1", None, time.time, dict(os.environ))
+    state = pipeline.run(repo, load_config_text(rally_yml, "rally.yml"), "m1", None, time.time, dict(os.environ))
     assert {t.name: t.outcome for t in state.teammates} == {"meddler": "failed", "victim": "done"}
     assert "Read-only file system" in (state.teammate("meddler").reason or "")
     files = run_git(repo, "ls-tree", "-r", "--name-only", "rally/m1/victim").split()
