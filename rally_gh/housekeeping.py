@@ -93,18 +93,14 @@ def _status(state: RunState | None) -> str:
 
 def _run_branches(repo: git.Repository, prefixes: Sequence[str]) -> dict[str, tuple[list[str], float | None]]:
     """Run id -> (its branches, the newest tip's commit time), for branches ``<prefix>/<run>/<name>``."""
-    out = git.run_git(git.common_dir(repo), "for-each-ref", "--format=%(committerdate:unix) %(refname:short)",
-                      *(f"refs/heads/{p}/" for p in prefixes))
     found: dict[str, tuple[list[str], float | None]] = {}
-    for line in out.splitlines():
-        stamp, _, branch = line.partition(" ")
+    for branch, when in git.branches_with_times(repo, prefixes):
         for prefix in prefixes:
             rest = branch.removeprefix(prefix + "/")
             run_id, slash, name = rest.partition("/")
             if rest != branch and slash and name and "/" not in name:
                 names, newest = found.get(run_id, ([], None))
                 names.append(branch)
-                when = float(stamp) if stamp.isdigit() else None
                 found[run_id] = (names, max(filter(None, (newest, when)), default=None))
                 break
     return found
@@ -152,7 +148,8 @@ def plan_clean(repo: git.Repository, runs: Sequence[RunInfo], *, force: bool) ->
     skipped = tuple(r.run_id for r in runs if r.alive)
     chosen = [r for r in runs if not r.alive]
     candidates = {b for r in chosen for b in r.branches}
-    keep_refs = [ref for ref in _all_refs(repo) if ref.removeprefix("refs/heads/") not in candidates]
+    every_ref = git.ref_names(repo, "refs/heads", "refs/remotes", "refs/tags")
+    keep_refs = [ref for ref in every_ref if ref.removeprefix("refs/heads/") not in candidates]
     kept: dict[str, KeptBranch] = {}
     if not force:
         ordered = sorted(candidates, key=lambda b: (not b.endswith("/" + INTEGRATION_NAME), b))
@@ -178,49 +175,26 @@ def plan_clean(repo: git.Repository, runs: Sequence[RunInfo], *, force: bool) ->
 
 
 def execute_clean(repo: git.Repository, plan: CleanPlan) -> None:
-    common = git.common_dir(repo)
     for run in plan.runs:
         for tree in run.worktrees:
             git.remove_worktree(repo, tree)
         if run.worktrees and run.worktrees[0].parent.is_dir() and not any(run.worktrees[0].parent.iterdir()):
             run.worktrees[0].parent.rmdir()
         if run.branches:
-            # Whatever is checked out, a run's branch is never the user's checkout: -D, not -d.
-            git.run_git(common, "branch", "-D", "--quiet", *run.branches)
+            # Whatever is checked out, a run's branch is never the user's checkout: merged or not, it goes.
+            git.delete_branches(repo, run.branches)
         if run.state_dir is not None:
             shutil.rmtree(run.state_dir)
-    git.run_git(common, "worktree", "prune")
-
-
-def _all_refs(repo: git.Repository) -> list[str]:
-    out = git.run_git(git.common_dir(repo), "for-each-ref", "--format=%(refname)", "refs/heads", "refs/remotes",
-                      "refs/tags")
-    return [ref for ref in out.splitlines() if ref and not ref.endswith("/HEAD")]
+    git.prune_worktree_records(repo)
 
 
 def _work_nowhere_else(repo: git.Repository, branch: str, refs: Sequence[str]) -> tuple[str, ...]:
     """The commits of ``branch`` that no ref of ``refs`` holds, nor an equal change of theirs."""
-    common = git.common_dir(repo)
-    negated = "".join(f"^{ref}\n" for ref in refs)
-    own = git.run_git(common, "rev-list", "--no-merges", "--stdin",
-                      input=f"refs/heads/{branch}\n{negated}".encode()).split()
+    own = git.non_merge_commits(repo, [f"refs/heads/{branch}"], refs)
     if not own:
         return ()
-    theirs = git.run_git(common, "rev-list", "--no-merges", "--stdin",
-                         input=("".join(f"{ref}\n" for ref in refs) + f"^refs/heads/{branch}\n").encode()).split()
-    held = set(_patch_ids(common, theirs).values()) if theirs else set()
-    own_ids = _patch_ids(common, own)
+    theirs = git.non_merge_commits(repo, refs, [f"refs/heads/{branch}"])
+    held = set(git.patch_ids(repo, theirs).values()) if theirs else set()
+    own_ids = git.patch_ids(repo, own)
     # A commit with no patch id changes nothing (an empty commit): it carries no work.
     return tuple(sha for sha in own if sha in own_ids and own_ids[sha] not in held)
-
-
-def _patch_ids(common: Path, shas: Sequence[str]) -> dict[str, str]:
-    """commit -> its patch id (``git patch-id --stable``), for the commits that change something."""
-    diffs = git.run_git(common, "diff-tree", "--stdin", "--root", "-p", "--no-color", "--no-ext-diff", "--no-textconv",
-                        input="".join(f"{sha}\n" for sha in shas).encode())
-    out = git.run_git(common, "patch-id", "--stable", input=diffs.encode())
-    ids = {}
-    for line in out.splitlines():
-        patch_id, _, sha = line.partition(" ")
-        ids[sha] = patch_id
-    return ids

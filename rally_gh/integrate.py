@@ -97,7 +97,7 @@ def plan_integration(repo: Repository, base: Sha, order: Sequence[TeammateBranch
     start makes it replayable.
     """
     if not git.object_exists(repo, base):
-        raise PlanError(f"base {base} is not in {repo.path}")
+        raise PlanError(f"base {base} is not in {git.git_dir(repo)}")
     planned: list[TeammatePlan] = []
     owner_of: dict[Sha, str] = {}
     for tb in order:
@@ -651,7 +651,7 @@ def publish(repo: Repository, integration_branch: str, new_sha: Sha, expected_ol
             "nothing was overwritten: re-run the merge to integrate onto it",))
     if remote is None:
         return PublishResult(True, True)
-    cwd = repo.path
+    cwd = git.git_dir(repo)
     pushed, teammate_problems = keep_teammate_branches(repo, remote, teammate_branches, credentials=credentials,
                                                        supersede=supersede)
     problems.extend(teammate_problems)
@@ -695,7 +695,7 @@ def keep_teammate_branches(repo: Repository, remote: str, teammate_branches: Seq
     """
     if not teammate_branches:
         return [], []
-    cwd = repo.path
+    cwd = git.git_dir(repo)
     refs = [_full(b) for b, _ in teammate_branches]
     now = git.remote_ref_shas(cwd, remote, refs, credentials=credentials) if supersede else dict.fromkeys(refs)
     pushed: list[PushedRef] = []

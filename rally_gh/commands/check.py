@@ -18,7 +18,7 @@ def run(cwd: Path, config_path: Path | None, base: str | None, head: str, teamma
     base_sha = _revision(repo, "--base", base) if base else default_base(repo, environ, head_sha)
     loaded = require_map_at(repo, base_sha, None if config_path is None else config_path.as_posix())
     # A head given as a branch name says who wrote it, as the checked-out branch would.
-    branch = head if head != "HEAD" and f"refs/heads/{head}" in repo.references else None
+    branch = head if head != "HEAD" and git.ref_exists(repo, f"refs/heads/{head}") else None
     name, _source = who_is_writing(repo, loaded, teammate, environ, branch)
     if name is None:
         stdout.write("rally-gh: these commits are not a teammate's (no --teammate, RALLY_TEAMMATE, "

@@ -50,8 +50,7 @@ def run(cwd: Path, workflows: bool, force: bool, stdout: TextIO) -> int:
 
 def _files(repo: git.Repository, root: Path) -> list[str]:
     """The repository's files: tracked or staged, else (nothing added yet) what is in the folder."""
-    listed = git.run_git(root, "ls-files", "-z").split("\0")
-    paths = [p for p in listed if p]
+    paths = git.index_paths(repo)
     if paths:
         return paths
     return [p.relative_to(root).as_posix() + ("/" if p.is_dir() else "") for p in root.iterdir() if p.name != ".git"]

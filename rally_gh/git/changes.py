@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pygit2
-from pygit2 import Commit, Repository
+from pygit2 import Repository
 from pygit2.enums import SortMode
 
 from rally_gh.errors import GitError
-from rally_gh.git.repository import EMPTY_TREE_SHA, Sha, commit_of, git_bytes, resolve, workdir
+from rally_gh.git.repository import EMPTY_TREE_SHA, Sha, commit_of, common_dir, git_bytes, resolve, run_git, workdir
 from rally_gh.git.trees import Leaf, TreeCache, diff_trees, new_tree_cache, path_text
 
 
@@ -140,7 +140,7 @@ def dirty_paths(repo: Repository) -> dict[str, int]:
             if not flags & pygit2.enums.FileStatus.IGNORED}
 
 
-def commit_changes(repo: Repository, commit: Commit, cache: TreeCache | None = None) -> list[Change]:
+def commit_changes(repo: Repository, sha: str, cache: TreeCache | None = None) -> list[Change]:
     """The paths a commit writes, in path order.
 
     For a merge commit, only paths whose result differs from every parent: a
@@ -149,6 +149,7 @@ def commit_changes(repo: Repository, commit: Commit, cache: TreeCache | None = N
     ``new_tree_cache``) shares parsed trees across the commits of a range.
     """
     cache = {} if cache is None else cache
+    commit = commit_of(repo, sha)
     new = commit.tree_id.raw
     parents = commit.parents
     if not parents:
@@ -200,10 +201,37 @@ def changed_files(repo: Repository, start_sha: str, head_sha_: str) -> list[str]
     return sorted({c.path for c in tree_changes(repo, old, new, new_tree_cache())})
 
 
-def commits_between(repo: Repository, base: str | None, head: str, *, also_hide: Sequence[str] = ()) -> list[Commit]:
+def commits_between(repo: Repository, base: str | None, head: str, *, also_hide: Sequence[str] = ()) -> list[Sha]:
     """Commits reachable from ``head`` and not from ``base`` (nor from any of ``also_hide``), oldest first."""
     walker = repo.walk(resolve(repo, head), SortMode.TOPOLOGICAL | SortMode.REVERSE)
     for hidden in (base, *also_hide):
         if hidden is not None:
             walker.hide(resolve(repo, hidden))
-    return list(walker)
+    return [Sha(str(commit.id)) for commit in walker]
+
+
+def index_paths(repo: Repository) -> list[str]:
+    """Every path in the index (tracked, or staged for the first commit), in git's order."""
+    return [path for path in run_git(workdir(repo), "ls-files", "-z").split("\0") if path]
+
+
+def non_merge_commits(repo: Repository, include: Sequence[str], exclude: Sequence[str]) -> list[Sha]:
+    """The commits, merges left out, reachable from one of ``include`` and from none of
+    ``exclude`` (revisions git names), newest first. The git CLI: the revisions go to
+    `git rev-list --stdin`, however many refs a repository has."""
+    revisions = "".join(f"{rev}\n" for rev in include) + "".join(f"^{rev}\n" for rev in exclude)
+    return [Sha(sha) for sha in
+            run_git(common_dir(repo), "rev-list", "--no-merges", "--stdin", input=revisions.encode()).split()]
+
+
+def patch_ids(repo: Repository, shas: Sequence[str]) -> dict[Sha, str]:
+    """commit -> its patch id, for the commits that change something: two commits with
+    the same id make the same change (`git patch-id --stable`, which libgit2 lacks)."""
+    diffs = run_git(common_dir(repo), "diff-tree", "--stdin", "--root", "-p", "--no-color", "--no-ext-diff",
+                    "--no-textconv", input="".join(f"{sha}\n" for sha in shas).encode())
+    out = run_git(common_dir(repo), "patch-id", "--stable", input=diffs.encode())
+    ids = {}
+    for line in out.splitlines():
+        patch_id, _, sha = line.partition(" ")
+        ids[Sha(sha)] = patch_id
+    return ids

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pygit2
 from pygit2 import Commit, Oid, Repository
 
 from rally_gh.errors import GitError
-from rally_gh.git.repository import Sha
+from rally_gh.git.repository import Sha, common_dir, run_git
 
 _ZERO_SHA = "0" * 40
 
@@ -51,6 +52,18 @@ def ref_target(repo: Repository, ref_name: str) -> RefTarget | None:
     return RefTarget(Sha(str(target)), kind)
 
 
+def ref_exists(repo: Repository, ref_name: str) -> bool:
+    """Whether the ref ``ref_name`` (``refs/heads/x``) exists, whatever it points at."""
+    return ref_name in repo.references
+
+
+def ref_names(repo: Repository, *namespaces: str) -> list[str]:
+    """The full names of the refs under ``namespaces`` (``refs/heads``, ...), in git's
+    order, without the ones ending in ``/HEAD`` (a remote's symbolic default branch)."""
+    out = run_git(common_dir(repo), "for-each-ref", "--format=%(refname)", *namespaces)
+    return [ref for ref in out.splitlines() if ref and not ref.endswith("/HEAD")]
+
+
 def branch_names(repo: Repository) -> list[str]:
     """Every branch, local (``main``) and remote-tracking (``remotes/origin/main``)."""
     return [name.removeprefix("refs/").removeprefix("heads/") for name in repo.references
@@ -65,6 +78,23 @@ def branch_tip(repo: Repository, branch: str) -> Sha | None:
     remote = next((name for name in branch_names(repo)
                    if name.startswith("remotes/") and name.split("/", 2)[2:] == [branch]), None)
     return None if remote is None else ref_sha(repo, f"refs/{remote}")
+
+
+def branches_with_times(repo: Repository, prefixes: Sequence[str]) -> list[tuple[str, float | None]]:
+    """The local branches ``<prefix>/...`` of each of ``prefixes``: the short name of
+    each, with its tip's commit time (seconds since the epoch; None when unknown)."""
+    out = run_git(common_dir(repo), "for-each-ref", "--format=%(committerdate:unix) %(refname:short)",
+                  *(f"refs/heads/{p}/" for p in prefixes))
+    found: list[tuple[str, float | None]] = []
+    for line in out.splitlines():
+        stamp, _, branch = line.partition(" ")
+        found.append((branch, float(stamp) if stamp.isdigit() else None))
+    return found
+
+
+def delete_branches(repo: Repository, branches: Sequence[str]) -> None:
+    """Delete the local ``branches`` (short names), merged or not (`git branch -D`)."""
+    run_git(common_dir(repo), "branch", "-D", "--quiet", *branches)
 
 
 def update_ref_if(repo: Repository, ref_name: str, new_sha: str, expected_old: str | None) -> bool:

@@ -21,7 +21,7 @@ from pygit2 import Oid, Repository
 from pygit2.enums import FileMode
 
 from rally_gh.errors import GitError
-from rally_gh.git.changes import commits_between
+from rally_gh.git.changes import commit_changes, commits_between
 from rally_gh.git.repository import MODE_GITLINK, MODE_LINK, MODE_TREE, Identity, Sha, commit_of, short, signature
 from rally_gh.git.trees import (
     TREE_DIGITS,
@@ -66,11 +66,20 @@ class ReplayedCommit:
 
 def commit_summaries(repo: Repository, start: str, head: str) -> list[CommitSummary]:
     """Commits reachable from ``head`` and not from ``start``, oldest first (parents before children)."""
-    return [
-        CommitSummary(Sha(str(c.id)), tuple(Sha(str(p)) for p in c.parent_ids),
-                      c.message.split("\n", 1)[0])
-        for c in commits_between(repo, start, head)
-    ]
+    out = []
+    for sha in commits_between(repo, start, head):
+        c = commit_of(repo, sha)
+        out.append(CommitSummary(sha, tuple(Sha(str(p)) for p in c.parent_ids), c.message.split("\n", 1)[0]))
+    return out
+
+
+def replay_key(repo: Repository, sha: str, cache: TreeCache) -> tuple[object, ...]:
+    """What a replay keeps of a commit: its author, author date, message and change.
+    A commit and its replays have the same key; ``cache``: from ``new_tree_cache``."""
+    commit = commit_of(repo, sha)
+    author = commit.author
+    changes = tuple((c.path, c.new_id, c.new_mode) for c in commit_changes(repo, sha, cache))
+    return (author.name, author.email, author.time, author.offset, commit.raw_message, changes)
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NewType
@@ -53,6 +53,15 @@ def open_repo(path: Path | str, *, allow_bare: bool = False) -> Repository:
             hint="run it in a clone with a checkout, or use `rally-gh check --base A --head B`, which works on bare repositories",
         )
     return repo
+
+
+def is_bare(repo: Repository) -> bool:
+    return bool(repo.is_bare)
+
+
+def git_dir(repo: Repository) -> Path:
+    """The repository's git directory (a linked worktree's own, below the common one)."""
+    return Path(repo.path)
 
 
 def workdir(repo: Repository) -> Path:
@@ -158,10 +167,6 @@ def in_progress_operation(repo: Repository) -> str | None:
     return RepositoryState(state).name.lower().replace("_", "-")
 
 
-def is_shallow(repo: Repository) -> bool:
-    return bool(repo.is_shallow)
-
-
 def read_blob(repo: Repository, rev: str, path: str) -> bytes | None:
     """The bytes of ``path`` at commit ``rev``, or None when it is not a file there."""
     tree = commit_of(repo, resolve(repo, rev)).tree
@@ -193,31 +198,27 @@ def _walk(repo: Repository, tree: Tree, prefix: str, out: list[str]) -> None:
             out.append(name)
 
 
-def tree_entry_names(repo: Repository, tree: Tree, directory: str) -> list[str]:
-    """Names directly inside ``directory`` of ``tree`` ('' is the root); [] if absent."""
-    if directory:
-        try:
-            entry = tree[directory]
-        except KeyError:
-            return []
-        if entry.filemode != MODE_TREE:
-            return []
-        tree = repo[entry.id].peel(Tree)
-    return [e.name or "" for e in tree]
+def entry_names_at(repo: Repository, sha: str | None) -> Callable[[str], list[str]]:
+    """A function naming what is directly inside a directory at commit ``sha`` ('' is
+    the root; [] when it is absent or not a directory). ``sha`` None: an unborn
+    HEAD, where nothing is. The commit's tree is looked up once for every call."""
+    root = None if sha is None else commit_of(repo, sha).tree
 
+    def names(directory: str) -> list[str]:
+        if root is None:
+            return []
+        tree = root
+        if directory:
+            try:
+                entry = root[directory]
+            except KeyError:
+                return []
+            if entry.filemode != MODE_TREE:
+                return []
+            tree = repo[entry.id].peel(Tree)
+        return [e.name or "" for e in tree]
 
-def iter_paths_in(repo: Repository, commit: Commit, prefix: str) -> Iterator[str]:
-    """Every file path under directory ``prefix`` at ``commit``."""
-    try:
-        entry = commit.tree[prefix] if prefix else None
-    except KeyError:
-        return
-    tree = commit.tree if entry is None else repo[entry.id]
-    if not isinstance(tree, Tree):
-        return
-    out: list[str] = []
-    _walk(repo, tree, prefix + "/" if prefix else "", out)
-    yield from out
+    return names
 
 
 def entry_at(repo: Repository, sha: str, path: str) -> tuple[str, int] | None:
@@ -266,12 +267,6 @@ def short(sha: str) -> str:
 
 def oid(sha: str) -> Oid:
     return Oid(hex=sha)
-
-
-def parent_dirs(path: str) -> Sequence[str]:
-    """'' and every directory above ``path``: 'a/b/c' -> ['', 'a', 'a/b']."""
-    parts = path.split("/")[:-1]
-    return [""] + ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 # --- Who writes a commit ------------------------------------------------------

@@ -208,6 +208,11 @@ def remove_worktree(repo: Repository, path: Path) -> None:
     run_git(common_dir(repo), "worktree", "remove", "--force", "--force", str(path), check=False)
     if path.exists():  # not registered (a crash between mkdir and add): just files
         shutil.rmtree(path, ignore_errors=True)
+    prune_worktree_records(repo)
+
+
+def prune_worktree_records(repo: Repository) -> None:
+    """Drop git's records of the worktrees whose folder is gone (`git worktree prune`)."""
     run_git(common_dir(repo), "worktree", "prune")
 
 
@@ -233,7 +238,7 @@ def prune_worktrees(repo: Repository, keep_runs: Sequence[str] = ()) -> list[Pat
             remove_worktree(repo, holder / "tree")
             shutil.rmtree(holder, ignore_errors=True)
             removed.append(holder / "tree")
-    run_git(common_dir(repo), "worktree", "prune")
+    prune_worktree_records(repo)
     return removed
 
 

@@ -14,7 +14,6 @@ import posixpath
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from rally_gh import git
 from rally_gh.config import CONFIG_CANDIDATES, LoadedConfig, Location, load_config_text
@@ -115,8 +114,8 @@ def map_for_run(repo: git.Repository, config_path: str | None = None) -> tuple[L
         loaded = require_map_at(repo, base_sha, config_path)
     note = None
     name = config_path or next((n for n in CONFIG_CANDIDATES if git.read_blob(repo, base_sha, n) is not None), None)
-    if name is not None and repo.workdir is not None:
-        on_disk = Path(repo.workdir) / name
+    if name is not None and not git.is_bare(repo):
+        on_disk = git.workdir(repo) / name
         if on_disk.is_file() and on_disk.read_bytes() != git.read_blob(repo, base_sha, name):
             note = (f"{name} has changes that are not committed on {base_ref}: the run uses the committed map "
                     "(commit the changes to use them)")
@@ -250,16 +249,10 @@ def violations_in(
     return out
 
 
-def _tree_names(repo: git.Repository, commit_sha: str) -> NamesInDir:
-    tree = git.commit_of(repo, commit_sha).tree
-    return lambda directory: git.tree_entry_names(repo, tree, directory)
-
-
 def _staged_names(repo: git.Repository, changes: Sequence[git.Change]) -> NamesInDir:
     """Names the index would commit: HEAD's tree plus what is staged, less deleted
     files (reading the whole index per directory would cost O(index) per path)."""
-    head = git.head_sha(repo)
-    tree = None if head is None else git.commit_of(repo, head).tree
+    in_head = git.entry_names_at(repo, git.head_sha(repo))
     added: dict[str, set[str]] = {}
     deleted: dict[str, set[str]] = {}
     for change in changes:
@@ -271,7 +264,7 @@ def _staged_names(repo: git.Repository, changes: Sequence[git.Change]) -> NamesI
             added.setdefault("/".join(parts[:depth]), set()).add(parts[depth])
 
     def names(directory: str) -> list[str]:
-        found = set() if tree is None else set(git.tree_entry_names(repo, tree, directory))
+        found = set(in_head(directory))
         found -= deleted.get(directory, set())
         return sorted(found | added.get(directory, set()))
 
@@ -321,10 +314,10 @@ def check_commits(repo: git.Repository, loaded: LoadedConfig, teammate: str,
     commits = git.commits_between(repo, base, head, also_hide=(start.sha,) if start is not None else ())
     violations: list[Violation] = []
     cache = git.new_tree_cache()
-    for commit in commits:
-        sha = str(commit.id)
-        changes = git.commit_changes(repo, commit, cache)
-        violations.extend(violations_in(repo, changes, teammate, loaded, ownership, sha, _tree_names(repo, sha)))
+    for sha in commits:
+        changes = git.commit_changes(repo, sha, cache)
+        names = git.entry_names_at(repo, sha)
+        violations.extend(violations_in(repo, changes, teammate, loaded, ownership, sha, names))
     return CheckResult(teammate, len(commits), tuple(violations), start)
 
 
@@ -397,30 +390,22 @@ def _replayed_start(repo: git.Repository, loaded: LoadedConfig, teammate: str, r
         tip = git.branch_tip(repo, f"{prefix}/{run}/{blocker}")
         if tip is None:
             continue
-        for commit in git.commits_between(repo, base, tip):
-            theirs.setdefault(_change_key(repo, str(commit.id), cache), blocker)
+        for sha in git.commits_between(repo, base, tip):
+            theirs.setdefault(git.replay_key(repo, sha, cache), blocker)
     start: str | None = None
     whose: list[str] = []
-    for commit in git.commits_between(repo, base, head):
-        parent = str(commit.parents[0].id) if len(commit.parents) == 1 else None
-        owner = theirs.get(_change_key(repo, str(commit.id), cache))
+    for commit in git.commit_summaries(repo, base, head):
+        parent = commit.parents[0] if len(commit.parents) == 1 else None
+        owner = theirs.get(git.replay_key(repo, commit.sha, cache))
         follows = parent == start if start is not None else parent is not None and git.is_ancestor(repo, parent, base)
         if owner is None or not follows:
             break  # the teammate's own work begins here
-        start = str(commit.id)
+        start = commit.sha
         if owner not in whose:
             whose.append(owner)
     if start is None:
         return None
     return Start(start, "on the work of " + ", ".join(whose) + ", replayed")
-
-
-def _change_key(repo: git.Repository, sha: str, cache: git.TreeCache) -> tuple[object, ...]:
-    """What a replay keeps of a commit: its author, date, message and change."""
-    commit = git.commit_of(repo, sha)
-    author = commit.author
-    changes = tuple((c.path, c.new_id, c.new_mode) for c in git.commit_changes(repo, commit, cache))
-    return (author.name, author.email, author.time, author.offset, commit.raw_message, changes)
 
 
 def default_base(repo: git.Repository, environ: Mapping[str, str], head: str) -> str:
