@@ -137,9 +137,10 @@ def replay_commit(repo: Repository, commit_sha: str, onto_sha: str, committer: I
         tree_id = new_root if new_root is not None else write_tree(repo, {}, False, cache)
         if tree_id == onto.tree_id.raw:
             return ReplayedCommit(None, became_empty=True)
-    kwargs = {} if commit.message_encoding is None else {"encoding": commit.message_encoding}
+    # The encoding goes positionally: pygit2's create_commit takes no keyword arguments.
+    encoding = () if commit.message_encoding is None else (commit.message_encoding,)
     new_id = repo.create_commit(None, commit.author, signature(committer), commit.raw_message,
-                                Oid(raw=tree_id), [onto.id], **kwargs)
+                                Oid(raw=tree_id), [onto.id], *encoding)
     return ReplayedCommit(Sha(str(new_id)))
 
 
