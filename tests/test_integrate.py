@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from rally_gh import git as rgit
 from rally_gh.errors import ConflictError
 from rally_gh.git import Identity, Sha
-from rally_gh.git.remote import _credential_env
 from rally_gh.integrate import (
     IntegrationPlan,
     PlanError,
@@ -606,13 +605,6 @@ def test_publish_retries_over_an_earlier_attempt_of_its_own(tmp_path: Path) -> N
     out = publish(repo, "integration/r1", result.tip, None, teammates, remote="origin")
     assert out.ok and out.attempts == 2, out.problems
     assert git(remote, "rev-parse", "integration/r1").strip() == result.tip
-
-
-def test_push_credentials_go_in_a_header_not_the_command_line() -> None:
-    creds = rgit.HttpCredentials("tok123")
-    env = _credential_env(creds)
-    assert "tok123" not in repr(creds)
-    assert any(v.startswith("Authorization: Basic ") for k, v in env.items() if k.startswith("GIT_CONFIG_VALUE_"))
 
 
 def test_a_rejected_push_is_reported_per_ref(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""The orchestrator's git (rally_gh.git): worktrees, sparse ones included, and the
-commit of what an agent left, on real repositories."""
+"""Worktrees (rally_gh.git.worktrees): sparse ones included, and the commit of what
+an agent left, on real repositories."""
 
 from __future__ import annotations
 

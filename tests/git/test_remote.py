@@ -1,0 +1,36 @@
+"""Talking to a remote (rally_gh.git.remote): pushes under a lease, never a blind
+force, and the token kept out of command lines. A real bare repository as the remote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rally_gh import git as rgit
+from rally_gh.git import HttpCredentials, RefPush, Sha
+from rally_gh.git.remote import _credential_env
+from rally_gh.testing import commit, git, init_repo
+
+
+def test_push_credentials_go_in_a_header_not_the_command_line() -> None:
+    creds = HttpCredentials("tok123")
+    env = _credential_env(creds)
+    assert "tok123" not in repr(creds)
+    assert any(v.startswith("Authorization: Basic ") for k, v in env.items() if k.startswith("GIT_CONFIG_VALUE_"))
+
+
+def test_a_push_under_a_lease_lands_only_while_the_remote_ref_is_where_we_saw_it(tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    path = init_repo(tmp_path / "repo", {"README": "r\n"})
+    git(path, "remote", "add", "origin", str(remote))
+    first = Sha(git(path, "rev-parse", "HEAD").strip())
+    second = Sha(commit(path, {"a": "1\n"}, "second"))
+    ref = "refs/heads/integration/r1"
+    assert rgit.remote_ref_shas(path, "origin", [ref]) == {ref: None}
+
+    (created,) = rgit.push_refs(path, "origin", [RefPush(ref, first, None)])
+    assert created.ok and rgit.remote_ref_shas(path, "origin", [ref]) == {ref: first}
+    (stale,) = rgit.push_refs(path, "origin", [RefPush(ref, second, None)])  # we think it is absent: it is not
+    assert not stale.ok and "stale info" in stale.message
+    (moved,) = rgit.push_refs(path, "origin", [RefPush(ref, second, first)])
+    assert moved.ok and git(remote, "rev-parse", ref).strip() == second
