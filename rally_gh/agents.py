@@ -112,18 +112,28 @@ class AgentOutput:
 
 
 def agent_command(spec: AgentSpec, prompt_file: Path, workdir: Path, home: Path, *,
-                  search_path: str | None = None) -> AgentCommand:
+                  search_path: str | None = None, external_sandbox: bool = False) -> AgentCommand:
     """The command for ``spec``; ``home`` is the teammate's isolated home.
 
     ``search_path`` is the PATH the agent will run with (default: ours); an
     executable missing from it is an ``AgentError`` now rather than a crash later.
+
+    ``external_sandbox``: the agent will run inside rally-gh's own bubblewrap sandbox
+    (``rally_gh/sandbox.py``: everything read-only but its own paths, and no user
+    namespace can be made inside it). Codex's own sandbox cannot start there, so the
+    codex preset leaves sandboxing to it (``docs/agents.md``). Never for the mount
+    namespace of ``runner.sandboxed``, which an agent can undo and which leaves the rest
+    of the file system writable: there Codex keeps its own sandbox.
     """
     path = os.environ.get("PATH", os.defpath) if search_path is None else search_path
     if spec.preset == "command":
         return _command_preset(spec, workdir, path)
     _require_binary(spec.preset, path)
-    builders = {"claude": _claude, "codex": _codex, "aider": _aider}
-    return builders[spec.preset](spec, _prompt_argument(prompt_file), home)
+    prompt = _prompt_argument(prompt_file)
+    if spec.preset == "codex":
+        return _codex(spec, prompt, home, external_sandbox=external_sandbox)
+    builders = {"claude": _claude, "aider": _aider}
+    return builders[spec.preset](spec, prompt, home)
 
 
 def _command_preset(spec: AgentSpec, workdir: Path, path: str) -> AgentCommand:
@@ -157,9 +167,19 @@ def _claude(spec: AgentSpec, prompt: str, home: Path) -> AgentCommand:
     return AgentCommand("claude", (*argv, *spec.args), env=env, passthrough=PRESET_PASSTHROUGH["claude"])
 
 
-def _codex(spec: AgentSpec, prompt: str, home: Path) -> AgentCommand:
-    argv = ["codex", "exec", "--json", "--skip-git-repo-check", "-s", "workspace-write",
-            "-c", "analytics.enabled=false"]
+# How Codex runs the model's shell commands (measured with 0.169 and 0.171, docs/agents.md):
+# in its own sandbox, which is bubblewrap (the system's bwrap on PATH, else the one it
+# bundles); its Landlock fallback (``use_legacy_landlock``) panics in these versions.
+# Inside rally-gh's bubblewrap sandbox, where no user namespace can be made, Codex's
+# cannot start ("bwrap: Creating new namespace failed"): there it runs unsandboxed, as
+# Codex documents for externally sandboxed environments, and rally-gh's sandbox holds.
+CODEX_OWN_SANDBOX = ("-s", "workspace-write")
+CODEX_IN_EXTERNAL_SANDBOX = ("--dangerously-bypass-approvals-and-sandbox",)
+
+
+def _codex(spec: AgentSpec, prompt: str, home: Path, *, external_sandbox: bool) -> AgentCommand:
+    sandbox = CODEX_IN_EXTERNAL_SANDBOX if external_sandbox else CODEX_OWN_SANDBOX
+    argv = ["codex", "exec", "--json", "--skip-git-repo-check", *sandbox, "-c", "analytics.enabled=false"]
     if spec.model:
         argv += ["-m", spec.model]
     # ``--`` so that options in ``args`` stay options and the prompt stays the prompt.
@@ -168,7 +188,17 @@ def _codex(spec: AgentSpec, prompt: str, home: Path) -> AgentCommand:
     # exist") unless the folder is already there; the teammate's home starts empty.
     codex_home = home / ".codex"
     codex_home.mkdir(parents=True, exist_ok=True)
-    env = (("CODEX_HOME", str(codex_home)),)
+    # Inside its bubblewrap Codex runs itself again as ``codex-linux-sandbox``: by its own
+    # path where bwrap has --argv0 (0.9.0 and later, and the bwrap Codex bundles), else
+    # through a link it makes under CODEX_HOME, which it refuses to make when CODEX_HOME is
+    # below the temporary directory ($TMPDIR, else /tmp). With a system bwrap older than
+    # 0.9.0 (Debian 12's 0.8.0) and the teammate's home under /tmp (its repository there),
+    # every shell command then failed with "bwrap: execvp codex-linux-sandbox: No such file
+    # or directory" (openai/codex#17367). A temporary directory of its own, in the
+    # teammate's home, is never above CODEX_HOME.
+    tmp = home / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = (("CODEX_HOME", str(codex_home)), ("TMPDIR", str(tmp)))
     return AgentCommand("codex", tuple(argv), env=env, passthrough=PRESET_PASSTHROUGH["codex"])
 
 

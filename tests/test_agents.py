@@ -97,8 +97,28 @@ def test_codex_command(tmp_path: Path, fakes_on_path: str) -> None:
     assert cmd.argv == ("codex", "exec", "--json", "--skip-git-repo-check", "-s", "workspace-write",
                         "-c", "analytics.enabled=false", "-m", "gpt-5", "-c", "model_provider=local",
                         "--", "Do the task.\n")
-    assert cmd.stdin == "devnull" and cmd.env_dict() == {"CODEX_HOME": str(tmp_path / "home" / ".codex")}
+    # A temporary directory of its own, never above CODEX_HOME: Codex makes the helper its
+    # bubblewrap sandbox runs only where CODEX_HOME is not below $TMPDIR (docs/agents.md).
+    home = tmp_path / "home"
+    assert cmd.stdin == "devnull" and cmd.env_dict() == {"CODEX_HOME": str(home / ".codex"),
+                                                         "TMPDIR": str(home / "tmp")}
+    assert (home / ".codex").is_dir() and (home / "tmp").is_dir()
     assert "OPENAI_API_KEY" in cmd.passthrough
+
+
+def test_codex_inside_rally_gh_sandbox_leaves_sandboxing_to_it(tmp_path: Path, fakes_on_path: str) -> None:
+    # Codex's own sandbox (bubblewrap) cannot start where no user namespace can be made.
+    (tmp_path / "prompt.md").write_text("Do the task.\n")
+    spec = AgentSpec(preset="codex", model="gpt-5")
+    cmd = agent_command(spec, tmp_path / "prompt.md", tmp_path, tmp_path / "home", external_sandbox=True)
+    assert cmd.argv == ("codex", "exec", "--json", "--skip-git-repo-check",
+                        "--dangerously-bypass-approvals-and-sandbox", "-c", "analytics.enabled=false",
+                        "-m", "gpt-5", "--", "Do the task.\n")
+    assert "-s" not in cmd.argv and cmd.env_dict() == build(spec, tmp_path).env_dict()
+    for preset in ("claude", "aider"):  # their presets turn on no sandbox of their own
+        other = AgentSpec(preset=preset)  # type: ignore[arg-type]
+        assert agent_command(other, tmp_path / "prompt.md", tmp_path, tmp_path / "home",
+                             external_sandbox=True) == build(other, tmp_path)
 
 
 def test_aider_command_keeps_its_histories_out_of_the_repository(tmp_path: Path, fakes_on_path: str) -> None:

@@ -6,8 +6,12 @@ other host would fail instead of quietly succeeding. It reads a JSON job on
 standard input and prints one JSON result on standard output::
 
     job: {"preset", "model", "args", "env": {NAME: VALUE}, "scenario": [...], "workdir", "home",
-          "run_dir", "timeout_s", "netns": bool}
+          "run_dir", "timeout_s", "netns": bool, "bwrap": bool, "external_sandbox": bool}
     result: {"attempt": {...}, "run": {...}, "requests": [...]}
+
+With ``bwrap`` the agent runs inside rally-gh's own bubblewrap sandbox
+(``in_rally_sandbox``); ``external_sandbox`` is the preset's argument of that
+name (``agent_command``).
 
 ``{url}`` in ``args`` and ``env`` values is replaced by the stub's address.
 Every name in ``env`` is passed to the agent the way a map's ``env`` list
@@ -35,6 +39,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +47,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for mode
 
 from modelstub import ModelStub  # noqa: E402
 
-from rally_gh import git  # noqa: E402
+from rally_gh import git, sandbox  # noqa: E402
 from rally_gh.run import pipeline  # noqa: E402
-from rally_gh.agents import agent_command  # noqa: E402
+from rally_gh.agents import AgentCommand, agent_command  # noqa: E402
 from rally_gh.config import AgentSpec, Teammate, load_config_text  # noqa: E402
 from rally_gh.report import report_json  # noqa: E402
 from rally_gh.runner import CancelToken, agent_attempt, agent_environment  # noqa: E402
+from rally_gh.sandbox import SandboxSpec  # noqa: E402
 from rally_gh.state import runs_dir  # noqa: E402
 
 _SIOCGIFFLAGS = 0x8913
@@ -72,7 +78,9 @@ def drive(job: dict[str, Any]) -> dict[str, Any]:
         fill = _filler(stub.url)
         spec = AgentSpec(preset=job["preset"], model=job.get("model"), args=tuple(fill(a) for a in job["args"]),
                          env=tuple(job["env"]))
-        cmd = agent_command(spec, prompt_file, workdir, home)
+        cmd = agent_command(spec, prompt_file, workdir, home, external_sandbox=bool(job.get("external_sandbox")))
+        if job.get("bwrap"):
+            cmd = in_rally_sandbox(cmd, workdir, home, run_dir)
         base_env = {**os.environ, **{name: fill(value) for name, value in job["env"].items()}}
         teammate = Teammate(name="api", exclusive_write=("src/**",))
         env = agent_environment(base_env, teammate, "run1", "team", "0" * 40, prompt_file, report_file,
@@ -90,6 +98,20 @@ def drive(job: dict[str, Any]) -> dict[str, Any]:
             "requests": stub.as_json(),
             "usage_served": list(stub.usage_served()),
         }
+
+
+def in_rally_sandbox(cmd: AgentCommand, workdir: Path, home: Path, run_dir: Path) -> AgentCommand:
+    """``cmd`` inside rally-gh's bubblewrap sandbox: writable are the worktree (its git directory
+    is in it), the home and the run folder. The worktree's folder is shown read-only, as a run
+    shows the user's checkout; under the sandbox's private /tmp it would be a scratch folder
+    whose writes vanish, where these tests want the refusal the model is told."""
+    found = sandbox.probe()
+    assert found.ok and found.bwrap is not None, found.problem
+    workdir, home, run_dir = workdir.resolve(), home.resolve(), run_dir.resolve()
+    spec = SandboxSpec(checkout=workdir, git_dir=workdir / ".git", home=home, writable=(run_dir,),
+                       read_only=(workdir.parent,))
+    # Its environment is the runner's to give, as to any agent: bwrap hands it on.
+    return replace(cmd, argv=sandbox.bwrap_command(found.bwrap.path, spec, cmd.argv).argv)
 
 
 def drive_run(job: dict[str, Any]) -> dict[str, Any]:

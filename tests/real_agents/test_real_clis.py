@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from netns import LATEST, installed, preset, run_scenario, skip_reason, unshare_prefix
 
+from rally_gh import sandbox
 from rally_gh.agents import CODEX_PRICES_PER_MTOK
 from rally_gh.testing import git, init_repo
 
@@ -58,9 +59,9 @@ def codex_setup(tmp_path: Path) -> dict[str, Any]:
                 'wire_api="responses",request_max_retries=0,stream_max_retries=0}')
     return {"preset": "codex", "model": CODEX_MODEL,
             "args": ["-c", "model_provider=stub", "-c", provider, "--disable", "plugins",
-                     # Its sandbox lets commands write anywhere in /tmp, where these tests live.
-                     "-c", "sandbox_workspace_write.exclude_slash_tmp=true",
-                     "-c", "sandbox_workspace_write.exclude_tmpdir_env_var=true"],
+                     # Its sandbox lets commands write anywhere in /tmp, where these tests live;
+                     # $TMPDIR, also writable to them, is the preset's, in the teammate's home.
+                     "-c", "sandbox_workspace_write.exclude_slash_tmp=true"],
             "env": {"STUB_API_KEY": "sk-stub"}}
 
 
@@ -90,12 +91,12 @@ def cli_params(*presets: str) -> list[Any]:
 class Story:
     """One run of a real CLI: the worktree it worked in and what came back."""
 
-    def __init__(self, tmp_path: Path, cli: str, scenario: Scenario, timeout_s: float = 60) -> None:
+    def __init__(self, tmp_path: Path, cli: str, scenario: Scenario, timeout_s: float = 60, **job_keys: Any) -> None:
         self.area = tmp_path / "area"  # the worktree's parent: where a write outside it lands
         self.worktree = init_repo(self.area / "worktree", {"README.md": "# demo\n", "src/__init__.py": ""})
         job = {**SETUPS[preset(cli)](tmp_path), "scenario": scenario, "workdir": str(self.worktree),
                "home": str(tmp_path / "home"), "run_dir": str(tmp_path / "run"), "timeout_s": timeout_s,
-               "prompt": "Create src/hello.txt saying hello.\n"}
+               "prompt": "Create src/hello.txt saying hello.\n", **job_keys}
         self.result = run_scenario(cli, job)
         self.attempt: dict[str, Any] = self.result["attempt"]
         self.run: dict[str, Any] = self.result["run"]
@@ -107,6 +108,12 @@ class Story:
 
     def model_calls(self) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["protocol"]]
+
+    def tool_output(self) -> str:
+        """What the CLI told the model its (first) tool call gave: Codex's function_call_output."""
+        answer = self.model_calls()[1]["body"]["input"][-1]
+        assert answer["type"] == "function_call_output", answer
+        return str(answer["output"])
 
     def changes(self) -> str:
         return git(self.worktree, "status", "--porcelain", "--untracked-files=all")
@@ -171,9 +178,14 @@ def test_a_write_outside_the_worktree_is_visible(tmp_path: Path, cli: str) -> No
     assert story.changes() == "" or story.changes().strip() == "?? .aider.tags.cache.v4/cache.db"
     if preset(cli) == "codex":
         # Its workspace-write sandbox refuses the write; the model is told, the turn goes on.
+        # That sandbox is bubblewrap: the machine's bwrap where there is one (rally-gh requires
+        # it), else the one Codex bundles. Codex found the helper it runs inside it although its
+        # home is under /tmp: the preset gives it a TMPDIR of its own (docs/agents.md), without
+        # which an older system bwrap (no --argv0, as here: Debian 12's 0.8.0) failed every
+        # command with "bwrap: execvp codex-linux-sandbox" and this write was never tried.
         assert not outside.exists() and story.attempt["status"] == "ok"
-        refused = story.model_calls()[1]["body"]["input"][-1]
-        assert refused["type"] == "function_call_output" and "Read-only file system" in refused["output"]
+        assert "Read-only file system" in story.tool_output(), story.tool_output()
+        assert "could not create PATH aliases" not in story.run["stderr"], story.run["stderr"]
     elif preset(cli) == "aider":
         # aider creates the file (empty), git refuses to stage it, the edit stops, aider exits 0:
         # the parser fails the attempt.
@@ -228,3 +240,42 @@ def test_a_model_that_hangs_is_stopped_at_twice_the_timeout(tmp_path: Path, cli:
     story = Story(tmp_path, cli, HANGS, timeout_s=1.5)
     assert story.attempt["status"] == "timed_out" and story.run["timed_out"]
     assert 3.0 <= story.run["duration_s"] < 10
+
+
+# --- inside rally-gh's own sandbox ---------------------------------------------
+
+
+def codex_in_rally_sandbox() -> list[Any]:
+    """Codex's releases, where rally-gh's sandbox can be built (bubblewrap is required: issue 16)."""
+    here = sandbox.probe()
+    reason = f"rally-gh's sandbox cannot be built here: {here.problem} ({here.hint})"
+    return [pytest.param(*p.values, marks=[*p.marks, pytest.mark.skipif(not here.ok, reason=reason)], id=p.id)
+            for p in cli_params("codex")]
+
+
+@pytest.mark.parametrize("cli", codex_in_rally_sandbox())
+def test_inside_rally_gh_sandbox_codex_own_sandbox_cannot_start(tmp_path: Path, cli: str) -> None:
+    # Why the preset bypasses Codex's sandbox inside rally-gh's: Codex's is bubblewrap too, and
+    # rally-gh's allows no user namespace inside it. Every shell command fails; the model is told.
+    story = Story(tmp_path, cli, WRITES_ITS_FILE, bwrap=True)
+    assert "bwrap: Creating new namespace failed" in story.tool_output(), story.tool_output()
+    assert story.changes() == "" and story.attempt["status"] == "ok"  # a run calls this no_changes
+
+
+@pytest.mark.parametrize("cli", codex_in_rally_sandbox())
+def test_inside_rally_gh_sandbox_codex_runs_unsandboxed_and_writes_its_file(tmp_path: Path, cli: str) -> None:
+    story = Story(tmp_path, cli, WRITES_ITS_FILE, bwrap=True, external_sandbox=True)
+    assert "--dangerously-bypass-approvals-and-sandbox" in story.result["argv"]
+    assert story.attempt["status"] == "ok", story.output
+    assert (story.worktree / "src" / "hello.txt").read_text() == "Hello from the model\n"
+    assert_offline(story)
+
+
+@pytest.mark.parametrize("cli", codex_in_rally_sandbox())
+def test_inside_rally_gh_sandbox_the_sandbox_refuses_codex_write_outside(tmp_path: Path, cli: str) -> None:
+    # Codex sandboxes nothing here: the refusal is rally-gh's sandbox's (read-only but the worktree,
+    # the teammate's home and the run folder), and the model is told, as with Codex's own.
+    story = Story(tmp_path, cli, WRITES_OUTSIDE_ITS_WORKTREE, bwrap=True, external_sandbox=True)
+    assert not (story.area / "outside.txt").exists() and story.changes() == ""
+    assert "Read-only file system" in story.tool_output(), story.tool_output()
+    assert story.attempt["status"] == "ok"
