@@ -1,6 +1,6 @@
-"""Agent presets: the command line for each kind of agent, and reading its outcome.
+"""Agent presets: the command line and the environment of each kind of agent, and reading its outcome.
 
-This module knows agent CLIs, not processes (``runner.py``) and not git. The
+This module knows agent CLIs, not processes (``process.py`` runs them) and not git. The
 facts it relies on (flags, output formats, traps) are the ones recorded in
 ``AGENT-CLIS.md``; ``docs/agents.md`` explains them to users.
 
@@ -17,12 +17,12 @@ import os
 import posixpath
 import re
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from rally_gh.config import AgentSpec
+from rally_gh.config import AgentSpec, Teammate
 from rally_gh.errors import AgentError
 
 Stdin = Literal["prompt", "devnull"]
@@ -307,6 +307,85 @@ def program_problem(spec: AgentSpec, search_path: str, in_checkout: CheckoutLook
                           hint=f"`git update-index --chmod=+x {relative} && git commit`, or run it through its "
                                f"interpreter (command: [sh, {program}])")
     return None
+
+
+# --- the environment ---------------------------------------------------------
+
+
+# Runner variables an agent gets: the shell basics, nothing that can hold a
+# credential. Anything else passes only when the map names it.
+_KEPT_VARIABLES = ("PATH", "LANG", "LANGUAGE", "TERM", "TMPDIR", "TZ", "USER", "LOGNAME")
+# Identity (not credentials) so that an agent's own ``git commit`` has an author.
+_KEPT_GIT_IDENTITY = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
+
+
+def default_identity(teammate: str) -> tuple[str, str]:
+    """Who an agent's commits are by when the user has no git identity: recognisably rally-gh's."""
+    return f"rally-gh ({teammate})", f"rally-gh+{teammate}@users.noreply.github.com"
+
+
+def agent_environment(base_env: Mapping[str, str], teammate: Teammate, run_id: str, team: str, base_sha: str,
+                      prompt_file: Path, report_file: Path, owns: Sequence[str], passthrough: Sequence[str],
+                      home: Path, identity: tuple[str | None, str | None] = (None, None), *,
+                      sparse: bool = False) -> dict[str, str]:
+    """The whole environment of a teammate's agent, built from nothing.
+
+    From ``base_env`` only the shell basics and the names in ``passthrough``
+    (the map's ``env`` and a preset's API key names) are copied; a GitHub
+    token, ``ACTIONS_*``, cloud credentials or a ``GIT_DIR`` set around the
+    orchestrator never reach the agent. The ``RALLY_*`` variables and the
+    isolated ``HOME`` (created if missing) always win over a passed variable
+    of the same name.
+
+    The agent's own ``git commit`` needs an author, and its home is empty: the
+    ``GIT_AUTHOR_*``/``GIT_COMMITTER_*`` variables carry ``identity`` (the user's
+    ``user.name``/``user.email``, see ``git.user_identity``), else a default
+    naming rally-gh and the teammate; variables set around rally-gh win, as in git.
+    """
+    env: dict[str, str] = {}
+    for name, value in base_env.items():
+        if name in _KEPT_VARIABLES or name.startswith("LC_") or name in _KEPT_GIT_IDENTITY:
+            env[name] = value
+    for name in passthrough:
+        if name in base_env:
+            env[name] = base_env[name]
+    env.setdefault("PATH", os.defpath)
+    # The agent's own git runs no hook: a pre-commit framework's hook would install its environments
+    # again in every empty teammate home (about 30 s a commit, and fails offline), and reconciliation
+    # checks every commit of the agent anyway. core.hooksPath=/dev/null holds no hook, ever.
+    settings = [("core.hooksPath", os.devnull)]
+    if sparse:
+        # rally-gh checks a sparse worktree out without touching the repository's config, so the
+        # agent's git learns here that it is sparse (`git sparse-checkout list` and `add` work,
+        # instead of "this worktree is not sparse").
+        settings += [("core.sparseCheckout", "true"), ("core.sparseCheckoutCone", "true")]
+    env["GIT_CONFIG_COUNT"] = str(len(settings))
+    for i, (key, value) in enumerate(settings):
+        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
+    fallback = default_identity(teammate.name)
+    name, email = identity[0] or fallback[0], identity[1] or fallback[1]
+    for role in ("AUTHOR", "COMMITTER"):
+        env.setdefault(f"GIT_{role}_NAME", name)
+        env.setdefault(f"GIT_{role}_EMAIL", email)
+    # Agents write transcripts and histories under HOME and expect it to exist.
+    home.mkdir(parents=True, exist_ok=True)
+    env.update({
+        "HOME": str(home),
+        # Tools that follow XDG would otherwise write next to the runner's files.
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_STATE_HOME": str(home / ".local" / "state"),
+        "RALLY_RUN_ID": run_id,
+        "RALLY_TEAM": team,
+        "RALLY_TEAMMATE": teammate.name,
+        "RALLY_ROLE": teammate.role,
+        "RALLY_BASE_SHA": base_sha,
+        "RALLY_PROMPT_FILE": str(prompt_file),
+        "RALLY_OWNS": "\n".join(owns),
+        "RALLY_REPORT_FILE": str(report_file),
+    })
+    return env
 
 
 # --- reading outcomes --------------------------------------------------------

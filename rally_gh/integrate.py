@@ -18,23 +18,17 @@ Plan, execute, publish, as git-branchless does an in-memory rebase:
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import shlex
-import signal
-import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Literal
 
 from rally_gh import git
-from rally_gh.config import stop_words
 from rally_gh.errors import ConflictError
 from rally_gh.git import RALLY_COMMITTER, HttpCredentials, Identity, PathConflict, PushedRef, RefPush, Repository, Sha
+from rally_gh.process import CancelToken, Cancelled, CommandRun, run_commands
 from rally_gh.words import possessive
 
 OnConflict = Literal["skip", "stop"]
@@ -328,16 +322,6 @@ def conflict_error(conflict: Conflict) -> ConflictError:
 
 
 @dataclass(frozen=True)
-class CommandRun:
-    command: str
-    passed: bool
-    output_tail: str  # the last few kilobytes of standard output and error together
-    exit_code: int | None = None  # None: could not be started, or stopped by the timeout
-    duration_s: float = 0.0
-    log: Path | None = None  # where its whole output is kept
-
-
-@dataclass(frozen=True)
 class VerifyRun:
     sha: Sha
     teammates: tuple[str, ...]  # whose work the verified commit holds
@@ -378,7 +362,8 @@ def verify_and_bisect(repo: Repository, plan: IntegrationPlan, result: Integrati
     is verified too: a base that fails blames nobody. When the runs run out, the
     tip falls back to the last prefix that passed and the teammates after it are
     dropped (``verify``, not cleared): an integration branch that fails its
-    checks is never published as passing.
+    checks is never published as passing. A run that cancellation cut short
+    has no verdict: ``Cancelled`` is raised, and nobody is blamed.
     """
     budget = max_runs if max_runs is not None else default_max_verify_runs(len(result.applied))
     runs: list[VerifyRun] = []
@@ -388,6 +373,8 @@ def verify_and_bisect(repo: Repository, plan: IntegrationPlan, result: Integrati
         if sha not in known:
             got = run_verify(sha)
             commands = () if isinstance(got, bool) else tuple(got)
+            if any(c.cancelled for c in commands):
+                raise Cancelled(f"merge.verify of {git.short(sha)} was stopped: the run was interrupted")
             passed = got if isinstance(got, bool) else all(c.passed for c in commands)
             runs.append(VerifyRun(sha, tuple(teammates), passed, commands))
             known[sha] = passed
@@ -465,123 +452,11 @@ def _give_up(repo: Repository, plan: IntegrationPlan, result: IntegrationResult,
     return VerifyResult(trimmed, tuple(runs), passed, (*culprits, *uncleared), exhausted=True)
 
 
-_SHELL_CHARS = frozenset("|&;<>()$`*?[]{}~#\n")
-
-
-def _needs_shell(command: str) -> bool:
-    """True when ``command`` uses shell syntax (pipes, &&, globs, variables,
-    redirections, a leading VAR=value). The verify commands come from the map on
-    the base commit, so they are trusted with a shell; a plain command still runs
-    without one, so that what runs is exactly what is written."""
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        return True
-    return not words or any(ch in _SHELL_CHARS for ch in command) or "=" in words[0]
-
-
-# What the code under test must not see: it comes from agents' branches.
-_SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "PRIVATE_KEY", "API_KEY")
-# Nor the files through which a step talks to the workflow: writing them would set
-# variables, PATH entries or outputs for the steps after this one, or forge ours.
-_WORKFLOW_FILES = ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY", "GITHUB_STATE")
-
-
-def _verify_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith("ACTIONS_") and k not in _WORKFLOW_FILES
-            and not any(m in k.upper() for m in _SECRET_MARKERS)}
-
-
-def run_commands(commands: Sequence[str], cwd: Path, expected_s: float, *, tail_chars: int = 4000,
-                 log: Path | None = None) -> list[CommandRun]:
-    """Run each command in ``cwd`` (all of them, so the report shows every
-    failure). ``expected_s`` is how long a command is expected to take, as a map's
-    ``timeout`` is: one past twice it is stopped with its whole process group and
-    counts as failed. Standard input is empty; credentials in
-    the environment are withheld, since the code under test comes from agents.
-
-    The output goes to ``log`` as it is written, each command under a ``$ command``
-    line and followed by how it ended, so that nothing of a failure is lost
-    however long it is; without a ``log`` it goes to a temporary file. Each
-    ``CommandRun`` keeps the last ``tail_chars`` of its own output."""
-    runs: list[CommandRun] = []
-    with contextlib.ExitStack() as stack:
-        if log is None:
-            out = stack.enter_context(tempfile.TemporaryFile())
-        else:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            out = stack.enter_context(open(log, "a+b"))
-        for command in commands:
-            runs.append(_run_command(command, cwd, expected_s, out, tail_chars, log))
-    return runs
-
-
-def _run_command(command: str, cwd: Path, expected_s: float, out: IO[bytes], tail_chars: int,
-                 log: Path | None) -> CommandRun:
-    argv = ["/bin/sh", "-c", command] if _needs_shell(command) else shlex.split(command)
-    out.write(f"$ {command}\n".encode())
-    out.flush()
-    begins = out.tell()
-    started = time.monotonic()
-    exit_code: int | None = None
-
-    def ended(note: str) -> str:
-        """The command's own output (its last ``tail_chars``), then ``note`` after it in the log."""
-        out.seek(0, os.SEEK_END)
-        end = out.tell()
-        out.seek(max(begins, end - tail_chars))
-        text = out.read(end - out.tell()).decode(errors="replace")
-        out.write(f"{'' if not text or text.endswith(chr(10)) else chr(10)}[rally-gh] {note}\n\n".encode())
-        out.flush()
-        return text
-
-    try:
-        proc = _Command(argv, cwd=cwd, env=_verify_env(), stdin=subprocess.DEVNULL,
-                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    except OSError as err:
-        ended(f"could not start: {err}")
-        return CommandRun(command, False, f"could not start: {err}", log=log)
-    try:
-        exit_code = proc.wait(timeout=2 * expected_s)
-        passed = exit_code == 0
-        text = ended(f"exit {exit_code} after {time.monotonic() - started:.1f}s")
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        passed = False
-        text = ended(f"stopped: {stop_words(expected_s)}")
-        text = (text + ("" if not text or text.endswith("\n") else "\n") + f"[rally-gh] stopped: {stop_words(expected_s)}")
-    except BaseException:  # interrupted (Ctrl-C, SIGTERM): the command's whole group goes too
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise
-    return CommandRun(command, passed, text[-tail_chars:], exit_code, round(time.monotonic() - started, 3), log)
-
-
-class _Command(subprocess.Popen[bytes]):
-    """A command in a session of its own that an interruption (Ctrl-C, SIGTERM) while
-    it is being started stops: the caller, never handed it, could not."""
-
-    def __init__(self, argv: Sequence[str], **options: Any) -> None:
-        try:
-            super().__init__(argv, **options)
-        except BaseException as err:
-            if not isinstance(err, OSError) and self.pid is not None and self.returncode is None:
-                for kill in (os.kill, os.killpg):  # the child itself, then its session once it has one
-                    with contextlib.suppress(OSError):
-                        kill(self.pid, signal.SIGKILL)
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(self.pid, 0)
-                self.returncode = -signal.SIGKILL
-            raise
-
-
 def verify_commit(repo: Repository, sha: Sha, commands: Sequence[str], expected_s: float,
-                  scratch_root: Path | None = None, log: Path | None = None) -> list[CommandRun]:
+                  scratch_root: Path | None = None, log: Path | None = None, *,
+                  cancel: CancelToken | None = None) -> list[CommandRun]:
     """Run ``commands`` in a scratch checkout of ``sha``, removed afterwards, their
-    output kept in ``log``. Usable as ``run_verify`` with
+    output kept in ``log``; ``cancel`` stops them. Usable as ``run_verify`` with
     ``lambda sha: verify_commit(repo, sha, commands, t)``."""
     parent = scratch_root or git.common_dir(repo) / "rally" / "verify"
     parent.mkdir(parents=True, exist_ok=True)
@@ -593,7 +468,7 @@ def verify_commit(repo: Repository, sha: Sha, commands: Sequence[str], expected_
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "ab") as fh:
                 fh.write(f"# commit {sha}, in a scratch checkout\n".encode())
-        return run_commands(commands, path, expected_s, log=log)
+        return run_commands(commands, path, expected_s, log=log, cancel=cancel)
     finally:
         git.dematerialize(repo, path)
         holder.rmdir()
@@ -722,8 +597,8 @@ def _full(branch: str) -> str:
 
 
 __all__ = [
-    "Applied", "CommandRun", "Conflict", "ConflictCause", "IntegrationPlan", "IntegrationResult", "PlanError",
+    "Applied", "Conflict", "ConflictCause", "IntegrationPlan", "IntegrationResult", "PlanError",
     "PublishResult", "TeammateBranch", "TeammateOutcome", "TeammatePlan", "VerifyResult", "VerifyRun", "check_plan",
     "conflict_causes", "conflict_error", "default_max_verify_runs", "integrate", "plan_integration", "publish",
-    "resolve_teammate_branches", "run_commands", "verify_and_bisect", "verify_commit",
+    "resolve_teammate_branches", "verify_and_bisect", "verify_commit",
 ]

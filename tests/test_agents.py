@@ -1,4 +1,4 @@
-"""agents.py: the command each preset builds, and reading each CLI's outcome.
+"""agents.py: the command each preset builds, the environment an agent gets, and reading each CLI's outcome.
 
 End-to-end tests put the stand-ins of tests/agents/bin (which print the real
 tools' formats, AGENT-CLIS.md) first on PATH so that the presets run them.
@@ -17,11 +17,12 @@ from rally_gh.agents import (
     AgentCommand,
     AgentOutput,
     agent_command,
+    agent_environment,
     parse_outcome,
 )
 from rally_gh.config import AgentSpec, Teammate
 from rally_gh.errors import AgentError
-from rally_gh.runner import agent_environment, run_agent
+from rally_gh.process import run_agent
 
 FAKES = Path(__file__).parent / "agents" / "bin"
 
@@ -31,6 +32,17 @@ def fakes_on_path(monkeypatch: pytest.MonkeyPatch) -> str:
     path = f"{FAKES}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
     monkeypatch.setenv("PATH", path)
     return path
+
+
+TEAMMATE = Teammate(name="api", role="Backend", task="Build it.", exclusive_write=("src/api/**",))
+
+
+def environment(tmp_path: Path, base: dict[str, str] | None = None, passthrough: tuple[str, ...] = (),
+                name: str = "api") -> dict[str, str]:
+    teammate = TEAMMATE.model_copy(update={"name": name})
+    return agent_environment(base if base is not None else dict(os.environ), teammate, "run-7", "checkout",
+                             "a" * 40, tmp_path / "prompt.md", tmp_path / f"report-{name}.json",
+                             ["src/api/**", "tests/api/"], passthrough, tmp_path / f"home-{name}")
 
 
 def build(spec: AgentSpec, tmp_path: Path, prompt: str = "Do the task.\n") -> AgentCommand:
@@ -146,6 +158,56 @@ def test_a_prompt_too_long_for_one_argument_points_at_the_prompt_file(tmp_path: 
     assert len(wide.encode()) > MAX_PROMPT_ARG_BYTES
     pointer = build(AgentSpec(preset="codex"), tmp_path, prompt=wide)
     assert str(tmp_path / "prompt.md") in pointer.argv[-1] and len(pointer.argv[-1]) < 500
+
+
+# --- the environment ---------------------------------------------------------
+
+
+def test_environment_is_clean_and_carries_the_contract(tmp_path: Path) -> None:
+    base = {
+        "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TERM": "xterm", "TMPDIR": "/tmp",
+        "HOME": "/root", "GITHUB_TOKEN": "ghs_secret", "GH_TOKEN": "gho_secret", "ACTIONS_RUNTIME_TOKEN": "x",
+        "ACTIONS_ID_TOKEN_REQUEST_URL": "https://x", "GITHUB_REPOSITORY": "o/r", "AWS_SECRET_ACCESS_KEY": "k",
+        "ANTHROPIC_API_KEY": "sk-ant", "GIT_DIR": "/elsewhere/.git", "GIT_INDEX_FILE": "/x/index",
+        "RALLY_TEAMMATE": "intruder", "SSH_AUTH_SOCK": "/tmp/agent.sock", "MY_SETTING": "1",
+    }
+    env = environment(tmp_path, base)
+    assert env["PATH"] == "/usr/bin:/bin" and env["LANG"] == env["LC_ALL"] == "C.UTF-8"
+    assert env["TERM"] == "xterm" and env["TMPDIR"] == "/tmp"
+    assert env["HOME"] == str(tmp_path / "home-api")
+    assert env["RALLY_RUN_ID"] == "run-7" and env["RALLY_TEAM"] == "checkout"
+    assert env["RALLY_TEAMMATE"] == "api" and env["RALLY_ROLE"] == "Backend"
+    assert env["RALLY_BASE_SHA"] == "a" * 40
+    assert env["RALLY_PROMPT_FILE"] == str(tmp_path / "prompt.md")
+    assert env["RALLY_REPORT_FILE"] == str(tmp_path / "report-api.json")
+    assert env["RALLY_OWNS"] == "src/api/**\ntests/api/"
+    for secret in ("GITHUB_TOKEN", "GH_TOKEN", "ACTIONS_RUNTIME_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_URL",
+                   "GITHUB_REPOSITORY", "AWS_SECRET_ACCESS_KEY", "ANTHROPIC_API_KEY", "GIT_DIR",
+                   "GIT_INDEX_FILE", "SSH_AUTH_SOCK", "MY_SETTING"):
+        assert secret not in env, secret
+
+
+def test_passthrough_names_variables_and_never_overrides_the_contract(tmp_path: Path) -> None:
+    base = {"PATH": "/bin", "ANTHROPIC_API_KEY": "sk-ant", "HOME": "/root", "RALLY_TEAMMATE": "intruder"}
+    env = environment(tmp_path, base, passthrough=("ANTHROPIC_API_KEY", "HOME", "RALLY_TEAMMATE", "NOT_SET"))
+    assert env["ANTHROPIC_API_KEY"] == "sk-ant"
+    assert env["HOME"] == str(tmp_path / "home-api") and env["RALLY_TEAMMATE"] == "api"
+    assert "NOT_SET" not in env
+
+
+def test_agents_commit_as_the_user_or_as_rally_gh(tmp_path: Path) -> None:
+    env = environment(tmp_path, {"PATH": "/bin"})
+    assert (env["GIT_AUTHOR_NAME"], env["GIT_COMMITTER_EMAIL"]) == (
+        "rally-gh (api)", "rally-gh+api@users.noreply.github.com")
+    teammate = TEAMMATE
+    given = agent_environment({"PATH": "/bin"}, teammate, "r", "t", "a" * 40, tmp_path / "p", tmp_path / "r",
+                              [], (), tmp_path / "home", ("Grace Hopper", "grace@example.com"))
+    assert (given["GIT_AUTHOR_NAME"], given["GIT_AUTHOR_EMAIL"]) == ("Grace Hopper", "grace@example.com")
+    assert (given["GIT_COMMITTER_NAME"], given["GIT_COMMITTER_EMAIL"]) == ("Grace Hopper", "grace@example.com")
+    # Variables set around rally-gh win, as they do in git.
+    around = agent_environment({"GIT_AUTHOR_NAME": "Ada"}, teammate, "r", "t", "a" * 40, tmp_path / "p",
+                               tmp_path / "r", [], (), tmp_path / "home", ("Grace Hopper", "grace@example.com"))
+    assert around["GIT_AUTHOR_NAME"] == "Ada" and around["GIT_COMMITTER_NAME"] == "Grace Hopper"
 
 
 # --- reading outcomes --------------------------------------------------------

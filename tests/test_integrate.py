@@ -10,7 +10,6 @@ import hashlib
 import os
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -32,10 +31,10 @@ from rally_gh.integrate import (
     plan_integration,
     publish,
     resolve_teammate_branches,
-    run_commands,
     verify_and_bisect,
     verify_commit,
 )
+from rally_gh.process import Cancelled, CommandRun
 from rally_gh.testing import commit, git, init_repo
 
 PINNED = Identity("rally-gh", "rally-gh@users.noreply.github.com", 1767225600, 0)
@@ -488,57 +487,18 @@ def test_running_out_of_verify_runs_falls_back_to_the_last_passing_prefix(tmp_pa
     assert all(verdict.result.outcome(t).reason == "verify" for t in verdict.culprits)
 
 
-def test_run_commands_with_and_without_a_shell(tmp_path: Path) -> None:
-    (tmp_path / "f.txt").write_text("hello\n")
-    runs = run_commands(["cat f.txt", "grep -q hello f.txt && echo found | tr a-z A-Z", "false",
-                         "sleep 5", "no-such-program-xyz"], tmp_path, 0.25)
-    assert [r.passed for r in runs] == [True, True, False, False, False]
-    assert runs[0].output_tail == "hello\n" and runs[1].output_tail == "FOUND\n"
-    assert "stopped: expected 0.25s, stopped at 0.5s" in runs[3].output_tail
+def test_a_verify_run_that_cancellation_cut_short_blames_nobody(tmp_path: Path) -> None:
+    path, base, order = _team(tmp_path, 4, [2])
+    repo, plan, result = run(path, base, order)
+    calls: list[str] = []
 
+    def interrupted(sha: Sha) -> list[CommandRun]:
+        calls.append(sha)
+        return [CommandRun("make test", False, "[rally-gh] stopped: the run was interrupted", cancelled=True)]
 
-def test_run_commands_keep_all_of_the_output_in_the_log_and_its_tail_in_the_result(tmp_path: Path) -> None:
-    log = tmp_path / "logs" / "01-x.log"
-    long_one, quiet, slow = run_commands(["seq 1 5000", "true", "sh -c 'echo started; sleep 5'"], tmp_path,
-                                         0.25, tail_chars=100, log=log)
-    assert long_one.log == log and long_one.output_tail.endswith("4999\n5000\n") and len(long_one.output_tail) == 100
-    assert quiet.output_tail == "" and slow.output_tail == "started\n[rally-gh] stopped: expected 0.25s, stopped at 0.5s"
-    text = log.read_text()
-    assert text.startswith("$ seq 1 5000\n1\n2\n3\n") and "\n5000\n[rally-gh] exit 0 after " in text
-    assert "$ true\n[rally-gh] exit 0 after " in text
-    assert text.endswith("$ sh -c 'echo started; sleep 5'\nstarted\n[rally-gh] stopped: expected 0.25s, stopped at 0.5s\n\n")
-
-
-def test_an_interruption_while_a_command_starts_leaves_no_orphan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rally_gh.testing import live_processes_with
-
-    marker = f"verify-orphan-{os.getpid()}"
-    monkeypatch.setenv("RALLY_TEST_MARKER", marker)
-    started = subprocess.Popen._close_pipe_fds  # type: ignore[attr-defined]
-
-    def interrupted(self: subprocess.Popen[bytes], *fds: int) -> None:
-        started(self, *fds)  # the child is forked: Ctrl-C now, before Popen returns it
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(subprocess.Popen, "_close_pipe_fds", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run_commands(["sh -c 'sleep 30 & sleep 30'"], tmp_path, 30)
-    monkeypatch.undo()
-    time.sleep(0.3)
-    assert live_processes_with(marker) == []
-
-
-def test_verify_commands_cannot_reach_the_workflow_or_its_credentials(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY", "GITHUB_TOKEN",
-                 "ACTIONS_RUNTIME_TOKEN", "NPM_API_KEY"):
-        monkeypatch.setenv(name, str(tmp_path / name))
-    monkeypatch.setenv("GITHUB_SHA", "kept")
-    [run] = run_commands(["env | grep -E '^(GITHUB|ACTIONS|NPM)_' || true"], tmp_path, 5)
-    seen = dict(line.split("=", 1) for line in run.output_tail.splitlines() if "=" in line)
-    assert seen.get("GITHUB_SHA") == "kept"
-    assert not {"GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY", "GITHUB_TOKEN",
-                "ACTIONS_RUNTIME_TOKEN", "NPM_API_KEY"} & set(seen)
+    with pytest.raises(Cancelled, match="merge.verify of .* was stopped: the run was interrupted"):
+        verify_and_bisect(repo, plan, result, interrupted, committer=PINNED)
+    assert calls == [result.tip]  # no bisection on a run without a verdict
 
 
 def test_verify_commit_runs_in_a_scratch_checkout_and_removes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

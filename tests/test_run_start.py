@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -140,9 +141,7 @@ def test_sigint_during_merge_verify_interrupts_even_when_rally_gh_inherited_it_i
     while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert started.exists(), proc.communicate()
-    # The command is up; let rally-gh's Popen return too (a signal inside it would orphan the command:
-    # integrate.run_commands cannot stop what it has no handle on yet).
-    time.sleep(0.5)
+    # The command is up, maybe before rally-gh's Popen has returned: a signal then is handled once it has.
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
@@ -160,6 +159,36 @@ def test_sigint_during_merge_verify_interrupts_even_when_rally_gh_inherited_it_i
     resumed = _cli(repo, "run", "--resume", "v1")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert load_state(common, "v1").integrated == ("a", "b")
+
+
+def test_sigint_during_a_teammates_verify_stops_it_at_once_and_leaves_the_teammate_to_resume(tmp_path: Path) -> None:
+    """The teammate's verify runs in its job's thread, where only the cancel token reaches it."""
+    from rally_gh import orchestrate
+    from rally_gh.config import load_config_text
+    from rally_gh.state import load_state
+
+    fifo = tmp_path / "verify-up"
+    os.mkfifo(fifo)
+    rally = _team({n: f"{{preset: command, command: [sh, -c, 'mkdir -p {n} && echo 1 > {n}/x']}}" for n in "ab"})
+    rally += f'    verify: ["test -e {tmp_path}/fixed || {{ echo up > {fifo}; exec sleep 60; }}"]\n'  # b's
+    repo = init_repo(tmp_path / "repo", {"README.md": "# r\n", "rally.yml": rally})
+
+    def interrupt() -> None:
+        fifo.read_text()  # b's verify is up
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt).start()
+    started = time.monotonic()
+    state = orchestrate.run(repo, load_config_text(rally, "rally.yml"), "v2", None, time.time, dict(os.environ))
+    assert time.monotonic() - started < 15  # not the verify's 40 s
+    assert state.status == "interrupted"
+    assert {r.name: r.outcome for r in state.teammates} == {"a": "done", "b": "pending"}
+    log = (git.common_dir(git.open_repo(repo)) / "rally" / "runs" / "v2").rglob("*.log")
+    assert any("[rally-gh] stopped: the run was interrupted" in p.read_text() for p in log)
+    (tmp_path / "fixed").write_text("")
+    resumed = _cli(repo, "run", "--resume", "v2")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert load_state(git.common_dir(git.open_repo(repo)), "v2").integrated == ("a", "b")
 
 
 # --- hooks: agents' commits run none; the plain hook and the framework check once ------------

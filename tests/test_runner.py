@@ -1,255 +1,37 @@
-"""runner.py: the agent's environment, one attempt as a process group, the scheduler.
+"""runner.py: the scheduler, its pure decisions and its loop with real agents.
 
-Process tests run the scripted stand-ins in tests/agents/ with timeouts under
-a second; decisions of the scheduler are tested as pure functions.
+Agents are the scripted stand-ins of tests/agents/ (test_process.py tests how
+one of them is run); decisions of the scheduler are tested as pure functions.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from rally_gh.agents import AgentCommand, agent_command
-from rally_gh.config import AgentSpec, Budget, Teammate
-from rally_gh.errors import AgentError
+from rally_gh.config import AgentSpec, Budget
+from rally_gh.process import CancelToken, cancel_on_signals
 from rally_gh.runner import (
-    AgentRun,
     Attempt,
-    CancelToken,
     Job,
     JobResult,
     Skip,
     Start,
     agent_attempt,
-    agent_environment,
-    cancel_on_signals,
     budget_spent,
     failure_signature,
     find_convergence,
     plan_starts,
-    run_agent,
     run_teammates,
 )
-
-AGENTS = Path(__file__).parent / "agents"
-TEAMMATE = Teammate(name="api", role="Backend", task="Build it.", exclusive_write=("src/api/**",))
-
-
-def script(name: str, *args: str) -> AgentCommand:
-    """A scripted stand-in as a ``command`` agent, run by this interpreter (no reliance on #!)."""
-    path = AGENTS / name
-    program = (sys.executable,) if name.endswith(".py") else ("/bin/sh",)
-    return agent_command(AgentSpec(preset="command", command=(*program, str(path), *args)),
-                         Path("unused"), Path("."), Path("unused"))
-
-
-def environment(tmp_path: Path, base: dict[str, str] | None = None, passthrough: tuple[str, ...] = (),
-                name: str = "api") -> dict[str, str]:
-    teammate = TEAMMATE.model_copy(update={"name": name})
-    return agent_environment(base if base is not None else dict(os.environ), teammate, "run-7", "checkout",
-                             "a" * 40, tmp_path / "prompt.md", tmp_path / f"report-{name}.json",
-                             ["src/api/**", "tests/api/"], passthrough, tmp_path / f"home-{name}")
-
-
-def run(cmd: AgentCommand, tmp_path: Path, prompt: bytes = b"Do the task.\n", timeout_s: float = 5,
-        grace_s: float = 0.3, cancel: CancelToken | None = None) -> AgentRun:
-    workdir = tmp_path / "work"
-    workdir.mkdir(exist_ok=True)
-    (tmp_path / "prompt.md").write_bytes(prompt)
-    return run_agent(cmd, workdir, environment(tmp_path), tmp_path / "prompt.md", timeout_s, grace_s,
-                     log_path=tmp_path / "logs" / "agent.log", cancel=cancel)
-
-
-def alive(pid: int) -> bool:
-    """Running, not a zombie waiting to be reaped by whoever inherited it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
-
-
-def pids_in(path: Path, count: int) -> list[int]:
-    """The pids a stand-in wrote before doing anything else (it writes them before its output)."""
-    pids = [int(line) for line in path.read_text().split()]
-    assert len(pids) == count, pids
-    return pids
-
-
-# --- the environment ---------------------------------------------------------
-
-
-def test_environment_is_clean_and_carries_the_contract(tmp_path: Path) -> None:
-    base = {
-        "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TERM": "xterm", "TMPDIR": "/tmp",
-        "HOME": "/root", "GITHUB_TOKEN": "ghs_secret", "GH_TOKEN": "gho_secret", "ACTIONS_RUNTIME_TOKEN": "x",
-        "ACTIONS_ID_TOKEN_REQUEST_URL": "https://x", "GITHUB_REPOSITORY": "o/r", "AWS_SECRET_ACCESS_KEY": "k",
-        "ANTHROPIC_API_KEY": "sk-ant", "GIT_DIR": "/elsewhere/.git", "GIT_INDEX_FILE": "/x/index",
-        "RALLY_TEAMMATE": "intruder", "SSH_AUTH_SOCK": "/tmp/agent.sock", "MY_SETTING": "1",
-    }
-    env = environment(tmp_path, base)
-    assert env["PATH"] == "/usr/bin:/bin" and env["LANG"] == env["LC_ALL"] == "C.UTF-8"
-    assert env["TERM"] == "xterm" and env["TMPDIR"] == "/tmp"
-    assert env["HOME"] == str(tmp_path / "home-api")
-    assert env["RALLY_RUN_ID"] == "run-7" and env["RALLY_TEAM"] == "checkout"
-    assert env["RALLY_TEAMMATE"] == "api" and env["RALLY_ROLE"] == "Backend"
-    assert env["RALLY_BASE_SHA"] == "a" * 40
-    assert env["RALLY_PROMPT_FILE"] == str(tmp_path / "prompt.md")
-    assert env["RALLY_REPORT_FILE"] == str(tmp_path / "report-api.json")
-    assert env["RALLY_OWNS"] == "src/api/**\ntests/api/"
-    for secret in ("GITHUB_TOKEN", "GH_TOKEN", "ACTIONS_RUNTIME_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_URL",
-                   "GITHUB_REPOSITORY", "AWS_SECRET_ACCESS_KEY", "ANTHROPIC_API_KEY", "GIT_DIR",
-                   "GIT_INDEX_FILE", "SSH_AUTH_SOCK", "MY_SETTING"):
-        assert secret not in env, secret
-
-
-def test_passthrough_names_variables_and_never_overrides_the_contract(tmp_path: Path) -> None:
-    base = {"PATH": "/bin", "ANTHROPIC_API_KEY": "sk-ant", "HOME": "/root", "RALLY_TEAMMATE": "intruder"}
-    env = environment(tmp_path, base, passthrough=("ANTHROPIC_API_KEY", "HOME", "RALLY_TEAMMATE", "NOT_SET"))
-    assert env["ANTHROPIC_API_KEY"] == "sk-ant"
-    assert env["HOME"] == str(tmp_path / "home-api") and env["RALLY_TEAMMATE"] == "api"
-    assert "NOT_SET" not in env
-
-
-def test_agent_sees_exactly_the_clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GITHUB_TOKEN", "ghs_must_not_leak")
-    monkeypatch.setenv("ACTIONS_RUNTIME_TOKEN", "must_not_leak")
-    result = run(script("well_behaved.py"), tmp_path)
-    assert result.exit_code == 0, result.stderr_tail
-    seen = json.loads((tmp_path / "work" / "env.json").read_text())
-    assert "GITHUB_TOKEN" not in seen and "ACTIONS_RUNTIME_TOKEN" not in seen
-    assert seen["RALLY_TEAMMATE"] == "api" and seen["HOME"] == str(tmp_path / "home-api")
-    assert (tmp_path / "work" / "work.txt").read_text() == "done by api\n"
-    assert json.loads((tmp_path / "report-api.json").read_text())["status"] == "done"
-
-
-# --- the prompt: standard input, never a shell word --------------------------
-
-HOSTILE = "$(touch pwned) `touch pwned2`; touch pwned3 && echo ${HOME} 'quote\" \\ \n"
-
-
-def hostile_prompt() -> bytes:
-    body = (HOSTILE * (65_536 // len(HOSTILE) + 1))[:65_536]
-    return ("Issue body:\n" + body + "\0trailing after NUL\n").encode()
-
-
-def test_prompt_arrives_on_stdin_byte_for_byte(tmp_path: Path) -> None:
-    prompt = hostile_prompt()
-    result = run(script("well_behaved.py"), tmp_path, prompt=prompt)
-    assert result.exit_code == 0, result.stderr_tail
-    assert (tmp_path / "work" / "prompt-received.bin").read_bytes() == prompt
-    assert json.loads((tmp_path / "work" / "argv.json").read_text()) == []
-    assert not list((tmp_path / "work").glob("pwned*"))
-
-
-def test_shell_command_gets_the_prompt_as_data_only(tmp_path: Path) -> None:
-    spec = AgentSpec(preset="command", command=('cat > got.bin; printf "%s" "$1" > arg1.txt',), shell=True,
-                     args=("$(touch pwned-arg)",))
-    cmd = agent_command(spec, tmp_path / "prompt.md", tmp_path, tmp_path / "home")
-    assert cmd.shell and cmd.argv[:2] == ("/bin/sh", "-c") and cmd.stdin == "prompt"
-    result = run(cmd, tmp_path, prompt=hostile_prompt())
-    assert result.exit_code == 0, result.stderr_tail
-    work = tmp_path / "work"
-    assert (work / "got.bin").read_bytes() == hostile_prompt()
-    assert (work / "arg1.txt").read_text() == "$(touch pwned-arg)"
-    assert not list(work.glob("pwned*")) and not list(tmp_path.glob("pwned*"))
-
-
-def test_argv_command_without_shell_does_not_interpret_anything(tmp_path: Path) -> None:
-    cmd = agent_command(AgentSpec(preset="command", command=("echo", "$(touch pwned)", ";", "touch", "pwned2")),
-                        tmp_path / "prompt.md", tmp_path, tmp_path / "home")
-    result = run(cmd, tmp_path)
-    assert result.stdout_tail == "$(touch pwned) ; touch pwned2\n"
-    assert not list((tmp_path / "work").glob("pwned*"))
-
-
-# --- output, exit, timeouts, strays, cancellation ----------------------------
-
-
-def test_megabytes_of_output_go_to_the_log_with_a_bounded_tail(tmp_path: Path) -> None:
-    result = run(script("loud.py", "8"), tmp_path)
-    assert result.exit_code == 0
-    assert result.log_path.stat().st_size > 8 * 1024 * 1024
-    assert len(result.stdout_tail) <= 512 * 1024 and result.stdout_tail.endswith("LAST LINE\n")
-    assert len(result.stderr_tail) <= 64 * 1024 and "warning: noisy" in result.stderr_tail
-
-
-def test_an_agent_that_exits_at_once(tmp_path: Path) -> None:
-    result = run(agent_command(AgentSpec(preset="command", command=("true",)), tmp_path, tmp_path, tmp_path),
-                 tmp_path)
-    assert (result.exit_code, result.signal, result.timed_out, result.stray_processes) == (0, None, False, 0)
-    assert result.duration_s < 2
-
-
-def test_crash_keeps_its_exit_code_and_error_line(tmp_path: Path) -> None:
-    result = run(script("crash.sh"), tmp_path)
-    assert result.exit_code == 3 and not result.timed_out
-    assert "connection refused" in result.stderr_tail
-    assert "connection refused" in result.log_path.read_text()
-
-
-def test_timeout_at_twice_the_timeout_kills_the_group_and_its_grandchild(tmp_path: Path) -> None:
-    pidfile = tmp_path / "pids"
-    started = time.monotonic()
-    result = run(script("forker.py", str(pidfile), "hang"), tmp_path, timeout_s=0.4, grace_s=0.3)
-    elapsed = time.monotonic() - started
-    assert result.timed_out and result.exit_code is None and result.signal is not None
-    assert 0.8 <= elapsed < 3, elapsed
-    for pid in pids_in(pidfile, 2):
-        assert not alive(pid), pid
-
-
-def test_a_process_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
-    pidfile = tmp_path / "pids"
-    result = run(script("hang.py", str(pidfile)), tmp_path, timeout_s=0.3, grace_s=0.2)
-    assert result.timed_out and result.signal == 9
-    assert not alive(pids_in(pidfile, 1)[0])
-    assert "waiting forever" in result.stdout_tail
-
-
-def test_children_that_outlive_an_exited_agent_are_stopped(tmp_path: Path) -> None:
-    pidfile = tmp_path / "pids"
-    result = run(script("forker.py", str(pidfile), "exit"), tmp_path, timeout_s=5, grace_s=0.2)
-    assert result.exit_code == 0 and not result.timed_out
-    assert result.stray_processes == 1
-    assert result.duration_s < 3  # the grandchild held stdout open: the run did not wait for it
-    grandchild, _ = pids_in(pidfile, 2)
-    assert not alive(grandchild)
-
-
-def test_cancellation_from_another_thread_stops_the_group_within_seconds(tmp_path: Path) -> None:
-    pidfile = tmp_path / "pids"
-    token = CancelToken()
-    outcome: list[AgentRun] = []
-    worker = threading.Thread(target=lambda: outcome.append(
-        run(script("forker.py", str(pidfile), "hang"), tmp_path, timeout_s=60, grace_s=30, cancel=token)))
-    worker.start()
-    (tmp_path / "logs").mkdir(exist_ok=True)
-    _wait_for(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2)
-    asked = time.monotonic()
-    token.cancel()
-    worker.join(10)
-    assert not worker.is_alive()
-    assert time.monotonic() - asked < 3  # the 30 s grace is cut short on cancellation
-    assert outcome[0].cancelled and not outcome[0].timed_out
-    for pid in pids_in(pidfile, 2):
-        assert not alive(pid)
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 5) -> None:
-    # The stand-in has no event to offer for "has written its pid file": look at it.
-    until = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < until, "condition never held"
-        time.sleep(0.01)
+from test_agents import environment
+from test_process import alive, pids_in, script, wait_for
 
 
 # --- scheduler decisions (pure) ----------------------------------------------
@@ -475,7 +257,7 @@ def test_cancelling_the_scheduler_stops_agents_and_skips_the_rest(tmp_path: Path
     worker = threading.Thread(target=lambda: box.append(run_teammates(jobs, 2, Budget(), on_event=events,
                                                                      cancel=token)))
     worker.start()
-    _wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
     asked = time.monotonic()
     token.cancel()
     worker.join(10)
@@ -492,7 +274,7 @@ def test_sigint_of_the_orchestrator_cancels_the_run(tmp_path: Path) -> None:
     jobs = [agent_job(tmp_path, "api", script("hang.py", str(pidfile)), timeout_s=60)]
 
     def interrupt() -> None:
-        _wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt).start()
@@ -502,12 +284,6 @@ def test_sigint_of_the_orchestrator_cancels_the_run(tmp_path: Path) -> None:
     assert received == [signal.SIGINT] and results["api"].outcome == "cancelled"
     assert signal.getsignal(signal.SIGINT) is before
     assert not alive(pids_in(pidfile, 1)[0])
-
-
-def test_a_missing_prompt_file_is_an_agent_error(tmp_path: Path) -> None:
-    with pytest.raises(AgentError, match="cannot open the prompt file"):
-        run_agent(script("well_behaved.py"), tmp_path, environment(tmp_path), tmp_path / "absent.md", 1,
-                  log_path=tmp_path / "log")
 
 
 def test_a_resumed_run_counts_what_it_already_spent() -> None:
@@ -524,29 +300,12 @@ def test_a_failing_event_sink_stops_the_agents_before_raising(tmp_path: Path) ->
 
     def display(name: str, state: str, detail: str) -> None:
         if name == "web" and state == "finished":
-            _wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+            wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
             raise RuntimeError("display broke")
 
     with pytest.raises(RuntimeError, match="display broke"):
         run_teammates(jobs, 2, Budget(), on_event=display)
     assert not alive(pids_in(pidfile, 1)[0])
-
-
-def test_a_cancel_token_closes_its_pipe_once() -> None:
-    """close() then __del__ must not close the numbers again: another file may own them by then."""
-    from rally_gh.runner import CancelToken
-
-    token = CancelToken()
-    token.close()
-    read_end, write_end = os.pipe()  # likely the very numbers the token just gave back
-    try:
-        token.__del__()
-        os.fstat(read_end)
-        os.fstat(write_end)  # still open
-    finally:
-        os.close(read_end)
-        os.close(write_end)
-
 
 
 @pytest.mark.parametrize("command, why", [
@@ -576,18 +335,3 @@ def test_a_crash_that_a_retry_may_fix_is_still_retried(tmp_path: Path) -> None:
                         tmp_path, tmp_path, tmp_path)
     result = run_teammates([agent_job(tmp_path, "api", cmd, retries=1)], 2, Budget())["api"]
     assert (result.outcome, result.attempts) == ("failed", 2) and "not retried" not in result.reason
-
-
-def test_agents_commit_as_the_user_or_as_rally_gh(tmp_path: Path) -> None:
-    env = environment(tmp_path, {"PATH": "/bin"})
-    assert (env["GIT_AUTHOR_NAME"], env["GIT_COMMITTER_EMAIL"]) == (
-        "rally-gh (api)", "rally-gh+api@users.noreply.github.com")
-    teammate = TEAMMATE
-    given = agent_environment({"PATH": "/bin"}, teammate, "r", "t", "a" * 40, tmp_path / "p", tmp_path / "r",
-                              [], (), tmp_path / "home", ("Grace Hopper", "grace@example.com"))
-    assert (given["GIT_AUTHOR_NAME"], given["GIT_AUTHOR_EMAIL"]) == ("Grace Hopper", "grace@example.com")
-    assert (given["GIT_COMMITTER_NAME"], given["GIT_COMMITTER_EMAIL"]) == ("Grace Hopper", "grace@example.com")
-    # Variables set around rally-gh win, as they do in git.
-    around = agent_environment({"GIT_AUTHOR_NAME": "Ada"}, teammate, "r", "t", "a" * 40, tmp_path / "p",
-                               tmp_path / "r", [], (), tmp_path / "home", ("Grace Hopper", "grace@example.com"))
-    assert around["GIT_AUTHOR_NAME"] == "Ada" and around["GIT_COMMITTER_NAME"] == "Grace Hopper"

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rally_gh import agents, git, integrate, plan, runner
+from rally_gh import agents, git, integrate, plan, process, runner
 from rally_gh.config import Config, LoadedConfig, Problem, Teammate, format_key_path
 from rally_gh.limits import MAX_TEAM as MAX_PARALLEL_LIMIT
 from rally_gh.errors import RallyError, UsageError
@@ -127,14 +127,14 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
     # Leftovers of a crashed run (this one, when resuming) would block `worktree add`; its agents,
     # in process groups of their own, may even still be running.
     for dead in {*_dead_runs(common, exclude=run_id), *([run_id] if resume else [])}:
-        runner.stop_strays(runs_dir(common) / dead)
+        process.stop_strays(runs_dir(common) / dead)
     git.prune_worktrees(repo, keep_runs=_live_runs(common, exclude=run_id))
     state = state.model_copy(update={"status": "running", "pid": os.getpid()})
     save_state(common, state)
 
     ledger = _Ledger(common, state)
     orchestra = _Orchestra(repo_path, loaded, ledger, issue_text, clock, environ, emit, remote)
-    cancel = runner.CancelToken()
+    cancel = process.CancelToken()
     before = git.dirty_paths(repo)
     # Signals are handled the same in every phase, whatever rally-gh inherited: during the agents
     # they cancel (the agents are stopped through the token), in integrate, verify and publish they
@@ -147,7 +147,7 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
             if not cancel.cancelled:
                 try:
                     with _signals_interrupt(cancel):
-                        orchestra.integrate_verify_publish()
+                        orchestra.integrate_verify_publish(cancel)
                 except KeyboardInterrupt:
                     cancel.cancel()
         finally:
@@ -205,7 +205,7 @@ def run_teammate(repo_path: Path, loaded: LoadedConfig, run_id: str, name: str, 
                                                       f"({ledger.record(not_done[0]).outcome})")
     else:
         orchestra = _Orchestra(repo_path, loaded, ledger, issue_text, clock, environ, emit, remote)
-        cancel = runner.CancelToken()
+        cancel = process.CancelToken()
         try:
             with _signals_cancel(cancel):
                 orchestra.run_agents(cancel, only={name})
@@ -415,7 +415,7 @@ def _note_writes_outside_worktrees(ledger: _Ledger, before: Mapping[str, int], a
 
 def _risks(loaded: LoadedConfig, environ: Mapping[str, str]) -> list[str]:
     risks = [p.message.split(": ", 1)[-1] for p in control_file_grants(loaded)]
-    if not runner.sandbox_available():
+    if not process.sandbox_available():
         risks.append("agents ran without a sandbox (it needs root and unshare): a write outside an agent's worktree "
                      "is only noticed in the main checkout")
     config = loaded.config
@@ -497,17 +497,17 @@ def _dead_runs(common: Path, exclude: str) -> list[str]:
     return [run_id for run_id, alive in _running(common, exclude) if not alive]
 
 
-def _signals_interrupt(cancel: runner.CancelToken) -> AbstractContextManager[object]:
+def _signals_interrupt(cancel: process.CancelToken) -> AbstractContextManager[object]:
     """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread (and cancel), so that `finally` blocks run."""
     if threading.current_thread() is threading.main_thread():
-        return runner.interrupt_on_signals(cancel)
+        return process.interrupt_on_signals(cancel)
     return nullcontext()
 
 
-def _signals_cancel(cancel: runner.CancelToken) -> AbstractContextManager[object]:
+def _signals_cancel(cancel: process.CancelToken) -> AbstractContextManager[object]:
     """SIGINT and SIGTERM stop the agents instead of killing us midway (signals reach the main thread only)."""
     if threading.current_thread() is threading.main_thread():
-        return runner.cancel_on_signals(cancel)
+        return process.cancel_on_signals(cancel)
     return nullcontext()
 
 
@@ -595,7 +595,7 @@ class _Orchestra:
     def _worktree_path(self, name: str) -> Path:
         return git.rally_worktrees_root(self._repo()) / self.run_id / name
 
-    def run_agents(self, cancel: runner.CancelToken, only: Collection[str] | None = None) -> None:
+    def run_agents(self, cancel: process.CancelToken, only: Collection[str] | None = None) -> None:
         self.git_controls = git.git_dir_controls(self._repo())
         self.identity = git.user_identity(self._repo(), self.environ)
         try:
@@ -621,7 +621,7 @@ class _Orchestra:
                 "it was before rally-gh ran any git command (a planted filter, alias, helper or hook would have "
                 "run outside the sandbox); look for the agent that did it in the logs")))
 
-    def _run_agents(self, cancel: runner.CancelToken, only: Collection[str] | None) -> None:
+    def _run_agents(self, cancel: process.CancelToken, only: Collection[str] | None) -> None:
         emit = self.emit
         emit("", "phase", "run")
         started = self.clock()
@@ -655,8 +655,8 @@ class _Orchestra:
         self.ledger.update_run(convergence=self.ledger.state.convergence + groups)
         self.ledger.add_phase("run", self.clock() - started)
 
-    def _job(self, t: Teammate) -> Callable[[int, runner.CancelToken], runner.Attempt]:
-        def run_attempt(attempt: int, cancel: runner.CancelToken) -> runner.Attempt:
+    def _job(self, t: Teammate) -> Callable[[int, process.CancelToken], runner.Attempt]:
+        def run_attempt(attempt: int, cancel: process.CancelToken) -> runner.Attempt:
             record = self.ledger.record(t.name)
             path = Path(record.worktree) if record.worktree else None
             if path is None or not path.is_dir():
@@ -672,30 +672,32 @@ class _Orchestra:
             home.mkdir(exist_ok=True)
             spec = self.config.agent_of(t)
             cmd = agents.agent_command(spec, prompt_file, path, home, search_path=self.environ.get("PATH"))
-            env = runner.agent_environment(
+            env = agents.agent_environment(
                 self.environ, t, self.run_id, self.config.team, record.start_sha or "", prompt_file, report_file,
                 t.exclusive_write, (*spec.env, *cmd.passthrough), home, self.identity,
                 sparse=self.config.checkout_of(t) == "sparse")
-            if runner.sandbox_available():
-                cmd = runner.sandboxed(cmd, self._mounts(path))
+            if process.sandbox_available():
+                cmd = process.sandboxed(cmd, self._mounts(path))
             attempt_fn = runner.agent_attempt(cmd, path, env, prompt_file, report_file, self.config.timeout_of(t),
                                               files / "logs", model=spec.model)
             result = attempt_fn(attempt, cancel)
             self.ledger.update(t.name, attempts=attempt)
             if result.status == "ok":
                 # Reconciled here, in the job's thread, so that dependents can start the moment it is done.
-                self._reconcile(t, result)
+                self._reconcile(t, result, cancel)
+                if not self.ledger.record(t.name).finished:  # its verify was interrupted: --resume starts it again
+                    result = replace(result, status="cancelled", message="stopped: the run was interrupted")
             return result
 
         return run_attempt
 
-    def _mounts(self, own_worktree: Path) -> list[runner.Mount]:
+    def _mounts(self, own_worktree: Path) -> list[process.Mount]:
         """What an agent may write: its own worktree, and the git directory (its commits
         write objects there) except the files that make git run programs; the main
         checkout, the other worktrees and the user's git config are read-only."""
         repo = self._repo()
         common = git.common_dir(repo)
-        mounts: list[runner.Mount] = [("ro", git.workdir(repo)), ("rw", common)]
+        mounts: list[process.Mount] = [("ro", git.workdir(repo)), ("rw", common)]
         home = Path(self.environ.get("HOME") or Path.home())
         controls = [common / "config", common / "info", common / "hooks", home / ".gitconfig", home / ".config" / "git"]
         mounts += [("ro", p) for p in controls if os.path.lexists(p)]  # never raises
@@ -792,7 +794,7 @@ class _Orchestra:
             git.update_ref_if(repo, ref, head, current)
         return head
 
-    def _reconcile(self, t: Teammate, attempt: runner.Attempt) -> None:
+    def _reconcile(self, t: Teammate, attempt: runner.Attempt, cancel: process.CancelToken | None = None) -> None:
         started = self.clock()
         self.emit(t.name, "reconciling", "")
         self.restore_git_dir()  # the verify commands below may run git
@@ -811,8 +813,10 @@ class _Orchestra:
             outcome, reason = "no_changes", "the agent finished without changing any file"
         else:
             log = new_verify_log(self.ledger.common, self.run_id, t.name) if t.verify else None
-            runs = integrate.run_commands(t.verify, Path(record.worktree or ""), self.config.timeout_of(t),
-                                          log=log)
+            runs = process.run_commands(t.verify, Path(record.worktree or ""), self.config.timeout_of(t),
+                                        log=log, cancel=cancel)
+            if any(r.cancelled for r in runs):
+                return
             verify = tuple(self._verify_result(r) for r in runs)
             failed = [v for v in verify if not v.passed]
             missing = [p for p in t.done_when if p not in files or git.read_blob(repo, head, p) is None]
@@ -852,7 +856,7 @@ class _Orchestra:
                 self.emit(record.name, "violated", changes["reason"])
             self.ledger.update(record.name, **changes)
 
-    def integrate_verify_publish(self) -> None:
+    def integrate_verify_publish(self, cancel: process.CancelToken | None = None) -> None:
         started = self.clock()
         self.emit("", "phase", "integrate")
         repo = self._repo()
@@ -880,9 +884,9 @@ class _Orchestra:
             self.emit("", "phase", "verify")
             commands, timeout = self.config.merge.verify, self.config.defaults.timeout
 
-            def run_verify(sha: git.Sha) -> list[integrate.CommandRun]:
+            def run_verify(sha: git.Sha) -> list[process.CommandRun]:
                 log = new_verify_log(self.ledger.common, self.run_id, f"merge-{git.short(sha)}")
-                return integrate.verify_commit(repo, sha, commands, timeout, log=log)
+                return integrate.verify_commit(repo, sha, commands, timeout, log=log, cancel=cancel)
 
             checked = integrate.verify_and_bisect(repo, iplan, result, run_verify)
             result = checked.result
@@ -966,7 +970,7 @@ class _Orchestra:
         iplan = integrate.plan_integration(repo, onto or git.Sha(self.ledger.state.base_sha), branches)
         return iplan, integrate.integrate(repo, iplan, on_conflict)
 
-    def _verify_result(self, run: integrate.CommandRun) -> VerifyResult:
+    def _verify_result(self, run: process.CommandRun) -> VerifyResult:
         folder = run_dir(self.ledger.common, self.run_id)
         log = str(run.log.relative_to(folder)) if run.log is not None and run.log.is_relative_to(folder) else None
         return VerifyResult(command=run.command, passed=run.passed, exit_code=run.exit_code,

@@ -49,10 +49,11 @@ from modelstub import ModelStub  # noqa: E402
 
 from rally_gh import git, sandbox  # noqa: E402
 from rally_gh.run import pipeline  # noqa: E402
-from rally_gh.agents import AgentCommand, agent_command  # noqa: E402
+from rally_gh.agents import AgentCommand, agent_command, agent_environment  # noqa: E402
 from rally_gh.config import AgentSpec, Teammate, load_config_text  # noqa: E402
 from rally_gh.report import report_json  # noqa: E402
-from rally_gh.runner import CancelToken, agent_attempt, agent_environment  # noqa: E402
+from rally_gh.process import CancelToken  # noqa: E402
+from rally_gh.runner import agent_attempt  # noqa: E402
 from rally_gh.sandbox import SandboxSpec  # noqa: E402
 from rally_gh.state import runs_dir  # noqa: E402
 

@@ -678,12 +678,12 @@ PLANT = """
 @pytest.mark.parametrize("sandbox", ["off", "on"])
 def test_git_config_planted_by_an_agent_never_runs_and_is_put_back(
         tmp_path: Path, sandbox: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rally_gh import runner
+    from rally_gh import process
 
     if sandbox == "off":
         monkeypatch.setenv("RALLY_SANDBOX", "0")
-    runner._unshare_flags.cache_clear()
-    if sandbox == "on" and not runner.sandbox_available():
+    process._unshare_flags.cache_clear()
+    if sandbox == "on" and not process.sandbox_available():
         pytest.skip("no sandbox here (it needs root or unprivileged user namespaces, and unshare)")
     script = tmp_path / "plant.py"
     script.write_text(textwrap.dedent(PLANT))
@@ -711,7 +711,7 @@ def test_git_config_planted_by_an_agent_never_runs_and_is_put_back(
     try:
         state = _run(repo, rally_yml)
     finally:
-        runner._unshare_flags.cache_clear()
+        process._unshare_flags.cache_clear()
     assert not marker.exists()
     assert (repo / ".git" / "config").read_bytes() == config_before
     assert not (repo / ".git" / "info" / "attributes").exists() and not (repo / ".git" / "hooks" / "pre-commit").exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rally_gh import git, runner
+from rally_gh import git, process
 from rally_gh.run import pipeline
 from rally_gh.config import load_config_text
 from rally_gh.report import report_json
@@ -140,7 +140,7 @@ def test_a_write_into_the_main_checkout_is_reported_as_a_risk(tmp_path: Path) ->
     env = dict(os.environ, RALLY_MAIN_CHECKOUT=str(repo))
     state = pipeline.run(repo, load_config_text(rally_yml, "rally.yml"), "e1", None, time.time, env)
     outcome = {t.name: t.outcome for t in state.teammates}
-    if runner.sandbox_available():
+    if process.sandbox_available():
         # The main checkout is read-only to agents: the write fails and so does the agent.
         assert outcome == {"escape": "failed", "calm": "done"}, {t.name: t.reason for t in state.teammates}
         assert "Read-only file system" in (state.teammate("escape").reason or "")
@@ -151,7 +151,7 @@ def test_a_write_into_the_main_checkout_is_reported_as_a_risk(tmp_path: Path) ->
         assert (repo / "ESCAPED.txt").exists()  # reported, never deleted: nothing is lost
 
 
-@pytest.mark.skipif(not runner.sandbox_available(), reason="needs root and unshare (a private mount namespace)")
+@pytest.mark.skipif(not process.sandbox_available(), reason="needs root and unshare (a private mount namespace)")
 def test_an_agent_cannot_write_into_another_teammates_worktree(tmp_path: Path) -> None:
     agents = tmp_path / "agents"
     agents.mkdir()
@@ -192,7 +192,7 @@ def test_an_agent_cannot_write_into_another_teammates_worktree(tmp_path: Path) -
 def test_in_the_sandbox_an_agent_cannot_read_the_orchestrators_environment(tmp_path: Path) -> None:
     """The orchestrator (and the CI step above it) may hold a token in its environment; an agent
     runs as the same user, so only a PID namespace with its own /proc keeps /proc/<pid>/environ away."""
-    if not runner.sandbox_available() or "-p" not in (runner._unshare_flags() or ()):
+    if not process.sandbox_available() or "-p" not in (process._unshare_flags() or ()):
         pytest.skip("no sandbox with a PID namespace here")
     agents = tmp_path / "agents"
     agents.mkdir()

@@ -1,0 +1,688 @@
+"""Child processes: the one module of rally_gh that starts them.
+
+What rally-gh runs of someone else's (an agent, a teammate's ``verify``, ``merge.verify``)
+goes through one supervisor, ``supervise``, whatever the caller:
+
+- the child leads a process group of its own, so that stopping it stops
+  everything it started, grandchildren included;
+- its standard input is a file (the prompt, or ``/dev/null``), never a pipe we feed;
+- its output goes to a log as it comes; only a bounded tail of it stays in memory;
+- it is stopped at twice its expected duration, or at once when its ``CancelToken``
+  is set: SIGTERM to the group, then SIGKILL after a grace;
+- it leaves nothing behind: the group is stopped after a normal exit too.
+
+Two front doors say what the caller gets back: ``run_agent`` (an ``AgentRun``)
+and ``run_commands`` (a ``CommandRun`` per verify command). ``sandboxed`` is the
+one place a command is wrapped in the sandbox. ``run`` runs rally-gh's own short
+commands (git), which need no supervision. ``stop_strays`` stops what an
+orchestrator that died left running. ``cancel_on_signals`` and
+``interrupt_on_signals`` turn SIGINT and SIGTERM into cancellation.
+
+This module imports nothing of rally_gh but its errors: git imports it, and the
+hook must stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import selectors
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal
+
+from rally_gh.errors import AgentError
+
+if TYPE_CHECKING:
+    from rally_gh.agents import AgentCommand
+
+STDOUT_TAIL_BYTES = 512 * 1024  # Claude's result object is the end of stdout: keep enough of it
+STDERR_TAIL_BYTES = 64 * 1024
+DEFAULT_GRACE_S = 5.0  # between SIGTERM and SIGKILL
+CANCEL_GRACE_S = 1.5  # an interrupted orchestrator must stop within seconds, whatever grace was asked
+_READ_CHUNK = 64 * 1024
+
+
+# --- cancellation ------------------------------------------------------------
+
+
+class CancelToken:
+    """Set once, from any thread (a signal handler included), to stop everything that watches it.
+
+    It is also a file descriptor that becomes readable when set, so that a
+    supervisor waiting in ``selectors`` wakes at once instead of polling a flag.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+
+    def cancel(self) -> None:
+        if not self._event.is_set():
+            self._event.set()
+            try:
+                os.write(self._write_fd, b"x")  # never read back: stays readable for every watcher
+            except (BlockingIOError, OSError):
+                pass
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def fileno(self) -> int:
+        return self._read_fd
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+    def close(self) -> None:
+        """Close the pipe, once: a second close of the same numbers (``close()`` and then
+        ``__del__``) would close whatever file took those numbers meanwhile."""
+        fds, self._read_fd, self._write_fd = (self._read_fd, self._write_fd), -1, -1
+        for fd in fds:
+            if fd < 0:
+                continue
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class Cancelled(KeyboardInterrupt):
+    """A verdict was needed from a child that cancellation stopped (``merge.verify`` cut short):
+    there is none, so the caller is interrupted, as by Ctrl-C, and handled the same way."""
+
+
+@contextmanager
+def cancel_on_signals(token: CancelToken,
+                      signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[list[int]]:
+    """While inside, SIGINT and SIGTERM cancel ``token`` instead of raising; yields the signals received.
+
+    Children lead their own sessions, so a Ctrl-C in the terminal does not reach
+    them: stopping them is the supervisor's job, through the token. The handlers are
+    installed whatever the inherited disposition (SIG_IGN under ``rally-gh run &``).
+    Main thread only.
+    """
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+        token.cancel()
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def interrupt_on_signals(token: CancelToken | None = None,
+                         signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM raise KeyboardInterrupt (and cancel ``token``), so that
+    the code in ``finally`` blocks (scratch worktrees, process groups, the run's state) runs
+    instead of the process dying midway. Installed whatever the inherited disposition: a
+    ``rally-gh run &`` in a shell without job control starts with SIGINT ignored, and a
+    verify that nothing can interrupt would run to its end. Main thread only."""
+    def handler(signum: int, frame: object) -> None:
+        if token is not None:
+            token.cancel()
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# --- the sandbox -------------------------------------------------------------
+#
+# Agents are programs we do not control. Each runs in its own worktree, but
+# nothing stops it writing into the main checkout or into another teammate's
+# worktree, where the write would end up in someone else's commit. Where the
+# machine allows it (root, util-linux's unshare: a CI runner, a container), the
+# agent gets a private mount namespace in which everything but its own worktree
+# and the git directory (commits write objects there) is read-only.
+
+_SANDBOX_SCRIPT = """
+while [ "$1" != "--" ]; do
+    mode=$1; target=$2; shift 2
+    mount --bind "$target" "$target" && mount -o "remount,$mode,bind" "$target" || {
+        echo "rally-gh sandbox: cannot mount $target $mode" >&2; exit 97; }
+done
+shift
+# In a PID namespace this shell is PID 1, and PID 1 ignores SIGTERM it has no handler for:
+# it stays the agent's parent, so that the agent gets the supervisor's SIGTERM, and when it
+# exits, whatever the agent left behind in the namespace ends with it.
+if [ "$$" = 1 ]; then "$@"; exit $?; fi
+exec "$@"
+"""
+
+Mount = tuple[str, Path]  # ("ro" | "rw", path), applied in order: later ones win below them
+
+
+@functools.lru_cache(maxsize=1)
+def _unshare_flags() -> tuple[str, ...] | None:
+    """The unshare flags that give a private mount namespace here: as root, a mount
+    namespace; otherwise a user namespace too (where the kernel allows it
+    unprivileged). None: no sandbox (set RALLY_SANDBOX=0 to opt out).
+
+    Not a PID namespace (yet): with ``-p -f --mount-proc`` an agent could no longer
+    read a token from the orchestrator's /proc/<pid>/environ, but a trivial agent
+    failed now and then under a loaded test suite, for a reason not found in time."""
+    if os.environ.get("RALLY_SANDBOX") == "0" or shutil.which("unshare") is None:
+        return None
+    candidates: list[tuple[str, ...]] = [("-m",)] if os.geteuid() == 0 else []
+    candidates.append(("-r", "-m"))
+    for flags in candidates:
+        probe = run(["unshare", *flags, "--propagation", "private", "/bin/sh", "-c",
+                     "mount --bind / / && mount -o remount,ro,bind /"])
+        if probe.returncode == 0:
+            return flags
+    return None
+
+
+def sandbox_available() -> bool:
+    """Whether agents can get a private mount namespace here."""
+    return _unshare_flags() is not None
+
+
+def sandboxed(cmd: AgentCommand, mounts: Sequence[Mount]) -> AgentCommand:
+    """``cmd`` run in a private mount namespace with ``mounts`` applied first: the one
+    place a command is wrapped in the sandbox. Every process ``unshare`` starts (a
+    forked PID 1 in a PID namespace, then the agent) stays in the process group the
+    supervisor made, so stopping the group stops them."""
+    flags = _unshare_flags() or ("-m",)
+    args: list[str] = []
+    for mode, path in mounts:
+        args += [mode, str(path)]
+    prefix = ("unshare", *flags, "--propagation", "private", "/bin/sh", "-c", _SANDBOX_SCRIPT, "rally-sandbox",
+              *args, "--")
+    return replace(cmd, argv=(*prefix, *cmd.argv))
+
+
+# --- the supervisor ----------------------------------------------------------
+
+
+Ending = Literal["exited", "timeout", "cancelled"]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a supervised child ended. ``returncode`` is negative when a signal ended it."""
+
+    ending: Ending
+    returncode: int
+    duration_s: float
+    stray_processes: int  # processes of its group still alive after it exited, then stopped
+    stdout_tail: str
+    stderr_tail: str  # empty when standard error went with standard output
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.returncode if self.returncode >= 0 else None
+
+    @property
+    def signal(self) -> int | None:
+        return -self.returncode if self.returncode < 0 else None
+
+
+def supervise(argv: Sequence[str], cwd: Path, env: Mapping[str, str], log: IO[bytes], *, expected_s: float,
+              stdin: IO[bytes] | None = None, grace_s: float = DEFAULT_GRACE_S, cancel: CancelToken | None = None,
+              merge_stderr: bool = False, tails: tuple[int, int] = (STDOUT_TAIL_BYTES, STDERR_TAIL_BYTES),
+              ) -> Finished:
+    """Run ``argv`` to its end, its stop at ``2 * expected_s``, or ``cancel``.
+
+    The child leads a new process group. Its output is copied to ``log`` as it
+    comes (standard error with standard output when ``merge_stderr``); only the
+    last ``tails`` bytes of each stream stay in memory. Stopping means SIGTERM to
+    the whole group, then SIGKILL after ``grace_s`` (at most ``CANCEL_GRACE_S`` on
+    cancellation); the group is also stopped after a normal exit, so no child of
+    the child outlives it. ``stdin`` None is ``/dev/null``. Raises OSError when
+    the program cannot be started.
+    """
+    started = time.monotonic()
+    proc: _Child | None = None
+    try:
+        with _signals_deferred():
+            proc = _Child(list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL if stdin is None else stdin,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+                          start_new_session=True, close_fds=True)
+        streams = _Streams(proc, log, tails)
+        try:
+            ending = _watch(proc, streams, started + 2 * expected_s, cancel)
+            if ending != "exited":
+                _stop_group(proc.pid, min(grace_s, CANCEL_GRACE_S) if ending == "cancelled" else grace_s, proc)
+            proc.wait()
+            strays = _stop_group(proc.pid, grace_s, None)
+            streams.drain(time.monotonic() + max(grace_s, 0.5))
+        finally:
+            streams.close()
+            log.flush()
+    except BaseException:  # an error of ours, or Ctrl-C: the whole group goes too
+        if proc is not None:
+            _kill_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+            _wait_group_empty(proc.pid, time.monotonic() + 1.0)
+        raise
+    return Finished(ending, proc.returncode, time.monotonic() - started, strays,
+                    streams.tail("stdout"), streams.tail("stderr"))
+
+
+@contextmanager
+def _signals_deferred(signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive inside are handled on the way out, by the handlers
+    they would have met. Python runs a handler when a C call returns: a Ctrl-C while
+    the child is forked would raise between the fork and Popen learning the pid, and
+    the child, in a session of its own, would run on unknown to anyone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers run in the main thread only: nothing to defer here
+        return
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in signals if signal.getsignal(sig) is not None}  # None: a handler not set from Python
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        for signum in received:
+            signal.raise_signal(signum)
+
+
+class _Child(subprocess.Popen[bytes]):
+    """A child in a session of its own that an interruption (Ctrl-C, SIGTERM) while
+    it is being started stops: the caller, never handed it, could not."""
+
+    def __init__(self, argv: Sequence[str], **options: Any) -> None:
+        try:
+            super().__init__(argv, **options)
+        except BaseException as err:
+            if not isinstance(err, OSError) and self.pid is not None and self.returncode is None:
+                for kill in (os.kill, os.killpg):  # the child itself, then its session once it has one
+                    with contextlib.suppress(OSError):
+                        kill(self.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.pid, 0)
+                self.returncode = -signal.SIGKILL
+            raise
+
+
+class _Streams:
+    """The child's output pipes: copied to the log, a tail of each kept."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log: IO[bytes], limits: tuple[int, int]) -> None:
+        self.log = log
+        self.files = [f for f in (proc.stdout, proc.stderr) if f is not None]
+        self.open: dict[int, str] = {f.fileno(): name for f, name in zip((proc.stdout, proc.stderr),
+                                                                          ("stdout", "stderr")) if f is not None}
+        self.tails: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+        self.limits = {"stdout": limits[0], "stderr": limits[1]}
+
+    def read(self, fd: int) -> None:
+        try:
+            data = os.read(fd, _READ_CHUNK)
+        except BlockingIOError:
+            return
+        if not data:
+            del self.open[fd]
+            return
+        self.log.write(data)
+        name = self.open[fd]
+        tail = self.tails[name]
+        tail += data
+        if len(tail) > self.limits[name]:
+            del tail[: len(tail) - self.limits[name]]
+
+    def drain(self, until: float) -> None:
+        """Read what is left. A process that escaped the group may hold a pipe open: stop at ``until``."""
+        with selectors.DefaultSelector() as sel:
+            for fd in self.open:
+                sel.register(fd, selectors.EVENT_READ)
+            while self.open:
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    return
+                for key, _ in sel.select(remaining):
+                    self.read(key.fd)
+                    if key.fd not in self.open:
+                        sel.unregister(key.fd)
+
+    def tail(self, name: str) -> str:
+        return self.tails[name].decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        for handle in self.files:
+            handle.close()
+
+
+def _watch(proc: subprocess.Popen[bytes], streams: _Streams, deadline: float, cancel: CancelToken | None) -> Ending:
+    """Copy output until the child exits, the deadline passes or ``cancel`` is set."""
+    pidfd = _pidfd(proc.pid)
+    try:
+        with selectors.DefaultSelector() as sel:
+            for fd in streams.open:
+                sel.register(fd, selectors.EVENT_READ, "stream")
+            if pidfd is not None:
+                sel.register(pidfd, selectors.EVENT_READ, "exit")
+            if cancel is not None:
+                sel.register(cancel, selectors.EVENT_READ, "cancel")
+            while True:
+                if cancel is not None and cancel.cancelled:
+                    return "cancelled"
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return "timeout"
+                if pidfd is None:
+                    # No pidfd (not Linux): the exit has no descriptor, so look at it between reads.
+                    if proc.poll() is not None:
+                        return "exited"
+                    remaining = min(remaining, 0.05)
+                for key, _ in sel.select(remaining):
+                    if key.data == "exit":
+                        return "exited"
+                    if key.data == "cancel":
+                        return "cancelled"
+                    streams.read(key.fd)
+                    if key.fd not in streams.open:
+                        sel.unregister(key.fd)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _stop_group(pgid: int, grace_s: float, leader: subprocess.Popen[bytes] | None) -> int:
+    """SIGTERM the group, SIGKILL what is left after ``grace_s``; the number of processes it found."""
+    alive = _group_members(pgid)
+    if leader is not None and leader.poll() is None:
+        alive = max(alive, 1)
+    if not alive:
+        return 0
+    _kill_group(pgid, signal.SIGTERM)
+    until = time.monotonic() + grace_s
+    if leader is not None:
+        try:
+            leader.wait(timeout=grace_s)  # a real wait for the one process that is our child
+        except subprocess.TimeoutExpired:
+            pass
+    _wait_group_empty(pgid, until)
+    _kill_group(pgid, signal.SIGKILL)
+    # SIGKILL takes effect when the process is next scheduled: return once it has.
+    _wait_group_empty(pgid, time.monotonic() + 1.0)
+    return alive
+
+
+def stop_strays(prompt_dir: Path, grace_s: float = CANCEL_GRACE_S) -> int:
+    """Stop the agents an orchestrator that died (SIGKILL, a lost machine session)
+    left running: every process group holding a process whose RALLY_PROMPT_FILE
+    lies under ``prompt_dir`` (a run's own folder, so no other run or repository
+    is touched). The number of groups stopped; 0 where /proc cannot tell."""
+    marker = b"RALLY_PROMPT_FILE=" + os.fsencode(prompt_dir) + b"/"
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():
+        return 0
+    own = os.getpgrp()
+    groups: set[int] = set()
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            pgid = os.getpgid(int(entry.name))
+        except (OSError, ProcessLookupError):
+            continue
+        if pgid != own and any(v.startswith(marker) for v in environ.split(b"\0")):
+            groups.add(pgid)
+    for pgid in groups:
+        _stop_group(pgid, grace_s, None)
+    return len(groups)
+
+
+def _wait_group_empty(pgid: int, until: float) -> None:
+    # The members are not our children (or already reaped): no wait exists for them, so look.
+    while _group_members(pgid) and time.monotonic() < until:
+        time.sleep(0.02)
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_members(pgid: int) -> int:
+    """Live (non-zombie) processes in group ``pgid``."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return 0
+    except PermissionError:
+        return 1
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():
+        return 1
+    count = 0
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name: state ppid pgrp ...
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            count += 1
+    return count
+
+
+# --- agents ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentRun:
+    """How one agent process ended. ``exit_code`` is None when a signal ended it."""
+
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    cancelled: bool
+    duration_s: float
+    log_path: Path
+    stdout_tail: str
+    stderr_tail: str
+    stray_processes: int = 0  # processes of its group still alive after it exited, then stopped
+    timeout_s: float = 0.0  # the expected duration it was given; it is stopped at twice this
+
+
+def run_agent(cmd: AgentCommand, workdir: Path, env: Mapping[str, str], prompt_file: Path, timeout_s: float,
+              grace_s: float = DEFAULT_GRACE_S, *, log_path: Path, cancel: CancelToken | None = None) -> AgentRun:
+    """Run one agent, supervised: its output in ``log_path``, stopped at ``2 * timeout_s`` or on ``cancel``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with _stdin_for(cmd, prompt_file) as stdin, open(log_path, "wb") as log:
+        try:
+            ended = supervise(cmd.argv, workdir, {**env, **cmd.env_dict()}, log, expected_s=timeout_s, stdin=stdin,
+                              grace_s=grace_s, cancel=cancel)
+        except OSError as err:
+            raise AgentError(f"cannot start agent '{cmd.argv[0]}' in {workdir}: {err.strerror}",
+                             hint="check the agent's command and that the program is installed") from err
+    return AgentRun(
+        exit_code=ended.exit_code,
+        signal=ended.signal,
+        timed_out=ended.ending == "timeout",
+        cancelled=ended.ending == "cancelled",
+        duration_s=ended.duration_s,
+        log_path=log_path,
+        stdout_tail=ended.stdout_tail,
+        stderr_tail=ended.stderr_tail,
+        stray_processes=ended.stray_processes,
+        timeout_s=timeout_s,
+    )
+
+
+@contextmanager
+def _stdin_for(cmd: AgentCommand, prompt_file: Path) -> Iterator[IO[bytes]]:
+    # A file, not a pipe we feed: no writer thread, no deadlock, any size.
+    path = prompt_file if cmd.stdin == "prompt" else Path(os.devnull)
+    try:
+        handle = open(path, "rb")
+    except OSError as err:
+        raise AgentError(f"cannot open the prompt file {path}: {err.strerror}") from err
+    with handle:
+        yield handle
+
+
+# --- verify commands ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommandRun:
+    command: str
+    passed: bool
+    output_tail: str  # the last few kilobytes of standard output and error together
+    exit_code: int | None = None  # None: could not be started, or stopped
+    duration_s: float = 0.0
+    log: Path | None = None  # where its whole output is kept
+    cancelled: bool = False  # stopped (or never started) because the run was interrupted: no verdict
+
+
+INTERRUPTED = "the run was interrupted"
+
+
+def run_commands(commands: Sequence[str], cwd: Path, expected_s: float, *, tail_chars: int = 4000,
+                 log: Path | None = None, cancel: CancelToken | None = None,
+                 grace_s: float = DEFAULT_GRACE_S) -> list[CommandRun]:
+    """Run each command in ``cwd``, supervised (all of them, so the report shows every
+    failure). ``expected_s`` is how long a command is expected to take, as a map's
+    ``timeout`` is: one past twice it is stopped with its whole process group and
+    counts as failed. Standard input is empty; credentials in the environment are
+    withheld, since the code under test comes from agents. ``cancel`` stops the
+    command in flight, which is then the last, ``cancelled``.
+
+    The output goes to ``log`` as it is written, each command under a ``$ command``
+    line and followed by how it ended, so that nothing of a failure is lost
+    however long it is; without a ``log`` it goes to a temporary file. Each
+    ``CommandRun`` keeps the last ``tail_chars`` of its own output."""
+    runs: list[CommandRun] = []
+    with contextlib.ExitStack() as stack:
+        out: IO[bytes]
+        if log is None:
+            out = stack.enter_context(tempfile.TemporaryFile())
+        else:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            out = stack.enter_context(open(log, "ab"))
+        for command in commands:
+            runs.append(_run_command(command, cwd, expected_s, out, tail_chars, log, cancel, grace_s))
+            if runs[-1].cancelled:
+                break
+    return runs
+
+
+def _run_command(command: str, cwd: Path, expected_s: float, out: IO[bytes], tail_chars: int,
+                 log: Path | None, cancel: CancelToken | None, grace_s: float) -> CommandRun:
+    out.write(f"$ {command}\n".encode())
+
+    def note(output: str, what: str) -> str:
+        """``what`` in the log after the command's output; the output's tail with it when stopped."""
+        out.write(f"{'' if not output or output.endswith(chr(10)) else chr(10)}[rally-gh] {what}\n\n".encode())
+        out.flush()
+        if not what.startswith(("stopped", "not started")):
+            return output[-tail_chars:]
+        return (output + ("" if not output or output.endswith("\n") else "\n") + f"[rally-gh] {what}")[-tail_chars:]
+
+    if cancel is not None and cancel.cancelled:
+        return CommandRun(command, False, note("", f"not started: {INTERRUPTED}"), log=log, cancelled=True)
+    argv = ["/bin/sh", "-c", command] if _needs_shell(command) else shlex.split(command)
+    try:
+        ended = supervise(argv, cwd, _verify_env(), out, expected_s=expected_s, grace_s=grace_s, cancel=cancel,
+                          merge_stderr=True, tails=(tail_chars, 0))
+    except OSError as err:
+        note("", f"could not start: {err}")
+        return CommandRun(command, False, f"could not start: {err}", log=log)
+    duration = round(ended.duration_s, 3)
+    if ended.ending == "timeout":
+        from rally_gh.config import stop_words  # config imports pydantic: not at the top, where git reads this
+
+        return CommandRun(command, False, note(ended.stdout_tail, f"stopped: {stop_words(expected_s)}"),
+                          None, duration, log)
+    if ended.ending == "cancelled":
+        return CommandRun(command, False, note(ended.stdout_tail, f"stopped: {INTERRUPTED}"), None, duration, log,
+                          cancelled=True)
+    tail = note(ended.stdout_tail, f"exit {ended.returncode} after {ended.duration_s:.1f}s")
+    return CommandRun(command, ended.returncode == 0, tail, ended.returncode, duration, log)
+
+
+_SHELL_CHARS = frozenset("|&;<>()$`*?[]{}~#\n")
+
+
+def _needs_shell(command: str) -> bool:
+    """True when ``command`` uses shell syntax (pipes, &&, globs, variables,
+    redirections, a leading VAR=value). The verify commands come from the map on
+    the base commit, so they are trusted with a shell; a plain command still runs
+    without one, so that what runs is exactly what is written."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return True
+    return not words or any(ch in _SHELL_CHARS for ch in command) or "=" in words[0]
+
+
+# What the code under test must not see: it comes from agents' branches.
+_SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "PRIVATE_KEY", "API_KEY")
+# Nor the files through which a step talks to the workflow: writing them would set
+# variables, PATH entries or outputs for the steps after this one, or forge ours.
+_WORKFLOW_FILES = ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY", "GITHUB_STATE")
+
+
+def _verify_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("ACTIONS_") and k not in _WORKFLOW_FILES
+            and not any(m in k.upper() for m in _SECRET_MARKERS)}
+
+
+# --- rally-gh's own short commands ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Completed:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+def run(argv: Sequence[str], *, cwd: Path | str | None = None, env: Mapping[str, str] | None = None,
+        input: bytes | None = None) -> Completed:
+    """Run one of rally-gh's own commands (git, a probe) to its end, its output captured.
+    Not supervised: it is ours, short, and stops with rally-gh on Ctrl-C. Raises OSError
+    when the program cannot be started."""
+    proc = subprocess.run(list(argv), cwd=cwd, env=None if env is None else dict(env), input=input,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    return Completed(proc.returncode, proc.stdout, proc.stderr)
