@@ -163,7 +163,7 @@ def test_sigint_during_merge_verify_interrupts_even_when_rally_gh_inherited_it_i
 
 def test_sigint_during_a_teammates_verify_stops_it_at_once_and_leaves_the_teammate_to_resume(tmp_path: Path) -> None:
     """The teammate's verify runs in its job's thread, where only the cancel token reaches it."""
-    from rally_gh import orchestrate
+    from rally_gh.run import pipeline
     from rally_gh.config import load_config_text
     from rally_gh.state import load_state
 
@@ -179,7 +179,7 @@ def test_sigint_during_a_teammates_verify_stops_it_at_once_and_leaves_the_teamma
 
     threading.Thread(target=interrupt).start()
     started = time.monotonic()
-    state = orchestrate.run(repo, load_config_text(rally, "rally.yml"), "v2", None, time.time, dict(os.environ))
+    state = pipeline.run(repo, load_config_text(rally, "rally.yml"), "v2", None, time.time, dict(os.environ))
     assert time.monotonic() - started < 15  # not the verify's 40 s
     assert state.status == "interrupted"
     assert {r.name: r.outcome for r in state.teammates} == {"a": "done", "b": "pending"}
