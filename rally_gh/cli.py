@@ -123,7 +123,8 @@ def check(config_path: Path | None, base: str | None, head: str, teammate: str |
     """Ownership violations in every commit between --base and --head."""
     from rally_gh.commands import check as cmd
 
-    _exit(lambda: cmd.run(Path.cwd(), config_path, base, head, teammate, fmt, os.environ, sys.stdout))
+    options = cmd.CheckOptions(config_path=config_path, base=base, head=head, teammate=teammate, fmt=fmt)
+    _exit(lambda: cmd.run(Path.cwd(), _actions(), sys.stdout, options=options))
 
 
 @cli.group()
@@ -137,7 +138,7 @@ def hook_pre_commit(config_path: Path | None) -> None:
     """Refuse a commit that writes outside the teammate's ownership."""
     from rally_gh.commands import hook as cmd
 
-    _exit(lambda: cmd.pre_commit(Path.cwd(), config_path, os.environ, sys.stdout))
+    _exit(lambda: cmd.pre_commit(Path.cwd(), _actions(), sys.stdout, config_path=config_path))
 
 
 @hook.command("install")
@@ -238,7 +239,8 @@ def clean(run_id: str | None, older_than: str | None, dry_run: bool, force: bool
 
     from rally_gh.commands import clean as cmd
 
-    _exit(lambda: cmd.run(Path.cwd(), run_id, older_than, dry_run, force, time.time, sys.stdout))
+    options = cmd.CleanOptions(run_id=run_id, older_than=older_than, dry_run=dry_run, force=force)
+    _exit(lambda: cmd.run(Path.cwd(), time.time, sys.stdout, options=options))
 
 
 @cli.command()
@@ -250,7 +252,8 @@ def history(config_path: Path | None, apply: int | None, fmt: str) -> None:
     """The trend of past runs (refs/rally/history) and the changes to the map it suggests."""
     from rally_gh.commands import history as cmd
 
-    _exit(lambda: cmd.run(Path.cwd(), config_path, apply, fmt, sys.stdout))
+    options = cmd.HistoryOptions(config_path=config_path, apply=apply, fmt=fmt)
+    _exit(lambda: cmd.run(Path.cwd(), sys.stdout, options=options))
 
 
 @cli.group()
@@ -296,7 +299,7 @@ def demo(keep: Path | None) -> None:
     """A sample repository, scripted teammates, a full local run and its report."""
     from rally_gh.commands import demo as cmd
 
-    _exit(lambda: cmd.run(keep, sys.stdout))
+    _exit(lambda: cmd.run(_actions(), sys.stdout, keep=keep))
 
 
 def main(argv: list[str] | None = None) -> Any:

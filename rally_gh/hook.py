@@ -39,7 +39,10 @@ class HookOutcome:
             p.severity == "error" for p in self.map_problems)
 
 
-def pre_commit(repo: git.Repository, config_path: str | None, environ: Mapping[str, str]) -> HookOutcome:
+def pre_commit(repo: git.Repository, config_path: str | None, environ: Mapping[str, str], *,
+               pull_head: str | None = None) -> HookOutcome:
+    """The staged change against the map at HEAD. ``pull_head``: the pull request's head
+    branch in CI, whose checkout is detached (see ``enforce.who_is_writing``)."""
     from rally_gh import git
     from rally_gh.ownership.enforce import check_staged, map_at, who_is_writing
 
@@ -52,7 +55,7 @@ def pre_commit(repo: git.Repository, config_path: str | None, environ: Mapping[s
     if loaded is None:
         note = "no ownership map committed at HEAD yet: nothing to enforce"
         return HookOutcome(None, "nobody", None, _staged_map_problems(repo, config_path, index_file), note)
-    teammate, source = who_is_writing(repo, loaded, None, environ)
+    teammate, source = who_is_writing(repo, loaded, None, environ, pull_head=pull_head)
     if teammate is None:
         return HookOutcome(None, source, None, _staged_map_problems(repo, config_path, index_file))
     result = check_staged(repo, loaded, teammate, index_file)
@@ -169,7 +172,7 @@ fi
 else
     # A hook that cannot run must not pass what it exists to refuse.
     echo "rally-gh hook: cannot check ownership: {missing}" >&2
-    echo "  fix: install rally-gh, then run \`rally-gh hook install\` again from where it is installed" >&2
+    echo "  fix: install rally-gh, then run \\`rally-gh hook install\\` again from where it is installed" >&2
     echo "  or let commits through unchecked in this repository: git config rally.hookOptional true" >&2
     exit 1
 fi

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from rally_gh.errors import AgentError
+from rally_gh.github.actions import is_workflow_variable
 
 if TYPE_CHECKING:
     from rally_gh.agents import AgentCommand
@@ -655,17 +656,14 @@ def _needs_shell(command: str) -> bool:
     return not words or any(ch in _SHELL_CHARS for ch in command) or "=" in words[0]
 
 
-# What the code under test must not see: it comes from agents' branches.
+# What the code under test must not see: it comes from agents' branches. Nor the
+# runner's variables and the files through which a step talks to the workflow.
 _SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "PRIVATE_KEY", "API_KEY")
-# Nor the files through which a step talks to the workflow: writing them would set
-# variables, PATH entries or outputs for the steps after this one, or forge ours.
-_WORKFLOW_FILES = ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY", "GITHUB_STATE")
 
 
 def _verify_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items()
-            if not k.startswith("ACTIONS_") and k not in _WORKFLOW_FILES
-            and not any(m in k.upper() for m in _SECRET_MARKERS)}
+            if not is_workflow_variable(k) and not any(m in k.upper() for m in _SECRET_MARKERS)}
 
 
 # --- rally-gh's own short commands ---------------------------------------------

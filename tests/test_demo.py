@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rally_gh.commands import demo as demo_cmd
+from rally_gh.github.actions import read
 from rally_gh.errors import UsageError
 from rally_gh.testing import git
 
@@ -36,5 +37,5 @@ def test_the_demo_runs_as_scripted_and_keeps_its_repository(tmp_path: Path) -> N
 def test_the_demo_refuses_a_folder_with_something_in_it(tmp_path: Path) -> None:
     (tmp_path / "mine.txt").write_text("precious")
     with pytest.raises(UsageError, match="not empty"):
-        demo_cmd.run(tmp_path, io.StringIO())
+        demo_cmd.run(read({}), io.StringIO(), keep=tmp_path)
     assert (tmp_path / "mine.txt").read_text() == "precious"

@@ -10,6 +10,7 @@ import pytest
 
 from rally_gh import git
 from rally_gh.commands import history as history_cmd
+from rally_gh.commands.history import HistoryOptions
 from rally_gh.config import Config, load_config_text
 from rally_gh.errors import UsageError
 from rally_gh.history import (
@@ -198,7 +199,7 @@ def test_a_foreign_ref_is_refused_and_never_overwritten(repo_path: Path) -> None
     # The command says so, with exit 1 and no traceback.
     out = io.StringIO()
     with pytest.raises(HistoryError):
-        history_cmd.run(repo_path, None, None, "text", out)
+        history_cmd.run(repo_path, out)
 
 
 def test_an_unreadable_record_is_skipped_and_kept(repo_path: Path) -> None:
@@ -214,7 +215,7 @@ def test_an_unreadable_record_is_skipped_and_kept(repo_path: Path) -> None:
     assert [r.run_id for r in history.records] == ["r1", "r2"]
     assert [p for p, _ in history.unreadable] == ["runs/2026/05/broken.json", "runs/2026/05/odd.json"]
     out = io.StringIO()
-    history_cmd.run(repo_path, None, None, "text", out)
+    history_cmd.run(repo_path, out)
     assert f"warning: {HISTORY_REF}: runs/2026/05/broken.json skipped" in out.getvalue()
 
 
@@ -353,7 +354,7 @@ def test_a_missing_key_is_added_where_a_person_would_write_it(tmp_path: Path) ->
 def test_one_run_is_one_run(repo_path: Path) -> None:
     append_record(git.open_repo(repo_path), record("issue-0", T0, mate("api")))
     out = io.StringIO()
-    assert history_cmd.run(repo_path, None, None, "text", out) == 0
+    assert history_cmd.run(repo_path, out) == 0
     assert "1 run of shop in refs/rally/history" in out.getvalue()
     assert "No suggestions: 1 run of shop; they start after" in out.getvalue()
 
@@ -364,7 +365,7 @@ def test_the_history_command_shows_the_trend_and_applies_a_suggestion(repo_path:
         web = mate("web", "timed_out" if i % 2 == 0 else "done", 2400 if i % 2 == 0 else 1000)
         append_record(repo, record(f"issue-{i}", T0 + i * DAY, mate("api"), web, tes=40 + 15 * i))
     out = io.StringIO()
-    assert history_cmd.run(repo_path, None, None, "text", out) == 0
+    assert history_cmd.run(repo_path, out) == 0
     text = out.getvalue()
     assert "4 runs of shop in refs/rally/history" in text
     assert "score ▄▅▆▇  first 40, last 85, best 85" in text
@@ -372,21 +373,21 @@ def test_the_history_command_shows_the_trend_and_applies_a_suggestion(repo_path:
     assert " 1. teammates[1].timeout: 20m -> 40m" in text
     assert "      - issue-0: timed out, expected 20m, stopped at 40m" in text
     out = io.StringIO()
-    history_cmd.run(repo_path, None, None, "json", out)
+    history_cmd.run(repo_path, out, options=HistoryOptions(fmt="json"))
     data = json.loads(out.getvalue())
     assert [r["run_id"] for r in data["records"]] == ["issue-0", "issue-1", "issue-2", "issue-3"]
     assert data["suggestions"][0]["setting"] == "teammates[1].timeout" and data["suggestions"][0]["number"] == 1
     out = io.StringIO()
-    assert history_cmd.run(repo_path, None, 1, "text", out) == 0
+    assert history_cmd.run(repo_path, out, options=HistoryOptions(apply=1)) == 0
     assert out.getvalue().startswith(f"{repo_path / 'rally.yml'}: teammates[1].timeout: 20m -> 40m")
     assert "# Backend first." in (repo_path / "rally.yml").read_text()
     with pytest.raises(UsageError, match="no such suggestion"):
-        history_cmd.run(repo_path, None, 99, "text", io.StringIO())
+        history_cmd.run(repo_path, io.StringIO(), options=HistoryOptions(apply=99))
 
 
 def test_the_history_command_on_an_empty_history(repo_path: Path) -> None:
     out = io.StringIO()
-    assert history_cmd.run(repo_path, None, None, "text", out) == 0
+    assert history_cmd.run(repo_path, out) == 0
     assert out.getvalue() == "No runs recorded yet in refs/rally/history: every finished run adds one.\n"
 
 

@@ -9,18 +9,20 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rally_gh import git
 from rally_gh.run import pipeline
 from rally_gh.commands import clean as clean_cmd
+from rally_gh.commands.clean import CleanOptions
 from rally_gh.commands import report as report_cmd
 from rally_gh.commands import runs as runs_cmd
 from rally_gh.config import load_config_text
 from rally_gh.errors import RallyError, UsageError
 from rally_gh.housekeeping import parse_age
-from rally_gh.state import runs_dir, save_state
+from rally_gh.state import Clock, runs_dir, save_state
 from rally_gh.testing import git as run_git
 from rally_gh.testing import init_repo, run_state, teammate_record
 
@@ -60,6 +62,12 @@ def branches(repo: Path) -> list[str]:
 def say(fn: object, *args: object) -> str:
     out = io.StringIO()
     assert fn(*args, out) == 0  # type: ignore[operator]
+    return out.getvalue()
+
+
+def clean(repo: Path, clock: Clock = lambda: NOW, **options: Any) -> str:
+    out = io.StringIO()
+    assert clean_cmd.run(repo, clock, out, options=CleanOptions(**options)) == 0
     return out.getvalue()
 
 
@@ -130,7 +138,7 @@ def test_report_without_run_in_a_repository_without_runs_says_how_to_start_one(t
 def test_a_dry_run_of_clean_lists_what_would_go_and_removes_nothing(three_runs: Path, tmp_path: Path) -> None:
     repo = copy_of(three_runs, tmp_path)
     before = branches(repo)
-    out = say(clean_cmd.run, repo, None, "30d", True, False, lambda: NOW)
+    out = clean(repo, older_than="30d", dry_run=True)
     assert branches(repo) == before and (runs_dir(repo / ".git") / "old").is_dir()
     assert "old: would delete branch rally/old/api\n" in out and "old: would delete branch rally/old/docs\n" in out
     assert "recent" not in out and "try" not in out  # younger than 30 days
@@ -144,17 +152,16 @@ def test_a_dry_run_of_clean_lists_what_would_go_and_removes_nothing(three_runs: 
 
 def test_clean_never_deletes_work_that_exists_nowhere_else_unless_forced(three_runs: Path, tmp_path: Path) -> None:
     repo = copy_of(three_runs, tmp_path)
-    clean = [None, "30d", False, False, lambda: NOW]
-    say(clean_cmd.run, repo, *clean)
+    clean(repo, older_than="30d")
     # api's and docs' commits were replayed onto the kept integration branch: their own branches went.
     assert [b for b in branches(repo) if b.startswith("rally/old/")] == ["rally/old/_integration", "rally/old/stray"]
     assert (runs_dir(repo / ".git") / "old").is_dir()  # its report stays while a branch does
     # The pull request is merged: the integration branch is now in main, so it may go; stray's work still may not.
     run_git(repo, "merge", "-q", "--ff-only", "rally/old/_integration")
-    out = say(clean_cmd.run, repo, *clean)
+    out = clean(repo, older_than="30d")
     assert "old: deleted branch rally/old/_integration\n" in out
     assert [b for b in branches(repo) if b.startswith("rally/old/")] == ["rally/old/stray"]
-    out = say(clean_cmd.run, repo, None, "30d", False, True, lambda: NOW)
+    out = clean(repo, older_than="30d", force=True)
     assert "old: deleted branch rally/old/stray\n" in out and "old: deleted state " in out
     assert not any(b.startswith("rally/old/") for b in branches(repo))
     assert not (runs_dir(repo / ".git") / "old").exists()
@@ -168,7 +175,7 @@ def test_clean_of_a_pushed_run_deletes_its_local_branches_and_state(three_runs: 
     run_git(repo, "remote", "add", "origin", str(remote))
     run_git(repo, "push", "-q", "origin", "refs/heads/rally/recent/*:refs/heads/rally/recent/*")
     run_git(repo, "fetch", "-q", "origin")
-    out = say(clean_cmd.run, repo, "recent", None, False, False, lambda: NOW)
+    out = clean(repo, run_id="recent")
     assert "kept" not in out and "recent: deleted state " in out
     assert not any(b.startswith("rally/recent/") for b in branches(repo))
 
@@ -179,9 +186,9 @@ def test_clean_removes_a_killed_run_s_leftover_worktrees(three_runs: Path, tmp_p
     monkeypatch.setenv("RALLY_WORKTREES", str(tmp_path / "worktrees"))
     leftover = git.rally_worktrees_root(git.open_repo(repo)) / "recent" / "api"
     run_git(repo, "worktree", "add", "-q", "--detach", str(leftover), "rally/recent/api")
-    out = say(clean_cmd.run, repo, "recent", None, True, False, lambda: NOW)
+    out = clean(repo, run_id="recent", dry_run=True)
     assert f"recent: would delete leftover worktree {leftover}\n" in out and leftover.is_dir()
-    say(clean_cmd.run, repo, "recent", None, False, False, lambda: NOW)
+    clean(repo, run_id="recent")
     assert not leftover.exists()
     assert run_git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
 
@@ -192,7 +199,7 @@ def test_clean_leaves_a_running_run_alone(tmp_path: Path) -> None:
     run_git(repo, "branch", "rally/live/api", base)
     save_state(repo / ".git", run_state(teammate_record("api", "running"), run_id="live", status="running",
                                         pid=os.getpid(), started_at=time.time()))
-    assert say(clean_cmd.run, repo, None, None, False, True, time.time).startswith("live: still running, left alone\n")
+    assert clean(repo, time.time, force=True).startswith("live: still running, left alone\n")
     assert branches(repo) == ["rally/live/api"]
     assert "running" in say(runs_cmd.run, repo, "text")
 
@@ -200,8 +207,8 @@ def test_clean_leaves_a_running_run_alone(tmp_path: Path) -> None:
 def test_clean_usage_errors(tmp_path: Path) -> None:
     repo = init_repo(tmp_path / "repo", {"README.md": "x\n"})
     with pytest.raises(UsageError, match=r"^--run nope: no such run"):
-        clean_cmd.run(repo, "nope", None, False, False, time.time, io.StringIO())
+        clean_cmd.run(repo, time.time, io.StringIO(), options=CleanOptions(run_id="nope"))
     with pytest.raises(UsageError, match=r"^--older-than '30': not an age"):
         parse_age("30")
     assert parse_age("1d12h") == 1.5 * DAY and parse_age("2w") == 14 * DAY
-    assert say(clean_cmd.run, repo, None, None, False, False, time.time) == "nothing to clean\n"
+    assert clean(repo, time.time) == "nothing to clean\n"

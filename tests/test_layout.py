@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,3 +36,33 @@ def test_no_command_imports_another_command() -> None:
              for line, name in _imports(module)
              if name in names and name != f"rally_gh.commands.{module.stem}"]
     assert not found, "\n".join(found)
+
+
+# Only the actions module names GitHub Actions' variables. The hook's fast path reads the
+# pull request's head branch itself: it imports nothing beyond os, sys and marshal.
+_ACTIONS_VARIABLE = re.compile(r"(GITHUB_|ACTIONS_)[A-Z_]*|RALLY_REMOTE")
+_ACTIONS_MODULE = PACKAGE / "github" / "actions.py"
+_ALSO_READ = {PACKAGE / "fasthook.py": {"GITHUB_HEAD_REF"}}
+
+
+def _names_of_variables(module: Path) -> Iterator[tuple[int, str]]:
+    """String constants naming an Actions variable, docstrings aside."""
+    tree = ast.parse(module.read_text(encoding="utf-8"))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+                and _ACTIONS_VARIABLE.fullmatch(node.value)):
+            yield node.lineno, node.value
+
+
+def test_only_the_actions_module_reads_github_actions_environment() -> None:
+    """Everything GitHub Actions tells a job is read once, in rally_gh/github/actions.py;
+    others get the ActionsContext (or ``actions.is_workflow_variable``)."""
+    found = [f"{module.relative_to(PACKAGE.parent)}:{line}: {name}"
+             for module in sorted(PACKAGE.rglob("*.py")) if module != _ACTIONS_MODULE
+             for line, name in _names_of_variables(module) if name not in _ALSO_READ.get(module, set())]
+    assert not found, "read these through rally_gh.github.actions:\n" + "\n".join(found)
+    read_there = {name for _, name in _names_of_variables(_ACTIONS_MODULE)}
+    assert set().union(*_ALSO_READ.values()) <= read_there

@@ -70,9 +70,10 @@ def test_github_mode_is_for_actions_and_an_event_is_needed_there(tmp_path: Path)
 
 def test_the_environment_of_a_run(tmp_path: Path) -> None:
     local = {"GH_TOKEN": "a", "PATH": "/bin"}
-    assert dict(read(local).environ) == {"PATH": "/bin"} and read(local).token is None
-    assert dict(read(local, event_path=tmp_path).environ) == local and read(local, event_path=tmp_path).token == "a"
+    assert dict(read(local).for_run().environ) == {"PATH": "/bin"} and read(local).for_run().token is None
+    given = read(local, event_path=tmp_path).for_run()
+    assert dict(given.environ) == local and given.token == "a"
     actions = {**local, "GITHUB_ACTIONS": "true"}
-    assert dict(read(actions).environ) == actions and read(actions).token == "a"
-    assert dict(read({"PATH": "/bin", "GITHUB_ACTIONS": "false", "GITHUB_TOKEN": "x"}).environ) == {
+    assert dict(read(actions).for_run().environ) == actions and read(actions).for_run().token == "a"
+    assert dict(read({"PATH": "/bin", "GITHUB_ACTIONS": "false", "GITHUB_TOKEN": "x"}).for_run().environ) == {
         "PATH": "/bin", "GITHUB_ACTIONS": "false"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -11,8 +12,19 @@ from rally_gh.housekeeping import CleanPlan, execute_clean, find_runs, parse_age
 from rally_gh.state import Clock, check_ref_component
 
 
-def run(cwd: Path, run_id: str | None, older_than: str | None, dry_run: bool, force: bool, clock: Clock,
-        stdout: TextIO) -> int:
+@dataclass(frozen=True)
+class CleanOptions:
+    run_id: str | None = None
+    """Only this run (default: every run that is not running)."""
+    older_than: str | None = None
+    """Only runs started more than this long ago (30d, 12h, 2w)."""
+    dry_run: bool = False
+    force: bool = False
+    """Also delete branches whose work exists nowhere else."""
+
+
+def run(cwd: Path, clock: Clock, stdout: TextIO, *, options: CleanOptions = CleanOptions()) -> int:
+    run_id, older_than, dry_run = options.run_id, options.older_than, options.dry_run
     repo = git.open_repo(cwd, allow_bare=True)
     runs = find_runs(repo)
     if run_id is not None:
@@ -27,7 +39,7 @@ def run(cwd: Path, run_id: str | None, older_than: str | None, dry_run: bool, fo
     if not runs:
         stdout.write("nothing to clean\n")
         return EXIT_OK
-    plan = plan_clean(repo, runs, force=force)
+    plan = plan_clean(repo, runs, force=options.force)
     _describe(plan, dry_run, stdout)
     if not dry_run:
         execute_clean(repo, plan)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -15,12 +14,15 @@ from rally_gh.run import pipeline
 from rally_gh.config import load_config_text
 from rally_gh.demo import DEMO_RUN_ID, EXPECTED, INTRO, build_demo
 from rally_gh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from rally_gh.github.actions import ActionsContext
 from rally_gh.progress import Progress, wants_live
 from rally_gh.report_text import write_report
 
 
-def run(keep: Path | None, stdout: TextIO, *, progress_stream: TextIO | None = None) -> int:
-    """Exit 0 when every scripted teammate got the outcome it was written for."""
+def run(actions: ActionsContext, stdout: TextIO, *, keep: Path | None = None,
+        progress_stream: TextIO | None = None) -> int:
+    """Exit 0 when every scripted teammate got the outcome it was written for. ``keep``: build the
+    sample repository there and keep it."""
     if keep is not None and keep.exists() and any(keep.iterdir()):
         raise UsageError(f"--keep {keep}: the folder is not empty", hint="name a new or empty folder")
     root = keep.resolve() if keep is not None else Path(tempfile.mkdtemp(prefix="rally-demo-")) / "tiny-shop"
@@ -30,11 +32,11 @@ def run(keep: Path | None, stdout: TextIO, *, progress_stream: TextIO | None = N
         stdout.write(INTRO + f"Sample repository: {where}\n\n")
         stdout.flush()
         stream = progress_stream if progress_stream is not None else sys.stderr
-        progress = Progress(stream, wants_live(stream, os.environ), common_dir=git.common_dir(git.open_repo(root)),
+        progress = Progress(stream, wants_live(stream, actions.environ), common_dir=git.common_dir(git.open_repo(root)),
                             run_id=DEMO_RUN_ID)
         with progress:
             state = pipeline.run(root, load_config_text(demo.rally_yml, "rally.yml"), DEMO_RUN_ID, None,
-                                 time.time, dict(os.environ), progress.event)
+                                 time.time, actions.environ, progress.event)
         stdout.write("\n")
         write_report(state, stdout, marker=False)
         if keep is not None:

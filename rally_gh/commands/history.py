@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,10 +33,20 @@ TABLE_ROWS = 20  # the latest runs; --format json has them all
 SPARK_RUNS = 60
 
 
-def run(cwd: Path, config_path: Path | None, apply: int | None, fmt: str, stdout: TextIO) -> int:
+@dataclass(frozen=True)
+class HistoryOptions:
+    config_path: Path | None = None
+    apply: int | None = None
+    """Write suggestion N into rally.yml."""
+    fmt: str = "text"
+    """text or json."""
+
+
+def run(cwd: Path, stdout: TextIO, *, options: HistoryOptions = HistoryOptions()) -> int:
+    apply, fmt = options.apply, options.fmt
     repo = git.open_repo(cwd, allow_bare=apply is None)
     history = read_history(repo)
-    config, path, why_not = _map(repo, config_path)
+    config, path, why_not = _map(repo, options.config_path)
     found = suggestions(history.records, config) if config is not None else []
     if apply is not None:
         return _apply(found, apply, path, why_not, stdout)

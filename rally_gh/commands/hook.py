@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
 from rally_gh import git
 from rally_gh.ownership.enforce import render
 from rally_gh.errors import EXIT_FAILED, EXIT_OK
+from rally_gh.github.actions import ActionsContext
 from rally_gh.hook import install_hook, pre_commit as staged_check
 
 
-def pre_commit(cwd: Path, config_path: Path | None, environ: Mapping[str, str], stdout: TextIO) -> int:
+def pre_commit(cwd: Path, actions: ActionsContext, stdout: TextIO, *, config_path: Path | None = None) -> int:
     repo = git.open_repo(cwd)
-    outcome = staged_check(repo, None if config_path is None else config_path.as_posix(), environ)
+    outcome = staged_check(repo, None if config_path is None else config_path.as_posix(), actions.environ,
+                           pull_head=actions.head_ref)
     for problem in outcome.map_problems:
         stdout.write(f"{problem}\n")
     if outcome.result is not None and not outcome.result.ok:

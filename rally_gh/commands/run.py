@@ -64,7 +64,7 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
     resume, run_id, dry_run = options.resume, options.run_id, options.dry_run
     if resume and run_id and resume != run_id:
         raise UsageError(f"--run-id {run_id} and --resume {resume} name different runs", hint="give only --resume RUN")
-    _note_local_tokens(actions)
+    actions = _as_a_run(actions)
     environ = actions.environ
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
@@ -170,10 +170,13 @@ def finish(repo: git.Repository, state: RunState, config: Config, actions: Actio
     return EXIT_FAILED
 
 
-def _note_local_tokens(actions: ActionsContext) -> None:
+def _as_a_run(actions: ActionsContext) -> ActionsContext:
+    """The context a run works in (``ActionsContext.for_run``), and the note when a local shell's tokens go."""
+    actions = actions.for_run()
     note = actions.local_token_note()
     if note is not None:
         sys.stderr.write(note)
+    return actions
 
 
 def _event_tasks(loaded: LoadedConfig, actions: ActionsContext,
@@ -209,7 +212,7 @@ def _map(repo: git.Repository, config_path: Path | None) -> LoadedConfig:
 def teammate(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: TeammateOptions) -> int:
     """One teammate of a split run; its branch and record go to the remote (RALLY_REMOTE, default origin)."""
     name = options.name
-    _note_local_tokens(actions)
+    actions = _as_a_run(actions)
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
     loaded = _map(repo, options.config_path)
@@ -231,7 +234,7 @@ def teammate(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: Tea
 
 def merge(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: MergeOptions) -> int:
     """The fan-in of a split run: integrate what the teammate jobs pushed, publish, report."""
-    _note_local_tokens(actions)
+    actions = _as_a_run(actions)
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
     loaded = _map(repo, options.config_path)

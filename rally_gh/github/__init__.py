@@ -1,5 +1,6 @@
 """GitHub: one interface (``endpoint``), the PyGithub client (``real``), a fake
-server for tests and the demo (``fake``), and the Actions event rules (``events``).
+server for tests and the demo (``fake``), the Actions event rules (``events``),
+and the one reader of what Actions tells a job through its environment (``actions``).
 
 ``real`` is not imported here so that importing the interface never imports PyGithub.
 """

@@ -11,10 +11,11 @@ hands to the commands: no other module reads these variables. ``read_event``
 parses the event file once; ``connect`` is the one place the real GitHub client
 is built.
 
-GitHub mode is Actions (``GITHUB_ACTIONS=true``) or an explicit ``--event``.
-Anywhere else a run is local whatever tokens the shell holds (many `gh` users
-keep one set): ``read`` drops them, so that no API is called and nothing passes
-them on to agents or verify, and ``local_token_note`` says so.
+A run (``run``, ``teammate``, ``merge``) is in GitHub mode in Actions
+(``GITHUB_ACTIONS=true``) or with an explicit ``--event``. Anywhere else it is
+local whatever tokens the shell holds (many `gh` users keep one set):
+``ActionsContext.for_run`` drops them, so that no API is called and nothing
+passes them on to agents or verify, and ``local_token_note`` says so.
 
 The event's text is untrusted: it is data here, validated in ``events``, and
 reaches agents only through their prompt files.
@@ -25,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -74,10 +75,12 @@ class ActionsContext:
     """This job's environment as GitHub Actions shapes it; see the module docstring."""
 
     environ: Mapping[str, str]
-    """What child processes start from: a copy of the environment, less a local shell's tokens."""
+    """What child processes start from: a copy of the environment (a run's: less a local shell's tokens)."""
     in_actions: bool = False
+    event_given: bool = False
+    """The command line named the event file (``--event``)."""
     token: str | None = None
-    """None in a local run: no API is asked."""
+    """None: no API is asked."""
     dropped_tokens: tuple[str, ...] = ()
     repository: str | None = None
     api_url: str | None = None
@@ -107,6 +110,17 @@ class ActionsContext:
             return None
         return f"{self.server_url}/{self.repository}/actions/runs/{self.workflow_run_id}"
 
+    def for_run(self) -> ActionsContext:
+        """This context as a run sees it: outside Actions and without ``--event``, with
+        no token (``dropped_tokens`` names those the shell held)."""
+        if self.in_actions or self.event_given:
+            return self
+        held = tuple(name for name in TOKEN_VARIABLES if self.environ.get(name))
+        if not held:
+            return self
+        kept = MappingProxyType({k: v for k, v in self.environ.items() if k not in TOKEN_VARIABLES})
+        return replace(self, environ=kept, token=None, dropped_tokens=held)
+
     def local_token_note(self) -> str | None:
         """Why a token the shell holds is not used, for the commands that would have used it."""
         if not self.dropped_tokens:
@@ -119,16 +133,12 @@ class ActionsContext:
 
 def read(environ: Mapping[str, str], *, event_path: Path | None = None) -> ActionsContext:
     """The context of this job, from its environment and the command line's ``--event``."""
-    in_actions = environ.get("GITHUB_ACTIONS") == "true"
-    github_mode = in_actions or event_path is not None
-    dropped = () if github_mode else tuple(name for name in TOKEN_VARIABLES if environ.get(name))
-    passed = MappingProxyType({k: v for k, v in environ.items() if not (dropped and k in TOKEN_VARIABLES)})
     found_event = environ.get("GITHUB_EVENT_PATH")
     return ActionsContext(
-        environ=passed,
-        in_actions=in_actions,
-        token=(environ.get("GITHUB_TOKEN") or environ.get("GH_TOKEN") or None) if github_mode else None,
-        dropped_tokens=dropped,
+        environ=MappingProxyType(dict(environ)),
+        in_actions=environ.get("GITHUB_ACTIONS") == "true",
+        event_given=event_path is not None,
+        token=environ.get("GITHUB_TOKEN") or environ.get("GH_TOKEN") or None,
         repository=environ.get("GITHUB_REPOSITORY") or None,
         api_url=environ.get("GITHUB_API_URL") or None,
         server_url=environ.get("GITHUB_SERVER_URL") or None,

@@ -139,13 +139,16 @@ def who_is_writing(
     explicit: str | None,
     environ: Mapping[str, str],
     branch: str | None = None,
+    *,
+    pull_head: str | None = None,
 ) -> tuple[str | None, str]:
     """The teammate making the writes and where that came from.
 
-    Order: the option, ``RALLY_TEAMMATE``, the branch name, ``git config rally.teammate``.
+    Order: the option, ``RALLY_TEAMMATE``, the branch name (``branch``, else the checked-out
+    one, else ``pull_head``: a pull request's checkout in CI is detached), ``git config rally.teammate``.
     """
     prefix = loaded.config.branch_prefix
-    head_branch = branch if branch is not None else (git.head_branch(repo) or environ.get("GITHUB_HEAD_REF"))
+    head_branch = branch if branch is not None else (git.head_branch(repo) or pull_head)
     sources: list[tuple[str | None, str]] = [
         (explicit, "--teammate"),
         (environ.get("RALLY_TEAMMATE") or None, "RALLY_TEAMMATE"),
@@ -408,13 +411,13 @@ def _replayed_start(repo: git.Repository, loaded: LoadedConfig, teammate: str, r
     return Start(start, "on the work of " + ", ".join(whose) + ", replayed")
 
 
-def default_base(repo: git.Repository, environ: Mapping[str, str], head: str) -> str:
+def default_base(repo: git.Repository, head: str, pull_base: str | None = None) -> str:
     """The commit a range check starts from when --base is not given: the merge
-    base of ``head`` with the base branch (the pull request's base in CI, else
-    the remote's default branch, else main or master)."""
+    base of ``head`` with the base branch (``pull_base``, the pull request's base
+    in CI, else the remote's default branch, else main or master)."""
     candidates: list[str] = []
-    if environ.get("GITHUB_BASE_REF"):
-        candidates += [f"origin/{environ['GITHUB_BASE_REF']}", environ["GITHUB_BASE_REF"]]
+    if pull_base:
+        candidates += [f"origin/{pull_base}", pull_base]
     candidates += ["origin/HEAD", "origin/main", "main", "origin/master", "master"]
     for name in candidates:
         try:

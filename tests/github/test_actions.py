@@ -41,14 +41,17 @@ def test_a_job_in_actions_is_read_once_into_a_frozen_value(tmp_path: Path) -> No
         actions.token = "other"  # type: ignore[misc]
 
 
-def test_a_local_shell_s_tokens_are_dropped_and_said_so(tmp_path: Path) -> None:
-    local = read({"GITHUB_TOKEN": "a", "GH_TOKEN": "b", "PATH": "/bin"})
+def test_a_run_drops_a_local_shell_s_tokens_and_says_so(tmp_path: Path) -> None:
+    shell = {"GITHUB_TOKEN": "a", "GH_TOKEN": "b", "PATH": "/bin"}
+    assert read(shell).token == "a" and read(shell).local_token_note() is None  # what the environment holds
+    local = read(shell).for_run()
     assert local.token is None and dict(local.environ) == {"PATH": "/bin"}
     assert local.local_token_note() == (
         "rally-gh: note: GITHUB_TOKEN and GH_TOKEN are set, but this is a local run (not GitHub Actions, "
         "no --event): the tokens are not used and not passed on\n")
-    given = read({"GH_TOKEN": "b"}, event_path=tmp_path / "event.json")  # an explicit --event is GitHub mode
+    given = read({"GH_TOKEN": "b"}, event_path=tmp_path / "event.json").for_run()  # an explicit --event: GitHub
     assert given.token == "b" and given.event_path == tmp_path / "event.json" and given.local_token_note() is None
+    assert read({"GH_TOKEN": "b", "GITHUB_ACTIONS": "true"}).for_run().token == "b"
 
 
 def test_the_remote_a_run_publishes_to() -> None:
