@@ -4,8 +4,10 @@ One area, read from the bottom up:
 
 - ``paths``: which repository paths nobody may ever write (hostile names,
   control files). Imports nothing, because the hook's fast path uses it.
-- ``globs``: what a pattern means: CODEOWNERS syntax translated once to an RE2
-  expression over whole paths, and ``GlobSet``, many patterns in one pass.
+- ``globs``: what a pattern means: CODEOWNERS syntax parsed once into a
+  ``Glob`` (its segments), which matching reads as an RE2 expression over
+  whole paths (``GlobSet``: many patterns in one pass) and ``overlap`` as an
+  automaton.
 - ``rules``: who owns a path: each teammate's ``exclusive_write`` list read like
   a gitignore list, exclusive between teammates (``Ownership``).
 - ``overlap``: whether two teammates' lists can own a common path, proved from

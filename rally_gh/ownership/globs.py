@@ -21,10 +21,12 @@ The rules, as GitHub and hmarr/codeowners read them:
 
 from __future__ import annotations
 
+import enum
 import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import re2  # type: ignore[import-untyped]
 
@@ -38,32 +40,42 @@ from rally_gh.ownership.paths import hostile_reason
 # Keeping literal globs out of the set (see GlobSet) keeps real files far below it.
 _SET_MAX_MEM = 64 << 20
 
-# A segment is a tuple of tokens: a literal str, or one of these markers.
-_STAR = object()  # ``*``: any run of characters other than ``/``
-_QMARK = object()  # ``?``: one character other than ``/``
-_GLOBSTAR = "**"  # a whole segment ``**``: any number of directories
 
-Token = object
-Segment = tuple[Token, ...] | str  # str only for _GLOBSTAR
+class Wildcard(enum.Enum):
+    STAR = "*"  # any run of characters other than '/' ('**' inside a segment too)
+    ANY = "?"  # one character other than '/'
+
+
+Token = str | Wildcard  # a str token is a run of literal text, escapes resolved
+GLOBSTAR: Literal["**"] = "**"  # a whole segment '**': any number of directories
+Segment = tuple[Token, ...] | Literal["**"]
 
 
 @dataclass(frozen=True)
 class Glob:
-    """One compiled pattern.
+    """One pattern, parsed: the one reading of the language that matching
+    (``regex``) and the overlap proof (``segments``) share.
 
-    ``regex`` is RE2 source that must match a whole path (use it with
-    ``fullmatch`` or an ``ANCHOR_BOTH`` set). ``literal`` is the path the
-    pattern names when it has no wildcard (escapes resolved, no leading or
-    trailing slash), else None.
+    ``segments`` are the pattern's path segments as written (an unanchored
+    pattern may sit under any directory), without the leading and trailing
+    slash. ``literal`` is the path the pattern names when it has no wildcard
+    (escapes resolved, no leading or trailing slash), else None.
     """
 
     text: str
     negated: bool
     anchored: bool
     dir_only: bool
-    regex: str
     literal: str | None
-    direct_children_only: bool = False
+    direct_children_only: bool
+    segments: tuple[Segment, ...]
+
+    @functools.cached_property
+    def regex(self) -> str:
+        """RE2 source that must match a whole path (use it with ``fullmatch`` or an
+        ``ANCHOR_BOTH`` set). Built when first asked for: the overlap proof and
+        the literal globs of a GlobSet never need it."""
+        return _to_regex(self.segments, self.anchored, self.dir_only, self.direct_children_only)
 
 
 def compile_glob(pattern: str, *, allow_negation: bool = True) -> Glob:
@@ -80,19 +92,16 @@ def _compile(pattern: str, allow_negation: bool) -> Glob:
     negated = allow_negation and pattern.startswith("!")
     body = pattern[1:] if negated else pattern
     segments, anchored, dir_only = _parse(pattern, body)
-    # 'docs/*' and '/*' own direct children only ('docs/**' and a lone '*' own everything;
-    # so does 'docs/***', as GitHub reads only a final '/*' this way).
-    direct_children_only = body.endswith("/*")
-    regex = _to_regex(segments, anchored, dir_only, direct_children_only)
-    literal = _literal_text(segments)
     return Glob(
         text=pattern,
         negated=negated,
         anchored=anchored,
         dir_only=dir_only,
-        regex=regex,
-        literal=literal,
-        direct_children_only=direct_children_only,
+        literal=_literal_text(segments),
+        # 'docs/*' and '/*' own direct children only ('docs/**' and a lone '*' own everything;
+        # so does 'docs/***', as GitHub reads only a final '/*' this way).
+        direct_children_only=body.endswith("/*"),
+        segments=segments,
     )
 
 
@@ -136,7 +145,7 @@ def _segment(pattern: str, raw: str, is_last: bool) -> Segment:
     if not raw:
         raise _fail(pattern, "has an empty path segment ('//')", "remove the doubled slash")
     if raw == "**":
-        return _GLOBSTAR
+        return GLOBSTAR
     if not _HAS_SPECIAL.search(raw):
         return (raw,)
     tokens: list[Token] = []
@@ -156,7 +165,7 @@ def _segment(pattern: str, raw: str, is_last: bool) -> Segment:
         if literal:
             tokens.append("".join(literal))
             literal.clear()
-        tokens.append(_STAR if stars else _QMARK)  # '**' inside a segment is '*'
+        tokens.append(Wildcard.STAR if stars else Wildcard.ANY)  # '**' inside a segment is '*'
     if literal:
         tokens.append("".join(literal))
     return tuple(tokens)
@@ -172,12 +181,11 @@ def _unescaped(text: str) -> str:
 def _segment_regex(segment: tuple[Token, ...]) -> str:
     parts: list[str] = []
     for tok in segment:
-        if tok is _STAR:
+        if tok is Wildcard.STAR:
             parts.append("[^/]*")
-        elif tok is _QMARK:
+        elif tok is Wildcard.ANY:
             parts.append("[^/]")
         else:
-            assert isinstance(tok, str)
             # RE2 reads a backslash before any non-alphanumeric ASCII character as
             # that character, which is all re.escape ever adds (and it is much faster).
             parts.append(re.escape(tok))
@@ -191,7 +199,7 @@ def _to_regex(
     out = [] if anchored else ["(?:.+/)?"]
     last = len(segments) - 1
     for i, seg in enumerate(segments):
-        if seg == _GLOBSTAR:
+        if seg == GLOBSTAR:
             if i == 0 and i == last:
                 out.append(".+")
             elif i == last:
@@ -205,7 +213,7 @@ def _to_regex(
             out.append("/")
     if dir_only:
         out.append("/.+")
-    elif not direct_children_only and segments[-1] != _GLOBSTAR:
+    elif not direct_children_only and segments[-1] != GLOBSTAR:
         # Whatever names a directory names everything inside it.
         out.append("(?:/.+)?")
     return "".join(out)
@@ -214,7 +222,7 @@ def _to_regex(
 def _literal_text(segments: tuple[Segment, ...]) -> str | None:
     parts: list[str] = []
     for seg in segments:
-        if seg == _GLOBSTAR or len(seg) != 1 or not isinstance(seg[0], str):
+        if seg == GLOBSTAR or len(seg) != 1 or not isinstance(seg[0], str):
             return None
         parts.append(seg[0])
     return "/".join(parts)
@@ -253,11 +261,10 @@ def literal_prefix(glob: Glob) -> str:
     """
     if not glob.anchored:
         return ""
-    body = glob.text[1:] if glob.negated else glob.text
-    segments, _, dir_only = _parse(glob.text, body)
+    segments = glob.segments
     prefix: list[str] = []
-    for seg in segments if dir_only else segments[:-1]:
-        if seg == _GLOBSTAR or len(seg) != 1 or not isinstance(seg[0], str):
+    for seg in segments if glob.dir_only else segments[:-1]:
+        if seg == GLOBSTAR or len(seg) != 1 or not isinstance(seg[0], str):
             break
         prefix.append(seg[0] + "/")
     return "".join(prefix)
@@ -403,10 +410,8 @@ class GlobSet:
 
 def _required_segment(glob: Glob) -> str | None:
     """A whole path segment every path the glob matches has (``**/moon.yml`` -> ``moon.yml``)."""
-    body = glob.text[1:] if glob.negated else glob.text
-    segments, _, _ = _parse(glob.text, body)
-    for seg in reversed(segments):
-        if seg != _GLOBSTAR and len(seg) == 1 and isinstance(seg[0], str):
+    for seg in reversed(glob.segments):
+        if seg != GLOBSTAR and len(seg) == 1 and isinstance(seg[0], str):
             return seg[0]
     return None
 

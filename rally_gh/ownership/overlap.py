@@ -26,15 +26,15 @@ CODEOWNERS).
 from __future__ import annotations
 
 import bisect
-import enum
 import functools
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
-from rally_gh.ownership import globs
 from rally_gh.config import LoadedConfig, Problem
+from rally_gh.ownership import globs
+from rally_gh.ownership.globs import GLOBSTAR, Glob, Segment, Wildcard, compile_glob
 
 Severity = Literal["error", "warning"]
 
@@ -132,29 +132,29 @@ def dead_patterns(patterns: Sequence[str]) -> list[tuple[int, str]]:
     listed = _TeammateList.build(0, patterns)
     out: list[tuple[int, str]] = []
     for entry in listed.positives:
-        if listed.excludes_later(entry.index, entry.glob):
-            out.append((entry.index, f"the later {patterns[listed.last_exclusion[entry.glob.language]]!r} takes"))
+        if listed.excludes_later(entry.index, entry.pattern):
+            out.append((entry.index, f"the later {patterns[listed.last_exclusion[entry.pattern.language]]!r} takes"))
             continue
-        later = listed.exclusion_texts_after(entry.index, entry.glob.prefix)
+        later = listed.exclusion_texts_after(entry.index, entry.pattern.prefix)
         if not later:
             continue
         # Most patterns are alive, and one path they own shows it without building the exclusions' automata.
         witness = _witness(entry)
         if witness is not None and not any(globs.matches(text, witness) for text in later):
             continue
-        exclusions = listed.exclusions_after(entry.index, entry.glob.prefix)
+        exclusions = listed.exclusions_after(entry.index, entry.pattern.prefix)
         if _shortest_common((entry.automaton, exclusions), (entry.automaton, ()))[0] is None:
-            alone = [e.glob.text for e in exclusions if _covers(e, entry.automaton)]
+            alone = [e.pattern.text for e in exclusions if _covers(e, entry.automaton)]
             out.append((entry.index, f"the later {alone[0]!r} takes" if alone else
-                        "the later " + ", ".join(repr(e.glob.text) for e in exclusions) + " together take"))
+                        "the later " + ", ".join(repr(e.pattern.text) for e in exclusions) + " together take"))
     return out
 
 
 def _witness(entry: _Entry) -> str | None:
     """A path the pattern owns: itself when it names one, else its shortest."""
-    glob = entry.glob
-    if all(seg != GLOBSTAR and not any(isinstance(t, Wildcard) for t in seg) for seg in glob.segments):
-        return glob.prefix + "a" if glob.inside_only else glob.prefix
+    pattern = entry.pattern
+    if all(seg != GLOBSTAR and not any(isinstance(t, Wildcard) for t in seg) for seg in pattern.segments):
+        return pattern.prefix + "a" if pattern.glob.dir_only else pattern.prefix
     return _shortest_common((entry.automaton, ()), (entry.automaton, ()))[0]
 
 
@@ -168,16 +168,16 @@ def find_overlaps(teammates: Sequence[tuple[str, Sequence[str]]]) -> list[Overla
     positives = _PrefixIndex([e for tl in lists for e in tl.positives])
     found: list[tuple[tuple[int, int, int, int], Overlap]] = []
     for a in positives.items:
-        if lists[a.teammate].excludes_later(a.index, a.glob):
+        if lists[a.teammate].excludes_later(a.index, a.pattern):
             continue  # taken back entirely by its own teammate
-        for b in positives.compatible(a.glob.prefix):
+        for b in positives.compatible(a.pattern.prefix):
             if b.teammate <= a.teammate:
                 continue
             side_a, side_b = lists[a.teammate], lists[b.teammate]
-            if (side_a.excludes_later(a.index, b.glob) or side_b.excludes_later(b.index, a.glob)
-                    or side_b.excludes_later(b.index, b.glob)):
+            if (side_a.excludes_later(a.index, b.pattern) or side_b.excludes_later(b.index, a.pattern)
+                    or side_b.excludes_later(b.index, b.pattern)):
                 continue
-            deeper = max(a.glob.prefix, b.glob.prefix, key=len)
+            deeper = max(a.pattern.prefix, b.pattern.prefix, key=len)
             full, strict = _shortest_common(
                 (a.automaton, side_a.exclusions_after(a.index, deeper)),
                 (b.automaton, side_b.exclusions_after(b.index, deeper)),
@@ -188,8 +188,8 @@ def find_overlaps(teammates: Sequence[tuple[str, Sequence[str]]]) -> list[Overla
             sides = ((a.automaton, side_a.exclusions_after(a.index, deeper)),
                      (b.automaton, side_b.exclusions_after(b.index, deeper)))
             overlap = Overlap(
-                name_a, a.glob.text, a.index,
-                name_b, b.glob.text, b.index,
+                name_a, a.pattern.text, a.index,
+                name_b, b.pattern.text, b.index,
                 _named(strict, "strict", *sides) if strict is not None else _named(full, "full", *sides),
                 "error" if strict is not None else "warning",
             )
@@ -222,35 +222,31 @@ def overlap_problems(loaded: LoadedConfig) -> list[Problem]:
 # Patterns
 
 
-class Wildcard(enum.Enum):
-    STAR = "*"  # any run of characters other than '/'
-    ANY = "?"  # one character other than '/'
-
-
-Token = str | Wildcard  # a str token is one literal character
-GLOBSTAR: Literal["**"] = "**"  # a whole segment that spans directories
-Segment = tuple[Token, ...] | Literal["**"]
-
-
 @dataclass(frozen=True)
-class Glob:
-    """A pattern parsed into segments, anchored at the root.
+class Pattern:
+    """One parsed pattern (``globs.Glob``, the one parse of the language) as the proof reads it.
 
-    An unanchored pattern (no slash but a trailing one) starts with a GLOBSTAR.
+    ``segments`` start at the root: an unanchored pattern's begin with a
+    GLOBSTAR, and a repeated GLOBSTAR is one.
     """
 
-    text: str
-    negated: bool
+    glob: Glob
     segments: tuple[Segment, ...]
-    inside_only: bool  # trailing '/': only what is inside the directory
-    children_only: bool  # final '/*': only the direct children, nothing deeper
     language: str  # equal for two patterns with the same meaning, whatever their spelling
     prefix: str  # the text every path the pattern matches starts with
 
     @property
+    def text(self) -> str:
+        return self.glob.text
+
+    @property
+    def negated(self) -> bool:
+        return self.glob.negated
+
+    @property
     def extends_into_directories(self) -> bool:
         """Whether a path whose directory matches the pattern is owned too."""
-        return not (self.inside_only or self.children_only or self.segments[-1] == GLOBSTAR)
+        return not (self.glob.dir_only or self.glob.direct_children_only or self.segments[-1] == GLOBSTAR)
 
     @property
     def fileish(self) -> bool:
@@ -262,76 +258,32 @@ class Glob:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def parse_pattern(pattern: str) -> Glob:
-    """``pattern`` in CODEOWNERS syntax, with an optional leading ``!``."""
-    negated = pattern.startswith("!")
-    body = pattern[1:] if negated else pattern
-    chars = _unescape(body)
-    inside_only = bool(chars) and chars[-1] == ("/", False)
-    if inside_only:
-        chars = chars[:-1]
-    anchored = ("/", False) in chars
-    if chars and chars[0] == ("/", False):
-        chars = chars[1:]
-    segments: list[Segment] = [] if anchored else [GLOBSTAR]
-    for raw in _split(chars):
-        segment = _segment(raw)
+def read_pattern(pattern: str) -> Pattern:
+    """``pattern`` in CODEOWNERS syntax, with an optional leading ``!``.
+
+    Raises PatternError for a pattern the language refuses.
+    """
+    glob = compile_glob(pattern)
+    segments: list[Segment] = [] if glob.anchored else [GLOBSTAR]
+    for segment in glob.segments:
         if not (segment == GLOBSTAR and segments and segments[-1] == GLOBSTAR):
             segments.append(segment)
-    # Only a final '/*' as written: 'docs/***' reads as 'docs/*' but owns what is below.
-    children_only = body.endswith("/*")
+    inside_only = glob.dir_only
     spelled = [_spelled(s) for s in segments]
     if spelled[-1] == GLOBSTAR and len(spelled) > 1 and not inside_only:
         spelled[-1] = ""  # 'x/**' and 'x/' both own what is inside x, and only that
-    language = "/".join(spelled) + "/" * inside_only + " children" * children_only
-    return Glob(pattern, negated, tuple(segments), inside_only, children_only,
-                language, _literal_prefix(segments, inside_only))
+    # Only a final '/*' as written: 'docs/***' reads as 'docs/*' but owns what is below.
+    language = "/".join(spelled) + "/" * inside_only + " children" * glob.direct_children_only
+    return Pattern(glob, tuple(segments), language, _literal_prefix(segments, inside_only))
 
 
 def _spelled(segment: Segment) -> str:
     if segment == GLOBSTAR:
         return GLOBSTAR
-    return "".join(t.value if isinstance(t, Wildcard) else "\\" + t if t in "*?\\/" else t
-                   for t in segment)
+    return "".join(t.value if isinstance(t, Wildcard) else t.translate(_ESCAPED) for t in segment)
 
 
-def _unescape(body: str) -> list[tuple[str, bool]]:
-    """Characters with whether a backslash escaped them (a lone final backslash is literal)."""
-    out: list[tuple[str, bool]] = []
-    i = 0
-    while i < len(body):
-        if body[i] == "\\" and i + 1 < len(body):
-            out.append((body[i + 1], True))
-            i += 2
-        else:
-            out.append((body[i], body[i] == "\\"))
-            i += 1
-    return out
-
-
-def _split(chars: list[tuple[str, bool]]) -> Iterator[list[tuple[str, bool]]]:
-    segment: list[tuple[str, bool]] = []
-    for ch in chars:
-        if ch == ("/", False):
-            yield segment
-            segment = []
-        else:
-            segment.append(ch)
-    yield segment
-
-
-def _segment(raw: list[tuple[str, bool]]) -> Segment:
-    if raw == [("*", False), ("*", False)]:
-        return GLOBSTAR
-    tokens: list[Token] = []
-    for ch, escaped in raw:
-        if escaped or ch not in "*?":
-            tokens.append(ch)
-        elif ch == "?":
-            tokens.append(Wildcard.ANY)
-        elif not (tokens and tokens[-1] is Wildcard.STAR):  # '**' inside a segment is one '*'
-            tokens.append(Wildcard.STAR)
-    return tuple(tokens)
+_ESCAPED = str.maketrans({c: "\\" + c for c in "*?\\/"})
 
 
 def _literal_prefix(segments: Sequence[Segment], inside_only: bool) -> str:
@@ -361,7 +313,7 @@ class Automaton:
     continuation (so an exclusion in one of them can never be escaped).
     """
 
-    glob: Glob
+    pattern: Pattern
     literals: frozenset[str]
     start: int
     full: int
@@ -427,7 +379,7 @@ def owns(patterns: Sequence[str], path: str, *, strict: bool = False) -> bool:
     automata = [compile_pattern(p) for p in patterns]
     for i in reversed(range(len(automata))):
         automaton = automata[i]
-        if automaton.glob.negated:
+        if automaton.pattern.negated:
             if matches(automaton, path):
                 return False
         elif matches(automaton, path, strict=strict):
@@ -460,20 +412,20 @@ class _Builder:
 
 @functools.lru_cache(maxsize=1 << 16)
 def compile_pattern(pattern: str) -> Automaton:
-    glob = parse_pattern(pattern)
+    read = read_pattern(pattern)
     b = _Builder()
     current = b.state()
     start = current
     accept_full: set[int] = set()
     accept_strict: set[int] = set()
     universal: set[int] = set()
-    last = len(glob.segments) - 1
-    for i, segment in enumerate(glob.segments):
+    last = len(read.segments) - 1
+    for i, segment in enumerate(read.segments):
         if segment == GLOBSTAR and i == last:
             # Everything below: one character or more after the '/' already read
             # ('**/' asks for one more directory level on top).
             u = b.universal(current, _ANY_CHAR)
-            if glob.inside_only:
+            if read.glob.dir_only:
                 u = b.universal(u, "/")
             accept_full.add(u)
             accept_strict.add(u)
@@ -493,28 +445,33 @@ def compile_pattern(pattern: str) -> Automaton:
                 b.epsilon[current].append(star)
                 b.edges[star].append((_NOT_SLASH, star))
                 current = star
-            else:
+            elif token is Wildcard.ANY:
                 nxt = b.state()
-                b.edges[current].append((_NOT_SLASH if token is Wildcard.ANY else str(token), nxt))
+                b.edges[current].append((_NOT_SLASH, nxt))
                 current = nxt
+            else:
+                for char in token:
+                    nxt = b.state()
+                    b.edges[current].append((char, nxt))
+                    current = nxt
         if i < last:
             nxt = b.state()
             b.edges[current].append(("/", nxt))
             current = nxt
             continue
-        if not glob.inside_only:
+        if not read.glob.dir_only:
             accept_full.add(current)
             accept_strict.add(current)
-        if glob.inside_only or glob.extends_into_directories:
+        if read.glob.dir_only or read.extends_into_directories:
             u = b.universal(current, "/")
             universal.add(u)
             accept_full.add(u)
-            if not glob.fileish:
+            if not read.fileish:
                 accept_strict.add(u)
-    return _determinizable(glob, b, start, accept_full, accept_strict, universal)
+    return _determinizable(read, b, start, accept_full, accept_strict, universal)
 
 
-def _determinizable(glob: Glob, b: _Builder, start: int, accept_full: set[int],
+def _determinizable(pattern: Pattern, b: _Builder, start: int, accept_full: set[int],
                     accept_strict: set[int], universal: set[int]) -> Automaton:
     """Remove epsilon edges: each state's moves land on epsilon closures."""
     closure = [_closure(b.epsilon, s) for s in range(len(b.edges))]
@@ -541,7 +498,7 @@ def _determinizable(glob: Glob, b: _Builder, start: int, accept_full: set[int],
         on_other.append(other)
         on_slash.append(slash)
     return Automaton(
-        glob=glob,
+        pattern=pattern,
         literals=literals,
         start=closure[start],
         full=_mask(accept_full),
@@ -751,11 +708,11 @@ def _word(parent: dict[_State, tuple[_State, str] | None], state: _State) -> str
 class _Entry:
     teammate: int
     index: int
-    glob: Glob
+    pattern: Pattern
 
     @property
     def automaton(self) -> Automaton:
-        return compile_pattern(self.glob.text)  # cached: built only for the pairs searched
+        return compile_pattern(self.pattern.text)  # cached: built only for the pairs searched
 
 
 E = TypeVar("E", bound=_Entry)
@@ -768,7 +725,7 @@ class _PrefixIndex(Generic[E]):
         self.items = list(items)
         self.by_prefix: dict[str, list[E]] = {}
         for item in self.items:
-            self.by_prefix.setdefault(item.glob.prefix, []).append(item)
+            self.by_prefix.setdefault(item.pattern.prefix, []).append(item)
         self.prefixes = sorted(self.by_prefix)
         self.lengths = sorted({len(p) for p in self.prefixes})
 
@@ -799,15 +756,15 @@ class _TeammateList:
         exclusions: list[_Entry] = []
         last_exclusion: dict[str, int] = {}
         for i, pattern in enumerate(patterns):
-            entry = _Entry(teammate, i, parse_pattern(pattern))
-            if entry.glob.negated:
+            entry = _Entry(teammate, i, read_pattern(pattern))
+            if entry.pattern.negated:
                 exclusions.append(entry)
-                last_exclusion[entry.glob.language] = i
+                last_exclusion[entry.pattern.language] = i
             else:
                 positives.append(entry)
         return _TeammateList(positives, exclusions, last_exclusion)
 
-    def excludes_later(self, index: int, other: Glob) -> bool:
+    def excludes_later(self, index: int, other: Pattern) -> bool:
         """Whether an exclusion after ``index`` takes back everything ``other`` matches."""
         return self.last_exclusion.get(other.language, -1) > index
 
@@ -817,7 +774,7 @@ class _TeammateList:
             return []
         if self._exclusion_index is None:
             self._exclusion_index = _PrefixIndex(self.exclusions)
-        return [e.glob.text for e in self._exclusion_index.compatible(prefix) if e.index > index]
+        return [e.pattern.text for e in self._exclusion_index.compatible(prefix) if e.index > index]
 
     def exclusions_after(self, index: int, prefix: str) -> list[Automaton]:
         """The exclusions after ``index`` that can match a path starting with ``prefix``, one per language."""
@@ -828,7 +785,7 @@ class _TeammateList:
         seen: set[str] = set()
         out: list[Automaton] = []
         for e in sorted(self._exclusion_index.compatible(prefix), key=lambda e: e.index):
-            language = e.glob.language
+            language = e.pattern.language
             if e.index > index and language not in seen:
                 seen.add(language)
                 out.append(e.automaton)

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from rally_gh.ownership import globs
+from rally_gh.ownership.globs import GLOBSTAR
 from rally_gh.config import Config, LoadedConfig, Location, SourceMap, Teammate
 from rally_gh.errors import PatternError
 from rally_gh.ownership.overlap import (
@@ -20,7 +21,7 @@ from rally_gh.ownership.overlap import (
     matches,
     overlap_problems,
     owns,
-    parse_pattern,
+    read_pattern,
 )
 
 
@@ -295,14 +296,23 @@ def test_prefix_index_misses_no_pair(team: list[list[str]]) -> None:
 
 
 def test_parse_reads_escapes_and_anchors() -> None:
-    assert parse_pattern("\\*.md").segments[-1] == ("*", ".", "m", "d")
-    assert not parse_pattern("docs/").children_only
-    assert parse_pattern("docs/*").children_only
-    assert not parse_pattern("*").children_only
-    assert parse_pattern("/a/").language != parse_pattern("/a").language
-    assert parse_pattern("!/a").language == parse_pattern("/a").language
-    assert parse_pattern("/a/**").language == parse_pattern("/a/").language != parse_pattern("a/").language
-    assert parse_pattern("docs/***").language != parse_pattern("docs/*").language
+    assert read_pattern("\\*.md").segments[-1] == ("*.md",)  # one literal run: the escaped star is text
+    assert not read_pattern("docs/").glob.direct_children_only
+    assert read_pattern("docs/*").glob.direct_children_only
+    assert not read_pattern("*").glob.direct_children_only
+    assert read_pattern("/a/").language != read_pattern("/a").language
+    assert read_pattern("!/a").language == read_pattern("/a").language
+    assert read_pattern("/a/**").language == read_pattern("/a/").language != read_pattern("a/").language
+    assert read_pattern("docs/***").language != read_pattern("docs/*").language
+
+
+def test_the_proof_reads_the_parse_that_matching_uses() -> None:
+    # One parse of the language: the proof's pattern is globs' Glob, and refuses what it refuses.
+    assert read_pattern("src/*.py").glob is globs.compile_glob("src/*.py")
+    assert read_pattern("docs/").segments == (GLOBSTAR, ("docs",))  # unanchored: under any directory
+    assert read_pattern("/a/**/**/b").segments == (("a",), GLOBSTAR, ("b",))
+    with pytest.raises(PatternError, match="empty path segment"):
+        find_overlaps([("a", ["src//x"]), ("b", ["src/**"])])
 
 
 @pytest.mark.parametrize(("a", "b", "fix"), [
