@@ -78,7 +78,7 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: PlanOpti
 def _programs(root: Path, loaded: LoadedConfig, selected: frozenset[str] | None,
               environ: Mapping[str, str]) -> list[Problem]:
     """Agent programs and preset CLIs that would not start, as ``run`` refuses them."""
-    from rally_gh.run.pipeline import agent_program_problems
+    from rally_gh.run.assess import agent_program_problems
 
     try:
         repo: git.Repository | None = git.open_repo(root)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rally_gh import git, plan
-from rally_gh.run import pipeline
+from rally_gh.run import pipeline, split
 from rally_gh.ownership.enforce import map_for_run
 from rally_gh.config import Config, LoadedConfig
 from rally_gh.errors import RallyError, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
@@ -224,8 +224,8 @@ def teammate(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: Tea
         loaded = replace(loaded, config=apply_tasks(loaded.config, tasks))
     progress = Progress(sys.stderr, wants_live(sys.stderr, actions.environ))
     with progress:
-        record = pipeline.run_teammate(root, loaded, options.run_id, name, issue_text, time.time, actions.environ,
-                                       progress.event, remote=actions.publish_remote)
+        record = split.run_teammate(root, loaded, options.run_id, name, issue_text, time.time, actions.environ,
+                                    progress.event, remote=actions.publish_remote)
     stdout.write(f"{record.name}: {record.outcome}" + (f" ({record.reason})" if record.reason else "") + "\n")
     if not record.finished:
         return EXIT_INTERRUPTED
@@ -244,8 +244,8 @@ def merge(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: MergeO
         loaded = replace(loaded, config=apply_tasks(loaded.config, tasks))
     progress = Progress(sys.stderr, wants_live(sys.stderr, actions.environ))
     with progress:
-        state = pipeline.merge_run(root, loaded, options.run_id, time.time, actions.environ, progress.event,
-                                   remote=actions.publish_remote,
-                                   selected=None if tasks is None else frozenset(tasks.names))
+        state = split.merge_run(root, loaded, options.run_id, time.time, actions.environ, progress.event,
+                                remote=actions.publish_remote,
+                                selected=None if tasks is None else frozenset(tasks.names))
     # The plan job admitted the run; the merge job publishes it like a single-job run.
     return finish(repo, state, loaded.config, actions, stdout, github=github_of_run(actions, event))

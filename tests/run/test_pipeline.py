@@ -17,7 +17,7 @@ import pytest
 
 from rally_gh.tasks import tasks_from_issue
 from rally_gh import git
-from rally_gh.run import pipeline
+from rally_gh.run import pipeline, split
 from rally_gh.config import load_config_text
 from rally_gh.errors import RallyError
 from rally_gh.github.actions import read
@@ -732,7 +732,7 @@ def test_a_split_job_never_replaces_a_local_runs_state(tmp_path: Path) -> None:
     kept = load_state(common, "mine")
     loaded = load_config_text(rally_yml, "rally.yml")
     with pytest.raises(RallyError, match="not a split run") as err:
-        pipeline.merge_run(repo, loaded, "mine", time.time, dict(os.environ))
+        split.merge_run(repo, loaded, "mine", time.time, dict(os.environ))
     assert "rally-gh run --resume mine" in (err.value.hint or "")
     assert load_state(common, "mine") == kept
 
@@ -831,24 +831,6 @@ def test_a_signal_during_merge_verify_stops_it_and_leaves_a_resumable_run(tmp_pa
     assert load_state(common, "v1").status == "interrupted"
     assert not any((common / "rally" / "verify").iterdir())
     assert run_git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
-
-
-def test_credentials_a_preset_passes_are_reported_as_risks() -> None:
-    loaded = load_config_text(textwrap.dedent("""\
-        version: 1
-        team: t
-        teammates:
-          - name: api
-            exclusive_write: [src/api/**]
-            agent: {preset: claude}
-          - name: web
-            exclusive_write: [src/web/**]
-            agent: {preset: command, command: ["true"], env: [NPM_TOKEN, UNSET_ONE]}
-        """), "rally.yml")
-    risks = pipeline._risks(loaded, {"ANTHROPIC_API_KEY": "k", "NPM_TOKEN": "n", "PATH": "/bin"})
-    assert "api's agent receives runner variables ANTHROPIC_API_KEY (env passthrough, as the claude preset needs)" \
-        in risks
-    assert "web's agent receives runner variables NPM_TOKEN (env passthrough)" in risks
 
 
 def test_a_local_run_pushes_only_when_rally_remote_names_a_remote(tmp_path: Path) -> None:

@@ -1,0 +1,65 @@
+"""What every phase of a run reads: one frozen context, with the policy that says how it publishes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from rally_gh import git
+from rally_gh.config import Config, LoadedConfig
+from rally_gh.state import Clock
+
+EventSink = Callable[[str, str, str], None]  # (teammate or "", state, detail), as the scheduler's
+
+
+def no_events(name: str, state: str, detail: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Where the remote integration branch was (None: absent) when a split run's merge job took it."""
+
+    expected: git.Sha | None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a run publishes: what sets a split run's merge job (SPEC section 7) apart, as data."""
+
+    remote: str | None = None  # every branch is pushed there too (a run in CI); None: published locally only
+    # A split merge leaves teammate branches to their own jobs: a job re-run meanwhile has moved its
+    # branch on, and pushing the head fetched earlier would only be refused.
+    push_teammate_branches: bool = True
+    # A split merge's lease, taken before the results were read: a merge job that publishes meanwhile
+    # (another merge of this run, started later) makes ours fail instead of being overwritten by older
+    # results. None: the integration branch is read from the remote when publishing.
+    integration_lease: Lease | None = None
+
+    @classmethod
+    def merge_job(cls, remote: str, lease: Lease) -> Policy:
+        return cls(remote=remote, push_teammate_branches=False, integration_lease=lease)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """The run's inputs, fixed once assessed: every phase reads them, none changes them."""
+
+    repo_path: Path
+    common: Path  # the git common directory, which holds the runs' state and logs
+    loaded: LoadedConfig  # the map as this run applies it (its tasks, teammates and max_parallel chosen)
+    run_id: str
+    issue_text: str | None
+    clock: Clock
+    environ: Mapping[str, str]
+    emit: EventSink
+    policy: Policy = Policy()
+
+    @property
+    def config(self) -> Config:
+        return self.loaded.config
+
+    def repo(self) -> git.Repository:
+        # One Repository per call: pygit2 objects are not shared between threads.
+        return git.open_repo(self.repo_path)

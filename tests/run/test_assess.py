@@ -1,0 +1,88 @@
+"""run/assess.py: who runs, the run refused before anything starts, the risks it takes."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from rally_gh.config import LoadedConfig, load_config_text
+from rally_gh.errors import UsageError
+from rally_gh.run import assess
+from rally_gh.tasks import RunTasks, TeammateTask
+
+MAP = textwrap.dedent("""\
+    version: 1
+    team: t
+    max_parallel: 3
+    teammates:
+      - name: api
+        task: Build the API.
+        exclusive_write: [src/api/**]
+        agent: {preset: command, command: ["true"]}
+      - name: web
+        task: Build the web app.
+        exclusive_write: [src/web/**]
+        agent: {preset: command, command: ["true"]}
+      - name: docs
+        task: Write the docs.
+        exclusive_write: [docs/**]
+        agent: {preset: command, command: ["true"]}
+    """)
+
+
+def _loaded() -> LoadedConfig:
+    return load_config_text(MAP, "rally.yml")
+
+
+def test_everyone_runs_when_nothing_chooses() -> None:
+    loaded, selected = assess.select(_loaded(), None, None, None)
+    assert selected is None
+    assert loaded.config.max_parallel == 3
+
+
+def test_the_runs_tasks_choose_who_runs_and_only_narrows_them_further() -> None:
+    tasks = RunTasks("issue body", (TeammateTask("api", "Add /orders."), TeammateTask("web", None)))
+    loaded, selected = assess.select(_loaded(), tasks, ["web", "docs"], None)
+    assert selected == frozenset({"web"})
+    assert loaded.config.teammate("api").task == "Add /orders."
+
+
+def test_only_naming_a_stranger_is_refused_with_the_teammates_named() -> None:
+    with pytest.raises(UsageError) as err:
+        assess.select(_loaded(), None, ["api", "mobile"], None)
+    assert "teammates mobile: not in rally.yml" in err.value.message
+    assert err.value.hint == "teammates are: api, web, docs"
+
+
+def test_max_parallel_lowers_the_maps_and_never_raises_it() -> None:
+    assert assess.select(_loaded(), None, None, 2)[0].config.max_parallel == 2
+    assert assess.select(_loaded(), None, None, 9)[0].config.max_parallel == 3
+    with pytest.raises(UsageError, match="max-parallel 0: must be 1 to 9"):
+        assess.select(_loaded(), None, None, 0)
+
+
+def test_a_main_checkout_changed_while_the_agents_ran_is_a_risk_naming_ten_paths_at_most() -> None:
+    assert assess.outside_writes_risk({"a": 1}, {"a": 1}) is None
+    risk = assess.outside_writes_risk({"a": 1}, {"a": 2, **{f"f{i:02}": 0 for i in range(11)}})
+    assert risk is not None
+    assert risk.startswith("the main checkout changed while the agents ran (a, f00, f01, f02, f03, f04, f05, f06, "
+                           "f07, f08 and 2 more)")
+
+
+def test_credentials_a_preset_passes_are_reported_as_risks() -> None:
+    loaded = load_config_text(textwrap.dedent("""\
+        version: 1
+        team: t
+        teammates:
+          - name: api
+            exclusive_write: [src/api/**]
+            agent: {preset: claude}
+          - name: web
+            exclusive_write: [src/web/**]
+            agent: {preset: command, command: ["true"], env: [NPM_TOKEN, UNSET_ONE]}
+        """), "rally.yml")
+    risks = assess.risks(loaded, {"ANTHROPIC_API_KEY": "k", "NPM_TOKEN": "n", "PATH": "/bin"})
+    assert "api's agent receives runner variables ANTHROPIC_API_KEY (env passthrough, as the claude preset needs)" \
+        in risks
+    assert "web's agent receives runner variables NPM_TOKEN (env passthrough)" in risks

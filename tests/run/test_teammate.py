@@ -1,0 +1,62 @@
+"""run/teammate.py: a teammate's outcome, decided once from what reconciliation found; its sandbox mounts."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rally_gh import git, runner
+from rally_gh.config import load_config_text
+from rally_gh.run.context import RunContext, no_events
+from rally_gh.run.teammate import mounts, paths_it_does_not_own, reconciled
+from rally_gh.state import VerifyResult, Violation
+from rally_gh.testing import init_repo
+
+OK = runner.Attempt("ok", "all done", agent_status="done")
+
+
+def _violation(path: str) -> Violation:
+    return Violation(teammate="api", path=path, owner="web", kind="added", commit="c" * 40)
+
+
+def _verify(command: str, passed: bool) -> VerifyResult:
+    return VerifyResult(command=command, passed=passed, exit_code=0 if passed else 1)
+
+
+def test_a_teammate_that_changed_its_files_and_met_its_criteria_is_done() -> None:
+    assert reconciled(["src/api/a.py"], [], [_verify("pytest", True)], [], OK) == ("done", "")
+
+
+def test_what_reconciliation_found_decides_in_order_violations_first() -> None:
+    files, bad = ["src/api/a.py"], [_verify("pytest", True), _verify("ruff", False)]
+    partial = runner.Attempt("ok", "half of it", agent_status="partial")
+    assert reconciled(files, [_violation("src/web/x.js")], bad, ["a"], partial) == (
+        "violated", "wrote 1 path it does not own: src/web/x.js")
+    assert reconciled([], [], [], [], partial) == ("no_changes", "the agent finished without changing any file")
+    assert reconciled(files, [], bad, ["tests/t.py"], partial) == ("unverified", "`ruff` failed")
+    assert reconciled(files, [], [], ["tests/t.py"], partial) == (
+        "incomplete", "done_when not met: tests/t.py not created or changed")
+    assert reconciled(files, [], [], [], partial) == ("incomplete", "the agent reported partial work: half of it")
+
+
+def test_paths_it_does_not_own_are_named_five_at_most() -> None:
+    violations = [_violation(f"src/web/{i}.js") for i in range(7)] + [_violation("src/web/0.js")]
+    assert paths_it_does_not_own(violations) == (
+        "7 paths it does not own: src/web/0.js, src/web/1.js, src/web/2.js, src/web/3.js, src/web/4.js and 2 more")
+
+
+def test_an_agent_may_write_its_worktree_and_the_object_store_never_the_controls_of_git(tmp_path: Path) -> None:
+    repo_path = init_repo(tmp_path / "repo", {"README.md": "# r\n"})
+    home = tmp_path / "home"
+    (home / ".config" / "git").mkdir(parents=True)
+    (home / ".gitconfig").write_text("[user]\n\tname = A\n")
+    repo = git.open_repo(repo_path)
+    common = git.common_dir(repo)
+    loaded = load_config_text("version: 1\nteam: t\nteammates:\n  - {name: api, exclusive_write: [src/**]}\n", "rally.yml")
+    ctx = RunContext(repo_path, common, loaded, "r1", None, time.time, {"HOME": str(home)}, no_events)
+    own = tmp_path / "worktrees" / "r1" / "api"
+    found = mounts(ctx, own)
+    assert found[:2] == [("ro", git.workdir(repo)), ("rw", common)]
+    assert ("ro", common / "config") in found and ("ro", common / "hooks") in found
+    assert ("ro", home / ".gitconfig") in found and ("ro", home / ".config" / "git") in found
+    assert found[-2:] == [("ro", git.rally_worktrees_root(repo)), ("rw", own)]
