@@ -130,6 +130,9 @@ def owner_of(names: tuple[str, ...], rows: tuple[Row, ...], path: str) -> str | 
 
 
 # --- Git, without subprocess -----------------------------------------------
+#
+# The one place outside rally_gh.process that starts a child: importing it (it imports
+# subprocess) would cost the hook more than git's own work.
 
 
 def _git_env(environ: Mapping[str, str]) -> dict[str, str]:

@@ -677,10 +677,15 @@ class Completed:
 
 
 def run(argv: Sequence[str], *, cwd: Path | str | None = None, env: Mapping[str, str] | None = None,
-        input: bytes | None = None) -> Completed:
-    """Run one of rally-gh's own commands (git, a probe) to its end, its output captured.
-    Not supervised: it is ours, short, and stops with rally-gh on Ctrl-C. Raises OSError
-    when the program cannot be started."""
-    proc = subprocess.run(list(argv), cwd=cwd, env=None if env is None else dict(env), input=input,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+        input: bytes | None = None, timeout_s: float | None = None) -> Completed:
+    """Run one of rally-gh's own commands (git, a probe) to its end, its output captured,
+    ``input`` (else nothing) on its standard input. Not supervised: it is ours, short,
+    and stops with rally-gh on Ctrl-C. Raises OSError when the program cannot be
+    started, and TimeoutError (an OSError) when it runs past ``timeout_s``: it is killed."""
+    try:
+        proc = subprocess.run(list(argv), cwd=cwd, env=None if env is None else dict(env),
+                              input=input if input is not None else b"", stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as err:
+        raise TimeoutError(f"`{argv[0]}` did not finish in {timeout_s:g}s") from err
     return Completed(proc.returncode, proc.stdout, proc.stderr)

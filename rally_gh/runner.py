@@ -263,7 +263,7 @@ def run_teammates(jobs: Sequence[Job], max_parallel: int, budget: Budget, clock:
                   ) -> dict[str, JobResult]:
     """Run ``jobs`` to their ends; the result of each, keyed by name, in job order.
 
-    Each attempt runs in its own thread (the agent is a subprocess; the thread
+    Each attempt runs in its own thread (the agent is a child process; the thread
     only waits for it). ``cancel`` stops the agents in flight and starts
     nothing more; the shared blockers are ``find_convergence(result)``.
     ``spent_usd`` and ``spent_s`` carry what earlier invocations of a resumed

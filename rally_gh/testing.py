@@ -7,11 +7,11 @@ repositories. Uses the git CLI so that tests exercise what users run.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from rally_gh import process
 from rally_gh.state import RunState, TeammateRecord
 
 # The rally-gh command line of the running interpreter (no PATH lookup).
@@ -43,10 +43,7 @@ def git(cwd: Path | str, *args: str, env: Mapping[str, str] | None = None, check
         input: str | bytes | None = None) -> str:
     """Run git in ``cwd`` with pinned identities and dates; return its stdout."""
     data = input.encode() if isinstance(input, str) else input
-    proc = subprocess.run(
-        ["git", *args], cwd=cwd, env=git_env(env), input=data,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
-    )
+    proc = process.run(["git", *args], cwd=cwd, env=git_env(env), input=data)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"git {' '.join(args)} failed ({proc.returncode}) in {cwd}:\n{proc.stderr.decode(errors='replace')}"

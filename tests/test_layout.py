@@ -66,3 +66,21 @@ def test_only_the_actions_module_reads_github_actions_environment() -> None:
     assert not found, "read these through rally_gh.github.actions:\n" + "\n".join(found)
     read_there = {name for _, name in _names_of_variables(_ACTIONS_MODULE)}
     assert set().union(*_ALSO_READ.values()) <= read_there
+
+
+def test_only_the_process_module_starts_child_processes() -> None:
+    """rally_gh.process supervises every child; the hook's fast path alone spawns git itself
+    (``os.posix_spawnp``: importing subprocess would cost it more than git's own work)."""
+    spawners = {"subprocess", "os.fork", "os.posix_spawn", "os.posix_spawnp", "os.system", "os.popen",
+                "multiprocessing", "pty"}
+    allowed = {PACKAGE / "process.py", PACKAGE / "fasthook.py"}
+    found = []
+    for module in sorted(PACKAGE.rglob("*.py")):
+        if module in allowed:
+            continue
+        tree = ast.parse(module.read_text(encoding="utf-8"))
+        names = {name for _, name in _imports(module)}
+        calls = {f"{n.value.id}.{n.attr}" for n in ast.walk(tree)
+                 if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
+        found += [f"{module.relative_to(PACKAGE.parent)}: {name}" for name in sorted((names | calls) & spawners)]
+    assert not found, "\n".join(found)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pygit2
 from pygit2 import Commit, Oid, Repository
 
+from rally_gh import process
 from rally_gh.errors import GitError
 from rally_gh.git.repository import Sha, common_dir, run_git
 
@@ -104,11 +104,8 @@ def update_ref_if(repo: Repository, ref_name: str, new_sha: str, expected_old: s
     The git CLI: `git update-ref REF NEW OLD` compares and swaps under the ref's
     lock; pygit2 has no compare-and-swap for references, and reading then writing
     would race with another process."""
-    proc = subprocess.run(
-        ["git", "-c", "core.hooksPath=/dev/null", "update-ref", "-m", "rally-gh: integrate",
-         ref_name, new_sha, expected_old or _ZERO_SHA],
-        cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
-    )
+    proc = process.run(["git", "-c", "core.hooksPath=/dev/null", "update-ref", "-m", "rally-gh: integrate",
+                        ref_name, new_sha, expected_old or _ZERO_SHA], cwd=repo.path)
     if proc.returncode == 0:
         return True
     if ref_sha(repo, ref_name) != expected_old:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rally_gh import process
 from rally_gh.errors import GitError
 from rally_gh.git.repository import Sha
 
@@ -78,10 +78,8 @@ def push_refs(cwd: Path | str, remote: str, pushes: Sequence[RefPush], *,
         if p.lease:
             args.append(f"--force-with-lease={p.ref}:{p.expected_old or ''}")
         specs.append(f"{p.new_sha}:{p.ref}")
-    proc = subprocess.run(
-        ["git", "-c", "core.hooksPath=/dev/null", *args, remote, *specs],
-        cwd=cwd, env=_credential_env(credentials), stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
-    )
+    proc = process.run(["git", "-c", "core.hooksPath=/dev/null", *args, remote, *specs],
+                       cwd=cwd, env=_credential_env(credentials))
     seen: dict[str, PushedRef] = {}
     for line in proc.stdout.decode(errors="replace").splitlines():
         flag, tab, rest = line.partition("\t")
@@ -99,10 +97,8 @@ def remote_ref_shas(cwd: Path | str, remote: str, refs: Sequence[str], *,
                     credentials: HttpCredentials | None = None) -> dict[str, Sha | None]:
     """What ``remote`` has at each of ``refs`` now (None: absent), and their
     commits fetched so that they can be compared with ours."""
-    proc = subprocess.run(
-        ["git", "-c", "core.hooksPath=/dev/null", "ls-remote", remote, *refs],
-        cwd=cwd, env=_credential_env(credentials), stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False,
-    )
+    proc = process.run(["git", "-c", "core.hooksPath=/dev/null", "ls-remote", remote, *refs],
+                       cwd=cwd, env=_credential_env(credentials))
     if proc.returncode != 0:
         raise GitError(f"`git ls-remote {remote}` failed: {proc.stderr.decode(errors='replace').strip()}")
     found: dict[str, Sha | None] = dict.fromkeys(refs)
@@ -113,7 +109,6 @@ def remote_ref_shas(cwd: Path | str, remote: str, refs: Sequence[str], *,
     present = [ref for ref, sha in found.items() if sha is not None]
     if present:
         # By name, not by id: a server need not allow fetching a bare commit id.
-        subprocess.run(["git", "-c", "core.hooksPath=/dev/null", "fetch", "--quiet", "--no-tags", remote, *present],
-                       cwd=cwd, env=_credential_env(credentials), stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=False)
+        process.run(["git", "-c", "core.hooksPath=/dev/null", "fetch", "--quiet", "--no-tags", remote, *present],
+                    cwd=cwd, env=_credential_env(credentials))
     return found

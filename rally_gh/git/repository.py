@@ -9,7 +9,6 @@ and what to do. ``run_git`` runs the git CLI where libgit2 cannot do the job
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import pygit2
 from pygit2 import Commit, Oid, Repository, Tree
 from pygit2.enums import FileMode, RepositoryOpenFlag, RepositoryState
 
+from rally_gh import process
 from rally_gh.errors import GitError
 
 Sha = NewType("Sha", str)
@@ -318,8 +318,7 @@ def git_bytes(cwd: Path | str, args: Sequence[str], env: dict[str, str] | None =
     full_env.setdefault("GIT_TERMINAL_PROMPT", "0")
     # No hook and no file-system monitor: nothing a teammate planted or configured runs.
     cmd = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", *args]
-    proc = subprocess.run(cmd, cwd=cwd, env=full_env, input=input,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    proc = process.run(cmd, cwd=cwd, env=full_env, input=input)
     if check and proc.returncode != 0:
         raise GitError(
             f"`git {' '.join(args)}` failed in {cwd} (exit {proc.returncode}): "

@@ -24,7 +24,6 @@ import base64
 import json
 import re
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -35,6 +34,8 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
+
+from rally_gh import process
 
 JSON = dict[str, Any]
 
@@ -247,17 +248,17 @@ class FakeGitHubServer:
 
     # -- records ---------------------------------------------------------
     def _git(self, *args: str, cwd: Path | None = None) -> str:
-        proc = subprocess.run(["git", *args], cwd=cwd or self.bare_repo, capture_output=True, text=True,
-                              env={"PATH": "/usr/bin:/bin:/usr/local/bin", "GIT_CONFIG_NOSYSTEM": "1",
-                                   "HOME": str(self._tmp)})
+        proc = process.run(["git", *args], cwd=cwd or self.bare_repo,
+                           env={"PATH": "/usr/bin:/bin:/usr/local/bin", "GIT_CONFIG_NOSYSTEM": "1",
+                                "HOME": str(self._tmp)})
         if proc.returncode != 0:
-            raise FakeGitHubError(f"git {' '.join(args)} failed: {proc.stderr.strip()}")
-        return proc.stdout
+            raise FakeGitHubError(f"git {' '.join(args)} failed: {proc.stderr.decode(errors='replace').strip()}")
+        return proc.stdout.decode(errors="replace")
 
     def _branch_sha(self, branch: str) -> str | None:
-        proc = subprocess.run(["git", "rev-parse", "--verify", "-q", f"refs/heads/{branch}^{{commit}}"],
-                              cwd=self.bare_repo, capture_output=True, text=True)
-        return proc.stdout.strip() if proc.returncode == 0 else None
+        proc = process.run(["git", "rev-parse", "--verify", "-q", f"refs/heads/{branch}^{{commit}}"],
+                           cwd=self.bare_repo)
+        return proc.stdout.decode().strip() if proc.returncode == 0 else None
 
     def _user(self, login: str, user_type: str) -> JSON:
         if login not in self.users:
@@ -692,8 +693,7 @@ class FakeGitHubServer:
         return sha
 
     def _commit_exists(self, sha: str) -> bool:
-        proc = subprocess.run(["git", "cat-file", "-e", f"{sha}^{{commit}}"], cwd=self.bare_repo,
-                              capture_output=True)
+        proc = process.run(["git", "cat-file", "-e", f"{sha}^{{commit}}"], cwd=self.bare_repo)
         return proc.returncode == 0
 
     def _list_check_runs_for_ref(self, body: Any, q: Mapping[str, str], owner: str, repo: str,
@@ -911,7 +911,7 @@ class FakeGitHubServer:
             "HOME": str(self._tmp), "HTTP_CONTENT_ENCODING": handler.headers.get("Content-Encoding", ""),
         }
         with self._lock:  # one ref update at a time, like a real server's ref locks
-            proc = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True)
+            proc = process.run(["git", "http-backend"], input=body, env=env)
         head, _, payload = proc.stdout.partition(b"\r\n\r\n")
         if not _:
             head, _, payload = proc.stdout.partition(b"\n\n")
