@@ -44,7 +44,8 @@ from rally_gh.github.endpoint import (
 from rally_gh.github.actions import ActionsContext
 from rally_gh.github.events import Decision, Trigger, authorize
 from rally_gh.report import report_json, report_markdown, run_status
-from rally_gh.state import RunState, TeammateRecord, Violation
+from rally_gh.ownership.enforce import Violation
+from rally_gh.state import RunState, TeammateRecord
 from rally_gh.words import noun_for, plural
 
 OWNERSHIP_CHECK = "rally-gh/ownership"
@@ -222,10 +223,13 @@ def _annotations(violations: Sequence[Violation]) -> list[Annotation]:
     for path, found in by_path.items():
         first = found[0]
         kinds = ", ".join(dict.fromkeys(v.kind for v in found))
-        shas = list(dict.fromkeys(v.commit[:10] for v in found))
+        shas = list(dict.fromkeys((v.commit or "")[:10] for v in found))
         owner = f"owned by {first.owner}" if first.owner else "owned by no teammate"
+        # The reasons enforce wrote say it best; a record from before they were kept has only kinds and owner.
+        what = "; ".join(dict.fromkeys(v.reason for v in found if v.reason)) or f"{kinds} by {first.teammate}; {owner}"
+        rule = f", rule at {first.rule}" if first.rule else ""
         out.append(Annotation(path=path, title=f"{first.teammate} wrote a file it does not own",
-                              message=f"{kinds} by {first.teammate}; {owner} ({noun_for(shas, 'commit')} {', '.join(shas)})"))
+                              message=f"{what}{rule} ({noun_for(shas, 'commit')} {', '.join(shas)})"))
     return out
 
 
@@ -234,9 +238,11 @@ def _check_text(who: str, violations: Sequence[Violation]) -> tuple[CheckConclus
         return "success", f"{who}: every file written is owned", f"{who} wrote only what it owns."
     files = len({v.path for v in violations})
     title = f"{who}: {plural(files, 'file')} written outside its ownership"
-    rows = ["| path | teammate | owner | kind | commit |", "|---|---|---|---|---|"]
-    rows += [f"| `{_cell(v.path)}` | {v.teammate} | {v.owner or 'nobody'} | {v.kind} | `{v.commit[:10]}` |"
-             for v in violations]
+    rows = ["| path | teammate | owner | kind | commit | reason | rule |", "|---|---|---|---|---|---|---|"]
+    for v in violations:
+        rule = f"`{_cell(str(v.rule))}`" if v.rule else "none"
+        rows.append(f"| `{_cell(v.path)}` | {v.teammate} | {v.owner or 'nobody'} | {v.kind} | "
+                    f"`{(v.commit or '')[:10]}` | {_cell(v.reason)} | {rule} |")
     return "failure", title, "\n".join(rows) + "\n"
 
 

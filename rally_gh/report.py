@@ -213,7 +213,7 @@ def report_json(state: RunState) -> dict[str, Any]:
         "tasks": {"done": _done_count(state), "total": len(state.teammates)},
         "teammates": [_teammate_json(t) for t in state.teammates],
         "integrated": list(state.integrated),
-        "violations": [v.model_dump() for t in state.teammates for v in t.violations],
+        "violations": [v.model_dump(mode="json") for t in state.teammates for v in t.violations],
         "conflicts": [c.model_dump() for c in state.conflicts],
         "convergence": [g.model_dump() for g in state.convergence],
         "verification": [v.model_dump() for v in state.verification],
@@ -354,10 +354,11 @@ def report_markdown(state: RunState, *, marker: bool = True) -> str:
     out += ["", "### Violations", ""]
     violations = [v for t in state.teammates for v in t.violations]
     if violations:
-        out += ["| teammate | path | owner | kind | commit |", "|---|---|---|---|---|"]
+        out += ["| teammate | path | owner | kind | commit | reason | rule |", "|---|---|---|---|---|---|---|"]
         for bad in violations:
+            rule = f"`{_cell(str(bad.rule))}`" if bad.rule else "none"
             out.append(f"| {bad.teammate} | `{_cell(bad.path)}` | {bad.owner or 'nobody'} | {bad.kind} | "
-                       f"`{bad.commit[:10]}` |")
+                       f"`{(bad.commit or '')[:10]}` | {_cell(bad.reason)} | {rule} |")
     else:
         out.append("None: every teammate wrote only what it owns.")
 

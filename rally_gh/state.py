@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rally_gh.config import Config
 from rally_gh.errors import RallyError, UsageError
+from rally_gh.ownership.enforce import Violation
 from rally_gh.words import possessive
 
 STATE_FILE = "run.json"
@@ -68,14 +69,6 @@ class VerifyRunRecord(_Record):
     passed: bool
     commands: tuple[VerifyResult, ...] = ()
     blamed: tuple[str, ...] = ()  # the teammates dropped from the integration because this run failed
-
-
-class Violation(_Record):
-    teammate: str
-    path: str
-    owner: str | None  # the teammate owning the path, None for nobody
-    kind: str  # added | modified | deleted | renamed | mode | symlink | gitlink | hostile | control-file | ...
-    commit: str
 
 
 class ConflictCause(_Record):

@@ -13,7 +13,8 @@ from rally_gh.errors import RallyError, UsageError
 from rally_gh.handoff import handoff_tasks, nexus_handoff, tasks_from_handoff
 from rally_gh.report import report_json, report_markdown, step_complete_block, step_complete_text
 from rally_gh.testing import run_state, teammate_record
-from rally_gh.state import Conflict, ConvergenceGroup, RunState, TeammateRecord, VerifyResult, Violation
+from rally_gh.ownership.enforce import Violation
+from rally_gh.state import Conflict, ConvergenceGroup, RunState, TeammateRecord, VerifyResult
 from rally_gh.tasks import TasksRefused, apply_tasks
 
 MAP = """\

@@ -16,7 +16,9 @@ from rally_gh.report import (
     step_complete_block,
     team_efficiency,
 )
-from rally_gh.state import Conflict, VerifyResult, VerifyRunRecord, Violation, save_state
+from rally_gh.config import Location
+from rally_gh.ownership.enforce import Violation
+from rally_gh.state import Conflict, VerifyResult, VerifyRunRecord, save_state
 from rally_gh.testing import init_repo, run_state, teammate_record
 
 rec = teammate_record
@@ -109,7 +111,8 @@ def test_nothing_integrated_is_a_failure() -> None:
 
 
 def test_the_json_holds_every_key_of_the_spec() -> None:
-    violation = Violation(teammate="web", path="README.md", owner=None, kind="modified", commit="e" * 40)
+    violation = Violation(teammate="web", path="README.md", owner=None, kind="modified", commit="e" * 40,
+                          reason="web modified it, but it is owned by nobody")
     state = finished(rec("api", "done", integrated=True, files_changed=("src/api/a.py",), cost_usd=0.5),
                      rec("web", "violated", violations=(violation,)))
     data = json.loads(json.dumps(report_json(state)))
@@ -118,7 +121,8 @@ def test_the_json_holds_every_key_of_the_spec() -> None:
     assert {"name", "outcome", "branch", "head_sha", "files_changed", "duration_s", "cost_usd", "attempts",
             "reason"} <= set(data["teammates"][0])
     assert data["violations"] == [{"teammate": "web", "path": "README.md", "owner": None, "kind": "modified",
-                                   "commit": "e" * 40}]
+                                   "commit": "e" * 40, "reason": "web modified it, but it is owned by nobody",
+                                   "rule": None}]
     assert list(data["phases"]) == ["assess", "plan", "spawn", "run", "reconcile", "integrate", "verify",
                                     "publish", "cleanup"]
 
@@ -137,6 +141,19 @@ def test_the_markdown_has_every_section() -> None:
     for line in ("Agent: rally-gh", "Status: PARTIAL", "Output: rally/r1/_integration", "Validations:", "Next:",
                  "Reason: web incomplete (done_when not met)"):
         assert line in text
+
+
+def test_a_violation_says_why_and_which_rule_owns_the_path_in_markdown_and_json() -> None:
+    # What enforce found reaches the report whole: the PR can say "rule at rally.yml:12:5".
+    bad = Violation(teammate="api", path="src/web/app.js", owner="web", kind="modified", commit="e" * 40,
+                    reason="api modified it, but it is owned by web", rule=Location("rally.yml", 12, 5))
+    state = finished(rec("api", "violated", violations=(bad,)), rec("web", "done"))
+    text = report_markdown(state)
+    assert "| teammate | path | owner | kind | commit | reason | rule |" in text
+    assert ("| api | `src/web/app.js` | web | modified | `eeeeeeeeee` | api modified it, but it is owned by web "
+            "| `rally.yml:12:5` |") in text
+    [violation] = json.loads(json.dumps(report_json(state)))["violations"]
+    assert (violation["reason"], violation["rule"]) == ("api modified it, but it is owned by web", "rally.yml:12:5")
 
 
 def test_the_step_complete_block_counts_in_words_and_never_doubles_a_parenthesis() -> None:

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from rally_gh.config import Location
 from rally_gh.errors import RallyError, UsageError
+from rally_gh.ownership.enforce import Violation
 from rally_gh.state import (
     RunState,
     TeammateRecord,
@@ -37,6 +39,19 @@ def test_save_then_load_gives_the_same_state(tmp_path: Path) -> None:
     loaded = load_state(tmp_path, "r1")
     assert loaded == state and loaded.phases == {"run": 1.75}
     assert loaded.teammate("api").finished and not loaded.teammate("web").finished
+
+
+def test_a_violation_keeps_its_reason_and_rule_through_run_json(tmp_path: Path) -> None:
+    bad = Violation(teammate="api", path="src/web/app.js", owner="web", kind="modified", commit="e" * 40,
+                    reason="api modified it, but it is owned by web", rule=Location("rally.yml@1a2b3c4d5e", 12, 5))
+    state = sample_state()
+    state = state.with_teammate(state.teammate("api").model_copy(update={"violations": (bad,)}))
+    save_state(tmp_path, state)
+    [loaded] = load_state(tmp_path, "r1").teammate("api").violations
+    assert loaded == bad and str(loaded.rule) == "rally.yml@1a2b3c4d5e:12:5"
+    # A record written before reasons and rules were kept still loads.
+    old = {"teammate": "api", "path": "src/web/app.js", "owner": "web", "kind": "modified", "commit": "e" * 40}
+    assert Violation.model_validate(old).model_dump() == {**old, "reason": "", "rule": None}
 
 
 def test_a_save_replaces_the_file_whole_and_leaves_no_temporary_file(tmp_path: Path) -> None:

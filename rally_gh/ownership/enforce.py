@@ -14,6 +14,9 @@ import posixpath
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 
 from rally_gh import git
 from rally_gh.config import CONFIG_CANDIDATES, LoadedConfig, Location, load_config_text
@@ -29,28 +32,34 @@ from rally_gh.ownership.rules import Ownership
 NamesInDir = Callable[[str], list[str]]
 
 
-@dataclass(frozen=True)
-class Violation:
-    """One write a teammate was not allowed to make."""
+def _location(value: object) -> object:
+    """A rule location as records hold it, ``rally.yml@1a2b3c4d5e:12:5``, read back."""
+    if isinstance(value, str):
+        file, line, column = value.rsplit(":", 2)
+        return Location(file, int(line), int(column))
+    return value
+
+
+# Written as check's JSON always wrote it: file:line:col.
+_RuleLocation = Annotated[Location, BeforeValidator(_location), PlainSerializer(str, return_type=str)]
+
+
+class Violation(BaseModel):
+    """One write a teammate was not allowed to make: what, why, and the rule that owns the path.
+
+    The one record of a violation, from ``check`` and the hook to a run's state,
+    its report and its check runs: nothing on the way drops the reason or the rule.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     teammate: str
     path: str
     kind: str  # added | modified | deleted | mode | symlink | gitlink | control-file | hostile | collision
     owner: str | None  # the teammate that owns the path; None: nobody (or more than one)
-    reason: str  # a sentence for a person
     commit: str | None = None  # None for the staged index
-    rule: Location | None = None  # where the owner's pattern is written
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "teammate": self.teammate,
-            "path": self.path,
-            "kind": self.kind,
-            "owner": self.owner,
-            "commit": self.commit,
-            "reason": self.reason,
-            "rule": None if self.rule is None else str(self.rule),
-        }
+    reason: str = ""  # a sentence for a person ("" in records written before it was kept)
+    rule: _RuleLocation | None = None  # where the owner's pattern is written
 
     def message(self) -> str:
         where = f" in commit {git.short(self.commit)}" if self.commit else ""
@@ -225,8 +234,8 @@ def violations_in(
     out: list[Violation] = []
 
     def add(change: git.Change, kind: str, reason: str, owner: str | None = None) -> None:
-        out.append(Violation(teammate, change.path, kind, owner, reason, commit,
-                             _rule_location(loaded, ownership, owner, change.path)))
+        out.append(Violation(teammate=teammate, path=change.path, kind=kind, owner=owner, commit=commit,
+                             reason=reason, rule=_rule_location(loaded, ownership, owner, change.path)))
 
     for change in changes:
         path = change.path
@@ -299,9 +308,9 @@ def _collisions(changes: Sequence[git.Change], teammate: str, commit: str | None
                 other = f"{directory}/{others[0]}" if directory else others[0]
                 same_nfc = unicodedata.normalize("NFC", others[0]) == unicodedata.normalize("NFC", name)
                 how = "Unicode normalization" if same_nfc else "case"
-                out.append(Violation(teammate, change.path, "collision", None,
-                                     f"collides with {other} by {how}: they would be one file on macOS and Windows",
-                                     commit))
+                out.append(Violation(
+                    teammate=teammate, path=change.path, kind="collision", owner=None, commit=commit,
+                    reason=f"collides with {other} by {how}: they would be one file on macOS and Windows"))
                 break
     return out
 
@@ -456,7 +465,7 @@ def render(result: CheckResult, fmt: str) -> str:
             "ok": result.ok,
             "commits_checked": result.commits_checked,
             "start": None if result.start is None else {"sha": result.start.sha, "source": result.start.source},
-            "violations": [v.as_dict() for v in result.violations],
+            "violations": [v.model_dump(mode="json") for v in result.violations],
         }, indent=2) + "\n"
     if fmt == "github":
         lines = [

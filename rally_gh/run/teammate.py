@@ -20,10 +20,11 @@ from rally_gh import agents, git, plan, process, runner
 from rally_gh.config import Teammate
 from rally_gh.errors import RallyError
 from rally_gh.ownership import enforce
+from rally_gh.ownership.enforce import Violation
 from rally_gh.run import fanin
 from rally_gh.run.context import RunContext
 from rally_gh.run.ledger import Ledger
-from rally_gh.state import Outcome, TeammateRecord, VerifyResult, Violation, runs_dir
+from rally_gh.state import Outcome, TeammateRecord, VerifyResult, runs_dir
 from rally_gh.words import plural
 
 RALLY_AUTHOR = ("rally-gh", "rally-gh@users.noreply.github.com")
@@ -283,9 +284,7 @@ def commit_leftovers(ctx: RunContext, record: TeammateRecord) -> str:
 def find_violations(ctx: RunContext, repo: git.Repository, name: str, start: str,
                     head: str) -> tuple[Violation, ...]:
     """Every path that ``name``'s commits from ``start`` to ``head`` wrote without owning it."""
-    result = enforce.check_commits(repo, ctx.loaded, name, start, head)
-    return tuple(Violation(teammate=v.teammate, path=v.path, owner=v.owner, kind=v.kind, commit=v.commit or head)
-                 for v in result.violations)
+    return enforce.check_commits(repo, ctx.loaded, name, start, head).violations
 
 
 def paths_it_does_not_own(violations: Sequence[Violation]) -> str:

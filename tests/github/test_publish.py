@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 
 from rally_gh import publish
+from rally_gh.config import Location
 from rally_gh.errors import RallyError
 from rally_gh.github.actions import ActionsContext, read
 from rally_gh.github.endpoint import BODY_LIMIT, IssueNumber, run_marker
 from rally_gh.github.events import Trigger, parse_event
 from rally_gh.github.fake import FakeGitHubServer
 from rally_gh.github.real import RealGitHub
-from rally_gh.state import RunState, TeammateRecord, Violation
+from rally_gh.ownership.enforce import Violation
+from rally_gh.state import RunState, TeammateRecord
 from rally_gh.testing import commit, git, init_repo
 
 RUN = "issue-1-77-1"
@@ -245,6 +247,20 @@ def test_120_violating_files_make_one_check_run_with_annotations_sent_50_50_20(
     # The violating work was not integrated: the integration head is clean.
     integration = fake_github.check_runs[published["integration"].check_run_id or 0]
     assert (integration["conclusion"], integration["annotations"]) == ("success", [])
+
+
+def test_an_annotation_says_why_and_names_the_rule_that_owns_the_file(
+        fake_github: FakeGitHubServer, gh: RealGitHub, pushed: Pushed) -> None:
+    bad = (Violation(teammate="api", path="src/web/main.py", owner="web", kind="modified", commit="c" * 40,
+                     reason="api modified it, but it is owned by web", rule=Location("rally.yml", 12, 5)),)
+    state = run_state(pushed, outcomes={"api": "violated", "web": "done"}, violations={"api": bad})
+    published = publish.publish_checks(gh, state)
+    api_run = fake_github.check_runs[published["api"].check_run_id or 0]
+    [annotation] = api_run["annotations"]
+    assert annotation["message"] == (
+        f"api modified it, but it is owned by web, rule at rally.yml:12:5 (commit {'c' * 10})")
+    assert ("| `src/web/main.py` | api | web | modified | `cccccccccc` | api modified it, but it is owned by web "
+            "| `rally.yml:12:5` |") in api_run["output"]["summary"]
 
 
 def test_a_token_that_cannot_write_checks_gets_commit_statuses(

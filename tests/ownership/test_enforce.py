@@ -205,6 +205,10 @@ def test_cli_json_and_github_formats(repo_dir: Path) -> None:
     assert data["ok"] is False and data["teammate"] == "api"
     assert data["violations"][0]["path"] == "src/web/a,b:c.js"
     assert data["violations"][0]["owner"] == "web"
+    # The one Violation record, as check's JSON has always written it.
+    assert list(data["violations"][0]) == ["teammate", "path", "kind", "owner", "commit", "reason", "rule"]
+    assert data["violations"][0]["reason"] == "api added it, but it is owned by web"
+    assert data["violations"][0]["rule"] == f"rally.yml@{git(repo_dir, 'rev-parse', 'main').strip()[:10]}:8:23"
     gh = run_check(repo_dir, "--format", "github").stdout
     assert gh.startswith("::error file=src/web/a%2Cb%3Ac.js,title=rally-gh ownership%3A added::")
 

@@ -415,6 +415,33 @@ def test_a_failed_or_timed_out_teammates_branch_is_checked_and_its_violations_re
     assert state.integrated == ("api",)  # type: ignore[attr-defined]
 
 
+def test_a_violation_keeps_its_reason_and_rule_from_the_check_to_the_report(tmp_path: Path) -> None:
+    from rally_gh.report import report_markdown
+
+    scripts = _write_scripts(tmp_path / "scripts")
+    # stray writes a file in api's directory: api's first pattern owns it.
+    scripts["stray"].write_text(textwrap.dedent("""
+        import pathlib
+        pathlib.Path("src/api").mkdir(parents=True, exist_ok=True)
+        pathlib.Path("src/api/stray.py").write_text("x = 1\\n")
+    """))
+    rally_yml = _map(scripts, ["api", "stray"])
+    line = next(n for n, text in enumerate(rally_yml.splitlines(), 1) if "[src/api/**" in text)
+    rule = f"rally.yml:{line}:{rally_yml.splitlines()[line - 1].index('src/api/**') + 1}"
+    repo = _repo(tmp_path, rally_yml)
+    state = _run(repo, rally_yml)
+    stray = state.teammate("stray")  # type: ignore[attr-defined]
+    assert stray.outcome == "violated"
+    [bad] = stray.violations
+    reason = "stray added it, but it is owned by api"
+    assert (bad.path, bad.owner, bad.reason, str(bad.rule)) == ("src/api/stray.py", "api", reason, rule)
+    # The record saved in run.json, the report's Markdown and its JSON all keep both.
+    assert load_state(git.common_dir(git.open_repo(repo)), "r1").teammate("stray").violations == (bad,)
+    assert f"| `{(bad.commit or '')[:10]}` | {reason} | `{rule}` |" in report_markdown(state)  # type: ignore[arg-type]
+    [found] = report_json(state)["violations"]  # type: ignore[arg-type]
+    assert (found["reason"], found["rule"]) == (reason, rule)
+
+
 def test_every_verify_runs_output_is_kept_and_the_report_shows_the_failing_tail(tmp_path: Path) -> None:
     from rally_gh.report import report_markdown
 

@@ -9,7 +9,8 @@ from rally_gh import git, runner
 from rally_gh.config import load_config_text
 from rally_gh.run.context import RunContext, no_events
 from rally_gh.run.teammate import mounts, paths_it_does_not_own, reconciled
-from rally_gh.state import VerifyResult, Violation
+from rally_gh.ownership.enforce import Violation
+from rally_gh.state import VerifyResult
 from rally_gh.testing import init_repo
 
 OK = runner.Attempt("ok", "all done", agent_status="done")
