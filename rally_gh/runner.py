@@ -269,11 +269,7 @@ def run_teammates(jobs: Sequence[Job], max_parallel: int, budget: Budget, clock:
     ``spent_usd`` and ``spent_s`` carry what earlier invocations of a resumed
     run already spent of the budget.
     """
-    if max_parallel < 1:
-        raise RallyError(f"max_parallel must be at least 1, got {max_parallel}")
-    names = [job.name for job in jobs]
-    if len(set(names)) != len(names):
-        raise RallyError(f"teammate names must be unique, got {', '.join(names)}")
+    _check(jobs, max_parallel)
     emit = on_event or (lambda name, state, detail: None)
     token = cancel or CancelToken()
     known = frozenset(job.name for job in jobs)
@@ -329,6 +325,14 @@ def run_teammates(jobs: Sequence[Job], max_parallel: int, budget: Budget, clock:
         raise
 
     return {job.name: _mark_shared(results[job.name], results) for job in jobs}
+
+
+def _check(jobs: Sequence[Job], max_parallel: int) -> None:
+    if max_parallel < 1:
+        raise RallyError(f"max_parallel must be at least 1, got {max_parallel}")
+    names = [job.name for job in jobs]
+    if len(set(names)) != len(names):
+        raise RallyError(f"teammate names must be unique, got {', '.join(names)}")
 
 
 def _start(state: _Progress, token: CancelToken, done_queue: queue.Queue[tuple[str, Attempt]],
