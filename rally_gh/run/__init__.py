@@ -5,6 +5,8 @@
 - ``context``: the one frozen ``RunContext`` every phase reads, with the ``Policy``
   that says how the run publishes.
 - ``assess``: who runs, whether the run may start at all, the risks it takes.
+- ``scheduler``: the teammates' attempts, at most ``max_parallel`` at once, in
+  dependency order, with retries, a budget and shared blockers; it says what happened.
 - ``teammate``: one teammate from spawn to its final record: its worktree, its agent's
   command and sandbox, the git directory guarded, and its outcome, decided once.
 - ``fanin``: integrate, ``merge.verify`` and its bisection, publish.

@@ -19,9 +19,9 @@ from collections.abc import Collection, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
-from rally_gh import git, plan, process, runner
+from rally_gh import git, plan, process
 from rally_gh.config import LoadedConfig
-from rally_gh.run import assess, fanin
+from rally_gh.run import assess, fanin, scheduler
 from rally_gh.run.context import EventSink, Policy, RunContext, no_events
 from rally_gh.run.ledger import Ledger, dead_runs, live_runs, new_state, resumed_state
 from rally_gh.run.teammate import GitDirGuard, TeammateJob
@@ -138,10 +138,10 @@ def _schedule(ctx: RunContext, ledger: Ledger, guard: GitDirGuard, identity: tup
     config = ctx.config
     teammates = {t.name: TeammateJob(ctx, ledger, guard, t, identity) for t in config.teammates
                  if ledger.has(t.name) and not ledger.record(t.name).finished and (only is None or t.name in only)}
-    jobs = [runner.Job(name, job.attempt, retries=config.retries_of(job.teammate),
+    jobs = [scheduler.Job(name, job.attempt, retries=config.retries_of(job.teammate),
                        after=frozenset(job.teammate.blocked_by)) for name, job in teammates.items()]
 
-    def ready_ok(name: str, result: runner.JobResult | None) -> bool:
+    def ready_ok(name: str, result: scheduler.JobResult | None) -> bool:
         # A blocker counts once reconciled as done: its dependents build on its work.
         # One not in this run holds nobody back: the dependent starts from the base.
         return not ledger.has(name) or ledger.record(name).outcome == "done"
@@ -154,13 +154,13 @@ def _schedule(ctx: RunContext, ledger: Ledger, guard: GitDirGuard, identity: tup
     # A resumed run has already spent part of its budget.
     spent_usd = sum(r.cost_usd for r in ledger.state.teammates)
     spent_s = ledger.state.phases.get("run", 0.0)
-    results = runner.run_teammates(jobs, config.max_parallel, config.budget, clock=time.monotonic,
+    results = scheduler.run_teammates(jobs, config.max_parallel, config.budget, clock=time.monotonic,
                                    on_event=relay, ready_ok=ready_ok, cancel=cancel,
                                    spent_usd=spent_usd, spent_s=spent_s)
     for name, result in results.items():
         teammates[name].settle(result)
     groups = tuple(ConvergenceGroup(signature=c.signature, teammates=c.teammates)
-                   for c in runner.find_convergence(results))
+                   for c in scheduler.find_convergence(results))
     ledger.update_run(convergence=ledger.state.convergence + groups)
 
 

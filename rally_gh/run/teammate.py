@@ -16,12 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rally_gh import agents, git, plan, process, runner
+from rally_gh import agents, git, plan, process
 from rally_gh.config import Teammate
 from rally_gh.errors import RallyError
 from rally_gh.ownership import enforce
 from rally_gh.ownership.enforce import Violation
-from rally_gh.run import fanin
+from rally_gh.run import fanin, scheduler
 from rally_gh.run.context import RunContext
 from rally_gh.run.ledger import Ledger
 from rally_gh.state import Outcome, TeammateRecord, VerifyResult, runs_dir
@@ -84,7 +84,7 @@ class TeammateJob:
     def name(self) -> str:
         return self.teammate.name
 
-    def attempt(self, number: int, cancel: process.CancelToken) -> runner.Attempt:
+    def attempt(self, number: int, cancel: process.CancelToken) -> scheduler.Attempt:
         record = self.ledger.record(self.name)
         path = Path(record.worktree) if record.worktree else None
         if path is None or not path.is_dir():
@@ -98,7 +98,7 @@ class TeammateJob:
                 result = replace(result, status="cancelled", message="stopped: the run was interrupted")
         return result
 
-    def _agent(self, worktree: Path) -> Callable[[int, process.CancelToken], runner.Attempt]:
+    def _agent(self, worktree: Path) -> Callable[[int, process.CancelToken], scheduler.Attempt]:
         """The agent, ready to run: its prompt written, its command, environment and sandbox built."""
         ctx, t = self.ctx, self.teammate
         config = ctx.config
@@ -118,7 +118,7 @@ class TeammateJob:
             sparse=config.checkout_of(t) == "sparse")
         if process.sandbox_available():
             cmd = process.sandboxed(cmd, mounts(ctx, worktree))
-        return runner.agent_attempt(cmd, worktree, env, prompt_file, report_file, config.timeout_of(t),
+        return scheduler.agent_attempt(cmd, worktree, env, prompt_file, report_file, config.timeout_of(t),
                                     files / "logs", model=spec.model)
 
     def spawn(self) -> Path:
@@ -147,7 +147,7 @@ class TeammateJob:
         self.ledger.add_phase("spawn", ctx.clock() - started)
         return path
 
-    def reconcile(self, attempt: runner.Attempt, cancel: process.CancelToken | None = None) -> None:
+    def reconcile(self, attempt: scheduler.Attempt, cancel: process.CancelToken | None = None) -> None:
         ctx, t = self.ctx, self.teammate
         started = ctx.clock()
         ctx.emit(t.name, "reconciling", "")
@@ -175,7 +175,7 @@ class TeammateJob:
         self.ledger.add_phase("reconcile", ctx.clock() - started)
         ctx.emit(t.name, outcome, reason)
 
-    def settle(self, result: runner.JobResult) -> None:
+    def settle(self, result: scheduler.JobResult) -> None:
         """Fold the scheduler's result into the teammate's record."""
         ctx, name = self.ctx, self.name
         record = self.ledger.record(name)
@@ -207,7 +207,7 @@ class TeammateJob:
 
 
 def reconciled(files: Sequence[str], violations: Sequence[Violation], verify: Sequence[VerifyResult],
-               missing: Sequence[str], attempt: runner.Attempt) -> tuple[Outcome, str]:
+               missing: Sequence[str], attempt: scheduler.Attempt) -> tuple[Outcome, str]:
     """A finished agent's outcome and its reason, decided once from what reconciliation found."""
     if violations:
         return "violated", f"wrote {paths_it_does_not_own(violations)}"

@@ -53,7 +53,7 @@ from rally_gh.agents import AgentCommand, agent_command, agent_environment  # no
 from rally_gh.config import AgentSpec, Teammate, load_config_text  # noqa: E402
 from rally_gh.report import report_json  # noqa: E402
 from rally_gh.process import CancelToken  # noqa: E402
-from rally_gh.runner import agent_attempt  # noqa: E402
+from rally_gh.run.scheduler import agent_attempt  # noqa: E402
 from rally_gh.sandbox import SandboxSpec  # noqa: E402
 from rally_gh.state import runs_dir  # noqa: E402
 

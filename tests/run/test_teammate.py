@@ -5,15 +5,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rally_gh import git, runner
+from rally_gh import git
 from rally_gh.config import load_config_text
+from rally_gh.run import scheduler
 from rally_gh.run.context import RunContext, no_events
 from rally_gh.run.teammate import mounts, paths_it_does_not_own, reconciled
 from rally_gh.ownership.enforce import Violation
 from rally_gh.state import VerifyResult
 from rally_gh.testing import init_repo
 
-OK = runner.Attempt("ok", "all done", agent_status="done")
+OK = scheduler.Attempt("ok", "all done", agent_status="done")
 
 
 def _violation(path: str) -> Violation:
@@ -30,7 +31,7 @@ def test_a_teammate_that_changed_its_files_and_met_its_criteria_is_done() -> Non
 
 def test_what_reconciliation_found_decides_in_order_violations_first() -> None:
     files, bad = ["src/api/a.py"], [_verify("pytest", True), _verify("ruff", False)]
-    partial = runner.Attempt("ok", "half of it", agent_status="partial")
+    partial = scheduler.Attempt("ok", "half of it", agent_status="partial")
     assert reconciled(files, [_violation("src/web/x.js")], bad, ["a"], partial) == (
         "violated", "wrote 1 path it does not own: src/web/x.js")
     assert reconciled([], [], [], [], partial) == ("no_changes", "the agent finished without changing any file")

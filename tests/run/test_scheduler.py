@@ -1,4 +1,4 @@
-"""runner.py: the scheduler, its pure decisions and its loop with real agents.
+"""run/scheduler.py: the scheduler, its pure decisions and its loop with real agents.
 
 Agents are the scripted stand-ins of tests/agents/ (test_process.py tests how
 one of them is run); decisions of the scheduler are tested as pure functions.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from rally_gh.agents import AgentCommand, agent_command
 from rally_gh.config import AgentSpec, Budget
 from rally_gh.process import CancelToken, cancel_on_signals
-from rally_gh.runner import (
+from rally_gh.run.scheduler import (
     Attempt,
     Job,
     JobResult,
@@ -30,8 +31,10 @@ from rally_gh.runner import (
     plan_starts,
     run_teammates,
 )
-from test_agents import environment
-from test_process import alive, pids_in, script, wait_for
+
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/: the scripted agents' helpers live beside them
+from test_agents import environment  # noqa: E402
+from test_process import alive, pids_in, script, wait_for  # noqa: E402
 
 
 # --- scheduler decisions (pure) ----------------------------------------------
