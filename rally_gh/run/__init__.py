@@ -9,7 +9,8 @@
   dependency order, with retries, a budget and shared blockers; it says what happened.
 - ``teammate``: one teammate from spawn to its final record: its worktree, its agent's
   command and sandbox, the git directory guarded, and its outcome, decided once.
-- ``fanin``: integrate, ``merge.verify`` and its bisection, publish.
+- ``fanin``: integrate, ``merge.verify`` and its bisection, and integration's one
+  verdict on each teammate; publish.
 - ``split``: the same phases across CI jobs: a teammate job, a merge job, and the
   records that travel between them through the remote.
 - ``ledger``: the run's state, shared by the job threads, saved atomically.

@@ -10,15 +10,34 @@ branch and moves the integration branch last, as the run's policy says.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from rally_gh import git, integrate, plan, process
 from rally_gh.errors import RallyError
 from rally_gh.run.context import RunContext
 from rally_gh.run.ledger import Ledger
-from rally_gh.state import Conflict, ConflictCause, VerifyResult, VerifyRunRecord, integration_branch
+from rally_gh.state import Conflict, ConflictCause, Outcome, VerifyResult, VerifyRunRecord, integration_branch
 from rally_gh.words import possessive
 
-Integration = tuple[integrate.IntegrationPlan, integrate.IntegrationResult]
+
+@dataclass(frozen=True)
+class Integration:
+    """The done teammates' work replayed in memory, and who was left out before replaying."""
+
+    plan: integrate.IntegrationPlan
+    result: integrate.IntegrationResult
+    left_out: Mapping[str, str] = field(default_factory=dict)  # teammate: its blocker that was not integrated
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Integration's one decision on a teammate that reconciliation found done: integrated, or
+    left out (its outcome becomes conflicted, unverified or skipped) and why."""
+
+    integrated: bool
+    outcome: Outcome = "done"
+    reason: str = ""
+    said: str | None = None  # what the live display shows of it, when it shows anything
 
 
 def integrate_teammates(ctx: RunContext, ledger: Ledger, repo: git.Repository) -> Integration:
@@ -27,30 +46,38 @@ def integrate_teammates(ctx: RunContext, ledger: Ledger, repo: git.Repository) -
     candidates = [n for n in plan.integration_order(ctx.config) if integrable(ledger, n)]
     onto = latest_base(ctx, ledger, repo)  # fetched just before integrating
     ledger.update_run(integrated_onto=onto)
+    left_out: dict[str, str] = {}
     while True:
         iplan, result = integration_of(ledger, repo, candidates, ctx.config.merge.on_conflict, onto)
         applied = {a.teammate for a in result.applied}
         orphans = {n: b for n in applied for b in plan.blockers_closure(ctx.config, n)
                    if b not in applied and ledger.has(b)}
         if not orphans:
-            return iplan, result
-        for name, blocker in orphans.items():
-            ledger.update(name, outcome="skipped",
-                          reason=f"not integrated: its blocker {blocker} was not, and its work builds on it")
+            return Integration(iplan, result, left_out)
+        left_out.update(orphans)
         candidates = [n for n in candidates if n not in orphans]
 
 
 def verify_integration(ctx: RunContext, ledger: Ledger, repo: git.Repository, integration: Integration,
                        cancel: process.CancelToken | None = None) -> integrate.IntegrationResult:
-    """``merge.verify`` on the integration, bisected on failure; the integration as it stands after it,
-    recorded."""
-    iplan, result = integration
+    """``merge.verify`` on the integration, bisected on failure; the integration as it stands after
+    it, with integration's verdict on each teammate recorded."""
+    result = integration.result
     verification: tuple[VerifyResult, ...] = ()
     if result.applied and ctx.config.merge.verify:
         ctx.emit("", "phase", "verify")
-        result, verification = _verify_and_bisect(ctx, ledger, repo, iplan, result, cancel)
-    _record_integration(ctx, ledger, result, _conflict_causes(ledger, repo, result))
-    ledger.update_run(verification=verification)
+        result, verification = _verify_and_bisect(ctx, ledger, repo, integration.plan, result, cancel)
+    verdicts, conflicts = integration_verdicts(result, integration.left_out, ctx.config.merge.on_conflict,
+                                               _conflict_causes(ledger, repo, result), ledger.state.base_ref)
+    for name, verdict in verdicts.items():
+        if verdict.integrated:
+            ledger.update(name, integrated=True)
+        else:
+            ledger.update(name, outcome=verdict.outcome, reason=verdict.reason, integrated=False)
+        if verdict.said is not None:
+            ctx.emit(name, verdict.outcome, verdict.said)
+    ledger.update_run(integrated=tuple(a.teammate for a in result.applied), conflicts=conflicts,
+                      verification=verification)
     return result
 
 
@@ -135,7 +162,7 @@ def latest_base(ctx: RunContext, ledger: Ledger, repo: git.Repository) -> git.Sh
 
 
 def integration_of(ledger: Ledger, repo: git.Repository, names: Sequence[str], on_conflict: integrate.OnConflict,
-                   onto: git.Sha | None = None) -> Integration:
+                   onto: git.Sha | None = None) -> tuple[integrate.IntegrationPlan, integrate.IntegrationResult]:
     """The work of ``names``, replayed in that order onto ``onto`` (default: the run's
     base) in memory (no ref moved)."""
     records = [ledger.record(n) for n in names]
@@ -153,37 +180,36 @@ def _conflict_causes(ledger: Ledger, repo: git.Repository,
             for o in result.outcomes if o.conflict is not None}
 
 
-def _record_integration(ctx: RunContext, ledger: Ledger, result: integrate.IntegrationResult,
-                        causes: Mapping[str, tuple[ConflictCause, ...]]) -> None:
-    on_conflict = ctx.config.merge.on_conflict
+def integration_verdicts(result: integrate.IntegrationResult, left_out: Mapping[str, str], on_conflict: str,
+                         causes: Mapping[str, tuple[ConflictCause, ...]],
+                         base_ref: str) -> tuple[dict[str, Verdict], tuple[Conflict, ...]]:
+    """Integration's verdict on each teammate it was given (all found done by reconciliation), and
+    the conflicts met: the one place where integration changes a teammate's outcome."""
+    verdicts = {name: Verdict(False, "skipped", f"not integrated: its blocker {blocker} was not, and its work "
+                                                "builds on it")
+                for name, blocker in left_out.items()}
     conflicts: list[Conflict] = []
     stopped_at = next((o.teammate for o in result.outcomes if o.conflict is not None), None)
     for o in result.outcomes:
         if o.status == "integrated":
-            ledger.update(o.teammate, integrated=True)
+            verdicts[o.teammate] = Verdict(True)
         elif o.conflict is not None:
             action = "stopped" if on_conflict == "stop" else "skipped"
             conflict = Conflict(teammate=o.teammate, paths=o.conflict.paths, action=action,
                                 commit=str(o.conflict.commit), causes=causes.get(o.teammate, ()))
             conflicts.append(conflict)
-            ledger.update(o.teammate, outcome="conflicted", integrated=False,
-                          reason=conflict.describe(ledger.state.base_ref))
-            ctx.emit(o.teammate, "conflicted", ", ".join(o.conflict.paths))
+            verdicts[o.teammate] = Verdict(False, "conflicted", conflict.describe(base_ref),
+                                           ", ".join(o.conflict.paths))
         elif o.reason == "verify":
-            ledger.update(o.teammate, outcome="unverified", integrated=False,
-                          reason=f"dropped from the integration: {o.detail}")
-            ctx.emit(o.teammate, "unverified", o.detail or "")
+            verdicts[o.teammate] = Verdict(False, "unverified", f"dropped from the integration: {o.detail}",
+                                           o.detail or "")
         elif o.status == "refused":
-            ledger.update(o.teammate, outcome="skipped", integrated=False,
-                          reason=f"not integrated: {o.detail or o.reason}")
+            verdicts[o.teammate] = Verdict(False, "skipped", f"not integrated: {o.detail or o.reason}")
         else:  # not attempted: integration stopped at an earlier conflict (on_conflict: stop)
-            if ledger.record(o.teammate).outcome == "done":
-                ledger.update(o.teammate, outcome="skipped", integrated=False, reason=(
-                    f"not integrated: integration stopped at {possessive(stopped_at or 'a teammate')} conflict "
-                    "(merge.on_conflict: stop); its work is on its branch"))
-            else:
-                ledger.update(o.teammate, integrated=False, reason=f"not integrated: {o.detail or o.reason}")
-    ledger.update_run(integrated=tuple(a.teammate for a in result.applied), conflicts=tuple(conflicts))
+            verdicts[o.teammate] = Verdict(False, "skipped", (
+                f"not integrated: integration stopped at {possessive(stopped_at or 'a teammate')} conflict "
+                "(merge.on_conflict: stop); its work is on its branch"))
+    return verdicts, tuple(conflicts)
 
 
 def _blamed_runs(runs: Sequence[integrate.VerifyRun], culprits: Sequence[str]) -> dict[str, int]:

@@ -123,22 +123,26 @@ class Job:
     after: frozenset[str] = frozenset()  # names that must finish, and succeed, first
 
 
-Outcome = Literal["done", "failed", "timed_out", "skipped", "cancelled"]
-
-
 @dataclass(frozen=True)
 class JobResult:
+    """What happened to one job, and only that: its attempts, what they cost, how long it ran, how
+    its last attempt ended or why it was not started (again), and the failure that ended it. What
+    that means for the teammate is decided once, by whoever gave the job (``run.teammate``)."""
+
     name: str
-    outcome: Outcome
-    reason: str = ""
     attempts: int = 0
     cost_usd: float = 0.0  # over all attempts; unknown costs count as 0
     tokens: int = 0
     duration_s: float = 0.0
-    agent_status: str | None = None
-    signature: str | None = None  # the normalized failure, when it failed
+    last: Attempt | None = None  # the last attempt that ran, if any did
+    skipped: str | None = None  # why it was not started, or not again: "budget: ...", "blocker api failed", "cancelled"
+    signature: str | None = None  # the normalized failure that ended it
     shared_blocker: bool = False  # its signature is shared with another teammate
-    last: Attempt | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Its last attempt succeeded."""
+        return self.skipped is None and self.last is not None and self.last.status == "ok"
 
 
 @dataclass(frozen=True)
@@ -164,8 +168,8 @@ ReadyOk = Callable[[str, "JobResult | None"], bool]
 
 
 def default_ready_ok(name: str, result: JobResult | None) -> bool:
-    """A prerequisite counts when it ran here and is done; one not run here does not."""
-    return result is not None and result.outcome == "done"
+    """A prerequisite counts when it ran here and succeeded; one not run here does not."""
+    return result is not None and result.ok
 
 
 def budget_spent(budget: Budget, cost_usd: float, elapsed_s: float) -> str | None:
@@ -233,7 +237,7 @@ def find_convergence(results: Mapping[str, JobResult]) -> list[Convergence]:
     """Failures shared by two or more teammates, each named once, in first-seen order."""
     by_signature: dict[str, list[str]] = {}
     for name, result in results.items():
-        if result.outcome in ("failed", "timed_out") and result.signature:
+        if result.signature:
             by_signature.setdefault(result.signature, []).append(name)
     return [Convergence(sig, tuple(names)) for sig, names in by_signature.items() if len(names) > 1]
 
@@ -315,8 +319,7 @@ def run_teammates(jobs: Sequence[Job], max_parallel: int, budget: Budget, clock:
                 emit(name, "retrying", f"{attempt.status}: {attempt.message}")
                 continue
             results[name] = _finished(state, clock)
-            result = results[name]
-            emit(name, "finished", f"{result.outcome}: {result.reason}" if result.reason else result.outcome)
+            emit(name, "finished", f"{attempt.status}: {attempt.message}" if attempt.message else attempt.status)
     except BaseException:
         # A display that raised, or Ctrl-C without cancel_on_signals: stop the agents before leaving.
         token.cancel()
@@ -394,24 +397,19 @@ def _position(jobs: Sequence[Job], waiting: Sequence[Job], job: Job) -> int:
     return sum(1 for w in waiting if order[w.name] < order[job.name])
 
 
-_OUTCOMES: dict[str, Outcome] = {"ok": "done", "failed": "failed", "crashed": "failed", "error": "failed",
-                                 "timed_out": "timed_out", "cancelled": "cancelled"}
+FAILED: frozenset[str] = frozenset({"failed", "crashed", "error", "timed_out"})  # an attempt that ends a job badly
 
 
 def _finished(state: _Progress, clock: Callable[[], float]) -> JobResult:
     attempt = state.last
     assert attempt is not None and state.started is not None
-    outcome = _OUTCOMES[attempt.status]
-    reason = attempt.message if outcome != "done" else ""
-    if attempt.status in RETRYABLE and state.attempts > 1:
-        reason = f"{reason} (after {state.attempts} attempts)"
-    signature = state.signatures[-1] if outcome in ("failed", "timed_out") and state.signatures else None
-    return JobResult(state.job.name, outcome, reason, state.attempts, state.cost_usd, state.tokens,
-                     clock() - state.started, attempt.agent_status, signature, False, attempt)
+    signature = state.signatures[-1] if attempt.status in FAILED and state.signatures else None
+    return JobResult(state.job.name, state.attempts, state.cost_usd, state.tokens, clock() - state.started,
+                     last=attempt, signature=signature)
 
 
 def _skipped(state: _Progress, reason: str) -> JobResult:
-    return JobResult(state.job.name, "skipped", reason, state.attempts, state.cost_usd, state.tokens)
+    return JobResult(state.job.name, state.attempts, state.cost_usd, state.tokens, last=state.last, skipped=reason)
 
 
 def _mark_shared(result: JobResult, results: Mapping[str, JobResult]) -> JobResult:

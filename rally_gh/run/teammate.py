@@ -176,34 +176,43 @@ class TeammateJob:
         ctx.emit(t.name, outcome, reason)
 
     def settle(self, result: scheduler.JobResult) -> None:
-        """Fold the scheduler's result into the teammate's record."""
+        """What the job went through, folded into the teammate's record: what it spent, always; its
+        outcome only when reconciliation did not decide it (its agent never finished well)."""
         ctx, name = self.ctx, self.name
         record = self.ledger.record(name)
-        common = {"attempts": max(result.attempts, record.attempts), "cost_usd": result.cost_usd,
-                  "tokens": result.tokens, "duration_s": round(result.duration_s, 3)}
-        if result.last is not None and result.last.status == "ok":
-            self.ledger.update(name, **common)  # reconciled in its job already
+        spent = {"attempts": max(result.attempts, record.attempts), "cost_usd": result.cost_usd,
+                 "tokens": result.tokens, "duration_s": round(result.duration_s, 3)}
+        if record.finished:  # reconciled in its job: that outcome stands
+            self.ledger.update(name, **spent)
             return
-        interrupted = result.outcome == "cancelled" or (result.outcome == "skipped" and result.reason == "cancelled")
+        outcome, reason = stopped(result)
         head, files = keep_leftovers(ctx, record)
-        if interrupted:
-            outcome = "pending"  # to be started again by --resume
-        elif result.outcome == "done":  # ok status is handled above; only for safety
-            outcome = "failed"
-        else:
-            outcome = result.outcome
         # Its branch is kept and pushed whatever the outcome: what it holds is checked too, and a
         # violation is listed while the outcome stays what stopped the teammate.
         violations = record.violations
-        reason = result.reason
         if head and record.start_sha and head != record.start_sha:
             violations = find_violations(ctx, ctx.repo(), name, record.start_sha, head)
         if violations and outcome != "pending":
             reason = f"{reason}; its branch also holds {paths_it_does_not_own(violations)}"
         finished_at = ctx.clock() if record.started_at is not None else None
         self.ledger.update(name, outcome=outcome, reason=reason, head_sha=head, files_changed=files,
-                           violations=violations, finished_at=finished_at, **common)
+                           violations=violations, finished_at=finished_at, **spent)
         ctx.emit(name, outcome, reason)
+
+
+def stopped(result: scheduler.JobResult) -> tuple[Outcome, str]:
+    """The outcome of a teammate whose agent never finished well, and why, from what its job went
+    through: stopped by an interruption (pending, for --resume), not started, failed or timed out."""
+    last = result.last
+    if result.skipped is not None or last is None:  # not started (again): the scheduler says why
+        why = result.skipped or ""
+        return ("pending" if why == "cancelled" else "skipped"), why
+    if last.status == "cancelled":
+        return "pending", last.message
+    reason = last.message
+    if last.status in scheduler.RETRYABLE and result.attempts > 1:
+        reason = f"{reason} (after {result.attempts} attempts)"
+    return ("timed_out" if last.status == "timed_out" else "failed"), reason
 
 
 def reconciled(files: Sequence[str], violations: Sequence[Violation], verify: Sequence[VerifyResult],

@@ -44,12 +44,28 @@ def _job(name: str, after: tuple[str, ...] = ()) -> Job:
     return Job(name, run=lambda attempt, cancel: Attempt("ok"), after=frozenset(after))
 
 
-def _result(name: str, outcome: str = "done", signature: str | None = None) -> JobResult:
-    return JobResult(name, outcome, signature=signature)  # type: ignore[arg-type]
+def _result(name: str, status: str = "ok", signature: str | None = None) -> JobResult:
+    return JobResult(name, 1, last=Attempt(status), signature=signature)  # type: ignore[arg-type]
 
 
 def _ok(name: str, result: JobResult | None) -> bool:
-    return result is not None and result.outcome == "done"
+    return result is not None and result.ok
+
+
+def _ended(result: JobResult) -> str:
+    """How a job ended, as the scheduler tells it: skipped, or its last attempt's status."""
+    if result.skipped is not None:
+        return "skipped"
+    assert result.last is not None
+    return result.last.status
+
+
+def _why(result: JobResult) -> str:
+    """Why it was skipped, or what its last attempt said."""
+    if result.skipped is not None:
+        return result.skipped
+    assert result.last is not None
+    return result.last.message
 
 
 def test_plan_starts_fills_free_slots_in_order() -> None:
@@ -104,7 +120,7 @@ def test_failure_signature_ignores_numbers_paths_ids_and_names() -> None:
 def test_find_convergence_names_each_shared_failure_once() -> None:
     results = {
         "a": _result("a", "failed", "error: refused"), "b": _result("b", "failed", "error: refused"),
-        "c": _result("c", "failed", "other"), "d": _result("d", "done"), "e": _result("e", "timed_out", "error: refused"),
+        "c": _result("c", "failed", "other"), "d": _result("d", "ok"), "e": _result("e", "timed_out", "error: refused"),
     }
     assert [(c.signature, c.teammates) for c in find_convergence(results)] == [("error: refused", ("a", "b", "e"))]
 
@@ -144,12 +160,12 @@ def test_scheduler_runs_a_team_with_dependencies(tmp_path: Path) -> None:
             agent_job(tmp_path, "docs", script("crash.sh")),
             agent_job(tmp_path, "site", script("well_behaved.py"), after=("docs",))]
     results = run_teammates(jobs, 2, Budget(), on_event=events)
-    assert {n: r.outcome for n, r in results.items()} == {
-        "api": "done", "web": "done", "cli": "done", "docs": "failed", "site": "skipped"}
+    assert {n: _ended(r) for n, r in results.items()} == {
+        "api": "ok", "web": "ok", "cli": "ok", "docs": "crashed", "site": "skipped"}
     assert results["api"].cost_usd == 0.5 and results["api"].tokens == 1234
-    assert results["api"].agent_status == "done"
-    assert results["site"].reason == "blocker docs failed"
-    assert "exited with code 3" in results["docs"].reason and "connection refused" in results["docs"].reason
+    assert results["api"].last is not None and results["api"].last.agent_status == "done"
+    assert results["site"].skipped == "blocker docs failed"
+    assert "exited with code 3" in _why(results["docs"]) and "connection refused" in _why(results["docs"])
     assert events.states("web") == ["queued", "running", "finished"]
     assert events.states("site") == ["queued", "skipped"]
     # web started only once api had finished
@@ -173,8 +189,8 @@ def test_a_timeout_is_retried_then_given_up(tmp_path: Path) -> None:
     pidfile = tmp_path / "pids"
     jobs = [agent_job(tmp_path, "api", script("hang.py", str(pidfile)), timeout_s=0.3, retries=1)]
     results = run_teammates(jobs, 2, Budget(), on_event=events)
-    assert results["api"].outcome == "timed_out" and results["api"].attempts == 2
-    assert results["api"].reason == "expected 0.3s, stopped at 0.6s (after 2 attempts)"
+    assert _ended(results["api"]) == "timed_out" and results["api"].attempts == 2
+    assert _why(results["api"]) == "expected 0.3s, stopped at 0.6s"
     assert events.states("api") == ["queued", "running", "retrying", "running", "finished"]
     assert (tmp_path / "logs" / "api" / "attempt-2.log").exists()
     assert not any(alive(pid) for pid in pids_in(pidfile, 2))
@@ -189,9 +205,10 @@ def test_a_crash_is_retried_and_a_refusal_is_not(tmp_path: Path) -> None:
     jobs = [agent_job(tmp_path, "api", agent_command(flaky, tmp_path, tmp_path, tmp_path), retries=2),
             agent_job(tmp_path, "web", agent_command(blocked, tmp_path, tmp_path, tmp_path), retries=2)]
     results = run_teammates(jobs, 2, Budget())
-    assert (results["api"].outcome, results["api"].attempts) == ("done", 2)
-    assert (results["web"].outcome, results["web"].attempts) == ("failed", 1)
-    assert results["web"].reason == "blocked: needs the schema first" and results["web"].agent_status == "blocked"
+    assert (_ended(results["api"]), results["api"].attempts) == ("ok", 2)
+    assert (_ended(results["web"]), results["web"].attempts) == ("failed", 1)
+    assert _why(results["web"]) == "blocked: needs the schema first"
+    assert results["web"].last is not None and results["web"].last.agent_status == "blocked"
 
 
 def test_budget_stops_new_starts_and_lets_in_flight_finish(tmp_path: Path) -> None:
@@ -201,15 +218,15 @@ def test_budget_stops_new_starts_and_lets_in_flight_finish(tmp_path: Path) -> No
             agent_job(tmp_path, "c", script("well_behaved.py")),
             agent_job(tmp_path, "d", script("well_behaved.py"))]
     results = run_teammates(jobs, 2, Budget(max_cost_usd=2))
-    assert [results[n].outcome for n in "abcd"] == ["done", "done", "skipped", "skipped"]
-    assert results["c"].reason == results["d"].reason == "budget: $3.00 spent of $2.00"
+    assert [_ended(results[n]) for n in "abcd"] == ["ok", "ok", "skipped", "skipped"]
+    assert results["c"].skipped == results["d"].skipped == "budget: $3.00 spent of $2.00"
 
 
 def test_budget_counts_costs_of_finished_teammates(tmp_path: Path) -> None:
     jobs = [agent_job(tmp_path, n, script("well_behaved.py", "0.75")) for n in "abcd"]
     results = run_teammates(jobs, 1, Budget(max_cost_usd=2))
-    assert [results[n].outcome for n in "abcd"] == ["done", "done", "done", "skipped"]
-    assert results["d"].reason == "budget: $2.25 spent of $2.00"
+    assert [_ended(results[n]) for n in "abcd"] == ["ok", "ok", "ok", "skipped"]
+    assert results["d"].skipped == "budget: $2.25 spent of $2.00"
 
 
 def test_wall_clock_budget_uses_the_given_clock(tmp_path: Path) -> None:
@@ -221,8 +238,8 @@ def test_wall_clock_budget_uses_the_given_clock(tmp_path: Path) -> None:
 
     jobs = [Job(n, slow_job) for n in ("a", "b", "c")]
     results = run_teammates(jobs, 1, Budget(max_minutes=3), clock=lambda: now[0])
-    assert [results[n].outcome for n in "abc"] == ["done", "done", "skipped"]
-    assert results["c"].reason == "budget: 4.0 of 3 minutes spent"
+    assert [_ended(results[n]) for n in "abc"] == ["ok", "ok", "skipped"]
+    assert results["c"].skipped == "budget: 4.0 of 3 minutes spent"
 
 
 def test_convergence_names_a_shared_blocker_and_stops_retrying_it(tmp_path: Path) -> None:
@@ -244,9 +261,9 @@ def test_an_agent_that_cannot_start_fails_without_retries(tmp_path: Path) -> Non
                              tmp_path, {}, tmp_path, tmp_path / "r.json", 1, tmp_path)(attempt, cancel)
 
     results = run_teammates([Job("api", missing, retries=3)], 1, Budget())
-    assert results["api"].outcome == "failed" and results["api"].attempts == 1
-    assert "the claude preset needs the 'claude' program" in results["api"].reason
-    assert "PATH; install it with `npm install -g @anthropic-ai/claude-code`" in results["api"].reason  # no ((...))
+    assert _ended(results["api"]) == "error" and results["api"].attempts == 1
+    assert "the claude preset needs the 'claude' program" in _why(results["api"])
+    assert "PATH; install it with `npm install -g @anthropic-ai/claude-code`" in _why(results["api"])  # no ((...))
     assert results["api"].last is not None and results["api"].last.error is not None
 
 
@@ -266,8 +283,8 @@ def test_cancelling_the_scheduler_stops_agents_and_skips_the_rest(tmp_path: Path
     worker.join(10)
     assert time.monotonic() - asked < 3
     results = box[0]
-    assert results["api"].outcome == "cancelled" and results["api"].attempts == 1
-    assert (results["web"].outcome, results["web"].reason) == ("skipped", "cancelled")
+    assert _ended(results["api"]) == "cancelled" and results["api"].attempts == 1
+    assert (_ended(results["web"]), results["web"].skipped) == ("skipped", "cancelled")
     assert not alive(pids_in(pidfile, 1)[0])
 
 
@@ -284,15 +301,15 @@ def test_sigint_of_the_orchestrator_cancels_the_run(tmp_path: Path) -> None:
     before = signal.getsignal(signal.SIGINT)  # SIG_IGN when the suite itself was started in the background
     with cancel_on_signals(token) as received:
         results = run_teammates(jobs, 1, Budget(), cancel=token)
-    assert received == [signal.SIGINT] and results["api"].outcome == "cancelled"
+    assert received == [signal.SIGINT] and _ended(results["api"]) == "cancelled"
     assert signal.getsignal(signal.SIGINT) is before
     assert not alive(pids_in(pidfile, 1)[0])
 
 
 def test_a_resumed_run_counts_what_it_already_spent() -> None:
     jobs = [Job("a", lambda attempt, cancel: Attempt("ok", cost_usd=0.5))]
-    assert run_teammates(jobs, 1, Budget(max_cost_usd=2), spent_usd=2)["a"].reason == "budget: $2.00 spent of $2.00"
-    assert run_teammates(jobs, 1, Budget(max_minutes=1), spent_s=61)["a"].outcome == "skipped"
+    assert run_teammates(jobs, 1, Budget(max_cost_usd=2), spent_usd=2)["a"].skipped == "budget: $2.00 spent of $2.00"
+    assert _ended(run_teammates(jobs, 1, Budget(max_minutes=1), spent_s=61)["a"]) == "skipped"
     assert run_teammates(jobs, 1, Budget(max_cost_usd=2), spent_usd=1)["a"].cost_usd == 0.5
 
 
@@ -329,12 +346,12 @@ def test_a_failure_no_retry_can_fix_is_not_retried_and_says_why(tmp_path: Path, 
     job = Job("api", agent_attempt(cmd, workdir, env, tmp_path / "prompt.md", tmp_path / "report.json", 5,
                                    tmp_path / "logs", grace_s=0.2), retries=2)
     result = run_teammates([job], 2, Budget())["api"]
-    assert (result.outcome, result.attempts) == ("failed", 1), result.reason
-    assert f"not retried: {why}" in result.reason
+    assert (_ended(result), result.attempts) == ("failed", 1), _why(result)
+    assert f"not retried: {why}" in _why(result)
 
 
 def test_a_crash_that_a_retry_may_fix_is_still_retried(tmp_path: Path) -> None:
     cmd = agent_command(AgentSpec(preset="command", shell=True, command=('echo "Error: 502" >&2; exit 2',)),
                         tmp_path, tmp_path, tmp_path)
     result = run_teammates([agent_job(tmp_path, "api", cmd, retries=1)], 2, Budget())["api"]
-    assert (result.outcome, result.attempts) == ("failed", 2) and "not retried" not in result.reason
+    assert (_ended(result), result.attempts) == ("crashed", 2) and "not retried" not in _why(result)

@@ -1,4 +1,5 @@
-"""run/teammate.py: a teammate's outcome, decided once from what reconciliation found; its sandbox mounts."""
+"""run/teammate.py: a teammate's outcome, decided once (from what reconciliation found, or from what its job
+went through when its agent never finished well); its sandbox mounts."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from rally_gh import git
 from rally_gh.config import load_config_text
 from rally_gh.run import scheduler
 from rally_gh.run.context import RunContext, no_events
-from rally_gh.run.teammate import mounts, paths_it_does_not_own, reconciled
+from rally_gh.run.teammate import mounts, paths_it_does_not_own, reconciled, stopped
 from rally_gh.ownership.enforce import Violation
 from rally_gh.state import VerifyResult
 from rally_gh.testing import init_repo
@@ -39,6 +40,28 @@ def test_what_reconciliation_found_decides_in_order_violations_first() -> None:
     assert reconciled(files, [], [], ["tests/t.py"], partial) == (
         "incomplete", "done_when not met: tests/t.py not created or changed")
     assert reconciled(files, [], [], [], partial) == ("incomplete", "the agent reported partial work: half of it")
+
+
+def _job(attempts: int, status: str | None, message: str = "", skipped: str | None = None) -> scheduler.JobResult:
+    last = None if status is None else scheduler.Attempt(status, message)  # type: ignore[arg-type]
+    return scheduler.JobResult("api", attempts, last=last, skipped=skipped)
+
+
+def test_a_teammate_whose_agent_never_finished_well_gets_its_outcome_from_what_its_job_went_through() -> None:
+    assert stopped(_job(2, "timed_out", "expected 0.3s, stopped at 0.6s")) == (
+        "timed_out", "expected 0.3s, stopped at 0.6s (after 2 attempts)")
+    assert stopped(_job(1, "crashed", "exited with code 3")) == ("failed", "exited with code 3")
+    assert stopped(_job(3, "failed", "blocked: needs the schema")) == ("failed", "blocked: needs the schema")
+    assert stopped(_job(1, "error", "internal error")) == ("failed", "internal error")
+    assert stopped(_job(0, None, skipped="budget: $3.00 spent of $2.00")) == (
+        "skipped", "budget: $3.00 spent of $2.00")
+    assert stopped(_job(1, "crashed", "refused", skipped="blocker web failed")) == ("skipped", "blocker web failed")
+
+
+def test_a_teammate_stopped_by_an_interruption_is_pending_for_resume() -> None:
+    assert stopped(_job(1, "cancelled", "stopped: the run was interrupted")) == (
+        "pending", "stopped: the run was interrupted")
+    assert stopped(_job(0, None, skipped="cancelled")) == ("pending", "cancelled")
 
 
 def test_paths_it_does_not_own_are_named_five_at_most() -> None:
