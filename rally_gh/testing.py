@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -131,6 +132,38 @@ SHOP_FILES: dict[str, str | bytes | None] = {
     "src/web/app.js": "console.log('web')\n",
     "tests/api/test_app.py": "def test(): pass\n",
 }
+
+
+# --- Scripted agents (preset: command), for runs in tests ------------------------
+
+# Python scripts that a teammate's agent runs in its checkout. ``web`` is blocked by ``api``:
+# it fails unless its checkout already holds api's ``src/api/orders.py``. ``stray`` writes its
+# own file and ``README.md``, which it does not own.
+AGENT_SCRIPTS: dict[str, str] = {
+    "web": """
+        import pathlib, sys
+        if not pathlib.Path("src/api/orders.py").exists():
+            sys.exit("api's work is missing from web's checkout")
+        pathlib.Path("src/web").mkdir(parents=True, exist_ok=True)
+        pathlib.Path("src/web/app.js").write_text("fetch('/orders')\\n")
+    """,
+    "stray": """
+        import pathlib
+        pathlib.Path("src/stray").mkdir(parents=True, exist_ok=True)
+        pathlib.Path("src/stray/x.py").write_text("x = 1\\n")
+        pathlib.Path("README.md").write_text("rewritten by stray\\n")
+    """,
+}
+
+
+def write_agent_scripts(folder: Path, scripts: Mapping[str, str]) -> dict[str, Path]:
+    """Each script of ``scripts`` (indented as in the test) written to ``folder/<name>.py``; their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, body in scripts.items():
+        paths[name] = folder / f"{name}.py"
+        paths[name].write_text(textwrap.dedent(body))
+    return paths
 
 
 # --- Run states, for tests of what is made from a finished run -------------------

@@ -24,7 +24,7 @@ from rally_gh.github.actions import read
 from rally_gh.report import report_json, run_status
 from rally_gh.state import load_state
 from rally_gh.testing import git as run_git
-from rally_gh.testing import init_repo, live_processes_with
+from rally_gh.testing import AGENT_SCRIPTS, init_repo, live_processes_with, write_agent_scripts
 
 SCRIPTS = {
     "api": """
@@ -35,20 +35,7 @@ SCRIPTS = {
         pathlib.Path("tests/api/test_orders.py").write_text("def test_orders():\\n    pass\\n")
         pathlib.Path(os.environ["RALLY_REPORT_FILE"]).write_text(json.dumps({"status": "done", "summary": "orders endpoint"}))
     """,
-    "web": """
-        import pathlib, sys
-        # Blocked by api: its worktree must already hold api's work.
-        if not pathlib.Path("src/api/orders.py").exists():
-            sys.exit("api's work is missing")
-        pathlib.Path("src/web").mkdir(parents=True, exist_ok=True)
-        pathlib.Path("src/web/app.js").write_text("fetch('/orders')\\n")
-    """,
-    "stray": """
-        import pathlib
-        pathlib.Path("src/stray").mkdir(parents=True, exist_ok=True)
-        pathlib.Path("src/stray/x.py").write_text("x = 1\\n")
-        pathlib.Path("README.md").write_text("rewritten by stray\\n")
-    """,
+    **AGENT_SCRIPTS,
     "hang": """
         import time
         time.sleep(60)
@@ -65,13 +52,7 @@ SCRIPTS = {
 
 
 def _write_scripts(folder: Path) -> dict[str, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for name, body in SCRIPTS.items():
-        path = folder / f"{name}.py"
-        path.write_text(textwrap.dedent(body))
-        out[name] = path
-    return out
+    return write_agent_scripts(folder, SCRIPTS)
 
 
 def _map(scripts: dict[str, Path], names: list[str], **extra: str) -> str:

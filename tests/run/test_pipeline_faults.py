@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from rally_gh.run import pipeline
 from rally_gh.config import load_config_text
 from rally_gh.report import report_json
 from rally_gh.testing import git as run_git
-from rally_gh.testing import init_repo, live_processes_with
+from rally_gh.testing import init_repo, live_processes_with, write_agent_scripts
 
 AGENTS = {
     "good": """
@@ -58,11 +59,8 @@ AGENTS = {
 
 
 def _map(folder: Path) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
     lines = ["version: 1", "team: faults", "max_parallel: 6", "defaults: {timeout: 5s, retries: 0}", "teammates:"]
-    for name, body in AGENTS.items():
-        script = folder / f"{name}.py"
-        script.write_text(textwrap.dedent(body))
+    for name, script in write_agent_scripts(folder, AGENTS).items():
         command = [sys.executable, str(script)]
         lines += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
                   f"    agent: {{preset: command, command: {json.dumps(command)}}}"]
@@ -117,6 +115,15 @@ def test_misbehaving_agents_each_get_an_outcome_and_nothing_is_lost(tmp_path: Pa
     assert "rally/f1" not in run_git(repo, "worktree", "list")
 
 
+def _team(team: str, commands: Mapping[str, list[str]], agent_extra: str = "") -> str:
+    """A map of one teammate per command, each owning ``src/<name>/**``; ``agent_extra`` ends each agent."""
+    lines = ["version: 1", f"team: {team}", "defaults: {timeout: 10s, retries: 0}", "teammates:"]
+    for name, command in commands.items():
+        lines += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
+                  f"    agent: {{preset: command, command: {json.dumps(command)}{agent_extra}}}"]
+    return "\n".join(lines) + "\n"
+
+
 def test_a_write_into_the_main_checkout_is_reported_as_a_risk(tmp_path: Path) -> None:
     agents = tmp_path / "agents"
     agents.mkdir()
@@ -130,12 +137,8 @@ def test_a_write_into_the_main_checkout_is_reported_as_a_risk(tmp_path: Path) ->
     """))
     (agents / "calm.py").write_text("import pathlib\npathlib.Path('src/calm').mkdir(parents=True)\n"
                                     "pathlib.Path('src/calm/c.txt').write_text('c')\n")
-    lines = ["version: 1", "team: escape", "defaults: {timeout: 10s, retries: 0}", "teammates:"]
-    for name in ("escape", "calm"):
-        command = [sys.executable, str(agents / f"{name}.py")]
-        lines += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
-                  f"    agent: {{preset: command, command: {json.dumps(command)}, env: [RALLY_MAIN_CHECKOUT]}}"]
-    rally_yml = "\n".join(lines) + "\n"
+    rally_yml = _team("escape", {n: [sys.executable, str(agents / f"{n}.py")] for n in ("escape", "calm")},
+                      agent_extra=", env: [RALLY_MAIN_CHECKOUT]")
     repo = init_repo(tmp_path / "repo", {"README.md": "x\n", "rally.yml": rally_yml})
     env = dict(os.environ, RALLY_MAIN_CHECKOUT=str(repo))
     state = pipeline.run(repo, load_config_text(rally_yml, "rally.yml"), "e1", None, time.time, env)
@@ -175,12 +178,7 @@ def test_an_agent_cannot_write_into_another_teammates_worktree(tmp_path: Path) -
         pathlib.Path("src/victim").mkdir(parents=True, exist_ok=True)
         pathlib.Path("src/victim/own.py").write_text("own\\n")
     """))
-    lines = ["version: 1", "team: meddle", "defaults: {timeout: 10s, retries: 0}", "teammates:"]
-    for name in ("meddler", "victim"):
-        command = [sys.executable, str(agents / f"{name}.py")]
-        lines += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
-                  f"    agent: {{preset: command, command: {json.dumps(command)}}}"]
-    rally_yml = "\n".join(lines) + "\n"
+    rally_yml = _team("meddle", {n: [sys.executable, str(agents / f"{n}.py")] for n in ("meddler", "victim")})
     repo = init_repo(tmp_path / "repo", {"README.md": "x\n", "rally.yml": rally_yml})
     state = pipeline.run(repo, load_config_text(rally_yml, "rally.yml"), "m1", None, time.time, dict(os.environ))
     assert {t.name: t.outcome for t in state.teammates} == {"meddler": "failed", "victim": "done"}
@@ -210,12 +208,7 @@ def test_in_the_sandbox_an_agent_cannot_read_the_orchestrators_environment(tmp_p
         pathlib.Path("src/peek/out.txt").write_text(f"leaked={{leaked}} pid={{os.getpid()}}\\n")
         pathlib.Path({str(tmp_path / 'peek.txt')!r}).write_text(f"leaked={{leaked}} pid={{os.getpid()}}\\n")
     """))
-    lines = ["version: 1", "team: peek", "defaults: {timeout: 10s, retries: 0}", "teammates:"]
-    for name, script in (("peek", "peek.py"), ("calm", None)):
-        command = [sys.executable, str(agents / script)] if script else ["true"]
-        lines += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
-                  f"    agent: {{preset: command, command: {json.dumps(command)}}}"]
-    rally_yml = "\n".join(lines) + "\n"
+    rally_yml = _team("peek", {"peek": [sys.executable, str(agents / "peek.py")], "calm": ["true"]})
     repo = init_repo(tmp_path / "repo", {"README.md": "x\n", "rally.yml": rally_yml})
     # The orchestrator's own process starts with the secret: /proc/<pid>/environ shows a process's
     # starting environment, so a test process that only sets it would prove nothing.

@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from rally_gh.github.fake import FakeGitHubServer
-from rally_gh.testing import RALLY_CLI, git, git_env, init_repo
+from rally_gh.testing import AGENT_SCRIPTS, RALLY_CLI, git, git_env, init_repo, write_agent_scripts
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "github"))
 from openapi_check import github_openapi  # noqa: E402  (tests/github: the fake's answers checked)
@@ -58,19 +57,7 @@ AGENTS = {
         pathlib.Path("src/api/orders.py").write_text(f"VERSION = {version!r}\\n")
         pathlib.Path(os.environ["RALLY_REPORT_FILE"]).write_text(json.dumps({"status": "done", "summary": "orders"}))
     """,
-    "web": """
-        import pathlib, sys
-        if not pathlib.Path("src/api/orders.py").exists():
-            sys.exit("api's work is missing from web's checkout")
-        pathlib.Path("src/web").mkdir(parents=True, exist_ok=True)
-        pathlib.Path("src/web/app.js").write_text("fetch('/orders')\\n")
-    """,
-    "stray": """
-        import pathlib
-        pathlib.Path("src/stray").mkdir(parents=True, exist_ok=True)
-        pathlib.Path("src/stray/x.py").write_text("x = 1\\n")
-        pathlib.Path("README.md").write_text("rewritten by stray\\n")
-    """,
+    **AGENT_SCRIPTS,
     # merge.verify: holds a merge job between its fetch and its publish while SPLIT_TEST_HOLD names a
     # folder, so that a test can act in that window (another merge, a re-run teammate job).
     "hold": """
@@ -163,9 +150,7 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 def _write_agents(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, body in AGENTS.items():
-        (folder / f"{name}.py").write_text(textwrap.dedent(body))
+    write_agent_scripts(folder, AGENTS)
     (folder / "api-version").write_text("v1")
     return folder
 
