@@ -830,7 +830,8 @@ def test_a_signal_during_merge_verify_stops_it_and_leaves_a_resumable_run(tmp_pa
     while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
         time.sleep(0.05)
     verify = int(pid_file.read_text())
-    time.sleep(0.5)  # let the orchestrator's Popen return: a signal inside it would orphan the command
+    # The command is up, maybe before the orchestrator's Popen has returned: the signal is then handled
+    # once it has (process._signals_deferred), so it never orphans the command.
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=15)
     assert out.strip() == "interrupted" and "Traceback" not in err  # an interrupted run, to be reported
