@@ -18,8 +18,9 @@ commands (git), which need no supervision. ``stop_strays`` stops what an
 orchestrator that died left running. ``cancel_on_signals`` and
 ``interrupt_on_signals`` turn SIGINT and SIGTERM into cancellation.
 
-This module imports nothing of rally_gh but its errors: git imports it, and the
-hook must stay fast.
+Of rally_gh this module imports only its errors and, from ``github.actions``, which
+variables are the workflow's (``config`` only when a verify command times out): git
+imports it, so it must stay light.
 """
 
 from __future__ import annotations
