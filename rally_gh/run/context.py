@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from rally_gh import git
 from rally_gh.config import Config, LoadedConfig
+from rally_gh.run.scheduler import EventSink as EventSink  # (teammate or "", state, detail)
 from rally_gh.state import Clock
-
-EventSink = Callable[[str, str, str], None]  # (teammate or "", state, detail), as the scheduler's
 
 
 def no_events(name: str, state: str, detail: str) -> None:
