@@ -24,7 +24,6 @@ reaches agents only through their prompt files.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,8 +32,7 @@ from typing import Any
 
 from rally_gh.errors import GitHubError, UsageError
 from rally_gh.github.endpoint import GitHubEndpoint, IssueNumber, RequestLimits
-from rally_gh.github.events import Trigger, parse_event
-from rally_gh.limits import TEAMMATE_NAME
+from rally_gh.github.events import Trigger, parse_event, positive_number, teammate_names
 
 TOKEN_VARIABLES = ("GITHUB_TOKEN", "GH_TOKEN")
 # The files through which a step talks to the workflow, and the runner's own variables:
@@ -56,18 +54,10 @@ class ActionInputs:
 
     def teammates(self) -> tuple[str, ...]:
         """The ``teammates`` input, checked as strictly as a dispatch's."""
-        names = tuple(n for n in re.split(r"[\s,]+", self.teammates_text.strip()) if n)
-        for name in names:
-            if not TEAMMATE_NAME.match(name):
-                raise UsageError(f"the action's input `teammates`: {name!r} is not a teammate name",
-                                 hint="teammate names as in rally.yml, separated by commas or spaces")
-        return names
+        return teammate_names(self.teammates_text, "the action's input `teammates`")
 
     def max_parallel(self) -> int | None:
-        text = self.max_parallel_text.strip()
-        if text and (not re.fullmatch(r"[0-9]+", text) or int(text) < 1):
-            raise UsageError(f"the action's input `max-parallel` must be a whole number from 1, got {text!r}")
-        return int(text) if text else None
+        return positive_number(self.max_parallel_text, "the action's input `max-parallel`")
 
 
 @dataclass(frozen=True)

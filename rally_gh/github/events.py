@@ -104,13 +104,29 @@ def _dispatch_inputs(raw: Mapping[str, Any]) -> DispatchInputs:
             raise UsageError(f"workflow_dispatch input `issue` must be an issue number (an integer), got {issue_text!r}",
                              hint="enter the number only, e.g. 42")
         issue = IssueNumber(int(issue_text.lstrip("#")))
-    names = tuple(n for n in re.split(r"[\s,]+", str(raw.get("teammates", "")).strip()) if n)
+    names = teammate_names(str(raw.get("teammates", "")), "workflow_dispatch input `teammates`")
+    return DispatchInputs(issue=issue, teammates=names, dry_run=_flag(raw.get("dry-run", False)),
+                          max_parallel=positive_number(raw.get("max-parallel"), "workflow_dispatch input `max-parallel`"))
+
+
+def teammate_names(text: str, where: str) -> tuple[str, ...]:
+    """The teammates an input names (separated by commas or spaces), each a valid name; ``where`` is the input."""
+    names = tuple(n for n in re.split(r"[\s,]+", text.strip()) if n)
     for name in names:
         if not TEAMMATE_NAME.match(name):
-            raise UsageError(f"workflow_dispatch input `teammates`: {name!r} is not a teammate name",
+            raise UsageError(f"{where}: {name!r} is not a teammate name",
                              hint="teammate names as in rally.yml, separated by commas or spaces")
-    return DispatchInputs(issue=issue, teammates=names, dry_run=_flag(raw.get("dry-run", False)),
-                          max_parallel=_positive(raw.get("max-parallel")))
+    return names
+
+
+def positive_number(value: Any, where: str) -> int | None:
+    """A whole number from 1 that an input gives in ASCII digits; None when it is empty."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    if not re.fullmatch(r"[0-9]{1,10}", text) or int(text) < 1:
+        raise UsageError(f"{where} must be a whole number from 1, got {text!r}")
+    return int(text)
 
 
 def _flag(value: Any) -> bool:
@@ -122,15 +138,6 @@ def _flag(value: Any) -> bool:
     if text in ("true", "1", "yes"):
         return True
     raise UsageError(f"workflow_dispatch input `dry-run` must be true or false, got {value!r}")
-
-
-def _positive(value: Any) -> int | None:
-    if value is None or str(value).strip() == "":
-        return None
-    text = str(value).strip()
-    if not text.isdigit() or int(text) < 1:
-        raise UsageError(f"workflow_dispatch input `max-parallel` must be a whole number from 1, got {value!r}")
-    return int(text)
 
 
 def _pull_request_event(payload: Mapping[str, Any], login: str, sender_type: str) -> Trigger:

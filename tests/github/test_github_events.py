@@ -56,6 +56,8 @@ def test_dispatch_inputs() -> None:
     ({"teammates": "api,$(id)"}, "'$(id)' is not a teammate name"),
     ({"dry-run": "maybe"}, "`dry-run` must be true or false"),
     ({"max-parallel": "-1"}, "`max-parallel` must be a whole number"),
+    ({"max-parallel": "\u0663"}, "`max-parallel` must be a whole number"),  # a digit, but not ASCII
+    ({"max-parallel": "99999999999"}, "`max-parallel` must be a whole number"),
 ])
 def test_bad_dispatch_inputs_are_refused_clearly(inputs: dict[str, Any], message: str) -> None:
     with pytest.raises(UsageError) as caught:
