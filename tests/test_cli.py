@@ -4,6 +4,8 @@ was checked is not right, never a traceback."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -59,6 +61,29 @@ def test_user_mistakes_exit_2(tmp_path: Path, args: tuple[str, ...], said: str) 
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert said in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+HOSTILE_EVENTS = [
+    ({"issue": {"number": "7; rm -rf ~", "title": "t", "body": "b"}}, {}, "`issue.number` must be a whole number"),
+    ({"issue": {"number": 7, "body": "x" * 70_000}}, {}, "must be text of at most 65,536 characters"),
+    ({"action": "labeled", "sender": ["alice"]}, {"GITHUB_ACTIONS": "true", "GITHUB_TOKEN": "t",
+                                                  "GITHUB_REPOSITORY": "owner/repo", "GITHUB_EVENT_NAME": "issues",
+                                                  "GITHUB_API_URL": "http://127.0.0.1:9"},
+     "the event's `sender` must be a JSON object"),
+    ({}, {"GITHUB_HEAD_REF": "rally/r1/api\x1b[2J"}, "GITHUB_HEAD_REF is not a branch name git allows"),
+]
+
+
+@pytest.mark.parametrize(("payload", "env", "said"), HOSTILE_EVENTS, ids=lambda a: str(a)[:30])
+def test_a_hostile_event_or_environment_is_a_usage_error(tmp_path: Path, payload: dict[str, object],
+                                                          env: dict[str, str], said: str) -> None:
+    d = init_repo(tmp_path / "r", SHOP_FILES)
+    (tmp_path / "event.json").write_text(json.dumps(payload))
+    proc = subprocess.run([*RALLY_CLI, "run", "--dry-run", "--event", str(tmp_path / "event.json")], cwd=d,
+                          env={**os.environ, **env}, capture_output=True, text=True, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert said in proc.stderr and "Traceback" not in proc.stderr
+    assert not (d / ".git" / "rally" / "runs").exists()
 
 
 def test_what_was_checked_is_not_right_exits_1(tmp_path: Path) -> None:

@@ -32,7 +32,14 @@ from typing import Any
 
 from rally_gh.errors import GitHubError, UsageError
 from rally_gh.github.endpoint import GitHubEndpoint, IssueNumber, RequestLimits
-from rally_gh.github.events import Trigger, parse_event, positive_number, teammate_names
+from rally_gh.github.events import (
+    Trigger,
+    branch_name,
+    issue_fields,
+    parse_event,
+    positive_number,
+    teammate_names,
+)
 
 TOKEN_VARIABLES = ("GITHUB_TOKEN", "GH_TOKEN")
 # The files through which a step talks to the workflow, and the runner's own variables:
@@ -135,8 +142,8 @@ def read(environ: Mapping[str, str], *, event_path: Path | None = None) -> Actio
         workflow_run_id=environ.get("GITHUB_RUN_ID") or None,
         event_name=environ.get("GITHUB_EVENT_NAME") or None,
         event_path=event_path if event_path is not None else Path(found_event) if found_event else None,
-        head_ref=environ.get("GITHUB_HEAD_REF") or None,
-        base_ref=environ.get("GITHUB_BASE_REF") or None,
+        head_ref=_branch(environ, "GITHUB_HEAD_REF"),
+        base_ref=_branch(environ, "GITHUB_BASE_REF"),
         remote=environ.get("RALLY_REMOTE") or None,
         output_file=_path(environ.get("GITHUB_OUTPUT")),
         summary_file=_path(environ.get("GITHUB_STEP_SUMMARY")),
@@ -147,6 +154,11 @@ def read(environ: Mapping[str, str], *, event_path: Path | None = None) -> Actio
             split_run_id=environ.get("RALLY_RUN_ID") or None,
         ),
     )
+
+
+def _branch(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name)
+    return branch_name(value, name) if value else None
 
 
 def _path(value: str | None) -> Path | None:
@@ -168,12 +180,10 @@ class Event:
     payload: Any
 
     def issue(self) -> tuple[int | None, str | None]:
-        """The issue the payload carries: its number and text (title and body)."""
-        found = self.payload.get("issue") if isinstance(self.payload, dict) else None
-        if not isinstance(found, dict):
+        """The issue the payload carries: its number and text (title and body), checked (``events.issue_fields``)."""
+        if not isinstance(self.payload, dict):
             return None, None
-        text = "\n\n".join(str(found.get(k) or "") for k in ("title", "body")).strip() or None
-        return found.get("number"), text
+        return issue_fields(self.payload)
 
     def trigger(self) -> Trigger:
         """What started the job, and who (``events.parse_event``)."""
@@ -182,14 +192,22 @@ class Event:
         return parse_event(self.name or "", self.payload)
 
 
+EVENT_FILE_LIMIT = 25 * 1024 * 1024
+"""GitHub caps a webhook's payload at 25 MB: a larger event file is not one it wrote."""
+
+
 def read_event(context: ActionsContext) -> Event | None:
     """The event file, parsed; None when there is none (a local run)."""
     path = context.event_path
     if path is None:
         return None
     try:
+        size = path.stat().st_size
+        if size > EVENT_FILE_LIMIT:
+            raise UsageError(f"--event {path}: {size:,} bytes, larger than any event GitHub sends "
+                             f"({EVENT_FILE_LIMIT:,} bytes at most)")
         payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # RecursionError: JSON nested past Python's stack
         raise UsageError(f"--event {path}: not a readable JSON event: {err}") from None
     return Event(context.event_name, path, payload)
 
@@ -229,7 +247,8 @@ def github_of_run(context: ActionsContext, event: Event | None) -> GitHubRun | N
                          f"not both set (found GITHUB_EVENT_NAME={context.event_name or '(unset)'})",
                          hint="set GITHUB_EVENT_NAME to the event's name (issues, workflow_dispatch, "
                               "issue_comment, ...), or leave out --event for a local run")
-    return GitHubRun(connect(context), event.trigger())
+    trigger = event.trigger()  # the untrusted payload is checked before any request is made
+    return GitHubRun(connect(context), trigger)
 
 
 def issue_text_from_github(github: GitHubEndpoint, issue: int) -> str | None:

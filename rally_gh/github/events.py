@@ -8,6 +8,7 @@ text is read as data and validated here, never handed to a shell.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -15,9 +16,13 @@ from typing import Any, Literal
 
 from rally_gh.errors import UsageError
 from rally_gh.limits import TEAMMATE_NAME
-from rally_gh.github.endpoint import WRITE_PERMISSIONS, GitHubEndpoint, IssueNumber, PullNumber
+from rally_gh.github.endpoint import BODY_LIMIT, WRITE_PERMISSIONS, GitHubEndpoint, IssueNumber, PullNumber
 
 START_LABEL = "rally:parallel"
+MAX_NUMBER = 9_999_999_999
+"""The largest issue or pull request number taken (ten digits, as a dispatch's input)."""
+# What git refuses in a branch name: control characters, space, DEL and ~^:?*[\
+_NOT_IN_BRANCH = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 TriggerKind = Literal["issue-labeled", "dispatch", "pull-request", "ignored"]
 
@@ -65,14 +70,18 @@ class Decision:
     permission: str | None = None
 
 
+EVENT_HINT = "run inside GitHub Actions, or pass --event FILE with a payload GitHub wrote"
+
+
 def parse_event(event_name: str, payload: Mapping[str, Any]) -> Trigger:
-    sender = payload.get("sender") or {}
-    login = str(sender.get("login") or "")
-    sender_type = str(sender.get("type") or "User")
+    """The trigger an event's payload describes; a payload GitHub would not write is refused."""
+    sender = json_object(payload.get("sender"), "the event's `sender`")
+    login = _string(sender.get("login"), "the event's `sender.login`") or ""
+    sender_type = _string(sender.get("type"), "the event's `sender.type`") or "User"
     if event_name == "issues":
         return _issues_event(payload, login, sender_type)
     if event_name == "workflow_dispatch":
-        inputs = _dispatch_inputs(payload.get("inputs") or {})
+        inputs = _dispatch_inputs(json_object(payload.get("inputs"), "the `workflow_dispatch` event's `inputs`"))
         return Trigger("dispatch", login, sender_type, issue=inputs.issue, inputs=inputs)
     if event_name in ("pull_request", "pull_request_target"):
         return _pull_request_event(payload, login, sender_type)
@@ -81,9 +90,9 @@ def parse_event(event_name: str, payload: Mapping[str, Any]) -> Trigger:
 
 def _issues_event(payload: Mapping[str, Any], login: str, sender_type: str) -> Trigger:
     action = payload.get("action")
-    number = (payload.get("issue") or {}).get("number")
-    issue = IssueNumber(number) if isinstance(number, int) else None
-    label = (payload.get("label") or {}).get("name")
+    issue, _ = issue_fields(payload)
+    label = _string(json_object(payload.get("label"), "the `issues` event's `label`").get("name"),
+                    "the `issues` event's `label.name`")
     if action != "labeled":
         return Trigger("ignored", login, sender_type, issue=issue, label=label,
                        reason=f"issue event `{action}`: only adding the `{START_LABEL}` label starts a run")
@@ -94,6 +103,53 @@ def _issues_event(payload: Mapping[str, Any], login: str, sender_type: str) -> T
     if issue is None:
         raise UsageError("the `issues` event has no issue number")
     return Trigger("issue-labeled", login, sender_type, issue=issue, label=label)
+
+
+def issue_fields(payload: Mapping[str, Any]) -> tuple[IssueNumber | None, str | None]:
+    """The number and text (title and body) of the issue an event carries, each checked."""
+    found = json_object(payload.get("issue"), "the event's `issue`")
+    number = found.get("number")
+    if number is not None and (type(number) is not int or not 1 <= number <= MAX_NUMBER):
+        raise UsageError(f"the event's `issue.number` must be a whole number from 1, got {_shown(number)}",
+                         hint=EVENT_HINT)
+    parts = (_string(found.get(key), f"the event's `issue.{key}`", limit=BODY_LIMIT) for key in ("title", "body"))
+    text = "\n\n".join(part or "" for part in parts).strip() or None
+    return (None if number is None else IssueNumber(number)), text
+
+
+def branch_name(value: str, where: str) -> str:
+    """``value`` if git could name a branch so (``git check-ref-format --branch``'s rules, roughly):
+    a branch name is shown to people and resolved as a revision, so it must not smuggle
+    control characters or revision syntax."""
+    if (not value or len(value) > 255 or _NOT_IN_BRANCH.search(value) or ".." in value or "@{" in value
+            or "//" in value or value.startswith(("-", "/", ".")) or value.endswith(("/", ".", ".lock"))
+            or "/." in value):
+        raise UsageError(f"{where} is not a branch name git allows: {_shown(value)}", hint=EVENT_HINT)
+    return value
+
+
+def json_object(value: Any, where: str) -> Mapping[str, Any]:
+    """A JSON object of an event's payload; {} when it is absent or null."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UsageError(f"{where} must be a JSON object, got {_shown(value)}", hint=EVENT_HINT)
+    return value
+
+
+def _string(value: Any, where: str, *, limit: int = 1024) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        what = f"{len(value):,} characters" if isinstance(value, str) else _shown(value)
+        raise UsageError(f"{where} must be text of at most {limit:,} characters, got {what}", hint=EVENT_HINT)
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A hostile value, short and on one line, for a message."""
+    text = json.dumps(value, ensure_ascii=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _dispatch_inputs(raw: Mapping[str, Any]) -> DispatchInputs:
@@ -141,14 +197,17 @@ def _flag(value: Any) -> bool:
 
 
 def _pull_request_event(payload: Mapping[str, Any], login: str, sender_type: str) -> Trigger:
-    pull = payload.get("pull_request") or {}
-    head, base = pull.get("head") or {}, pull.get("base") or {}
+    pull = json_object(payload.get("pull_request"), "the `pull_request` event's `pull_request`")
+    head = json_object(pull.get("head"), "the `pull_request` event's `pull_request.head`")
+    base = json_object(pull.get("base"), "the `pull_request` event's `pull_request.base`")
     number = pull.get("number", payload.get("number"))
-    if not isinstance(number, int) or not head.get("sha") or not base.get("sha"):
+    if type(number) is not int or number < 1 or not head.get("sha") or not base.get("sha"):
         raise UsageError("the `pull_request` event has no pull request number, head or base commit")
-    ref = PullRef(PullNumber(number), str(head.get("ref", "")), str(head["sha"]), str(base.get("ref", "")),
-                  str(base["sha"]))
-    return Trigger("pull-request", login, sender_type, pull=ref)
+    refs = [branch_name(_string(side.get("ref"), f"the `pull_request` event's `{name}.ref`") or "",
+                        f"the `pull_request` event's `{name}.ref`") for name, side in (("head", head), ("base", base))]
+    shas = [_string(side.get("sha"), f"the `pull_request` event's `{name}.sha`") or ""
+            for name, side in (("head", head), ("base", base))]
+    return Trigger("pull-request", login, sender_type, pull=PullRef(PullNumber(number), refs[0], shas[0], refs[1], shas[1]))
 
 
 def authorize(trigger: Trigger, endpoint: GitHubEndpoint, bot_allowlist: Collection[str] = ()) -> Decision:

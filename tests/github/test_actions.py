@@ -94,6 +94,35 @@ def test_a_broken_event_file_is_a_clear_error(tmp_path: Path) -> None:
         event.trigger()
 
 
+def test_a_hostile_event_file_or_environment_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps({"issue": {"number": "7/../../x", "title": "t"}}))
+    event = read_event(read({"GITHUB_EVENT_NAME": "issue_comment"}, event_path=path))
+    with pytest.raises(UsageError, match=r"`issue.number` must be a whole number from 1, got \"7/\.\./\.\./x\""):
+        issue_of(event, None)  # before it could name a run or a branch
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(UsageError, match="not a readable JSON event"):
+        read_event(read({}, event_path=path))
+    with path.open("wb") as fh:
+        fh.truncate(26 * 1024 * 1024)  # sparse: the size is checked before anything is read
+    with pytest.raises(UsageError, match="larger than any event GitHub sends"):
+        read_event(read({}, event_path=path))
+    for name in ("GITHUB_HEAD_REF", "GITHUB_BASE_REF"):
+        with pytest.raises(UsageError, match=rf"{name} is not a branch name git allows: \"rally/r1/api\\u001b\[2J\""):
+            read({name: "rally/r1/api\x1b[2J"})
+    fine = read({"GITHUB_HEAD_REF": "rally/r1/api", "GITHUB_BASE_REF": "release/1.x"})
+    assert (fine.head_ref, fine.base_ref) == ("rally/r1/api", "release/1.x")
+
+
+def test_a_hostile_event_is_refused_before_any_request(tmp_path: Path) -> None:
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps({"action": "labeled", "sender": "alice"}))
+    actions = read({"GITHUB_ACTIONS": "true", "GITHUB_TOKEN": "t", "GITHUB_REPOSITORY": "owner/repo",
+                    "GITHUB_API_URL": "http://127.0.0.1:9", "GITHUB_EVENT_NAME": "issues"}, event_path=path)
+    with pytest.raises(UsageError, match="the event's `sender` must be a JSON object"):
+        github_of_run(actions, read_event(actions))  # port 9 answers nothing: no client was built
+
+
 def test_a_github_run_needs_a_token_and_an_event(tmp_path: Path) -> None:
     assert github_of_run(read({}), None) is None  # local: no API calls
     with pytest.raises(UsageError, match=r"needs an event.*found GITHUB_EVENT_NAME=\(unset\)"):

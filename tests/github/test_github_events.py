@@ -74,6 +74,43 @@ def test_pull_request_event_is_the_ownership_check() -> None:
     assert trigger.pull is not None and (trigger.pull.number, trigger.pull.head_sha) == (500, "a" * 40)
 
 
+_LABELED = {"action": "labeled", "label": {"name": "rally:parallel"}, "sender": {"login": "alice", "type": "User"}}
+_PULL = {"number": 500, "head": {"ref": "feature", "sha": "a" * 40}, "base": {"ref": "main", "sha": "b" * 40}}
+
+
+@pytest.mark.parametrize("name, payload, message", [
+    ("issues", {**_LABELED, "issue": {"number": "7; rm -rf /"}}, "`issue.number` must be a whole number from 1"),
+    ("issues", {**_LABELED, "issue": {"number": True}}, "`issue.number` must be a whole number from 1, got true"),
+    ("issues", {**_LABELED, "issue": {"number": 7.0}}, "`issue.number` must be a whole number from 1, got 7.0"),
+    ("issues", {**_LABELED, "issue": {"number": -3}}, "`issue.number` must be a whole number from 1, got -3"),
+    ("issues", {**_LABELED, "issue": {"number": 10 ** 30}}, "`issue.number` must be a whole number from 1, got 1000"),
+    ("issues", {**_LABELED, "issue": ["not", "an", "object"]}, "the event's `issue` must be a JSON object"),
+    ("issues", {**_LABELED, "issue": {"number": 7, "title": {"nested": 1}}}, "`issue.title` must be text"),
+    ("issues", {**_LABELED, "issue": {"number": 7, "body": "x" * 70_000}},
+     "`issue.body` must be text of at most 65,536 characters, got 70,000 characters"),
+    ("issues", {**_LABELED, "label": "rally:parallel", "issue": {"number": 7}}, "`label` must be a JSON object"),
+    ("issues", {**_LABELED, "label": {"name": ["rally:parallel"]}, "issue": {"number": 7}}, "`label.name` must be text"),
+    ("issues", {**_LABELED, "sender": "alice", "issue": {"number": 7}}, "the event's `sender` must be a JSON object"),
+    ("issues", {**_LABELED, "sender": {"login": 42}, "issue": {"number": 7}}, "`sender.login` must be text"),
+    ("workflow_dispatch", {"inputs": ["issue", 7]}, "`inputs` must be a JSON object"),
+    ("pull_request", {"pull_request": "500"}, "`pull_request` must be a JSON object"),
+    ("pull_request", {"pull_request": {**_PULL, "head": "feature"}}, "`pull_request.head` must be a JSON object"),
+    ("pull_request", {"pull_request": {**_PULL, "number": True}}, "has no pull request number"),
+    ("pull_request", {"pull_request": {**_PULL, "head": {"ref": "evil\n\x1b[31mbranch", "sha": "a" * 40}}},
+     'is not a branch name git allows: "evil\\n\\u001b[31mbranch"'),
+    ("pull_request", {"pull_request": {**_PULL, "base": {"ref": "main@{1}", "sha": "b" * 40}}},
+     "`base.ref` is not a branch name git allows"),
+])
+def test_a_hostile_event_payload_is_refused_with_a_message(name: str, payload: dict[str, Any], message: str) -> None:
+    """GitHub writes none of these; a forged or hand-made event file ends in a message, never a traceback,
+    and nothing hostile reaches a run id, a branch name or a message unshown (control characters escaped)."""
+    with pytest.raises(UsageError) as caught:
+        parse_event(name, payload)
+    assert message in str(caught.value)
+    assert "--event FILE" in (caught.value.hint or "") or "no pull request number" in str(caught.value)
+    assert not any(ord(c) < 32 and c != "\n" for c in str(caught.value))
+
+
 @pytest.fixture
 def endpoint(fake_github: FakeGitHubServer) -> RealGitHub:
     for user, level in [("ada", "admin"), ("mo", "maintain"), ("wu", "write"), ("tri", "triage"), ("rae", "read")]:
