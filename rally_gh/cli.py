@@ -153,7 +153,7 @@ def hook_install(force: bool) -> None:
 @cli.command()
 @CONFIG_OPTION
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "mermaid", "matrix"]), default="text")
-@click.option("--issue", type=int, default=None)
+@click.option("--issue", type=click.IntRange(min=1), default=None)
 @click.option("--tasks", "tasks_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--from-handoff", "handoff_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def plan(config_path: Path | None, fmt: str, issue: int | None, tasks_path: Path | None, handoff_path: Path | None) -> None:
@@ -168,7 +168,7 @@ def plan(config_path: Path | None, fmt: str, issue: int | None, tasks_path: Path
 @cli.command()
 @CONFIG_OPTION
 @click.option("--run-id", default=None)
-@click.option("--issue", type=int, default=None)
+@click.option("--issue", type=click.IntRange(min=1), default=None)
 @click.option("--event", "event_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--tasks", "tasks_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--from-handoff", "handoff_path", type=click.Path(dir_okay=False, path_type=Path), default=None,

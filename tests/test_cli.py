@@ -48,6 +48,8 @@ USER_MISTAKES_WITH_A_MAP = [
     (("plan", "--tasks", "nope.yml"), "--tasks nope.yml"),
     (("plan", "--from-handoff", "nope.yml"), "--from-handoff nope.yml"),
     (("plan", "--format", "nope"), "Invalid value for '--format'"),
+    (("plan", "--issue", "0"), "Invalid value for '--issue': 0 is not in the range x>=1"),
+    (("run", "--dry-run", "--issue=-5"), "Invalid value for '--issue': -5 is not in the range x>=1"),
     (("owner", "--codeowners", "nope", "a.txt"), "nope"),
     (("owner",), "no paths given"),
     (("teammate", "nobody", "--run", "r1"), "no teammate 'nobody'"),
