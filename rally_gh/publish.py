@@ -202,6 +202,15 @@ def refuse(endpoint: GitHubEndpoint, issue: IssueNumber, reason: str, *, run_id:
     return endpoint.upsert_comment(issue, marker, body)
 
 
+def refuse_run(endpoint: GitHubEndpoint, issue: IssueNumber, run_id: str, error: RallyError) -> CommentId:
+    """Say on the issue, in the run's own comment, why the run does not go on (its tasks, or
+    what ``assess`` found): the problems quoted as ``tasks.refusal_comment`` writes them."""
+    from rally_gh.tasks import refusal_comment
+
+    marker = run_marker(run_id)
+    return endpoint.upsert_comment(issue, marker, f"{marker}\n{refusal_comment(error)}")
+
+
 def admit(endpoint: GitHubEndpoint, trigger: Trigger, bot_allowlist: Sequence[str] = (),
           run_id: str | None = None) -> Decision:
     """``authorize``, and the refusal comment when it says no (for events that name an issue)."""

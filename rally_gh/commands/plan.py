@@ -98,15 +98,12 @@ def _split_run_announcer(fmt: str, issue: int | None,
 
     def announce(refusal: RallyError | None) -> None:
         from rally_gh import publish
-        from rally_gh.github.endpoint import run_marker
-        from rally_gh.tasks import refusal_comment
 
         endpoint = connect(actions)
         if refusal is None:
             publish.announce(endpoint, IssueNumber(issue), run_id)
         else:
-            marker = run_marker(run_id)
-            endpoint.upsert_comment(IssueNumber(issue), marker, f"{marker}\n{refusal_comment(refusal)}")
+            publish.refuse_run(endpoint, IssueNumber(issue), run_id, refusal)
 
     return announce
 

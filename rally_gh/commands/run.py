@@ -29,8 +29,8 @@ from rally_gh.github.actions import (
     issue_text_from_github,
     read_event,
 )
-from rally_gh.github.endpoint import IssueNumber, run_marker
-from rally_gh.tasks import RunTasks, TasksRefused, apply_tasks, for_this_run, refusal_comment, tasks_for_this_run
+from rally_gh.github.endpoint import IssueNumber
+from rally_gh.tasks import RunTasks, TasksRefused, apply_tasks, for_this_run, tasks_for_this_run
 from rally_gh.state import RunState, load_state, new_run_id, runs_dir
 
 
@@ -59,9 +59,20 @@ class MergeOptions:
     config_path: Path | None = None
 
 
+@dataclass(frozen=True)
+class _Asked:
+    """What a run is asked to do: for which issue, who runs, how many at once, whether only to plan."""
+
+    issue: int | None
+    issue_text: str | None
+    only: tuple[str, ...]
+    max_parallel: int | None
+    dry_run: bool
+
+
 def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptions = RunOptions(),
         progress_stream: TextIO | None = None) -> int:
-    resume, run_id, dry_run = options.resume, options.run_id, options.dry_run
+    resume, run_id = options.resume, options.run_id
     if resume and run_id and resume != run_id:
         raise UsageError(f"--run-id {run_id} and --resume {resume} name different runs", hint="give only --resume RUN")
     actions = _as_a_run(actions)
@@ -75,31 +86,18 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
     # pull request per run), so the attempt number is not part of the id.
     the_run = resume or run_id or new_run_id(issue, actions.workflow_run_id, time.time, git.common_dir(repo))
     github = github_of_run(actions, event)
-    only, max_parallel = actions.inputs.teammates(), actions.inputs.max_parallel()
+    asked = _Asked(issue, issue_text, actions.inputs.teammates(), actions.inputs.max_parallel(), options.dry_run)
     if github is not None:
-        trigger = github.trigger
-        if not trigger.starts_run:
-            stdout.write(f"rally-gh: nothing to run: {trigger.reason or trigger.kind}\n")
-            return EXIT_OK
-        decision = publish.admit(github.endpoint, trigger, actions.inputs.bot_allowlist, run_id=the_run)
-        if not decision.allowed:
-            stdout.write(f"rally-gh: refused: {decision.reason}\n")
-            return EXIT_FAILED
-        issue = trigger.issue if trigger.issue is not None else issue
-        if issue is not None and issue_text is None:
-            issue_text = issue_text_from_github(github.endpoint, issue)
-        if trigger.inputs is not None:
-            # Who runs: the dispatch's choice, else the action's. How many at once: the lowest of
-            # those given; the run never lets it pass the map's max_parallel.
-            only = trigger.inputs.teammates or only
-            max_parallel = min((n for n in (max_parallel, trigger.inputs.max_parallel) if n is not None), default=None)
-            dry_run = dry_run or trigger.inputs.dry_run
+        admitted = _admitted(github, actions, asked, the_run, stdout)
+        if isinstance(admitted, int):
+            return admitted
+        asked = admitted
+    issue, issue_text = asked.issue, asked.issue_text
     try:
         tasks = tasks_for_this_run(loaded.config, issue_text, options.tasks_path, options.handoff_path, issue)
     except TasksRefused as err:
         if github is not None and issue is not None:
-            marker = run_marker(the_run)
-            github.endpoint.upsert_comment(IssueNumber(issue), marker, f"{marker}\n{refusal_comment(err)}")
+            publish.refuse_run(github.endpoint, IssueNumber(issue), the_run, err)
         raise
     stream = progress_stream if progress_stream is not None else sys.stderr
     progress = Progress(stream, wants_live(stream, environ), common_dir=git.common_dir(repo), run_id=the_run)
@@ -117,27 +115,19 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
     with progress:
         try:
             state = pipeline.run(root, loaded, the_run, issue_text, time.time, environ, on_event,
-                                 dry_run=dry_run, resume=resume is not None,
+                                 dry_run=asked.dry_run, resume=resume is not None,
                                  # In Actions the run publishes to origin; a local run only when asked
                                  # (RALLY_REMOTE names the remote): a person's remotes are theirs.
                                  remote=actions.publish_remote if github is not None else actions.remote,
-                                 only=only or None, max_parallel=max_parallel, tasks=tasks)
+                                 only=asked.only or None, max_parallel=asked.max_parallel, tasks=tasks)
         except RallyError as err:
             started = (runs_dir(git.common_dir(repo)) / the_run / "run.json").exists()
             if github is not None and issue is not None and not started:
-                # Refused in assess (a missing agent program, ...) after the issue was told it started:
-                # the progress comment says why nothing ran, and the issue stops showing it as running.
-                # A failure after the run began (a push, say) keeps its report: the run says what it did.
-                marker = run_marker(the_run)
-                try:
-                    github.endpoint.upsert_comment(IssueNumber(issue), marker, f"{marker}\n{refusal_comment(err)}")
-                    github.endpoint.remove_label(IssueNumber(issue), publish.RUNNING)
-                except RallyError:
-                    pass  # the refusal itself is what the user must see
+                _nothing_ran(github, IssueNumber(issue), the_run, err)
             raise
     if github is not None:
         return finish(repo, state, loaded.config, actions, stdout, github=github)
-    if dry_run:
+    if asked.dry_run:
         # Nothing ran: what would run is the plan, not a report of outcomes.
         config, selected = for_this_run(loaded.config, tasks)
         stdout.write(f"Dry run {state.run_id}: nothing was started.\n")
@@ -145,6 +135,44 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
                                     issue_text, issue, selected))
         return EXIT_OK
     return finish(repo, state, loaded.config, actions, stdout)
+
+
+def _nothing_ran(github: GitHubRun, issue: IssueNumber, the_run: str, err: RallyError) -> None:
+    """Refused in assess (a missing agent program, ...) after the issue was told it started:
+    the progress comment says why nothing ran, and the issue stops showing it as running.
+    A failure after the run began (a push, say) keeps its report: the run says what it did."""
+    try:
+        publish.refuse_run(github.endpoint, issue, the_run, err)
+        github.endpoint.remove_label(issue, publish.RUNNING)
+    except RallyError:
+        pass  # the refusal itself is what the user must see
+
+
+def _admitted(github: GitHubRun, actions: ActionsContext, asked: _Asked, the_run: str,
+              stdout: TextIO) -> _Asked | int:
+    """What the trigger asks of the run once its sender is admitted; an exit code when it
+    starts no run (an event rally-gh ignores, a sender who may not)."""
+    trigger = github.trigger
+    if not trigger.starts_run:
+        stdout.write(f"rally-gh: nothing to run: {trigger.reason or trigger.kind}\n")
+        return EXIT_OK
+    decision = publish.admit(github.endpoint, trigger, actions.inputs.bot_allowlist, run_id=the_run)
+    if not decision.allowed:
+        stdout.write(f"rally-gh: refused: {decision.reason}\n")
+        return EXIT_FAILED
+    issue = trigger.issue if trigger.issue is not None else asked.issue
+    issue_text = asked.issue_text
+    if issue is not None and issue_text is None:
+        issue_text = issue_text_from_github(github.endpoint, issue)
+    asked = replace(asked, issue=issue, issue_text=issue_text)
+    if trigger.inputs is None:
+        return asked
+    # Who runs: the dispatch's choice, else the action's. How many at once: the lowest of
+    # those given; the run never lets it pass the map's max_parallel.
+    return replace(asked, only=trigger.inputs.teammates or asked.only,
+                   max_parallel=min((n for n in (asked.max_parallel, trigger.inputs.max_parallel) if n is not None),
+                                    default=None),
+                   dry_run=asked.dry_run or trigger.inputs.dry_run)
 
 
 def finish(repo: git.Repository, state: RunState, config: Config, actions: ActionsContext, stdout: TextIO,
