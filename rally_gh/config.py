@@ -45,8 +45,9 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 
 from rally_gh import docs_url
-from rally_gh.errors import ConfigError, UsageError
+from rally_gh.errors import ConfigError, PatternError, UsageError
 from rally_gh.limits import MAX_PARALLEL_PLAIN, MAX_TEAM, NAME_RE
+from rally_gh.ownership.globs import compile_glob
 from rally_gh.ownership.paths import hostile_reason
 
 KeyPath = tuple[str | int, ...]
@@ -206,7 +207,7 @@ _PATTERN_REASONS = {
 
 
 def pattern_problem(pattern: str) -> str | None:
-    """Why an ownership pattern is refused (hostile, empty), or None."""
+    """Why an ownership pattern is refused (hostile, empty, or not in the pattern language), or None."""
     body = pattern[1:] if pattern.startswith("!") else pattern
     if not body.strip("/"):
         return f"empty pattern {pattern!r}; write a path or a wildcard such as 'src/api/**'"
@@ -214,9 +215,15 @@ def pattern_problem(pattern: str) -> str | None:
         return f"pattern has leading or trailing spaces: {pattern!r}"
     # A single leading '/' is CODEOWNERS' anchor, not an absolute path.
     reason = hostile_reason(body[1:] if body.startswith("/") else body)
-    if reason is None:
-        return None
-    return f"{_PATTERN_REASONS.get(reason, f'pattern refused ({reason})')}: {pattern!r}"
+    if reason is not None:
+        return f"{_PATTERN_REASONS.get(reason, f'pattern refused ({reason})')}: {pattern!r}"
+    # What the language itself refuses ('a//b', a lone final backslash), said here where
+    # the pattern's line is known rather than later by whatever reads the map first.
+    try:
+        compile_glob(pattern)
+    except PatternError as err:
+        return f"{err.message}; {err.hint}" if err.hint else err.message
+    return None
 
 
 # --- Models -----------------------------------------------------------------

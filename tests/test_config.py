@@ -514,6 +514,20 @@ def test_hostile_patterns(pattern: str, message: str) -> None:
     assert err.problems[0].code == "pattern"
 
 
+@pytest.mark.parametrize(("pattern", "message"), [
+    ("src//x", "pattern 'src//x': has an empty path segment ('//'); remove the doubled slash"),
+    ("'src/x\\'", "pattern 'src/x\\\\': ends with a lone backslash; write '\\\\' for a literal backslash"),
+    ("'src\\/x'", "pattern 'src\\\\/x': escapes a '/'; a slash always separates directories; remove the backslash"),
+])
+def test_patterns_the_language_refuses_point_at_their_line(pattern: str, message: str) -> None:
+    # Refused where the map is read, not later by whatever compiles the patterns first
+    # (validate's overlap proof said it with no line at all).
+    text = team(mate("a", owns=f"\n      - ok/**\n      - {pattern}"))
+    err = refusal(text)
+    assert str(err) == f"rally.yml:6:9: teammates[0].exclusive_write[1]: {message}"
+    assert err.problems[0].code == "pattern"
+
+
 def test_hostile_patterns_in_read_and_done_when() -> None:
     assert lines(team(mate("a", "read: [docs/, ../secrets]\ndone_when: [/../x]"))) == [
         "rally.yml:5:19: teammates[0].read[1]: pattern escapes the repository: '../secrets'",
