@@ -31,8 +31,6 @@ def validate_map(loaded: LoadedConfig, tracked: Sequence[str] | None = None,
     return problems
 
 
-
-
 def team_size(loaded: LoadedConfig) -> list[Problem]:
     """A map may describe ownership for a large organisation (an imported
     CODEOWNERS file); only a run of 10 or more teammates is refused."""
@@ -76,16 +74,10 @@ def branch_prefix_collisions(loaded: LoadedConfig, branches: Sequence[str]) -> l
 def patterns_owning_nothing(loaded: LoadedConfig) -> list[Problem]:
     """A pattern that a later ``!pattern`` of the same teammate takes back entirely
     owns nothing: often an overlap fixed the wrong way round."""
-    out = []
-    for i, t in enumerate(loaded.config.teammates):
-        for j, why in dead_patterns(t.exclusive_write):
-            out.append(Problem(
-                "warning", "owns-nothing",
-                f"teammates[{i}].exclusive_write[{j}]: {t.exclusive_write[j]!r} ({t.name}) owns nothing: {why} "
-                "back every path it matches; remove one of them, or exclude something narrower",
-                loaded.locate("teammates", i, "exclusive_write", j), (t.name,),
-            ))
-    return out
+    return [_pattern_warning(loaded, i, j, "owns-nothing",
+                             f"owns nothing: {why} back every path it matches; remove one of them, "
+                             "or exclude something narrower")
+            for i, t in enumerate(loaded.config.teammates) for j, why in dead_patterns(t.exclusive_write)]
 
 
 def control_file_grants(loaded: LoadedConfig) -> list[Problem]:
@@ -121,17 +113,19 @@ def unmatched_patterns(loaded: LoadedConfig, tracked: Sequence[str]) -> list[Pro
         if not unseen:
             break
         unseen.difference_update(matcher.matching(path))
-    out = []
-    for k in sorted(unseen):
-        i, j = where[k]
-        t = loaded.config.teammates[i]
-        out.append(Problem(
-            "warning", "unmatched",
-            f"teammates[{i}].exclusive_write[{j}]: {t.exclusive_write[j]!r} ({t.name}) matches no tracked file "
-            "(fine for files still to be written; otherwise check the spelling)",
-            loaded.locate("teammates", i, "exclusive_write", j), (t.name,),
-        ))
-    return out
+    return [_pattern_warning(loaded, *where[k], "unmatched",
+                             "matches no tracked file (fine for files still to be written; otherwise check "
+                             "the spelling)")
+            for k in sorted(unseen)]
+
+
+def _pattern_warning(loaded: LoadedConfig, i: int, j: int, code: str, says: str) -> Problem:
+    """A warning about pattern ``j`` of teammate ``i``, at the line that writes it."""
+    t = loaded.config.teammates[i]
+    return Problem(
+        "warning", code, f"teammates[{i}].exclusive_write[{j}]: {t.exclusive_write[j]!r} ({t.name}) {says}",
+        loaded.locate("teammates", i, "exclusive_write", j), (t.name,),
+    )
 
 
 def unowned_files(loaded: LoadedConfig, tracked: Sequence[str]) -> list[Problem]:
