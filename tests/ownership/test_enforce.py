@@ -253,20 +253,16 @@ def test_cli_missing_base_in_shallow_clone_is_a_clear_error(repo_dir: Path, tmp_
     assert "Traceback" not in proc.stderr
 
 
-def test_cli_no_map_at_base(tmp_path: Path) -> None:
-    d = init_repo(tmp_path / "r", {"a.txt": "a\n"})
+@pytest.mark.parametrize(("at_base", "code", "says"), [
+    ({"a.txt": "a\n"}, 2, "no ownership map"),
+    ({"rally.yml": "version: 1\nteam: x\nteammates: [\n"}, 1, "rally.yml@"),  # the line of the map at base
+], ids=["no map", "broken map"])
+def test_cli_without_a_usable_map_at_base(tmp_path: Path, at_base: dict[str, str], code: int, says: str) -> None:
+    d = init_repo(tmp_path / "r", at_base)
     git(d, "checkout", "-q", "-b", "rally/r1/api")
     commit(d, {"b.txt": "b\n"}, "b")
     proc = run_check(d)
-    assert proc.returncode == 2 and "no ownership map" in proc.stderr
-
-
-def test_cli_broken_map_at_base_points_at_the_line(tmp_path: Path) -> None:
-    d = init_repo(tmp_path / "r", {"rally.yml": "version: 1\nteam: x\nteammates: [\n"})
-    git(d, "checkout", "-q", "-b", "rally/r1/api")
-    commit(d, {"b.txt": "b\n"}, "b")
-    proc = run_check(d)
-    assert proc.returncode == 1 and "rally.yml@" in proc.stderr
+    assert proc.returncode == code and says in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
