@@ -31,6 +31,8 @@ from rally_gh.ownership.globs import matches
 from rally_gh.ownership.paths import CONTROL_FILES, is_control_file
 from rally_gh.ownership.rules import Ownership
 
+from pattern_strategies import pattern_lists
+
 SHARED = Path(os.environ.get("RALLY_SHARED", Path(__file__).resolve().parents[2].parent / "shared"))
 DATA = SHARED / "data" / "codeowners"
 DATASETS = sorted(p.name.removesuffix(".CODEOWNERS") for p in DATA.glob("*.CODEOWNERS")) if DATA.is_dir() else []
@@ -315,19 +317,8 @@ RALLY_PATHS = st.lists(st.sampled_from(["src", "docs", "a", "b.py", "x1", "CODEO
                        min_size=1, max_size=4).map("/".join)
 
 
-@st.composite
-def rally_lists(draw: st.DrawFn) -> list[str]:
-    out = []
-    for _ in range(draw(st.integers(1, 4))):
-        body = "/".join(draw(st.lists(RALLY_PIECES, min_size=1, max_size=3)))
-        out.append(draw(st.sampled_from(["", "", "!", "/"])) + body + draw(st.sampled_from(["", "/"])))
-    if all(p.startswith("!") for p in out):
-        out[0] = out[0][1:]
-    return out
-
-
 @settings(max_examples=150, deadline=None)
-@given(st.lists(rally_lists(), min_size=1, max_size=3), st.lists(RALLY_PATHS, min_size=1, max_size=10))
+@given(st.lists(pattern_lists(RALLY_PIECES), min_size=1, max_size=3), st.lists(RALLY_PATHS, min_size=1, max_size=10))
 def test_export_is_exact_on_generated_maps(lists: list[list[str]], paths: list[str]) -> None:
     config = make_config(**{f"t{i}": patterns for i, patterns in enumerate(lists)})
     assert_export_exact(config, paths, may_cross=True)

@@ -9,6 +9,8 @@ from rally_gh.errors import PatternError
 from rally_gh.ownership.globs import matches
 from rally_gh.ownership.rules import Ownership
 
+from pattern_strategies import pattern_lists
+
 
 def make_config(**lists: list[str]) -> Config:
     return Config(
@@ -96,19 +98,7 @@ def test_refused_pattern_names_the_teammate() -> None:
 
 # --- Property: one pass over all globs equals the definition, teammate by teammate ---
 
-PIECES = st.sampled_from(["src", "docs", "a", "*.py", "*", "**", "x?"])
 PATHS = st.lists(st.sampled_from(["src", "docs", "a", "b.py", "x1", "CODEOWNERS", ".github"]), min_size=1, max_size=4)
-
-
-@st.composite
-def pattern_lists(draw: st.DrawFn) -> list[str]:
-    out = []
-    for _ in range(draw(st.integers(1, 4))):
-        body = "/".join(draw(st.lists(PIECES, min_size=1, max_size=3)))
-        out.append(draw(st.sampled_from(["", "", "!", "/"])) + body + draw(st.sampled_from(["", "/"])))
-    if all(p.startswith("!") for p in out):
-        out[0] = out[0][1:]
-    return out
 
 
 def _claims(patterns: list[str], path: str) -> bool:
