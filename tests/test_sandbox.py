@@ -274,8 +274,8 @@ def test_a_setsid_double_forked_process_dies_with_the_sandbox(bwrap: Path, world
     marker = f"RALLY_SANDBOX_ORPHAN={os.getpid()}-{time.time_ns()}"
     done = _inside(bwrap, world.spec, f"""
         export {marker}
-        setsid sh -c 'sleep 300 & echo $! > /tmp/pid' </dev/null >/dev/null 2>&1 &
-        sleep 0.3
+        setsid sh -c 'sleep 300 & echo $! > /tmp/pid.new && mv /tmp/pid.new /tmp/pid' </dev/null >/dev/null 2>&1 &
+        while [ ! -e /tmp/pid ]; do sleep 0.01; done  # the orphan's pid, written whole
         kill -0 "$(cat /tmp/pid)" && echo "orphan alive"
     """)
     assert _lines(done) == ["orphan alive"]
