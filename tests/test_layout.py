@@ -40,7 +40,8 @@ def test_no_command_imports_another_command() -> None:
 
 # Only the actions module names GitHub Actions' variables. The hook's fast path reads the
 # pull request's head branch itself: it imports nothing beyond os, sys and marshal.
-_ACTIONS_VARIABLE = re.compile(r"(GITHUB_|ACTIONS_)[A-Z_]*|RALLY_REMOTE")
+# The action's inputs (RALLY_TEAMMATES, ...) come through the environment too: they are read there as well.
+_ACTIONS_VARIABLE = re.compile(r"(GITHUB_|ACTIONS_)[A-Z_]*|RALLY_(REMOTE|TEAMMATES|MAX_PARALLEL|BOT_ALLOWLIST)")
 _ACTIONS_MODULE = PACKAGE / "github" / "actions.py"
 _ALSO_READ = {PACKAGE / "fasthook.py": {"GITHUB_HEAD_REF"}}
 
