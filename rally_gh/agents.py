@@ -121,9 +121,8 @@ def agent_command(spec: AgentSpec, prompt_file: Path, workdir: Path, home: Path,
     ``external_sandbox``: the agent will run inside rally-gh's own bubblewrap sandbox
     (``rally_gh/sandbox.py``: everything read-only but its own paths, and no user
     namespace can be made inside it). Codex's own sandbox cannot start there, so the
-    codex preset leaves sandboxing to it (``docs/agents.md``). Never for the mount
-    namespace of ``process.sandboxed``, which an agent can undo and which leaves the rest
-    of the file system writable: there Codex keeps its own sandbox.
+    codex preset leaves sandboxing to it (``docs/agents.md``). Without it (``--no-sandbox``)
+    Codex keeps its own sandbox.
     """
     path = os.environ.get("PATH", os.defpath) if search_path is None else search_path
     if spec.preset == "command":

@@ -29,6 +29,10 @@ CONFIG_OPTION = click.option(
     default=None,
     help="The ownership map (default: rally.yml, else .github/rally.yml).",
 )
+NO_SANDBOX_OPTION = click.option(
+    "--no-sandbox", is_flag=True,
+    help="Run the agents outside bubblewrap's sandbox, where none can be had: the report's first risk.",
+)
 
 
 def _guarded(fn: Callable[[], int]) -> int:
@@ -175,13 +179,15 @@ def plan(config_path: Path | None, fmt: str, issue: int | None, tasks_path: Path
               help="This run's tasks from a planner's handoff file (YAML or JSON).")
 @click.option("--dry-run", is_flag=True)
 @click.option("--resume", "resume", default=None, metavar="RUN")
+@NO_SANDBOX_OPTION
 def run(config_path: Path | None, run_id: str | None, issue: int | None, event_path: Path | None,
-        tasks_path: Path | None, handoff_path: Path | None, dry_run: bool, resume: str | None) -> None:
+        tasks_path: Path | None, handoff_path: Path | None, dry_run: bool, resume: str | None,
+        no_sandbox: bool) -> None:
     """A whole run: plan, spawn, run agents, reconcile, integrate, publish."""
     from rally_gh.commands import run as cmd
 
     options = cmd.RunOptions(config_path=config_path, run_id=run_id, issue=issue, tasks_path=tasks_path,
-                             handoff_path=handoff_path, dry_run=dry_run, resume=resume)
+                             handoff_path=handoff_path, dry_run=dry_run, resume=resume, no_sandbox=no_sandbox)
     _exit(lambda: cmd.run(Path.cwd(), _actions(event_path), sys.stdout, options=options))
 
 
@@ -189,11 +195,12 @@ def run(config_path: Path | None, run_id: str | None, issue: int | None, event_p
 @click.argument("name")
 @click.option("--run", "run_id", required=True)
 @CONFIG_OPTION
-def teammate(name: str, run_id: str, config_path: Path | None) -> None:
+@NO_SANDBOX_OPTION
+def teammate(name: str, run_id: str, config_path: Path | None, no_sandbox: bool) -> None:
     """One teammate of a run split across CI jobs."""
     from rally_gh.commands import run as cmd
 
-    options = cmd.TeammateOptions(name=name, run_id=run_id, config_path=config_path)
+    options = cmd.TeammateOptions(name=name, run_id=run_id, config_path=config_path, no_sandbox=no_sandbox)
     _exit(lambda: cmd.teammate(Path.cwd(), _actions(), sys.stdout, options=options))
 
 

@@ -18,7 +18,8 @@ commands (git), which need no supervision. ``stop_strays`` stops what an
 orchestrator that died left running. ``cancel_on_signals`` and
 ``interrupt_on_signals`` turn SIGINT and SIGTERM into cancellation.
 
-Of rally_gh this module imports only its errors and, from ``github.actions``, which
+Of rally_gh this module imports only its errors, the sandbox's description
+(``rally_gh/sandbox.py``, which imports nothing) and, from ``github.actions``, which
 variables are the workflow's (``config`` only when a verify command times out): git
 imports it, so it must stay light.
 """
@@ -30,7 +31,6 @@ import functools
 import os
 import selectors
 import shlex
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
+from rally_gh import sandbox
 from rally_gh.errors import AgentError
 from rally_gh.github.actions import is_workflow_variable
 
@@ -159,68 +160,34 @@ def interrupt_on_signals(token: CancelToken | None = None,
 
 # --- the sandbox -------------------------------------------------------------
 #
-# Agents are programs we do not control. Each runs in its own worktree, but
-# nothing stops it writing into the main checkout or into another teammate's
-# worktree, where the write would end up in someone else's commit. Where the
-# machine allows it (root, util-linux's unshare: a CI runner, a container), the
-# agent gets a private mount namespace in which everything but its own worktree
-# and the git directory (commits write objects there) is read-only.
-
-_SANDBOX_SCRIPT = """
-while [ "$1" != "--" ]; do
-    mode=$1; target=$2; shift 2
-    mount --bind "$target" "$target" && mount -o "remount,$mode,bind" "$target" || {
-        echo "rally-gh sandbox: cannot mount $target $mode" >&2; exit 97; }
-done
-shift
-# In a PID namespace this shell is PID 1, and PID 1 ignores SIGTERM it has no handler for:
-# it stays the agent's parent, so that the agent gets the supervisor's SIGTERM, and when it
-# exits, whatever the agent left behind in the namespace ends with it.
-if [ "$$" = 1 ]; then "$@"; exit $?; fi
-exec "$@"
-"""
-
-Mount = tuple[str, Path]  # ("ro" | "rw", path), applied in order: later ones win below them
+# Agents are programs we do not control (docs/security.md). Each runs in a bubblewrap sandbox
+# (rally_gh/sandbox.py): its checkout, the git directory, its home and /tmp writable, the user's
+# home, the other checkouts and rally-gh's state out of sight, no capabilities, a PID namespace of
+# its own that dies with rally-gh.
 
 
-@functools.lru_cache(maxsize=1)
-def _unshare_flags() -> tuple[str, ...] | None:
-    """The unshare flags that give a private mount namespace here: as root, a mount
-    namespace; otherwise a user namespace too (where the kernel allows it
-    unprivileged). None: no sandbox (set RALLY_SANDBOX=0 to opt out).
-
-    Not a PID namespace (yet): with ``-p -f --mount-proc`` an agent could no longer
-    read a token from the orchestrator's /proc/<pid>/environ, but a trivial agent
-    failed now and then under a loaded test suite, for a reason not found in time."""
-    if os.environ.get("RALLY_SANDBOX") == "0" or shutil.which("unshare") is None:
-        return None
-    candidates: list[tuple[str, ...]] = [("-m",)] if os.geteuid() == 0 else []
-    candidates.append(("-r", "-m"))
-    for flags in candidates:
-        probe = run(["unshare", *flags, "--propagation", "private", "/bin/sh", "-c",
-                     "mount --bind / / && mount -o remount,ro,bind /"])
-        if probe.returncode == 0:
-            return flags
-    return None
+def _probe_run(argv: Sequence[str], env: Mapping[str, str]) -> tuple[int, str]:
+    done = run(argv, env=env, timeout_s=30)
+    return done.returncode, done.stderr.decode(errors="replace")
 
 
-def sandbox_available() -> bool:
-    """Whether agents can get a private mount namespace here."""
-    return _unshare_flags() is not None
+@functools.lru_cache(maxsize=4)
+def sandbox_probe(search_path: str | None) -> sandbox.Probe:
+    """Whether bubblewrap builds the sandbox here (the one found on ``search_path`` after the
+    system's), once per process: the bwrap to use, or why none works and what to do."""
+    return sandbox.check(sandbox.find_bwrap(search_path), _probe_run)
 
 
-def sandboxed(cmd: AgentCommand, mounts: Sequence[Mount]) -> AgentCommand:
-    """``cmd`` run in a private mount namespace with ``mounts`` applied first: the one
-    place a command is wrapped in the sandbox. Every process ``unshare`` starts (a
-    forked PID 1 in a PID namespace, then the agent) stays in the process group the
-    supervisor made, so stopping the group stops them."""
-    flags = _unshare_flags() or ("-m",)
-    args: list[str] = []
-    for mode, path in mounts:
-        args += [mode, str(path)]
-    prefix = ("unshare", *flags, "--propagation", "private", "/bin/sh", "-c", _SANDBOX_SCRIPT, "rally-sandbox",
-              *args, "--")
-    return replace(cmd, argv=(*prefix, *cmd.argv))
+def sandboxed(cmd: AgentCommand, bwrap: sandbox.Bwrap, spec: sandbox.SandboxSpec) -> AgentCommand:
+    """``cmd`` run by ``bwrap`` in the sandbox ``spec`` describes: the one place a command is
+    wrapped in it. The variables of ``spec`` (the private /tmp as TMPDIR) go with the command's
+    own, which win: the supervisor starts bwrap with them, and bwrap passes them on. bwrap leads
+    the process group the supervisor made; stopping it stops the sandbox, whose processes get
+    SIGKILL when bwrap goes (``--die-with-parent``), whatever session they made."""
+    wrapped = sandbox.bwrap_command(bwrap.path, spec, cmd.argv)
+    own = cmd.env_dict()
+    env = (*((k, v) for k, v in wrapped.env.items() if k not in own), *cmd.env)
+    return replace(cmd, argv=wrapped.argv, env=env)
 
 
 # --- the supervisor ----------------------------------------------------------

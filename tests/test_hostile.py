@@ -126,8 +126,9 @@ def _attacker_stopped(run: Run, name: str, why: str) -> None:
 # --- the ten attacks --------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: teammates share the user's git directory, where one moves another's "
-                   "branch, and integration reads that branch again instead of the commit it reconciled")
+@pytest.mark.xfail(strict=True, reason="issue 16: teammates share the user's git directory (writable in the sandbox), "
+                   "where one moves another's branch, and integration reads that branch again instead of the commit "
+                   "it reconciled")
 def test_1_a_forged_branch_of_another_teammate_is_never_integrated(tmp_path: Path) -> None:
     repo = _repo(tmp_path, [Mate("alpha", "forge_branch.py", ("beta",)), Mate("beta", HONEST)])
     before = _user_side(repo, "h1")
@@ -140,8 +141,6 @@ def test_1_a_forged_branch_of_another_teammate_is_never_integrated(tmp_path: Pat
     assert _user_side(repo, "h1") == before
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: agents run without a PID namespace of their own, so the "
-                   "orchestrator's /proc/<pid>/environ (its GITHUB_TOKEN) is readable")
 def test_2_the_orchestrators_token_is_out_of_reach(tmp_path: Path) -> None:
     repo = _repo(tmp_path, [Mate("alpha", "read_secret.py"), Mate("beta", HONEST)])
     run = _run(repo, "h2", _environment(Path(os.environ["HOME"])))
@@ -153,8 +152,6 @@ def test_2_the_orchestrators_token_is_out_of_reach(tmp_path: Path) -> None:
     _honest_work_integrated(run, "beta")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: the unshare sandbox keeps root's capabilities, so `mount -o "
-                   "remount,rw` undoes its read-only binds")
 def test_3_the_sandbox_cannot_be_remounted_to_plant_in_another_checkout(tmp_path: Path) -> None:
     repo = _repo(tmp_path, [Mate("alpha", "remount.py", ("beta",)), Mate("beta", HONEST, ("--after-peer", "remount"))])
     run = _run(repo, "h3", _environment(Path(os.environ["HOME"])))
@@ -163,8 +160,6 @@ def test_3_the_sandbox_cannot_be_remounted_to_plant_in_another_checkout(tmp_path
     _honest_work_integrated(run, "beta")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: the user's home is writable to agents: a missing ~/.gitconfig "
-                   "is protected by nothing")
 def test_4_the_users_gitconfig_cannot_be_planted(tmp_path: Path) -> None:
     home = tmp_path / "ada"  # a user without a ~/.gitconfig
     home.mkdir()
@@ -178,7 +173,7 @@ def test_4_the_users_gitconfig_cannot_be_planted(tmp_path: Path) -> None:
     _honest_work_integrated(run, "beta")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: merge.verify runs agent-written code outside any sandbox, with "
+@pytest.mark.xfail(strict=True, reason="issue 16: merge.verify runs agent-written code outside the sandbox, with "
                    "the orchestrator's /proc and the user's .git/config in reach")
 def test_5_merge_verify_runs_agent_code_without_reaching_the_token_or_the_git_config(tmp_path: Path) -> None:
     loot = tmp_path / "loot"
@@ -193,8 +188,8 @@ def test_5_merge_verify_runs_agent_code_without_reaching_the_token_or_the_git_co
     _honest_work_integrated(run, "beta")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: replace refs live in the shared git directory, and rally-gh's own "
-                   "git honours them when it checks out the next wave")
+@pytest.mark.xfail(strict=True, reason="issue 16: replace refs live in the shared git directory (writable in the "
+                   "sandbox), and rally-gh's own git honours them when it checks out the next wave")
 def test_6_a_replaced_blob_never_reaches_another_teammates_file(tmp_path: Path) -> None:
     mates = [Mate("alpha", "replace_blob.py", ("src/beta/y.txt",)), Mate("beta", HONEST, blocked_by=("alpha",))]
     repo = _repo(tmp_path, mates, {"src/beta/y.txt": "beta's file\n"})
@@ -204,8 +199,8 @@ def test_6_a_replaced_blob_never_reaches_another_teammates_file(tmp_path: Path) 
     _honest_work_integrated(run, "beta")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: the base branch is a ref of the git directory agents share, "
-                   "and integration builds on wherever it points then")
+@pytest.mark.xfail(strict=True, reason="issue 16: the base branch is a ref of the git directory agents share "
+                   "(writable in the sandbox), and integration builds on wherever it points then")
 def test_7_the_base_branch_cannot_be_moved(tmp_path: Path) -> None:
     repo = _repo(tmp_path, [Mate("alpha", "move_base.py"), Mate("beta", HONEST)])
     before = _user_side(repo, "h7")
@@ -229,8 +224,6 @@ def _processes_with(word: str) -> list[int]:
     return found
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: agents have no PID namespace that dies with rally-gh: a setsid "
-                   "process leaves the agent's process group and outlives the run")
 def test_8_no_process_of_an_agent_outlives_the_run(tmp_path: Path) -> None:
     marker = f"rally-hostile-orphan-{uuid.uuid4().hex}"
     repo = _repo(tmp_path, [Mate("alpha", "outlive.py", (marker,)), Mate("beta", HONEST)])
@@ -246,8 +239,6 @@ def test_8_no_process_of_an_agent_outlives_the_run(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: rally-gh's state, other teammates' homes included, is writable "
-                   "to agents")
 def test_9_no_teammate_acts_as_another(tmp_path: Path) -> None:
     mates = [Mate("alpha", "impersonate.py", ("beta",)), Mate("beta", HONEST, ("--after-peer", "impersonate", "--git"))]
     repo = _repo(tmp_path, mates)
@@ -258,7 +249,6 @@ def test_9_no_teammate_acts_as_another(tmp_path: Path) -> None:
     _honest_work_integrated(run, "beta")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: the hook's cached map table is writable to agents and trusted as is")
 def test_10_the_hooks_cache_cannot_be_poisoned(tmp_path: Path) -> None:
     repo = _repo(tmp_path, [Mate("alpha", "poison_cache.py", ("alpha",)), Mate("beta", HONEST)])
     env = _environment(Path(os.environ["HOME"]))

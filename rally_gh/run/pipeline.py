@@ -32,12 +32,14 @@ from rally_gh.tasks import RunTasks
 def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | None, clock: Clock,
         environ: Mapping[str, str], on_event: EventSink | None = None, dry_run: bool = False,
         resume: bool = False, *, remote: str | None = None, only: Collection[str] | None = None,
-        max_parallel: int | None = None, tasks: RunTasks | None = None) -> RunState:
+        max_parallel: int | None = None, tasks: RunTasks | None = None, sandbox: bool = True) -> RunState:
     """Run the team once (or resume run ``run_id``); the final state, also saved in run.json.
 
     ``remote``: push every branch there too (a run in CI). ``only``: run just these
     teammates (a dispatch's ``teammates`` input). ``max_parallel``: fewer at once than the map's (never more).
     ``tasks``: this run's tasks (the issue's ``rally`` block, a tasks or handoff file).
+    ``sandbox``: agents run in bubblewrap, and the run is refused where it cannot build one;
+    False (``--no-sandbox``) runs them as they are, the report's first risk.
 
     Raises RallyError when the plan is refused or the run cannot start; the
     outcome of each teammate is data in the returned state, never an exception.
@@ -51,7 +53,7 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
     emit("", "phase", "assess")
     loaded, selected = assess.select(loaded, tasks, only, max_parallel)
     ctx = RunContext(repo_path, git.common_dir(repo), loaded, run_id, issue_text, clock, environ, emit,
-                     Policy(remote=remote))
+                     Policy(remote=remote), assess.sandbox_of(environ, sandbox))
     state = _assess(ctx, selected, resume, dry_run).with_phase("assess", clock() - started)
     save_state(ctx.common, state)
 
@@ -97,7 +99,7 @@ def _assess(ctx: RunContext, selected: frozenset[str] | None, resume: bool, dry_
     else:
         state = new_state(repo, ctx.common, ctx.run_id, ctx.loaded, ctx.issue_text, ctx.clock, dry_run, selected)
     return state.model_copy(update={"problems": tuple(p.message for p in problems),
-                                    "risks": tuple(assess.risks(ctx.loaded, ctx.environ))})
+                                    "risks": tuple(assess.risks(ctx.loaded, ctx.environ, ctx.sandbox))})
 
 
 def _plan(ctx: RunContext, state: RunState, selected: frozenset[str] | None) -> RunState:

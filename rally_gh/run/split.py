@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from rally_gh import git, plan, process
 from rally_gh.config import LoadedConfig
 from rally_gh.errors import RallyError, UsageError
-from rally_gh.run import pipeline
+from rally_gh.run import assess, pipeline
 from rally_gh.run.context import EventSink, Lease, Policy, RunContext, no_events
 from rally_gh.run.ledger import Ledger, live_runs, new_state
 from rally_gh.run.teammate import STOPPED, find_violations, paths_it_does_not_own
@@ -43,8 +43,9 @@ def result_ref(run_id: str, name: str) -> str:
 
 def run_teammate(repo_path: Path, loaded: LoadedConfig, run_id: str, name: str, issue_text: str | None,
                  clock: Clock, environ: Mapping[str, str], on_event: EventSink | None = None,
-                 remote: str = "origin") -> TeammateRecord:
-    """One teammate of a split run: its agent, reconciled, its branch and record pushed to ``remote``."""
+                 remote: str = "origin", sandbox: bool = True) -> TeammateRecord:
+    """One teammate of a split run: its agent, reconciled, its branch and record pushed to ``remote``.
+    ``sandbox`` as for ``pipeline.run``."""
     config = loaded.config
     check_ref_component(run_id, "run id")
     try:
@@ -56,7 +57,7 @@ def run_teammate(repo_path: Path, loaded: LoadedConfig, run_id: str, name: str, 
     common = git.common_dir(repo)
     state = _split_state(repo, common, run_id, loaded, issue_text, clock)
     ctx = RunContext(repo_path, common, loaded, run_id, issue_text, clock, environ, on_event or no_events,
-                     Policy(remote=remote))
+                     Policy(remote=remote), assess.sandbox_of(environ, sandbox))
     blockers = plan.blockers_closure(config, name)
     for record in _fetch_records(ctx, remote, blockers).values():
         state = state.with_teammate(record)

