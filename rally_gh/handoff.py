@@ -18,7 +18,7 @@ is refused as hidden coupling (two agents would have to change them together
 without seeing each other's work), and so is a file nobody owns. ``depends_on``
 between tasks of different teammates becomes ``blocked_by`` for this run.
 
-Out: ``step_complete`` and ``nexus_handoff`` render a run's report JSON for the
+Out: ``nexus_handoff`` renders a run's report (``rally_gh.report.Report``) for the
 next agent of a pipeline.
 """
 
@@ -52,7 +52,7 @@ from rally_gh.ownership.globs import compile_glob
 from rally_gh.ownership.overlap import find_overlaps
 from rally_gh.ownership.rules import Ownership
 from rally_gh.plan import blockers_closure
-from rally_gh.report import step_complete_fields
+from rally_gh.report import Report, step_complete_fields
 from rally_gh.tasks import DOCS, RunTasks, TasksRefused, TeammateTask, dependency_cycle
 
 TASK_KEYS = ("id", "description", "files", "depends_on")
@@ -379,34 +379,30 @@ _NEXT_AGENT = {
 }
 
 
-def nexus_handoff(report: Mapping[str, Any]) -> str:
-    """A ``NEXUS_HANDOFF`` block of a run's report JSON: what the next agent (or
+def nexus_handoff(report: Report) -> str:
+    """A ``NEXUS_HANDOFF`` block of a run's report: what the next agent (or
     person) of a pipeline needs, and nothing it does not."""
     fields = step_complete_fields(report)
     status = fields["Status"]
-    teammates = report.get("teammates", [])
-    tasks = report.get("tasks", {})
-    cost = sum(float(t.get("cost_usd", 0.0)) for t in teammates)
-    summary = (f"{tasks.get('done', 0)}/{tasks.get('total', len(teammates))} tasks done; integrated: "
-               f"{', '.join(report.get('integrated', [])) or 'nothing'}; team efficiency {report.get('tes', 0)}/100; "
-               f"wall {float(report.get('wall_s', 0.0)):.0f}s; cost ${cost:.2f}")
-    findings = [f"{t['name']}: {t['outcome']}" + (f" ({t['reason']})" if t.get("reason") else "")
-                for t in teammates if t.get("outcome") != "done"]
-    findings += [f"conflict: {c['teammate']} on {', '.join(c['paths'])} ({c.get('action', 'skipped')})"
-                 for c in report.get("conflicts", [])]
-    findings += [f"violation: {v['teammate']} wrote {v['path']} ({v['kind']}, owner {v.get('owner') or 'nobody'})"
-                 for v in report.get("violations", [])]
-    findings += [f"shared blocker of {', '.join(g['teammates'])}: {g['signature']}"
-                 for g in report.get("convergence", [])]
-    findings += [f"verification failed: {v['command']}" for v in report.get("verification", []) if not v["passed"]]
+    teammates = report.teammates
+    summary = (f"{report.tasks.done}/{report.tasks.total} tasks done; integrated: "
+               f"{', '.join(report.integrated) or 'nothing'}; team efficiency {report.tes}/100; "
+               f"wall {report.wall_s:.0f}s; cost ${report.cost_usd:.2f}")
+    findings = [f"{t.name}: {t.outcome}" + (f" ({t.reason})" if t.reason else "")
+                for t in teammates if t.outcome != "done"]
+    findings += [f"conflict: {c.teammate} on {', '.join(c.paths)} ({c.action})" for c in report.conflicts]
+    findings += [f"violation: {v.teammate} wrote {v.path} ({v.kind}, owner {v.owner or 'nobody'})"
+                 for v in report.violations]
+    findings += [f"shared blocker of {', '.join(g.teammates)}: {g.signature}" for g in report.convergence]
+    findings += [f"verification failed: {v.command}" for v in report.verification if not v.passed]
     artifacts = []
-    if report.get("integration_sha"):
-        artifacts.append(f"integration branch {report['integration_branch']} @ {str(report['integration_sha'])[:10]}")
-    artifacts += [f"{t['name']}: {t['branch']}" + (f" @ {str(t['head_sha'])[:10]}" if t.get("head_sha") else "")
-                  + f" ({len(t.get('files_changed', []))} files changed)" for t in teammates]
-    lines = ["```", "NEXUS_HANDOFF", f"Step: rally-gh run {report.get('run_id', '?')} (team {report.get('team', '?')})",
+    if report.integration_sha:
+        artifacts.append(f"integration branch {report.integration_branch} @ {report.integration_sha[:10]}")
+    artifacts += [f"{t.name}: {t.branch}" + (f" @ {t.head_sha[:10]}" if t.head_sha else "")
+                  + f" ({len(t.files_changed)} files changed)" for t in teammates]
+    lines = ["```", "NEXUS_HANDOFF", f"Step: rally-gh run {report.run_id} (team {report.team})",
              "Agent: rally-gh", f"Status: {status}", f"Summary: {summary}"]
-    for title, items in (("Findings", findings), ("Artifacts", artifacts), ("Risks", list(report.get("risks", [])))):
+    for title, items in (("Findings", findings), ("Artifacts", artifacts), ("Risks", list(report.risks))):
         lines.append(f"{title}:" + ("" if items else " none"))
         lines += [f"- {item}" for item in items]
     lines += [f"Suggested next: {_NEXT_AGENT.get(status, _NEXT_AGENT['FAILED'])}",

@@ -25,7 +25,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +38,7 @@ from rally_gh.config import Config, KeyPath, format_duration, format_key_path, l
 from rally_gh.limits import MAX_PARALLEL_PLAIN
 from rally_gh.errors import ConfigError, GitError, RallyError
 from rally_gh.plan import waves as plan_waves
+from rally_gh.report import Report
 from rally_gh.state import check_ref_component
 
 HISTORY_REF = "refs/rally/history"
@@ -99,38 +100,34 @@ class Record(_Model):
         return max((len(w) for w in self.waves), default=self.size)
 
 
-def record_of_run(report: Mapping[str, Any], config: Config, recorded_at: float) -> Record:
-    """The history record of a finished run: outcomes and score from its report
-    JSON (``rally_gh.report.report_json``), the settings it ran under from the map."""
-    teammates = [t for t in report.get("teammates", [])]
-    names = [str(t["name"]) for t in teammates]
+def record_of_run(report: Report, config: Config, recorded_at: float) -> Record:
+    """The history record of a finished run: outcomes and score from its report,
+    the settings it ran under from the map."""
     known = {t.name for t in config.teammates}
 
     def timeout_of(name: str) -> float:
         return config.timeout_of(config.teammate(name)) if name in known else config.defaults.timeout
 
     return Record(
-        run_id=check_ref_component(str(report["run_id"]), "run id"),  # it names a file of the history tree
-        team=str(report.get("team") or config.team),
+        run_id=check_ref_component(report.run_id, "run id"),  # it names a file of the history tree
+        team=report.team or config.team,
         recorded_at=recorded_at,
-        status=str(report.get("status", "failed")),
-        size=len(teammates),
-        waves=tuple(tuple(w) for w in plan_waves(config, [n for n in names if n in known])),
+        status=report.status,
+        size=len(report.teammates),
+        waves=tuple(tuple(w) for w in plan_waves(config, [t.name for t in report.teammates if t.name in known])),
         max_parallel=config.max_parallel,
-        wall_s=float(report.get("wall_s", 0.0)),
-        cost_usd=round(sum(float(t.get("cost_usd", 0.0)) for t in teammates), 4),
+        wall_s=report.wall_s,
+        cost_usd=round(report.cost_usd, 4),
         budget_cost_usd=config.budget.max_cost_usd,
         budget_minutes=config.budget.max_minutes,
-        conflicts=len(report.get("conflicts", [])),
-        violations=len(report.get("violations", [])),
-        tes=int(report.get("tes", 0)),
-        tes_parts={k: float(v) for k, v in dict(report.get("tes_parts", {})).items()},
+        conflicts=len(report.conflicts),
+        violations=len(report.violations),
+        tes=report.tes,
+        tes_parts=dict(report.tes_parts),
         teammates=tuple(
-            TeammateRun(name=str(t["name"]), outcome=str(t.get("outcome", "")),
-                        duration_s=float(t.get("duration_s", 0.0)), timeout_s=timeout_of(str(t["name"])),
-                        cost_usd=float(t.get("cost_usd", 0.0)), attempts=int(t.get("attempts", 0)),
-                        reason=str(t.get("reason", ""))[:300])
-            for t in teammates
+            TeammateRun(name=t.name, outcome=t.outcome, duration_s=t.duration_s, timeout_s=timeout_of(t.name),
+                        cost_usd=t.cost_usd, attempts=t.attempts, reason=t.reason[:300])
+            for t in report.teammates
         ),
     )
 
@@ -251,10 +248,10 @@ def append_records(repo: git.Repository, records: Sequence[Record], *,
     )
 
 
-def record_run(repo: git.Repository, report: Mapping[str, Any], config: Config,
+def record_run(repo: git.Repository, report: Report, config: Config,
                clock: Callable[[], float] = time.time) -> Record | None:
     """Append the record of a finished run; None for a dry run (it ran nothing to learn from)."""
-    if report.get("dry_run"):
+    if report.dry_run:
         return None
     record = record_of_run(report, config, clock())
     append_record(repo, record)

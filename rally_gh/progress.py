@@ -21,7 +21,7 @@ from rich.text import Text
 
 from rally_gh.errors import RallyError
 from rally_gh.report import duration_text
-from rally_gh.report_text import OUTCOME_STYLE
+from rally_gh.report.text import OUTCOME_STYLE
 from rally_gh.state import RunState, TeammateRecord, load_state
 from rally_gh.words import aside
 

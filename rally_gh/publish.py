@@ -43,7 +43,7 @@ from rally_gh.github.endpoint import (
 )
 from rally_gh.github.actions import ActionsContext
 from rally_gh.github.events import Decision, Trigger, authorize
-from rally_gh.report import report_json, report_markdown, run_status
+from rally_gh.report import Report, report_markdown, run_status, step_complete_text
 from rally_gh.ownership.enforce import Violation
 from rally_gh.state import RunState, TeammateRecord
 from rally_gh.words import noun_for, plural
@@ -395,19 +395,18 @@ def write_outputs(path: Path | None, outputs: Mapping[str, str]) -> bool:
     return True
 
 
-def run_outputs(state: RunState, pull: PullRequest | None) -> dict[str, str]:
+def run_outputs(report: Report, pull: PullRequest | None) -> dict[str, str]:
     from rally_gh.handoff import nexus_handoff
-    from rally_gh.report import step_complete_block
 
-    status = "dry-run" if state.dry_run else run_status(state)
-    data = report_json(state)
+    status = "dry-run" if report.dry_run else report.status
     # For agent pipelines: the next step reads the _STEP_COMPLETE block or the handoff summary.
-    return {"run-id": state.run_id, "status": status, "pr-number": str(pull.number) if pull else "",
-            "pr-url": pull.url if pull else "", "report-json": json.dumps(data, indent=2),
-            "step-complete": step_complete_block(state), "handoff": nexus_handoff(data)}
+    return {"run-id": report.run_id, "status": status, "pr-number": str(pull.number) if pull else "",
+            "pr-url": pull.url if pull else "", "report-json": json.dumps(report.as_json(), indent=2),
+            "step-complete": step_complete_text(report), "handoff": nexus_handoff(report)}
 
 
-def publish_run(endpoint: GitHubEndpoint, state: RunState, trigger: Trigger, actions: ActionsContext) -> dict[str, str]:
+def publish_run(endpoint: GitHubEndpoint, state: RunState, report: Report, trigger: Trigger,
+                actions: ActionsContext) -> dict[str, str]:
     """Everything a finished run shows on GitHub, in the order a reader meets it; the step outputs.
 
     Checks first (the pull request shows them as soon as it exists), then the
@@ -416,7 +415,7 @@ def publish_run(endpoint: GitHubEndpoint, state: RunState, trigger: Trigger, act
     """
     link = actions.job_url
     issue = endpoint.issue(trigger.issue) if trigger.issue is not None else None
-    report_md = report_markdown(state)
+    report_md = report_markdown(report)
     pull: PullRequest | None = None
     if not state.dry_run:
         publish_checks(endpoint, state, details_url=link)
@@ -424,7 +423,7 @@ def publish_run(endpoint: GitHubEndpoint, state: RunState, trigger: Trigger, act
     if issue is not None:
         finish(endpoint, issue.number, state.run_id, state, pull, link)
     write_step_summary(actions.summary_file, report_md)
-    outputs = run_outputs(state, pull)
+    outputs = run_outputs(report, pull)
     write_outputs(actions.output_file, outputs)
     return outputs
 

@@ -11,7 +11,7 @@ from rally_gh import plan
 from rally_gh.config import Config, load_config_text
 from rally_gh.errors import RallyError, UsageError
 from rally_gh.handoff import handoff_tasks, nexus_handoff, tasks_from_handoff
-from rally_gh.report import report_json, report_markdown, step_complete_block, step_complete_text
+from rally_gh.report import Report, build_report, report_json, report_markdown, step_complete_text
 from rally_gh.testing import run_state, teammate_record
 from rally_gh.ownership.enforce import Violation
 from rally_gh.state import Conflict, ConvergenceGroup, RunState, TeammateRecord, VerifyResult
@@ -210,12 +210,14 @@ STATES = {
 def test_step_complete_from_the_report_json_is_the_reports_own_block(name: str) -> None:
     run = STATES[name]
     # What a reader of the report.json written next to run.json gets is the report's own block.
-    assert step_complete_text(json.loads(json.dumps(report_json(run)))) == step_complete_block(run)
-    assert step_complete_block(run) in report_markdown(run)
+    # The report.json written beside run.json reads back as the same typed report.
+    report = build_report(run)
+    assert Report.model_validate(json.loads(json.dumps(report_json(run)))) == report
+    assert step_complete_text(report) in report_markdown(report)
 
 
 def test_the_nexus_handoff_tells_the_next_agent_what_happened() -> None:
-    text = nexus_handoff(report_json(STATES["partial"]))
+    text = nexus_handoff(build_report(STATES["partial"]))
     lines = text.splitlines()
     assert lines[:5] == ["```", "NEXUS_HANDOFF", "Step: rally-gh run r1 (team shop)", "Agent: rally-gh",
                          "Status: PARTIAL"]
@@ -227,12 +229,12 @@ def test_the_nexus_handoff_tells_the_next_agent_what_happened() -> None:
     assert "- api: rally/r1/api @ ffffffffff (2 files changed)" in lines
     assert any(line.startswith("Suggested next: reviewer") for line in lines)
     assert lines[-2].startswith("Next action: review `rally/r1/_integration`")
-    blocked = nexus_handoff(report_json(STATES["blocked"]))
+    blocked = nexus_handoff(build_report(STATES["blocked"]))
     assert "Status: BLOCKED" in blocked and "- shared blocker of api, web: npm ci failed" in blocked
     assert "Suggested next: a person" in blocked
-    done = nexus_handoff(report_json(STATES["done"]))
+    done = nexus_handoff(build_report(STATES["done"]))
     assert "Findings: none" in done and "Risks: none" in done
-    violated = nexus_handoff(report_json(STATES["violated"]))
+    violated = nexus_handoff(build_report(STATES["violated"]))
     assert "- violation: api wrote src/web/x.ts (added, owner web)" in violated
 
 

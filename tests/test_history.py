@@ -29,7 +29,7 @@ from rally_gh.history import (
     record_run,
     suggestions,
 )
-from rally_gh.report import report_json
+from rally_gh.report import build_report
 from rally_gh.state import RunState, TeammateRecord
 from rally_gh.testing import git as run_git
 from rally_gh.testing import init_repo
@@ -110,11 +110,11 @@ def test_records_are_appended_under_the_ref_without_touching_work_tree_or_index(
                            reason="stopped after 40m"),
         ),
     })
-    report = report_json(state)
+    report = build_report(state)
     written = record_run(repo, report, config, clock=lambda: T0 + 800)
     assert written is not None
     assert written.size == 2 and written.max_parallel == 2 and written.waves == (("api", "web"),)
-    assert written.cost_usd == 3.5 and written.tes == report["tes"] and written.tes_parts == report["tes_parts"]
+    assert written.cost_usd == 3.5 and written.tes == report.tes and written.tes_parts == report.tes_parts
     assert [(t.name, t.outcome, t.timeout_s) for t in written.teammates] == [("api", "done", 1200.0),
                                                                            ("web", "timed_out", 1200.0)]
     assert written.budget_cost_usd == 25 and written.budget_minutes == 90
@@ -128,7 +128,7 @@ def test_records_are_appended_under_the_ref_without_touching_work_tree_or_index(
     assert run_git(repo_path, "status", "--porcelain") == ""
     assert history_refspec == HISTORY_REF == "refs/rally/history"
     # A dry run teaches nothing: it is not recorded.
-    assert record_run(repo, {**report, "dry_run": True}, config) is None
+    assert record_run(repo, report.model_copy(update={"dry_run": True}), config) is None
     assert len(load_history(repo)) == 1
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from rally_gh.commands.plan import mermaid_graph
 from rally_gh.config import load_config_text
-from rally_gh.report import mermaid_dependencies, mermaid_timeline, report_markdown, timeline_axis
+from rally_gh.report import build_report, mermaid_dependencies, mermaid_timeline, report_markdown, timeline_axis
 from rally_gh.state import RunState, TeammateRecord
 from rally_gh.testing import T0, run_state, teammate_record
 
@@ -65,7 +65,7 @@ CASES: dict[str, RunState] = {
 
 def _diagrams(state: RunState) -> list[str]:
     """Every Mermaid block of the report, as GitHub gets it."""
-    return re.findall(r"```mermaid\n(.*?)```", report_markdown(state), re.S)
+    return re.findall(r"```mermaid\n(.*?)```", report_markdown(build_report(state)), re.S)
 
 
 @cache
@@ -132,7 +132,7 @@ def test_the_timeline_axis_counts_from_the_start_in_one_unit(
 
 
 def test_the_axis_is_the_same_in_every_time_zone() -> None:
-    texts = [mermaid_timeline(CASES[case]) for case in ("normal", "sub-second", "over an hour")]
+    texts = [mermaid_timeline(build_report(CASES[case])) for case in ("normal", "sub-second", "over an hour")]
     ticks = {tz: [r["ticks"] for r in render(texts, tz)]
              for tz in ("UTC", "Asia/Kolkata", "America/St_Johns", "Australia/Eucla")}
     assert len({json.dumps(t) for t in ticks.values()}) == 1, ticks
@@ -140,7 +140,7 @@ def test_the_axis_is_the_same_in_every_time_zone() -> None:
 
 def test_each_outcome_but_the_pairs_that_mean_the_same_looks_different() -> None:
     names = [o.replace("_", "-") for o in OUTCOMES]
-    (gantt,) = render([mermaid_timeline(run_state(*_teammates(names, 20.0, OUTCOMES)))])
+    (gantt,) = render([mermaid_timeline(build_report(run_state(*_teammates(names, 20.0, OUTCOMES))))])
     look = {outcome: re.sub(r"\d+$", "", task["classes"].split()[-1])
             for outcome, task in zip(OUTCOMES, gantt["tasks"])}
     assert look == {"done": "done", "no_changes": "task", "incomplete": "active", "unverified": "active",
@@ -183,5 +183,5 @@ def test_a_test_run_without_the_renderer_ends_saying_so(tmp_path: Path) -> None:
 
 def test_the_dependency_graph_of_every_case_names_each_teammate_once() -> None:
     for state in CASES.values():
-        text = mermaid_dependencies(state)
+        text = mermaid_dependencies(build_report(state))
         assert len(re.findall(r'^  t_\S+\["', text, re.M)) == len(state.teammates)

@@ -10,10 +10,11 @@ from rally_gh import git
 from rally_gh.commands import report as report_cmd
 from rally_gh.report import (
     TES_WEIGHTS,
+    build_report,
     report_json,
     report_markdown,
     run_status,
-    step_complete_block,
+    step_complete_text,
     team_efficiency,
 )
 from rally_gh.config import Location
@@ -31,7 +32,7 @@ def test_a_perfect_run_scores_100_and_is_done() -> None:
     assert run_status(state) == "done"
     score = team_efficiency(state)
     assert score.total == 100 and set(score.parts.values()) == {1.0}
-    assert "Status: SUCCESS" in step_complete_block(state)
+    assert "Status: SUCCESS" in step_complete_text(build_report(state))
 
 
 def test_the_score_weighs_its_five_parts() -> None:
@@ -50,7 +51,7 @@ def test_the_score_weighs_its_five_parts() -> None:
                                          "conflict_prevention": 0.5, "integration_quality": 0.5, "autonomy": 0.0})
     assert score.total == round(100 * (0.3 * 0.75 + 0.2 / 3 + 0.2 * 0.5 + 0.2 * 0.5))
     assert run_status(state) == "partial"
-    assert "Status: PARTIAL" in step_complete_block(state)
+    assert "Status: PARTIAL" in step_complete_text(build_report(state))
 
 
 def test_a_teammate_that_merge_verify_dropped_lowers_integration_quality() -> None:
@@ -69,7 +70,7 @@ def test_a_teammate_that_merge_verify_dropped_lowers_integration_quality() -> No
                               "merge_verify_commands": 1, "merge_verify_passed": 1}
     assert "merge.verify" in part["definition"]
     assert "| integration quality | 20% | 50 | 1 of 2 verified passed (qa dropped by merge.verify); " \
-           "merge.verify 1 of 1 command passed |" in report_markdown(state)
+           "merge.verify 1 of 1 command passed |" in report_markdown(build_report(state))
 
 
 def test_a_teammate_that_conflicted_once_a_culprit_was_dropped_is_not_counted_as_dropped_by_verify() -> None:
@@ -98,7 +99,7 @@ def test_every_part_of_the_score_says_what_it_measured() -> None:
     assert data["tes_breakdown"]["task_economy"]["inputs"] == {"done": 1, "attempts": 3}
     assert data["tes_breakdown"]["conflict_prevention"]["inputs"]["conflicted"] == ["web"]
     assert sum(p["points"] for p in data["tes_breakdown"].values()) == pytest.approx(data["tes"], abs=0.5)
-    text = report_markdown(state)
+    text = report_markdown(build_report(state))
     assert "| task economy | 20% | 33 | 1 done in 3 attempts |" in text
     assert "1 of 2 offered clean (web not)" in text and "1 manual step: resolved a conflict by hand" in text
 
@@ -106,7 +107,7 @@ def test_every_part_of_the_score_says_what_it_measured() -> None:
 def test_nothing_integrated_is_a_failure() -> None:
     state = finished(rec("api", "failed", reason="exit 1"), rec("web", "timed_out"), integration_sha=None)
     assert run_status(state) == "failed"
-    assert "Status: FAILED" in step_complete_block(state)
+    assert "Status: FAILED" in step_complete_text(build_report(state))
     assert report_json(state)["risks"] == ["api failed: exit 1", "web timed out: no reason recorded"]
 
 
@@ -131,7 +132,7 @@ def test_the_markdown_has_every_section() -> None:
     state = finished(rec("api", "done", integrated=True, files_changed=("src/api/a.py",)),
                      rec("web", "incomplete", reason="done_when not met", blocked_by=("api",)),
                      risks=("api may write the control file CODEOWNERS",))
-    text = report_markdown(state)
+    text = report_markdown(build_report(state))
     for heading in ("## rally-gh run `r1`: Partial", "### Team", "### Efficiency", "### Ownership map",
                     "### Dependencies", "### Timeline", "### Changed files", "### Verification", "### Conflicts",
                     "### Violations", "### Risks", "### Next step", "_STEP_COMPLETE"):
@@ -148,7 +149,7 @@ def test_a_violation_says_why_and_which_rule_owns_the_path_in_markdown_and_json(
     bad = Violation(teammate="api", path="src/web/app.js", owner="web", kind="modified", commit="e" * 40,
                     reason="api modified it, but it is owned by web", rule=Location("rally.yml", 12, 5))
     state = finished(rec("api", "violated", violations=(bad,)), rec("web", "done"))
-    text = report_markdown(state)
+    text = report_markdown(build_report(state))
     assert "| teammate | path | owner | kind | commit | reason | rule |" in text
     assert ("| api | `src/web/app.js` | web | modified | `eeeeeeeeee` | api modified it, but it is owned by web "
             "| `rally.yml:12:5` |") in text
@@ -160,7 +161,7 @@ def test_the_step_complete_block_counts_in_words_and_never_doubles_a_parenthesis
     one = Violation(teammate="web", path="README.md", owner=None, kind="modified", commit="e" * 40)
     state = finished(rec("api", "timed_out", reason="stopped after 4.0s, twice its timeout (after 2 attempts)"),
                      rec("web", "violated", violations=(one,)))
-    block = step_complete_block(state)
+    block = step_complete_text(build_report(state))
     assert "ownership: 1 violation\n" in block
     assert "(s)" not in block and "))" not in block
     assert "Reason: api timed_out: stopped after 4.0s, twice its timeout (after 2 attempts); web violated" in block
@@ -177,7 +178,7 @@ def test_the_next_step_speaks_of_one_teammate_as_one() -> None:
 def test_an_interrupted_run_says_how_to_resume() -> None:
     state = finished(rec("api", "done"), rec("web", "pending"), status="interrupted", integration_sha=None)
     assert "rally-gh run --resume r1" in report_json(state)["next"]
-    assert "Status: BLOCKED" in step_complete_block(state)
+    assert "Status: BLOCKED" in step_complete_text(build_report(state))
 
 
 def test_the_report_command_reads_run_json(tmp_path: Path) -> None:
@@ -196,7 +197,7 @@ def test_a_failing_verify_shows_its_last_lines_fenced_whatever_they_hold() -> No
         rec("api", "unverified", verify=(VerifyResult(command="pytest", passed=False, exit_code=1,
                                                       output_tail=tricky, log="verify/01-api.log"),)),
         rec("web", "unverified", verify=(VerifyResult(command="make", passed=False),)))
-    text = report_markdown(state)
+    text = report_markdown(build_report(state))
     assert "**api**: `pytest` failed. The last lines (all of it in `.git/rally/runs/r1/verify/01-api.log`):" in text
     block = text.split("verify/01-api.log`):\n\n", 1)[1]
     assert block.startswith("````text\nline 12\n") and "line 11" not in block

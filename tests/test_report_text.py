@@ -11,8 +11,8 @@ from rich.console import Console
 from rally_gh import git
 from rally_gh.commands import report as report_cmd
 from rally_gh.progress import Progress
-from rally_gh.report import report_markdown
-from rally_gh.report_text import report_text
+from rally_gh.report import build_report, report_markdown
+from rally_gh.report.text import report_text
 from rally_gh.state import RunState, VerifyResult, save_state
 from rally_gh.testing import T0, init_repo, run_state, teammate_record
 
@@ -37,12 +37,12 @@ class _Terminal(io.StringIO):
 
 def test_the_terminal_report_shows_the_content_without_what_only_github_reads() -> None:
     state = _state()
-    text = report_text(state, width=100)
+    text = report_text(build_report(state), width=100)
     for hidden in ("<!--", "```", "mermaid", "graph TD", "gantt", "dateFormat", "_STEP_COMPLETE", "|---", "**Team**"):
         assert hidden not in text
     assert text.startswith("rally-gh run r1: Partial\n")
     # Every section of the Markdown, and every reason, is there.
-    for heading in re.findall(r"^### (.+)$", report_markdown(state), re.M):
+    for heading in re.findall(r"^### (.+)$", report_markdown(build_report(state)), re.M):
         assert f"\n{heading}\n" in text
     assert "web (timed_out): stopped after 4.0s, twice its timeout (after 2 attempts)" in text
     assert "web waits for api" in text
@@ -59,11 +59,11 @@ def test_the_terminal_report_shows_the_content_without_what_only_github_reads() 
 
 def test_text_from_the_map_is_shown_as_written_never_read_as_markup() -> None:
     state = run_state(rec("api", "done", role="fix [/] things [bold]now"))
-    assert "fix [/] things [bold]now" in report_text(state, width=160)
+    assert "fix [/] things [bold]now" in report_text(build_report(state), width=160)
 
 
 def test_outcomes_have_their_colours() -> None:
-    text = report_text(_state(), width=100, color=True)
+    text = report_text(build_report(_state()), width=100, color=True)
     assert re.search(r"\x1b\[32m✅ done", text) and re.search(r"\x1b\[31m⏱️ timed_out", text)
     assert "\x1b[1;33mrally-gh run r1: Partial" in text
 
@@ -75,7 +75,7 @@ def test_report_draws_for_a_terminal_and_writes_markdown_elsewhere(tmp_path: Pat
     assert report_cmd.run(repo, "r1", None, piped) == 0
     assert report_cmd.run(repo, "r1", None, terminal) == 0
     assert report_cmd.run(repo, "r1", "text", text) == 0
-    assert piped.getvalue() == report_markdown(_state())  # as today, for GitHub and pipes
+    assert piped.getvalue() == report_markdown(build_report(_state()))  # as today, for GitHub and pipes
     assert "<!--" not in terminal.getvalue() and "Timeline" in terminal.getvalue()
     assert "```" not in text.getvalue() and "rally-gh run r1: Partial" in text.getvalue()
 

@@ -16,7 +16,8 @@ from rally_gh.demo import DEMO_RUN_ID, EXPECTED, INTRO, build_demo
 from rally_gh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from rally_gh.github.actions import ActionsContext
 from rally_gh.progress import Progress, wants_live
-from rally_gh.report_text import write_report
+from rally_gh.report import build_report
+from rally_gh.report.text import write_report
 
 
 def run(actions: ActionsContext, stdout: TextIO, *, keep: Path | None = None,
@@ -40,7 +41,7 @@ def run(actions: ActionsContext, stdout: TextIO, *, keep: Path | None = None,
             state = pipeline.run(root, load_config_text(demo.rally_yml, "rally.yml"), DEMO_RUN_ID, None,
                                  time.time, actions.environ, progress.event, sandbox=sandbox)
         stdout.write("\n")
-        write_report(state, stdout, marker=False)
+        write_report(build_report(state), stdout, marker=False)
         if keep is not None:
             stdout.write(f"\nThe repository is kept in {root}: try `git -C {root} log --all --oneline --graph` "
                          f"and `rally-gh report --run {DEMO_RUN_ID}` there.\n")

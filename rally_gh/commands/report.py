@@ -11,8 +11,8 @@ from rich.console import Console
 from rally_gh import git
 from rally_gh.errors import EXIT_OK, UsageError
 from rally_gh.housekeeping import latest_run
-from rally_gh.report import report_json, report_markdown, step_complete_block
-from rally_gh.report_text import print_report, write_report
+from rally_gh.report import build_report, report_markdown, step_complete_text
+from rally_gh.report.text import print_report, write_report
 from rally_gh.state import check_ref_component, load_state
 
 
@@ -21,21 +21,21 @@ def run(cwd: Path, run_id: str | None, fmt: str | None, stdout: TextIO) -> int:
     for a person at a terminal, Markdown for anything else."""
     repo = git.open_repo(cwd, allow_bare=True)
     run_id = latest_run(repo) if run_id is None else check_ref_component(run_id, "run id")
-    state = load_state(git.common_dir(repo), run_id)
+    report = build_report(load_state(git.common_dir(repo), run_id))
     if fmt is None:
-        write_report(state, stdout)
+        write_report(report, stdout)
     elif fmt == "text":
-        print_report(state, Console(file=stdout))
+        print_report(report, Console(file=stdout))
     elif fmt == "json":
-        stdout.write(json.dumps(report_json(state), indent=2) + "\n")
+        stdout.write(json.dumps(report.as_json(), indent=2) + "\n")
     elif fmt == "step-complete":
-        stdout.write(step_complete_block(state) + "\n")
+        stdout.write(step_complete_text(report) + "\n")
     elif fmt == "handoff":
         from rally_gh.handoff import nexus_handoff
 
-        stdout.write(nexus_handoff(report_json(state)) + "\n")
+        stdout.write(nexus_handoff(report) + "\n")
     elif fmt == "md":
-        stdout.write(report_markdown(state))
+        stdout.write(report_markdown(report))
     else:
         raise UsageError(f"report --format {fmt} is not supported by this version of rally-gh",
                          hint="use text, md, json, step-complete or handoff")

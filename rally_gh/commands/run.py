@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from rally_gh import git, plan
 from rally_gh.run import pipeline, split
@@ -16,8 +16,8 @@ from rally_gh.ownership.enforce import map_for_run
 from rally_gh.config import Config, LoadedConfig
 from rally_gh.errors import RallyError, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from rally_gh.progress import Progress, wants_live
-from rally_gh.report import report_json, report_markdown, run_status
-from rally_gh.report_text import write_report
+from rally_gh.report import Report, build_report, report_markdown
+from rally_gh.report.text import write_report
 from rally_gh import publish
 from rally_gh.github.actions import (
     ActionsContext,
@@ -183,21 +183,21 @@ def finish(repo: git.Repository, state: RunState, config: Config, actions: Actio
            github: GitHubRun | None = None) -> int:
     """Write the report next to run.json and to standard output; with GitHub, publish
     it (checks, pull request, comment, labels); in CI, the job summary and outputs."""
-    markdown = report_markdown(state)
-    data = report_json(state)
+    report = build_report(state)
+    markdown = report_markdown(report)
     folder = runs_dir(git.common_dir(repo)) / state.run_id
     (folder / "report.md").write_text(markdown, encoding="utf-8")
-    (folder / "report.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    write_report(state, stdout)
-    _record_history(repo, data, config, actions.publish_remote if github is not None else None)
+    (folder / "report.json").write_text(json.dumps(report.as_json(), indent=2) + "\n", encoding="utf-8")
+    write_report(report, stdout)
+    _record_history(repo, report, config, actions.publish_remote if github is not None else None)
     if github is not None:
-        publish.publish_run(github.endpoint, state, github.trigger, actions)
+        publish.publish_run(github.endpoint, state, report, github.trigger, actions)
     else:
         publish.write_step_summary(actions.summary_file, markdown)
-        publish.write_outputs(actions.output_file, publish.run_outputs(state, None))
+        publish.write_outputs(actions.output_file, publish.run_outputs(report, None))
     if state.status == "interrupted":
         return EXIT_INTERRUPTED
-    if state.dry_run or run_status(state) == "done":  # a dry run that planned well has done its job
+    if state.dry_run or report.status == "done":  # a dry run that planned well has done its job
         return EXIT_OK
     return EXIT_FAILED
 
@@ -218,14 +218,14 @@ def _event_tasks(loaded: LoadedConfig, actions: ActionsContext,
     return issue_text, tasks_for_this_run(loaded.config, issue_text, None, None, issue)
 
 
-def _record_history(repo: git.Repository, report: dict[str, Any], config: Config, remote: str | None) -> None:
+def _record_history(repo: git.Repository, report: Report, config: Config, remote: str | None) -> None:
     """Append this run to refs/rally/history (and, in CI, to ``remote``'s, so it
     outlives the runner). Never fails the run: a warning says what went wrong."""
     from rally_gh import history
 
     try:
         if remote is not None:
-            if report.get("dry_run"):
+            if report.dry_run:
                 return
             history.share_record(repo, history.record_of_run(report, config, time.time()), remote)
         else:

@@ -18,8 +18,13 @@ from rally_gh.github.events import Trigger, parse_event
 from rally_gh.github.fake import FakeGitHubServer
 from rally_gh.github.real import RealGitHub
 from rally_gh.ownership.enforce import Violation
+from rally_gh.report import build_report
 from rally_gh.state import RunState, TeammateRecord
 from rally_gh.testing import commit, git, init_repo
+
+
+def _publish(gh: RealGitHub, state: RunState, trigger: Trigger, actions: ActionsContext) -> dict[str, str]:
+    return publish.publish_run(gh, state, build_report(state), trigger, actions)
 
 RUN = "issue-1-77-1"
 
@@ -96,7 +101,7 @@ def test_a_complete_run_and_its_rerun_leave_one_comment_and_one_pull_request(
 
     publish.announce(gh, issue, RUN)
     publish.progress(gh, issue, RUN, state.model_copy(update={"status": "running"}))
-    outputs = publish.publish_run(gh, state, trigger, env)
+    outputs = _publish(gh, state, trigger, env)
 
     assert outputs["status"] == "done"
     assert (outputs["pr-number"], outputs["pr-url"]) == ("500", f"{fake_github.root_url}/owner/repo/pull/500")
@@ -126,7 +131,7 @@ def test_a_complete_run_and_its_rerun_leave_one_comment_and_one_pull_request(
 
     # The job is re-run: it announces again and publishes the same run again.
     publish.announce(gh, issue, RUN)
-    again = publish.publish_run(gh, state, trigger, env)
+    again = _publish(gh, state, trigger, env)
     assert again["pr-number"] == "500"
     assert (fake_github.count("POST", r"/comments$"), fake_github.count("POST", r"/pulls$")) == (1, 1)
     assert len(fake_github.comments) == 1 and len(fake_github.pulls) == 1
@@ -139,7 +144,7 @@ def test_a_failed_teammate_makes_a_draft_without_closes_and_a_partial_label(
     issue = IssueNumber(fake_github.create_issue("Add orders", user="alice"))
     state = run_state(pushed, outcomes={"api": "done", "web": "failed"})
     publish.announce(gh, issue, RUN)
-    outputs = publish.publish_run(gh, state, labeled(issue), actions_env(tmp_path))
+    outputs = _publish(gh, state, labeled(issue), actions_env(tmp_path))
     assert outputs["status"] == "partial"
     assert fake_github.pulls[500]["draft"] is True
     assert "Closes #1" not in fake_github.issues[500]["body"]
@@ -149,7 +154,7 @@ def test_a_failed_teammate_makes_a_draft_without_closes_and_a_partial_label(
     assert "Pull request: #500 (draft)" in comment
 
     # A re-run in which every teammate succeeds: the same pull request, ready for review.
-    outputs = publish.publish_run(gh, run_state(pushed), labeled(issue), actions_env(tmp_path))
+    outputs = _publish(gh, run_state(pushed), labeled(issue), actions_env(tmp_path))
     assert (outputs["status"], outputs["pr-number"]) == ("done", "500")
     assert fake_github.pulls[500]["draft"] is False and len(fake_github.pulls) == 1
     assert fake_github.issues[500]["body"].startswith("Closes #1")
@@ -160,7 +165,7 @@ def test_nothing_integrated_opens_no_pull_request(
         fake_github: FakeGitHubServer, gh: RealGitHub, pushed: Pushed, tmp_path: Path) -> None:
     issue = IssueNumber(fake_github.create_issue("Add orders", user="alice"))
     state = run_state(pushed, outcomes={"api": "failed", "web": "timed_out"})
-    outputs = publish.publish_run(gh, state, labeled(issue), actions_env(tmp_path))
+    outputs = _publish(gh, state, labeled(issue), actions_env(tmp_path))
     assert (outputs["status"], outputs["pr-number"], outputs["pr-url"]) == ("failed", "", "")
     assert not fake_github.pulls
     assert fake_github.issues[1]["labels"] == ["rally:failed"]
@@ -173,7 +178,7 @@ def test_a_dry_run_publishes_no_checks_no_pull_request_and_no_outcome_label(
         fake_github: FakeGitHubServer, gh: RealGitHub, pushed: Pushed, tmp_path: Path) -> None:
     issue = IssueNumber(fake_github.create_issue("Add orders", user="alice"))
     publish.announce(gh, issue, RUN)
-    outputs = publish.publish_run(gh, run_state(pushed, dry_run=True), labeled(issue), actions_env(tmp_path))
+    outputs = _publish(gh, run_state(pushed, dry_run=True), labeled(issue), actions_env(tmp_path))
     assert outputs["status"] == "dry-run"
     assert not fake_github.pulls and not fake_github.check_runs
     assert fake_github.issues[1]["labels"] == []
@@ -183,7 +188,7 @@ def test_a_dry_run_publishes_no_checks_no_pull_request_and_no_outcome_label(
 def test_a_dispatch_without_an_issue_titles_the_pull_request_with_the_team(
         fake_github: FakeGitHubServer, gh: RealGitHub, pushed: Pushed, tmp_path: Path) -> None:
     trigger = parse_event("workflow_dispatch", {"inputs": {"issue": ""}, "sender": {"login": "alice"}})
-    outputs = publish.publish_run(gh, run_state(pushed), trigger, actions_env(tmp_path))
+    outputs = _publish(gh, run_state(pushed), trigger, actions_env(tmp_path))
     assert outputs["pr-number"] == "500"
     assert fake_github.issues[500]["title"] == "rally: checkout"
     assert "Closes" not in fake_github.issues[500]["body"]
@@ -398,6 +403,6 @@ def test_refusals_without_a_run_id_share_one_comment(fake_github: FakeGitHubServ
 def test_outputs_carry_the_step_complete_block_and_the_handoff_for_agent_pipelines(pushed: Pushed) -> None:
     from rally_gh.publish import run_outputs
 
-    outputs = run_outputs(run_state(pushed, outcomes={"api": "done", "web": "failed"}), None)
+    outputs = run_outputs(build_report(run_state(pushed, outcomes={"api": "done", "web": "failed"})), None)
     assert "_STEP_COMPLETE\nAgent: rally-gh" in outputs["step-complete"] and "Status: PARTIAL" in outputs["step-complete"]
     assert "NEXUS_HANDOFF" in outputs["handoff"]

@@ -354,9 +354,9 @@ def test_a_teammate_that_breaks_merge_verify_is_dropped_from_the_integration(tmp
     # Every verify run is recorded: the full integration failed, the bisection found the culprit.
     runs = [(r.teammates, r.passed) for r in state.verify_runs]  # type: ignore[attr-defined]
     assert runs[0] == (("api", "idle"), False) and runs[-1] == (("api",), True)
-    from rally_gh.report import report_markdown
+    from rally_gh.report import build_report, report_markdown
 
-    assert f"merge.verify ran {len(runs)} times" in report_markdown(state)  # type: ignore[arg-type]
+    assert f"merge.verify ran {len(runs)} times" in report_markdown(build_report(state))  # type: ignore[arg-type]
     files = run_git(repo, "ls-tree", "-r", "--name-only", "rally/r1/_integration").split()
     assert "src/api/orders.py" in files and "src/idle/BROKEN" not in files
     kept = run_git(repo, "ls-tree", "-r", "--name-only", "rally/r1/idle").split()
@@ -364,7 +364,7 @@ def test_a_teammate_that_breaks_merge_verify_is_dropped_from_the_integration(tmp
 
 
 def test_a_failed_or_timed_out_teammates_branch_is_checked_and_its_violations_reported(tmp_path: Path) -> None:
-    from rally_gh.report import report_markdown
+    from rally_gh.report import build_report, report_markdown
 
     scripts = _write_scripts(tmp_path / "scripts")
     # crash commits a write to README.md (not its own) and fails; hang leaves one in its worktree and is stopped.
@@ -389,7 +389,7 @@ def test_a_failed_or_timed_out_teammates_branch_is_checked_and_its_violations_re
     assert crash.violations[0].commit == run_git(repo, "rev-parse", "rally/r1/crash").strip()
     assert [v.path for v in hang.violations] == ["rally.yml"]
     assert crash.reason.endswith("; its branch also holds 1 path it does not own: README.md")
-    text = report_markdown(state)  # type: ignore[arg-type]
+    text = report_markdown(build_report(state))  # type: ignore[arg-type]
     assert "None: every teammate wrote only what it owns" not in text
     assert "| crash | `README.md` | nobody | modified |" in text and "| hang | `rally.yml` |" in text
     data = report_json(state)  # type: ignore[arg-type]
@@ -398,7 +398,7 @@ def test_a_failed_or_timed_out_teammates_branch_is_checked_and_its_violations_re
 
 
 def test_a_violation_keeps_its_reason_and_rule_from_the_check_to_the_report(tmp_path: Path) -> None:
-    from rally_gh.report import report_markdown
+    from rally_gh.report import build_report, report_markdown
 
     scripts = _write_scripts(tmp_path / "scripts")
     # stray writes a file in api's directory: api's first pattern owns it.
@@ -419,13 +419,13 @@ def test_a_violation_keeps_its_reason_and_rule_from_the_check_to_the_report(tmp_
     assert (bad.path, bad.owner, bad.reason, str(bad.rule)) == ("src/api/stray.py", "api", reason, rule)
     # The record saved in run.json, the report's Markdown and its JSON all keep both.
     assert load_state(git.common_dir(git.open_repo(repo)), "r1").teammate("stray").violations == (bad,)
-    assert f"| `{(bad.commit or '')[:10]}` | {reason} | `{rule}` |" in report_markdown(state)  # type: ignore[arg-type]
+    assert f"| `{(bad.commit or '')[:10]}` | {reason} | `{rule}` |" in report_markdown(build_report(state))  # type: ignore[arg-type]
     [found] = report_json(state)["violations"]  # type: ignore[arg-type]
     assert (found["reason"], found["rule"]) == (reason, rule)
 
 
 def test_every_verify_runs_output_is_kept_and_the_report_shows_the_failing_tail(tmp_path: Path) -> None:
-    from rally_gh.report import report_markdown
+    from rally_gh.report import build_report, report_markdown
 
     checks = tmp_path / "checks"
     checks.mkdir()
@@ -470,7 +470,7 @@ def test_every_verify_runs_output_is_kept_and_the_report_shows_the_failing_tail(
     assert "merge line 1\n" in merge_log and "FAILED tests/test_b.py::test_it" in merge_log
     assert all(c.log for r in runs for c in r.commands)
 
-    text = report_markdown(state)  # type: ignore[arg-type]
+    text = report_markdown(build_report(state))  # type: ignore[arg-type]
     assert (f"**b** dropped from the integration: merge.verify `sh {checks / 'merge.sh'}` failed on "
             f"`{blaming.sha[:10]}`, holding the work of a, b. The last lines (all of it in "
             f"`.git/rally/runs/r1/{blaming.commands[0].log}`):") in text
@@ -606,7 +606,7 @@ def test_integration_goes_onto_the_base_as_it_is_when_integrating(tmp_path: Path
 
 
 def test_a_conflict_with_a_commit_that_landed_on_the_base_during_the_run_names_it(tmp_path: Path) -> None:
-    from rally_gh.report import report_markdown
+    from rally_gh.report import build_report, report_markdown
 
     scripts = _write_scripts(tmp_path / "scripts")
     # main gets its own src/api/orders.py while api writes one: the clash is main's, not a teammate's.
@@ -623,7 +623,7 @@ def test_a_conflict_with_a_commit_that_landed_on_the_base_during_the_run_names_i
     assert api.reason == f"conflicts with main @ {landed[:10]}, committed during the run: src/api/orders.py"
     [conflict] = state.conflicts  # type: ignore[attr-defined]
     assert [(c.base_commit, c.teammate, c.paths) for c in conflict.causes] == [(landed, None, ("src/api/orders.py",))]
-    text = report_markdown(state)  # type: ignore[arg-type]
+    text = report_markdown(build_report(state))  # type: ignore[arg-type]
     assert f"onto `main` @ `{landed[:10]}`, where `main` moved during the run; started from `{started_on[:10]}`" \
         in text and f"(from `main` @ `{started_on[:10]}`)" not in text
     assert f"conflicts with main @ {landed[:10]}, committed during the run: src/api/orders.py (skipped)" in text

@@ -1,0 +1,211 @@
+"""The report in Markdown: the pull request's body, the job summary, ``report --format md``,
+and the ``_STEP_COMPLETE`` block for agent pipelines; all drawn from one ``Report``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rally_gh.report.mermaid import mermaid_dependencies, mermaid_timeline, outcome_icon
+from rally_gh.report.model import Report
+from rally_gh.words import aside, plural
+
+_STATUS_WORD = {"done": "Done", "partial": "Partial", "failed": "Failed"}
+
+
+def report_markdown(report: Report, *, marker: bool = True) -> str:
+    """The report; ``marker`` starts it with the hidden line that finds the run's GitHub comment again."""
+    out: list[str] = [f"<!-- rally-gh:run:{report.run_id} -->"] if marker else []
+    title = f"## rally-gh run `{report.run_id}`: {_STATUS_WORD[report.status]}"
+    if report.run_status == "interrupted":
+        title += " (interrupted)"
+    if report.dry_run:
+        title += " (dry run)"
+    out += [title, ""]
+    out.append(
+        f"**Team** {report.team} · **tasks** {report.tasks.done}/{report.tasks.total} done · "
+        f"**team efficiency** {report.tes}/100 · **wall** {duration_text(report.wall_s)} · "
+        f"**cost** ${report.cost_usd:.2f}"
+    )
+    out.append("")
+    base = f"from `{report.base_ref}` @ `{report.base_sha[:10]}`"
+    if report.integrated_onto and report.integrated_onto != report.base_sha:
+        base = (f"onto `{report.base_ref}` @ `{report.integrated_onto[:10]}`, where `{report.base_ref}` moved "
+                f"during the run; started from `{report.base_sha[:10]}`")
+    if report.integration_sha:
+        out.append(f"Integration branch `{report.integration_branch}` @ `{report.integration_sha[:10]}` "
+                   f"({base}), holding {', '.join(report.integrated) or 'nothing'}.")
+    else:
+        out.append(f"No integration branch ({base}).")
+    out += ["", "### Team", "", "| teammate | role | agent | outcome | duration | cost | files changed |",
+            "|---|---|---|---|---|---|---|"]
+    for t in report.teammates:
+        out.append(f"| {t.name} | {_cell(t.role)} | {t.agent} | {outcome_icon(t.outcome)} {t.outcome} | "
+                   f"{duration_text(t.duration_s)} | ${t.cost_usd:.2f} | {len(t.files_changed)} |")
+    reasons = [t for t in report.teammates if t.reason and t.outcome != "done"]
+    if reasons:
+        out.append("")
+        out += [f"- **{t.name}** ({t.outcome}): {t.reason}" for t in reasons]
+
+    out += ["", "### Efficiency", "", "| part | weight | score | measured |", "|---|---|---|---|"]
+    for name, part in report.tes_breakdown.items():
+        out.append(f"| {name.replace('_', ' ')} | {int(part.weight * 100)}% | {part.value * 100:.0f} | "
+                   f"{_cell(tes_measured(name, part.inputs))} |")
+    out.append(f"| **total** | | **{report.tes}** | |")
+
+    out += ["", "### Ownership map", "", "| teammate | owns |", "|---|---|"]
+    for t in report.teammates:
+        out.append(f"| {t.name} | {', '.join(f'`{p}`' for p in t.owns)} |")
+
+    out += ["", "### Dependencies", "", "```mermaid", mermaid_dependencies(report).rstrip(), "```"]
+    timeline = mermaid_timeline(report)
+    if timeline:
+        out += ["", "### Timeline", "", "```mermaid", timeline.rstrip(), "```"]
+
+    out += ["", "### Changed files", ""]
+    any_files = False
+    for t in report.teammates:
+        if t.files_changed:
+            any_files = True
+            shown = ", ".join(f"`{f}`" for f in t.files_changed[:20])
+            more = f" and {len(t.files_changed) - 20} more" if len(t.files_changed) > 20 else ""
+            out.append(f"- **{t.name}** (`{t.branch}`): {shown}{more}")
+    if not any_files:
+        out.append("None.")
+
+    out += ["", "### Verification", ""]
+    rows = [(t.name, v) for t in report.teammates for v in t.verify] + [("integration", v) for v in report.verification]
+    if rows:
+        out += ["| where | command | result |", "|---|---|---|"]
+        for where, v in rows:
+            failed = f"failed (exit {v.exit_code})" if v.exit_code is not None else "failed (timed out or not started)"
+            out.append(f"| {where} | `{_cell(v.command)}` | {'passed' if v.passed else failed} |")
+    else:
+        out.append("No verification commands in the map.")
+    if len(report.verify_runs) > 1:
+        out += ["", f"merge.verify ran {len(report.verify_runs)} times to find whose work breaks it:", ""]
+        out += [f"- `{r.sha[:10]}` ({', '.join(r.teammates) or 'the base'}): {'passed' if r.passed else 'failed'}"
+                for r in report.verify_runs]
+    out += _verify_failures(report)
+
+    out += ["", "### Conflicts", ""]
+    if report.conflicts:
+        out += [f"- **{c.teammate}**" + (f" (commit `{c.commit[:10]}`)" if c.commit else "")
+                + f": {c.describe(report.base_ref)} ({c.action})" for c in report.conflicts]
+    else:
+        out.append("None.")
+
+    out += ["", "### Violations", ""]
+    violations = report.violations
+    if violations:
+        out += ["| teammate | path | owner | kind | commit | reason | rule |", "|---|---|---|---|---|---|---|"]
+        for bad in violations:
+            rule = f"`{_cell(str(bad.rule))}`" if bad.rule else "none"
+            out.append(f"| {bad.teammate} | `{_cell(bad.path)}` | {bad.owner or 'nobody'} | {bad.kind} | "
+                       f"`{(bad.commit or '')[:10]}` | {_cell(bad.reason)} | {rule} |")
+    else:
+        out.append("None: every teammate wrote only what it owns.")
+
+    if report.convergence:
+        out += ["", "### Shared blockers", ""]
+        out += [f"- {', '.join(g.teammates)} failed the same way: {g.signature}" for g in report.convergence]
+
+    out += ["", "### Risks", ""]
+    risks = [*report.risks, *(f"plan: {p}" for p in report.problems)]
+    out += [f"- {r}" for r in risks] if risks else ["None noted."]
+
+    out += ["", "### Next step", "", report.next, "", step_complete_text(report)]
+    return "\n".join(out) + "\n"
+
+
+VERIFY_TAIL_LINES = 20
+_TAIL_LINE_CHARS = 300
+
+
+def _verify_failures(report: Report) -> list[str]:
+    """The last lines of every failing verify that decided an outcome: each teammate's own,
+    the merge.verify run that dropped a teammate, and the final integration's."""
+    failures = [(f"**{t.name}**: `{v.command}` failed", v) for t in report.teammates for v in t.verify if not v.passed]
+    for r in report.verify_runs:
+        for name in r.blamed:
+            failures += [(f"**{name}** dropped from the integration: merge.verify `{v.command}` failed on "
+                          f"`{r.sha[:10]}`, holding the work of {', '.join(r.teammates)}", v)
+                         for v in r.commands if not v.passed]
+    failures += [(f"**integration**: merge.verify `{v.command}` failed", v) for v in report.verification if not v.passed]
+    out: list[str] = []
+    for title, v in failures:
+        lines = [line[:_TAIL_LINE_CHARS] for line in v.output_tail.splitlines()[-VERIFY_TAIL_LINES:]]
+        where = f" (all of it in `.git/rally/runs/{report.run_id}/{v.log}`)" if v.log else ""
+        if not lines:
+            out += ["", f"{title}, with no output{where}."]
+            continue
+        fence = "`" * max(3, _longest_backtick_run(lines) + 1)
+        out += ["", f"{title}. The last lines{where}:", "", f"{fence}text", *lines, fence]
+    return out
+
+
+def _longest_backtick_run(lines: Sequence[str]) -> int:
+    longest = 0
+    for line in lines:
+        run = 0
+        for ch in line:
+            run = run + 1 if ch == "`" else 0
+            longest = max(longest, run)
+    return longest
+
+
+def step_complete_text(report: Report) -> str:
+    """The ``_STEP_COMPLETE`` block for agent pipelines."""
+    fields = step_complete_fields(report)
+    return "\n".join(["```", "_STEP_COMPLETE", "Agent: rally-gh", *(f"{k}: {v}" for k, v in fields.items()), "```"])
+
+
+def step_complete_fields(report: Report) -> dict[str, str]:
+    not_done = [t for t in report.teammates if t.outcome != "done"]
+    validations = [f"{v.command}: {'passed' if v.passed else 'failed'}" for v in report.verification]
+    validations.append(f"ownership: {plural(report.violations, 'violation')}")
+    reason = "; ".join(f"{t.name} {t.outcome}{aside(t.reason)}" for t in not_done)
+    return {
+        "Status": report.step_complete,
+        "Output": str(report.integration_branch) if report.integration_sha else "none",
+        "Validations": "; ".join(validations),
+        "Next": report.next,
+        "Reason": reason or "every teammate done and integrated",
+    }
+
+
+def tes_measured(part: str, inputs: dict[str, Any]) -> str:
+    """One line saying what a part of the score was computed from."""
+    if part == "parallel_efficiency":
+        return (f"{duration_text(inputs['busy_s'])} of teammate work in {duration_text(inputs['run_wall_s'])} "
+                f"with {plural(inputs['parallel_used'], 'teammate')} at once")
+    if part == "task_economy":
+        return f"{inputs['done']} done in {plural(inputs['attempts'], 'attempt')}"
+    if part == "conflict_prevention":
+        bad = inputs["conflicted"] + inputs["violated"]
+        return f"{len(inputs['offered']) - len(bad)} of {len(inputs['offered'])} offered clean" + (
+            f" ({', '.join(bad)} not)" if bad else "")
+    if part == "integration_quality":
+        if not inputs["verified"] and not inputs["merge_verify_commands"]:
+            return "no verify command"
+        text = f"{len(inputs['verified']) - len(inputs['failed'])} of {len(inputs['verified'])} verified passed"
+        if inputs["dropped_by_merge_verify"]:
+            text += f" ({', '.join(inputs['dropped_by_merge_verify'])} dropped by merge.verify)"
+        if inputs["merge_verify_commands"]:
+            text += (f"; merge.verify {inputs['merge_verify_passed']} of "
+                     f"{plural(inputs['merge_verify_commands'], 'command')} passed")
+        return text
+    steps = inputs["manual_steps"]
+    return f"{plural(steps, 'manual step')}: {'; '.join(steps)}" if steps else "no manual step"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def duration_text(seconds: float) -> str:
+    """``8.4s`` under a minute, else ``80m30s``: how every renderer writes a duration."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s"
