@@ -3,7 +3,7 @@ and the ``_STEP_COMPLETE`` block for agent pipelines; all drawn from one ``Repor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rally_gh.report.mermaid import mermaid_dependencies, mermaid_timeline, outcome_icon
@@ -16,106 +16,126 @@ _STATUS_WORD = {"done": "Done", "partial": "Partial", "failed": "Failed"}
 def report_markdown(report: Report, *, marker: bool = True) -> str:
     """The report; ``marker`` starts it with the hidden line that finds the run's GitHub comment again."""
     out: list[str] = [f"<!-- rally-gh:run:{report.run_id} -->"] if marker else []
+    out += _headline(report)
+    for title, section in _SECTIONS:
+        body = section(report)
+        if body:
+            out += ["", f"### {title}", "", *body]
+    out += ["", step_complete_text(report)]
+    return "\n".join(out) + "\n"
+
+
+def _headline(report: Report) -> list[str]:
     title = f"## rally-gh run `{report.run_id}`: {_STATUS_WORD[report.status]}"
     if report.run_status == "interrupted":
         title += " (interrupted)"
     if report.dry_run:
         title += " (dry run)"
-    out += [title, ""]
-    out.append(
-        f"**Team** {report.team} · **tasks** {report.tasks.done}/{report.tasks.total} done · "
-        f"**team efficiency** {report.tes}/100 · **wall** {duration_text(report.wall_s)} · "
-        f"**cost** ${report.cost_usd:.2f}"
-    )
-    out.append("")
+    summary = (f"**Team** {report.team} · **tasks** {report.tasks.done}/{report.tasks.total} done · "
+               f"**team efficiency** {report.tes}/100 · **wall** {duration_text(report.wall_s)} · "
+               f"**cost** ${report.cost_usd:.2f}")
     base = f"from `{report.base_ref}` @ `{report.base_sha[:10]}`"
     if report.integrated_onto and report.integrated_onto != report.base_sha:
         base = (f"onto `{report.base_ref}` @ `{report.integrated_onto[:10]}`, where `{report.base_ref}` moved "
                 f"during the run; started from `{report.base_sha[:10]}`")
     if report.integration_sha:
-        out.append(f"Integration branch `{report.integration_branch}` @ `{report.integration_sha[:10]}` "
-                   f"({base}), holding {', '.join(report.integrated) or 'nothing'}.")
+        where = (f"Integration branch `{report.integration_branch}` @ `{report.integration_sha[:10]}` "
+                 f"({base}), holding {', '.join(report.integrated) or 'nothing'}.")
     else:
-        out.append(f"No integration branch ({base}).")
-    out += ["", "### Team", "", "| teammate | role | agent | outcome | duration | cost | files changed |",
-            "|---|---|---|---|---|---|---|"]
-    for t in report.teammates:
-        out.append(f"| {t.name} | {_cell(t.role)} | {t.agent} | {outcome_icon(t.outcome)} {t.outcome} | "
-                   f"{duration_text(t.duration_s)} | ${t.cost_usd:.2f} | {len(t.files_changed)} |")
+        where = f"No integration branch ({base})."
+    return [title, "", summary, "", where]
+
+
+def _team(report: Report) -> list[str]:
+    out = ["| teammate | role | agent | outcome | duration | cost | files changed |", "|---|---|---|---|---|---|---|"]
+    out += [f"| {t.name} | {_cell(t.role)} | {t.agent} | {outcome_icon(t.outcome)} {t.outcome} | "
+            f"{duration_text(t.duration_s)} | ${t.cost_usd:.2f} | {len(t.files_changed)} |" for t in report.teammates]
     reasons = [t for t in report.teammates if t.reason and t.outcome != "done"]
     if reasons:
-        out.append("")
-        out += [f"- **{t.name}** ({t.outcome}): {t.reason}" for t in reasons]
+        out += ["", *(f"- **{t.name}** ({t.outcome}): {t.reason}" for t in reasons)]
+    return out
 
-    out += ["", "### Efficiency", "", "| part | weight | score | measured |", "|---|---|---|---|"]
-    for name, part in report.tes_breakdown.items():
-        out.append(f"| {name.replace('_', ' ')} | {int(part.weight * 100)}% | {part.value * 100:.0f} | "
-                   f"{_cell(tes_measured(name, part.inputs))} |")
-    out.append(f"| **total** | | **{report.tes}** | |")
 
-    out += ["", "### Ownership map", "", "| teammate | owns |", "|---|---|"]
-    for t in report.teammates:
-        out.append(f"| {t.name} | {', '.join(f'`{p}`' for p in t.owns)} |")
+def _efficiency(report: Report) -> list[str]:
+    out = ["| part | weight | score | measured |", "|---|---|---|---|"]
+    out += [f"| {name.replace('_', ' ')} | {int(part.weight * 100)}% | {part.value * 100:.0f} | "
+            f"{_cell(tes_measured(name, part.inputs))} |" for name, part in report.tes_breakdown.items()]
+    return [*out, f"| **total** | | **{report.tes}** | |"]
 
-    out += ["", "### Dependencies", "", "```mermaid", mermaid_dependencies(report).rstrip(), "```"]
+
+def _ownership_map(report: Report) -> list[str]:
+    return ["| teammate | owns |", "|---|---|",
+            *(f"| {t.name} | {', '.join(f'`{p}`' for p in t.owns)} |" for t in report.teammates)]
+
+
+def _dependencies(report: Report) -> list[str]:
+    return ["```mermaid", mermaid_dependencies(report).rstrip(), "```"]
+
+
+def _timeline(report: Report) -> list[str]:
     timeline = mermaid_timeline(report)
-    if timeline:
-        out += ["", "### Timeline", "", "```mermaid", timeline.rstrip(), "```"]
+    return ["```mermaid", timeline.rstrip(), "```"] if timeline else []
 
-    out += ["", "### Changed files", ""]
-    any_files = False
+
+def _changed_files(report: Report) -> list[str]:
+    out = []
     for t in report.teammates:
         if t.files_changed:
-            any_files = True
             shown = ", ".join(f"`{f}`" for f in t.files_changed[:20])
             more = f" and {len(t.files_changed) - 20} more" if len(t.files_changed) > 20 else ""
             out.append(f"- **{t.name}** (`{t.branch}`): {shown}{more}")
-    if not any_files:
-        out.append("None.")
+    return out or ["None."]
 
-    out += ["", "### Verification", ""]
+
+def _verification(report: Report) -> list[str]:
     rows = [(t.name, v) for t in report.teammates for v in t.verify] + [("integration", v) for v in report.verification]
-    if rows:
-        out += ["| where | command | result |", "|---|---|---|"]
-        for where, v in rows:
-            failed = f"failed (exit {v.exit_code})" if v.exit_code is not None else "failed (timed out or not started)"
-            out.append(f"| {where} | `{_cell(v.command)}` | {'passed' if v.passed else failed} |")
-    else:
-        out.append("No verification commands in the map.")
+    out = ["| where | command | result |", "|---|---|---|"] if rows else ["No verification commands in the map."]
+    for where, v in rows:
+        failed = f"failed (exit {v.exit_code})" if v.exit_code is not None else "failed (timed out or not started)"
+        out.append(f"| {where} | `{_cell(v.command)}` | {'passed' if v.passed else failed} |")
     if len(report.verify_runs) > 1:
         out += ["", f"merge.verify ran {len(report.verify_runs)} times to find whose work breaks it:", ""]
         out += [f"- `{r.sha[:10]}` ({', '.join(r.teammates) or 'the base'}): {'passed' if r.passed else 'failed'}"
                 for r in report.verify_runs]
-    out += _verify_failures(report)
+    return out + _verify_failures(report)
 
-    out += ["", "### Conflicts", ""]
-    if report.conflicts:
-        out += [f"- **{c.teammate}**" + (f" (commit `{c.commit[:10]}`)" if c.commit else "")
-                + f": {c.describe(report.base_ref)} ({c.action})" for c in report.conflicts]
-    else:
-        out.append("None.")
 
-    out += ["", "### Violations", ""]
-    violations = report.violations
-    if violations:
-        out += ["| teammate | path | owner | kind | commit | reason | rule |", "|---|---|---|---|---|---|---|"]
-        for bad in violations:
-            rule = f"`{_cell(str(bad.rule))}`" if bad.rule else "none"
-            out.append(f"| {bad.teammate} | `{_cell(bad.path)}` | {bad.owner or 'nobody'} | {bad.kind} | "
-                       f"`{(bad.commit or '')[:10]}` | {_cell(bad.reason)} | {rule} |")
-    else:
-        out.append("None: every teammate wrote only what it owns.")
+def _conflicts(report: Report) -> list[str]:
+    return [f"- **{c.teammate}**" + (f" (commit `{c.commit[:10]}`)" if c.commit else "")
+            + f": {c.describe(report.base_ref)} ({c.action})" for c in report.conflicts] or ["None."]
 
-    if report.convergence:
-        out += ["", "### Shared blockers", ""]
-        out += [f"- {', '.join(g.teammates)} failed the same way: {g.signature}" for g in report.convergence]
 
-    out += ["", "### Risks", ""]
+def _violations(report: Report) -> list[str]:
+    if not report.violations:
+        return ["None: every teammate wrote only what it owns."]
+    out = ["| teammate | path | owner | kind | commit | reason | rule |", "|---|---|---|---|---|---|---|"]
+    for bad in report.violations:
+        rule = f"`{_cell(str(bad.rule))}`" if bad.rule else "none"
+        out.append(f"| {bad.teammate} | `{_cell(bad.path)}` | {bad.owner or 'nobody'} | {bad.kind} | "
+                   f"`{(bad.commit or '')[:10]}` | {_cell(bad.reason)} | {rule} |")
+    return out
+
+
+def _shared_blockers(report: Report) -> list[str]:
+    return [f"- {', '.join(g.teammates)} failed the same way: {g.signature}" for g in report.convergence]
+
+
+def _risks(report: Report) -> list[str]:
     risks = [*report.risks, *(f"plan: {p}" for p in report.problems)]
-    out += [f"- {r}" for r in risks] if risks else ["None noted."]
+    return [f"- {r}" for r in risks] or ["None noted."]
 
-    out += ["", "### Next step", "", report.next, "", step_complete_text(report)]
-    return "\n".join(out) + "\n"
+
+def _next_step(report: Report) -> list[str]:
+    return [report.next]
+
+
+# The report's sections, in order; one whose body is empty is left out.
+_SECTIONS: tuple[tuple[str, Callable[[Report], list[str]]], ...] = (
+    ("Team", _team), ("Efficiency", _efficiency), ("Ownership map", _ownership_map),
+    ("Dependencies", _dependencies), ("Timeline", _timeline), ("Changed files", _changed_files),
+    ("Verification", _verification), ("Conflicts", _conflicts), ("Violations", _violations),
+    ("Shared blockers", _shared_blockers), ("Risks", _risks), ("Next step", _next_step),
+)
 
 
 VERIFY_TAIL_LINES = 20
