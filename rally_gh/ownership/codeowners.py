@@ -370,58 +370,10 @@ def _line_order(entries: Sequence[_Entry], teammates: int) -> tuple[list[int], b
     of one teammate before any positive entry of another that may give the same paths
     back, unless a later entry of that other teammate decides those paths anyway.
     Returns the order and whether constraints had to be broken (a cycle)."""
-    positives_by_key: dict[str, list[int]] = {}
-    positives_by_prefix: dict[str, list[int]] = {}
-    positives_anywhere: list[int] = []
-    positives_of: list[list[int]] = [[] for _ in range(teammates)]  # entry indices, in list order
-    # Per teammate, the last position of entries that match everything below a key, or
-    # everything, or what a given regex matches: what a later entry decides anyway.
-    last_full: list[dict[str, int]] = [{} for _ in range(teammates)]
-    last_dir: list[dict[str, int]] = [{} for _ in range(teammates)]
-    last_same: list[dict[str, int]] = [{} for _ in range(teammates)]
-    last_anywhere_full: list[dict[str, int]] = [{} for _ in range(teammates)]  # unanchored literals
-    last_anywhere_dir: list[dict[str, int]] = [{} for _ in range(teammates)]
-    last_everything = [-1] * teammates
-    for k, e in enumerate(entries):
-        g = e.glob
-        last_same[e.teammate][g.regex] = e.position
-        if g.literal is not None and g.anchored:
-            (last_dir if g.dir_only else last_full)[e.teammate][g.literal + "/"] = e.position
-        elif g.literal is not None:
-            (last_anywhere_dir if g.dir_only else last_anywhere_full)[e.teammate][g.literal] = e.position
-        elif g.regex in _EVERYTHING:
-            last_everything[e.teammate] = e.position
-        if g.negated:
-            continue
-        positives_of[e.teammate].append(k)
-        if e.key is None:
-            positives_anywhere.append(k)
-        else:
-            positives_by_key.setdefault(e.key, []).append(k)
-            for prefix in _prefixes(e.key):
-                positives_by_prefix.setdefault(prefix, []).append(k)
-
-    def last_cover(x: _Entry, t: int) -> int:
-        """The last position in teammate t's list of an entry matching every path x matches."""
-        best = max(last_everything[t], last_same[t].get(x.glob.regex, -1))
-        if x.key is not None:
-            strict = x.glob.literal is None or x.glob.dir_only  # x never matches its key's own path
-            for prefix in _prefixes(x.key):
-                best = max(best, last_full[t].get(prefix, -1))
-                if strict or prefix != x.key:
-                    best = max(best, last_dir[t].get(prefix, -1))
-            if last_anywhere_full[t] or last_anywhere_dir[t]:
-                names = x.key[:-1].split("/")
-                for n, name in enumerate(names):
-                    best = max(best, last_anywhere_full[t].get(name, -1))
-                    if strict or n < len(names) - 1:
-                        best = max(best, last_anywhere_dir[t].get(name, -1))
-        return best
-
+    covers = _Covers.of(entries, teammates)
+    positives = _Positives.of(entries, teammates)
     # An entry that a later entry of its own list always overrides decides nothing.
-    dead = [last_cover(e, e.teammate) > e.position for e in entries]
-
-    positive_positions = [[entries[j].position for j in js] for js in positives_of]
+    dead = [covers.last_cover(e, e.teammate) > e.position for e in entries]
     successors: list[list[int]] = [[] for _ in entries]
     indegree = [0] * len(entries)
 
@@ -435,37 +387,119 @@ def _line_order(entries: Sequence[_Entry], teammates: int) -> tuple[list[int], b
             edge(previous[e.teammate], k)
         previous[e.teammate] = k
     for k, x in enumerate(entries):
-        if not x.glob.negated:
-            continue
-        # Per other teammate, only its first positive entry after what covers x needs to
-        # wait for x: its list order holds the rest back.
-        if x.key is None:  # x may match anywhere: every positive entry may overlap it
-            for t in range(teammates):
-                if t != x.teammate and positives_of[t]:
-                    n = bisect.bisect_left(positive_positions[t], last_cover(x, t))
-                    while n < len(positives_of[t]) and dead[positives_of[t][n]]:
-                        n += 1
-                    if n < len(positives_of[t]):
-                        edge(k, positives_of[t][n])
-            continue
-        overlapping = list(positives_anywhere)
-        for prefix in _prefixes(x.key):
-            overlapping.extend(positives_by_key.get(prefix, ()))
-        overlapping.extend(j for j in positives_by_prefix.get(x.key, ()) if entries[j].key != x.key)
-        first: dict[int, int] = {}
-        cover: dict[int, int] = {}
-        for j in overlapping:
-            y = entries[j]
-            t = y.teammate
-            if t == x.teammate or dead[j]:
-                continue
-            if t not in cover:
-                cover[t] = last_cover(x, t)
-            if y.position >= cover[t] and (t not in first or y.position < entries[first[t]].position):
-                first[t] = j
-        for j in first.values():
-            edge(k, j)
+        if x.glob.negated:
+            for j in _held_back(entries, k, covers, positives, dead, teammates):
+                edge(k, j)
     return _topological(entries, successors, indegree)
+
+
+@dataclass(frozen=True)
+class _Covers:
+    """Per teammate, the last position of its entries that match everything below a key, or
+    everything, or what a given regex matches: what a later entry of its list decides anyway."""
+    full: list[dict[str, int]]
+    dir: list[dict[str, int]]
+    same: list[dict[str, int]]
+    anywhere_full: list[dict[str, int]]  # unanchored literals
+    anywhere_dir: list[dict[str, int]]
+    everything: list[int]
+
+    @staticmethod
+    def of(entries: Sequence[_Entry], teammates: int) -> _Covers:
+        def tables() -> list[dict[str, int]]:
+            return [{} for _ in range(teammates)]
+
+        covers = _Covers(tables(), tables(), tables(), tables(), tables(), [-1] * teammates)
+        for e in entries:
+            g = e.glob
+            covers.same[e.teammate][g.regex] = e.position
+            if g.literal is not None and g.anchored:
+                (covers.dir if g.dir_only else covers.full)[e.teammate][g.literal + "/"] = e.position
+            elif g.literal is not None:
+                (covers.anywhere_dir if g.dir_only else covers.anywhere_full)[e.teammate][g.literal] = e.position
+            elif g.regex in _EVERYTHING:
+                covers.everything[e.teammate] = e.position
+        return covers
+
+    def last_cover(self, x: _Entry, t: int) -> int:
+        """The last position in teammate t's list of an entry matching every path x matches."""
+        best = max(self.everything[t], self.same[t].get(x.glob.regex, -1))
+        if x.key is None:
+            return best
+        strict = x.glob.literal is None or x.glob.dir_only  # x never matches its key's own path
+        for prefix in _prefixes(x.key):
+            best = max(best, self.full[t].get(prefix, -1))
+            if strict or prefix != x.key:
+                best = max(best, self.dir[t].get(prefix, -1))
+        if self.anywhere_full[t] or self.anywhere_dir[t]:
+            names = x.key[:-1].split("/")
+            for n, name in enumerate(names):
+                best = max(best, self.anywhere_full[t].get(name, -1))
+                if strict or n < len(names) - 1:
+                    best = max(best, self.anywhere_dir[t].get(name, -1))
+        return best
+
+
+@dataclass(frozen=True)
+class _Positives:
+    """The positive entries (indices into the entry list), found by what they may match."""
+    by_key: dict[str, list[int]]
+    by_prefix: dict[str, list[int]]
+    anywhere: list[int]
+    of_teammate: list[list[int]]  # in list order
+    positions: list[list[int]]  # the same entries' positions
+
+    @staticmethod
+    def of(entries: Sequence[_Entry], teammates: int) -> _Positives:
+        found = _Positives({}, {}, [], [[] for _ in range(teammates)], [[] for _ in range(teammates)])
+        for k, e in enumerate(entries):
+            if e.glob.negated:
+                continue
+            found.of_teammate[e.teammate].append(k)
+            found.positions[e.teammate].append(e.position)
+            if e.key is None:
+                found.anywhere.append(k)
+            else:
+                found.by_key.setdefault(e.key, []).append(k)
+                for prefix in _prefixes(e.key):
+                    found.by_prefix.setdefault(prefix, []).append(k)
+        return found
+
+
+def _held_back(entries: Sequence[_Entry], k: int, covers: _Covers, positives: _Positives, dead: Sequence[bool],
+               teammates: int) -> list[int]:
+    """The positive entries of other teammates that must come after the ``!`` entry ``k``.
+    Per other teammate, only its first positive entry after what covers x needs to wait
+    for x: its list order holds the rest back."""
+    x = entries[k]
+    if x.key is None:  # x may match anywhere: every positive entry may overlap it
+        held = []
+        for t in range(teammates):
+            mine = positives.of_teammate[t]
+            if t == x.teammate or not mine:
+                continue
+            n = bisect.bisect_left(positives.positions[t], covers.last_cover(x, t))
+            while n < len(mine) and dead[mine[n]]:
+                n += 1
+            if n < len(mine):
+                held.append(mine[n])
+        return held
+    overlapping = list(positives.anywhere)
+    for prefix in _prefixes(x.key):
+        overlapping.extend(positives.by_key.get(prefix, ()))
+    overlapping.extend(j for j in positives.by_prefix.get(x.key, ()) if entries[j].key != x.key)
+    first: dict[int, int] = {}
+    cover: dict[int, int] = {}
+    for j in overlapping:
+        y = entries[j]
+        t = y.teammate
+        if t == x.teammate or dead[j]:
+            continue
+        if t not in cover:
+            cover[t] = covers.last_cover(x, t)
+        if y.position >= cover[t] and (t not in first or y.position < entries[first[t]].position):
+            first[t] = j
+    return list(first.values())
 
 
 def _topological(entries: Sequence[_Entry], successors: list[list[int]], indegree: list[int]) -> tuple[list[int], bool]:
