@@ -91,7 +91,7 @@ def init(workflows: bool, force: bool) -> None:
     """A starter rally.yml from CODEOWNERS or the top-level layout, valid as written."""
     from rally_gh.commands import init as cmd
 
-    _exit(lambda: cmd.run(Path.cwd(), workflows, force, sys.stdout))
+    _exit(lambda: cmd.run(Path.cwd(), sys.stdout, workflows=workflows, force=force))
 
 
 @cli.command()
@@ -101,7 +101,7 @@ def validate(config_path: Path | None, fmt: str) -> None:
     """Check the ownership map: schema, names, cycles, overlaps, control files."""
     from rally_gh.commands import validate as cmd
 
-    _exit(lambda: cmd.run(Path.cwd(), config_path, fmt, sys.stdout))
+    _exit(lambda: cmd.run(Path.cwd(), sys.stdout, config_path=config_path, fmt=fmt))
 
 
 @cli.command()
@@ -223,7 +223,7 @@ def report(run_id: str | None, fmt: str | None) -> None:
     """The report of a run, the latest by default."""
     from rally_gh.commands import report as cmd
 
-    _exit(lambda: cmd.run(Path.cwd(), run_id, fmt, sys.stdout))
+    _exit(lambda: cmd.run(Path.cwd(), sys.stdout, run_id=run_id, fmt=fmt))
 
 
 @cli.command()
@@ -232,7 +232,7 @@ def runs(fmt: str) -> None:
     """The runs of this repository, newest first: status, teammates, integration branch."""
     from rally_gh.commands import runs as cmd
 
-    _exit(lambda: cmd.run(Path.cwd(), fmt, sys.stdout))
+    _exit(lambda: cmd.run(Path.cwd(), sys.stdout, fmt=fmt))
 
 
 @cli.command()

@@ -824,10 +824,10 @@ def test_validate_labels_errors_as_it_labels_warnings_and_counts_in_words(tmp_pa
     (tmp_path / "rally.yml").write_text("team: t\nteammates:\n  - {name: a, exclusive_write: [x/]}\n"
                                         "  - {name: b, exclusive_write: [x/]}\n")
     out = io.StringIO()
-    assert validate_cmd.run(tmp_path, None, "text", out) == 1
+    assert validate_cmd.run(tmp_path, out) == 1
     text = out.getvalue()
     assert "rally.yml:4:33: error: teammates[1].exclusive_write[0]: a: x/ and b: x/ both own x/a" in text
     (tmp_path / "rally.yml").write_text("team: t\nteammates:\n  - {name: a, exclusive_write: [x/]}\n")
     out = io.StringIO()
-    validate_cmd.run(tmp_path, None, "text", out)
+    validate_cmd.run(tmp_path, out)
     assert out.getvalue().endswith("rally.yml: 1 teammate, 1 pattern: valid (0 errors, 0 warnings)\n")

@@ -48,7 +48,7 @@ def test_every_map_in_the_docs_validates(tmp_path: Path, where: str, text: str) 
     path = tmp_path / "rally.yml"
     path.write_text(text, encoding="utf-8")
     out = io.StringIO()
-    code = validate.run(tmp_path, path, "text", out)
+    code = validate.run(tmp_path, out, config_path=path)
     assert code == 0, f"the map at {where} does not validate:\n{out.getvalue()}"
     assert "valid (0 errors" in out.getvalue(), out.getvalue()
 

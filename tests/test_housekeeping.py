@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,9 @@ def branches(repo: Path) -> list[str]:
     return run_git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/rally/").split()
 
 
-def say(fn: object, *args: object) -> str:
+def say(fn: Callable[..., int], repo: Path, **options: Any) -> str:
     out = io.StringIO()
-    assert fn(*args, out) == 0  # type: ignore[operator]
+    assert fn(repo, out, **options) == 0
     return out.getvalue()
 
 
@@ -103,7 +104,7 @@ def copy_of(repo: Path, tmp_path: Path) -> Path:
 
 
 def test_runs_lists_each_run_newest_first_with_its_status_teammates_and_integration_branch(three_runs: Path) -> None:
-    lines = say(runs_cmd.run, three_runs, "text").splitlines()
+    lines = say(runs_cmd.run, three_runs, fmt="text").splitlines()
     assert lines[0].split() == ["RUN", "STARTED", "(UTC)", "STATUS", "TEAMMATES", "INTEGRATION", "BRANCH"]
     assert [line.split()[:5] for line in lines[1:4]] == [
         ["try", "2027-01-14", "20:00", "dry", "run"],
@@ -113,7 +114,7 @@ def test_runs_lists_each_run_newest_first_with_its_status_teammates_and_integrat
     assert lines[1].split()[6:] == ["(2", "pending)", "-"]  # "dry run" is two words
     assert lines[2].split()[5:] == ["(2", "done)", "rally/recent/_integration"]
     assert lines[3].split()[5:] == ["(2", "done,", "1", "violated)", "rally/old/_integration"]
-    data = json.loads(say(runs_cmd.run, three_runs, "json"))
+    data = json.loads(say(runs_cmd.run, three_runs, fmt="json"))
     assert [(r["run_id"], r["dry_run"], r["status"]) for r in data] == [
         ("try", True, "dry run"), ("recent", False, "done"), ("old", False, "partial")]
     assert data[2]["teammates"] == [{"name": "api", "outcome": "done"}, {"name": "docs", "outcome": "done"},
@@ -122,17 +123,17 @@ def test_runs_lists_each_run_newest_first_with_its_status_teammates_and_integrat
 
 
 def test_report_without_run_shows_the_run_started_last(three_runs: Path) -> None:
-    latest = json.loads(say(report_cmd.run, three_runs, None, "json"))
+    latest = json.loads(say(report_cmd.run, three_runs, fmt="json"))
     assert latest["run_id"] == "try"
-    assert say(report_cmd.run, three_runs, None, "md") == say(report_cmd.run, three_runs, "try", "md")
+    assert say(report_cmd.run, three_runs, fmt="md") == say(report_cmd.run, three_runs, run_id="try", fmt="md")
 
 
 def test_report_without_run_in_a_repository_without_runs_says_how_to_start_one(tmp_path: Path) -> None:
     repo = init_repo(tmp_path / "repo", {"README.md": "x\n"})
     with pytest.raises(RallyError, match=r"^no run in this repository yet") as err:
-        report_cmd.run(repo, None, "md", io.StringIO())
+        report_cmd.run(repo, io.StringIO(), fmt="md")
     assert err.value.hint is not None and "rally-gh run" in err.value.hint
-    assert say(runs_cmd.run, repo, "text").startswith("no runs yet")
+    assert say(runs_cmd.run, repo, fmt="text").startswith("no runs yet")
 
 
 def test_a_dry_run_of_clean_lists_what_would_go_and_removes_nothing(three_runs: Path, tmp_path: Path) -> None:
@@ -165,7 +166,7 @@ def test_clean_never_deletes_work_that_exists_nowhere_else_unless_forced(three_r
     assert "old: deleted branch rally/old/stray\n" in out and "old: deleted state " in out
     assert not any(b.startswith("rally/old/") for b in branches(repo))
     assert not (runs_dir(repo / ".git") / "old").exists()
-    assert [r["run_id"] for r in json.loads(say(runs_cmd.run, repo, "json"))] == ["try", "recent"]
+    assert [r["run_id"] for r in json.loads(say(runs_cmd.run, repo, fmt="json"))] == ["try", "recent"]
 
 
 def test_clean_of_a_pushed_run_deletes_its_local_branches_and_state(three_runs: Path, tmp_path: Path) -> None:
@@ -201,7 +202,7 @@ def test_clean_leaves_a_running_run_alone(tmp_path: Path) -> None:
                                         pid=os.getpid(), started_at=time.time()))
     assert clean(repo, time.time, force=True).startswith("live: still running, left alone\n")
     assert branches(repo) == ["rally/live/api"]
-    assert "running" in say(runs_cmd.run, repo, "text")
+    assert "running" in say(runs_cmd.run, repo, fmt="text")
 
 
 def test_clean_usage_errors(tmp_path: Path) -> None:

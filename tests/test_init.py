@@ -37,7 +37,7 @@ LAYOUTS: dict[str, dict[str, str]] = {
 
 def validate(repo: Path) -> str:
     out = io.StringIO()
-    code = validate_cmd.run(repo, None, "text", out)
+    code = validate_cmd.run(repo, out)
     assert code == 0, out.getvalue()
     assert "valid (0 errors" in out.getvalue(), out.getvalue()
     return out.getvalue()
@@ -45,7 +45,7 @@ def validate(repo: Path) -> str:
 
 def init(repo: Path, workflows: bool = False, force: bool = False) -> str:
     out = io.StringIO()
-    assert init_cmd.run(repo, workflows, force, out) == 0
+    assert init_cmd.run(repo, out, workflows=workflows, force=force) == 0
     return out.getvalue()
 
 

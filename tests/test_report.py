@@ -187,7 +187,7 @@ def test_the_report_command_reads_run_json(tmp_path: Path) -> None:
     save_state(git.common_dir(git.open_repo(repo)), state)
     for fmt, expected in (("md", "### Team"), ("json", '"run_id": "r1"'), ("step-complete", "Status: SUCCESS")):
         out = io.StringIO()
-        assert report_cmd.run(repo, "r1", fmt, out) == 0
+        assert report_cmd.run(repo, out, run_id="r1", fmt=fmt) == 0
         assert expected in out.getvalue()
 
 

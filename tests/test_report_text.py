@@ -72,9 +72,9 @@ def test_report_draws_for_a_terminal_and_writes_markdown_elsewhere(tmp_path: Pat
     repo = init_repo(tmp_path / "repo", {"a.txt": "a"})
     save_state(git.common_dir(git.open_repo(repo)), _state())
     piped, terminal, text = io.StringIO(), _Terminal(), io.StringIO()
-    assert report_cmd.run(repo, "r1", None, piped) == 0
-    assert report_cmd.run(repo, "r1", None, terminal) == 0
-    assert report_cmd.run(repo, "r1", "text", text) == 0
+    assert report_cmd.run(repo, piped, run_id="r1") == 0
+    assert report_cmd.run(repo, terminal, run_id="r1") == 0
+    assert report_cmd.run(repo, text, run_id="r1", fmt="text") == 0
     assert piped.getvalue() == report_markdown(build_report(_state()))  # as today, for GitHub and pipes
     assert "<!--" not in terminal.getvalue() and "Timeline" in terminal.getvalue()
     assert "```" not in text.getvalue() and "rally-gh run r1: Partial" in text.getvalue()

@@ -15,7 +15,7 @@ from rally_gh.starter import find_codeowners, from_codeowners, from_layout
 WORKFLOWS = ("rally-issue.yml", "rally-dispatch.yml", "rally-pr-check.yml")
 
 
-def run(cwd: Path, workflows: bool, force: bool, stdout: TextIO) -> int:
+def run(cwd: Path, stdout: TextIO, *, workflows: bool = False, force: bool = False) -> int:
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
     existing = [root / name for name in CONFIG_CANDIDATES if (root / name).is_file()]

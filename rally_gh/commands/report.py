@@ -16,7 +16,7 @@ from rally_gh.report.text import print_report, write_report
 from rally_gh.state import check_ref_component, load_state
 
 
-def run(cwd: Path, run_id: str | None, fmt: str | None, stdout: TextIO) -> int:
+def run(cwd: Path, stdout: TextIO, *, run_id: str | None = None, fmt: str | None = None) -> int:
     """The report of ``run_id``, or of the run started last when it is None. ``fmt`` None: drawn
     for a person at a terminal, Markdown for anything else."""
     repo = git.open_repo(cwd, allow_bare=True)

@@ -13,7 +13,7 @@ from rally_gh.errors import EXIT_OK
 from rally_gh.housekeeping import RunInfo, find_runs
 
 
-def run(cwd: Path, fmt: str, stdout: TextIO) -> int:
+def run(cwd: Path, stdout: TextIO, *, fmt: str = "text") -> int:
     runs = find_runs(git.open_repo(cwd, allow_bare=True))
     if fmt == "json":
         stdout.write(json.dumps([_as_json(r) for r in runs], indent=2) + "\n")

@@ -12,7 +12,7 @@ from rally_gh.errors import EXIT_FAILED, EXIT_OK, ConfigError, GitError
 from rally_gh.ownership.validation import problem_dict, validate_map
 
 
-def run(cwd: Path, config_path: Path | None, fmt: str, stdout: TextIO) -> int:
+def run(cwd: Path, stdout: TextIO, *, config_path: Path | None = None, fmt: str = "text") -> int:
     try:
         repo = git.open_repo(cwd)
         root: Path = git.workdir(repo)
