@@ -38,6 +38,16 @@ def test_no_command_imports_another_command() -> None:
     assert not found, "\n".join(found)
 
 
+def test_only_the_real_github_module_imports_pygithub() -> None:
+    """PyGithub stays behind the endpoint interface: everything else talks to ``GitHubEndpoint``."""
+    real = PACKAGE / "github" / "real.py"
+    found = [f"{module.relative_to(PACKAGE.parent)}:{line}: imports {name}"
+             for module in sorted(PACKAGE.rglob("*.py")) if module != real
+             for line, name in _imports(module) if name == "github" or name.startswith("github.")]
+    assert not found, "\n".join(found)
+    assert any(name == "github" or name.startswith("github.") for _, name in _imports(real))
+
+
 # Only the actions module names GitHub Actions' variables. The hook's fast path reads the
 # pull request's head branch itself: it imports nothing beyond os, sys and marshal.
 # The action's inputs (RALLY_TEAMMATES, ...) come through the environment too: they are read there as well.
