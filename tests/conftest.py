@@ -29,13 +29,13 @@ _REAL_CLI_TEST = re.compile(r"^tests/real_agents/.*\[(?P<cli>[a-z-]+)\]$")
 _real_cli_runs: dict[str, str] = {}  # cli -> "ran", or why its tests skipped
 
 
-# Why tests/test_mermaid.py did not draw the report's diagrams with Mermaid (its tests skip
+# Why tests/report/test_mermaid.py did not draw the report's diagrams with Mermaid (its tests skip
 # only when the renderer is missing).
 _mermaid_skipped: list[str] = []
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.nodeid.startswith("tests/test_mermaid.py::") and report.skipped and not _mermaid_skipped:
+    if report.nodeid.startswith("tests/report/test_mermaid.py::") and report.skipped and not _mermaid_skipped:
         longrepr = report.longrepr
         _mermaid_skipped.append(str(longrepr[2] if isinstance(longrepr, tuple) else longrepr))
     m = _REAL_CLI_TEST.match(report.nodeid)

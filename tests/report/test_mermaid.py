@@ -25,7 +25,7 @@ from rally_gh.report import build_report, mermaid_dependencies, mermaid_timeline
 from rally_gh.state import RunState, TeammateRecord
 from rally_gh.testing import T0, run_state, teammate_record
 
-HERE = Path(__file__).parent / "mermaid"
+HERE = Path(__file__).parent.parent / "mermaid"
 CACHE = Path(os.environ.get("RALLY_MERMAID_CACHE") or Path.home() / ".cache" / "rally-gh-mermaid")
 
 # Every word Mermaid's gantt and flowchart grammars treat specially that is also a
@@ -174,7 +174,7 @@ def test_a_test_run_without_the_renderer_ends_saying_so(tmp_path: Path) -> None:
     env.pop("PYTEST_XDIST_WORKER", None)
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", __file__,
-         "-k", "time_zone"], cwd=Path(__file__).parent.parent, env=env, capture_output=True, text=True, timeout=300)
+         "-k", "time_zone"], cwd=Path(__file__).parent.parent.parent, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     said = [line for line in proc.stdout.splitlines() if line.startswith("= THE REPORT'S MERMAID")]
     assert [line.strip("= ") for line in said] == [(f"THE REPORT'S MERMAID DIAGRAMS WERE NOT RENDERED: mermaid is not installed in "
