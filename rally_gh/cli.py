@@ -180,15 +180,33 @@ def plan(config_path: Path | None, fmt: str, issue: int | None, tasks_path: Path
 @click.option("--dry-run", is_flag=True)
 @click.option("--resume", "resume", default=None, metavar="RUN")
 @NO_SANDBOX_OPTION
+@click.option("--results", "results", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Publish nothing and use no GitHub token: write the run's branches and records to DIR "
+                   "for `rally-gh publish` in another job.")
 def run(config_path: Path | None, run_id: str | None, issue: int | None, event_path: Path | None,
         tasks_path: Path | None, handoff_path: Path | None, dry_run: bool, resume: str | None,
-        no_sandbox: bool) -> None:
+        no_sandbox: bool, results: Path | None) -> None:
     """A whole run: plan, spawn, run agents, reconcile, integrate, publish."""
     from rally_gh.commands import run as cmd
 
     options = cmd.RunOptions(config_path=config_path, run_id=run_id, issue=issue, tasks_path=tasks_path,
-                             handoff_path=handoff_path, dry_run=dry_run, resume=resume, no_sandbox=no_sandbox)
+                             handoff_path=handoff_path, dry_run=dry_run, resume=resume, no_sandbox=no_sandbox,
+                             results=results)
     _exit(lambda: cmd.run(Path.cwd(), _actions(event_path), sys.stdout, options=options))
+
+
+@cli.command()
+@click.option("--results", "results", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
+              metavar="DIR", help="The folder `rally-gh run --results` wrote in the agents' job (its artifact).")
+@click.option("--run-id", default=None, help="The run (default: from the issue and the workflow run, as run names it).")
+@click.option("--event", "event_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@CONFIG_OPTION
+def publish(results: Path, run_id: str | None, event_path: Path | None, config_path: Path | None) -> None:
+    """Check a run's results against the map of the base commit, and publish what passes."""
+    from rally_gh.commands import publish as cmd
+
+    options = cmd.PublishOptions(results=results, run_id=run_id, config_path=config_path)
+    _exit(lambda: cmd.publish(Path.cwd(), _actions(event_path), sys.stdout, options=options))
 
 
 @cli.command()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 import sys
 import time
@@ -10,14 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from rally_gh import git, plan
+from rally_gh import docs_url, git, plan
 from rally_gh.run import pipeline, split
+from rally_gh.run.finish import finish_run
 from rally_gh.ownership.enforce import map_for_run
-from rally_gh.config import Config, LoadedConfig
+from rally_gh.config import LoadedConfig
 from rally_gh.errors import RallyError, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from rally_gh.progress import Progress, wants_live
-from rally_gh.report import Report, build_report, report_markdown
-from rally_gh.report.text import write_report
 from rally_gh import publish
 from rally_gh.github.actions import (
     ActionsContext,
@@ -30,8 +28,10 @@ from rally_gh.github.actions import (
     read_event,
 )
 from rally_gh.github.endpoint import IssueNumber
+from rally_gh.github.events import Trigger
+from rally_gh.results import write_results
 from rally_gh.tasks import RunTasks, TasksRefused, apply_tasks, for_this_run, tasks_for_this_run
-from rally_gh.state import RunState, load_state, new_run_id, runs_dir
+from rally_gh.state import load_state, new_run_id, runs_dir
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,15 @@ class RunOptions:
     resume: str | None = None
     no_sandbox: bool = False
     """Agents run as they are, outside bubblewrap: the report's first risk."""
+    results: Path | None = None
+    """The agents' job of the ready workflows: no GitHub token is used and nothing is pushed; the
+    run's branches and records go to this folder for ``rally-gh publish --results`` in another job."""
+
+
+SHARED_TOKEN_RISK = (
+    "the agents shared this job with a GitHub token that can write (a one-job `rally-gh run --event`): only the "
+    "sandbox stood between them and it; the ready workflows run agents in a read-only job and publish from another "
+    f"({docs_url('security.md')})")
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,8 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
     if resume and run_id and resume != run_id:
         raise UsageError(f"--run-id {run_id} and --resume {resume} name different runs", hint="give only --resume RUN")
     actions = _as_a_run(actions)
+    if options.results is not None:
+        actions = actions.without_token()
     environ = actions.environ
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
@@ -95,6 +106,13 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
         if isinstance(admitted, int):
             return admitted
         asked = admitted
+    elif options.results is not None and event is not None and actions.event_name:
+        # The agents' job: the admit job has admitted the run; what the event asks is read here too.
+        trigger = event.trigger()
+        if not trigger.starts_run:
+            stdout.write(f"rally-gh: nothing to run: {trigger.reason or trigger.kind}\n")
+            return EXIT_OK
+        asked = _as_triggered(trigger, asked)
     issue, issue_text = asked.issue, asked.issue_text
     try:
         tasks = tasks_for_this_run(loaded.config, issue_text, options.tasks_path, options.handoff_path, issue)
@@ -121,16 +139,20 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
                                  dry_run=asked.dry_run, resume=resume is not None,
                                  # In Actions the run publishes to origin; a local run only when asked
                                  # (RALLY_REMOTE names the remote): a person's remotes are theirs.
-                                 remote=actions.publish_remote if github is not None else actions.remote,
+                                 remote=(actions.publish_remote if github is not None
+                                         else None if options.results is not None else actions.remote),
                                  only=asked.only or None, max_parallel=asked.max_parallel, tasks=tasks,
-                                 sandbox=not options.no_sandbox)
+                                 sandbox=not options.no_sandbox,
+                                 risks=(SHARED_TOKEN_RISK,) if github is not None else ())
         except RallyError as err:
             started = (runs_dir(git.common_dir(repo)) / the_run / "run.json").exists()
             if github is not None and issue is not None and not started:
                 _nothing_ran(github, IssueNumber(issue), the_run, err)
             raise
     if github is not None:
-        return finish(repo, state, loaded.config, actions, stdout, github=github)
+        return finish_run(repo, state, loaded.config, actions, stdout, github=github)
+    if options.results is not None:
+        write_results(root, state, options.results)
     if asked.dry_run:
         # Nothing ran: what would run is the plan, not a report of outcomes.
         config, selected = for_this_run(loaded.config, tasks)
@@ -138,7 +160,7 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
         stdout.write(plan.plan_text(config, plan.waves(config, selected), plan.assess(config, selected),
                                     issue_text, issue, selected))
         return EXIT_OK
-    return finish(repo, state, loaded.config, actions, stdout)
+    return finish_run(repo, state, loaded.config, actions, stdout)
 
 
 def _nothing_ran(github: GitHubRun, issue: IssueNumber, the_run: str, err: RallyError) -> None:
@@ -164,11 +186,15 @@ def _admitted(github: GitHubRun, actions: ActionsContext, asked: _Asked, the_run
     if not decision.allowed:
         stdout.write(f"rally-gh: refused: {decision.reason}\n")
         return EXIT_FAILED
-    issue = trigger.issue if trigger.issue is not None else asked.issue
-    issue_text = asked.issue_text
-    if issue is not None and issue_text is None:
-        issue_text = issue_text_from_github(github.endpoint, issue)
-    asked = replace(asked, issue=issue, issue_text=issue_text)
+    asked = _as_triggered(trigger, asked)
+    if asked.issue is not None and asked.issue_text is None:
+        asked = replace(asked, issue_text=issue_text_from_github(github.endpoint, asked.issue))
+    return asked
+
+
+def _as_triggered(trigger: Trigger, asked: _Asked) -> _Asked:
+    """What the trigger asks of the run: its issue, and a dispatch's inputs."""
+    asked = replace(asked, issue=trigger.issue if trigger.issue is not None else asked.issue)
     if trigger.inputs is None:
         return asked
     # Who runs: the dispatch's choice, else the action's. How many at once: the lowest of
@@ -177,29 +203,6 @@ def _admitted(github: GitHubRun, actions: ActionsContext, asked: _Asked, the_run
                    max_parallel=min((n for n in (asked.max_parallel, trigger.inputs.max_parallel) if n is not None),
                                     default=None),
                    dry_run=asked.dry_run or trigger.inputs.dry_run)
-
-
-def finish(repo: git.Repository, state: RunState, config: Config, actions: ActionsContext, stdout: TextIO,
-           github: GitHubRun | None = None) -> int:
-    """Write the report next to run.json and to standard output; with GitHub, publish
-    it (checks, pull request, comment, labels); in CI, the job summary and outputs."""
-    report = build_report(state)
-    markdown = report_markdown(report)
-    folder = runs_dir(git.common_dir(repo)) / state.run_id
-    (folder / "report.md").write_text(markdown, encoding="utf-8")
-    (folder / "report.json").write_text(json.dumps(report.as_json(), indent=2) + "\n", encoding="utf-8")
-    write_report(report, stdout)
-    _record_history(repo, report, config, actions.publish_remote if github is not None else None)
-    if github is not None:
-        publish.publish_run(github.endpoint, state, report, github.trigger, actions)
-    else:
-        publish.write_step_summary(actions.summary_file, markdown)
-        publish.write_outputs(actions.output_file, publish.run_outputs(report, None))
-    if state.status == "interrupted":
-        return EXIT_INTERRUPTED
-    if state.dry_run or report.status == "done":  # a dry run that planned well has done its job
-        return EXIT_OK
-    return EXIT_FAILED
 
 
 def _as_a_run(actions: ActionsContext) -> ActionsContext:
@@ -216,22 +219,6 @@ def _event_tasks(loaded: LoadedConfig, actions: ActionsContext,
     """The issue text and tasks every job of a split run reads from the same event."""
     issue, issue_text = issue_of_job(actions, event, None)
     return issue_text, tasks_for_this_run(loaded.config, issue_text, None, None, issue)
-
-
-def _record_history(repo: git.Repository, report: Report, config: Config, remote: str | None) -> None:
-    """Append this run to refs/rally/history (and, in CI, to ``remote``'s, so it
-    outlives the runner). Never fails the run: a warning says what went wrong."""
-    from rally_gh import history
-
-    try:
-        if remote is not None:
-            if report.dry_run:
-                return
-            history.share_record(repo, history.record_of_run(report, config, time.time()), remote)
-        else:
-            history.record_run(repo, report, config, time.time)
-    except RallyError as err:
-        sys.stderr.write(f"rally-gh: warning: the run was not added to the history: {err}\n")
 
 
 def _map(repo: git.Repository, config_path: Path | None) -> LoadedConfig:
@@ -281,4 +268,4 @@ def merge(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: MergeO
                                 remote=actions.publish_remote,
                                 selected=None if tasks is None else frozenset(tasks.names))
     # The plan job admitted the run; the merge job publishes it like a single-job run.
-    return finish(repo, state, loaded.config, actions, stdout, github=github_of_run(actions, event))
+    return finish_run(repo, state, loaded.config, actions, stdout, github=github_of_run(actions, event))

@@ -20,6 +20,8 @@ pygit2 object is handed out. The modules, along the ways rally-gh uses git:
   values (integration).
 - ``remote``: pushes under a lease and what a remote holds.
 - ``records``: records kept as commits (the run history, split-run results).
+- ``bundles``: a run's branches carried to the publish job in a bundle, and taken
+  from one as untrusted input.
 
 Errors are ``rally_gh.errors.GitError``: what went wrong, and what to do.
 """
@@ -28,6 +30,11 @@ from __future__ import annotations
 
 from pygit2 import Repository
 
+from rally_gh.git.bundles import (
+    bundle_heads,
+    fetch_from_bundle,
+    write_bundle,
+)
 from rally_gh.git.changes import (
     Change,
     StagedIndex,
@@ -133,6 +140,8 @@ from rally_gh.git.worktrees import (
 
 __all__ = [
     "Repository",  # an opaque handle outside this package
+    # bundles
+    "bundle_heads", "fetch_from_bundle", "write_bundle",
     # changes
     "Change", "StagedIndex", "changed_files", "commit_changes", "commits_between", "dirty_paths", "index_paths",
     "merge_head_shas", "non_merge_commits", "patch_ids", "read_index_blob", "staged_changes", "tree_changes",

@@ -118,6 +118,12 @@ class ActionsContext:
         kept = MappingProxyType({k: v for k, v in self.environ.items() if k not in TOKEN_VARIABLES})
         return replace(self, environ=kept, token=None, dropped_tokens=held)
 
+    def without_token(self) -> ActionsContext:
+        """This context for a job that must not write (the agents' job of the ready workflows): no
+        API is asked, and no token is passed on, whatever the workflow gave the job."""
+        kept = MappingProxyType({k: v for k, v in self.environ.items() if k not in TOKEN_VARIABLES})
+        return replace(self, environ=kept, token=None)
+
     def local_token_note(self) -> str | None:
         """Why a token the shell holds is not used, for the commands that would have used it."""
         if not self.dropped_tokens:

@@ -102,10 +102,16 @@ class Ledger:
 
 def new_state(repo: git.Repository, common: Path, run_id: str, loaded: LoadedConfig, issue_text: str | None,
               clock: Clock, dry_run: bool, selected: frozenset[str] | None = None) -> RunState:
-    config = loaded.config
     if state_path(common, run_id).exists():
         raise RallyError(f"run {run_id!r} already exists ({state_path(common, run_id)})",
                          hint=f"continue it with `rally-gh run --resume {run_id}`, or choose another --run-id")
+    return fresh_state(repo, run_id, loaded, issue_text, clock, dry_run, selected)
+
+
+def fresh_state(repo: git.Repository, run_id: str, loaded: LoadedConfig, issue_text: str | None, clock: Clock,
+                dry_run: bool, selected: frozenset[str] | None = None) -> RunState:
+    """A run's state before anything ran, from the map and the base commit alone."""
+    config = loaded.config
     base_ref = config.base or git.head_branch(repo) or "HEAD"
     base_sha = git.resolve(repo, base_ref)
     prefix = config.branch_prefix

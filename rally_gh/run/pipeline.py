@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
@@ -32,7 +32,8 @@ from rally_gh.tasks import RunTasks
 def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | None, clock: Clock,
         environ: Mapping[str, str], on_event: EventSink | None = None, dry_run: bool = False,
         resume: bool = False, *, remote: str | None = None, only: Collection[str] | None = None,
-        max_parallel: int | None = None, tasks: RunTasks | None = None, sandbox: bool = True) -> RunState:
+        max_parallel: int | None = None, tasks: RunTasks | None = None, sandbox: bool = True,
+        risks: Sequence[str] = ()) -> RunState:
     """Run the team once (or resume run ``run_id``); the final state, also saved in run.json.
 
     ``remote``: push every branch there too (a run in CI). ``only``: run just these
@@ -40,6 +41,7 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
     ``tasks``: this run's tasks (the issue's ``rally`` block, a tasks or handoff file).
     ``sandbox``: agents run in bubblewrap, and the run is refused where it cannot build one;
     False (``--no-sandbox``) runs them as they are, the report's first risk.
+    ``risks``: what the caller knows the report must name besides (a write token in the agents' job).
 
     Raises RallyError when the plan is refused or the run cannot start; the
     outcome of each teammate is data in the returned state, never an exception.
@@ -54,7 +56,7 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
     loaded, selected = assess.select(loaded, tasks, only, max_parallel)
     ctx = RunContext(repo_path, git.common_dir(repo), loaded, run_id, issue_text, clock, environ, emit,
                      Policy(remote=remote), assess.sandbox_of(environ, sandbox))
-    state = _assess(ctx, selected, resume, dry_run).with_phase("assess", clock() - started)
+    state = _assess(ctx, selected, resume, dry_run, risks).with_phase("assess", clock() - started)
     save_state(ctx.common, state)
 
     state = _plan(ctx, state, selected)
@@ -89,7 +91,8 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
     return ledger.state
 
 
-def _assess(ctx: RunContext, selected: frozenset[str] | None, resume: bool, dry_run: bool) -> RunState:
+def _assess(ctx: RunContext, selected: frozenset[str] | None, resume: bool, dry_run: bool,
+            known_risks: Sequence[str] = ()) -> RunState:
     """Assess (step 1): the run refused, or its state begun (or resumed) with its warnings and risks."""
     repo = ctx.repo()
     programs = assess.agent_program_problems(repo, ctx.loaded, selected, ctx.environ)
@@ -99,7 +102,7 @@ def _assess(ctx: RunContext, selected: frozenset[str] | None, resume: bool, dry_
     else:
         state = new_state(repo, ctx.common, ctx.run_id, ctx.loaded, ctx.issue_text, ctx.clock, dry_run, selected)
     return state.model_copy(update={"problems": tuple(p.message for p in problems),
-                                    "risks": tuple(assess.risks(ctx.loaded, ctx.environ, ctx.sandbox))})
+                                    "risks": (*known_risks, *assess.risks(ctx.loaded, ctx.environ, ctx.sandbox))})
 
 
 def _plan(ctx: RunContext, state: RunState, selected: frozenset[str] | None) -> RunState:

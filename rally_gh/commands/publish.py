@@ -1,0 +1,63 @@
+"""``rally-gh publish --results DIR``: the publish job of a run whose agents ran in a job without a write token.
+
+It runs no code that an agent, a branch or the issue wrote: it imports the agents' job's
+results as untrusted input and checks them against the map of this checkout's base commit
+(``rally_gh.results``), then pushes what passed with leases and writes the pull request,
+checks, comment, labels and job summary as a one-job run does.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from rally_gh import git
+from rally_gh.results import ResultLimits, import_results
+from rally_gh.errors import UsageError
+from rally_gh.github.actions import ActionsContext, github_of_run, issue_of, read_event
+from rally_gh.ownership.enforce import map_for_run
+from rally_gh.run import fanin
+from rally_gh.run.context import Policy, RunContext, no_events
+from rally_gh.run.finish import finish_run
+from rally_gh.run.ledger import Ledger
+from rally_gh.state import check_ref_component, new_run_id
+
+
+@dataclass(frozen=True)
+class PublishOptions:
+    results: Path
+    """The folder the agents' job wrote with ``rally-gh run --results`` (the downloaded artifact)."""
+    run_id: str | None = None
+    """Default: the id the agents' job gave the run in this workflow run (the issue's number and the run's id)."""
+    config_path: Path | None = None
+    limits: ResultLimits = ResultLimits()
+
+
+def publish(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: PublishOptions) -> int:
+    repo = git.open_repo(cwd)
+    root = git.workdir(repo)
+    loaded, note = map_for_run(repo, None if options.config_path is None else options.config_path.as_posix())
+    if note:
+        sys.stderr.write(f"rally-gh: note: {note}\n")
+    event = read_event(actions)
+    github = github_of_run(actions, event)
+    run_id = options.run_id
+    if run_id is None:
+        if actions.workflow_run_id is None:
+            raise UsageError("which run to publish: give --run-id (outside a workflow run there is no default)")
+        run_id = new_run_id(issue_of(event, None)[0], actions.workflow_run_id, time.time)
+    check_ref_component(run_id, "run id")
+    imported = import_results(root, loaded, run_id, options.results, time.time(), options.limits)
+    for refusal in imported.refusals:
+        sys.stderr.write(f"rally-gh: refused: {refusal.who}: {refusal.reason}\n")
+    common = git.common_dir(repo)
+    ledger = Ledger(common, imported.state)
+    # In Actions the run publishes to origin; a local try only when asked (RALLY_REMOTE).
+    remote = actions.publish_remote if github is not None else actions.remote
+    ctx = RunContext(root, common, loaded, run_id, None, time.time, actions.environ, no_events, Policy(remote=remote))
+    fanin.publish_integration(ctx, ledger, repo, imported.integration)
+    ledger.update_run(status="finished")
+    return finish_run(repo, ledger.state, loaded.config, actions, stdout, github=github)

@@ -1,0 +1,56 @@
+"""The end of a run, whichever job ends it: the report in the run folder and on standard
+output, the history, and with GitHub, everything ``publish.publish_run`` shows there."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TextIO
+
+from rally_gh import git, publish
+from rally_gh.config import Config
+from rally_gh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, RallyError
+from rally_gh.github.actions import ActionsContext, GitHubRun
+from rally_gh.report import Report, build_report, report_markdown
+from rally_gh.report.text import write_report
+from rally_gh.state import RunState, runs_dir
+
+
+def finish_run(repo: git.Repository, state: RunState, config: Config, actions: ActionsContext, stdout: TextIO,
+               github: GitHubRun | None = None) -> int:
+    """Write the report next to run.json and to standard output; with GitHub, publish
+    it (checks, pull request, comment, labels); in CI, the job summary and outputs."""
+    report = build_report(state)
+    markdown = report_markdown(report)
+    folder = runs_dir(git.common_dir(repo)) / state.run_id
+    (folder / "report.md").write_text(markdown, encoding="utf-8")
+    (folder / "report.json").write_text(json.dumps(report.as_json(), indent=2) + "\n", encoding="utf-8")
+    write_report(report, stdout)
+    _record_history(repo, report, config, actions.publish_remote if github is not None else None)
+    if github is not None:
+        publish.publish_run(github.endpoint, state, report, github.trigger, actions)
+    else:
+        publish.write_step_summary(actions.summary_file, markdown)
+        publish.write_outputs(actions.output_file, publish.run_outputs(report, None))
+    if state.status == "interrupted":
+        return EXIT_INTERRUPTED
+    if state.dry_run or report.status == "done":  # a dry run that planned well has done its job
+        return EXIT_OK
+    return EXIT_FAILED
+
+
+def _record_history(repo: git.Repository, report: Report, config: Config, remote: str | None) -> None:
+    """Append this run to refs/rally/history (and, in CI, to ``remote``'s, so it
+    outlives the runner). Never fails the run: a warning says what went wrong."""
+    from rally_gh import history
+
+    try:
+        if remote is not None:
+            if report.dry_run:
+                return
+            history.share_record(repo, history.record_of_run(report, config, time.time()), remote)
+        else:
+            history.record_run(repo, report, config, time.time)
+    except RallyError as err:
+        sys.stderr.write(f"rally-gh: warning: the run was not added to the history: {err}\n")

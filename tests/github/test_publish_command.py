@@ -1,0 +1,192 @@
+"""The two jobs of the ready workflows against the fake GitHub, through the real PyGithub client:
+the agents' job (``rally-gh run --results DIR``, no token) and the publish job (``rally-gh publish
+--results DIR``, the write token), each in its own clone, sharing only the results folder (the artifact).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+from rally_gh import git as rgit
+from rally_gh.commands import publish as publish_cmd
+from rally_gh.commands import run as run_cmd
+from rally_gh.commands.publish import PublishOptions
+from rally_gh.commands.run import RunOptions
+from rally_gh.github.actions import read
+from rally_gh.github.fake import FakeGitHubServer
+from rally_gh.results import BUNDLE_FILE, RECORD_FILE, write_results
+from rally_gh.state import RunState
+from rally_gh.testing import commit, git, init_repo
+
+RUN_ID = "4242"
+
+AGENT = """\
+import os, pathlib
+name = os.environ["RALLY_TEAMMATE"]
+# The token must never reach an agent of the agents' job.
+assert not any(k in os.environ for k in ("GITHUB_TOKEN", "GH_TOKEN")), "a token reached the agent"
+pathlib.Path(f"src/{name}").mkdir(parents=True, exist_ok=True)
+pathlib.Path(f"src/{name}/work.txt").write_text(f"{name}'s work\\n")
+"""
+
+
+def _team_map(agent: Path) -> str:
+    command = f"[{json.dumps(sys.executable)}, {json.dumps(str(agent))}]"
+    lines = ["version: 1", "team: shop", "defaults: {timeout: 30s, retries: 0}", "teammates:"]
+    for name in ("api", "web"):
+        lines += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
+                  f"    agent: {{preset: command, command: {command}}}"]
+    return "\n".join(lines) + "\n"
+
+
+def _shop(fake: FakeGitHubServer, tmp_path: Path) -> tuple[int, Path]:
+    """A labeled issue by a writer, a two-teammate shop on the fake; the issue and the event file."""
+    fake.set_permission("alice", "write")
+    issue = fake.create_issue("Shop", "Both halves.", user="alice", labels=("rally:parallel",))
+    agent = tmp_path / "agent.py"
+    agent.write_text(AGENT)
+    origin = init_repo(tmp_path / "origin", {"README.md": "# shop\n", "rally.yml": _team_map(agent)})
+    git(origin, "remote", "add", "origin", fake.authenticated_git_url)
+    git(origin, "push", "-q", "origin", "main")
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({
+        "action": "labeled", "label": {"name": "rally:parallel"}, "sender": {"login": "alice", "type": "User"},
+        "issue": {"number": issue, "title": "Shop", "body": "Both halves.", "labels": [{"name": "rally:parallel"}]},
+        "repository": {"default_branch": "main", "full_name": "owner/repo"}}))
+    return issue, event
+
+
+def _env(fake: FakeGitHubServer, event: Path, *, token: bool) -> dict[str, str]:
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "owner/repo", "GITHUB_API_URL": fake.api_url,
+           "GITHUB_EVENT_NAME": "issues", "GITHUB_EVENT_PATH": str(event), "GITHUB_RUN_ID": RUN_ID,
+           "PATH": os.environ["PATH"]}
+    return {**env, "GITHUB_TOKEN": fake.token} if token else env
+
+
+def _checkout(fake: FakeGitHubServer, where: Path) -> Path:
+    git(where.parent, "clone", "-q", fake.authenticated_git_url, str(where))
+    return where
+
+
+def _agents_job(fake: FakeGitHubServer, tmp_path: Path, event: Path) -> tuple[Path, Path]:
+    """The agents' job in a clone of its own; its clone and the results folder it leaves."""
+    clone = _checkout(fake, tmp_path / "agents-job")
+    results = tmp_path / "artifact"
+    out = io.StringIO()
+    code = run_cmd.run(clone, read(_env(fake, event, token=False)), out, options=RunOptions(results=results),
+                       progress_stream=io.StringIO())
+    assert code == 0, out.getvalue()[-3000:]
+    return clone, results
+
+
+def _publish_job(fake: FakeGitHubServer, tmp_path: Path, event: Path, results: Path,
+                 name: str = "publish-job") -> tuple[int, str]:
+    clone = _checkout(fake, tmp_path / name)
+    out = io.StringIO()
+    code = publish_cmd.publish(clone, read(_env(fake, event, token=True)), out,
+                               options=PublishOptions(results=results))
+    return code, out.getvalue()
+
+
+def test_the_agents_job_leaves_results_and_touches_nothing_on_github(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    issue, event = _shop(fake_github, tmp_path)
+    _, results = _agents_job(fake_github, tmp_path, event)
+    assert sorted(p.name for p in results.iterdir()) == [BUNDLE_FILE, RECORD_FILE]
+    assert not fake_github.requests  # no API call: no token in the job
+    assert set(fake_github.refs()) == {"refs/heads/main"}  # nothing pushed
+    state = RunState.model_validate_json((results / RECORD_FILE).read_text())
+    assert state.run_id == f"issue-{issue}-{RUN_ID}" and state.integrated == ("api", "web")
+    assert not any("shared this job" in r for r in state.risks)
+
+
+def test_the_publish_job_publishes_what_the_agents_job_verified(fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    issue, event = _shop(fake_github, tmp_path)
+    _, results = _agents_job(fake_github, tmp_path, event)
+    code, out = _publish_job(fake_github, tmp_path, event, results)
+    assert code == 0, out
+    run = f"issue-{issue}-{RUN_ID}"
+    refs = fake_github.refs()
+    assert {f"refs/heads/rally/{run}/{n}" for n in ("api", "web", "_integration")} <= set(refs)
+    files = git(fake_github.bare_repo, "ls-tree", "-r", "--name-only", f"refs/heads/rally/{run}/_integration").split()
+    assert {"src/api/work.txt", "src/web/work.txt"} <= set(files)
+    (pull,) = fake_github.pulls.values()
+    assert pull["draft"] is False
+    (number,) = fake_github.pulls
+    assert fake_github.issues[number]["body"].startswith(f"Closes #{issue}")
+    assert "unverified" not in fake_github.issues[number]["body"]
+    assert {(r["name"], r["conclusion"]) for r in fake_github.check_runs.values()} == {("rally-gh/ownership", "success")}
+    assert sorted(fake_github.issues[issue]["labels"]) == ["rally:done", "rally:parallel"]
+    # A re-run of the publish job (a fresh runner) leaves one pull request and one comment.
+    code, out = _publish_job(fake_github, tmp_path, event, results, name="publish-again")
+    assert code == 0, out
+    assert len(fake_github.pulls) == 1
+    assert len([c for c in fake_github.comments.values() if c["issue"] == issue]) == 1
+
+
+def _tamper(clone: Path, results: Path, teammate: str, files: dict[str, str]) -> RunState:
+    """What a hostile agents' job can do: a commit on ``teammate``'s branch, its record and bundle rewritten to match."""
+    state = RunState.model_validate_json((results / RECORD_FILE).read_text())
+    record = state.teammate(teammate)
+    git(clone, "checkout", "-q", record.branch)
+    commit(clone, files, f"{teammate}: more")
+    head = git(clone, "rev-parse", "HEAD").strip()
+    git(clone, "checkout", "-q", "main")
+    state = state.with_teammate(record.model_copy(update={"head_sha": head}))
+    write_results(clone, state, results)
+    return state
+
+
+def test_a_commit_writing_another_teammates_files_is_refused_and_the_rest_published_as_an_unverified_draft(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    issue, event = _shop(fake_github, tmp_path)
+    clone, results = _agents_job(fake_github, tmp_path, event)
+    _tamper(clone, results, "api", {"src/web/work.txt": "api was here\n"})
+    code, out = _publish_job(fake_github, tmp_path, event, results)
+    assert code == 1
+    run = f"issue-{issue}-{RUN_ID}"
+    refs = fake_github.refs()
+    assert f"refs/heads/rally/{run}/api" not in refs  # a refused teammate's work is not pushed
+    files = git(fake_github.bare_repo, "show", f"refs/heads/rally/{run}/_integration:src/web/work.txt")
+    assert files == "web's work\n"
+    assert "src/api/work.txt" not in git(fake_github.bare_repo, "ls-tree", "-r", "--name-only",
+                                         f"refs/heads/rally/{run}/_integration")
+    (number,) = fake_github.pulls
+    body = fake_github.issues[number]["body"]
+    assert fake_github.pulls[number]["draft"] is True and not body.startswith("Closes")
+    assert "refused by the publish job" in body and "src/web/work.txt" in body
+    assert "unverified" in body
+    assert "api" in out and "violated" in out
+
+
+def test_a_ref_outside_the_run_is_not_imported_and_not_pushed(fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    issue, event = _shop(fake_github, tmp_path)
+    clone, results = _agents_job(fake_github, tmp_path, event)
+    main_before = git(fake_github.bare_repo, "rev-parse", "refs/heads/main").strip()
+    commit(clone, {"README.md": "# owned now\n"}, "take over main")
+    state = RunState.model_validate_json((results / RECORD_FILE).read_text())
+    # A bundle that also carries main (and a tag), written with git itself.
+    git(clone, "tag", "evil")
+    refs = [f"refs/heads/{t.branch}" for t in state.teammates] + [f"refs/heads/{state.integration_branch}",
+                                                                   "refs/heads/main", "refs/tags/evil"]
+    assert rgit.write_bundle(clone, results / BUNDLE_FILE, refs, rgit.Sha(state.base_sha))
+    code, out = _publish_job(fake_github, tmp_path, event, results)
+    assert code == 0, out
+    assert git(fake_github.bare_repo, "rev-parse", "refs/heads/main").strip() == main_before
+    assert "refs/tags/evil" not in fake_github.refs()
+    assert len(fake_github.pulls) == 1
+
+
+def test_a_one_job_run_says_its_agents_shared_the_job_with_the_token(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    issue, event = _shop(fake_github, tmp_path)
+    clone = _checkout(fake_github, tmp_path / "one-job")
+    out = io.StringIO()
+    code = run_cmd.run(clone, read(_env(fake_github, event, token=True)), out, progress_stream=io.StringIO())
+    assert code == 0, out.getvalue()[-3000:]
+    (number,) = fake_github.pulls
+    assert "the agents shared this job with a GitHub token that can write" in fake_github.issues[number]["body"]
