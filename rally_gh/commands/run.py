@@ -17,6 +17,7 @@ from rally_gh.config import LoadedConfig
 from rally_gh.errors import RallyError, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from rally_gh.progress import Progress, wants_live
 from rally_gh import publish
+from rally_gh.github import conversation
 from rally_gh.github.actions import (
     ActionsContext,
     Event,
@@ -101,6 +102,8 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
     the_run = resume or run_id or new_run_id(issue, actions.workflow_run_id, time.time, git.common_dir(repo))
     github = github_of_run(actions, event)
     asked = _Asked(issue, issue_text, actions.inputs.teammates(), actions.inputs.max_parallel(), options.dry_run)
+    if github is not None and github.trigger.kind == "comment":
+        return _converse(github, loaded, actions, stdout)
     if github is not None:
         admitted = _admitted(github, actions, asked, the_run, stdout)
         if isinstance(admitted, int):
@@ -161,6 +164,17 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
                                     issue_text, issue, selected))
         return EXIT_OK
     return finish_run(repo, state, loaded.config, actions, stdout)
+
+
+def _converse(github: GitHubRun, loaded: LoadedConfig, actions: ActionsContext, stdout: TextIO) -> int:
+    """A comment on a run's issue or pull request: act on its ``/rally`` command, if it gives one."""
+    answered = conversation.answer(github.endpoint, github.trigger, bot_allowlist=actions.inputs.bot_allowlist,
+                                   teammates={t.name for t in loaded.config.teammates})
+    if answered is None:
+        stdout.write("rally-gh: nothing to do: the comment gives no `/rally` command\n")
+        return EXIT_OK
+    stdout.write(f"rally-gh: {'done' if answered.acted else 'not acted on'}: {answered.reply.splitlines()[0]}\n")
+    return EXIT_FAILED if answered.refused else EXIT_OK
 
 
 def _nothing_ran(github: GitHubRun, issue: IssueNumber, the_run: str, err: RallyError) -> None:

@@ -9,6 +9,7 @@ tested against the interface alone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NewType, Protocol, runtime_checkable
@@ -73,6 +74,17 @@ class PullRequest:
 
 
 @dataclass(frozen=True)
+class WorkflowRun:
+    """One run of a workflow (the Actions API's ``workflow_run``)."""
+    id: int
+    status: str
+    """``queued``, ``in_progress``, ``completed``, ... as GitHub says."""
+    conclusion: str | None
+    url: str
+    """The page a person opens (``html_url``)."""
+
+
+@dataclass(frozen=True)
 class Annotation:
     path: str
     message: str
@@ -122,6 +134,20 @@ class GitHubEndpoint(Protocol):
 
     def add_reaction(self, issue: IssueNumber, content: ReactionContent) -> None: ...
 
+    def add_comment_reaction(self, comment: CommentId, content: ReactionContent) -> None:
+        """React to a comment on an issue or pull request; adding the same reaction again is not an error."""
+        ...
+
+    def run_ids(self, issue: IssueNumber) -> tuple[str, ...]:
+        """The runs whose progress comment is on ``issue`` (their hidden marker), oldest first."""
+        ...
+
+    def workflow_run(self, run_id: int) -> WorkflowRun | None:
+        """A workflow run of this repository; None when there is none of that id."""
+        ...
+
+    def cancel_workflow_run(self, run_id: int) -> None: ...
+
     def upsert_comment(self, issue: IssueNumber, marker: str, body: str) -> CommentId:
         """Edit the one comment holding ``marker`` or create it; never a second one."""
         ...
@@ -163,6 +189,15 @@ class GitHubEndpoint(Protocol):
 def run_marker(run_id: str) -> str:
     """The hidden line that identifies a run's progress comment."""
     return f"<!-- rally-gh:run:{run_id} -->"
+
+
+_RUN_MARKER = re.compile(r"<!-- rally-gh:run:([A-Za-z0-9][A-Za-z0-9._-]{0,99}) -->")
+
+
+def run_of_comment(body: str) -> str | None:
+    """The run a comment is the progress comment of: its first line is the run's marker."""
+    found = _RUN_MARKER.match(body)
+    return found.group(1) if found else None
 
 
 def cut_body(body: str, pointer: str = "the job summary", limit: int = BODY_LIMIT) -> str:

@@ -16,7 +16,14 @@ from typing import Any, Literal
 
 from rally_gh.errors import UsageError
 from rally_gh.limits import TEAMMATE_NAME
-from rally_gh.github.endpoint import BODY_LIMIT, WRITE_PERMISSIONS, GitHubEndpoint, IssueNumber, PullNumber
+from rally_gh.github.endpoint import (
+    BODY_LIMIT,
+    WRITE_PERMISSIONS,
+    CommentId,
+    GitHubEndpoint,
+    IssueNumber,
+    PullNumber,
+)
 
 START_LABEL = "rally:parallel"
 MAX_NUMBER = 9_999_999_999
@@ -24,7 +31,7 @@ MAX_NUMBER = 9_999_999_999
 # What git refuses in a branch name: control characters, space, DEL and ~^:?*[\
 _NOT_IN_BRANCH = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
-TriggerKind = Literal["issue-labeled", "dispatch", "pull-request", "ignored"]
+TriggerKind = Literal["issue-labeled", "dispatch", "pull-request", "comment", "ignored"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,15 @@ class PullRef:
 
 
 @dataclass(frozen=True)
+class CommentRef:
+    """A new comment on an issue or pull request (``issue_comment`` created): it may hold a ``/rally`` command."""
+    id: CommentId
+    issue: IssueNumber
+    body: str
+    on_pull_request: bool = False
+
+
+@dataclass(frozen=True)
 class Trigger:
     kind: TriggerKind
     sender: str
@@ -57,6 +73,7 @@ class Trigger:
     label: str | None = None
     inputs: DispatchInputs | None = None
     pull: PullRef | None = None
+    comment: CommentRef | None = None
 
     @property
     def starts_run(self) -> bool:
@@ -85,6 +102,8 @@ def parse_event(event_name: str, payload: Mapping[str, Any]) -> Trigger:
         return Trigger("dispatch", login, sender_type, issue=inputs.issue, inputs=inputs)
     if event_name in ("pull_request", "pull_request_target"):
         return _pull_request_event(payload, login, sender_type)
+    if event_name == "issue_comment":
+        return _comment_event(payload, login, sender_type)
     return Trigger("ignored", login, sender_type, reason=f"rally-gh does not act on `{event_name}` events")
 
 
@@ -103,6 +122,24 @@ def _issues_event(payload: Mapping[str, Any], login: str, sender_type: str) -> T
     if issue is None:
         raise UsageError("the `issues` event has no issue number")
     return Trigger("issue-labeled", login, sender_type, issue=issue, label=label)
+
+
+def _comment_event(payload: Mapping[str, Any], login: str, sender_type: str) -> Trigger:
+    """A comment created on an issue or pull request; edits and deletions are not commands
+    (an edit must not replay a command that was already answered)."""
+    action = payload.get("action")
+    issue, _ = issue_fields(payload)
+    if action != "created":
+        return Trigger("ignored", login, sender_type, issue=issue,
+                       reason=f"comment event `{_shown(action)}`: only a new comment can give a `/rally` command")
+    found = json_object(payload.get("comment"), "the `issue_comment` event's `comment`")
+    number = found.get("id")
+    if issue is None or type(number) is not int or not 1 <= number <= 2**63 - 1:
+        raise UsageError("the `issue_comment` event has no issue number or comment id", hint=EVENT_HINT)
+    body = _string(found.get("body"), "the `issue_comment` event's `comment.body`", limit=BODY_LIMIT) or ""
+    on_pull = "pull_request" in json_object(payload.get("issue"), "the event's `issue`")
+    return Trigger("comment", login, sender_type, issue=issue,
+                   comment=CommentRef(CommentId(number), issue, body, on_pull))
 
 
 def issue_fields(payload: Mapping[str, Any]) -> tuple[IssueNumber | None, str | None]:

@@ -119,6 +119,7 @@ class FakeGitHubServer:
         self.check_runs: dict[int, JSON] = {}
         self.statuses: list[JSON] = []
         self.reactions: list[JSON] = []
+        self.workflow_runs: dict[int, JSON] = {}
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
         self.observers: list[Exchange] = []
@@ -179,6 +180,23 @@ class FakeGitHubServer:
                                    "updated_at": _now(), "pull": False}
             return number
 
+    def add_comment(self, issue: int, body: str, *, user: str | None = None) -> int:
+        """A comment someone wrote on an issue or pull request (as an ``issue_comment`` event would carry)."""
+        with self._lock:
+            self._issue_record(str(issue))
+            author = user or self.owner
+            self._user(author, "Bot" if author.endswith("[bot]") else "User")
+            comment_id = self._take("comment")
+            self.comments[comment_id] = {"id": comment_id, "issue": issue, "body": body, "user": author,
+                                         "created_at": _now(), "updated_at": _now()}
+            return comment_id
+
+    def add_workflow_run(self, run_id: int, status: str = "in_progress", conclusion: str | None = None) -> None:
+        """A run of the rally workflow, as the Actions API shows it."""
+        with self._lock:
+            self.workflow_runs[run_id] = {"id": run_id, "status": status, "conclusion": conclusion,
+                                          "created_at": _now(), "updated_at": _now()}
+
     def inject(self, method: str, path_regex: str, status: int = 502, *, times: int = 1,
                headers: Mapping[str, str] | None = None, body: JSON | None = None) -> None:
         """The next ``times`` matching requests get ``status`` and are not performed."""
@@ -235,6 +253,9 @@ class FakeGitHubServer:
                 for reaction in self.reactions:
                     if reaction["issue"] == number:
                         lines.append(f"  reaction {reaction['content']} by {reaction['user']}")
+                    elif self.comments.get(reaction.get("comment") or 0, {}).get("issue") == number:
+                        lines.append(f"  reaction {reaction['content']} to comment {reaction['comment']} "
+                                     f"by {reaction['user']}")
             for run in sorted(self.check_runs.values(), key=lambda r: r["id"]):
                 lines.append(f"check-run {run['id']} {run['name']} on {run['head_sha'][:7]}"
                              f" {run['status']}/{run['conclusion']} external_id={run['external_id']!r}"
@@ -435,6 +456,9 @@ class FakeGitHubServer:
             ("GET", repo + r"/issues/comments/(?P<id>\d+)", self._get_comment),
             ("PATCH", repo + r"/issues/comments/(?P<id>\d+)", self._update_comment),
             ("POST", repo + r"/issues/(?P<number>\d+)/reactions", self._create_reaction),
+            ("POST", repo + r"/issues/comments/(?P<id>\d+)/reactions", self._create_comment_reaction),
+            ("GET", repo + r"/actions/runs/(?P<id>\d+)", self._get_workflow_run),
+            ("POST", repo + r"/actions/runs/(?P<id>\d+)/cancel", self._cancel_workflow_run),
             ("GET", repo + r"/issues/(?P<number>\d+)/labels", self._list_issue_labels),
             ("POST", repo + r"/issues/(?P<number>\d+)/labels", self._add_labels),
             ("PUT", repo + r"/issues/(?P<number>\d+)/labels", self._set_labels),
@@ -542,6 +566,53 @@ class FakeGitHubServer:
                     "created_at": _now()}
         self.reactions.append(reaction)
         return 201, self._reaction_json(reaction)
+
+    def _create_comment_reaction(self, body: Any, q: Mapping[str, str], owner: str, repo: str,
+                                 id: str) -> tuple[int, Any]:
+        self._check_repo(owner, repo)
+        if int(id) not in self.comments:
+            raise _Http(404, "Not Found")
+        content = body.get("content") if isinstance(body, dict) else None
+        if content not in ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"):
+            raise _Http(422, "Validation Failed", [{"resource": "Reaction", "field": "content", "code": "invalid"}])
+        for reaction in self.reactions:
+            if reaction.get("comment") == int(id) and reaction["content"] == content and reaction["user"] == self.actor:
+                return 200, self._reaction_json(reaction)
+        reaction = {"id": self._take("reaction"), "issue": None, "comment": int(id), "content": content,
+                    "user": self.actor, "created_at": _now()}
+        self.reactions.append(reaction)
+        return 201, self._reaction_json(reaction)
+
+    def _workflow_run_json(self, run_id: int) -> JSON:
+        run = self.workflow_runs[run_id]
+        url = f"{self._repo_url()}/actions/runs/{run_id}"
+        return {"id": run_id, "node_id": f"WFR_fake{run_id}", "name": "rally", "head_branch": self.default_branch,
+                "head_sha": "0" * 40, "path": ".github/workflows/rally-issue.yml", "display_title": "rally",
+                "run_number": run_id, "run_attempt": 1, "event": "issues", "status": run["status"],
+                "conclusion": run["conclusion"], "workflow_id": 1, "url": url,
+                "html_url": f"{self.root_url}/{self.repo_full_name}/actions/runs/{run_id}",
+                "pull_requests": [], "created_at": run["created_at"], "updated_at": run["updated_at"],
+                "jobs_url": f"{url}/jobs", "logs_url": f"{url}/logs", "check_suite_url": f"{url}/check-suite",
+                "artifacts_url": f"{url}/artifacts", "cancel_url": f"{url}/cancel", "rerun_url": f"{url}/rerun",
+                "workflow_url": f"{self._repo_url()}/actions/workflows/1", "head_commit": None,
+                "repository": self._repo_json(), "head_repository": self._repo_json()}
+
+    def _get_workflow_run(self, body: Any, q: Mapping[str, str], owner: str, repo: str, id: str) -> tuple[int, Any]:
+        self._check_repo(owner, repo)
+        if int(id) not in self.workflow_runs:
+            raise _Http(404, "Not Found")
+        return 200, self._workflow_run_json(int(id))
+
+    def _cancel_workflow_run(self, body: Any, q: Mapping[str, str], owner: str, repo: str,
+                             id: str) -> tuple[int, Any]:
+        self._check_repo(owner, repo)
+        if int(id) not in self.workflow_runs:
+            raise _Http(404, "Not Found")
+        run = self.workflow_runs[int(id)]
+        if run["status"] == "completed":
+            raise _Http(409, "Cannot cancel a workflow run that is completed.")
+        run.update(status="completed", conclusion="cancelled", updated_at=_now())
+        return 202, {}
 
     def _reaction_json(self, reaction: JSON) -> JSON:
         return {"id": reaction["id"], "node_id": f"REA_fake{reaction['id']}", "user": self._user_json(reaction["user"]),

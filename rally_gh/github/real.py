@@ -48,7 +48,9 @@ from rally_gh.github.endpoint import (
     ReactionContent,
     RequestLimits,
     StatusState,
+    WorkflowRun,
     cut_body,
+    run_of_comment,
     with_marker,
 )
 
@@ -222,6 +224,34 @@ class RealGitHub:
     def add_reaction(self, issue: IssueNumber, content: ReactionContent) -> None:
         self._call(Action(f"add a reaction to #{issue}", "issues: write", write=True),
                    lambda: self._repo.get_issue(issue).create_reaction(content))
+
+    def add_comment_reaction(self, comment: CommentId, content: ReactionContent) -> None:
+        # PyGithub reaches a comment only through its issue; the REST path needs the comment alone.
+        self._call(Action(f"add a reaction to comment {int(comment)}", "issues: write", write=True),
+                   lambda: self._github.requester.requestJsonAndCheck(
+                       "POST", f"{self._repo.url}/issues/comments/{int(comment)}/reactions",
+                       input={"content": content}))
+
+    def run_ids(self, issue: IssueNumber) -> tuple[str, ...]:
+        comments = self._call(Action(f"list the comments of #{issue}", "issues: read"),
+                              lambda: list(self._repo.get_issue(issue).get_comments()))
+        found = (run_of_comment(c.body or "") for c in comments)
+        return tuple(dict.fromkeys(r for r in found if r is not None))
+
+    def workflow_run(self, run_id: int) -> WorkflowRun | None:
+        def read() -> WorkflowRun | None:
+            try:
+                run = self._repo.get_workflow_run(run_id)
+            except GithubException as err:
+                if err.status == 404:
+                    return None
+                raise
+            return WorkflowRun(run.id, str(run.status), run.conclusion, str(run.html_url))
+        return self._call(Action(f"read workflow run {run_id}", "actions: read"), read)
+
+    def cancel_workflow_run(self, run_id: int) -> None:
+        self._call(Action(f"cancel workflow run {run_id}", "actions: write", write=True),
+                   lambda: self._repo.get_workflow_run(run_id).cancel())
 
     def _find_comment(self, issue: IssueNumber, marker: str) -> IssueComment | None:
         comments = self._call(Action(f"list the comments of #{issue}", "issues: read"),
