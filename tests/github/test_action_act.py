@@ -38,7 +38,6 @@ from typing import Any
 
 import pytest
 
-from rally_gh.commands import run as run_command
 from rally_gh.github.fake import FakeGitHubServer
 from rally_gh.testing import commit, git, init_repo
 
@@ -185,11 +184,6 @@ def test_the_pull_request_check_passes_a_teammate_that_kept_to_its_files(
 # --- workflow_dispatch: a whole run through the composite action ------------------------
 
 
-def _wired_to_github() -> bool:
-    """Whether ``rally-gh run`` publishes to GitHub in CI yet (it calls ``publish.publish_run``)."""
-    return "publish_run" in Path(run_command.__file__).read_text()
-
-
 def test_a_dispatch_runs_the_team_through_the_action(fake_github: FakeGitHubServer, tmp_path: Path) -> None:
     fake_github.set_permission("alice", "write")
     work = _repository(fake_github, tmp_path)
@@ -201,15 +195,12 @@ def test_a_dispatch_runs_the_team_through_the_action(fake_github: FakeGitHubServ
     assert result.returncode == 0, out
     assert "rally-gh 0.1.0 is already installed" in out
     assert "rally-gh finished: done" in out, out
-    if _wired_to_github():
-        assert len(fake_github.pulls) == 1 and fake_github.issues[500]["title"] == "rally: act-team"
+    assert len(fake_github.pulls) == 1 and fake_github.issues[500]["title"] == "rally: act-team"
 
 
 # --- issues labeled rally:parallel: the full story on GitHub ---------------------------------
 
 
-@pytest.mark.skipif(not _wired_to_github(),
-                    reason="rally-gh run does not publish to GitHub yet (commands/run.py must call publish.publish_run)")
 def test_the_label_trigger_leaves_one_pull_request_a_comment_labels_and_checks(
         fake_github: FakeGitHubServer, tmp_path: Path) -> None:
     fake_github.set_permission("alice", "write")
