@@ -28,6 +28,8 @@ from rally_gh.github.endpoint import (
 START_LABEL = "rally:parallel"
 MAX_NUMBER = 9_999_999_999
 """The largest issue or pull request number taken (ten digits, as a dispatch's input)."""
+# A GitHub login (letters, digits, single hyphens, at most 39), or an app's bot (``name[bot]``).
+_LOGIN = re.compile(r"[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}(?:\[bot\])?")
 # What git refuses in a branch name: control characters, space, DEL and ~^:?*[\
 _NOT_IN_BRANCH = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
@@ -94,6 +96,8 @@ def parse_event(event_name: str, payload: Mapping[str, Any]) -> Trigger:
     """The trigger an event's payload describes; a payload GitHub would not write is refused."""
     sender = json_object(payload.get("sender"), "the event's `sender`")
     login = _string(sender.get("login"), "the event's `sender.login`") or ""
+    if login and not _LOGIN.fullmatch(login):
+        raise UsageError(f"the event's `sender.login` is not a GitHub login: {_shown(login)}", hint=EVENT_HINT)
     sender_type = _string(sender.get("type"), "the event's `sender.type`") or "User"
     if event_name == "issues":
         return _issues_event(payload, login, sender_type)
@@ -114,11 +118,11 @@ def _issues_event(payload: Mapping[str, Any], login: str, sender_type: str) -> T
                     "the `issues` event's `label.name`")
     if action != "labeled":
         return Trigger("ignored", login, sender_type, issue=issue, label=label,
-                       reason=f"issue event `{action}`: only adding the `{START_LABEL}` label starts a run")
+                       reason=f"issue event {_code(action)}: only adding the `{START_LABEL}` label starts a run")
     if label != START_LABEL:
         # Includes the labels rally-gh sets itself (rally:running, ...): they must not loop.
         return Trigger("ignored", login, sender_type, issue=issue, label=label,
-                       reason=f"label `{label}` added: only `{START_LABEL}` starts a run")
+                       reason=f"label {_code(label)} added: only `{START_LABEL}` starts a run")
     if issue is None:
         raise UsageError("the `issues` event has no issue number")
     return Trigger("issue-labeled", login, sender_type, issue=issue, label=label)
@@ -131,7 +135,7 @@ def _comment_event(payload: Mapping[str, Any], login: str, sender_type: str) -> 
     issue, _ = issue_fields(payload)
     if action != "created":
         return Trigger("ignored", login, sender_type, issue=issue,
-                       reason=f"comment event `{_shown(action)}`: only a new comment can give a `/rally` command")
+                       reason=f"comment event {_code(action)}: only a new comment can give a `/rally` command")
     found = json_object(payload.get("comment"), "the `issue_comment` event's `comment`")
     number = found.get("id")
     if issue is None or type(number) is not int or not 1 <= number <= 2**63 - 1:
@@ -181,6 +185,13 @@ def _string(value: Any, where: str, *, limit: int = 1024) -> str | None:
         what = f"{len(value):,} characters" if isinstance(value, str) else _shown(value)
         raise UsageError(f"{where} must be text of at most {limit:,} characters, got {what}", hint=EVENT_HINT)
     return value
+
+
+def _code(value: Any) -> str:
+    """A value from the payload as inline code in a log line or comment: one line, no backtick
+    to break out of it, no control character, at most 60 characters."""
+    text = "".join(c if c.isprintable() and c != "`" else "?" for c in str(value))
+    return f"`{text if len(text) <= 60 else text[:57] + '...'}`"
 
 
 def _shown(value: Any) -> str:

@@ -144,3 +144,25 @@ def test_bots_only_when_allow_listed(endpoint: RealGitHub) -> None:
 def test_ignored_and_anonymous_triggers_are_refused(endpoint: RealGitHub) -> None:
     assert not authorize(parse_event("issues", labeled("bug", sender="ada")), endpoint).allowed
     assert not authorize(parse_event("issues", {**labeled("rally:parallel"), "sender": None}), endpoint).allowed
+
+
+def test_a_label_or_action_that_would_break_out_of_a_log_line_is_shown_harmless() -> None:
+    payload = {"action": "labeled", "sender": {"login": "alice", "type": "User"},
+               "label": {"name": "x`\n::error::pwned"}, "issue": {"number": 7}}
+    reason = parse_event("issues", payload).reason
+    assert "\n" not in reason and reason.startswith("label `x??::error::pwned` added")
+
+
+@pytest.mark.parametrize("login", ["alice bob", "-alice", "a" * 40, "alice\n::error::x", "../../orgs"])
+def test_a_sender_login_github_would_not_give_is_refused(login: str) -> None:
+    payload = {"action": "labeled", "sender": {"login": login, "type": "User"},
+               "label": {"name": "rally:parallel"}, "issue": {"number": 7}}
+    with pytest.raises(UsageError, match="is not a GitHub login"):
+        parse_event("issues", payload)
+
+
+@pytest.mark.parametrize("login", ["alice", "a-b-c", "A1", "renovate[bot]", "github-actions[bot]", "a" * 39])
+def test_real_logins_and_bots_are_taken(login: str) -> None:
+    payload = {"action": "labeled", "sender": {"login": login, "type": "User"},
+               "label": {"name": "rally:parallel"}, "issue": {"number": 7}}
+    assert parse_event("issues", payload).sender == login
