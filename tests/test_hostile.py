@@ -126,9 +126,6 @@ def _attacker_stopped(run: Run, name: str, why: str) -> None:
 # --- the ten attacks --------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: teammates share the user's git directory (writable in the sandbox), "
-                   "where one moves another's branch, and integration reads that branch again instead of the commit "
-                   "it reconciled")
 def test_1_a_forged_branch_of_another_teammate_is_never_integrated(tmp_path: Path) -> None:
     repo = _repo(tmp_path, [Mate("alpha", "forge_branch.py", ("beta",)), Mate("beta", HONEST)])
     before = _user_side(repo, "h1")
@@ -188,8 +185,6 @@ def test_5_merge_verify_runs_agent_code_without_reaching_the_token_or_the_git_co
     _honest_work_integrated(run, "beta")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: replace refs live in the shared git directory (writable in the "
-                   "sandbox), and rally-gh's own git honours them when it checks out the next wave")
 def test_6_a_replaced_blob_never_reaches_another_teammates_file(tmp_path: Path) -> None:
     mates = [Mate("alpha", "replace_blob.py", ("src/beta/y.txt",)), Mate("beta", HONEST, blocked_by=("alpha",))]
     repo = _repo(tmp_path, mates, {"src/beta/y.txt": "beta's file\n"})
@@ -199,8 +194,6 @@ def test_6_a_replaced_blob_never_reaches_another_teammates_file(tmp_path: Path) 
     _honest_work_integrated(run, "beta")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: the base branch is a ref of the git directory agents share "
-                   "(writable in the sandbox), and integration builds on wherever it points then")
 def test_7_the_base_branch_cannot_be_moved(tmp_path: Path) -> None:
     repo = _repo(tmp_path, [Mate("alpha", "move_base.py"), Mate("beta", HONEST)])
     before = _user_side(repo, "h7")

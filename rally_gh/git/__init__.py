@@ -13,9 +13,12 @@ pygit2 object is handed out. The modules, along the ways rally-gh uses git:
 - ``trees``: trees as raw bytes parsed once and cached, the fast path under
   ``changes`` and ``replay`` (internal).
 - ``refs``: references and branches; a compare-and-swap move of a ref.
-- ``worktrees``: teammates' checkouts (sparse or full), scratch checkouts to
-  verify a commit in, committing what an agent left, and the guard of the git
-  directory they share.
+- ``private``: a teammate's own repository (the user's objects borrowed, the
+  rest its own): made, neutralised before rally-gh's git runs there, what its
+  agent left committed, and its result exported into the user's repository.
+- ``worktrees``: checkouts (sparse or full) of a teammate's repository or a
+  scratch worktree to verify a commit in, and the guard of the user's git
+  directory's controls.
 - ``replay``: the in-memory replay of commits onto a new tip, conflicts as
   values (integration).
 - ``remote``: pushes under a lease and what a remote holds.
@@ -49,6 +52,18 @@ from rally_gh.git.changes import (
     read_index_blob,
     staged_changes,
     tree_changes,
+)
+from rally_gh.git.private import (
+    commit_all,
+    copy_objects,
+    create_private_repo,
+    export_result,
+    is_private_repo,
+    neutralise_private_repo,
+    objects_dir,
+    private_git_dir,
+    private_head,
+    remove_private_repo,
 )
 from rally_gh.git.records import (
     blobs_under,
@@ -123,7 +138,6 @@ from rally_gh.git.trees import (
 from rally_gh.git.worktrees import (
     GitDirControls,
     add_worktree,
-    commit_all,
     cone_patterns,
     dematerialize,
     git_dir_controls,
@@ -135,7 +149,6 @@ from rally_gh.git.worktrees import (
     register_worktree,
     remove_worktree,
     restore_git_dir_controls,
-    worktree_head,
 )
 
 __all__ = [
@@ -145,6 +158,9 @@ __all__ = [
     # changes
     "Change", "StagedIndex", "changed_files", "commit_changes", "commits_between", "dirty_paths", "index_paths",
     "merge_head_shas", "non_merge_commits", "patch_ids", "read_index_blob", "staged_changes", "tree_changes",
+    # private (a teammate's own repository)
+    "commit_all", "copy_objects", "create_private_repo", "export_result", "is_private_repo",
+    "neutralise_private_repo", "objects_dir", "private_git_dir", "private_head", "remove_private_repo",
     # records
     "blobs_under", "commit_with_files", "write_record_commit",
     # refs
@@ -164,7 +180,7 @@ __all__ = [
     # trees
     "TreeCache", "new_tree_cache",
     # worktrees
-    "GitDirControls", "add_worktree", "commit_all", "cone_patterns", "dematerialize", "git_dir_controls",
+    "GitDirControls", "add_worktree", "cone_patterns", "dematerialize", "git_dir_controls",
     "materialize", "populate_worktree", "prune_worktree_records", "prune_worktrees", "rally_worktrees_root",
-    "register_worktree", "remove_worktree", "restore_git_dir_controls", "worktree_head",
+    "register_worktree", "remove_worktree", "restore_git_dir_controls",
 ]

@@ -297,8 +297,9 @@ def signature(who: Identity) -> pygit2.Signature:
 def run_git(cwd: Path | str, *args: str, env: dict[str, str] | None = None,
             input: bytes | None = None, check: bool = True) -> str:
     """Run the git CLI (only for what libgit2 lacks: sparse checkout, hooks-free
-    worktree plumbing, http pushes through credential helpers). Hooks are
-    disabled so a hook planted by a teammate never runs in our git commands."""
+    worktree plumbing, http pushes through credential helpers). No hook, no
+    file-system monitor and no replace object: nothing a teammate planted
+    runs in, or changes what is read by, our git commands."""
     return git_bytes(cwd, args, env, input, check).decode(errors="replace")
 
 
@@ -316,7 +317,9 @@ def git_bytes(cwd: Path | str, args: Sequence[str], env: dict[str, str] | None =
               input: bytes | None = None, check: bool = True) -> bytes:
     full_env = clean_env() if env is None else dict(env)
     full_env.setdefault("GIT_TERMINAL_PROMPT", "0")
-    # No hook and no file-system monitor: nothing a teammate planted or configured runs.
+    # No replace object (a refs/replace/* ref would change what every object id reads as), no
+    # hook and no file-system monitor: nothing a teammate planted or configured runs or counts.
+    full_env["GIT_NO_REPLACE_OBJECTS"] = "1"
     cmd = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", *args]
     proc = process.run(cmd, cwd=cwd, env=full_env, input=input)
     if check and proc.returncode != 0:

@@ -1,12 +1,13 @@
-"""Worktrees: a teammate's checkout, a scratch checkout to verify a commit in, and
-the guard of the git directory they share.
+"""Checkouts: filling a teammate's (git.private) or a linked worktree's, sparse or full; a
+scratch worktree of the user's repository to verify a commit in; and the guard of the user's git
+directory's controls.
 
-Agents commit, so the common git directory stays writable for them. Some of
-its files make git run programs: config (filter drivers, core.fsmonitor,
-core.sshCommand, credential helpers, aliases), info/attributes (which files a
-filter applies to) and hooks/. A run keeps a copy taken before the agents
-start and puts it back before any git command of its own, so nothing an agent
-plants there runs outside its sandbox, or later in the user's own git.
+A teammate's agent works in a repository of its own, and its sandbox hides the user's git
+directory. One run with --no-sandbox can still write there, and some of its files make git run
+programs: config (filter drivers, core.fsmonitor, core.sshCommand, credential helpers, aliases),
+info/attributes (which files a filter applies to) and hooks/. A run keeps a copy taken before the
+agents start and puts it back before any git command of its own, so nothing an agent plants there
+runs in rally-gh's git, or later in the user's own.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-import pygit2
-from pygit2 import Commit, Oid, Repository
+from pygit2 import Repository
 
 from rally_gh.errors import GitError
 from rally_gh.git.refs import ref_sha
-from rally_gh.git.repository import Sha, clean_env, common_dir, git_bytes, head_sha, oid, run_git
-from rally_gh.git.trees import path_text
+from rally_gh.git.repository import common_dir, oid, run_git
+from rally_gh.git.private import is_private_repo, remove_private_repo
 
 
 # --- The git directory's controls ------------------------------------------
@@ -82,8 +82,9 @@ def restore_git_dir_controls(repo: Repository, kept: GitDirControls) -> list[str
 
 
 def rally_worktrees_root(repo: Repository) -> Path:
-    """Where a run's worktrees live, one folder per repository: outside the tracked
-    tree (no teammate sees another's checkout, `git status` stays clean) and
+    """Where a run's teammate repositories and checkouts live, one folder per user's
+    repository: outside the tracked tree (no teammate sees another's checkout, `git
+    status` stays clean) and
     outside the git directory (Claude Code refuses to write anywhere below a
     ``.git`` folder). ``$RALLY_WORKTREES``, else the runner's temporary folder in
     GitHub Actions, else ``$XDG_CACHE_HOME`` (``~/.cache``) ``/rally-gh/worktrees``."""
@@ -196,7 +197,10 @@ def _cone_escape(directory: str) -> str:
 
 
 def _worktree_git_dir(path: Path) -> Path:
-    """The git directory of the linked worktree at ``path`` (its ``.git`` file's target)."""
+    """The git directory of the checkout at ``path``: its own ``.git`` folder (a teammate's
+    repository), or a linked worktree's (its ``.git`` file's target)."""
+    if (path / ".git").is_dir() and not (path / ".git").is_symlink():
+        return path / ".git"
     line = (path / ".git").read_text().strip()
     if not line.startswith("gitdir: "):
         raise GitError(f"{path / '.git'}: not a linked worktree's .git file")
@@ -204,7 +208,11 @@ def _worktree_git_dir(path: Path) -> Path:
 
 
 def remove_worktree(repo: Repository, path: Path) -> None:
-    """Remove the worktree at ``path`` whatever state it is in (dirty, locked, half made)."""
+    """Remove the worktree at ``path`` whatever state it is in (dirty, locked, half made), or the
+    teammate repository there (``private``)."""
+    if is_private_repo(path):
+        remove_private_repo(path)
+        return
     run_git(common_dir(repo), "worktree", "remove", "--force", "--force", str(path), check=False)
     if path.exists():  # not registered (a crash between mkdir and add): just files
         shutil.rmtree(path, ignore_errors=True)
@@ -240,42 +248,6 @@ def prune_worktrees(repo: Repository, keep_runs: Sequence[str] = ()) -> list[Pat
             removed.append(holder / "tree")
     prune_worktree_records(repo)
     return removed
-
-
-def commit_all(worktree_path: Path, message: str, author: tuple[str, str],
-               scratch: Sequence[str] = ()) -> Sha | None:
-    """Commit everything the agent left in ``worktree_path`` (staged, modified,
-    deleted, untracked but not ignored) on its HEAD; the new HEAD, or None when
-    there was nothing to commit. ``scratch``: name prefixes of top-level files
-    the agent's CLI keeps for itself, left out unless HEAD already tracks them.
-
-    Staged by the git CLI (`git add --all --sparse`), not libgit2's add_all,
-    which knows nothing of sparse checkouts: it takes every path a sparse
-    checkout leaves out (git's skip-worktree bit) for deleted, and the commit
-    would remove the rest of the repository. git leaves those paths as they
-    are, and ``--sparse`` still takes what the agent wrote outside the
-    checkout's directories, so nothing it produced is lost. The commit itself
-    is written by pygit2: no hook, no signing program, no editor."""
-    run_git(worktree_path, "add", "--all", "--sparse")
-    wt = Repository(str(worktree_path))
-    if scratch:
-        tracked = set() if wt.head_is_unborn else {e.name for e in wt[wt.head.target].peel(Commit).tree}
-        staged = git_bytes(worktree_path, ["ls-files", "-z"]).split(b"\0")
-        tops = {path_text(path.split(b"/", 1)[0]) for path in staged if path}
-        drop = sorted(top for top in tops if top not in tracked and top.startswith(tuple(scratch)))
-        if drop:
-            run_git(worktree_path, "rm", "-r", "-q", "--cached", "--sparse", "--ignore-unmatch", "--", *drop,
-                    env={**clean_env(), "GIT_LITERAL_PATHSPECS": "1"})
-    tree_id = Oid(hex=run_git(worktree_path, "write-tree").strip())
-    parents = [] if wt.head_is_unborn else [wt.head.target]
-    if parents and wt[parents[0]].peel(Commit).tree_id == tree_id:
-        return None
-    who = pygit2.Signature(author[0], author[1])
-    return Sha(str(wt.create_commit("HEAD", who, who, message, tree_id, parents)))
-
-
-def worktree_head(worktree_path: Path) -> Sha | None:
-    return head_sha(Repository(str(worktree_path)))
 
 
 # --- A scratch checkout (integration) ---------------------------------------

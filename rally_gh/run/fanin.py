@@ -141,19 +141,18 @@ def integrable(ledger: Ledger, name: str) -> bool:
 
 
 def latest_base(ctx: RunContext, ledger: Ledger, repo: git.Repository) -> git.Sha:
-    """The base branch's tip now (fetched from the remote in CI): what landed on it
-    during the run goes under the teammates' work, so the pull request is up to
-    date, and a clash with it is reported as a conflict like any other. A base
-    that was rewritten (not a descendant of where the run started) is not used."""
+    """What integration builds on. In CI, the base branch's tip on the remote now (fetched):
+    what landed on it during the run goes under the teammates' work, so the pull request is up
+    to date, and a clash with it is reported as a conflict like any other. A base that was
+    rewritten (not a descendant of where the run started) is not used. Locally, the commit the
+    run started from: the user's base branch is not read again (SPEC section 3, nothing builds
+    on a ref read later), so whatever moves it during the run changes nothing of the run."""
     started = git.Sha(ledger.state.base_sha)
     ref = ledger.state.base_ref
-    if ref == "HEAD":
+    if ref == "HEAD" or ctx.policy.remote is None:
         return started
     try:
-        if ctx.policy.remote is not None:
-            found = git.remote_ref_shas(ctx.repo_path, ctx.policy.remote, [f"refs/heads/{ref}"])[f"refs/heads/{ref}"]
-        else:
-            found = git.resolve(repo, ref)
+        found = git.remote_ref_shas(ctx.repo_path, ctx.policy.remote, [f"refs/heads/{ref}"])[f"refs/heads/{ref}"]
     except RallyError:
         return started
     if found is None or not git.object_exists(repo, found) or not git.is_ancestor(repo, started, found):
@@ -164,10 +163,11 @@ def latest_base(ctx: RunContext, ledger: Ledger, repo: git.Repository) -> git.Sh
 def integration_of(ledger: Ledger, repo: git.Repository, names: Sequence[str], on_conflict: integrate.OnConflict,
                    onto: git.Sha | None = None) -> tuple[integrate.IntegrationPlan, integrate.IntegrationResult]:
     """The work of ``names``, replayed in that order onto ``onto`` (default: the run's
-    base) in memory (no ref moved)."""
+    base) in memory (no ref moved): exactly the head each record holds, the commit reconciliation
+    checked, never its branch read again (another agent, or anyone, may have moved it since)."""
     records = [ledger.record(n) for n in names]
-    branches = integrate.resolve_teammate_branches(
-        repo, [(r.name, f"refs/heads/{r.branch}", git.Sha(r.start_sha or "")) for r in records])
+    branches = [integrate.TeammateBranch(r.name, git.Sha(r.head_sha) if r.head_sha else None,
+                                         git.Sha(r.start_sha or ""), f"refs/heads/{r.branch}") for r in records]
     iplan = integrate.plan_integration(repo, onto or git.Sha(ledger.state.base_sha), branches)
     return iplan, integrate.integrate(repo, iplan, on_conflict)
 

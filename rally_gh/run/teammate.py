@@ -1,11 +1,13 @@
 """One teammate from spawn to its final record (SPEC sections 3 and 4, steps 3 to 5).
 
-Spawn: its own worktree and branch, from the base or from an integration tip holding its
-blockers' work. Run: its agent's command, environment and sandbox, one attempt at a
-time as the scheduler asks. Reconcile: what it left uncommitted is committed for it, then
-ownership of every commit, ``verify``, ``done_when`` and an empty change decide its outcome.
-The git directory is guarded meanwhile: what an agent changed among its controls is put back
-before any git command of ours.
+Spawn: a repository and checkout of its own (git.create_private_repo: the user's objects
+borrowed, nothing else of the user's repository in reach), from the base or from an integration
+tip holding its blockers' work. Run: its agent's command, environment and sandbox, one attempt at
+a time as the scheduler asks. Reconcile: what it left uncommitted is committed for it, its head
+exported into the user's repository (git.export_result) and recorded, then ownership of every
+commit, ``verify``, ``done_when`` and an empty change decide its outcome; integration replays that
+recorded commit. The user's git directory is guarded meanwhile (agents run with --no-sandbox can
+write it): what an agent changed among its controls is put back before any git command of ours.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from rally_gh import agents, git, plan, process, sandbox
 from rally_gh.config import Teammate
-from rally_gh.errors import RallyError
+from rally_gh.errors import GitError, RallyError
 from rally_gh.ownership import enforce
 from rally_gh.ownership.enforce import Violation
 from rally_gh.run import fanin, scheduler
@@ -34,10 +36,11 @@ STOPPED = ("failed", "timed_out", "skipped", "pending", "running")
 
 @dataclass
 class GitDirGuard:
-    """The git directory's controls as they were before the agents started (see git.git_dir_controls).
+    """The user's git directory's controls as they were before the agents started (see
+    git.git_dir_controls). A sandboxed agent cannot reach them (its repository is its own); one run
+    with --no-sandbox can, and what it changed there is put back before rally-gh's git runs.
 
-    Its lock serializes what rally-gh writes into the git directory while agents run
-    (worktrees registered, controls put back), across the job threads.
+    Its lock serializes putting them back across the job threads.
     """
 
     repo_path: Path
@@ -47,11 +50,6 @@ class GitDirGuard:
     @classmethod
     def taken(cls, ctx: RunContext) -> GitDirGuard:
         return cls(ctx.repo_path, git.git_dir_controls(ctx.repo()))
-
-    def retake(self) -> None:
-        """After a change of ours to the controls (``git sparse-checkout`` writes the config itself)."""
-        with self.lock:
-            self.controls = git.git_dir_controls(git.open_repo(self.repo_path))
 
     def restore(self, ledger: Ledger) -> None:
         """Undo what agents changed among the git directory's controls, before any git
@@ -122,12 +120,16 @@ class TeammateJob:
                                     files / "logs", model=spec.model)
 
     def spawn(self) -> Path:
+        """Its own repository and checkout (git.create_private_repo), outside the user's repository:
+        on its branch as the user's repository holds it when resumed (what it committed before is
+        kept), else at its start point."""
         ctx, t = self.ctx, self.teammate
         started = ctx.clock()
         ctx.emit(t.name, "spawning", "")
         repo = ctx.repo()
         record = self.ledger.record(t.name)
-        start = record.start_sha if record.start_sha and git.ref_sha(repo, f"refs/heads/{record.branch}") else None
+        kept = git.ref_sha(repo, f"refs/heads/{record.branch}") if record.start_sha else None
+        start = record.start_sha if kept is not None else None
         if start is None:
             start = start_point(ctx, self.ledger, repo, t)
         sparse = None
@@ -137,12 +139,8 @@ class TeammateJob:
             own = ("/" + program,) if program is not None and not program.startswith("../") else ()
             sparse = plan.sparse_directories((*t.exclusive_write, *t.read, *t.done_when, *own))
         path = git.rally_worktrees_root(repo) / ctx.run_id / t.name
-        self.guard.restore(self.ledger)  # `git read-tree` below would run a filter planted by an earlier agent
-        with self.guard.lock:
-            git.register_worktree(repo, path, record.branch, start)
+        git.create_private_repo(repo, path, record.branch, kept or start)
         git.populate_worktree(path, sparse)
-        if sparse is not None:
-            self.guard.retake()
         self.ledger.update(t.name, start_sha=start, worktree=str(path), outcome="running")
         self.ledger.add_phase("spawn", ctx.clock() - started)
         return path
@@ -239,17 +237,17 @@ def teammate_dir(ctx: RunContext, name: str) -> Path:
 
 def sandbox_spec(ctx: RunContext, worktree: Path, files: Path, argv: Sequence[str],
                  search_path: str | None) -> sandbox.SandboxSpec:
-    """What an agent sees (docs/security.md): its own worktree, the git directory (its commits write
-    objects there) but for the files that make git run programs, its files of the run (its home, the
-    report it may write) writable; the user's home and checkout, the other worktrees and rally-gh's
-    state (runs, cache) hidden; its program where it is installed, read-only."""
+    """What an agent sees (docs/security.md): its own checkout and repository, its files of the run
+    (its home, the report it may write) writable; the user's object database read-only (its
+    repository borrows those objects); the user's home, checkout and git directory (refs, config,
+    hooks, rally-gh's state and cache), the other teammates' checkouts hidden; its program where it
+    is installed, read-only."""
     repo = ctx.repo()
-    common = git.common_dir(repo)
     user_home = Path(ctx.environ.get("HOME") or Path.home())
     return sandbox.teammate_spec(
-        checkout=worktree, git_dir=common, home=files / "home", files=files, env={},
-        hidden=(user_home, git.workdir(repo), git.rally_worktrees_root(repo), runs_dir(common).parent),
-        read_only=(common / "config", common / "info", common / "hooks", *sandbox.program_paths(argv, search_path)))
+        checkout=worktree, git_dir=git.private_git_dir(worktree), home=files / "home", files=files, env={},
+        hidden=(user_home, git.workdir(repo), git.common_dir(repo), git.rally_worktrees_root(repo)),
+        read_only=(git.objects_dir(repo), *sandbox.program_paths(argv, search_path)))
 
 
 def start_point(ctx: RunContext, ledger: Ledger, repo: git.Repository, t: Teammate) -> str:
@@ -273,22 +271,25 @@ def keep_leftovers(ctx: RunContext, record: TeammateRecord) -> tuple[str | None,
         if head is None or record.start_sha is None or head == record.head_sha:
             return head, record.files_changed
         return head, tuple(git.changed_files(ctx.repo(), record.start_sha, head))
-    head = commit_leftovers(ctx, record)
+    try:
+        head = commit_leftovers(ctx, record)
+    except GitError:  # its repository cannot be read back (its agent broke it): its branch as last exported
+        head = git.ref_sha(ctx.repo(), f"refs/heads/{record.branch}") or record.start_sha
     return head, tuple(git.changed_files(ctx.repo(), record.start_sha, head))
 
 
 def commit_leftovers(ctx: RunContext, record: TeammateRecord) -> str:
-    """What the agent left uncommitted, committed for it on its branch; the branch's head."""
+    """What the agent left uncommitted, committed for it in its repository, and the head of that
+    repository exported into the user's (its objects, its branch set there by rally-gh): the exact
+    commit the teammate's record holds and integration replays."""
     path = Path(record.worktree or "")
     message = f"rally({record.name}): {record.task_title or 'work in progress'}"
     scratch = agents.PRESET_SCRATCH.get(ctx.config.agent_of(ctx.config.teammate(record.name)).preset, ())
-    head = git.commit_all(path, message, RALLY_AUTHOR, scratch) or git.worktree_head(path) or record.start_sha or ""
     repo = ctx.repo()
+    head = (git.commit_all(repo, path, message, RALLY_AUTHOR, scratch) or git.private_head(git.private_git_dir(path))
+            or git.ref_sha(repo, f"refs/heads/{record.branch}") or record.start_sha or "")
     # An agent that switched branches or detached HEAD still produced this work for its branch.
-    ref = f"refs/heads/{record.branch}"
-    current = git.ref_sha(repo, ref)
-    if current != head:
-        git.update_ref_if(repo, ref, head, current)
+    git.export_result(repo, path, head, record.branch)
     return head
 
 

@@ -1,5 +1,5 @@
-"""Worktrees (rally_gh.git.worktrees): sparse ones included, and the commit of what
-an agent left, on real repositories."""
+"""Worktrees (rally_gh.git.worktrees): sparse ones included, on real repositories; a sparse
+teammate's whole run. Committing what an agent left: tests/git/test_private.py."""
 
 from __future__ import annotations
 
@@ -26,9 +26,6 @@ FILES: dict[str, str | bytes | None] = {
     "docs/guide.md": "guide\n",
     "docs/deep/more.md": "more\n",
 }
-WHO = ("rally-gh", "r@example.com")
-
-
 def tree_files(repo: Path, rev: str) -> dict[str, str]:
     """Every file at ``rev`` with its blob id."""
     out = {}
@@ -37,61 +34,6 @@ def tree_files(repo: Path, rev: str) -> dict[str, str]:
             meta, path = line.split("\t", 1)
             out[path] = meta.split()[2]
     return out
-
-
-def test_commit_all_from_a_sparse_worktree_never_touches_the_paths_outside_it(tmp_path: Path) -> None:
-    repo = init_repo(tmp_path / "repo", FILES)
-    handle = git.open_repo(repo)
-    start = git.resolve(handle, "HEAD")
-    wt = git.add_worktree(handle, tmp_path / "wt", "rally/r/api", start, ["src/api"])
-    assert not (wt / "docs").exists() and not (wt / "src/web").exists()
-    (wt / "src/api/a.py").write_text("a2\n")
-    (wt / "src/api/b.py").unlink()
-    (wt / "src/api/new.py").write_text("new\n")
-    (wt / "docs").mkdir()
-    (wt / "docs/stray.md").write_text("written outside the checkout\n")  # kept: nothing produced is lost
-    head = git.commit_all(wt, "rally(api): work", WHO)
-    assert head is not None
-    assert git.changed_files(handle, start, head) == ["docs/stray.md", "src/api/a.py", "src/api/b.py", "src/api/new.py"]
-    before, after = tree_files(repo, start), tree_files(repo, head)
-    assert {p: after[p] for p in ("README.md", "src/web/w.js", "docs/guide.md", "docs/deep/more.md")} == \
-        {p: before[p] for p in ("README.md", "src/web/w.js", "docs/guide.md", "docs/deep/more.md")}
-    assert run_git(wt, "status", "--porcelain") == ""  # the index agrees with the commit
-    assert not (wt / "src/web").exists()  # and the checkout is still sparse
-    assert git.commit_all(wt, "again", WHO) is None
-
-
-def test_commit_all_takes_every_kind_of_change_in_a_full_worktree(tmp_path: Path) -> None:
-    repo = init_repo(tmp_path / "repo", {**FILES, ".gitignore": "*.log\n"})
-    handle = git.open_repo(repo)
-    start = git.resolve(handle, "HEAD")
-    wt = git.add_worktree(handle, tmp_path / "wt", "rally/r/api", start)
-    (wt / "src/web/w.js").unlink()
-    (wt / "src/api/a.py").write_text("a2\n")
-    (wt / "src/api/x.py").write_text("x\n")
-    run_git(wt, "add", "src/api/x.py")
-    (wt / "src/api/x.py").write_text("x, changed after staging\n")
-    (wt / "debug.log").write_text("ignored\n")
-    head = git.commit_all(wt, "rally(api): work", WHO)
-    assert head is not None
-    assert git.changed_files(handle, start, head) == ["src/api/a.py", "src/api/x.py", "src/web/w.js"]
-    assert run_git(repo, "show", f"{head}:src/api/x.py") == "x, changed after staging\n"
-
-
-def test_commit_all_leaves_the_agents_scratch_out_unless_head_tracks_it(tmp_path: Path) -> None:
-    repo = init_repo(tmp_path / "repo", {**FILES, ".aider.conf.yml": "kept\n"})
-    handle = git.open_repo(repo)
-    start = git.resolve(handle, "HEAD")
-    wt = git.add_worktree(handle, tmp_path / "wt", "rally/r/api", start, ["src/api"])
-    (wt / ".aider.tags.cache.v4").mkdir()
-    (wt / ".aider.tags.cache.v4/cache.db").write_text("scratch\n")
-    (wt / ".aider.chat.history.md").write_text("scratch\n")
-    run_git(wt, "add", ".aider.chat.history.md")  # even when the agent staged it
-    (wt / ".aider.conf.yml").write_text("tracked at HEAD: the agent's change is work\n")
-    (wt / "src/api/a.py").write_text("a2\n")
-    head = git.commit_all(wt, "rally(api): work", WHO, scratch=(".aider",))
-    assert head is not None
-    assert git.changed_files(handle, start, head) == [".aider.conf.yml", "src/api/a.py"]
 
 
 # --- A sparse teammate's whole run ------------------------------------------------

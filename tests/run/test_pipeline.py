@@ -274,25 +274,6 @@ def test_a_run_takes_its_tasks_from_a_handoff(tmp_path: Path) -> None:
 # --- The orchestrator's git functions -------------------------------------------
 
 
-def test_commit_all_takes_staged_untracked_and_deleted_files_but_not_ignored_ones(tmp_path: Path) -> None:
-    repo = init_repo(tmp_path / "repo", {"keep.txt": "k", "gone.txt": "g", ".gitignore": "*.log\n"})
-    handle = git.open_repo(repo)
-    start = git.resolve(handle, "HEAD")
-    wt = git.add_worktree(handle, git.rally_worktrees_root(handle) / "r" / "api", "rally/r/api", start)
-    (wt / "gone.txt").unlink()
-    (wt / "new.txt").write_text("n")
-    (wt / "staged.txt").write_text("s")
-    run_git(wt, "add", "staged.txt")
-    (wt / "debug.log").write_text("noise")
-    head = git.commit_all(wt, "rally(api): work", ("rally-gh", "r@example.com"))
-    assert head is not None and git.ref_sha(handle, "refs/heads/rally/r/api") == head
-    assert git.changed_files(handle, start, head) == ["gone.txt", "new.txt", "staged.txt"]
-    assert run_git(wt, "log", "-1", "--format=%an %s") == "rally-gh rally(api): work\n"
-    assert git.commit_all(wt, "again", ("rally-gh", "r@example.com")) is None  # nothing left
-    git.remove_worktree(handle, wt)
-    assert not wt.exists() and run_git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
-
-
 def test_a_sparse_worktree_holds_only_the_teammates_directories(tmp_path: Path) -> None:
     repo = init_repo(tmp_path / "repo", {"top.md": "t", "src/api/a.py": "a", "src/web/w.js": "w", "docs/d.md": "d"})
     handle = git.open_repo(repo)
@@ -576,27 +557,45 @@ def test_only_the_teammates_the_issue_names_run(tmp_path: Path) -> None:
 
 LAND_ON_MAIN = """
 import os, pathlib, subprocess, tempfile
-# Someone lands a commit on main while the team works (plumbing: the worktree is not on main).
+# Someone lands a commit on the remote's main while the team works (plumbing, from the teammate's
+# own repository: the remote is all that the run reads the base branch from again).
 env = dict(os.environ, GIT_INDEX_FILE=os.path.join(tempfile.mkdtemp(), "index"))
 git = lambda *a, **k: subprocess.run(["git", *a], env=env, check=True, capture_output=True, text=True, **k).stdout.strip()
-git("read-tree", "main")
+base = os.environ["RALLY_BASE_SHA"]
+git("read-tree", base)
 blob = git("hash-object", "-w", "--stdin", input="landed during the run\\n")
 git("update-index", "--add", "--cacheinfo", f"100644,{blob},LANDED.md")
-commit = git("commit-tree", git("write-tree"), "-p", "main", "-m", "landed on main")
-git("update-ref", "refs/heads/main", commit)
+commit = git("commit-tree", git("write-tree"), "-p", base, "-m", "landed on main")
+git("push", "-q", REMOTE, f"{commit}:refs/heads/main")
 pathlib.Path("src/api").mkdir(parents=True, exist_ok=True)
 pathlib.Path("src/api/orders.py").write_text("def orders():\\n    return []\\n")
 """
 
 
-def test_integration_goes_onto_the_base_as_it_is_when_integrating(tmp_path: Path) -> None:
+def _with_origin(tmp_path: Path, repo: Path) -> Path:
+    """A bare remote ``origin`` of ``repo`` holding its main."""
+    origin = tmp_path / "origin.git"
+    run_git(tmp_path, "init", "-q", "--bare", str(origin))
+    run_git(repo, "remote", "add", "origin", str(origin))
+    run_git(repo, "push", "-q", "origin", "main")
+    return origin
+
+
+def _lands_on_main(scripts: dict[str, Path], origin: Path, landed_path: str = "LANDED.md") -> None:
+    script = textwrap.dedent(LAND_ON_MAIN).replace("REMOTE", repr(str(origin)))
+    scripts["api"].write_text(script.replace('"LANDED.md"', repr(landed_path)).replace(
+        'f"100644,{blob},LANDED.md"', f'f"100644,{{blob}},{landed_path}"'))
+
+
+def test_integration_goes_onto_the_base_as_it_is_on_the_remote_when_integrating(tmp_path: Path) -> None:
     scripts = _write_scripts(tmp_path / "scripts")
-    scripts["api"].write_text(textwrap.dedent(LAND_ON_MAIN))
     rally_yml = _map(scripts, ["api", "idle"]).replace("    done_when: [tests/api/test_orders.py]\n", "")
     repo = _repo(tmp_path, rally_yml)
+    origin = _with_origin(tmp_path, repo)
+    _lands_on_main(scripts, origin)
     started_on = run_git(repo, "rev-parse", "main").strip()
-    state = _run(repo, rally_yml)
-    landed = run_git(repo, "rev-parse", "main").strip()
+    state = _run(repo, rally_yml, remote="origin", sandbox=False)  # the agent reaches the remote
+    landed = run_git(origin, "rev-parse", "main").strip()
     assert landed != started_on and state.base_sha == started_on  # type: ignore[attr-defined]
     assert state.integrated_onto == landed  # type: ignore[attr-defined]
     files = run_git(repo, "ls-tree", "-r", "--name-only", "rally/r1/_integration").split()
@@ -605,18 +604,32 @@ def test_integration_goes_onto_the_base_as_it_is_when_integrating(tmp_path: Path
     assert ancestry.returncode == 0
 
 
+def test_a_local_run_integrates_onto_where_it_started_whatever_moves_the_base_branch(tmp_path: Path) -> None:
+    scripts = _write_scripts(tmp_path / "scripts")
+    rally_yml = _map(scripts, ["api", "idle"]).replace("    done_when: [tests/api/test_orders.py]\n", "")
+    repo = _repo(tmp_path, rally_yml)
+    started_on = run_git(repo, "rev-parse", "main").strip()
+    run_git(repo, "config", "receive.denyCurrentBranch", "ignore")
+    _lands_on_main(scripts, repo / ".git")  # no sandbox: the agent reaches the user's repository
+    state = _run(repo, rally_yml, sandbox=False)
+    assert run_git(repo, "rev-parse", "main").strip() != started_on
+    assert state.integrated_onto == state.base_sha == started_on  # type: ignore[attr-defined]
+    files = run_git(repo, "ls-tree", "-r", "--name-only", "rally/r1/_integration").split()
+    assert "LANDED.md" not in files and "src/api/orders.py" in files
+
+
 def test_a_conflict_with_a_commit_that_landed_on_the_base_during_the_run_names_it(tmp_path: Path) -> None:
     from rally_gh.report import build_report, report_markdown
 
     scripts = _write_scripts(tmp_path / "scripts")
-    # main gets its own src/api/orders.py while api writes one: the clash is main's, not a teammate's.
-    scripts["api"].write_text(textwrap.dedent(LAND_ON_MAIN).replace(
-        '"LANDED.md"', '"src/api/orders.py"').replace('f"100644,{blob},LANDED.md"', 'f"100644,{blob},src/api/orders.py"'))
     rally_yml = _map(scripts, ["api", "idle"]).replace("    done_when: [tests/api/test_orders.py]\n", "")
     repo = _repo(tmp_path, rally_yml)
+    origin = _with_origin(tmp_path, repo)
+    # main gets its own src/api/orders.py while api writes one: the clash is main's, not a teammate's.
+    _lands_on_main(scripts, origin, "src/api/orders.py")
     started_on = run_git(repo, "rev-parse", "main").strip()
-    state = _run(repo, rally_yml)
-    landed = run_git(repo, "rev-parse", "main").strip()
+    state = _run(repo, rally_yml, remote="origin", sandbox=False)
+    landed = run_git(origin, "rev-parse", "main").strip()
     assert landed != started_on and state.integrated_onto == landed  # type: ignore[attr-defined]
     api = state.teammate("api")  # type: ignore[attr-defined]
     assert api.outcome == "conflicted"
@@ -663,22 +676,26 @@ def test_a_conflict_with_a_teammate_integrated_before_names_it(tmp_path: Path) -
 
 PLANT = """
     import pathlib, subprocess, sys
-    common = pathlib.Path(subprocess.run(["git", "rev-parse", "--git-common-dir"], capture_output=True,
-                                         text=True, check=True).stdout.strip()).resolve()
+    own = pathlib.Path(subprocess.run(["git", "rev-parse", "--git-common-dir"], capture_output=True,
+                                      text=True, check=True).stdout.strip()).resolve()
+    # The user's git directory: the one whose objects the teammate's own repository borrows.
+    users = pathlib.Path((own / "objects" / "info" / "alternates").read_text().split()[0]).parent
     marker = sys.argv[1]
-    try:
-        with open(common / "config", "a") as f:
-            f.write(f'[filter "pwn"]\\n\\tsmudge = sh -c "touch {marker}; cat"\\n\\tclean = cat\\n')
-    except OSError as err:
-        print("config:", err)
-    try:
-        (common / "info").mkdir(exist_ok=True)
-        (common / "info" / "attributes").write_text("* filter=pwn\\n")
-        hook = common / "hooks" / "pre-commit"
-        hook.write_text(f"#!/bin/sh\\ntouch {marker}\\n")
-        hook.chmod(0o755)
-    except OSError as err:
-        print("info, hooks:", err)
+    for common in (own, users):  # planted in both: neither runs in rally-gh's git
+        try:
+            with open(common / "config", "a") as f:
+                f.write(f'[filter "pwn"]\\n\\tsmudge = sh -c "touch {marker}; cat"\\n\\tclean = sh -c "touch {marker}; cat"\\n')
+        except OSError as err:
+            print("config:", err)
+        try:
+            (common / "info").mkdir(exist_ok=True)
+            (common / "info" / "attributes").write_text("* filter=pwn\\n")
+            (common / "hooks").mkdir(exist_ok=True)
+            hook = common / "hooks" / "pre-commit"
+            hook.write_text(f"#!/bin/sh\\ntouch {marker}\\n")
+            hook.chmod(0o755)
+        except OSError as err:
+            print("info, hooks:", err)
     pathlib.Path("src/plant").mkdir(parents=True, exist_ok=True)
     pathlib.Path("src/plant/p.py").write_text("p = 1\\n")
 """

@@ -71,7 +71,7 @@ def test_paths_it_does_not_own_are_named_five_at_most() -> None:
         "7 paths it does not own: src/web/0.js, src/web/1.js, src/web/2.js, src/web/3.js, src/web/4.js and 2 more")
 
 
-def test_an_agent_may_write_its_worktree_the_git_directory_and_its_files_never_the_controls_of_git(
+def test_an_agent_may_write_its_checkout_its_own_repository_and_its_files_never_the_users_repository(
         tmp_path: Path) -> None:
     repo_path = init_repo(tmp_path / "repo", {"README.md": "# r\n"})
     home = tmp_path / "home"
@@ -90,7 +90,9 @@ def test_an_agent_may_write_its_worktree_the_git_directory_and_its_files_never_t
     spec = sandbox_spec(ctx, own, files, [sys.executable, str(agent)], "/usr/bin:/bin")
     real = Path.resolve
     assert (spec.checkout, spec.git_dir, spec.home, spec.writable) == (
-        real(own), real(common), real(files / "home"), (real(files),))
-    # The user's home and checkout, the other worktrees and rally-gh's state (runs, cache): out of sight.
-    assert set(spec.hidden) == {real(home), real(repo_path), real(git.rally_worktrees_root(repo)), real(common / "rally")}
-    assert {real(common / "config"), real(common / "hooks"), real(agent.parent)} <= set(spec.read_only)
+        real(own), real(own / ".git"), real(files / "home"), (real(files),))
+    # The user's home, checkout and git directory (its refs, config, hooks, rally-gh's state and
+    # cache), the other checkouts: out of sight.
+    assert set(spec.hidden) == {real(home), real(repo_path), real(common), real(git.rally_worktrees_root(repo))}
+    # The user's objects, which its repository borrows, and its program: read-only.
+    assert set(spec.read_only) == {real(common / "objects"), real(agent.parent)}

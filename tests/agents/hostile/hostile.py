@@ -25,17 +25,33 @@ def fail(why: str) -> None:
     raise SystemExit(1)
 
 
-def git(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> str:
+def try_git(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> tuple[str | None, str]:
+    """(its output, or None when git failed; its standard error)."""
     done = subprocess.run(["git", *args], capture_output=True, text=True, input=stdin,
                           env={**os.environ, **(env or {})}, check=False)
-    if done.returncode != 0:
-        fail(f"git {' '.join(args)}: {done.stderr.strip()}")
-    return done.stdout.strip()
+    return (done.stdout.strip() if done.returncode == 0 else None), done.stderr.strip()
+
+
+def git(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> str:
+    out, err = try_git(*args, env=env, stdin=stdin)
+    if out is None:
+        fail(f"git {' '.join(args)}: {err}")
+    return out or ""
 
 
 def common_dir() -> Path:
-    """The git directory behind this checkout, shared with the user's (a linked worktree's)."""
-    return Path(git("rev-parse", "--path-format=absolute", "--git-common-dir"))
+    """The user's git directory, as an attacker finds it: the one whose objects this checkout's
+    repository borrows (named in its objects/info/alternates), else the git directory behind the
+    checkout (a linked worktree's, shared with the user's)."""
+    own = Path(git("rev-parse", "--path-format=absolute", "--git-common-dir"))
+    alternates = own / "objects" / "info" / "alternates"
+    borrowed = alternates.read_text().strip().splitlines() if alternates.is_file() else []
+    return Path(borrowed[0]).parent if borrowed else own
+
+
+def user_git(*args: str) -> str:
+    """git in the user's repository, from this checkout."""
+    return git("--git-dir", str(common_dir()), *args)
 
 
 def wait_for(what: str, ready: Callable[[], bool], seconds: float = 20) -> None:
