@@ -4,7 +4,7 @@ A user with their identity in ``~/.gitconfig`` (and none in the repository)
 runs a team on a small click-like package whose real pytest suite is
 ``merge.verify``. The agents commit with the git CLI (``commit -a``, ``add``
 then ``commit``), one teammate works in a sparse checkout, one is blocked by
-another, and a commit lands on main while they work. Then the user checks a
+another, and the integration goes onto the commit the run started from. Then the user checks a
 teammate's branch and tries ``git commit -a`` on it with the hook installed.
 Each step is a command a user types; each assertion is something the trial
 saw go wrong.
@@ -63,15 +63,7 @@ AGENTS: dict[str, str] = {
         subprocess.run(["git", "commit", "-qm", "core: yell"], check=True)
     """,
     "docs": """
-        import os, pathlib, subprocess, tempfile
-        # A maintainer lands a commit on main while the team works.
-        env = dict(os.environ, GIT_INDEX_FILE=os.path.join(tempfile.mkdtemp(), "index"))
-        def g(*args, **kw):
-            return subprocess.run(["git", *args], env=env, check=True, capture_output=True, text=True, **kw).stdout.strip()
-        g("read-tree", "main")
-        blob = g("hash-object", "-w", "--stdin", input="Security policy.\\n")
-        g("update-index", "--add", "--cacheinfo", f"100644,{blob},SECURITY.md")
-        g("update-ref", "refs/heads/main", g("commit-tree", g("write-tree"), "-p", "main", "-m", "landed on main"))
+        import pathlib, subprocess
         # The sparse checkout holds the docs, not the examples.
         assert not pathlib.Path("examples").exists(), "a sparse checkout holds only owned and read paths"
         pathlib.Path("docs/page00.md").write_text("# Page 0\\n\\nUse shout() to shout.\\n")
@@ -156,13 +148,12 @@ def test_a_first_day_on_a_real_project_runs_clean(tmp_path: Path) -> None:
     changed = git(repo, "diff", "--name-only", f"{started_on}...rally/day1/docs").split()
     assert changed and all(p.startswith("docs/") for p in changed), changed
 
-    # The integration sits on main as it is now, and the report names that commit.
-    landed = git(repo, "rev-parse", "main").strip()
-    assert landed != started_on
-    assert subprocess.run(["git", "merge-base", "--is-ancestor", landed, "rally/day1/_integration"],
+    # The integration sits on the commit the run started from, and the report names that commit.
+    assert git(repo, "rev-parse", "main").strip() == started_on
+    assert subprocess.run(["git", "merge-base", "--is-ancestor", started_on, "rally/day1/_integration"],
                           cwd=repo).returncode == 0
     md = _rally(repo, "report", "--run", "day1", "--format", "md").stdout
-    assert landed[:7] in md
+    assert started_on[:7] in md
 
     # check on the blocked teammate's branch judges only its own commits, not utils'.
     checked = _rally(repo, "check", "--base", "main", "--head", "rally/day1/core", check=False)

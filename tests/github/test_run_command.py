@@ -155,11 +155,12 @@ env = dict(os.environ, GIT_INDEX_FILE=os.path.join(tempfile.mkdtemp(), "index"),
            GIT_AUTHOR_NAME="Bo", GIT_AUTHOR_EMAIL="bo@example.com",
            GIT_COMMITTER_NAME="Bo", GIT_COMMITTER_EMAIL="bo@example.com")
 git = lambda *a, **k: subprocess.run(["git", *a], env=env, check=True, capture_output=True, text=True, **k).stdout.strip()
-git("read-tree", "origin/main")
+base = os.environ["RALLY_BASE_SHA"]  # the remote's main when the run started
+git("read-tree", base)
 blob = git("hash-object", "-w", "--stdin", input="landed during the run\\n")
 git("update-index", "--add", "--cacheinfo", f"100644,{blob},LANDED.md")
-commit = git("commit-tree", git("write-tree"), "-p", "origin/main", "-m", "landed on main")
-git("push", "-q", "origin", f"{commit}:refs/heads/main")
+commit = git("commit-tree", git("write-tree"), "-p", base, "-m", "landed on main")
+git("push", "-q", REMOTE, f"{commit}:refs/heads/main")  # the teammate's own repository has no remote
 name = os.environ["RALLY_TEAMMATE"]
 pathlib.Path(f"src/{name}").mkdir(parents=True, exist_ok=True)
 pathlib.Path(f"src/{name}/work.txt").write_text("work\\n")
@@ -170,7 +171,7 @@ def test_in_actions_integration_goes_onto_the_remote_base_as_it_is_when_integrat
         fake_github: FakeGitHubServer, tmp_path: Path) -> None:
     agent, lander = tmp_path / "agent.py", tmp_path / "lander.py"
     agent.write_text(AGENT)
-    lander.write_text(PUSH_TO_MAIN)
+    lander.write_text(PUSH_TO_MAIN.replace("REMOTE", repr(fake_github.authenticated_git_url)))
     issue, event = _shop_on_github(fake_github, tmp_path, (lander, agent))  # api lands a commit on main
     clone = tmp_path / "runner"
     git(tmp_path, "clone", "-q", fake_github.authenticated_git_url, str(clone))
