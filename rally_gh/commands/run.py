@@ -17,7 +17,7 @@ from rally_gh.config import LoadedConfig
 from rally_gh.errors import RallyError, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from rally_gh.progress import Progress, wants_live
 from rally_gh import publish
-from rally_gh.github import conversation
+from rally_gh.github import conversation, review
 from rally_gh.github.actions import (
     ActionsContext,
     Event,
@@ -104,6 +104,8 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
     asked = _Asked(issue, issue_text, actions.inputs.teammates(), actions.inputs.max_parallel(), options.dry_run)
     if github is not None and github.trigger.kind == "comment":
         return _converse(github, loaded, actions, stdout)
+    if github is not None and github.trigger.kind == "review":
+        return _route_review(github, loaded, actions, stdout)
     if github is not None:
         admitted = _admitted(github, actions, asked, the_run, stdout)
         if isinstance(admitted, int):
@@ -175,6 +177,18 @@ def _converse(github: GitHubRun, loaded: LoadedConfig, actions: ActionsContext, 
         return EXIT_OK
     stdout.write(f"rally-gh: {'done' if answered.acted else 'not acted on'}: {answered.reply.splitlines()[0]}\n")
     return EXIT_FAILED if answered.refused else EXIT_OK
+
+
+def _route_review(github: GitHubRun, loaded: LoadedConfig, actions: ActionsContext, stdout: TextIO) -> int:
+    """A review on a run's pull request: each inline comment answered with the teammate that owns its file."""
+    routing = review.route_review(github.endpoint, github.trigger, loaded.config,
+                                  bot_allowlist=actions.inputs.bot_allowlist)
+    if routing.skipped:
+        stdout.write(f"rally-gh: review not routed: {routing.skipped}\n")
+        return EXIT_FAILED if routing.refused else EXIT_OK
+    for item in routing.routed:
+        stdout.write(f"rally-gh: {item.path}: {item.owner or 'nobody (a person must change it)'}\n")
+    return EXIT_OK
 
 
 def _nothing_ran(github: GitHubRun, issue: IssueNumber, the_run: str, err: RallyError) -> None:

@@ -74,6 +74,18 @@ class PullRequest:
 
 
 @dataclass(frozen=True)
+class ReviewComment:
+    """An inline comment of a pull request review: on one file, at one line."""
+    id: CommentId
+    path: str
+    line: int | None
+    body: str
+    author: str
+    diff_hunk: str = ""
+    in_reply_to: CommentId | None = None
+
+
+@dataclass(frozen=True)
 class WorkflowRun:
     """One run of a workflow (the Actions API's ``workflow_run``)."""
     id: int
@@ -147,6 +159,14 @@ class GitHubEndpoint(Protocol):
         ...
 
     def cancel_workflow_run(self, run_id: int) -> None: ...
+
+    def review_comments(self, pull: PullNumber, review: int) -> tuple[ReviewComment, ...]:
+        """The inline comments of one review of ``pull``."""
+        ...
+
+    def reply_to_review_comment(self, pull: PullNumber, comment: CommentId, marker: str, body: str) -> CommentId:
+        """Reply in the thread of ``comment`` once: a reply of ours that starts with ``marker`` is kept."""
+        ...
 
     def upsert_comment(self, issue: IssueNumber, marker: str, body: str) -> CommentId:
         """Edit the one comment holding ``marker`` or create it; never a second one."""

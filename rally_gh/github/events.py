@@ -33,7 +33,7 @@ _LOGIN = re.compile(r"[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}(?:\[bot\])?")
 # What git refuses in a branch name: control characters, space, DEL and ~^:?*[\
 _NOT_IN_BRANCH = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
-TriggerKind = Literal["issue-labeled", "dispatch", "pull-request", "comment", "ignored"]
+TriggerKind = Literal["issue-labeled", "dispatch", "pull-request", "comment", "review", "ignored"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,17 @@ class CommentRef:
 
 
 @dataclass(frozen=True)
+class ReviewRef:
+    """A review submitted on a pull request (``pull_request_review`` submitted)."""
+    id: int
+    pull: PullNumber
+    head_ref: str
+    state: str
+    """``approved``, ``changes_requested`` or ``commented``, as GitHub says (lower case)."""
+    body: str
+
+
+@dataclass(frozen=True)
 class Trigger:
     kind: TriggerKind
     sender: str
@@ -76,6 +87,7 @@ class Trigger:
     inputs: DispatchInputs | None = None
     pull: PullRef | None = None
     comment: CommentRef | None = None
+    review: ReviewRef | None = None
 
     @property
     def starts_run(self) -> bool:
@@ -108,6 +120,11 @@ def parse_event(event_name: str, payload: Mapping[str, Any]) -> Trigger:
         return _pull_request_event(payload, login, sender_type)
     if event_name == "issue_comment":
         return _comment_event(payload, login, sender_type)
+    if event_name == "pull_request_review":
+        return _review_event(payload, login, sender_type)
+    if event_name == "pull_request_review_comment":
+        return Trigger("ignored", login, sender_type,
+                       reason="a review's inline comments are taken with the review when it is submitted")
     return Trigger("ignored", login, sender_type, reason=f"rally-gh does not act on `{event_name}` events")
 
 
@@ -144,6 +161,25 @@ def _comment_event(payload: Mapping[str, Any], login: str, sender_type: str) -> 
     on_pull = "pull_request" in json_object(payload.get("issue"), "the event's `issue`")
     return Trigger("comment", login, sender_type, issue=issue,
                    comment=CommentRef(CommentId(number), issue, body, on_pull))
+
+
+def _review_event(payload: Mapping[str, Any], login: str, sender_type: str) -> Trigger:
+    action = payload.get("action")
+    if action != "submitted":
+        return Trigger("ignored", login, sender_type,
+                       reason=f"review event {_code(action)}: only a submitted review is routed")
+    review = json_object(payload.get("review"), "the `pull_request_review` event's `review`")
+    pull = json_object(payload.get("pull_request"), "the `pull_request_review` event's `pull_request`")
+    head = json_object(pull.get("head"), "the `pull_request_review` event's `pull_request.head`")
+    number, review_id = pull.get("number"), review.get("id")
+    if type(number) is not int or not 1 <= number <= MAX_NUMBER or type(review_id) is not int or review_id < 1:
+        raise UsageError("the `pull_request_review` event has no pull request number or review id", hint=EVENT_HINT)
+    where = "the `pull_request_review` event's `pull_request.head.ref`"
+    head_ref = branch_name(_string(head.get("ref"), where) or "", where)
+    state = (_string(review.get("state"), "the `pull_request_review` event's `review.state`") or "").lower()
+    body = _string(review.get("body"), "the `pull_request_review` event's `review.body`", limit=BODY_LIMIT) or ""
+    return Trigger("review", login, sender_type, issue=IssueNumber(number),
+                   review=ReviewRef(review_id, PullNumber(number), head_ref, state, body))
 
 
 def issue_fields(payload: Mapping[str, Any]) -> tuple[IssueNumber | None, str | None]:

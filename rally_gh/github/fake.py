@@ -120,11 +120,13 @@ class FakeGitHubServer:
         self.statuses: list[JSON] = []
         self.reactions: list[JSON] = []
         self.workflow_runs: dict[int, JSON] = {}
+        self.reviews: dict[int, JSON] = {}
+        self.review_comments: dict[int, JSON] = {}
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
         self.observers: list[Exchange] = []
         self._next = {"issue": ISSUE_NUMBERS_START, "pull": PULL_NUMBERS_START, "comment": 100001,
-                      "label": 300001, "check": 700001, "status": 800001, "reaction": 900001,
+                      "label": 300001, "review": 400001, "review_comment": 600001, "check": 700001, "status": 800001, "reaction": 900001,
                       "user": 1001}
         self._user(actor, "Bot")
         self._user(self.owner, "User")
@@ -190,6 +192,26 @@ class FakeGitHubServer:
             self.comments[comment_id] = {"id": comment_id, "issue": issue, "body": body, "user": author,
                                          "created_at": _now(), "updated_at": _now()}
             return comment_id
+
+    def add_review(self, pull: int, user: str, state: str, body: str = "",
+                   comments: tuple[tuple[str, int, str], ...] = ()) -> int:
+        """A review someone submitted on a pull request, with inline comments (path, line, text)."""
+        with self._lock:
+            self._pull_record(str(pull))
+            self._user(user, "User")
+            review = self._take("review")
+            self.reviews[review] = {"id": review, "pull": pull, "user": user, "state": state, "body": body}
+            for path, line, text in comments:
+                self._new_review_comment(pull, review, user, path, line, text, None)
+            return review
+
+    def _new_review_comment(self, pull: int, review: int, user: str, path: str, line: int | None, text: str,
+                            in_reply_to: int | None) -> int:
+        comment = self._take("review_comment")
+        self.review_comments[comment] = {"id": comment, "pull": pull, "review": review, "user": user, "path": path,
+                                         "line": line, "body": text, "in_reply_to": in_reply_to,
+                                         "created_at": _now(), "updated_at": _now()}
+        return comment
 
     def add_workflow_run(self, run_id: int, status: str = "in_progress", conclusion: str | None = None) -> None:
         """A run of the rally workflow, as the Actions API shows it."""
@@ -458,6 +480,10 @@ class FakeGitHubServer:
             ("POST", repo + r"/issues/(?P<number>\d+)/reactions", self._create_reaction),
             ("POST", repo + r"/issues/comments/(?P<id>\d+)/reactions", self._create_comment_reaction),
             ("GET", repo + r"/actions/runs/(?P<id>\d+)", self._get_workflow_run),
+            ("GET", repo + r"/pulls/(?P<number>\d+)/reviews/(?P<review>\d+)/comments", self._list_review_comments),
+            ("GET", repo + r"/pulls/(?P<number>\d+)/comments", self._list_pull_comments),
+            ("GET", repo + r"/pulls/comments/(?P<id>\d+)", self._get_review_comment),
+            ("POST", repo + r"/pulls/(?P<number>\d+)/comments/(?P<id>\d+)/replies", self._reply_review_comment),
             ("POST", repo + r"/actions/runs/(?P<id>\d+)/cancel", self._cancel_workflow_run),
             ("GET", repo + r"/issues/(?P<number>\d+)/labels", self._list_issue_labels),
             ("POST", repo + r"/issues/(?P<number>\d+)/labels", self._add_labels),
@@ -582,6 +608,60 @@ class FakeGitHubServer:
                     "user": self.actor, "created_at": _now()}
         self.reactions.append(reaction)
         return 201, self._reaction_json(reaction)
+
+    def _review_comment_json(self, comment_id: int) -> JSON:
+        c = self.review_comments[comment_id]
+        pull = self.pulls[c["pull"]]
+        url = f"{self._repo_url()}/pulls/comments/{comment_id}"
+        html = f"{self.root_url}/{self.repo_full_name}/pull/{c['pull']}#discussion_r{comment_id}"
+        pull_url = f"{self._repo_url()}/pulls/{c['pull']}"
+        out: JSON = {"id": comment_id, "node_id": f"PRRC_fake{comment_id}", "url": url, "body": c["body"],
+                     "diff_hunk": f"@@ -{c['line'] or 1} +{c['line'] or 1} @@", "path": c["path"],
+                     "position": c["line"], "original_position": c["line"], "line": c["line"],
+                     "side": "RIGHT", "commit_id": pull["head_sha"], "original_commit_id": pull["head_sha"],
+                     "user": self._user_json(c["user"]), "pull_request_review_id": c["review"],
+                     "html_url": html, "pull_request_url": pull_url, "author_association": "NONE",
+                     "created_at": c["created_at"], "updated_at": c["updated_at"],
+                     "_links": {"self": {"href": url}, "html": {"href": html}, "pull_request": {"href": pull_url}}}
+        if c["in_reply_to"] is not None:
+            out["in_reply_to_id"] = c["in_reply_to"]
+        return out
+
+    def _list_review_comments(self, body: Any, q: Mapping[str, str], owner: str, repo: str, number: str,
+                              review: str) -> tuple[int, Any]:
+        self._check_repo(owner, repo)
+        self._pull_record(number)
+        if int(review) not in self.reviews or self.reviews[int(review)]["pull"] != int(number):
+            raise _Http(404, "Not Found")
+        ids = sorted(i for i, c in self.review_comments.items() if c["review"] == int(review))
+        return 200, [self._review_comment_json(i) for i in ids]
+
+    def _get_review_comment(self, body: Any, q: Mapping[str, str], owner: str, repo: str, id: str) -> tuple[int, Any]:
+        self._check_repo(owner, repo)
+        if int(id) not in self.review_comments:
+            raise _Http(404, "Not Found")
+        return 200, self._review_comment_json(int(id))
+
+    def _list_pull_comments(self, body: Any, q: Mapping[str, str], owner: str, repo: str,
+                            number: str) -> tuple[int, Any]:
+        self._check_repo(owner, repo)
+        self._pull_record(number)
+        ids = sorted(i for i, c in self.review_comments.items() if c["pull"] == int(number))
+        return 200, [self._review_comment_json(i) for i in ids]
+
+    def _reply_review_comment(self, body: Any, q: Mapping[str, str], owner: str, repo: str, number: str,
+                              id: str) -> tuple[int, Any]:
+        self._check_repo(owner, repo)
+        self._pull_record(number)
+        replied = self.review_comments.get(int(id))
+        if replied is None or replied["pull"] != int(number):
+            raise _Http(404, "Not Found")
+        text = self._body_text(body, "body")
+        review = self._take("review")
+        self.reviews[review] = {"id": review, "pull": int(number), "user": self.actor, "state": "COMMENTED", "body": ""}
+        comment = self._new_review_comment(int(number), review, self.actor, replied["path"], replied["line"], text,
+                                           int(id))
+        return 201, self._review_comment_json(comment)
 
     def _workflow_run_json(self, run_id: int) -> JSON:
         run = self.workflow_runs[run_id]

@@ -47,6 +47,7 @@ from rally_gh.github.endpoint import (
     PullRequest,
     ReactionContent,
     RequestLimits,
+    ReviewComment,
     StatusState,
     WorkflowRun,
     cut_body,
@@ -252,6 +253,31 @@ class RealGitHub:
     def cancel_workflow_run(self, run_id: int) -> None:
         self._call(Action(f"cancel workflow run {run_id}", "actions: write", write=True),
                    lambda: self._repo.get_workflow_run(run_id).cancel())
+
+    def review_comments(self, pull: PullNumber, review: int) -> tuple[ReviewComment, ...]:
+        found = self._call(Action(f"list the comments of review {review} on #{pull}", "pull-requests: read"),
+                           lambda: list(self._repo.get_pull(pull).get_single_review_comments(review)))
+        return tuple(ReviewComment(CommentId(c.id), str(c.path), c.raw_data.get("line"), c.body or "",
+                                   c.user.login if c.user else "", c.diff_hunk or "",
+                                   CommentId(c.in_reply_to_id) if c.raw_data.get("in_reply_to_id") else None)
+                     for c in found)
+
+    def reply_to_review_comment(self, pull: PullNumber, comment: CommentId, marker: str, body: str) -> CommentId:
+        def existing() -> CommentId | None:
+            replies = self._call(Action(f"list the review comments of #{pull}", "pull-requests: read"),
+                                 lambda: list(self._repo.get_pull(pull).get_review_comments()))
+            return next((CommentId(c.id) for c in replies
+                         if c.raw_data.get("in_reply_to_id") == comment and (c.body or "").startswith(marker)), None)
+        kept = existing()
+        if kept is not None:
+            return kept
+        created = self._call(
+            Action(f"reply to review comment {int(comment)} on #{pull}", "pull-requests: write", write=True,
+                   idempotent=False),
+            lambda: CommentId(self._repo.get_pull(pull).create_review_comment_reply(
+                comment, cut_body(with_marker(body, marker))).id),
+            lookup=existing)
+        return created
 
     def _find_comment(self, issue: IssueNumber, marker: str) -> IssueComment | None:
         comments = self._call(Action(f"list the comments of #{issue}", "issues: read"),

@@ -288,4 +288,4 @@ def test_every_run_for_one_issue_shares_one_concurrency_group() -> None:
     groups = {p.name: load_yaml(p)["concurrency"]["group"] for p in starting}
     assert all(g.startswith("rally-issue-${{") for g in groups.values()), groups
     assert load_yaml(REPO / "docs" / "workflows" / "rally-commands.yml")["concurrency"]["group"] == \
-        "rally-command-${{ github.event.comment.id }}"
+        "rally-command-${{ github.event.comment.id || github.event.review.id }}"

@@ -1,0 +1,130 @@
+"""Review feedback routed to the owner (rally_gh/github/review.py): each inline comment of a review
+on a run's pull request answered once with the teammate that owns its file, through ``rally-gh run``
+in Actions against the fake GitHub and the real PyGithub client."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from github_testing import TEST_LIMITS
+
+from rally_gh.commands import run as run_cmd
+from rally_gh.errors import UsageError
+from rally_gh.github.actions import read
+from rally_gh.github.endpoint import CommentId
+from rally_gh.github.events import parse_event
+from rally_gh.github.fake import FakeGitHubServer
+from rally_gh.github.real import RealGitHub
+from rally_gh.github.review import reply_marker
+from rally_gh.testing import SHOP_FILES, commit, git, init_repo
+
+RUN_HEAD = "rally/issue-1-4207/_integration"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return init_repo(tmp_path / "repo", SHOP_FILES)
+
+
+def _pull(fake: FakeGitHubServer, repo: Path, head: str = RUN_HEAD) -> int:
+    git(repo, "push", "-q", fake.authenticated_git_url, "main")
+    git(repo, "checkout", "-q", "-b", head)
+    commit(repo, {"src/api/app.py": "print('api v2')\n", "src/web/app.js": "console.log('v2')\n"}, "integrated")
+    git(repo, "push", "-q", fake.authenticated_git_url, head)
+    git(repo, "checkout", "-q", "main")
+    gh = RealGitHub(fake.token, "owner/repo", base_url=fake.api_url, limits=TEST_LIMITS)
+    return gh.find_or_create_pull(head, "main", "rally: the shop (#1)", "report", draft=False).number
+
+
+def _payload(pull: int, review: int, *, state: str = "changes_requested", body: str = "", sender: str = "alice",
+             head: str = RUN_HEAD, action: str = "submitted") -> dict[str, object]:
+    return {"action": action, "sender": {"login": sender, "type": "User"},
+            "review": {"id": review, "state": state, "body": body, "user": {"login": sender}},
+            "pull_request": {"number": pull, "head": {"ref": head, "sha": "0" * 40},
+                             "base": {"ref": "main", "sha": "1" * 40}},
+            "repository": {"default_branch": "main", "full_name": "owner/repo"}}
+
+
+def _run(fake: FakeGitHubServer, tmp_path: Path, repo: Path, payload: dict[str, object]) -> tuple[int, str]:
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps(payload))
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_TOKEN": "test-token", "GITHUB_REPOSITORY": "owner/repo",
+           "GITHUB_API_URL": fake.api_url, "GITHUB_EVENT_NAME": "pull_request_review",
+           "GITHUB_EVENT_PATH": str(event), "GITHUB_RUN_ID": "5252", "PATH": "/usr/bin:/bin"}
+    out = io.StringIO()
+    code = run_cmd.run(repo, read(env), out, progress_stream=io.StringIO())
+    return code, out.getvalue()
+
+
+def _replies(fake: FakeGitHubServer) -> dict[int, str]:
+    """Each answered comment's reply."""
+    return {c["in_reply_to"]: c["body"] for c in fake.review_comments.values() if c["in_reply_to"] is not None}
+
+
+def test_each_inline_comment_is_answered_once_with_its_files_owner(
+        fake_github: FakeGitHubServer, tmp_path: Path, repo: Path) -> None:
+    fake_github.set_permission("alice", "write")
+    pull = _pull(fake_github, repo)
+    review = fake_github.add_review(pull, "alice", "CHANGES_REQUESTED", comments=(
+        ("src/api/app.py", 1, "print is not logging"), ("src/web/app.js", 1, "same here"),
+        ("README.md", 1, "say what the shop sells")))
+    first, web, readme = sorted(c for c, v in fake_github.review_comments.items() if v["review"] == review)
+    for _ in range(2):  # redelivered, or the workflow re-run
+        code, out = _run(fake_github, tmp_path, repo, _payload(pull, review))
+        assert code == 0, out
+    replies = _replies(fake_github)
+    assert set(replies) == {first, web, readme}  # one reply each, not two
+    assert replies[first].startswith(reply_marker(CommentId(first)))
+    assert "`src/api/app.py` is **api**'s" in replies[first] and "rally/issue-1-4207/api" in replies[first]
+    assert "is **web**'s" in replies[web]
+    assert "No teammate owns `README.md`" in replies[readme] and "A person must" in replies[readme]
+    assert "src/api/app.py: api" in out and "README.md: nobody" in out
+
+
+def test_a_review_that_asks_nothing_or_is_not_on_a_runs_pull_request_is_not_routed(
+        fake_github: FakeGitHubServer, tmp_path: Path, repo: Path) -> None:
+    fake_github.set_permission("alice", "write")
+    pull = _pull(fake_github, repo)
+    review = fake_github.add_review(pull, "alice", "COMMENTED", comments=(("src/api/app.py", 1, "nice"),))
+    code, out = _run(fake_github, tmp_path, repo, _payload(pull, review, state="commented"))
+    assert code == 0 and "neither requests changes nor says `/rally fix`" in out
+    code, out = _run(fake_github, tmp_path, repo,
+                     _payload(pull, review, state="commented", head="feature/shop"))
+    assert code == 0 and "is not the pull request of a rally-gh run" in out
+    assert not _replies(fake_github)
+    # `/rally fix` in a comment-only review routes it.
+    code, out = _run(fake_github, tmp_path, repo, _payload(pull, review, state="commented", body="/rally fix"))
+    assert code == 0 and "src/api/app.py: api" in out and len(_replies(fake_github)) == 1
+
+
+def test_a_reviewer_without_write_access_is_refused_and_nothing_is_answered(
+        fake_github: FakeGitHubServer, tmp_path: Path, repo: Path) -> None:
+    fake_github.set_permission("mallory", "read")
+    pull = _pull(fake_github, repo)
+    review = fake_github.add_review(pull, "mallory", "CHANGES_REQUESTED", comments=(("src/api/app.py", 1, "x"),))
+    code, out = _run(fake_github, tmp_path, repo, _payload(pull, review, sender="mallory"))
+    assert code == 1 and "refused" in out and "read permission" in out
+    assert not _replies(fake_github)
+
+
+def test_a_hostile_path_is_quoted_back_harmless(fake_github: FakeGitHubServer, tmp_path: Path, repo: Path) -> None:
+    fake_github.set_permission("alice", "write")
+    pull = _pull(fake_github, repo)
+    review = fake_github.add_review(pull, "alice", "CHANGES_REQUESTED", comments=(("docs/`x`\n@team.md", 1, "?"),))
+    code, _ = _run(fake_github, tmp_path, repo, _payload(pull, review))
+    (reply,) = _replies(fake_github).values()
+    assert code == 0 and "No teammate owns `docs/?x??@team.md`" in reply
+
+
+def test_review_events_parse_and_other_review_actions_are_ignored() -> None:
+    trigger = parse_event("pull_request_review", _payload(500, 7))
+    assert trigger.kind == "review" and trigger.review is not None
+    assert (trigger.review.id, trigger.review.pull, trigger.review.head_ref) == (7, 500, RUN_HEAD)
+    assert parse_event("pull_request_review", _payload(500, 7, action="dismissed")).kind == "ignored"
+    assert parse_event("pull_request_review_comment", {"action": "created", "sender": {"login": "a"}}).kind == "ignored"
+    hostile = _payload(500, 7, head="rally/x/../../_integration")
+    with pytest.raises(UsageError, match="not a branch name git allows"):
+        parse_event("pull_request_review", hostile)
