@@ -196,6 +196,19 @@ def run(config_path: Path | None, run_id: str | None, issue: int | None, event_p
 
 
 @cli.command()
+@CONFIG_OPTION
+@click.option("--run-id", default=None, help="The run's id (default: from the issue and the workflow run).")
+@click.option("--issue", type=click.IntRange(min=1), default=None)
+@click.option("--event", "event_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def admit(config_path: Path | None, run_id: str | None, issue: int | None, event_path: Path | None) -> None:
+    """Decide whether the event may start a run, and tell the issue; no agent runs."""
+    from rally_gh.commands import admit as cmd
+
+    options = cmd.AdmitOptions(config_path=config_path, run_id=run_id, issue=issue)
+    _exit(lambda: cmd.admit(Path.cwd(), _actions(event_path), sys.stdout, options=options))
+
+
+@cli.command()
 @click.option("--results", "results", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
               metavar="DIR", help="The folder `rally-gh run --results` wrote in the agents' job (its artifact).")
 @click.option("--run-id", default=None, help="The run (default: from the issue and the workflow run, as run names it).")

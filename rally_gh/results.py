@@ -136,6 +136,7 @@ def import_results(repo_path: Path, loaded: LoadedConfig, run_id: str, folder: P
                          f"this job's {trusted.base_ref} is at {git.short(trusted.base_sha)}",
                          hint="check out the commit the agents' job checked out (the event's) in the publish job")
     tips = _import_bundle(repo_path, folder, config.branch_prefix, run_id, names, limits, refusals)
+    repo = git.open_repo(repo_path)  # a handle opened before the import may not see the objects it brought
     order = plan.integration_order(config, frozenset(names))
     accepted: dict[str, git.Sha] = {}
     records: dict[str, TeammateRecord] = {}

@@ -25,11 +25,10 @@ from rally_gh.github.actions import (
     github_of_run,
     issue_of,
     issue_of_job,
-    issue_text_from_github,
     read_event,
 )
 from rally_gh.github.endpoint import IssueNumber
-from rally_gh.github.events import Trigger
+from rally_gh.admission import Asked, admitted, as_triggered
 from rally_gh.results import write_results
 from rally_gh.tasks import RunTasks, TasksRefused, apply_tasks, for_this_run, tasks_for_this_run
 from rally_gh.state import load_state, new_run_id, runs_dir
@@ -72,17 +71,6 @@ class MergeOptions:
     config_path: Path | None = None
 
 
-@dataclass(frozen=True)
-class _Asked:
-    """What a run is asked to do: for which issue, who runs, how many at once, whether only to plan."""
-
-    issue: int | None
-    issue_text: str | None
-    only: tuple[str, ...]
-    max_parallel: int | None
-    dry_run: bool
-
-
 def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptions = RunOptions(),
         progress_stream: TextIO | None = None) -> int:
     resume, run_id = options.resume, options.run_id
@@ -101,23 +89,26 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
     # pull request per run), so the attempt number is not part of the id.
     the_run = resume or run_id or new_run_id(issue, actions.workflow_run_id, time.time, git.common_dir(repo))
     github = github_of_run(actions, event)
-    asked = _Asked(issue, issue_text, actions.inputs.teammates(), actions.inputs.max_parallel(), options.dry_run)
+    asked = Asked(issue, issue_text, actions.inputs.teammates(), actions.inputs.max_parallel(), options.dry_run)
     if github is not None and github.trigger.kind == "comment":
         return _converse(github, loaded, actions, stdout)
     if github is not None and github.trigger.kind == "review":
         return _route_review(github, loaded, actions, stdout)
     if github is not None:
-        admitted = _admitted(github, actions, asked, the_run, stdout)
-        if isinstance(admitted, int):
-            return admitted
-        asked = admitted
+        decided = admitted(github, actions, asked, the_run, stdout)
+        if isinstance(decided, int):
+            return decided
+        asked = decided
     elif options.results is not None and event is not None and actions.event_name:
         # The agents' job: the admit job has admitted the run; what the event asks is read here too.
         trigger = event.trigger()
         if not trigger.starts_run:
             stdout.write(f"rally-gh: nothing to run: {trigger.reason or trigger.kind}\n")
             return EXIT_OK
-        asked = _as_triggered(trigger, asked)
+        asked = as_triggered(trigger, asked)
+        if asked.issue_text is None and actions.inputs.issue_text:
+            # A dispatch names its issue without its text: the admit job read it, and passes it on.
+            asked = replace(asked, issue_text=actions.inputs.issue_text)
     issue, issue_text = asked.issue, asked.issue_text
     try:
         tasks = tasks_for_this_run(loaded.config, issue_text, options.tasks_path, options.handoff_path, issue)
@@ -200,37 +191,6 @@ def _nothing_ran(github: GitHubRun, issue: IssueNumber, the_run: str, err: Rally
         github.endpoint.remove_label(issue, publish.RUNNING)
     except RallyError:
         pass  # the refusal itself is what the user must see
-
-
-def _admitted(github: GitHubRun, actions: ActionsContext, asked: _Asked, the_run: str,
-              stdout: TextIO) -> _Asked | int:
-    """What the trigger asks of the run once its sender is admitted; an exit code when it
-    starts no run (an event rally-gh ignores, a sender who may not)."""
-    trigger = github.trigger
-    if not trigger.starts_run:
-        stdout.write(f"rally-gh: nothing to run: {trigger.reason or trigger.kind}\n")
-        return EXIT_OK
-    decision = publish.admit(github.endpoint, trigger, actions.inputs.bot_allowlist, run_id=the_run)
-    if not decision.allowed:
-        stdout.write(f"rally-gh: refused: {decision.reason}\n")
-        return EXIT_FAILED
-    asked = _as_triggered(trigger, asked)
-    if asked.issue is not None and asked.issue_text is None:
-        asked = replace(asked, issue_text=issue_text_from_github(github.endpoint, asked.issue))
-    return asked
-
-
-def _as_triggered(trigger: Trigger, asked: _Asked) -> _Asked:
-    """What the trigger asks of the run: its issue, and a dispatch's inputs."""
-    asked = replace(asked, issue=trigger.issue if trigger.issue is not None else asked.issue)
-    if trigger.inputs is None:
-        return asked
-    # Who runs: the dispatch's choice, else the action's. How many at once: the lowest of
-    # those given; the run never lets it pass the map's max_parallel.
-    return replace(asked, only=trigger.inputs.teammates or asked.only,
-                   max_parallel=min((n for n in (asked.max_parallel, trigger.inputs.max_parallel) if n is not None),
-                                    default=None),
-                   dry_run=asked.dry_run or trigger.inputs.dry_run)
 
 
 def _as_a_run(actions: ActionsContext) -> ActionsContext:

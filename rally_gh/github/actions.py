@@ -58,6 +58,9 @@ class ActionInputs:
     bot_allowlist: tuple[str, ...] = ()
     split_run_id: str | None = None
     """``RALLY_RUN_ID``: the name the workflow gave a run split across jobs."""
+    issue_text: str | None = None
+    """``RALLY_ISSUE_TEXT``: the issue's text as the admit job read it, for the agents' job of a dispatch
+    (whose event names the issue without its text, and whose job has no token to read it)."""
 
     def teammates(self) -> tuple[str, ...]:
         """The ``teammates`` input, checked as strictly as a dispatch's."""
@@ -158,6 +161,7 @@ def read(environ: Mapping[str, str], *, event_path: Path | None = None) -> Actio
             max_parallel_text=environ.get("RALLY_MAX_PARALLEL", ""),
             bot_allowlist=tuple(environ.get("RALLY_BOT_ALLOWLIST", "").replace(",", " ").split()),
             split_run_id=environ.get("RALLY_RUN_ID") or None,
+            issue_text=environ.get("RALLY_ISSUE_TEXT") or None,
         ),
     )
 

