@@ -31,7 +31,8 @@ def admitted(github: GitHubRun, actions: ActionsContext, asked: Asked, the_run: 
     if not trigger.starts_run:
         stdout.write(f"rally-gh: nothing to run: {trigger.reason or trigger.kind}\n")
         return EXIT_OK
-    decision = publish.admit(github.endpoint, trigger, actions.inputs.bot_allowlist, run_id=the_run)
+    decision = publish.admit(github.endpoint, trigger, actions.inputs.bot_allowlist, run_id=the_run,
+                             triggering_actor=actions.triggering_actor)
     if not decision.allowed:
         stdout.write(f"rally-gh: refused: {decision.reason}\n")
         return EXIT_FAILED

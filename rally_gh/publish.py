@@ -21,7 +21,7 @@ import re
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rally_gh.errors import GitHubError, RallyError
@@ -212,9 +212,18 @@ def refuse_run(endpoint: GitHubEndpoint, issue: IssueNumber, run_id: str, error:
 
 
 def admit(endpoint: GitHubEndpoint, trigger: Trigger, bot_allowlist: Sequence[str] = (),
-          run_id: str | None = None) -> Decision:
-    """``authorize``, and the refusal comment when it says no (for events that name an issue)."""
+          run_id: str | None = None, triggering_actor: str | None = None) -> Decision:
+    """``authorize``, and the refusal comment when it says no (for events that name an issue).
+
+    ``triggering_actor``: who started this attempt (``GITHUB_TRIGGERING_ACTOR``). A re-run keeps
+    the original event, sender included, but may be started by someone else: both are asked."""
     decision = authorize(trigger, endpoint, bot_allowlist)
+    if decision.allowed and triggering_actor and triggering_actor != trigger.sender and trigger.starts_run:
+        kind = "Bot" if triggering_actor.endswith("[bot]") else "User"
+        again = authorize(replace(trigger, sender=triggering_actor, sender_type=kind), endpoint, bot_allowlist)
+        if not again.allowed:
+            decision = Decision(False, f"this attempt was started by @{triggering_actor}, not by @{trigger.sender} "
+                                       f"who sent the event: {again.reason}", again.permission)
     if not decision.allowed and trigger.kind != "ignored" and trigger.issue is not None:
         refuse(endpoint, trigger.issue, decision.reason, run_id=run_id)
     return decision

@@ -151,8 +151,26 @@ def import_results(repo_path: Path, loaded: LoadedConfig, run_id: str, folder: P
         "teammates": tuple(records[n] for n in names if n in records)})
     result, verified, state = _integrate(repo, loaded, state, claimed, tips, refusals)
     state = state.model_copy(update={"problems": state.problems + tuple(
-        f"publish job: {r.reason}" for r in refusals if r.who == "results")})
+        f"publish job: {r.reason}" for r in refusals if r.who == "results") + _workflow_files(state)})
     return ImportedRun(state, result, verified, tuple(refusals))
+
+
+WORKFLOWS = ".github/workflows/"
+
+
+def _workflow_files(state: RunState) -> tuple[str, ...]:
+    """What GitHub will refuse, said before the push: a workflow's own GITHUB_TOKEN may not push a
+    commit that changes a workflow file (only a token with the ``workflows`` permission may)."""
+    found = []
+    for t in state.teammates:
+        files = [f for f in t.files_changed if f.startswith(WORKFLOWS)] if t.head_sha else []
+        if files:
+            shown = ", ".join(_plain(f, 200) for f in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+            found.append(f"{t.name} changes workflow files ({shown}): GitHub refuses them from a workflow's "
+                         "GITHUB_TOKEN, so its branch and an integration holding it will not be pushed; to publish "
+                         "them, give the publish job a GitHub App token with the `workflows` permission "
+                         "(the action's `github-token`)")
+    return tuple(found)
 
 
 def _read_record(folder: Path, limits: ResultLimits) -> RunState:

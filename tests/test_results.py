@@ -46,7 +46,8 @@ AGENTS = {
 def _map(scripts: dict[str, Path]) -> str:
     lines = ["version: 1", "team: shop", "defaults: {timeout: 30s, retries: 0}", "teammates:"]
     for name, blocked in (("api", ""), ("web", "    blocked_by: [api]\n")):
-        lines += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
+        owns = f"src/{name}/**" + (", .github/workflows/ci.yml" if name == "api" else "")
+        lines += [f"  - name: {name}", f"    exclusive_write: [{owns}]",
                   f"    agent: {{preset: command, command: [{json.dumps(sys.executable)}, "
                   f"{json.dumps(str(scripts[name]))}]}}" + ("\n" + blocked.rstrip() if blocked else "")]
     return "\n".join(lines) + "\n"
@@ -185,3 +186,18 @@ def test_record_text_reaches_the_report_as_plain_text_only(ran: tuple[Path, Path
     assert "<h2>rally-gh run <code>r1</code>: Done</h2>" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html  # shown as written
     assert "\n" not in state.teammate("web").reason
+
+
+def test_workflow_files_a_token_cannot_push_are_named_before_the_push(ran: tuple[Path, Path], tmp_path: Path) -> None:
+    repo, results = ran
+    record = _record(results)
+    api = record.teammate("api")
+    git(repo, "checkout", "-q", api.branch)
+    commit(repo, {".github/workflows/ci.yml": "on: push\n"}, "rally(api): ci")
+    git(repo, "checkout", "-q", "main")
+    head = git(repo, "rev-parse", api.branch).strip()
+    write_results(repo, record.with_teammate(api.model_copy(update={"head_sha": head})), results)
+    _, state, report = _publish(tmp_path, repo, results)
+    assert state.teammate("api").outcome == "done"  # it owns the file: not a refusal
+    (problem,) = [p for p in state.problems if "workflow files" in p]
+    assert problem.startswith("api changes workflow files (.github/workflows/ci.yml)") and "`workflows`" in problem

@@ -12,6 +12,7 @@ from typing import TextIO
 from rally_gh import docs_url, git, plan
 from rally_gh.run import pipeline, split
 from rally_gh.run.finish import finish_run
+from rally_gh.run.ledger import set_aside_earlier_attempt
 from rally_gh.ownership.enforce import map_for_run
 from rally_gh.config import LoadedConfig
 from rally_gh.errors import RallyError, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError
@@ -116,6 +117,12 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
         if github is not None and issue is not None:
             publish.refuse_run(github.endpoint, IssueNumber(issue), the_run, err)
         raise
+    if (github is not None or options.results is not None) and resume is None and run_id is None \
+            and actions.workflow_run_id:
+        # A re-run of this workflow run on a self-hosted runner that kept its workspace.
+        note = set_aside_earlier_attempt(repo, git.common_dir(repo), the_run, loaded.config.branch_prefix)
+        if note:
+            sys.stderr.write(f"rally-gh: note: {note}\n")
     stream = progress_stream if progress_stream is not None else sys.stderr
     progress = Progress(stream, wants_live(stream, environ), common_dir=git.common_dir(repo), run_id=the_run)
     events: list[Callable[[str, str, str], None]] = [progress.event]

@@ -94,6 +94,8 @@ class ActionsContext:
     """A pull request's head and base branches (``GITHUB_HEAD_REF``, ``GITHUB_BASE_REF``)."""
     remote: str | None = None
     """``RALLY_REMOTE``: where a local run publishes, when asked to."""
+    triggering_actor: str | None = None
+    """``GITHUB_TRIGGERING_ACTOR``: who started this attempt of the workflow run (a re-run's, not the event's sender)."""
     output_file: Path | None = None
     summary_file: Path | None = None
     inputs: ActionInputs = ActionInputs()
@@ -154,6 +156,7 @@ def read(environ: Mapping[str, str], *, event_path: Path | None = None) -> Actio
         head_ref=_branch(environ, "GITHUB_HEAD_REF"),
         base_ref=_branch(environ, "GITHUB_BASE_REF"),
         remote=environ.get("RALLY_REMOTE") or None,
+        triggering_actor=environ.get("GITHUB_TRIGGERING_ACTOR") or None,
         output_file=_path(environ.get("GITHUB_OUTPUT")),
         summary_file=_path(environ.get("GITHUB_STEP_SUMMARY")),
         inputs=ActionInputs(

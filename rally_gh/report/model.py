@@ -175,6 +175,9 @@ def next_step(state: RunState) -> str:
                 "then start a new run")
     failed = [t for t in state.teammates if t.outcome != "done" or not t.integrated]
     names = ", ".join(t.name for t in failed)
+    if status == "partial" and not failed:
+        # Every teammate is in it, but what they make together did not pass (or was not) verified.
+        return f"review `{branch}`: every teammate's work is in it, but it is not verified (see Verification)"
     if status == "partial":
         one = len(failed) == 1
         return (f"review `{branch}` (what worked); {names} did not make it: inspect "

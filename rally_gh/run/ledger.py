@@ -6,6 +6,7 @@ repository are still alive: their worktrees are in use, their agents may still r
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 from rally_gh import git, process
 from rally_gh.config import Config, LoadedConfig
 from rally_gh.errors import RallyError
+from rally_gh.integrate import superseded_ref
 from rally_gh.state import (
     Clock,
     RunState,
@@ -26,6 +28,7 @@ from rally_gh.state import (
     new_verify_log,
     pid_alive,
     run_dir,
+    runs_dir,
     save_state,
     state_path,
     teammate_branch,
@@ -179,3 +182,36 @@ def _first_line(text: str) -> str:
         if line.strip():
             return line.strip()[:72]
     return ""
+
+
+def set_aside_earlier_attempt(repo: git.Repository, common: Path, run_id: str, prefix: str) -> str | None:
+    """Before a re-run of a CI run in the workspace an earlier attempt left (a self-hosted runner
+    keeps it): that attempt's records go to ``rally/attempts/<run>-<n>`` and its branches under
+    ``refs/rally/superseded/``, as a re-run on a fresh runner supersedes them on the remote, so the
+    re-run starts as on a fresh runner and nothing of the earlier one is lost. A note saying so;
+    None when there was none. Refused while that attempt still runs."""
+    folder = run_dir(common, run_id)
+    if not folder.exists():
+        return None
+    try:
+        earlier: RunState | None = load_state(common, run_id)
+    except RallyError:
+        earlier = None
+    if earlier is not None and earlier.status == "running" and earlier.pid != os.getpid() and pid_alive(earlier.pid):
+        raise RallyError(f"run {run_id} is still running here (process {earlier.pid})",
+                         hint="wait for it, or stop that process first")
+    attempts = runs_dir(common).parent / "attempts"
+    attempts.mkdir(parents=True, exist_ok=True)
+    number = next(n for n in itertools.count(1) if not (attempts / f"{run_id}-{n}").exists())
+    aside = attempts / f"{run_id}-{number}"
+    folder.rename(aside)
+    git.prune_worktrees(repo, keep_runs=live_runs(common, exclude=run_id))
+    branches = git.ref_names(repo, f"refs/heads/{prefix}/{run_id}/")
+    for ref in branches:
+        sha = git.ref_sha(repo, ref)
+        if sha is not None:
+            git.update_ref_if(repo, superseded_ref(ref.removeprefix("refs/heads/"), sha), sha, None)
+    if branches:
+        git.delete_branches(repo, [ref.removeprefix("refs/heads/") for ref in branches])
+    return (f"an earlier attempt of run {run_id} left its records here (a kept workspace): they are now in {aside}, "
+            "its branches under refs/rally/superseded/; this attempt starts afresh")

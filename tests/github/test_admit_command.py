@@ -67,3 +67,20 @@ def test_a_dispatch_passes_on_the_text_of_the_issue_it_names(fake_github: FakeGi
     assert admit_cmd.admit(repo, read(env), io.StringIO(), options=AdmitOptions(run_id="d1")) == 0
     outputs = outputs_file_values(Path(env["GITHUB_OUTPUT"]))
     assert outputs["run-id"] == "d1" and outputs["issue-text"] == "Shop\n\nAs it reads now."
+
+
+def test_a_re_run_started_by_a_reader_is_refused_though_a_writer_sent_the_event(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    fake_github.set_permission("alice", "write")
+    fake_github.set_permission("mallory", "read")
+    issue = fake_github.create_issue("Shop", "x", user="alice", labels=("rally:parallel",))
+    repo = init_repo(tmp_path / "repo", SHOP_FILES)
+    env = _job(fake_github, tmp_path, "issues", {
+        "action": "labeled", "label": {"name": "rally:parallel"}, "sender": {"login": "alice", "type": "User"},
+        "issue": {"number": issue, "title": "Shop", "body": "x"}})
+    env["GITHUB_TRIGGERING_ACTOR"] = "mallory"  # a re-run keeps the event, alice's, but mallory started it
+    assert admit_cmd.admit(repo, read(env), io.StringIO()) == 1
+    (comment,) = [c for c in fake_github.comments.values() if c["issue"] == issue]
+    assert "mallory" in comment["body"] and "rally:running" not in fake_github.issues[issue]["labels"]
+    env["GITHUB_TRIGGERING_ACTOR"] = "alice"
+    assert admit_cmd.admit(repo, read(env), io.StringIO()) == 0

@@ -209,3 +209,23 @@ def test_a_dispatchs_agents_job_reads_the_issue_text_the_admit_job_passed_on(
     assert state.issue_text == "Shop\n\nAs the admit job read it." and state.dry_run
     assert state.run_id == "d1"
     assert not fake_github.requests
+
+
+def test_a_re_run_in_a_self_hosted_runners_kept_workspace_leaves_one_pull_request_and_one_comment(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    issue, event = _shop(fake_github, tmp_path)
+    clone = _checkout(fake_github, tmp_path / "self-hosted")  # the same workspace for both attempts
+    codes = []
+    for _ in (1, 2):
+        out = io.StringIO()
+        codes.append(run_cmd.run(clone, read(_env(fake_github, event, token=True)), out, progress_stream=io.StringIO()))
+    assert codes == [0, 0], out.getvalue()[-2000:]
+    assert len(fake_github.pulls) == 1
+    assert len([c for c in fake_github.comments.values() if c["issue"] == issue]) == 1
+    run = f"issue-{issue}-{RUN_ID}"
+    assert (clone / ".git" / "rally" / "attempts" / f"{run}-1" / "run.json").exists()
+    # The agents' job re-run in its kept workspace starts afresh too.
+    results = tmp_path / "again"
+    assert run_cmd.run(clone, read(_env(fake_github, event, token=False)), io.StringIO(),
+                       options=RunOptions(results=results), progress_stream=io.StringIO()) == 0
+    assert RunState.model_validate_json((results / RECORD_FILE).read_text()).integrated == ("api", "web")
