@@ -793,9 +793,11 @@ def test_an_orchestrator_killed_leaves_no_agent_running_after_a_resume(tmp_path:
     # The agent's own pid may be a PID namespace's: find it by what its environment holds.
     marker = "RALLY_PROMPT_FILE=" + str(git.common_dir(git.open_repo(repo)) / "rally" / "runs" / "k1" / "teammates" / "slow")
     deadline = time.monotonic() + 20
-    while not live_processes_with(marker) and time.monotonic() < deadline:
+    # The agent itself, not only bwrap setting up: killed before bwrap has asked the kernel to
+    # kill it with its parent (prctl PDEATHSIG), bwrap would be orphaned like any process.
+    while not _running(marker, "stubborn.py") and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert live_processes_with(marker)
+    assert _running(marker, "stubborn.py")
     proc.kill()  # SIGKILL: no chance to stop its agents
     proc.wait()
     deadline = time.monotonic() + 5
@@ -806,6 +808,17 @@ def test_an_orchestrator_killed_leaves_no_agent_running_after_a_resume(tmp_path:
     stubborn.write_text("print('resumed')\n")
     _run(repo, rally_yml, run_id="k1", resume=True, sandbox=sandbox)
     assert not live_processes_with(marker)
+
+
+def _running(marker: str, program: str) -> bool:
+    """Whether a live process whose environment holds ``marker`` runs ``program``."""
+    for pid in live_processes_with(marker):
+        try:
+            if program.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _alive(pid: int) -> bool:
