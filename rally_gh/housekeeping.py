@@ -113,6 +113,8 @@ def _run_branches(repo: git.Repository, prefixes: Sequence[str]) -> dict[str, tu
 class KeptBranch:
     branch: str
     commits: tuple[str, ...]  # the commits whose work is nowhere else, newest first
+    checked_out: Path | None = None
+    """The work tree it is checked out in: git will not delete it, and someone works there."""
 
 
 @dataclass(frozen=True)
@@ -151,9 +153,15 @@ def plan_clean(repo: git.Repository, runs: Sequence[RunInfo], *, force: bool) ->
     every_ref = git.ref_names(repo, "refs/heads", "refs/remotes", "refs/tags")
     keep_refs = [ref for ref in every_ref if ref.removeprefix("refs/heads/") not in candidates]
     kept: dict[str, KeptBranch] = {}
+    for branch, tree in git.checked_out_branches(repo).items():
+        if branch in candidates:  # even with --force: it is someone's checkout
+            kept[branch] = KeptBranch(branch, (), checked_out=tree)
+            keep_refs.append(f"refs/heads/{branch}")
     if not force:
         ordered = sorted(candidates, key=lambda b: (not b.endswith("/" + INTEGRATION_NAME), b))
         for branch in ordered:
+            if branch in kept:
+                continue
             lost = _work_nowhere_else(repo, branch, keep_refs)
             if lost:
                 kept[branch] = KeptBranch(branch, lost)

@@ -213,3 +213,18 @@ def test_clean_usage_errors(tmp_path: Path) -> None:
         parse_age("30")
     assert parse_age("1d12h") == 1.5 * DAY and parse_age("2w") == 14 * DAY
     assert clean(repo, time.time) == "nothing to clean\n"
+
+
+def test_a_branch_checked_out_in_a_worktree_is_kept_with_its_run_state_even_when_forced(
+        three_runs: Path, tmp_path: Path) -> None:
+    repo = copy_of(three_runs, tmp_path)
+    elsewhere = tmp_path / "reviewing"
+    run_git(repo, "worktree", "add", "-q", str(elsewhere), "rally/old/api")
+    out = clean(repo, older_than="30d", force=True)
+    # git would refuse to delete it, and someone works there: kept, said why, and the run's state with it.
+    assert f"old: kept branch rally/old/api: it is checked out in {elsewhere}; check out another branch" in out
+    assert "deleted branch rally/old/api" not in out
+    assert [b for b in branches(repo) if b.startswith("rally/old/")] == ["rally/old/api"]
+    assert (runs_dir(repo / ".git") / "old").is_dir()
+    assert out.endswith("; kept 1 branch checked out in a worktree\n")
+    assert (elsewhere / ".git").is_file()  # the worktree itself is the user's: untouched

@@ -55,6 +55,10 @@ def _describe(plan: CleanPlan, dry_run: bool, stdout: TextIO) -> None:
         for branch in run.branches:
             stdout.write(f"{run.run_id}: {verb} branch {branch}\n")
         for keep in run.kept:
+            if keep.checked_out is not None:
+                stdout.write(f"{run.run_id}: kept branch {keep.branch}: it is checked out in {keep.checked_out}; "
+                             "check out another branch there, or remove that worktree, then clean again\n")
+                continue
             n = len(keep.commits)
             stdout.write(f"{run.run_id}: kept branch {keep.branch}: {n} commit{'s' * (n != 1)} "
                          f"({', '.join(git.short(c) for c in keep.commits[:3])}{', ...' if n > 3 else ''}) "
@@ -69,9 +73,12 @@ def _describe(plan: CleanPlan, dry_run: bool, stdout: TextIO) -> None:
         branches += len(run.branches)
         worktrees += len(run.worktrees)
         states += run.state_dir is not None
-    kept = sum(len(run.kept) for run in plan.runs)
+    kept = sum(1 for run in plan.runs for k in run.kept if k.checked_out is None)
+    busy = sum(1 for run in plan.runs for k in run.kept if k.checked_out is not None)
     summary = (f"{'dry run: ' if dry_run else ''}{verb} {branches} branch{'es' * (branches != 1)}, "
                f"{states} run state{'s' * (states != 1)} and {worktrees} leftover worktree{'s' * (worktrees != 1)}")
     if kept:
         summary += f"; kept {kept} branch{'es' * (kept != 1)} with work found nowhere else"
+    if busy:
+        summary += f"; kept {busy} branch{'es' * (busy != 1)} checked out in a worktree"
     stdout.write(summary + "\n")

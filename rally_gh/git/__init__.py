@@ -147,6 +147,7 @@ from rally_gh.git.worktrees import (
     prune_worktrees,
     rally_worktrees_root,
     register_worktree,
+    checked_out_branches,
     remove_worktree,
     restore_git_dir_controls,
 )
@@ -182,5 +183,5 @@ __all__ = [
     # worktrees
     "GitDirControls", "add_worktree", "cone_patterns", "dematerialize", "git_dir_controls",
     "materialize", "populate_worktree", "prune_worktree_records", "prune_worktrees", "rally_worktrees_root",
-    "register_worktree", "remove_worktree", "restore_git_dir_controls",
+    "register_worktree", "remove_worktree", "checked_out_branches", "restore_git_dir_controls",
 ]

@@ -207,6 +207,30 @@ def _worktree_git_dir(path: Path) -> Path:
     return (path / line[len("gitdir: "):]).resolve()
 
 
+def checked_out_branches(repo: Repository) -> dict[str, Path]:
+    """The branches (short names) checked out in a work tree of ``repo``, main or linked, and where:
+    git refuses to delete them, and a person is working there."""
+    common = common_dir(repo)
+    heads: list[tuple[Path, Path]] = []  # (HEAD file, work tree)
+    if (common / "HEAD").is_file() and not repo.is_bare:
+        heads.append((common / "HEAD", common.parent))
+    for record in sorted((common / "worktrees").glob("*")) if (common / "worktrees").is_dir() else ():
+        try:
+            tree = Path((record / "gitdir").read_text(encoding="utf-8").strip()).parent
+        except OSError:
+            continue
+        heads.append((record / "HEAD", tree))
+    found: dict[str, Path] = {}
+    for head, tree in heads:
+        try:
+            text = head.read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+        if text.startswith("ref: refs/heads/"):
+            found.setdefault(text[len("ref: refs/heads/"):], tree)
+    return found
+
+
 def remove_worktree(repo: Repository, path: Path) -> None:
     """Remove the worktree at ``path`` whatever state it is in (dirty, locked, half made), or the
     teammate repository there (``private``)."""
