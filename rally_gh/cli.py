@@ -180,18 +180,20 @@ def plan(config_path: Path | None, fmt: str, issue: int | None, tasks_path: Path
 @click.option("--dry-run", is_flag=True)
 @click.option("--resume", "resume", default=None, metavar="RUN")
 @NO_SANDBOX_OPTION
+@click.option("--approved", is_flag=True,
+              help="A person approved this run (the map's `approval` rules ask for one before agents start).")
 @click.option("--results", "results", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Publish nothing and use no GitHub token: write the run's branches and records to DIR "
                    "for `rally-gh publish` in another job.")
 def run(config_path: Path | None, run_id: str | None, issue: int | None, event_path: Path | None,
         tasks_path: Path | None, handoff_path: Path | None, dry_run: bool, resume: str | None,
-        no_sandbox: bool, results: Path | None) -> None:
+        no_sandbox: bool, approved: bool, results: Path | None) -> None:
     """A whole run: plan, spawn, run agents, reconcile, integrate, publish."""
     from rally_gh.commands import run as cmd
 
     options = cmd.RunOptions(config_path=config_path, run_id=run_id, issue=issue, tasks_path=tasks_path,
                              handoff_path=handoff_path, dry_run=dry_run, resume=resume, no_sandbox=no_sandbox,
-                             results=results)
+                             approved=approved, results=results)
     _exit(lambda: cmd.run(Path.cwd(), _actions(event_path), sys.stdout, options=options))
 
 

@@ -388,6 +388,18 @@ class MergeSpec(_Model):
     )
 
 
+class Approval(_Model):
+    """When a run needs a person's approval before any agent starts: any rule that holds asks for it."""
+
+    teammates: int | None = Field(
+        default=None, ge=2, le=MAX_TEAM, description="A run of at least this many teammates.")
+    high_risk: tuple[str, ...] = Field(
+        default=(), description="Teammates whose work always needs approval (names of this map).")
+    paths: tuple[Pattern, ...] = Field(
+        default=(), description="Paths whose writers need approval (CODEOWNERS syntax), such as migrations/** or "
+                                ".github/**: a run in which a teammate may write one of them.")
+
+
 class Teammate(_Model):
     """One agent, its task and the paths only it may write."""
 
@@ -454,6 +466,7 @@ class Config(_Model):
     )
     budget: Budget = Field(default=Budget(), description="Limits of a run.")
     merge: MergeSpec = Field(default=MergeSpec(), description="How the teammates' work is integrated.")
+    approval: Approval = Field(default=Approval(), description="When a run needs approval before agents start.")
     teammates: tuple[Teammate, ...] = Field(min_length=1, description="The team: at least one teammate (a run takes up to 9 of them at once).")
 
     @field_validator("version", mode="before")
@@ -1112,6 +1125,12 @@ def _team_problems(data: Any, reader: NodeReader) -> list[Problem]:
         else:
             first_index[name] = index
     edges = _blocked_by_edges(teammates, first_index, report)
+    approval = data.get("approval")
+    high_risk = approval.get("high_risk") if isinstance(approval, dict) else None
+    for index, name in enumerate(high_risk if isinstance(high_risk, tuple) else ()):
+        if isinstance(name, str) and name not in first_index:
+            report(("approval", "high_risk", index), "name",
+                   f"unknown teammate {name!r}; high_risk names teammates of this map", ())
     for cycle, path in _cycles(edges):
         report(path, "cycle", f"dependency cycle: {' -> '.join(cycle)} (each waits for the next); "
                               "remove one of these blocked_by entries", tuple(cycle[:-1]))

@@ -58,6 +58,25 @@ def assess(config: Config, selected: Collection[str] | None = None) -> list[Prob
     return problems
 
 
+def approval_needed(config: Config, selected: Collection[str] | None = None) -> list[str]:
+    """Why running ``selected`` needs a person's approval before any agent starts (the map's
+    ``approval`` rules); empty when it does not. A path rule holds for a teammate whose
+    ``exclusive_write`` owns some path the rule matches, proved with the overlap engine."""
+    rules = config.approval
+    names = [t.name for t in config.teammates if selected is None or t.name in selected]
+    reasons = []
+    if rules.teammates is not None and len(names) >= rules.teammates:
+        reasons.append(f"{len(names)} teammates run (approval from {rules.teammates})")
+    reasons += [f"{name} is marked high-risk" for name in names if name in rules.high_risk]
+    if rules.paths:
+        for name in names:
+            found = [o for o in find_overlaps([(name, config.teammate(name).exclusive_write),
+                                               ("approval.paths", rules.paths)]) if o.severity == "error"]
+            if found:
+                reasons.append(f"{name} may write {found[0].example} ({found[0].pattern_b!r} in approval.paths)")
+    return reasons
+
+
 def hidden_dependencies(config: Config, names: Sequence[str]) -> list[Problem]:
     """A teammate reading what another writes, with no ``blocked_by`` path between them, reads a stale copy.
 
@@ -247,6 +266,9 @@ def plan_text(config: Config, waves: list[list[str]], problems: list[Problem], i
     for i, wave in enumerate(waves, 1):
         out.append(f"  wave {i}: {', '.join(wave)}")
     out.append(f"  integration order: {', '.join(integration_order(config, selected))}")
+    approval = approval_needed(config, selected)
+    if approval:
+        out.append(f"  needs approval before agents start: {'; '.join(approval)}")
     if problems:
         out.append("")
         for p in problems:

@@ -369,7 +369,7 @@ def test_unknown_key_suggests_the_closest() -> None:
         "retries, checkout, verify, done_when, codeowners")
     assert one_line(SAMPLE_MAP + "teamates: []\n") == (
         "rally.yml:15:1: teamates: unknown key 'teamates'; did you mean 'teammates'? allowed here: version, team, "
-        "base, branch_prefix, max_parallel, allow_large_team, defaults, budget, merge, teammates")
+        "base, branch_prefix, max_parallel, allow_large_team, defaults, budget, merge, approval, teammates")
 
 
 def test_missing_keys() -> None:

@@ -47,6 +47,8 @@ class RunOptions:
     resume: str | None = None
     no_sandbox: bool = False
     """Agents run as they are, outside bubblewrap: the report's first risk."""
+    approved: bool = False
+    """A person approved this run: the map's ``approval`` rules are met."""
     results: Path | None = None
     """The agents' job of the ready workflows: no GitHub token is used and nothing is pushed; the
     run's branches and records go to this folder for ``rally-gh publish --results`` in another job."""
@@ -145,7 +147,7 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
                                  remote=(actions.publish_remote if github is not None
                                          else None if options.results is not None else actions.remote),
                                  only=asked.only or None, max_parallel=asked.max_parallel, tasks=tasks,
-                                 sandbox=not options.no_sandbox,
+                                 sandbox=not options.no_sandbox, approved=options.approved,
                                  risks=(SHARED_TOKEN_RISK,) if github is not None else ())
         except RallyError as err:
             started = (runs_dir(git.common_dir(repo)) / the_run / "run.json").exists()

@@ -62,6 +62,17 @@ def assess(loaded: LoadedConfig, selected: frozenset[str] | None = None,
     return [p for p in problems if p.severity == "warning"]
 
 
+def approval(loaded: LoadedConfig, selected: frozenset[str] | None) -> None:
+    """Refuse a run the map's ``approval`` rules hold for, before anything starts: a person
+    approves it (``--approved``) once they have seen what it would do."""
+    reasons = plan.approval_needed(loaded.config, selected)
+    if reasons:
+        where = f"{loaded.path}" if loaded.path else "the map"
+        raise RallyError(f"this run needs a person's approval before agents start ({where}, approval): "
+                         + "; ".join(reasons),
+                         hint="see what it would do with `rally-gh plan`, then run it again with --approved")
+
+
 def agent_program_problems(repo: git.Repository | None, loaded: LoadedConfig, selected: Collection[str] | None,
                            environ: Mapping[str, str]) -> list[Problem]:
     """Every agent program and preset CLI of the teammates who run, found before anything starts:

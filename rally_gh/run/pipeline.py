@@ -33,7 +33,7 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
         environ: Mapping[str, str], on_event: EventSink | None = None, dry_run: bool = False,
         resume: bool = False, *, remote: str | None = None, only: Collection[str] | None = None,
         max_parallel: int | None = None, tasks: RunTasks | None = None, sandbox: bool = True,
-        risks: Sequence[str] = ()) -> RunState:
+        risks: Sequence[str] = (), approved: bool = False) -> RunState:
     """Run the team once (or resume run ``run_id``); the final state, also saved in run.json.
 
     ``remote``: push every branch there too (a run in CI). ``only``: run just these
@@ -56,6 +56,8 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
     loaded, selected = assess.select(loaded, tasks, only, max_parallel)
     ctx = RunContext(repo_path, git.common_dir(repo), loaded, run_id, issue_text, clock, environ, emit,
                      Policy(remote=remote), assess.sandbox_of(environ, sandbox))
+    if not (approved or dry_run):
+        assess.approval(loaded, selected)
     state = _assess(ctx, selected, resume, dry_run, risks).with_phase("assess", clock() - started)
     save_state(ctx.common, state)
 
