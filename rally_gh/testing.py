@@ -52,6 +52,16 @@ def git(cwd: Path | str, *args: str, env: Mapping[str, str] | None = None, check
     return proc.stdout.decode(errors="replace")
 
 
+def tree_files(repo: Path, rev: str) -> dict[str, str]:
+    """Every file at ``rev`` in ``repo`` with its blob id."""
+    out = {}
+    for line in git(repo, "ls-tree", "-r", "-z", rev).split("\0"):
+        if line:
+            meta, path = line.split("\t", 1)
+            out[path] = meta.split()[2]
+    return out
+
+
 def write_files(root: Path, files: Mapping[str, str | bytes | None]) -> None:
     """Write (or, for ``None``, delete) files under ``root``."""
     for rel, content in files.items():

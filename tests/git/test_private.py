@@ -14,7 +14,7 @@ import pytest
 from rally_gh import git
 from rally_gh.errors import GitError
 from rally_gh.testing import git as run_git
-from rally_gh.testing import init_repo
+from rally_gh.testing import init_repo, tree_files
 
 FILES: dict[str, str | bytes | None] = {
     "README.md": "# shop\n",
@@ -41,16 +41,6 @@ def exported(handle: git.Repository, path: Path, head: str | None) -> git.Sha:
     assert head is not None
     git.export_result(handle, path, head, BRANCH)
     return git.Sha(head)
-
-
-def tree_files(repo: Path, rev: str) -> dict[str, str]:
-    """Every file at ``rev`` with its blob id."""
-    out = {}
-    for line in run_git(repo, "ls-tree", "-r", "-z", rev).split("\0"):
-        if line:
-            meta, path = line.split("\t", 1)
-            out[path] = meta.split()[2]
-    return out
 
 
 # --- what it is ------------------------------------------------------------------------------

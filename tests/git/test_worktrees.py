@@ -16,7 +16,7 @@ from rally_gh import git
 from rally_gh.run import pipeline
 from rally_gh.config import load_config_text
 from rally_gh.testing import git as run_git
-from rally_gh.testing import init_repo
+from rally_gh.testing import init_repo, tree_files
 
 FILES: dict[str, str | bytes | None] = {
     "README.md": "# shop\n",
@@ -26,16 +26,6 @@ FILES: dict[str, str | bytes | None] = {
     "docs/guide.md": "guide\n",
     "docs/deep/more.md": "more\n",
 }
-def tree_files(repo: Path, rev: str) -> dict[str, str]:
-    """Every file at ``rev`` with its blob id."""
-    out = {}
-    for line in run_git(repo, "ls-tree", "-r", "-z", rev).split("\0"):
-        if line:
-            meta, path = line.split("\t", 1)
-            out[path] = meta.split()[2]
-    return out
-
-
 # --- A sparse teammate's whole run ------------------------------------------------
 
 AGENT = """
