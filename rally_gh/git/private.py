@@ -68,7 +68,11 @@ def create_private_repo(repo: Repository, checkout: Path, branch: str, tip: str)
     if checkout.exists() or checkout.is_symlink():
         remove_private_repo(checkout)
     checkout.mkdir(parents=True)
-    _write_git_dir(private_git_dir(checkout), objects_dir(repo), branch, tip)
+    gitdir = private_git_dir(checkout)
+    _write_git_dir(gitdir, objects_dir(repo), branch, tip)
+    shallow = _users_shallow(repo)
+    if shallow is not None:
+        (gitdir / "shallow").write_bytes(shallow)
     ref = f"refs/heads/{branch}"
     if ref_sha(repo, ref) is None:
         repo.references.create(ref, oid(tip))
@@ -82,6 +86,15 @@ def _write_git_dir(gitdir: Path, borrowed: Path, branch: str, tip: str) -> None:
     ref.write_text(f"{tip}\n")
     (gitdir / "config").write_text(CONFIG)
     (gitdir / "objects" / "info" / "alternates").write_text(f"{borrowed.resolve()}\n")
+
+
+def _users_shallow(repo: Repository) -> bytes | None:
+    """The commits whose parents a shallow clone lacks (its ``shallow`` file): a teammate repository
+    borrowing its objects needs the same list, or its git stops at the first missing parent."""
+    try:
+        return (common_dir(repo) / "shallow").read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def remove_private_repo(checkout: Path) -> None:
@@ -102,7 +115,8 @@ def is_private_repo(checkout: Path) -> bool:
 
 def neutralise_private_repo(repo: Repository, checkout: Path) -> Path:
     """Put back what rally-gh wrote in the teammate repository at ``checkout`` (its config and
-    alternates; no hooks, no attributes, no other repository named), so that a git command there
+    alternates, the user's list of shallow commits; no hooks, no attributes, no other repository
+    named), so that a git command there
     runs nothing its agent planted; its git directory. Whatever the agent left in place of a file
     or folder (a link into the user's repository, say) is removed, never followed. GitError when
     its ``.git`` is no folder any more (gone, or a link or file naming another repository)."""
@@ -117,6 +131,9 @@ def neutralise_private_repo(repo: Repository, checkout: Path) -> Path:
         _remove(gitdir, "index")
     _put(gitdir, "config", CONFIG.encode())
     _put(gitdir, "objects/info/alternates", f"{objects_dir(repo).resolve()}\n".encode())
+    shallow = _users_shallow(repo)
+    if shallow is not None:
+        _put(gitdir, "shallow", shallow)
     return gitdir
 
 

@@ -320,3 +320,17 @@ def test_the_index_lock_of_an_agent_killed_while_it_ran_git_does_not_lose_its_le
     (wt / "src/api/a.py").write_text("a2\n")
     head = exported(handle, wt, git.commit_all(handle, wt, "rally(api): work", WHO))
     assert git.changed_files(handle, start, head) == ["src/api/a.py"]
+
+
+def test_a_teammate_repository_of_a_shallow_clone_reads_its_history_as_far_as_the_clone_goes(tmp_path: Path) -> None:
+    origin = init_repo(tmp_path / "origin", FILES)
+    run_git(origin, "commit", "-q", "--allow-empty", "-m", "second")
+    repo = tmp_path / "repo"
+    run_git(tmp_path, "clone", "-q", "--depth", "1", f"file://{origin}", str(repo))
+    wt = tmp_path / "wt"
+    handle, start = teammate_repo(repo, wt)
+    assert run_git(wt, "log", "--format=%s").splitlines() == ["second"]
+    (wt / "src/api/a.py").write_text("a2\n")
+    head = exported(handle, wt, git.commit_all(handle, wt, "rally(api): work", WHO))
+    assert run_git(wt, "log", "--format=%s").splitlines() == ["rally(api): work", "second"]
+    assert git.changed_files(handle, start, head) == ["src/api/a.py"]
