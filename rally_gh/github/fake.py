@@ -581,33 +581,34 @@ class FakeGitHubServer:
     def _create_reaction(self, body: Any, q: Mapping[str, str], owner: str, repo: str, number: str) -> tuple[int, Any]:
         self._check_repo(owner, repo)
         self._issue_record(number)
+        return self._react(body, issue=int(number), comment=None)
+
+    def _create_comment_reaction(self, body: Any, q: Mapping[str, str], owner: str, repo: str,
+                                 id: str) -> tuple[int, Any]:
+        self._check_repo(owner, repo)
+        self._found(self.comments, id)
+        return self._react(body, issue=None, comment=int(id))
+
+    def _react(self, body: Any, *, issue: int | None, comment: int | None) -> tuple[int, Any]:
         content = body.get("content") if isinstance(body, dict) else None
         if content not in ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"):
             raise _Http(422, "Validation Failed", [{"resource": "Reaction", "field": "content", "code": "invalid"}])
         for reaction in self.reactions:
             # GitHub answers 200 with the existing reaction: adding one is idempotent.
-            if reaction["issue"] == int(number) and reaction["content"] == content and reaction["user"] == self.actor:
+            if (reaction["issue"], reaction.get("comment"), reaction["content"], reaction["user"]) == \
+                    (issue, comment, content, self.actor):
                 return 200, self._reaction_json(reaction)
-        reaction = {"id": self._take("reaction"), "issue": int(number), "content": content, "user": self.actor,
-                    "created_at": _now()}
-        self.reactions.append(reaction)
-        return 201, self._reaction_json(reaction)
-
-    def _create_comment_reaction(self, body: Any, q: Mapping[str, str], owner: str, repo: str,
-                                 id: str) -> tuple[int, Any]:
-        self._check_repo(owner, repo)
-        if int(id) not in self.comments:
-            raise _Http(404, "Not Found")
-        content = body.get("content") if isinstance(body, dict) else None
-        if content not in ("+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"):
-            raise _Http(422, "Validation Failed", [{"resource": "Reaction", "field": "content", "code": "invalid"}])
-        for reaction in self.reactions:
-            if reaction.get("comment") == int(id) and reaction["content"] == content and reaction["user"] == self.actor:
-                return 200, self._reaction_json(reaction)
-        reaction = {"id": self._take("reaction"), "issue": None, "comment": int(id), "content": content,
+        reaction = {"id": self._take("reaction"), "issue": issue, "comment": comment, "content": content,
                     "user": self.actor, "created_at": _now()}
         self.reactions.append(reaction)
         return 201, self._reaction_json(reaction)
+
+    @staticmethod
+    def _found(table: Mapping[int, JSON], key: str) -> JSON:
+        """The record ``key`` names in ``table``, or GitHub's 404."""
+        if int(key) not in table:
+            raise _Http(404, "Not Found")
+        return table[int(key)]
 
     def _review_comment_json(self, comment_id: int) -> JSON:
         c = self.review_comments[comment_id]
@@ -638,8 +639,7 @@ class FakeGitHubServer:
 
     def _get_review_comment(self, body: Any, q: Mapping[str, str], owner: str, repo: str, id: str) -> tuple[int, Any]:
         self._check_repo(owner, repo)
-        if int(id) not in self.review_comments:
-            raise _Http(404, "Not Found")
+        self._found(self.review_comments, id)
         return 200, self._review_comment_json(int(id))
 
     def _list_pull_comments(self, body: Any, q: Mapping[str, str], owner: str, repo: str,
@@ -679,16 +679,13 @@ class FakeGitHubServer:
 
     def _get_workflow_run(self, body: Any, q: Mapping[str, str], owner: str, repo: str, id: str) -> tuple[int, Any]:
         self._check_repo(owner, repo)
-        if int(id) not in self.workflow_runs:
-            raise _Http(404, "Not Found")
+        self._found(self.workflow_runs, id)
         return 200, self._workflow_run_json(int(id))
 
     def _cancel_workflow_run(self, body: Any, q: Mapping[str, str], owner: str, repo: str,
                              id: str) -> tuple[int, Any]:
         self._check_repo(owner, repo)
-        if int(id) not in self.workflow_runs:
-            raise _Http(404, "Not Found")
-        run = self.workflow_runs[int(id)]
+        run = self._found(self.workflow_runs, id)
         if run["status"] == "completed":
             raise _Http(409, "Cannot cancel a workflow run that is completed.")
         run.update(status="completed", conclusion="cancelled", updated_at=_now())
