@@ -9,8 +9,9 @@ branch or the issue wrote, downloads it and ``import_results`` takes it as untru
 
 1. size limits first; only regular files are read;
 2. the records must be of this run (its id) on this job's base commit;
-3. the bundle is verified against this repository, and only the run's own branches are
-   imported from it (objects checked, no hook run, nothing else from it applied);
+3. the bundle is verified against this repository, its objects checked as strictly as a
+   server checks a push, and only the run's own branches are taken from it (no hook run,
+   nothing else from it applied);
 4. each teammate's branch must be at the head its record names, start from the base (or,
    for a teammate with ``blocked_by``, from commits that replay its accepted blockers'
    work), hold no merge, and every path each of its commits touches must be owned by that
@@ -217,7 +218,6 @@ def _import_bundle(repo_path: Path, folder: Path, prefix: str, run_id: str, name
     integration = f"refs/heads/{integration_branch(prefix, run_id)}"
     wanted[integration] = INTEGRATION_NAME
     tips: dict[str, git.Sha] = {}
-    fetch: dict[str, str] = {}
     for sha, ref in git.bundle_heads(repo_path, path):
         who = wanted.get(ref)
         if who is None or who in tips:
@@ -225,8 +225,7 @@ def _import_bundle(repo_path: Path, folder: Path, prefix: str, run_id: str, name
                                                "not imported"))
             continue
         tips[who] = sha
-        fetch[ref] = f"refs/rally/incoming/{run_id}/{who}"
-    git.fetch_from_bundle(repo_path, path, fetch)
+    git.import_bundle(repo_path, path, {f"refs/rally/incoming/{run_id}/{who}": sha for who, sha in tips.items()})
     repo = git.open_repo(repo_path)
     for who, sha in list(tips.items()):
         if git.ref_sha(repo, f"refs/rally/incoming/{run_id}/{who}") != sha:

@@ -201,3 +201,19 @@ def test_workflow_files_a_token_cannot_push_are_named_before_the_push(ran: tuple
     assert state.teammate("api").outcome == "done"  # it owns the file: not a refusal
     (problem,) = [p for p in state.problems if "workflow files" in p]
     assert problem.startswith("api changes workflow files (.github/workflows/ci.yml)") and "`workflows`" in problem
+
+
+def test_a_bundle_with_an_object_git_would_refuse_from_a_push_is_not_imported(
+        ran: tuple[Path, Path], tmp_path: Path) -> None:
+    """A tree holding ``.git`` (what git itself refuses from a push): refused before any of it is looked at."""
+    repo, results = ran
+    record = _record(results)
+    api = record.teammate("api")
+    blob = git(repo, "hash-object", "-w", "--stdin", input="[core]\n\thooksPath = /tmp\n").strip()
+    inner = git(repo, "mktree", input=f"100644 blob {blob}\tconfig\n").strip()
+    tree = git(repo, "mktree", input=f"040000 tree {inner}\t.git\n").strip()
+    head = git(repo, "commit-tree", tree, "-p", api.head_sha or record.base_sha, "-m", "rally(api): more").strip()
+    git(repo, "branch", "-f", api.branch, head)
+    write_results(repo, record.with_teammate(api.model_copy(update={"head_sha": head})), results)
+    with pytest.raises(RallyError, match="its objects were refused: .*hasDotgit"):
+        _publish(tmp_path, repo, results)

@@ -35,7 +35,7 @@ from pygit2 import Repository
 
 from rally_gh.git.bundles import (
     bundle_heads,
-    fetch_from_bundle,
+    import_bundle,
     write_bundle,
 )
 from rally_gh.git.changes import (
@@ -155,7 +155,7 @@ from rally_gh.git.worktrees import (
 __all__ = [
     "Repository",  # an opaque handle outside this package
     # bundles
-    "bundle_heads", "fetch_from_bundle", "write_bundle",
+    "bundle_heads", "import_bundle", "write_bundle",
     # changes
     "Change", "StagedIndex", "changed_files", "commit_changes", "commits_between", "dirty_paths", "index_paths",
     "merge_head_shas", "non_merge_commits", "patch_ids", "read_index_blob", "staged_changes", "tree_changes",
