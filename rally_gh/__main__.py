@@ -20,6 +20,11 @@ def main() -> None:
                 raise SystemExit(0)
         except (OSError, ValueError, KeyError, IndexError, ImportError):
             pass  # anything odd: the full path decides and explains
+    from rally_gh import process
+
+    # Whatever the command, a token may be in this process's environment: out of reach of other
+    # processes of the same user (docs/security.md). The hook's fast path above holds none.
+    process.undumpable()
     from rally_gh.cli import main as cli_main
 
     cli_main()

@@ -178,6 +178,30 @@ def sandbox_probe(search_path: str | None) -> sandbox.Probe:
     return sandbox.check(sandbox.find_bwrap(search_path), _probe_run)
 
 
+def undumpable() -> bool:
+    """Make this process non-dumpable (``prctl(PR_SET_DUMPABLE, 0)``), as a process holding a
+    token should be: another process of the same user, outside any sandbox, can then neither read
+    its ``/proc/<pid>/environ`` and memory nor attach a debugger to it (root still can). Programs it
+    starts are dumpable again (``execve`` resets it). False where it cannot be done (not Linux)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(4, 0, 0, 0, 0)) == 0  # PR_SET_DUMPABLE = 4
+    except (OSError, AttributeError):
+        return False
+
+
+def is_dumpable() -> bool:
+    """``prctl(PR_GET_DUMPABLE)`` of this process (True where it cannot be asked)."""
+    try:
+        import ctypes
+
+        return int(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)) != 0  # PR_GET_DUMPABLE = 3
+    except (OSError, AttributeError):
+        return True
+
+
 def sandboxed(cmd: AgentCommand, bwrap: sandbox.Bwrap, spec: sandbox.SandboxSpec) -> AgentCommand:
     """``cmd`` run by ``bwrap`` in the sandbox ``spec`` describes: the one place a command is
     wrapped in it. The variables of ``spec`` (the private /tmp as TMPDIR) go with the command's

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -403,3 +404,19 @@ def test_run_captures_both_streams_and_feeds_its_input(tmp_path: Path) -> None:
     assert (done.returncode, done.stdout, done.stderr) == (3, b"in\n", b"err\n")
     with pytest.raises(OSError):
         run([str(tmp_path / "absent")])
+
+
+def test_rally_gh_makes_itself_undumpable_and_its_children_are_not_affected(tmp_path: Path) -> None:
+    """A token in rally-gh's environment must be out of reach of the user's other processes: a
+    non-dumpable process's /proc/<pid>/environ and memory are root's alone."""
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import subprocess, sys\n"
+        "from rally_gh import process\n"
+        "print(process.is_dumpable(), process.undumpable(), process.is_dumpable())\n"
+        "child = subprocess.run([sys.executable, '-c', 'from rally_gh import process; print(process.is_dumpable())'],"
+        " capture_output=True, text=True)\n"
+        "print(child.stdout.strip())\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.stdout.split() == ["True", "True", "False", "True"], done.stdout + done.stderr
