@@ -341,14 +341,7 @@ def agent_environment(base_env: Mapping[str, str], teammate: Teammate, run_id: s
     ``user.name``/``user.email``, see ``git.user_identity``), else a default
     naming rally-gh and the teammate; variables set around rally-gh win, as in git.
     """
-    env: dict[str, str] = {}
-    for name, value in base_env.items():
-        if name in _KEPT_VARIABLES or name.startswith("LC_") or name in _KEPT_GIT_IDENTITY:
-            env[name] = value
-    for name in passthrough:
-        if name in base_env:
-            env[name] = base_env[name]
-    env.setdefault("PATH", os.defpath)
+    env = _passed(base_env, passthrough)
     # The agent's own git runs no hook: a pre-commit framework's hook would install its environments
     # again in every empty teammate home (about 30 s a commit, and fails offline), and reconciliation
     # checks every commit of the agent anyway. core.hooksPath=/dev/null holds no hook, ever.
@@ -366,15 +359,8 @@ def agent_environment(base_env: Mapping[str, str], teammate: Teammate, run_id: s
     for role in ("AUTHOR", "COMMITTER"):
         env.setdefault(f"GIT_{role}_NAME", name)
         env.setdefault(f"GIT_{role}_EMAIL", email)
-    # Agents write transcripts and histories under HOME and expect it to exist.
-    home.mkdir(parents=True, exist_ok=True)
     env.update({
-        "HOME": str(home),
-        # Tools that follow XDG would otherwise write next to the runner's files.
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_CACHE_HOME": str(home / ".cache"),
-        "XDG_DATA_HOME": str(home / ".local" / "share"),
-        "XDG_STATE_HOME": str(home / ".local" / "state"),
+        **_home(home),
         "RALLY_RUN_ID": run_id,
         "RALLY_TEAM": team,
         "RALLY_TEAMMATE": teammate.name,
@@ -385,6 +371,40 @@ def agent_environment(base_env: Mapping[str, str], teammate: Teammate, run_id: s
         "RALLY_REPORT_FILE": str(report_file),
     })
     return env
+
+
+def verify_environment(base_env: Mapping[str, str], passthrough: Sequence[str], home: Path) -> dict[str, str]:
+    """The whole environment of a verify command (a teammate's ``verify``, ``merge.verify``), built
+    from nothing as an agent's is: it runs code agents wrote. From ``base_env`` the shell basics,
+    the git identity and the names in ``passthrough`` (those the map passes); ``home`` (created if
+    missing) as HOME, with the XDG folders below it; git runs no hook. No token, no ``ACTIONS_*``,
+    no file through which a workflow step talks to the runner, unless the map names it."""
+    env = _passed(base_env, passthrough)
+    env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "core.hooksPath", "GIT_CONFIG_VALUE_0": os.devnull})
+    env.update(_home(home))
+    return env
+
+
+def _passed(base_env: Mapping[str, str], passthrough: Sequence[str]) -> dict[str, str]:
+    """What of the runner's variables a child of ours gets: the basics and the names passed."""
+    env = {name: value for name, value in base_env.items()
+           if name in _KEPT_VARIABLES or name.startswith("LC_") or name in _KEPT_GIT_IDENTITY}
+    env.update({name: base_env[name] for name in passthrough if name in base_env})
+    env.setdefault("PATH", os.defpath)
+    return env
+
+
+def _home(home: Path) -> dict[str, str]:
+    # Agents write transcripts and histories under HOME and expect it to exist.
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        "HOME": str(home),
+        # Tools that follow XDG would otherwise write next to the runner's files.
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_STATE_HOME": str(home / ".local" / "state"),
+    }
 
 
 # --- reading outcomes --------------------------------------------------------

@@ -31,7 +31,8 @@ CONFIG_OPTION = click.option(
 )
 NO_SANDBOX_OPTION = click.option(
     "--no-sandbox", is_flag=True,
-    help="Run the agents outside bubblewrap's sandbox, where none can be had: the report's first risk.",
+    help="Run the agents, their verify commands and merge.verify outside bubblewrap's sandbox, where none can be "
+         "had: the report's first risk.",
 )
 
 
@@ -240,11 +241,12 @@ def teammate(name: str, run_id: str, config_path: Path | None, no_sandbox: bool)
 @cli.command()
 @click.option("--run", "run_id", required=True)
 @CONFIG_OPTION
-def merge(run_id: str, config_path: Path | None) -> None:
+@NO_SANDBOX_OPTION
+def merge(run_id: str, config_path: Path | None, no_sandbox: bool) -> None:
     """Integrate and publish the teammate branches of a run."""
     from rally_gh.commands import run as cmd
 
-    options = cmd.MergeOptions(run_id=run_id, config_path=config_path)
+    options = cmd.MergeOptions(run_id=run_id, config_path=config_path, no_sandbox=no_sandbox)
     _exit(lambda: cmd.merge(Path.cwd(), _actions(), sys.stdout, options=options))
 
 

@@ -386,6 +386,11 @@ class MergeSpec(_Model):
         description="Shell commands run on the integrated result; a failure is bisected to the teammates "
         "that caused it.",
     )
+    env: tuple[EnvName, ...] = Field(
+        default=(),
+        description="Names of the runner's environment variables passed to merge.verify; everything else "
+        "is withheld. Each one is shown as a risk in the report.",
+    )
 
 
 class Approval(_Model):

@@ -19,6 +19,7 @@ Plan, execute, publish, as git-branchless does an in-memory rebase:
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -28,7 +29,7 @@ from typing import Literal
 from rally_gh import git
 from rally_gh.errors import ConflictError
 from rally_gh.git import RALLY_COMMITTER, HttpCredentials, Identity, PathConflict, PushedRef, RefPush, Repository, Sha
-from rally_gh.process import CancelToken, Cancelled, CommandRun, run_commands
+from rally_gh.process import CancelToken, Cancelled, CommandRun, Sandbox, run_commands
 from rally_gh.words import possessive
 
 OnConflict = Literal["skip", "stop"]
@@ -452,12 +453,18 @@ def _give_up(repo: Repository, plan: IntegrationPlan, result: IntegrationResult,
     return VerifyResult(trimmed, tuple(runs), passed, (*culprits, *uncleared), exhausted=True)
 
 
+# Where verify commands run, given their scratch checkout and a home of their own: the whole
+# environment, and the sandbox (None: none, --no-sandbox).
+VerifyPlace = Callable[[Path, Path], tuple[Mapping[str, str], Sandbox | None]]
+
+
 def verify_commit(repo: Repository, sha: Sha, commands: Sequence[str], expected_s: float,
-                  scratch_root: Path | None = None, log: Path | None = None, *,
+                  scratch_root: Path | None = None, log: Path | None = None, *, place: VerifyPlace,
                   cancel: CancelToken | None = None) -> list[CommandRun]:
-    """Run ``commands`` in a scratch checkout of ``sha``, removed afterwards, their
+    """Run ``commands`` in a scratch checkout of ``sha`` with a home of their own, as
+    ``place`` says (the environment, the sandbox), both removed afterwards, their
     output kept in ``log``; ``cancel`` stops them. Usable as ``run_verify`` with
-    ``lambda sha: verify_commit(repo, sha, commands, t)``."""
+    ``lambda sha: verify_commit(repo, sha, commands, t, place=...)``."""
     parent = scratch_root or git.common_dir(repo) / "rally" / "verify"
     parent.mkdir(parents=True, exist_ok=True)
     holder = Path(tempfile.mkdtemp(prefix=f"{git.short(sha)}-", dir=parent))
@@ -468,10 +475,11 @@ def verify_commit(repo: Repository, sha: Sha, commands: Sequence[str], expected_
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "ab") as fh:
                 fh.write(f"# commit {sha}, in a scratch checkout\n".encode())
-        return run_commands(commands, path, expected_s, log=log, cancel=cancel)
+        env, box = place(path, holder / "home")
+        return run_commands(commands, path, expected_s, env=env, in_sandbox=box, log=log, cancel=cancel)
     finally:
         git.dematerialize(repo, path)
-        holder.rmdir()
+        shutil.rmtree(holder, ignore_errors=True)
 
 
 # --- Publish ---------------------------------------------------------------
@@ -598,7 +606,8 @@ def _full(branch: str) -> str:
 
 __all__ = [
     "Applied", "Conflict", "ConflictCause", "IntegrationPlan", "IntegrationResult", "PlanError",
-    "PublishResult", "TeammateBranch", "TeammateOutcome", "TeammatePlan", "VerifyResult", "VerifyRun", "check_plan",
+    "PublishResult", "TeammateBranch", "TeammateOutcome", "TeammatePlan", "VerifyPlace", "VerifyResult", "VerifyRun",
+    "check_plan",
     "conflict_causes", "conflict_error", "default_max_verify_runs", "integrate", "plan_integration", "publish",
     "resolve_teammate_branches", "verify_and_bisect", "verify_commit",
 ]

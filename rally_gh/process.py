@@ -12,16 +12,16 @@ goes through one supervisor, ``supervise``, whatever the caller:
 - it leaves nothing behind: the group is stopped after a normal exit too.
 
 Two front doors say what the caller gets back: ``run_agent`` (an ``AgentRun``)
-and ``run_commands`` (a ``CommandRun`` per verify command). ``sandboxed`` is the
-one place a command is wrapped in the sandbox. ``run`` runs rally-gh's own short
+and ``run_commands`` (a ``CommandRun`` per verify command). An agent's command
+is wrapped in the sandbox by ``sandboxed``, each verify command by ``run_commands``
+when given a ``Sandbox``: both with ``sandbox.bwrap_command``. ``run`` runs rally-gh's own short
 commands (git), which need no supervision. ``stop_strays`` stops what an
 orchestrator that died left running. ``cancel_on_signals`` and
 ``interrupt_on_signals`` turn SIGINT and SIGTERM into cancellation.
 
-Of rally_gh this module imports only its errors, the sandbox's description
-(``rally_gh/sandbox.py``, which imports nothing) and, from ``github.actions``, which
-variables are the workflow's (``config`` only when a verify command times out): git
-imports it, so it must stay light.
+Of rally_gh this module imports only its errors and the sandbox's description
+(``rally_gh/sandbox.py``, which imports nothing; ``config`` only when a verify command
+times out): git imports it, so it must stay light.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from rally_gh import sandbox
 from rally_gh.errors import AgentError
-from rally_gh.github.actions import is_workflow_variable
 
 if TYPE_CHECKING:
     from rally_gh.agents import AgentCommand
@@ -212,6 +211,14 @@ def sandboxed(cmd: AgentCommand, bwrap: sandbox.Bwrap, spec: sandbox.SandboxSpec
     own = cmd.env_dict()
     env = (*((k, v) for k, v in wrapped.env.items() if k not in own), *cmd.env)
     return replace(cmd, argv=wrapped.argv, env=env)
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """Where verify commands run: the bwrap that builds the sandbox, and what it holds."""
+
+    bwrap: sandbox.Bwrap
+    spec: sandbox.SandboxSpec
 
 
 # --- the supervisor ----------------------------------------------------------
@@ -570,15 +577,18 @@ class CommandRun:
 INTERRUPTED = "the run was interrupted"
 
 
-def run_commands(commands: Sequence[str], cwd: Path, expected_s: float, *, tail_chars: int = 4000,
-                 log: Path | None = None, cancel: CancelToken | None = None,
-                 grace_s: float = DEFAULT_GRACE_S) -> list[CommandRun]:
+def run_commands(commands: Sequence[str], cwd: Path, expected_s: float, *, env: Mapping[str, str],
+                 in_sandbox: Sandbox | None = None, tail_chars: int = 4000, log: Path | None = None,
+                 cancel: CancelToken | None = None, grace_s: float = DEFAULT_GRACE_S) -> list[CommandRun]:
     """Run each command in ``cwd``, supervised (all of them, so the report shows every
     failure). ``expected_s`` is how long a command is expected to take, as a map's
     ``timeout`` is: one past twice it is stopped with its whole process group and
-    counts as failed. Standard input is empty; credentials in the environment are
-    withheld, since the code under test comes from agents. ``cancel`` stops the
-    command in flight, which is then the last, ``cancelled``.
+    counts as failed. Standard input is empty. The code under test comes from agents:
+    ``env`` is the whole environment (``agents.verify_environment``: no token), and
+    ``in_sandbox`` (its spec's checkout ``cwd``) the sandbox each command runs in, a
+    new one for each, so that nothing one starts (a server, a ``setsid`` daemon) lives
+    on to the next. ``cancel`` stops the command in flight, which is then the last,
+    ``cancelled``.
 
     The output goes to ``log`` as it is written, each command under a ``$ command``
     line and followed by how it ended, so that nothing of a failure is lost
@@ -593,14 +603,16 @@ def run_commands(commands: Sequence[str], cwd: Path, expected_s: float, *, tail_
             log.parent.mkdir(parents=True, exist_ok=True)
             out = stack.enter_context(open(log, "ab"))
         for command in commands:
-            runs.append(_run_command(command, cwd, expected_s, out, tail_chars, log, cancel, grace_s))
+            runs.append(_run_command(command, cwd, expected_s, env, in_sandbox, out, tail_chars, log, cancel,
+                                     grace_s))
             if runs[-1].cancelled:
                 break
     return runs
 
 
-def _run_command(command: str, cwd: Path, expected_s: float, out: IO[bytes], tail_chars: int,
-                 log: Path | None, cancel: CancelToken | None, grace_s: float) -> CommandRun:
+def _run_command(command: str, cwd: Path, expected_s: float, env: Mapping[str, str], in_sandbox: Sandbox | None,
+                 out: IO[bytes], tail_chars: int, log: Path | None, cancel: CancelToken | None,
+                 grace_s: float) -> CommandRun:
     out.write(f"$ {command}\n".encode())
 
     def note(output: str, what: str) -> str:
@@ -614,8 +626,12 @@ def _run_command(command: str, cwd: Path, expected_s: float, out: IO[bytes], tai
     if cancel is not None and cancel.cancelled:
         return CommandRun(command, False, note("", f"not started: {INTERRUPTED}"), log=log, cancelled=True)
     argv = ["/bin/sh", "-c", command] if _needs_shell(command) else shlex.split(command)
+    if in_sandbox is not None:
+        # The sandbox's variables (the private /tmp as TMPDIR) win over the run's.
+        wrapped = sandbox.bwrap_command(in_sandbox.bwrap.path, in_sandbox.spec, argv)
+        argv, env = list(wrapped.argv), {**env, **wrapped.env}
     try:
-        ended = supervise(argv, cwd, _verify_env(), out, expected_s=expected_s, grace_s=grace_s, cancel=cancel,
+        ended = supervise(argv, cwd, env, out, expected_s=expected_s, grace_s=grace_s, cancel=cancel,
                           merge_stderr=True, tails=(tail_chars, 0))
     except OSError as err:
         note("", f"could not start: {err}")
@@ -646,16 +662,6 @@ def _needs_shell(command: str) -> bool:
     except ValueError:
         return True
     return not words or any(ch in _SHELL_CHARS for ch in command) or "=" in words[0]
-
-
-# What the code under test must not see: it comes from agents' branches. Nor the
-# runner's variables and the files through which a step talks to the workflow.
-_SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "PRIVATE_KEY", "API_KEY")
-
-
-def _verify_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if not is_workflow_variable(k) and not any(m in k.upper() for m in _SECRET_MARKERS)}
 
 
 # --- rally-gh's own short commands ---------------------------------------------

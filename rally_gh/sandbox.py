@@ -29,6 +29,7 @@ system's daemons: Docker's gives root) hidden.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -65,7 +66,8 @@ class SandboxSpec:
     """What one sandboxed process sees. Paths are absolute and resolved (no symlinks on the way),
     as bwrap mounts them.
 
-    - ``checkout`` (its working directory), ``git_dir`` and ``home``: writable.
+    - ``checkout`` (its working directory), ``git_dir`` and ``home``: writable. ``git_dir`` None:
+      none is (a verify command's: the git directory it reads stays read-only, see ``verify_spec``).
     - ``writable``: more writable paths (a folder for its report file).
     - ``read_only``: made visible again, read-only, below a hidden path or ``/tmp`` (the prompt,
       the agent's program, borrowed objects), or kept read-only below a writable one.
@@ -81,7 +83,7 @@ class SandboxSpec:
     """
 
     checkout: Path
-    git_dir: Path
+    git_dir: Path | None
     home: Path
     env: Mapping[str, str] = field(default_factory=dict)
     writable: tuple[Path, ...] = ()
@@ -90,7 +92,7 @@ class SandboxSpec:
     network: bool = True
 
     def __post_init__(self) -> None:
-        listed = [self.checkout, self.git_dir, self.home, *self.writable, *self.read_only, *self.hidden]
+        listed = [path for path, _ in _listed_modes(self)]
         relative = [str(p) for p in listed if not p.is_absolute()]
         if relative:
             raise ValueError(f"sandbox paths must be absolute: {', '.join(relative)}")
@@ -112,7 +114,7 @@ Mode = Literal["writable", "read-only", "hidden"]
 
 
 def _listed_modes(spec: SandboxSpec) -> list[tuple[Path, Mode]]:
-    own: list[tuple[Path, Mode]] = [(spec.checkout, "writable"), (spec.git_dir, "writable"), (spec.home, "writable")]
+    own: list[tuple[Path, Mode]] = [(p, "writable") for p in (spec.checkout, spec.git_dir, spec.home) if p is not None]
     return [*own, *((p, "writable") for p in spec.writable), *((p, "read-only") for p in spec.read_only),
             *((p, "hidden") for p in spec.hidden)]
 
@@ -170,23 +172,53 @@ def program_paths(argv: Sequence[str], search_path: str | None) -> tuple[Path, .
     return tuple(dict.fromkeys(found))
 
 
+def command_paths(commands: Sequence[str], search_path: str | None) -> tuple[Path, ...]:
+    """``program_paths`` of each of the shell lines ``commands`` (verify commands): its first word's
+    install prefix, the folders of the absolute files among its words, the search path."""
+    found: list[Path] = []
+    for command in commands:
+        try:
+            words = shlex.split(command)
+        except ValueError:  # unbalanced quotes: the shell says what is wrong
+            words = command.split()
+        found += program_paths(words, search_path)
+    return tuple(dict.fromkeys(found))
+
+
 def teammate_spec(*, checkout: Path, git_dir: Path, home: Path, files: Path, env: Mapping[str, str],
                   hidden: Sequence[Path], read_only: Sequence[Path] = (), network: bool = True) -> SandboxSpec:
-    """The sandbox of one teammate's agent: its checkout, the git directory, its home and its
-    folder of rally-gh's files (the report it may write) writable; ``hidden`` (the user's home and
-    checkout, the other checkouts, rally-gh's state) hidden where they exist; ``read_only`` seen
-    read-only (the git directory's controls, its program). The variables are ``env``, with the
-    private ``/tmp`` as the temporary folder. Paths are resolved here, as bwrap mounts them."""
+    """The sandbox of one teammate's agent, and of its ``verify``: its checkout, the git directory,
+    its home and its folder of rally-gh's files (the report it may write) writable; ``hidden``
+    (the user's home and checkout, the other checkouts, rally-gh's state) hidden where they exist;
+    ``read_only`` seen read-only (the git directory's controls, its program). The variables are
+    ``env``, with the private ``/tmp`` as the temporary folder. Paths are resolved here, as bwrap
+    mounts them."""
+    return _resolved(checkout, git_dir, home, (files,), env, hidden, read_only, network)
+
+
+def verify_spec(*, checkout: Path, home: Path, git_dir: Path, env: Mapping[str, str], hidden: Sequence[Path],
+                read_only: Sequence[Path] = ()) -> SandboxSpec:
+    """The sandbox of ``merge.verify`` on a throwaway checkout: the checkout and a home of its own
+    writable; ``git_dir`` (the checkout's git directory: its objects, its refs, the config git
+    reads there) read-only, so that nothing it runs can plant a config, a hook or a ref; ``hidden``
+    and ``read_only`` as for ``teammate_spec``."""
+    return _resolved(checkout, None, home, (), env, hidden, (git_dir, *read_only), True)
+
+
+def _resolved(checkout: Path, git_dir: Path | None, home: Path, writable: Sequence[Path], env: Mapping[str, str],
+              hidden: Sequence[Path], read_only: Sequence[Path], network: bool) -> SandboxSpec:
     def real(paths: Sequence[Path]) -> tuple[Path, ...]:
         return tuple(dict.fromkeys(Path(os.path.realpath(p)) for p in paths))
 
-    own = tuple(Path(os.path.realpath(p)) for p in (checkout, git_dir, home, files))
+    mine = tuple(Path(os.path.realpath(p)) for p in (checkout, home, *writable))
+    git = None if git_dir is None else Path(os.path.realpath(git_dir))
+    own = (*mine, *(() if git is None else (git,)))
     shut = tuple(p for p in real(hidden) if p.is_dir() and p not in own)
     # A read-only path counts below what is hidden, private or writable; elsewhere it is read-only already.
     shown = tuple(p for p in real(read_only) if p not in own and p not in shut
                   and any(p.is_relative_to(q) for q in (*shut, PRIVATE_TMP, *own)))
-    return SandboxSpec(checkout=own[0], git_dir=own[1], home=own[2], env={**env, "TMPDIR": str(PRIVATE_TMP)},
-                       writable=own[3:], read_only=shown, hidden=shut, network=network)
+    return SandboxSpec(checkout=mine[0], git_dir=git, home=mine[1], env={**env, "TMPDIR": str(PRIVATE_TMP)},
+                       writable=mine[2:], read_only=shown, hidden=shut, network=network)
 
 
 # --- finding bwrap, and whether it works here ---------------------------------------------------

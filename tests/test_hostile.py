@@ -170,8 +170,6 @@ def test_4_the_users_gitconfig_cannot_be_planted(tmp_path: Path) -> None:
     _honest_work_integrated(run, "beta")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: merge.verify runs agent-written code outside the sandbox, with "
-                   "the orchestrator's /proc and the user's .git/config in reach")
 def test_5_merge_verify_runs_agent_code_without_reaching_the_token_or_the_git_config(tmp_path: Path) -> None:
     loot = tmp_path / "loot"
     mates = [Mate("alpha", "evil_verify.py", owns=("src/alpha/**", "tools/**"), env=("RALLY_HOSTILE_LOOT",)),

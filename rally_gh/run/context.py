@@ -55,8 +55,9 @@ class RunContext:
     environ: Mapping[str, str]
     emit: EventSink
     policy: Policy = Policy()
-    # The bubblewrap every agent runs in (docs/security.md); None: the run was asked for none
-    # (--no-sandbox, the report's first risk) or starts no agent (a split run's merge job).
+    # The bubblewrap every agent, verify and merge.verify runs in (docs/security.md); None: the run
+    # was asked for none (--no-sandbox, the report's first risk) or runs none of them (a split run's
+    # merge job without merge.verify).
     sandbox: Bwrap | None = None
 
     @property

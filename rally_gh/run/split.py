@@ -84,9 +84,11 @@ def run_teammate(repo_path: Path, loaded: LoadedConfig, run_id: str, name: str, 
 
 def merge_run(repo_path: Path, loaded: LoadedConfig, run_id: str, clock: Clock, environ: Mapping[str, str],
               on_event: EventSink | None = None, remote: str = "origin",
-              selected: frozenset[str] | None = None) -> RunState:
+              selected: frozenset[str] | None = None, sandbox: bool = True) -> RunState:
     """The fan-in of a split run: every teammate's record and branch from ``remote``, integrated and
-    published. ``selected``: who this run had (the issue's rally block); None: the whole map."""
+    published. ``selected``: who this run had (the issue's rally block); None: the whole map.
+    ``sandbox``: ``merge.verify`` runs in bubblewrap, and a merge job that has some is refused
+    where none can be built; False (``--no-sandbox``) runs it as it is, the report's first risk."""
     config = loaded.config
     check_ref_component(run_id, "run id")
     repo = git.open_repo(repo_path)
@@ -96,8 +98,9 @@ def merge_run(repo_path: Path, loaded: LoadedConfig, run_id: str, clock: Clock, 
     # merge of this run, started later) makes ours fail instead of being overwritten by older results.
     integration_ref = f"refs/heads/{integration_branch(config.branch_prefix, run_id)}"
     lease = Lease(git.remote_ref_shas(repo_path, remote, [integration_ref])[integration_ref])
+    verifies = bool(config.merge.verify)
     ctx = RunContext(repo_path, common, loaded, run_id, None, clock, environ, on_event or no_events,
-                     Policy.merge_job(remote, lease))
+                     Policy.merge_job(remote, lease), assess.sandbox_of(environ, sandbox and verifies))
     names = [t.name for t in config.teammates if selected is None or t.name in selected]
     fetched = _fetch_records(ctx, remote, names)
     for name in names:
@@ -107,6 +110,9 @@ def merge_run(repo_path: Path, loaded: LoadedConfig, run_id: str, clock: Clock, 
                 "outcome": "skipped", "reason": f"no result from its job (nothing at {result_ref(run_id, name)})"})
         state = state.with_teammate(record.model_copy(update={"integrated": False}))
     ledger = Ledger(common, state)
+    for risk in ([assess.MERGE_NO_SANDBOX_RISK] if verifies and not sandbox else []) + assess.merge_env_risks(
+            config, environ):
+        ledger.add_risk(risk)
     _check_again(ctx, ledger)
     known_problems = len(ledger.state.problems)
     pipeline.integrate_verify_publish(ctx, ledger)

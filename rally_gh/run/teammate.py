@@ -160,8 +160,10 @@ class TeammateJob:
         missing: list[str] = []
         if files and not violations:
             log = self.ledger.verify_log(t.name) if t.verify else None
-            runs = process.run_commands(t.verify, Path(record.worktree or ""), ctx.config.timeout_of(t), log=log,
-                                        cancel=cancel)
+            worktree = Path(record.worktree or "")
+            env, box = self.verify_sandbox(worktree) if t.verify else ({}, None)
+            runs = process.run_commands(t.verify, worktree, ctx.config.timeout_of(t), env=env, in_sandbox=box,
+                                        log=log, cancel=cancel)
             if any(r.cancelled for r in runs):
                 return
             verify = tuple(self.ledger.verify_result(r) for r in runs)
@@ -172,6 +174,18 @@ class TeammateJob:
                            finished_at=ctx.clock())
         self.ledger.add_phase("reconcile", ctx.clock() - started)
         ctx.emit(t.name, outcome, reason)
+
+    def verify_sandbox(self, worktree: Path) -> tuple[dict[str, str], process.Sandbox | None]:
+        """Where its ``verify`` runs (docs/security.md): in its agent's sandbox (None: --no-sandbox), with
+        an environment built from the run's as its agent's is, its home, the variables its map passes."""
+        ctx, t = self.ctx, self.teammate
+        files = teammate_dir(ctx, t.name)
+        env = agents.verify_environment(ctx.environ, ctx.config.agent_of(t).env, files / "home")
+        if ctx.sandbox is None:
+            return env, None
+        search_path = env.get("PATH")
+        programs = sandbox.command_paths(t.verify, search_path)
+        return env, process.Sandbox(ctx.sandbox, sandbox_spec(ctx, worktree, files, (), search_path, programs))
 
     def settle(self, result: scheduler.JobResult) -> None:
         """What the job went through, folded into the teammate's record: what it spent, always; its
@@ -236,18 +250,18 @@ def teammate_dir(ctx: RunContext, name: str) -> Path:
 
 
 def sandbox_spec(ctx: RunContext, worktree: Path, files: Path, argv: Sequence[str],
-                 search_path: str | None) -> sandbox.SandboxSpec:
-    """What an agent sees (docs/security.md): its own checkout and repository, its files of the run
-    (its home, the report it may write) writable; the user's object database read-only (its
-    repository borrows those objects); the user's home, checkout and git directory (refs, config,
-    hooks, rally-gh's state and cache), the other teammates' checkouts hidden; its program where it
-    is installed, read-only."""
+                 search_path: str | None, programs: Sequence[Path] = ()) -> sandbox.SandboxSpec:
+    """What an agent and its ``verify`` see (docs/security.md): its own checkout and repository, its
+    files of the run (its home, the report it may write) writable; the user's object database
+    read-only (its repository borrows those objects); the user's home, checkout and git directory
+    (refs, config, hooks, rally-gh's state and cache), the other teammates' checkouts hidden; its
+    program (``argv``'s, and ``programs``) where it is installed, read-only."""
     repo = ctx.repo()
     user_home = Path(ctx.environ.get("HOME") or Path.home())
     return sandbox.teammate_spec(
         checkout=worktree, git_dir=git.private_git_dir(worktree), home=files / "home", files=files, env={},
         hidden=(user_home, git.workdir(repo), git.common_dir(repo), git.rally_worktrees_root(repo)),
-        read_only=(git.objects_dir(repo), *sandbox.program_paths(argv, search_path)))
+        read_only=(git.objects_dir(repo), *sandbox.program_paths(argv, search_path), *programs))
 
 
 def start_point(ctx: RunContext, ledger: Ledger, repo: git.Repository, t: Teammate) -> str:

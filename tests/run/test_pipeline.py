@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -830,14 +831,29 @@ def _alive(pid: int) -> bool:
     return stat[stat.rfind(")") + 2] != "Z"
 
 
+def _running(marker: str) -> list[int]:
+    """Host pids of the live processes whose command line holds ``marker`` (sandboxed ones included)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker.encode() in (entry / "cmdline").read_bytes() and _alive(int(entry.name)):
+                found.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.parametrize("sandbox", [True, False], ids=["sandbox", "no-sandbox"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_during_merge_verify_stops_it_and_leaves_a_resumable_run(tmp_path: Path, signum: int) -> None:
-    pid_file = tmp_path / "verify.pid"
+def test_a_signal_during_merge_verify_stops_it_and_leaves_a_resumable_run(tmp_path: Path, signum: int,
+                                                                          sandbox: bool) -> None:
+    marker = f"merge-verify-{uuid.uuid4().hex}"
+    sleeper = f"{sys.executable} -c 'import time; time.sleep(60)' {marker}"
     rally_yml = textwrap.dedent(f"""\
         version: 1
         team: t
         defaults: {{timeout: 20s, retries: 0}}
-        merge: {{verify: ["echo $$ > {pid_file}; exec sleep 60"]}}
+        merge: {{verify: [{json.dumps(sleeper)}]}}
         teammates:
           - name: a
             exclusive_write: [a/**]
@@ -847,17 +863,18 @@ def test_a_signal_during_merge_verify_stops_it_and_leaves_a_resumable_run(tmp_pa
             agent: {{preset: command, command: [sh, -c, "mkdir -p b && echo b > b/x"]}}
         """)
     repo = _repo(tmp_path, rally_yml)
-    proc = _orchestrator(repo, "v1", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _orchestrator(repo, "v1", sandbox, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 20
-    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+    while not _running(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    verify = int(pid_file.read_text())
+    verify = _running(marker)
+    assert verify, "merge.verify never started"
     # The command is up, maybe before the orchestrator's Popen has returned: the signal is then handled
     # once it has (process._signals_deferred), so it never orphans the command.
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=15)
     assert out.strip() == "interrupted" and "Traceback" not in err  # an interrupted run, to be reported
-    assert not _alive(verify)
+    assert not any(_alive(pid) for pid in verify) and _running(marker) == []
     common = git.common_dir(git.open_repo(repo))
     assert load_state(common, "v1").status == "interrupted"
     assert not any((common / "rally" / "verify").iterdir())
