@@ -129,18 +129,37 @@ def test_agents_commit_with_the_identity_of_the_users_global_config(tmp_path: Pa
 # --- signals, the same in every phase -----------------------------------------
 
 
+def _running(marker: str) -> bool:
+    """Whether a live process's command line holds ``marker``: a sandboxed verify command, which
+    sees none of the test's folders, is found from outside this way."""
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker.encode() in (entry / "cmdline").read_bytes() and \
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                return True
+        except (OSError, IndexError):
+            continue
+    return False
+
+
+def _stuck_until_fixed(marker: str) -> str:
+    """A verify command that hangs until the run's environment says the code is fixed (a
+    variable the map passes it by name), its command line marked to be found from outside."""
+    return f"test -n \"$RALLY_TEST_FIXED\" || exec {sys.executable} -c 'import time; time.sleep(60)' {marker}"
+
+
 def test_sigint_during_merge_verify_interrupts_even_when_rally_gh_inherited_it_ignored(tmp_path: Path) -> None:
     """What `rally-gh run &` gets in a shell without job control: SIGINT ignored from the start."""
-    started = tmp_path / "verify-started"
+    marker = f"merge-verify-{os.getpid()}-{time.monotonic_ns()}"
     rally = _team({n: f"{{preset: command, command: [sh, -c, 'mkdir -p {n} && echo 1 > {n}/x']}}" for n in "ab"},
-                  extra=f'merge: {{verify: ["test -e {tmp_path}/fixed || {{ touch {started}; exec sleep 60; }}"]}}')
+                  extra=f"merge: {{verify: [{json.dumps(_stuck_until_fixed(marker))}], env: [RALLY_TEST_FIXED]}}")
     repo = init_repo(tmp_path / "repo", {"README.md": "# r\n", "rally.yml": rally})
     proc = subprocess.Popen([*RALLY_CLI, "run", "--run-id", "v1"], cwd=repo, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.monotonic() + 60
-    while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+    while not _running(marker) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    assert started.exists(), proc.communicate()
+    assert _running(marker), proc.communicate()
     # The command is up, maybe before rally-gh's Popen has returned: a signal then is handled once it has.
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
@@ -148,6 +167,7 @@ def test_sigint_during_merge_verify_interrupts_even_when_rally_gh_inherited_it_i
     assert time.monotonic() - sent < 10
     assert proc.returncode == 130, err
     assert "## rally-gh run `v1`" in out and "Traceback" not in err
+    assert not _running(marker)
     common = git.common_dir(git.open_repo(repo))
     assert (common / "rally" / "runs" / "v1" / "report.md").read_text() == out
     from rally_gh.state import load_state
@@ -155,8 +175,7 @@ def test_sigint_during_merge_verify_interrupts_even_when_rally_gh_inherited_it_i
     state = load_state(common, "v1")
     assert state.status == "interrupted" and [r.outcome for r in state.teammates] == ["done", "done"]
     assert run_git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
-    (tmp_path / "fixed").write_text("")
-    resumed = _cli(repo, "run", "--resume", "v1")
+    resumed = _cli(repo, "run", "--resume", "v1", env={**os.environ, "RALLY_TEST_FIXED": "1"})
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert load_state(common, "v1").integrated == ("a", "b")
 
@@ -167,14 +186,16 @@ def test_sigint_during_a_teammates_verify_stops_it_at_once_and_leaves_the_teamma
     from rally_gh.config import load_config_text
     from rally_gh.state import load_state
 
-    fifo = tmp_path / "verify-up"
-    os.mkfifo(fifo)
-    rally = _team({n: f"{{preset: command, command: [sh, -c, 'mkdir -p {n} && echo 1 > {n}/x']}}" for n in "ab"})
-    rally += f'    verify: ["test -e {tmp_path}/fixed || {{ echo up > {fifo}; exec sleep 60; }}"]\n'  # b's
+    marker = f"teammate-verify-{os.getpid()}-{time.monotonic_ns()}"
+    rally = _team({n: f"{{preset: command, command: [sh, -c, 'mkdir -p {n} && echo 1 > {n}/x'], "
+                      "env: [RALLY_TEST_FIXED]}" for n in "ab"})
+    rally += f"    verify: [{json.dumps(_stuck_until_fixed(marker))}]\n"  # b's
     repo = init_repo(tmp_path / "repo", {"README.md": "# r\n", "rally.yml": rally})
 
     def interrupt() -> None:
-        fifo.read_text()  # b's verify is up
+        deadline = time.monotonic() + 60
+        while not _running(marker) and time.monotonic() < deadline:  # b's verify is up
+            time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt).start()
@@ -185,8 +206,8 @@ def test_sigint_during_a_teammates_verify_stops_it_at_once_and_leaves_the_teamma
     assert {r.name: r.outcome for r in state.teammates} == {"a": "done", "b": "pending"}
     log = (git.common_dir(git.open_repo(repo)) / "rally" / "runs" / "v2").rglob("*.log")
     assert any("[rally-gh] stopped: the run was interrupted" in p.read_text() for p in log)
-    (tmp_path / "fixed").write_text("")
-    resumed = _cli(repo, "run", "--resume", "v2")
+    assert not _running(marker)
+    resumed = _cli(repo, "run", "--resume", "v2", env={**os.environ, "RALLY_TEST_FIXED": "1"})
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert load_state(git.common_dir(git.open_repo(repo)), "v2").integrated == ("a", "b")
 
