@@ -12,9 +12,9 @@ goes through one supervisor, ``supervise``, whatever the caller:
 - it leaves nothing behind: the group is stopped after a normal exit too.
 
 Two front doors say what the caller gets back: ``run_agent`` (an ``AgentRun``)
-and ``run_commands`` (a ``CommandRun`` per verify command). An agent's command
-is wrapped in the sandbox by ``sandboxed``, each verify command by ``run_commands``
-when given a ``Sandbox``: both with ``sandbox.bwrap_command``. ``run`` runs rally-gh's own short
+and ``run_commands`` (a ``CommandRun`` per verify command). ``sandboxed`` is the
+one place a command is wrapped in the sandbox: an agent's, and each verify command
+``run_commands`` is given a ``Sandbox`` for. ``run`` runs rally-gh's own short
 commands (git), which need no supervision. ``stop_strays`` stops what an
 orchestrator that died left running. ``cancel_on_signals`` and
 ``interrupt_on_signals`` turn SIGINT and SIGTERM into cancellation.
@@ -207,10 +207,15 @@ def sandboxed(cmd: AgentCommand, bwrap: sandbox.Bwrap, spec: sandbox.SandboxSpec
     own, which win: the supervisor starts bwrap with them, and bwrap passes them on. bwrap leads
     the process group the supervisor made; stopping it stops the sandbox, whose processes get
     SIGKILL when bwrap goes (``--die-with-parent``), whatever session they made."""
-    wrapped = sandbox.bwrap_command(bwrap.path, spec, cmd.argv)
-    own = cmd.env_dict()
-    env = (*((k, v) for k, v in wrapped.env.items() if k not in own), *cmd.env)
-    return replace(cmd, argv=wrapped.argv, env=env)
+    argv, env = _wrapped(cmd.argv, cmd.env, bwrap, spec)
+    return replace(cmd, argv=argv, env=env)
+
+
+def _wrapped(argv: Sequence[str], env: Sequence[tuple[str, str]], bwrap: sandbox.Bwrap,
+             spec: sandbox.SandboxSpec) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    wrapped = sandbox.bwrap_command(bwrap.path, spec, argv)
+    own = dict(env)
+    return wrapped.argv, (*((k, v) for k, v in wrapped.env.items() if k not in own), *env)
 
 
 @dataclass(frozen=True)
@@ -627,9 +632,10 @@ def _run_command(command: str, cwd: Path, expected_s: float, env: Mapping[str, s
         return CommandRun(command, False, note("", f"not started: {INTERRUPTED}"), log=log, cancelled=True)
     argv = ["/bin/sh", "-c", command] if _needs_shell(command) else shlex.split(command)
     if in_sandbox is not None:
-        # The sandbox's variables (the private /tmp as TMPDIR) win over the run's.
-        wrapped = sandbox.bwrap_command(in_sandbox.bwrap.path, in_sandbox.spec, argv)
-        argv, env = list(wrapped.argv), {**env, **wrapped.env}
+        # As ``sandboxed`` wraps an agent's command; the sandbox's variables (the private /tmp as
+        # TMPDIR) win over the run's, as over an agent's environment.
+        wrapped, own = _wrapped(argv, (), in_sandbox.bwrap, in_sandbox.spec)
+        argv, env = list(wrapped), {**env, **dict(own)}
     try:
         ended = supervise(argv, cwd, env, out, expected_s=expected_s, grace_s=grace_s, cancel=cancel,
                           merge_stderr=True, tails=(tail_chars, 0))
