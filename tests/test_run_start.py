@@ -129,25 +129,33 @@ def test_agents_commit_with_the_identity_of_the_users_global_config(tmp_path: Pa
 # --- signals, the same in every phase -----------------------------------------
 
 
-def _running(marker: str) -> bool:
-    """Whether a live process's command line holds ``marker``: a sandboxed verify command, which
-    sees none of the test's folders, is found from outside this way."""
+def _with(marker: str) -> list[str]:
+    """The live processes whose command line holds ``marker`` (pid, state, command line): a
+    sandboxed verify command, which sees none of the test's folders, is found from outside."""
+    found = []
     for entry in Path("/proc").glob("[0-9]*"):
         try:
-            if marker.encode() in (entry / "cmdline").read_bytes() and \
-                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                return True
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except (OSError, IndexError):
             continue
-    return False
+        if marker.encode() in cmdline and state != "Z":
+            found.append(f"{entry.name} {state} {cmdline.replace(bytes(1), b' ').decode(errors='replace')}")
+    return found
+
+
+def _running(marker: str) -> bool:
+    """Whether the command marked is up: its own program runs, past bwrap's setup (a sandbox
+    stopped while bwrap still sets it up can outlive it: docs/security.md)."""
+    return any(p.split(" ", 2)[2].startswith(sys.executable + " ") for p in _with(marker))
 
 
 def _gone(marker: str) -> None:
     """The sandbox of a stopped command is SIGKILLed when its bwrap goes, as the kernel gets to it."""
     deadline = time.monotonic() + 3
-    while _running(marker) and time.monotonic() < deadline:
+    while _with(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _running(marker)
+    assert _with(marker) == []
 
 
 def _stuck_until_fixed(marker: str) -> str:
@@ -192,6 +200,7 @@ def test_sigint_during_a_teammates_verify_stops_it_at_once_and_leaves_the_teamma
     """The teammate's verify runs in its job's thread, where only the cancel token reaches it."""
     from rally_gh.run import pipeline
     from rally_gh.config import load_config_text
+    from rally_gh.errors import RallyError
     from rally_gh.state import load_state
 
     marker = f"teammate-verify-{os.getpid()}-{time.monotonic_ns()}"
@@ -200,15 +209,26 @@ def test_sigint_during_a_teammates_verify_stops_it_at_once_and_leaves_the_teamma
     rally += f"    verify: [{json.dumps(_stuck_until_fixed(marker))}]\n"  # b's
     repo = init_repo(tmp_path / "repo", {"README.md": "# r\n", "rally.yml": rally})
 
+    def a_done() -> bool:
+        try:
+            return load_state(git.common_dir(git.open_repo(repo)), "v2").teammate("a").outcome == "done"
+        except (RallyError, KeyError):
+            return False
+
     def interrupt() -> None:
         deadline = time.monotonic() + 60
-        while not _running(marker) and time.monotonic() < deadline:  # b's verify is up
+        # b's verify is up, and a is done (on a loaded machine its agent may still be running then)
+        while not (_running(marker) and a_done()) and time.monotonic() < deadline:
             time.sleep(0.05)
+        waited.append(time.monotonic() < deadline)
         os.kill(os.getpid(), signal.SIGINT)
+
+    waited: list[bool] = []
 
     threading.Thread(target=interrupt).start()
     started = time.monotonic()
     state = pipeline.run(repo, load_config_text(rally, "rally.yml"), "v2", None, time.time, dict(os.environ))
+    assert waited == [True], "b's verify never came up beside a done a"
     assert time.monotonic() - started < 15  # not the verify's 40 s
     assert state.status == "interrupted"
     assert {r.name: r.outcome for r in state.teammates} == {"a": "done", "b": "pending"}
