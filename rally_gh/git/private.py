@@ -70,9 +70,7 @@ def create_private_repo(repo: Repository, checkout: Path, branch: str, tip: str)
     checkout.mkdir(parents=True)
     gitdir = private_git_dir(checkout)
     _write_git_dir(gitdir, objects_dir(repo), branch, tip)
-    shallow = _users_shallow(repo)
-    if shallow is not None:
-        (gitdir / "shallow").write_bytes(shallow)
+    _copy_shallow(repo, gitdir)
     ref = f"refs/heads/{branch}"
     if ref_sha(repo, ref) is None:
         repo.references.create(ref, oid(tip))
@@ -95,6 +93,24 @@ def _users_shallow(repo: Repository) -> bytes | None:
         return (common_dir(repo) / "shallow").read_bytes()
     except FileNotFoundError:
         return None
+
+
+def _copy_shallow(repo: Repository, gitdir: Path) -> None:
+    shallow = _users_shallow(repo)
+    if shallow is not None:
+        (gitdir / "shallow").write_bytes(shallow)
+
+
+def create_scratch_repo(repo: Repository, checkout: Path, tip: str) -> None:
+    """A throwaway repository at ``checkout``, its HEAD detached at ``tip`` (no files checked out
+    yet: ``populate_worktree``): the user's objects borrowed and nothing else of the user's
+    repository, no branch made anywhere. Where ``merge.verify`` runs."""
+    checkout.mkdir(parents=True)
+    gitdir = private_git_dir(checkout)
+    _write_git_dir(gitdir, objects_dir(repo), "verify", tip)
+    (gitdir / "refs" / "heads" / "verify").unlink()
+    (gitdir / "HEAD").write_text(f"{tip}\n")
+    _copy_shallow(repo, gitdir)
 
 
 def remove_private_repo(checkout: Path) -> None:

@@ -25,7 +25,7 @@ from pygit2 import Repository
 from rally_gh.errors import GitError
 from rally_gh.git.refs import ref_sha
 from rally_gh.git.repository import common_dir, oid, run_git
-from rally_gh.git.private import is_private_repo, remove_private_repo
+from rally_gh.git.private import create_scratch_repo, is_private_repo, remove_private_repo
 
 
 # --- The git directory's controls ------------------------------------------
@@ -278,14 +278,19 @@ def prune_worktrees(repo: Repository, keep_runs: Sequence[str] = ()) -> list[Pat
 
 
 def materialize(repo: Repository, sha: str, path: Path) -> Path:
-    """A detached worktree of ``sha`` at ``path``, to run verify commands in.
+    """A checkout of ``sha`` at ``path``, to run verify commands in.
 
-    A linked worktree rather than a checkout into a bare folder: the commands
-    (a test suite, a build) may expect to run inside a git repository. Made with
-    the git CLI (add_worktree): about twice as fast as libgit2 on 20k files, and
-    hooks are off. Remove it with ``dematerialize``."""
-    return add_worktree(repo, path, None, sha)
+    A repository rather than a bare folder: the commands (a test suite, a build)
+    may expect to run inside one. One of its own (``create_scratch_repo``: the
+    user's objects borrowed), not a worktree of the user's: the code under test
+    comes from agents, and must find none of the user's git directory in reach
+    (its config may hold a token ``actions/checkout`` left there). Checked out
+    with the git CLI (about twice as fast as libgit2 on 20k files), hooks off.
+    Remove it with ``dematerialize``."""
+    create_scratch_repo(repo, path, sha)
+    populate_worktree(path)
+    return path
 
 
 def dematerialize(repo: Repository, path: Path) -> None:
-    remove_worktree(repo, path)
+    remove_private_repo(path)

@@ -17,15 +17,7 @@ from rally_gh import agents, git, integrate, plan, process, sandbox
 from rally_gh.errors import RallyError
 from rally_gh.run.context import RunContext
 from rally_gh.run.ledger import Ledger
-from rally_gh.state import (
-    Conflict,
-    ConflictCause,
-    Outcome,
-    VerifyResult,
-    VerifyRunRecord,
-    integration_branch,
-    runs_dir,
-)
+from rally_gh.state import Conflict, ConflictCause, Outcome, VerifyResult, VerifyRunRecord, integration_branch
 from rally_gh.words import possessive
 
 
@@ -115,22 +107,22 @@ def _verify_and_bisect(ctx: RunContext, ledger: Ledger, repo: git.Repository, ip
 
 def merge_verify_place(ctx: RunContext) -> integrate.VerifyPlace:
     """Where ``merge.verify`` runs (docs/security.md): on its scratch checkout in a sandbox
-    (None: --no-sandbox) where that checkout and its own home are writable, the git directory
-    read-only (no config, hook or ref can be planted), the user's home and checkout, the
-    teammates' checkouts and rally-gh's state hidden; with an environment built from the run's:
+    (None: --no-sandbox) where that checkout and its own home are writable, the checkout's git
+    directory read-only (no config, hook or ref can be planted) and the user's objects it borrows
+    too; the user's home, checkout and git directory (its config, rally-gh's state), the
+    teammates' checkouts hidden; with an environment built from the run's:
     of the runner's variables the basics and those ``merge.env`` names, never a token."""
     def place(checkout: Path, home: Path) -> tuple[dict[str, str], process.Sandbox | None]:
         env = agents.verify_environment(ctx.environ, ctx.config.merge.env, home)
         if ctx.sandbox is None:
             return env, None
         repo = ctx.repo()
-        common = git.common_dir(repo)
         search_path = env.get("PATH")
         user_home = Path(ctx.environ.get("HOME") or Path.home())
         spec = sandbox.verify_spec(
-            checkout=checkout, home=home, git_dir=common, env={},
-            hidden=(user_home, git.workdir(repo), git.rally_worktrees_root(repo), runs_dir(common).parent),
-            read_only=sandbox.command_paths(ctx.config.merge.verify, search_path))
+            checkout=checkout, home=home, git_dir=git.private_git_dir(checkout), env={},
+            hidden=(user_home, git.workdir(repo), git.common_dir(repo), git.rally_worktrees_root(repo)),
+            read_only=(git.objects_dir(repo), *sandbox.command_paths(ctx.config.merge.verify, search_path)))
         return env, process.Sandbox(ctx.sandbox, spec)
 
     return place

@@ -2,11 +2,13 @@
 
 Whole runs of ``rally-gh run``, real bubblewrap, real repositories: alpha's agent writes
 ``tools/attack.py``, which its own ``verify`` and ``merge.verify`` then run. The attack looks
-for the orchestrator's token in every ``/proc/*/environ`` and in its own environment, writes
-to the git directory's config, hooks and ``info/`` (by hand and through ``git config``), into
-the user's checkout and a folder outside, and leaves a ``setsid`` process behind. It prints
-each attempt that worked and passes whatever it managed (a failing verify draws attention),
-so the output the run records is the truth of what it could do. ``tools/serve.py`` starts a
+for the orchestrator's token in every ``/proc/*/environ``, its own environment and the user's
+git config (where ``actions/checkout`` leaves one), writes to the user's git directory (its
+config, hooks, ``info/`` and refs, by hand and through ``git config``), into the user's
+checkout and a folder outside, and leaves a ``setsid`` process behind. (A teammate's own
+repository is its to write, verify included: rally-gh recorded the commit it verifies before.)
+It prints each attempt that worked and passes whatever it managed (a failing verify draws
+attention), so the output the run records is the truth of what it could do. ``tools/serve.py`` starts a
 server that a later command of the same ``verify`` must not find.
 """
 
@@ -31,6 +33,7 @@ TOKEN = f"rally-verify-secret-{uuid.uuid4().hex}"
 ATTACK = r'''
 import os, pathlib, subprocess, sys
 label, token, outside, user_checkout, marker = sys.argv[1:]
+user_git = pathlib.Path(user_checkout) / ".git"
 did = []
 for environ in pathlib.Path("/proc").glob("[0-9]*/environ"):
     try:
@@ -40,19 +43,29 @@ for environ in pathlib.Path("/proc").glob("[0-9]*/environ"):
         pass
 if any(token in value for value in os.environ.values()):
     did.append("got the token in its environment")
+try:
+    if token in (user_git / "config").read_text():
+        did.append("read the token in the user's git config")
+except OSError:
+    pass
+# The user's git directory: through the checkout's own (merge.verify's is a worktree of it), and by name.
 common = pathlib.Path(subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
                                      capture_output=True, text=True).stdout.strip())
-for target in (common / "config", common / "hooks" / "pre-push", common / "info" / "attributes",
-               pathlib.Path(user_checkout) / "README.md", pathlib.Path(outside) / f"{label}.txt"):
+targets = [user_git / "config", user_git / "hooks" / "pre-push", user_git / "info" / "attributes",
+           user_git / "refs" / "heads" / "planted", pathlib.Path(user_checkout) / "README.md",
+           pathlib.Path(outside) / f"{label}.txt"]
+if common.resolve() == user_git.resolve():
+    targets += [common / "config", common / "hooks" / "pre-push"]
+for target in targets:
     try:
         with open(target, "a") as f:
             f.write("planted\n")
         did.append(f"wrote {target}")
     except OSError:
         pass
-if subprocess.run(["git", "config", "--local", "credential.helper", "!cat >/dev/null"],
+if subprocess.run(["git", "--git-dir", str(user_git), "config", "--local", "credential.helper", "!cat >/dev/null"],
                   capture_output=True).returncode == 0:
-    did.append("set credential.helper with git config --local")
+    did.append("set credential.helper in the user's git config")
 subprocess.Popen(["setsid", sys.executable, "-c", "import time; time.sleep(60)", marker],
                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 print(f"{label}: " + ("; ".join(did) if did else "contained"))
@@ -123,6 +136,8 @@ def _setup(tmp_path: Path, marker: str) -> tuple[Path, Path, dict[str, str]]:
         "  - name: beta", "    exclusive_write: [src/beta/**]", f"    agent: {agent('beta')}",
     ]) + "\n"
     init_repo(repo, {"README.md": "# project\n", "rally.yml": rally_yml})
+    # What actions/checkout leaves in the repository's config.
+    git(repo, "config", "http.https://github.com/.extraheader", f"AUTHORIZATION: basic {TOKEN}")
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
            "GIT_CONFIG_NOSYSTEM": "1", "LANG": "C.UTF-8", "GITHUB_TOKEN": TOKEN,
            "GIT_AUTHOR_NAME": "Ada Tester", "GIT_AUTHOR_EMAIL": "ada@example.com",
