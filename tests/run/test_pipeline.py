@@ -831,7 +831,7 @@ def _alive(pid: int) -> bool:
     return stat[stat.rfind(")") + 2] != "Z"
 
 
-def _running(marker: str) -> list[int]:
+def _marked(marker: str) -> list[int]:
     """Host pids of the live processes whose command line holds ``marker`` (sandboxed ones included)."""
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
@@ -844,7 +844,7 @@ def _running(marker: str) -> list[int]:
 
 
 def _started(marker: str) -> bool:
-    for pid in _running(marker):
+    for pid in _marked(marker):
         try:
             if Path(f"/proc/{pid}/cmdline").read_bytes().split(bytes(1))[0] == os.fsencode(sys.executable):
                 return True
@@ -879,7 +879,7 @@ def test_a_signal_during_merge_verify_stops_it_and_leaves_a_resumable_run(tmp_pa
     # outlive it: docs/security.md).
     while not _started(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    verify = _running(marker)
+    verify = _marked(marker)
     assert _started(marker), "merge.verify never started"
     # The command is up, maybe before the orchestrator's Popen has returned: the signal is then handled
     # once it has (process._signals_deferred), so it never orphans the command.
@@ -887,9 +887,9 @@ def test_a_signal_during_merge_verify_stops_it_and_leaves_a_resumable_run(tmp_pa
     out, err = proc.communicate(timeout=15)
     assert out.strip() == "interrupted" and "Traceback" not in err  # an interrupted run, to be reported
     deadline = time.monotonic() + 3  # a stopped sandbox is SIGKILLed when its bwrap goes, as the kernel gets to it
-    while _running(marker) and time.monotonic() < deadline:
+    while _marked(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(_alive(pid) for pid in verify) and _running(marker) == []
+    assert not any(_alive(pid) for pid in verify) and _marked(marker) == []
     common = git.common_dir(git.open_repo(repo))
     assert load_state(common, "v1").status == "interrupted"
     assert not any((common / "rally" / "verify").iterdir())
