@@ -361,6 +361,10 @@ class Defaults(_Model):
         default="full",
         description="full: a whole worktree per teammate; sparse: only its owned and read paths.",
     )
+    network: bool = Field(
+        default=True,
+        description="Whether agents reach the network (their model's API); false leaves them loopback only.",
+    )
 
 
 class Budget(_Model):
@@ -431,6 +435,8 @@ class Teammate(_Model):
     timeout: Duration | None = Field(default=None, description="Expected duration (default: defaults.timeout).")
     retries: int | None = Field(default=None, ge=0, le=5, description="Replacements (default: defaults.retries).")
     checkout: Checkout | None = Field(default=None, description="full or sparse (default: defaults.checkout).")
+    network: bool | None = Field(default=None, description="Whether its agent reaches the network "
+                                                           "(default: defaults.network).")
     verify: tuple[str, ...] = Field(
         default=(), description="Shell commands that must pass in the teammate's worktree when it is done."
     )
@@ -498,6 +504,9 @@ class Config(_Model):
 
     def checkout_of(self, t: Teammate) -> str:
         return t.checkout if t.checkout is not None else self.defaults.checkout
+
+    def network_of(self, t: Teammate) -> bool:
+        return t.network if t.network is not None else self.defaults.network
 
 
 @dataclass(frozen=True)

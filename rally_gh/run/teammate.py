@@ -115,7 +115,8 @@ class TeammateJob:
             t.exclusive_write, (*spec.env, *cmd.passthrough), home, self.identity,
             sparse=config.checkout_of(t) == "sparse")
         if ctx.sandbox is not None:
-            cmd = process.sandboxed(cmd, ctx.sandbox, sandbox_spec(ctx, worktree, files, cmd.argv, env.get("PATH")))
+            cmd = process.sandboxed(cmd, ctx.sandbox, sandbox_spec(ctx, worktree, files, cmd.argv, env.get("PATH"),
+                                                                   network=config.network_of(t)))
         return scheduler.agent_attempt(cmd, worktree, env, prompt_file, report_file, config.timeout_of(t),
                                     files / "logs", model=spec.model)
 
@@ -185,7 +186,8 @@ class TeammateJob:
             return env, None
         search_path = env.get("PATH")
         programs = sandbox.command_paths(t.verify, search_path)
-        return env, process.Sandbox(ctx.sandbox, sandbox_spec(ctx, worktree, files, (), search_path, programs))
+        return env, process.Sandbox(ctx.sandbox, sandbox_spec(ctx, worktree, files, (), search_path, programs,
+                                                              network=ctx.config.network_of(t)))
 
     def settle(self, result: scheduler.JobResult) -> None:
         """What the job went through, folded into the teammate's record: what it spent, always; its
@@ -250,18 +252,19 @@ def teammate_dir(ctx: RunContext, name: str) -> Path:
 
 
 def sandbox_spec(ctx: RunContext, worktree: Path, files: Path, argv: Sequence[str],
-                 search_path: str | None, programs: Sequence[Path] = ()) -> sandbox.SandboxSpec:
+                 search_path: str | None, programs: Sequence[Path] = (), *, network: bool = True) -> sandbox.SandboxSpec:
     """What an agent and its ``verify`` see (docs/security.md): its own checkout and repository, its
     files of the run (its home, the report it may write) writable; the user's object database
     read-only (its repository borrows those objects); the user's home, checkout and git directory
     (refs, config, hooks, rally-gh's state and cache), the other teammates' checkouts hidden; its
-    program (``argv``'s, and ``programs``) where it is installed, read-only."""
+    program (``argv``'s, and ``programs``) where it is installed, read-only; the network unless
+    the map turns it off for the teammate (``network: false``: loopback only)."""
     repo = ctx.repo()
     user_home = Path(ctx.environ.get("HOME") or Path.home())
     return sandbox.teammate_spec(
         checkout=worktree, git_dir=git.private_git_dir(worktree), home=files / "home", files=files, env={},
         hidden=(user_home, git.workdir(repo), git.common_dir(repo), git.rally_worktrees_root(repo)),
-        read_only=(git.objects_dir(repo), *sandbox.program_paths(argv, search_path), *programs))
+        read_only=(git.objects_dir(repo), *sandbox.program_paths(argv, search_path), *programs), network=network)
 
 
 def start_point(ctx: RunContext, ledger: Ledger, repo: git.Repository, t: Teammate) -> str:

@@ -1,0 +1,98 @@
+"""`network: false`: an agent, and its verify, reach no network but their own loopback (real bwrap)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rally_gh import sandbox
+from rally_gh.config import load_config_text
+from rally_gh.run import pipeline
+from rally_gh.testing import git, init_repo
+
+pytestmark = pytest.mark.skipif(sandbox.find_bwrap("/usr/bin:/bin") is None, reason="bubblewrap is not installed")
+
+PROBE = textwrap.dedent("""\
+    import os, pathlib, socket, sys
+    name = os.environ["RALLY_TEAMMATE"]
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3).close()
+        seen = "reached"
+    except OSError as err:
+        seen = f"blocked ({type(err).__name__})"
+    pathlib.Path(f"src/{name}").mkdir(parents=True, exist_ok=True)
+    pathlib.Path(f"src/{name}/net.txt").write_text(seen + "\\n")
+""")
+
+
+@pytest.fixture
+def server() -> Iterator[int]:
+    """A TCP server on the host's loopback, outside any sandbox."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                listener.accept()[0].close()
+            except OSError:
+                continue
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def test_a_teammate_without_network_reaches_nothing_outside_its_sandbox(tmp_path: Path, server: int) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    agent = json.dumps([sys.executable, str(probe), str(server)])
+    rally_yml = textwrap.dedent(f"""\
+        version: 1
+        team: net
+        defaults: {{timeout: 20s, retries: 0}}
+        teammates:
+          - name: online
+            exclusive_write: [src/online/**]
+            agent: {{preset: command, command: {agent}}}
+          - name: offline
+            exclusive_write: [src/offline/**]
+            network: false
+            agent: {{preset: command, command: {agent}}}
+        """)
+    repo = init_repo(tmp_path / "repo", {"README.md": "x\n", "rally.yml": rally_yml})
+    state = pipeline.run(repo, load_config_text(rally_yml, "rally.yml"), "n1", None, time.time,
+                         {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")})
+    assert {t.name: t.outcome for t in state.teammates} == {"online": "done", "offline": "done"}
+    assert git(repo, "show", "rally/n1/online:src/online/net.txt") == "reached\n"
+    assert git(repo, "show", "rally/n1/offline:src/offline/net.txt").startswith("blocked")
+
+
+def test_without_a_sandbox_network_false_is_named_as_not_enforced(tmp_path: Path) -> None:
+    rally_yml = textwrap.dedent("""\
+        version: 1
+        team: net
+        defaults: {timeout: 20s, retries: 0, network: false}
+        teammates:
+          - name: a
+            exclusive_write: [src/a/**]
+            agent: {preset: command, command: ["true"]}
+          - name: b
+            exclusive_write: [src/b/**]
+            agent: {preset: command, command: ["true"]}
+        """)
+    repo = init_repo(tmp_path / "repo", {"README.md": "x\n", "rally.yml": rally_yml})
+    state = pipeline.run(repo, load_config_text(rally_yml, "rally.yml"), "n2", None, time.time,
+                         {"PATH": "/usr/bin:/bin"}, sandbox=False)
+    assert any("network: false was not enforced for a, b" in r for r in state.risks)
