@@ -430,6 +430,11 @@ def _stop_group(pgid: int, grace_s: float, leader: subprocess.Popen[bytes] | Non
         alive = max(alive, 1)
     if not alive:
         return 0
+    # What the group started in sessions of its own (a sandbox's first process, a `setsid` child)
+    # is out of the group's reach: held by pidfd now, while it is still known as a child, and
+    # killed with the group. A sandbox stopped before bwrap armed --die-with-parent would
+    # otherwise live on.
+    escaped = _pidfds(_descendants_outside(pgid))
     _kill_group(pgid, signal.SIGTERM)
     until = time.monotonic() + grace_s
     if leader is not None:
@@ -439,9 +444,78 @@ def _stop_group(pgid: int, grace_s: float, leader: subprocess.Popen[bytes] | Non
             pass
     _wait_group_empty(pgid, until)
     _kill_group(pgid, signal.SIGKILL)
+    for fd in escaped:
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except (ProcessLookupError, OSError):
+            pass  # gone already
+        finally:
+            os.close(fd)
     # SIGKILL takes effect when the process is next scheduled: return once it has.
     _wait_group_empty(pgid, time.monotonic() + 1.0)
     return alive
+
+
+def _descendants_outside(pgid: int) -> list[int]:
+    """The descendants of group ``pgid``'s members that are in another group (Linux's
+    ``/proc/<pid>/task/<tid>/children``; none where it cannot tell)."""
+    groups = dict(_process_groups())
+    members = [pid for pid, group in groups.items() if group == pgid]
+    found: list[int] = []
+    todo = list(members)
+    seen = set(todo)
+    while todo:
+        pid = todo.pop()
+        for child in _children(pid):
+            if child in seen:
+                continue
+            seen.add(child)
+            todo.append(child)
+            if groups.get(child) != pgid:
+                found.append(child)
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _process_groups() -> list[tuple[int, int]]:
+    """(pid, process group) of every live process /proc shows."""
+    found: list[tuple[int, int]] = []
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():
+        return found
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 2 and fields[0] not in ("Z", "X"):
+            found.append((int(entry.name), int(fields[2])))
+    return found
+
+
+def _pidfds(pids: Sequence[int]) -> list[int]:
+    fds = []
+    for pid in pids:
+        fd = _pidfd(pid)
+        if fd is not None:
+            fds.append(fd)
+    return fds
 
 
 def stop_strays(prompt_dir: Path, grace_s: float = CANCEL_GRACE_S) -> int:

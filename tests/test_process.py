@@ -420,3 +420,21 @@ def test_rally_gh_makes_itself_undumpable_and_its_children_are_not_affected(tmp_
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.stdout.split() == ["True", "True", "False", "True"], done.stdout + done.stderr
+
+
+def test_a_child_in_a_session_of_its_own_is_stopped_with_the_group(tmp_path: Path) -> None:
+    """What an agent starts in a new session (`setsid`, or a sandbox's first process before bwrap
+    has armed --die-with-parent) is out of the group's reach: it is stopped with the group all the same."""
+    pidfile = tmp_path / "pids"
+    escaper = tmp_path / "escaper.py"
+    escaper.write_text(
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True)\n"
+        f"open({str(pidfile)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n")
+    cmd = agent_command(AgentSpec(preset="command", command=(sys.executable, str(escaper))),
+                        Path("unused"), Path("."), Path("unused"))
+    result = run_one(cmd, tmp_path, timeout_s=0.5, grace_s=0.2)
+    assert result.timed_out
+    (child,) = pids_in(pidfile, 1)
+    wait_for(lambda: not alive(child), timeout=3)
