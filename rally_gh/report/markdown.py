@@ -3,6 +3,7 @@ and the ``_STEP_COMPLETE`` block for agent pipelines; all drawn from one ``Repor
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,7 +53,7 @@ def _team(report: Report) -> list[str]:
             f"{duration_text(t.duration_s)} | ${t.cost_usd:.2f} | {len(t.files_changed)} |" for t in report.teammates]
     reasons = [t for t in report.teammates if t.reason and t.outcome != "done"]
     if reasons:
-        out += ["", *(f"- **{t.name}** ({t.outcome}): {t.reason}" for t in reasons)]
+        out += ["", *(f"- **{t.name}** ({t.outcome}): {_plain(t.reason)}" for t in reasons)]
     return out
 
 
@@ -81,7 +82,7 @@ def _changed_files(report: Report) -> list[str]:
     out = []
     for t in report.teammates:
         if t.files_changed:
-            shown = ", ".join(f"`{f}`" for f in t.files_changed[:20])
+            shown = ", ".join(_code(f) for f in t.files_changed[:20])
             more = f" and {len(t.files_changed) - 20} more" if len(t.files_changed) > 20 else ""
             out.append(f"- **{t.name}** (`{t.branch}`): {shown}{more}")
     return out or ["None."]
@@ -102,7 +103,7 @@ def _verification(report: Report) -> list[str]:
 
 def _conflicts(report: Report) -> list[str]:
     return [f"- **{c.teammate}**" + (f" (commit `{c.commit[:10]}`)" if c.commit else "")
-            + f": {c.describe(report.base_ref)} ({c.action})" for c in report.conflicts] or ["None."]
+            + f": {_plain(c.describe(report.base_ref))} ({c.action})" for c in report.conflicts] or ["None."]
 
 
 def _violations(report: Report) -> list[str]:
@@ -111,13 +112,13 @@ def _violations(report: Report) -> list[str]:
     out = ["| teammate | path | owner | kind | commit | reason | rule |", "|---|---|---|---|---|---|---|"]
     for bad in report.violations:
         rule = f"`{_cell(str(bad.rule))}`" if bad.rule else "none"
-        out.append(f"| {bad.teammate} | `{_cell(bad.path)}` | {bad.owner or 'nobody'} | {bad.kind} | "
-                   f"`{(bad.commit or '')[:10]}` | {_cell(bad.reason)} | {rule} |")
+        out.append(f"| {bad.teammate} | {_cell(_code(bad.path))} | {bad.owner or 'nobody'} | {bad.kind} | "
+                   f"`{(bad.commit or '')[:10]}` | {_cell(_plain(bad.reason))} | {rule} |")
     return out
 
 
 def _shared_blockers(report: Report) -> list[str]:
-    return [f"- {', '.join(g.teammates)} failed the same way: {g.signature}" for g in report.convergence]
+    return [f"- {', '.join(g.teammates)} failed the same way: {_plain(g.signature)}" for g in report.convergence]
 
 
 def _risks(report: Report) -> list[str]:
@@ -217,6 +218,24 @@ def tes_measured(part: str, inputs: dict[str, Any]) -> str:
         return text
     steps = inputs["manual_steps"]
     return f"{plural(steps, 'manual step')}: {'; '.join(steps)}" if steps else "no manual step"
+
+
+def _code(text: str) -> str:
+    """``text`` as inline code that it cannot end early: fenced by one backtick more than its
+    longest run of them (a file name is anyone's choice, and the report reaches a pull request)."""
+    text = " ".join(text.splitlines())
+    fence = "`" * (_longest_backtick_run([text]) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()<>#+!~])")
+
+
+def _plain(text: str) -> str:
+    """Text that holds names someone else chose (paths, in a reason), shown as it reads and never
+    as Markdown: no link, image, emphasis or code span can start in it."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(text.splitlines()))
 
 
 def _cell(text: str) -> str:

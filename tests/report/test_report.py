@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,21 @@ def test_a_failing_verify_shows_its_last_lines_fenced_whatever_they_hold() -> No
     assert block.startswith("````text\nline 12\n") and "line 11" not in block
     assert "```not the end```\n" + "x" * 300 + "\n````\n" in block  # a longer fence; a long line cut
     assert "**web**: `make` failed, with no output." in text
+
+
+def test_names_someone_else_chose_never_become_markdown_in_the_report() -> None:
+    """File names are the agents' choice and the report is a pull request's body: a backtick in a
+    path cannot end its code span, and a reason or failure signature holding one cannot start a
+    link or an image."""
+    evil = "src/a`![x](https://e.example/t.png)`b.py"
+    state = finished(
+        rec("api", "violated", reason=f"wrote 1 path it does not own: {evil}", files_changed=(evil,),
+            violations=(Violation(teammate="api", path=evil, owner="web", kind="add", commit="c" * 40,
+                                  reason="owned by web"),)),
+        rec("web", "done", integrated=True))
+    text = report_markdown(build_report(state))
+    # What GitHub renders as Markdown: outside fenced blocks (the _STEP_COMPLETE block) and code spans.
+    outside_code = re.sub(r"``.*?``", "", re.sub(r"(?ms)^```.*?^```$", "", text))
+    assert "![x](" not in outside_code.replace("\\!\\[x\\]\\(", "")  # only ever escaped there
+    assert "``src/a`![x](https://e.example/t.png)`b.py``" in text  # changed files and the violation's path
+    assert f"wrote 1 path it does not own: src/a\\`\\!\\[x\\]\\(https://e.example/t.png\\)\\`b.py" in text
