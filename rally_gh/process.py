@@ -565,22 +565,9 @@ def _group_members(pgid: int) -> int:
         return 0
     except PermissionError:
         return 1
-    proc_root = Path("/proc")
-    if not proc_root.is_dir():
+    if not Path("/proc").is_dir():
         return 1
-    count = 0
-    for entry in proc_root.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the parenthesised command name: state ppid pgrp ...
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
-            count += 1
-    return count
+    return sum(1 for _, group in _process_groups() if group == pgid)
 
 
 # --- agents ------------------------------------------------------------------
