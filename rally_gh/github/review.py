@@ -23,8 +23,9 @@ from rally_gh.config import Config
 from rally_gh.github.endpoint import CommentId, GitHubEndpoint, ReviewComment
 from rally_gh.github.events import Trigger, authorize
 from rally_gh.ownership.rules import Ownership
+from rally_gh.state import INTEGRATION_NAME
 
-_RUN_PULL_HEAD = re.compile(r"(?P<prefix>[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<run>[A-Za-z0-9][A-Za-z0-9._-]*)/_integration")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,8 @@ def route_review(endpoint: GitHubEndpoint, trigger: Trigger, config: Config, *,
     review = trigger.review
     if review is None:
         return ReviewRouting(skipped="not a review")
-    head = _RUN_PULL_HEAD.fullmatch(review.head_ref)
-    if head is None or head.group("prefix") != config.branch_prefix:
+    run = run_of_pull_head(review.head_ref, config.branch_prefix)
+    if run is None:
         return ReviewRouting(skipped=f"#{review.pull} is not the pull request of a rally-gh run")
     if review.state != "changes_requested" and not re.search(r"(?m)^\s*/rally fix\b", review.body):
         return ReviewRouting(skipped="the review neither requests changes nor says `/rally fix`")
@@ -63,7 +64,6 @@ def route_review(endpoint: GitHubEndpoint, trigger: Trigger, config: Config, *,
     if not decision.allowed:
         return ReviewRouting(skipped=f"refused: {decision.reason}", refused=True)
     ownership = Ownership.from_config(config)
-    run = head.group("run")
     routed = []
     for comment in endpoint.review_comments(review.pull, review.id):
         if comment.in_reply_to is not None:
@@ -73,6 +73,16 @@ def route_review(endpoint: GitHubEndpoint, trigger: Trigger, config: Config, *,
                                          _reply(comment, owner, config.branch_prefix, run))
         routed.append(Routed(comment.id, comment.path, owner))
     return ReviewRouting(tuple(routed))
+
+
+def run_of_pull_head(head_ref: str, prefix: str) -> str | None:
+    """The run whose integration branch ``head_ref`` is (``<prefix>/<run>/_integration``; the
+    prefix may hold ``/``); None for any other branch."""
+    start, end = prefix + "/", "/" + INTEGRATION_NAME
+    if not (head_ref.startswith(start) and head_ref.endswith(end)):
+        return None
+    run = head_ref[len(start):-len(end)]
+    return run if _RUN_ID.fullmatch(run) else None
 
 
 def _reply(comment: ReviewComment, owner: str | None, prefix: str, run: str) -> str:

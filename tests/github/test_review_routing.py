@@ -18,7 +18,7 @@ from rally_gh.github.endpoint import CommentId
 from rally_gh.github.events import parse_event
 from rally_gh.github.fake import FakeGitHubServer
 from rally_gh.github.real import RealGitHub
-from rally_gh.github.review import reply_marker
+from rally_gh.github.review import reply_marker, run_of_pull_head
 from rally_gh.testing import SHOP_FILES, commit, git, init_repo
 
 RUN_HEAD = "rally/issue-1-4207/_integration"
@@ -128,3 +128,11 @@ def test_review_events_parse_and_other_review_actions_are_ignored() -> None:
     hostile = _payload(500, 7, head="rally/x/../../_integration")
     with pytest.raises(UsageError, match="not a branch name git allows"):
         parse_event("pull_request_review", hostile)
+
+
+def test_a_run_pull_request_is_known_by_the_maps_prefix_even_with_a_slash_in_it() -> None:
+    assert run_of_pull_head("rally/issue-1-4207/_integration", "rally") == "issue-1-4207"
+    assert run_of_pull_head("bots/rally/r1/_integration", "bots/rally") == "r1"
+    assert run_of_pull_head("bots/rally/r1/_integration", "rally") is None
+    assert run_of_pull_head("rally/a/b/_integration", "rally") is None
+    assert run_of_pull_head("rally/r1/api", "rally") is None
