@@ -74,9 +74,14 @@ def _exit(fn: Callable[[], int]) -> None:
 
 def _actions(event_path: Path | None = None) -> ActionsContext:
     """This process's environment, as GitHub Actions shapes it (read here, once, for every command)."""
-    from rally_gh.github.actions import read
+    from rally_gh import process
+    from rally_gh.github.actions import TOKEN_VARIABLES, read
 
-    return read(os.environ, event_path=event_path)
+    context = read(os.environ, event_path=event_path)
+    # Read once: from here on the token lives in the context alone, not in the environment that
+    # every git, agent or verify rally-gh starts inherits, nor in this process's /proc/<pid>/environ.
+    process.forget_environment(TOKEN_VARIABLES)
+    return context
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -265,7 +265,7 @@ def record_run(repo: git.Repository, report: Report, config: Config,
 # fetches again and appends its record on top (a run's record replaces its own).
 
 
-def fetch_history(repo: git.Repository, remote: str) -> git.Sha | None:
+def fetch_history(repo: git.Repository, remote: git.Remote) -> git.Sha | None:
     """Make the local history at least the remote's; the remote's tip (None: it has none)."""
     theirs = git.remote_ref_shas(git.workdir(repo), remote, [HISTORY_REF])[HISTORY_REF]
     if theirs is None:
@@ -276,7 +276,7 @@ def fetch_history(repo: git.Repository, remote: str) -> git.Sha | None:
     return theirs
 
 
-def share_record(repo: git.Repository, record: Record, remote: str, attempts: int = 3) -> None:
+def share_record(repo: git.Repository, record: Record, remote: git.Remote, attempts: int = 3) -> None:
     """Append ``record`` to the remote's history (fast-forward pushes only)."""
     for _ in range(attempts):
         theirs = fetch_history(repo, remote)

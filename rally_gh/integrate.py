@@ -28,7 +28,7 @@ from typing import Literal
 
 from rally_gh import git
 from rally_gh.errors import ConflictError
-from rally_gh.git import RALLY_COMMITTER, HttpCredentials, Identity, PathConflict, PushedRef, RefPush, Repository, Sha
+from rally_gh.git import RALLY_COMMITTER, Identity, PathConflict, PushedRef, RefPush, Remote, Repository, Sha
 from rally_gh.process import CancelToken, Cancelled, CommandRun, Sandbox, run_commands
 from rally_gh.words import possessive
 
@@ -495,8 +495,8 @@ class PublishResult:
 
 
 def publish(repo: Repository, integration_branch: str, new_sha: Sha, expected_old: Sha | None,
-            teammate_branches: Sequence[tuple[str, Sha]], *, remote: str | None = None,
-            remote_expected_old: Sha | None = None, credentials: HttpCredentials | None = None,
+            teammate_branches: Sequence[tuple[str, Sha]], *, remote: Remote | None = None,
+            remote_expected_old: Sha | None = None,
             max_attempts: int = 3, supersede: bool = False) -> PublishResult:
     """Keep every teammate branch, then move the integration branch, last.
 
@@ -535,18 +535,18 @@ def publish(repo: Repository, integration_branch: str, new_sha: Sha, expected_ol
     if remote is None:
         return PublishResult(True, True)
     cwd = git.git_dir(repo)
-    pushed, teammate_problems = keep_teammate_branches(repo, remote, teammate_branches, credentials=credentials,
+    pushed, teammate_problems = keep_teammate_branches(repo, remote, teammate_branches,
                                                        supersede=supersede)
     problems.extend(teammate_problems)
     lease = remote_expected_old
     attempts = 0
     while attempts < max_attempts:
         attempts += 1
-        (result,) = git.push_refs(cwd, remote, [RefPush(integration_ref, new_sha, lease)], credentials=credentials)
+        (result,) = git.push_refs(cwd, remote, [RefPush(integration_ref, new_sha, lease)])
         if result.ok:
             pushed.append(result)
             break
-        now = git.remote_ref_shas(cwd, remote, [integration_ref], credentials=credentials)[integration_ref]
+        now = git.remote_ref_shas(cwd, remote, [integration_ref])[integration_ref]
         if now == new_sha:
             pushed.append(PushedRef(integration_ref, True, "already there"))
             break
@@ -566,8 +566,7 @@ def superseded_ref(branch: str, sha: str) -> str:
     return f"refs/rally/superseded/{branch}/{sha[:12]}"
 
 
-def keep_teammate_branches(repo: Repository, remote: str, teammate_branches: Sequence[tuple[str, Sha]], *,
-                           credentials: HttpCredentials | None = None,
+def keep_teammate_branches(repo: Repository, remote: Remote, teammate_branches: Sequence[tuple[str, Sha]], *,
                            supersede: bool = False) -> tuple[list[PushedRef], list[str]]:
     """Push every teammate branch to ``remote`` as a fast-forward.
 
@@ -580,7 +579,7 @@ def keep_teammate_branches(repo: Repository, remote: str, teammate_branches: Seq
         return [], []
     cwd = git.git_dir(repo)
     refs = [_full(b) for b, _ in teammate_branches]
-    now = git.remote_ref_shas(cwd, remote, refs, credentials=credentials) if supersede else dict.fromkeys(refs)
+    now = git.remote_ref_shas(cwd, remote, refs) if supersede else dict.fromkeys(refs)
     pushed: list[PushedRef] = []
     problems: list[str] = []
     plain: list[RefPush] = []
@@ -590,11 +589,11 @@ def keep_teammate_branches(repo: Repository, remote: str, teammate_branches: Seq
             plain.append(RefPush(ref, head, lease=False))
             continue
         pair = [RefPush(superseded_ref(branch, old), old, None), RefPush(ref, head, old)]
-        results = git.push_refs(cwd, remote, pair, credentials=credentials, atomic=True)
+        results = git.push_refs(cwd, remote, pair, atomic=True)
         pushed.extend(results)
         problems.extend(f"{r.ref}: {r.message}" for r in results if not r.ok)
     if plain:
-        results = git.push_refs(cwd, remote, plain, credentials=credentials)
+        results = git.push_refs(cwd, remote, plain)
         pushed.extend(results)
         problems.extend(f"{r.ref}: {r.message}" for r in results if not r.ok)
     return pushed, problems

@@ -191,6 +191,34 @@ def undumpable() -> bool:
         return False
 
 
+def forget_environment(names: Sequence[str]) -> dict[str, str]:
+    """Take ``names`` out of this process's environment, once read, and return what they held.
+
+    ``os.environ.pop`` alone is not enough: ``/proc/<pid>/environ`` shows the block the kernel
+    gave the process at ``execve``, and ``unsetenv`` only drops the pointer into it. So each
+    value is first overwritten in place (whatever block ``environ`` points into), then unset.
+    Nothing started afterwards inherits it, and the process shows it to nobody, root included.
+    The caller keeps the values (in memory, which ``undumpable`` keeps from the same user)."""
+    taken = {name: os.environ[name] for name in names if name in os.environ}
+    if not taken:
+        return {}
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        import ctypes
+
+        environ = ctypes.POINTER(ctypes.c_void_p).in_dll(ctypes.CDLL(None), "environ")
+        prefixes = tuple(f"{name}=".encode() for name in taken)
+        i = 0
+        while environ[i]:
+            entry = ctypes.string_at(environ[i])
+            prefix = next((p for p in prefixes if entry.startswith(p)), None)
+            if prefix is not None:
+                ctypes.memset(environ[i] + len(prefix), 0, len(entry) - len(prefix))
+            i += 1
+    for name in taken:
+        os.environ.pop(name, None)
+    return taken
+
+
 def is_dumpable() -> bool:
     """``prctl(PR_GET_DUMPABLE)`` of this process (True where it cannot be asked)."""
     try:

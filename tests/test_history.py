@@ -420,10 +420,10 @@ def test_a_ci_run_shares_its_record_through_the_remote(tmp_path: Path) -> None:
     for name in ("one", "two"):
         run_git(tmp_path, "clone", "-q", str(bare), str(tmp_path / name))
         clones.append(git.open_repo(tmp_path / name))
-    share_record(clones[0], record("r1", 1000.0, mate("api")), "origin")
-    share_record(clones[1], record("r2", 2000.0, mate("api")), "origin")  # raced: appends on top of r1
+    share_record(clones[0], record("r1", 1000.0, mate("api")), git.Remote("origin"))
+    share_record(clones[1], record("r2", 2000.0, mate("api")), git.Remote("origin"))  # raced: appends on top of r1
     third = tmp_path / "three"
     run_git(tmp_path, "clone", "-q", str(bare), str(third))
     repo = git.open_repo(third)
-    fetch_history(repo, "origin")
+    fetch_history(repo, git.Remote("origin"))
     assert sorted(r.run_id for r in load_history(repo)) == ["r1", "r2"]

@@ -86,9 +86,9 @@ def _repo(tmp_path: Path, mates: list[Mate], files: dict[str, str | bytes | None
     return init_repo(tmp_path / "repo", {"README.md": "# project\n", "rally.yml": _map(mates, extra), **(files or {})})
 
 
-def _run(repo: Path, run_id: str, env: dict[str, str]) -> Run:
+def _run(repo: Path, run_id: str, env: dict[str, str], *options: str) -> Run:
     base = git(repo, "rev-parse", "HEAD").strip()
-    done = subprocess.run([*RALLY_CLI, "run", "--run-id", run_id], cwd=repo, env=env, capture_output=True, text=True,
+    done = subprocess.run([*RALLY_CLI, "run", "--run-id", run_id, *options], cwd=repo, env=env, capture_output=True, text=True,
                           timeout=180, stdin=subprocess.DEVNULL)
     report = subprocess.run([*RALLY_CLI, "report", "--run", run_id, "--format", "json"], cwd=repo, env=env,
                             capture_output=True, text=True, timeout=60, check=True)
@@ -145,6 +145,17 @@ def test_2_the_orchestrators_token_is_out_of_reach(tmp_path: Path) -> None:
     leaks = [str(p) for p in (repo / ".git" / "rally").rglob("*") if p.is_file() and reversed_token in p.read_text(errors="replace")]
     assert leaks == [], "the token, reversed, is in the run's files"
     assert reversed_token not in run.output
+    _attacker_stopped(run, "alpha", "no token in any process's environment")
+    _honest_work_integrated(run, "beta")
+
+
+def test_2_without_a_sandbox_no_process_s_environment_holds_the_token_either(tmp_path: Path) -> None:
+    """Item 5: with --no-sandbox the agent sees every process of the machine, and runs as root here
+    (root reads even a non-dumpable process's /proc/<pid>/environ). rally-gh took the token out of its
+    own environment once read, wiping the block /proc shows, and nothing it started inherited it."""
+    repo = _repo(tmp_path, [Mate("alpha", "read_secret.py"), Mate("beta", HONEST)])
+    run = _run(repo, "h2n", _environment(Path(os.environ["HOME"])), "--no-sandbox")
+    assert TOKEN[::-1] not in run.output
     _attacker_stopped(run, "alpha", "no token in any process's environment")
     _honest_work_integrated(run, "beta")
 

@@ -535,21 +535,21 @@ def _published(tmp_path: Path):
 def test_publish_creates_branches_and_moves_the_integration_branch_last(tmp_path: Path) -> None:
     path, base, remote, repo, result, teammates = _published(tmp_path)
     git(path, "branch", "-D", "rally/r1/web")  # deleted during the run: recreated, nothing lost
-    out = publish(repo, "integration/r1", result.tip, None, teammates, remote="origin")
+    out = publish(repo, "integration/r1", result.tip, None, teammates, remote=rgit.Remote("origin"))
     assert out.ok and out.local_moved, out.problems
     assert git(path, "rev-parse", "integration/r1").strip() == result.tip
     assert git(path, "rev-parse", "rally/r1/web").strip() == teammates[1][1]
     assert git(remote, "rev-parse", "integration/r1").strip() == result.tip
     assert git(remote, "rev-parse", "rally/r1/api").strip() == teammates[0][1]
     # Publishing again is idempotent when nothing moved.
-    again = publish(repo, "integration/r1", result.tip, result.tip, teammates, remote="origin", remote_expected_old=result.tip)
+    again = publish(repo, "integration/r1", result.tip, result.tip, teammates, remote=rgit.Remote("origin"), remote_expected_old=result.tip)
     assert again.ok, again.problems
 
 
 def test_publish_refuses_a_local_branch_that_moved(tmp_path: Path) -> None:
     path, base, remote, repo, result, teammates = _published(tmp_path)
     git(path, "branch", "integration/r1", base)
-    out = publish(repo, "integration/r1", result.tip, None, teammates, remote="origin")
+    out = publish(repo, "integration/r1", result.tip, None, teammates, remote=rgit.Remote("origin"))
     assert not out.ok and not out.local_moved and "moved during the run" in out.problems[0]
     assert git(path, "rev-parse", "integration/r1").strip() == base
     assert git(remote, "branch", "--list", "integration/r1").strip() == ""
@@ -559,7 +559,7 @@ def test_publish_never_overwrites_someone_elses_push(tmp_path: Path) -> None:
     path, base, remote, repo, result, teammates = _published(tmp_path)
     other = make_branch(path, "someone", base, [{"human.txt": "fix\n"}])
     git(path, "push", "-q", "origin", f"{other}:refs/heads/integration/r1")
-    out = publish(repo, "integration/r1", result.tip, None, teammates, remote="origin")
+    out = publish(repo, "integration/r1", result.tip, None, teammates, remote=rgit.Remote("origin"))
     assert not out.ok and out.local_moved
     assert "not part of this integration" in out.problems[-1]
     assert git(remote, "rev-parse", "integration/r1").strip() == other
@@ -568,7 +568,7 @@ def test_publish_never_overwrites_someone_elses_push(tmp_path: Path) -> None:
 def test_publish_retries_over_an_earlier_attempt_of_its_own(tmp_path: Path) -> None:
     path, base, remote, repo, result, teammates = _published(tmp_path)
     git(path, "push", "-q", "origin", f"{result.applied[0].tip}:refs/heads/integration/r1")  # a retried job got this far
-    out = publish(repo, "integration/r1", result.tip, None, teammates, remote="origin")
+    out = publish(repo, "integration/r1", result.tip, None, teammates, remote=rgit.Remote("origin"))
     assert out.ok and out.attempts == 2, out.problems
     assert git(remote, "rev-parse", "integration/r1").strip() == result.tip
 
@@ -578,7 +578,7 @@ def test_a_rejected_push_is_reported_per_ref(tmp_path: Path) -> None:
     hook = remote / "hooks" / "pre-receive"
     hook.write_text("#!/bin/sh\necho 'denied by policy' >&2\nexit 1\n")
     hook.chmod(0o755)
-    out = publish(repo, "integration/r1", result.tip, None, teammates, remote="origin", max_attempts=2)
+    out = publish(repo, "integration/r1", result.tip, None, teammates, remote=rgit.Remote("origin"), max_attempts=2)
     assert not out.ok and all(not p.ok for p in out.pushed)
     assert subprocess.run(["git", "-C", str(remote), "rev-parse", "--verify", "-q", "integration/r1"],
                           capture_output=True).returncode != 0

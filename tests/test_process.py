@@ -422,6 +422,25 @@ def test_rally_gh_makes_itself_undumpable_and_its_children_are_not_affected(tmp_
     assert done.stdout.split() == ["True", "True", "False", "True"], done.stdout + done.stderr
 
 
+def test_a_token_once_read_is_gone_from_the_process_and_all_it_starts(tmp_path: Path) -> None:
+    """issue 16 item 5: unsetenv alone leaves the value in the block /proc/<pid>/environ shows
+    (root reads it even from a non-dumpable process); forget_environment wipes it there too."""
+    secret = "rally-forget-0123456789abcdef"
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import os, subprocess, sys\n"
+        "from rally_gh import process\n"
+        "taken = process.forget_environment(['GITHUB_TOKEN', 'GH_TOKEN', 'ABSENT'])\n"
+        "mine = open('/proc/self/environ', 'rb').read()\n"
+        "child = subprocess.run(['cat', '/proc/self/environ'], capture_output=True).stdout\n"
+        f"print(taken == {{'GITHUB_TOKEN': {secret!r}}}, {secret.encode()!r} in mine, {secret.encode()!r} in child,"
+        " 'GITHUB_TOKEN' in os.environ, os.environ['KEPT'])\n")
+    env = {"PATH": os.environ["PATH"], "GITHUB_TOKEN": secret, "KEPT": "yes"}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.stdout.split() == ["True", "False", "False", "False", "yes"], done.stdout + done.stderr
+
+
 def test_a_child_in_a_session_of_its_own_is_stopped_with_the_group(tmp_path: Path) -> None:
     """What an agent starts in a new session (`setsid`, or a sandbox's first process before bwrap
     has armed --die-with-parent) is out of the group's reach: it is stopped with the group all the same."""

@@ -72,8 +72,10 @@ def test_the_environment_of_a_run(tmp_path: Path) -> None:
     local = {"GH_TOKEN": "a", "PATH": "/bin"}
     assert dict(read(local).for_run().environ) == {"PATH": "/bin"} and read(local).for_run().token is None
     given = read(local, event_path=tmp_path).for_run()
-    assert dict(given.environ) == local and given.token == "a"
+    # In GitHub mode the token is the context's alone: never in what children start from.
+    assert dict(given.environ) == {"PATH": "/bin"} and given.token == "a"
     actions = {**local, "GITHUB_ACTIONS": "true"}
-    assert dict(read(actions).for_run().environ) == actions and read(actions).for_run().token == "a"
+    assert dict(read(actions).for_run().environ) == {"PATH": "/bin", "GITHUB_ACTIONS": "true"}
+    assert read(actions).for_run().token == "a"
     assert dict(read({"PATH": "/bin", "GITHUB_ACTIONS": "false", "GITHUB_TOKEN": "x"}).for_run().environ) == {
         "PATH": "/bin", "GITHUB_ACTIONS": "false"}

@@ -56,7 +56,7 @@ def publish(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: Publ
     common = git.common_dir(repo)
     ledger = Ledger(common, imported.state)
     # In Actions the run publishes to origin; a local try only when asked (RALLY_REMOTE).
-    remote = actions.publish_remote if github is not None else actions.remote
+    remote = actions.publish_to if github is not None else actions.local_remote
     ctx = RunContext(root, common, loaded, run_id, None, time.time, actions.environ, no_events, Policy(remote=remote))
     fanin.publish_integration(ctx, ledger, repo, imported.integration)
     ledger.update_run(status="finished")

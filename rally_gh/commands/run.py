@@ -145,8 +145,8 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
                                  dry_run=asked.dry_run, resume=resume is not None,
                                  # In Actions the run publishes to origin; a local run only when asked
                                  # (RALLY_REMOTE names the remote): a person's remotes are theirs.
-                                 remote=(actions.publish_remote if github is not None
-                                         else None if options.results is not None else actions.remote),
+                                 remote=(actions.publish_to if github is not None
+                                         else None if options.results is not None else actions.local_remote),
                                  only=asked.only or None, max_parallel=asked.max_parallel, tasks=tasks,
                                  sandbox=not options.no_sandbox, approved=options.approved,
                                  risks=(SHARED_TOKEN_RISK,) if github is not None else ())
@@ -242,7 +242,7 @@ def teammate(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: Tea
     progress = Progress(sys.stderr, wants_live(sys.stderr, actions.environ))
     with progress:
         record = split.run_teammate(root, loaded, options.run_id, name, issue_text, time.time, actions.environ,
-                                    progress.event, remote=actions.publish_remote,
+                                    progress.event, remote=actions.publish_to,
                                     sandbox=not options.no_sandbox)
     stdout.write(f"{record.name}: {record.outcome}" + (f" ({record.reason})" if record.reason else "") + "\n")
     if not record.finished:
@@ -263,7 +263,7 @@ def merge(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: MergeO
     progress = Progress(sys.stderr, wants_live(sys.stderr, actions.environ))
     with progress:
         state = split.merge_run(root, loaded, options.run_id, time.time, actions.environ, progress.event,
-                                remote=actions.publish_remote,
+                                remote=actions.publish_to,
                                 selected=None if tasks is None else frozenset(tasks.names),
                                 sandbox=not options.no_sandbox)
     # The plan job admitted the run; the merge job publishes it like a single-job run.

@@ -84,6 +84,7 @@ from rally_gh.git.refs import (
 )
 from rally_gh.git.remote import (
     HttpCredentials,
+    Remote,
     PushedRef,
     RefPush,
     push_refs,
@@ -168,7 +169,7 @@ __all__ = [
     "RefTarget", "branch_names", "branch_tip", "branches_with_times", "delete_branches", "ref_exists", "ref_names",
     "ref_sha", "ref_target", "update_ref_if",
     # remote
-    "HttpCredentials", "PushedRef", "RefPush", "push_refs", "remote_ref_shas",
+    "HttpCredentials", "Remote", "PushedRef", "RefPush", "push_refs", "remote_ref_shas",
     # replay
     "CommitSummary", "PathConflict", "ReplayedCommit", "commit_summaries", "replay_commit", "replay_key",
     "replay_session",

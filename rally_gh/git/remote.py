@@ -30,6 +30,21 @@ class HttpCredentials:
 
 
 @dataclass(frozen=True)
+class Remote:
+    """Where rally-gh pushes and fetches (a remote's name or URL) and the credentials it presents
+    there. With none, git asks the user's own credential helpers (a local run). With some, they
+    go to that one git command in a header, never through this process's environment: rally-gh
+    takes the token out of it at start (``process.forget_environment``), so nothing else it starts
+    inherits it."""
+
+    where: str
+    credentials: HttpCredentials | None = None
+
+    def __str__(self) -> str:
+        return self.where
+
+
+@dataclass(frozen=True)
 class RefPush:
     """Push ``new_sha`` to ``ref``. With ``lease``, only if the remote ref is at
     ``expected_old`` (None: only if it does not exist yet); without, only as a
@@ -62,8 +77,7 @@ def _credential_env(credentials: HttpCredentials | None) -> dict[str, str]:
     return env
 
 
-def push_refs(cwd: Path | str, remote: str, pushes: Sequence[RefPush], *,
-              credentials: HttpCredentials | None = None, atomic: bool = False) -> list[PushedRef]:
+def push_refs(cwd: Path | str, remote: Remote, pushes: Sequence[RefPush], *, atomic: bool = False) -> list[PushedRef]:
     """One `git push` of ``pushes``; the status of every ref. ``atomic``: all or
     none (a reader never sees one ref of the set without the others).
 
@@ -78,8 +92,8 @@ def push_refs(cwd: Path | str, remote: str, pushes: Sequence[RefPush], *,
         if p.lease:
             args.append(f"--force-with-lease={p.ref}:{p.expected_old or ''}")
         specs.append(f"{p.new_sha}:{p.ref}")
-    proc = process.run(["git", "-c", "core.hooksPath=/dev/null", *args, remote, *specs],
-                       cwd=cwd, env=_credential_env(credentials))
+    proc = process.run(["git", "-c", "core.hooksPath=/dev/null", *args, remote.where, *specs],
+                       cwd=cwd, env=_credential_env(remote.credentials))
     seen: dict[str, PushedRef] = {}
     for line in proc.stdout.decode(errors="replace").splitlines():
         flag, tab, rest = line.partition("\t")
@@ -93,12 +107,11 @@ def push_refs(cwd: Path | str, remote: str, pushes: Sequence[RefPush], *,
             for p in pushes]
 
 
-def remote_ref_shas(cwd: Path | str, remote: str, refs: Sequence[str], *,
-                    credentials: HttpCredentials | None = None) -> dict[str, Sha | None]:
+def remote_ref_shas(cwd: Path | str, remote: Remote, refs: Sequence[str]) -> dict[str, Sha | None]:
     """What ``remote`` has at each of ``refs`` now (None: absent), and their
     commits fetched so that they can be compared with ours."""
-    proc = process.run(["git", "-c", "core.hooksPath=/dev/null", "ls-remote", remote, *refs],
-                       cwd=cwd, env=_credential_env(credentials))
+    proc = process.run(["git", "-c", "core.hooksPath=/dev/null", "ls-remote", remote.where, *refs],
+                       cwd=cwd, env=_credential_env(remote.credentials))
     if proc.returncode != 0:
         raise GitError(f"`git ls-remote {remote}` failed: {proc.stderr.decode(errors='replace').strip()}")
     found: dict[str, Sha | None] = dict.fromkeys(refs)
@@ -109,6 +122,6 @@ def remote_ref_shas(cwd: Path | str, remote: str, refs: Sequence[str], *,
     present = [ref for ref, sha in found.items() if sha is not None]
     if present:
         # By name, not by id: a server need not allow fetching a bare commit id.
-        process.run(["git", "-c", "core.hooksPath=/dev/null", "fetch", "--quiet", "--no-tags", remote, *present],
-                    cwd=cwd, env=_credential_env(credentials))
+        process.run(["git", "-c", "core.hooksPath=/dev/null", "fetch", "--quiet", "--no-tags", remote.where, *present],
+                    cwd=cwd, env=_credential_env(remote.credentials))
     return found

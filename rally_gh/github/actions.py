@@ -30,6 +30,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from rally_gh import git
 from rally_gh.errors import GitHubError, UsageError
 from rally_gh.github.endpoint import GitHubEndpoint, IssueNumber, RequestLimits
 from rally_gh.github.events import (
@@ -75,12 +76,14 @@ class ActionsContext:
     """This job's environment as GitHub Actions shapes it; see the module docstring."""
 
     environ: Mapping[str, str]
-    """What child processes start from: a copy of the environment (a run's: less a local shell's tokens)."""
+    """What child processes start from: a copy of the environment, never with a token in it."""
     in_actions: bool = False
     event_given: bool = False
     """The command line named the event file (``--event``)."""
     token: str | None = None
-    """None: no API is asked."""
+    """None: no API is asked, and nothing is pushed with it."""
+    token_names: tuple[str, ...] = ()
+    """The variables the token was found in (``TOKEN_VARIABLES``)."""
     dropped_tokens: tuple[str, ...] = ()
     repository: str | None = None
     api_url: str | None = None
@@ -106,6 +109,18 @@ class ActionsContext:
         return self.remote or "origin"
 
     @property
+    def publish_to(self) -> git.Remote:
+        """``publish_remote`` with this job's token: rally-gh's own pushes present it in a header, so
+        no credential helper and no token in any environment is needed (docs/github.md)."""
+        credentials = git.HttpCredentials(self.token) if self.token else None
+        return git.Remote(self.publish_remote, credentials)
+
+    @property
+    def local_remote(self) -> git.Remote | None:
+        """``RALLY_REMOTE`` for a local run: the user's own remote, reached with their own credentials."""
+        return git.Remote(self.remote) if self.remote else None
+
+    @property
     def job_url(self) -> str | None:
         """The job's page, where the step summary (the full report) is shown."""
         if not (self.server_url and self.repository and self.workflow_run_id):
@@ -115,19 +130,14 @@ class ActionsContext:
     def for_run(self) -> ActionsContext:
         """This context as a run sees it: outside Actions and without ``--event``, with
         no token (``dropped_tokens`` names those the shell held)."""
-        if self.in_actions or self.event_given:
+        if self.in_actions or self.event_given or self.token is None:
             return self
-        held = tuple(name for name in TOKEN_VARIABLES if self.environ.get(name))
-        if not held:
-            return self
-        kept = MappingProxyType({k: v for k, v in self.environ.items() if k not in TOKEN_VARIABLES})
-        return replace(self, environ=kept, token=None, dropped_tokens=held)
+        return replace(self, token=None, dropped_tokens=self.token_names)
 
     def without_token(self) -> ActionsContext:
         """This context for a job that must not write (the agents' job of the ready workflows): no
         API is asked, and no token is passed on, whatever the workflow gave the job."""
-        kept = MappingProxyType({k: v for k, v in self.environ.items() if k not in TOKEN_VARIABLES})
-        return replace(self, environ=kept, token=None)
+        return replace(self, token=None)
 
     def local_token_note(self) -> str | None:
         """Why a token the shell holds is not used, for the commands that would have used it."""
@@ -140,13 +150,16 @@ class ActionsContext:
 
 
 def read(environ: Mapping[str, str], *, event_path: Path | None = None) -> ActionsContext:
-    """The context of this job, from its environment and the command line's ``--event``."""
+    """The context of this job, from its environment and the command line's ``--event``. The token
+    is kept in ``token`` alone: ``environ``, what children start from, holds none."""
     found_event = environ.get("GITHUB_EVENT_PATH")
+    held = tuple(name for name in TOKEN_VARIABLES if environ.get(name))
     return ActionsContext(
-        environ=MappingProxyType(dict(environ)),
+        environ=MappingProxyType({k: v for k, v in environ.items() if k not in TOKEN_VARIABLES}),
         in_actions=environ.get("GITHUB_ACTIONS") == "true",
         event_given=event_path is not None,
         token=environ.get("GITHUB_TOKEN") or environ.get("GH_TOKEN") or None,
+        token_names=held,
         repository=environ.get("GITHUB_REPOSITORY") or None,
         api_url=environ.get("GITHUB_API_URL") or None,
         server_url=environ.get("GITHUB_SERVER_URL") or None,

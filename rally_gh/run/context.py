@@ -28,7 +28,7 @@ class Lease:
 class Policy:
     """How a run publishes: what sets a split run's merge job (SPEC section 7) apart, as data."""
 
-    remote: str | None = None  # every branch is pushed there too (a run in CI); None: published locally only
+    remote: git.Remote | None = None  # every branch is pushed there too (a run in CI); None: published locally only
     # A split merge leaves teammate branches to their own jobs: a job re-run meanwhile has moved its
     # branch on, and pushing the head fetched earlier would only be refused.
     push_teammate_branches: bool = True
@@ -38,7 +38,7 @@ class Policy:
     integration_lease: Lease | None = None
 
     @classmethod
-    def merge_job(cls, remote: str, lease: Lease) -> Policy:
+    def merge_job(cls, remote: git.Remote, lease: Lease) -> Policy:
         return cls(remote=remote, push_teammate_branches=False, integration_lease=lease)
 
 

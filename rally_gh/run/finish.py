@@ -27,7 +27,7 @@ def finish_run(repo: git.Repository, state: RunState, config: Config, actions: A
     (folder / "report.md").write_text(markdown, encoding="utf-8")
     (folder / "report.json").write_text(json.dumps(report.as_json(), indent=2) + "\n", encoding="utf-8")
     write_report(report, stdout)
-    _record_history(repo, report, config, actions.publish_remote if github is not None else None)
+    _record_history(repo, report, config, actions.publish_to if github is not None else None)
     if github is not None:
         publish.publish_run(github.endpoint, state, report, github.trigger, actions)
     else:
@@ -40,7 +40,7 @@ def finish_run(repo: git.Repository, state: RunState, config: Config, actions: A
     return EXIT_FAILED
 
 
-def _record_history(repo: git.Repository, report: Report, config: Config, remote: str | None) -> None:
+def _record_history(repo: git.Repository, report: Report, config: Config, remote: git.Remote | None) -> None:
     """Append this run to refs/rally/history (and, in CI, to ``remote``'s, so it
     outlives the runner). Never fails the run: a warning says what went wrong."""
     from rally_gh import history

@@ -31,7 +31,7 @@ from rally_gh.tasks import RunTasks
 
 def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | None, clock: Clock,
         environ: Mapping[str, str], on_event: EventSink | None = None, dry_run: bool = False,
-        resume: bool = False, *, remote: str | None = None, only: Collection[str] | None = None,
+        resume: bool = False, *, remote: git.Remote | None = None, only: Collection[str] | None = None,
         max_parallel: int | None = None, tasks: RunTasks | None = None, sandbox: bool = True,
         risks: Sequence[str] = (), approved: bool = False) -> RunState:
     """Run the team once (or resume run ``run_id``); the final state, also saved in run.json.

@@ -43,7 +43,7 @@ def result_ref(run_id: str, name: str) -> str:
 
 def run_teammate(repo_path: Path, loaded: LoadedConfig, run_id: str, name: str, issue_text: str | None,
                  clock: Clock, environ: Mapping[str, str], on_event: EventSink | None = None,
-                 remote: str = "origin", sandbox: bool = True) -> TeammateRecord:
+                 remote: git.Remote = git.Remote("origin"), sandbox: bool = True) -> TeammateRecord:
     """One teammate of a split run: its agent, reconciled, its branch and record pushed to ``remote``.
     ``sandbox`` as for ``pipeline.run``."""
     config = loaded.config
@@ -83,7 +83,7 @@ def run_teammate(repo_path: Path, loaded: LoadedConfig, run_id: str, name: str, 
 
 
 def merge_run(repo_path: Path, loaded: LoadedConfig, run_id: str, clock: Clock, environ: Mapping[str, str],
-              on_event: EventSink | None = None, remote: str = "origin",
+              on_event: EventSink | None = None, remote: git.Remote = git.Remote("origin"),
               selected: frozenset[str] | None = None, sandbox: bool = True) -> RunState:
     """The fan-in of a split run: every teammate's record and branch from ``remote``, integrated and
     published. ``selected``: who this run had (the issue's rally block); None: the whole map.
@@ -150,7 +150,7 @@ def _split_state(repo: git.Repository, common: Path, run_id: str, loaded: Loaded
     return state.model_copy(update={"status": "running", "pid": os.getpid(), "split": True})
 
 
-def _fetch_records(ctx: RunContext, remote: str, names: Sequence[str]) -> dict[str, TeammateRecord]:
+def _fetch_records(ctx: RunContext, remote: git.Remote, names: Sequence[str]) -> dict[str, TeammateRecord]:
     """The records that teammate jobs pushed for ``names``, each with its branch made local.
 
     Any job, or an agent holding a job's push credentials, can write these refs: a record is read only
@@ -186,7 +186,7 @@ def _fetch_records(ctx: RunContext, remote: str, names: Sequence[str]) -> dict[s
     return records
 
 
-def _push_record(ctx: RunContext, remote: str, record: TeammateRecord) -> None:
+def _push_record(ctx: RunContext, remote: git.Remote, record: TeammateRecord) -> None:
     repo = ctx.repo()
     ref = result_ref(ctx.run_id, record.name)
     data = record.model_copy(update={"worktree": None}).model_dump_json(indent=2).encode()

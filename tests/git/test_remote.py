@@ -26,11 +26,11 @@ def test_a_push_under_a_lease_lands_only_while_the_remote_ref_is_where_we_saw_it
     first = Sha(git(path, "rev-parse", "HEAD").strip())
     second = Sha(commit(path, {"a": "1\n"}, "second"))
     ref = "refs/heads/integration/r1"
-    assert rgit.remote_ref_shas(path, "origin", [ref]) == {ref: None}
+    assert rgit.remote_ref_shas(path, rgit.Remote("origin"), [ref]) == {ref: None}
 
-    (created,) = rgit.push_refs(path, "origin", [RefPush(ref, first, None)])
-    assert created.ok and rgit.remote_ref_shas(path, "origin", [ref]) == {ref: first}
-    (stale,) = rgit.push_refs(path, "origin", [RefPush(ref, second, None)])  # we think it is absent: it is not
+    (created,) = rgit.push_refs(path, rgit.Remote("origin"), [RefPush(ref, first, None)])
+    assert created.ok and rgit.remote_ref_shas(path, rgit.Remote("origin"), [ref]) == {ref: first}
+    (stale,) = rgit.push_refs(path, rgit.Remote("origin"), [RefPush(ref, second, None)])  # we think it is absent: it is not
     assert not stale.ok and "stale info" in stale.message
-    (moved,) = rgit.push_refs(path, "origin", [RefPush(ref, second, first)])
+    (moved,) = rgit.push_refs(path, rgit.Remote("origin"), [RefPush(ref, second, first)])
     assert moved.ok and git(remote, "rev-parse", ref).strip() == second

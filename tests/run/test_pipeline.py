@@ -595,7 +595,7 @@ def test_integration_goes_onto_the_base_as_it_is_on_the_remote_when_integrating(
     origin = _with_origin(tmp_path, repo)
     _lands_on_main(scripts, origin)
     started_on = run_git(repo, "rev-parse", "main").strip()
-    state = _run(repo, rally_yml, remote="origin", sandbox=False)  # the agent reaches the remote
+    state = _run(repo, rally_yml, remote=git.Remote("origin"), sandbox=False)  # the agent reaches the remote
     landed = run_git(origin, "rev-parse", "main").strip()
     assert landed != started_on and state.base_sha == started_on  # type: ignore[attr-defined]
     assert state.integrated_onto == landed  # type: ignore[attr-defined]
@@ -629,7 +629,7 @@ def test_a_conflict_with_a_commit_that_landed_on_the_base_during_the_run_names_i
     # main gets its own src/api/orders.py while api writes one: the clash is main's, not a teammate's.
     _lands_on_main(scripts, origin, "src/api/orders.py")
     started_on = run_git(repo, "rev-parse", "main").strip()
-    state = _run(repo, rally_yml, remote="origin", sandbox=False)
+    state = _run(repo, rally_yml, remote=git.Remote("origin"), sandbox=False)
     landed = run_git(origin, "rev-parse", "main").strip()
     assert landed != started_on and state.integrated_onto == landed  # type: ignore[attr-defined]
     api = state.teammate("api")  # type: ignore[attr-defined]
