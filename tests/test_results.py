@@ -80,6 +80,17 @@ def _record(results: Path) -> RunState:
     return RunState.model_validate_json((results / RECORD_FILE).read_text())
 
 
+def _api_also_commits(repo: Path, results: Path, files: dict[str, str], message: str) -> None:
+    """The agents' job's results, with one more commit of ``files`` on api's branch (its record moved to it)."""
+    record = _record(results)
+    api = record.teammate("api")
+    git(repo, "checkout", "-q", api.branch)
+    commit(repo, files, message)
+    git(repo, "checkout", "-q", "main")
+    head = git(repo, "rev-parse", api.branch).strip()
+    write_results(repo, record.with_teammate(api.model_copy(update={"head_sha": head})), results)
+
+
 def test_an_honest_run_is_published_as_verified_blocked_teammate_included(ran: tuple[Path, Path],
                                                                             tmp_path: Path) -> None:
     repo, results = ran
@@ -115,13 +126,7 @@ def test_a_commit_of_another_teammate_slipped_under_a_blocked_teammates_start_is
 
 def test_a_path_outside_the_owner_is_refused_with_the_path(ran: tuple[Path, Path], tmp_path: Path) -> None:
     repo, results = ran
-    record = _record(results)
-    api = record.teammate("api")
-    git(repo, "checkout", "-q", api.branch)
-    commit(repo, {"README.md": "# taken\n"}, "rally(api): readme")
-    git(repo, "checkout", "-q", "main")
-    head = git(repo, "rev-parse", api.branch).strip()
-    write_results(repo, record.with_teammate(api.model_copy(update={"head_sha": head})), results)
+    _api_also_commits(repo, results, {"README.md": "# taken\n"}, "rally(api): readme")
     code, state, _ = _publish(tmp_path, repo, results)
     assert code == 1
     refused = state.teammate("api")
@@ -190,13 +195,7 @@ def test_record_text_reaches_the_report_as_plain_text_only(ran: tuple[Path, Path
 
 def test_workflow_files_a_token_cannot_push_are_named_before_the_push(ran: tuple[Path, Path], tmp_path: Path) -> None:
     repo, results = ran
-    record = _record(results)
-    api = record.teammate("api")
-    git(repo, "checkout", "-q", api.branch)
-    commit(repo, {".github/workflows/ci.yml": "on: push\n"}, "rally(api): ci")
-    git(repo, "checkout", "-q", "main")
-    head = git(repo, "rev-parse", api.branch).strip()
-    write_results(repo, record.with_teammate(api.model_copy(update={"head_sha": head})), results)
+    _api_also_commits(repo, results, {".github/workflows/ci.yml": "on: push\n"}, "rally(api): ci")
     _, state, report = _publish(tmp_path, repo, results)
     assert state.teammate("api").outcome == "done"  # it owns the file: not a refusal
     (problem,) = [p for p in state.problems if "workflow files" in p]

@@ -338,22 +338,17 @@ def test_no_shipped_workflow_leaves_the_token_in_the_git_config(path: Path) -> N
         f"{path.name}: actions/checkout must have `persist-credentials: false` (agents share .git/config)"
 
 
-def test_the_action_authenticates_pushes_from_the_environment_only() -> None:
-    """The action's run step adds a credential helper through GIT_CONFIG_* (git's environment config) that
-    reads GITHUB_TOKEN when git asks: nothing is written to any git config file, no token in a URL."""
+def test_the_action_gives_rally_gh_the_token_and_git_no_helper() -> None:
+    """rally-gh reads GITHUB_TOKEN from its step's environment, takes it out of its own environment
+    and hands it to each of its pushes in a header (git.Remote; tests/git/test_remote.py): the action
+    sets up no credential helper and writes nothing to any git config file, and the agents' job
+    unsets the token before rally-gh starts."""
     step = next(step for step in _steps(_action()) if step.get("id") == "rally")
-    helper = step["env"]["RALLY_GIT_CREDENTIAL_HELPER"]
-    assert helper.startswith("!") and '"$GITHUB_TOKEN"' in helper and "${{" not in helper
+    assert step["env"]["GITHUB_TOKEN"] == "${{ inputs.github-token }}"
     script = step["run"]
-    assert "GIT_CONFIG_KEY_$n=credential.helper" in script
-    assert "GIT_CONFIG_VALUE_$n=$RALLY_GIT_CREDENTIAL_HELPER" in script
-    assert 'GIT_CONFIG_COUNT="$((n + 1))"' in script
-    # The helper, as git runs it, answers `get` with the token and nothing else.
-    answer = subprocess.run(["sh", "-c", helper[1:] + ' "$@"', "helper", "get"], capture_output=True, text=True,
-                            env={"PATH": "/usr/bin:/bin", "GITHUB_TOKEN": "t0ken"}, check=True).stdout
-    assert answer == "username=x-access-token\npassword=t0ken\n"
-    assert subprocess.run(["sh", "-c", helper[1:] + ' "$@"', "helper", "store"], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "GITHUB_TOKEN": "t0ken"}, check=True).stdout == ""
+    assert "credential" not in script and "GIT_CONFIG" not in script and "git config" not in script
+    agents = script[script.index('if [ "$RALLY_COMMAND" = agents ]'):]
+    assert agents.index("unset GITHUB_TOKEN") < agents.index("exec rally-gh run")
 
 
 def test_every_run_for_one_issue_shares_one_concurrency_group() -> None:
