@@ -49,12 +49,6 @@ class TeammateBranch:
     branch: str | None = None  # for messages and publishing
 
 
-def resolve_teammate_branches(repo: Repository, branches: Sequence[tuple[str, str, Sha]]) -> list[TeammateBranch]:
-    """(teammate, full ref name, start) -> TeammateBranch, each head read exactly once,
-    so that a branch moved or deleted later in the run does not change the plan."""
-    return [TeammateBranch(name, git.ref_sha(repo, ref), start, ref) for name, ref, start in branches]
-
-
 @dataclass(frozen=True)
 class TeammatePlan:
     teammate: str
@@ -608,5 +602,5 @@ __all__ = [
     "PublishResult", "TeammateBranch", "TeammateOutcome", "TeammatePlan", "VerifyPlace", "VerifyResult", "VerifyRun",
     "check_plan",
     "conflict_causes", "conflict_error", "default_max_verify_runs", "integrate", "plan_integration", "publish",
-    "resolve_teammate_branches", "verify_and_bisect", "verify_commit",
+    "verify_and_bisect", "verify_commit",
 ]

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from rally_gh import git as rgit
 from rally_gh.agents import verify_environment
 from rally_gh.errors import ConflictError
-from rally_gh.git import Identity, Sha
+from rally_gh.git import Identity, Repository, Sha
 from rally_gh.integrate import (
     IntegrationPlan,
     PlanError,
@@ -31,7 +31,6 @@ from rally_gh.integrate import (
     integrate,
     plan_integration,
     publish,
-    resolve_teammate_branches,
     verify_and_bisect,
     verify_commit,
 )
@@ -44,6 +43,13 @@ Files = Mapping[str, "str | bytes | None"]
 
 
 # --- helpers ---------------------------------------------------------------
+
+
+
+def resolve_teammate_branches(repo: Repository, branches: list[tuple[str, str, Sha]]) -> list[TeammateBranch]:
+    """(teammate, full ref name, start) -> TeammateBranch, each head read exactly once (as the run's
+    records hold them), so that a branch moved or deleted later does not change the plan."""
+    return [TeammateBranch(name, rgit.ref_sha(repo, ref), start, ref) for name, ref, start in branches]
 
 
 def make_branch(path: Path, name: str, start: str, commits: Sequence[Files], *, env: Mapping[str, str] | None = None) -> str:

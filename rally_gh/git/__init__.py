@@ -138,7 +138,6 @@ from rally_gh.git.trees import (
 )
 from rally_gh.git.worktrees import (
     GitDirControls,
-    add_worktree,
     cone_patterns,
     dematerialize,
     git_dir_controls,
@@ -147,7 +146,6 @@ from rally_gh.git.worktrees import (
     prune_worktree_records,
     prune_worktrees,
     rally_worktrees_root,
-    register_worktree,
     checked_out_branches,
     remove_worktree,
     restore_git_dir_controls,
@@ -182,7 +180,7 @@ __all__ = [
     # trees
     "TreeCache", "new_tree_cache",
     # worktrees
-    "GitDirControls", "add_worktree", "cone_patterns", "dematerialize", "git_dir_controls",
+    "GitDirControls", "cone_patterns", "dematerialize", "git_dir_controls",
     "materialize", "populate_worktree", "prune_worktree_records", "prune_worktrees", "rally_worktrees_root",
-    "register_worktree", "remove_worktree", "checked_out_branches", "restore_git_dir_controls",
+    "remove_worktree", "checked_out_branches", "restore_git_dir_controls",
 ]

@@ -13,7 +13,6 @@ runs in rally-gh's git, or later in the user's own.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 import shutil
 import stat
@@ -100,64 +99,9 @@ def rally_worktrees_root(repo: Repository) -> Path:
     return Path(base) / f"{readable}-{hashlib.sha256(os.fsencode(common)).hexdigest()[:12]}"
 
 
-def add_worktree(repo: Repository, path: Path, branch: str | None, start_sha: str,
-                 sparse_dirs: Sequence[str] | None = None) -> Path:
-    """A worktree at ``path`` on ``branch`` (created at ``start_sha`` unless it
-    exists: a resumed teammate keeps what it committed), or detached when
-    ``branch`` is None. ``sparse_dirs`` limits the checkout to those directories
-    (cone mode; the root's own files are always there)."""
-    register_worktree(repo, path, branch, start_sha)
-    populate_worktree(path, sparse_dirs)
-    return path
-
-
-def register_worktree(repo: Repository, path: Path, branch: str | None, start_sha: str) -> None:
-    """The first half of ``add_worktree``: git's records and the branch, no files.
-    Safe to call from several threads at once.
-
-    Written here, as libgit2's git_worktree_add writes them, rather than by `git
-    worktree add --no-checkout`, which starts three gits (15 ms alone, 70 ms on
-    a busy machine) and fails when another runs at once ("failed to read
-    worktrees/x/commondir"): so 8 worktrees were registered one after another.
-    The records are gitrepository-layout(5)'s: ``worktrees/<id>/`` in the common
-    directory holding ``gitdir`` (the checkout's ``.git`` file), ``commondir`` and
-    ``HEAD``, ``locked`` while they are being written (so that no `git worktree
-    prune` takes them half made), and the checkout's ``.git`` file pointing back.
-    The checkout itself (``populate_worktree``) is git's: libgit2 has no sparse
-    checkout (libgit2 issue 2263) and is twice as slow on a full one.
-    """
-    if path.exists():
-        remove_worktree(repo, path)
-    if branch is not None and ref_sha(repo, f"refs/heads/{branch}") is None:
-        repo.references.create(f"refs/heads/{branch}", oid(start_sha))
-    path.mkdir(parents=True)
-    admin = _new_worktree_record(common_dir(repo) / "worktrees", path.name)
-    try:
-        (admin / "gitdir").write_text(f"{path.resolve() / '.git'}\n")
-        (admin / "commondir").write_text("../..\n")
-        (admin / "HEAD").write_text(f"ref: refs/heads/{branch}\n" if branch is not None else f"{start_sha}\n")
-        (path / ".git").write_text(f"gitdir: {admin.resolve()}\n")
-    finally:
-        (admin / "locked").unlink()
-
-
-def _new_worktree_record(records: Path, name: str) -> Path:
-    """A new, locked ``worktrees/<id>`` directory, named after the checkout as git names it."""
-    base = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).lstrip(".") or "worktree"
-    records.mkdir(parents=True, exist_ok=True)
-    for n in itertools.count():
-        admin = records / (base if n == 0 else f"{base}{n}")
-        try:
-            admin.mkdir()
-        except FileExistsError:
-            continue
-        (admin / "locked").write_text("initializing\n")
-        return admin
-    raise AssertionError("unreachable")
-
-
 def populate_worktree(path: Path, sparse_dirs: Sequence[str] | None = None) -> None:
-    """Check out a registered worktree's files: all of them, or only ``sparse_dirs``
+    """Check out the files of a repository made without them (a teammate's, ``create_private_repo``;
+    a scratch one, ``create_scratch_repo``): all of them, or only ``sparse_dirs``
     (cone mode: those directories whole, and the files directly in the root and
     in every directory above them).
 

@@ -78,41 +78,17 @@ def test_a_sparse_teammates_commits_and_leftovers_change_only_its_own_paths(tmp_
     assert run_git(repo, "show", f"{branch}:docs/guide.md") == "guide, left uncommitted\n"
 
 
-def test_worktrees_are_registered_from_many_threads_at_once_and_git_knows_them(tmp_path: Path) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    repo = init_repo(tmp_path / "repo", FILES)
-    start = git.resolve(git.open_repo(repo), "HEAD")
-    root = tmp_path / "trees"
-
-    def add(i: int) -> Path:
-        branch = None if i == 0 else f"rally/r/t{i}"
-        return git.add_worktree(git.open_repo(repo), root / f"t{i}", branch, start, ["src/api"] if i % 2 else None)
-
-    with ThreadPoolExecutor(8) as pool:
-        trees = list(pool.map(add, range(8)))
-    listed = run_git(repo, "worktree", "list", "--porcelain")
-    for i, tree in enumerate(trees):
-        assert f"worktree {tree.resolve()}\n" in listed
-        assert run_git(tree, "status", "--porcelain") == ""
-        assert run_git(tree, "rev-parse", "HEAD").strip() == start
-        assert run_git(tree, "rev-parse", "--abbrev-ref", "HEAD").strip() == ("HEAD" if i == 0 else f"rally/r/t{i}")
-        assert (tree / "src/web").exists() is (i % 2 == 0)
-    handle = git.open_repo(repo)
-    for tree in trees:
-        git.remove_worktree(handle, tree)
-    assert run_git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
-
-
 def test_a_sparse_checkout_leaves_the_repositorys_config_alone(tmp_path: Path) -> None:
     """A run guards the git directory's config against agents and puts it back while
     other teammates are spawned: a sparse checkout must not need any of it."""
     repo = init_repo(tmp_path / "repo", FILES)
     config = (repo / ".git/config").read_text()
     handle = git.open_repo(repo)
-    wt = git.add_worktree(handle, tmp_path / "wt", "rally/r/api", git.resolve(handle, "HEAD"), ["src/api"])
+    wt = tmp_path / "wt"
+    git.create_private_repo(handle, wt, "rally/r/api", git.resolve(handle, "HEAD"))
+    git.populate_worktree(wt, ["src/api"])
     assert (repo / ".git/config").read_text() == config
-    assert not list((repo / ".git/worktrees").glob("*/config.worktree"))
+    assert not (repo / ".git/worktrees").exists()
     assert not (wt / "src/web").exists()
     (wt / "src/api/a.py").write_text("a2\n")
     run_git(wt, "commit", "-q", "-a", "-m", "the agent's own commit -a")

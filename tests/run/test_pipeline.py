@@ -222,7 +222,8 @@ def test_a_crashed_run_leaves_nothing_that_blocks_the_next(tmp_path: Path) -> No
     repo = _repo(tmp_path, rally_yml)
     handle = git.open_repo(repo)
     leftover = git.rally_worktrees_root(handle) / "dead-run" / "api"
-    git.add_worktree(handle, leftover, "rally/dead-run/api", git.resolve(handle, "HEAD"))
+    # An earlier version's teammate: a linked worktree of the user's repository.
+    run_git(repo, "worktree", "add", "-q", "-b", "rally/dead-run/api", str(leftover), "HEAD")
     (leftover / "junk.txt").write_text("uncommitted")
     state = _run(repo, rally_yml, run_id="r3")
     assert state.teammate("api").outcome == "done"  # type: ignore[attr-defined]
@@ -275,24 +276,28 @@ def test_a_run_takes_its_tasks_from_a_handoff(tmp_path: Path) -> None:
 # --- The orchestrator's git functions -------------------------------------------
 
 
-def test_a_sparse_worktree_holds_only_the_teammates_directories(tmp_path: Path) -> None:
+def test_a_sparse_checkout_holds_only_the_teammates_directories(tmp_path: Path) -> None:
     repo = init_repo(tmp_path / "repo", {"top.md": "t", "src/api/a.py": "a", "src/web/w.js": "w", "docs/d.md": "d"})
     handle = git.open_repo(repo)
-    wt = git.add_worktree(handle, tmp_path / "wt", "b", git.resolve(handle, "HEAD"), ["src/api"])
+    wt = tmp_path / "wt"
+    git.create_private_repo(handle, wt, "b", git.resolve(handle, "HEAD"))
+    git.populate_worktree(wt, ["src/api"])
     files = sorted(str(p.relative_to(wt)) for p in wt.rglob("*") if p.is_file() and ".git" not in p.parts)
     assert files == ["src/api/a.py", "top.md"]
     assert run_git(wt, "status", "--porcelain") == ""
 
 
-def test_worktree_commands_never_run_a_planted_hook(tmp_path: Path) -> None:
+def test_a_teammates_checkout_never_runs_a_planted_hook(tmp_path: Path) -> None:
     repo = init_repo(tmp_path / "repo", {"a.txt": "a"})
     marker = tmp_path / "hook-ran"
     hook = repo / ".git" / "hooks" / "post-checkout"
     hook.write_text(f"#!/bin/sh\ntouch {marker}\n")
     hook.chmod(0o755)
     handle = git.open_repo(repo)
-    wt = git.add_worktree(handle, tmp_path / "wt", "b", git.resolve(handle, "HEAD"))
-    git.remove_worktree(handle, wt)
+    wt = tmp_path / "wt"
+    git.create_private_repo(handle, wt, "b", git.resolve(handle, "HEAD"))
+    git.populate_worktree(wt)
+    git.remove_private_repo(wt)
     assert not marker.exists()
 
 
