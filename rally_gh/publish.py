@@ -21,7 +21,7 @@ import re
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rally_gh.errors import GitHubError, RallyError
@@ -42,7 +42,7 @@ from rally_gh.github.endpoint import (
     run_marker,
 )
 from rally_gh.github.actions import ActionsContext
-from rally_gh.github.events import Decision, Trigger, authorize
+from rally_gh.github.events import Decision, Trigger, authorize_attempt
 from rally_gh.report import Report, report_markdown, run_status, step_complete_text
 from rally_gh.ownership.enforce import Violation
 from rally_gh.state import RunState, TeammateRecord
@@ -217,13 +217,7 @@ def admit(endpoint: GitHubEndpoint, trigger: Trigger, bot_allowlist: Sequence[st
 
     ``triggering_actor``: who started this attempt (``GITHUB_TRIGGERING_ACTOR``). A re-run keeps
     the original event, sender included, but may be started by someone else: both are asked."""
-    decision = authorize(trigger, endpoint, bot_allowlist)
-    if decision.allowed and triggering_actor and triggering_actor != trigger.sender and trigger.starts_run:
-        kind = "Bot" if triggering_actor.endswith("[bot]") else "User"
-        again = authorize(replace(trigger, sender=triggering_actor, sender_type=kind), endpoint, bot_allowlist)
-        if not again.allowed:
-            decision = Decision(False, f"this attempt was started by @{triggering_actor}, not by @{trigger.sender} "
-                                       f"who sent the event: {again.reason}", again.permission)
+    decision = authorize_attempt(trigger, endpoint, bot_allowlist, triggering_actor if trigger.starts_run else None)
     if not decision.allowed and trigger.kind != "ignored" and trigger.issue is not None:
         refuse(endpoint, trigger.issue, decision.reason, run_id=run_id)
     return decision

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import TextIO
 
 from rally_gh import docs_url, git, plan
-from rally_gh.run import pipeline, split
+from rally_gh.run import pipeline, published, split
 from rally_gh.run.finish import finish_run
 from rally_gh.run.ledger import set_aside_earlier_attempt
 from rally_gh.ownership.enforce import map_for_run
@@ -32,7 +32,7 @@ from rally_gh.github.endpoint import IssueNumber
 from rally_gh.admission import Asked, admitted, as_triggered
 from rally_gh.results import write_results
 from rally_gh.tasks import RunTasks, TasksRefused, apply_tasks, for_this_run, tasks_for_this_run
-from rally_gh.state import load_state, new_run_id, runs_dir
+from rally_gh.state import RunState, load_state, new_run_id, runs_dir
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
     github = github_of_run(actions, event)
     asked = Asked(issue, issue_text, actions.inputs.teammates(), actions.inputs.max_parallel(), options.dry_run)
     if github is not None and github.trigger.kind == "comment":
-        return _converse(github, loaded, actions, stdout)
+        return _converse(root, github, loaded, actions, stdout, options)
     if github is not None and github.trigger.kind == "review":
         return _route_review(github, loaded, actions, stdout)
     if github is not None:
@@ -169,10 +169,22 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
     return finish_run(repo, state, loaded.config, actions, stdout)
 
 
-def _converse(github: GitHubRun, loaded: LoadedConfig, actions: ActionsContext, stdout: TextIO) -> int:
+def _converse(root: Path, github: GitHubRun, loaded: LoadedConfig, actions: ActionsContext, stdout: TextIO,
+              options: RunOptions) -> int:
     """A comment on a run's issue or pull request: act on its ``/rally`` command, if it gives one."""
+    def act(run_id: str, command: conversation.Command) -> str:
+        record, at_base = published.take_up(root, actions.publish_to, run_id, _config_name(options))
+        published.check_command(record.state, command.verb, command.names)
+        drop = {n: f"taken out of the integration by {github.trigger.sender}'s `/rally drop`; its branch keeps "
+                   "its work" for n in command.names} if command.verb == "drop" else None
+        state = _again(root, github, record, at_base, actions, stdout, options,
+                       retry=command.names if command.verb == "retry" else (), drop=drop)
+        return conversation.changed(state, command)
+
     answered = conversation.answer(github.endpoint, github.trigger, bot_allowlist=actions.inputs.bot_allowlist,
-                                   teammates={t.name for t in loaded.config.teammates})
+                                   teammates={t.name for t in loaded.config.teammates},
+                                   act=act if actions.inputs.agents_here else None,
+                                   triggering_actor=actions.triggering_actor)
     if answered is None:
         stdout.write("rally-gh: nothing to do: the comment gives no `/rally` command\n")
         return EXIT_OK
@@ -190,6 +202,26 @@ def _route_review(github: GitHubRun, loaded: LoadedConfig, actions: ActionsConte
     for item in routing.routed:
         stdout.write(f"rally-gh: {item.path}: {item.owner or 'nobody (a person must change it)'}\n")
     return EXIT_OK
+
+
+def _again(root: Path, github: GitHubRun, record: published.PublishedRun, at_base: LoadedConfig,
+           actions: ActionsContext, stdout: TextIO, options: RunOptions, *, retry: Collection[str] = (),
+           drop: Mapping[str, str] | None = None, follow_up: Collection[str] = ()) -> RunState:
+    """A published run taken up again in this job (``pipeline.again``) and published as a run ends: the
+    same pull request, checks, progress comment on its issue, labels, and its record."""
+    progress = Progress(sys.stderr, wants_live(sys.stderr, actions.environ))
+    with progress:
+        state = pipeline.again(root, at_base, record.state, time.time, actions.environ, progress.event, retry=retry,
+                               drop=drop, follow_up=follow_up, remote=actions.publish_to,
+                               sandbox=not options.no_sandbox, risks=(SHARED_TOKEN_RISK,))
+    issue = IssueNumber(record.issue) if record.issue is not None else None
+    finish_run(git.open_repo(root), state, at_base.config, actions, stdout,
+               github=GitHubRun(github.endpoint, replace(github.trigger, issue=issue)))
+    return state
+
+
+def _config_name(options: RunOptions) -> str | None:
+    return None if options.config_path is None else options.config_path.as_posix()
 
 
 def _nothing_ran(github: GitHubRun, issue: IssueNumber, the_run: str, err: RallyError) -> None:

@@ -59,6 +59,10 @@ class ActionInputs:
     bot_allowlist: tuple[str, ...] = ()
     split_run_id: str | None = None
     """``RALLY_RUN_ID``: the name the workflow gave a run split across jobs."""
+    agents_here: bool = True
+    """``RALLY_AGENTS``: ``false`` in a job that must run no agent, nor ``verify`` or ``merge.verify``
+    (the commands workflow's, whose token writes): a `/rally retry` or `drop`, or a review, is answered
+    there, not acted on."""
     issue_text: str | None = None
     """``RALLY_ISSUE_TEXT``: the issue's text as the admit job read it, for the agents' job of a dispatch
     (whose event names the issue without its text, and whose job has no token to read it)."""
@@ -176,6 +180,7 @@ def read(environ: Mapping[str, str], *, event_path: Path | None = None) -> Actio
             teammates_text=environ.get("RALLY_TEAMMATES", ""),
             max_parallel_text=environ.get("RALLY_MAX_PARALLEL", ""),
             bot_allowlist=tuple(environ.get("RALLY_BOT_ALLOWLIST", "").replace(",", " ").split()),
+            agents_here=environ.get("RALLY_AGENTS", "").strip().lower() != "false",
             split_run_id=environ.get("RALLY_RUN_ID") or None,
             issue_text=environ.get("RALLY_ISSUE_TEXT") or None,
         ),

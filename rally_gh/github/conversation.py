@@ -17,13 +17,15 @@ value out); ``answer`` acts on it against the ``GitHubEndpoint``:
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Literal
 
 from rally_gh.github.endpoint import CommentId, GitHubEndpoint, IssueNumber
-from rally_gh.github.events import CommentRef, Trigger, authorize
+from rally_gh.errors import RallyError
+from rally_gh.github.events import CommentRef, Trigger, authorize_attempt
 from rally_gh.limits import TEAMMATE_NAME
+from rally_gh.state import RunState
 
 Verb = Literal["status", "retry", "drop", "cancel", "approve", "help"]
 
@@ -37,7 +39,9 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("/rally help", "this list"),
 )
 # Commands that are understood but not acted on yet: the reply says so instead of pretending.
-NOT_YET: frozenset[Verb] = frozenset({"retry", "drop", "approve"})
+NOT_YET: frozenset[Verb] = frozenset({"approve"})
+# Commands that change a run: acted on by the caller's ``Act``, once per comment.
+CHANGES: frozenset[Verb] = frozenset({"retry", "drop"})
 
 _COMMAND_LINE = re.compile(r"^/rally(?:\s+(?P<rest>.*))?$")
 _MAX_NAMES = 20
@@ -118,6 +122,11 @@ def reply_marker(comment: CommentId) -> str:
 # --- Acting on a command ------------------------------------------------------
 
 
+Act = Callable[[str, Command], str]
+"""Carries out a command that changes run ``run_id`` (``CHANGES``) and returns the reply's text; given by
+the command layer, which holds the repository. Raises RallyError when it cannot be done."""
+
+
 @dataclass(frozen=True)
 class Answer:
     """What was done about a command: whether it was acted on (or its sender refused), and the reply it got."""
@@ -127,9 +136,12 @@ class Answer:
 
 
 def answer(endpoint: GitHubEndpoint, trigger: Trigger, *, teammates: Collection[str],
-           bot_allowlist: Collection[str] = ()) -> Answer | None:
+           bot_allowlist: Collection[str] = (), act: Act | None = None,
+           triggering_actor: str | None = None) -> Answer | None:
     """Act on the ``/rally`` command of a comment event; None when the comment gives none.
-    ``teammates`` are the names of the map on the base commit."""
+    ``teammates`` are the names of the map on the base commit; ``act`` carries out ``retry`` and
+    ``drop`` (without it they are answered "not yet"); ``triggering_actor``: who started this
+    attempt of the workflow run, admitted as the sender is."""
     comment = trigger.comment
     if comment is None:
         return None
@@ -137,7 +149,7 @@ def answer(endpoint: GitHubEndpoint, trigger: Trigger, *, teammates: Collection[
     if command is None:
         return None
     issue = comment.issue
-    decision = authorize(trigger, endpoint, bot_allowlist)
+    decision = authorize_attempt(trigger, endpoint, bot_allowlist, triggering_actor)
     if not decision.allowed:
         return _reply(endpoint, comment, "confused", False,
                       f"@{trigger.sender}: refused: {decision.reason}. `/rally` commands are taken from people "
@@ -152,6 +164,13 @@ def answer(endpoint: GitHubEndpoint, trigger: Trigger, *, teammates: Collection[
     if run_id is None:
         return _reply(endpoint, comment, "confused", False,
                       f"no rally-gh run on #{issue} yet: add the `rally:parallel` label to start one.")
+    if command.verb in CHANGES and act is not None:
+        return _once(endpoint, comment, run_id, command, act)
+    if command.verb in CHANGES:
+        return _reply(endpoint, comment, "confused", False,
+                      f"`/rally {command.verb} {' '.join(command.names)}` is not acted on here: this job holds a "
+                      "token that writes, and no agent (nor `merge.verify`) runs beside one. Take it where agents "
+                      f"may run: `rally-gh run --event` on a runner of your own. Run `{run_id}` is unchanged.")
     if command.verb in NOT_YET:
         names = " ".join(command.names)
         return _reply(endpoint, comment, "confused", False,
@@ -161,6 +180,24 @@ def answer(endpoint: GitHubEndpoint, trigger: Trigger, *, teammates: Collection[
     if command.verb == "cancel":
         return _reply(endpoint, comment, "eyes", True, _cancel(endpoint, run_id))
     return _reply(endpoint, comment, "eyes", True, _status(endpoint, run_id))
+
+
+def _once(endpoint: GitHubEndpoint, comment: CommentRef, run_id: str, command: Command, act: Act) -> Answer:
+    """A command that changes the run, carried out once per comment: its reply is written before
+    anything is done and marks it taken, so an event delivered twice, or a workflow re-run, finds the
+    reply and does nothing more (a run cut short midway says so in its reply, to be asked again)."""
+    if endpoint.comment_with(comment.issue, reply_marker(comment.id)) is not None:
+        return Answer(False, f"comment {int(comment.id)} was acted on already: its reply says how it went")
+    what = f"`/rally {command.verb} {' '.join(command.names)}`"
+    _reply(endpoint, comment, "eyes", True, f"{what} on run `{run_id}`: working on it. This reply is edited "
+                                             "when it is done; if it never is, the job was stopped: ask again.")
+    try:
+        text = act(run_id, command)
+    except RallyError as err:
+        text = f"{what} was not done: {err.message}" + (f" ({err.hint})" if err.hint else "")
+        return _reply(endpoint, comment, "confused", False, text)
+    endpoint.upsert_comment(comment.issue, reply_marker(comment.id), f"{_quoted(comment)}\n\n{text}")
+    return Answer(True, text)
 
 
 def _reply(endpoint: GitHubEndpoint, comment: CommentRef, reaction: Literal["eyes", "confused"], acted: bool,
@@ -210,3 +247,18 @@ def _cancel(endpoint: GitHubEndpoint, run_id: str) -> str:
     endpoint.cancel_workflow_run(number)
     return (f"Cancelling workflow run [{number}]({found.url}) of run `{run_id}`: GitHub stops its job, and "
             "rally-gh, on the signal, its agents.")
+
+
+def changed(state: RunState, command: Command) -> str:
+    """The reply to a ``retry`` or ``drop`` once the run has been integrated, verified and published again."""
+    lines = []
+    for name in command.names:
+        t = state.teammate(name)
+        if command.verb == "drop":
+            lines.append(f"- **{name}**: out of the integration; its branch `{t.branch}` keeps its work")
+            continue
+        where = "in the pull request" if t.integrated else "not integrated"
+        lines.append(f"- **{name}**: {t.outcome}, {where}" + (f": {_shown(t.reason, 300)}" if t.reason else ""))
+    pull = ("the pull request, its checks and the progress comment are updated" if state.integration_sha
+            else "nothing is integrated, so there is no pull request to update")
+    return f"Run `{state.run_id}`, integrated and verified again: {pull}.\n\n" + "\n".join(lines)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from rally_gh.errors import UsageError
@@ -316,3 +316,18 @@ def authorize(trigger: Trigger, endpoint: GitHubEndpoint, bot_allowlist: Collect
         return Decision(True, f"@{who} has {permission} permission", permission)
     return Decision(False, f"@{who} has {permission} permission; starting a run needs write, maintain or admin",
                     permission)
+
+
+def authorize_attempt(trigger: Trigger, endpoint: GitHubEndpoint, bot_allowlist: Collection[str] = (),
+                      triggering_actor: str | None = None) -> Decision:
+    """``authorize``, and on an attempt started by someone else than the sender
+    (``GITHUB_TRIGGERING_ACTOR``: a re-run keeps the original event, sender included), that one too."""
+    decision = authorize(trigger, endpoint, bot_allowlist)
+    if not decision.allowed or not triggering_actor or triggering_actor == trigger.sender:
+        return decision
+    kind = "Bot" if triggering_actor.endswith("[bot]") else "User"
+    again = authorize(replace(trigger, sender=triggering_actor, sender_type=kind), endpoint, bot_allowlist)
+    if again.allowed:
+        return decision
+    return Decision(False, f"this attempt was started by @{triggering_actor}, not by @{trigger.sender} "
+                           f"who sent the event: {again.reason}", again.permission)

@@ -285,6 +285,10 @@ class RealGitHub:
         # The oldest wins: a later copy can only come from someone quoting it.
         return next((c for c in comments if (c.body or "").startswith(marker)), None)
 
+    def comment_with(self, issue: IssueNumber, marker: str) -> str | None:
+        found = self._find_comment(issue, marker)
+        return None if found is None else found.body or ""
+
     def upsert_comment(self, issue: IssueNumber, marker: str, body: str) -> CommentId:
         text = cut_body(with_marker(body, marker))
         existing = self._find_comment(issue, marker)

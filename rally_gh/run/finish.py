@@ -14,6 +14,7 @@ from rally_gh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, RallyError
 from rally_gh.github.actions import ActionsContext, GitHubRun
 from rally_gh.report import Report, build_report, report_markdown
 from rally_gh.report.text import write_report
+from rally_gh.run import published
 from rally_gh.state import RunState, runs_dir
 
 
@@ -29,7 +30,8 @@ def finish_run(repo: git.Repository, state: RunState, config: Config, actions: A
     write_report(report, stdout)
     _record_history(repo, report, config, actions.publish_to if github is not None else None)
     if github is not None:
-        publish.publish_run(github.endpoint, state, report, github.trigger, actions)
+        outputs = publish.publish_run(github.endpoint, state, report, github.trigger, actions)
+        _share_published(repo, state, github, outputs, actions.publish_to)
     else:
         publish.write_step_summary(actions.summary_file, markdown)
         publish.write_outputs(actions.output_file, publish.run_outputs(report, None))
@@ -38,6 +40,21 @@ def finish_run(repo: git.Repository, state: RunState, config: Config, actions: A
     if state.dry_run or report.status == "done":  # a dry run that planned well has done its job
         return EXIT_OK
     return EXIT_FAILED
+
+
+def _share_published(repo: git.Repository, state: RunState, github: GitHubRun, outputs: dict[str, str],
+                     remote: git.Remote) -> None:
+    """The run as published, for the later jobs that take it up (``run.published``); a warning when it
+    cannot be pushed: the run is published, only `/rally retry`, `drop` and reviews cannot take it up."""
+    if state.dry_run or state.status != "finished":
+        return
+    pull = outputs.get("pr-number", "")
+    record = published.PublishedRun(issue=github.trigger.issue, pull=int(pull) if pull.isdigit() else None,
+                                    state=state)
+    problem = published.share(git.workdir(repo), record, remote)
+    if problem is not None:
+        sys.stderr.write(f"rally-gh: warning: the run's record was not pushed ({problem}): `/rally` commands "
+                         "and reviews cannot take it up\n")
 
 
 def _record_history(repo: git.Repository, report: Report, config: Config, remote: git.Remote | None) -> None:

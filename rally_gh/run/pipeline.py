@@ -22,7 +22,7 @@ from pathlib import Path
 from rally_gh import git, plan, process
 from rally_gh.config import LoadedConfig
 from rally_gh.run import assess, fanin, scheduler
-from rally_gh.run.context import EventSink, Policy, RunContext, no_events
+from rally_gh.run.context import EventSink, Lease, Policy, RunContext, no_events
 from rally_gh.run.ledger import Ledger, dead_runs, live_runs, new_state, resumed_state
 from rally_gh.run.teammate import GitDirGuard, TeammateJob
 from rally_gh.state import Clock, ConvergenceGroup, RunState, check_ref_component, runs_dir, save_state
@@ -68,6 +68,57 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
         return state
 
     ledger = _start(ctx, state, resume)
+    _agents_and_fanin(ctx, ledger, None)
+    return ledger.state
+
+
+def again(repo_path: Path, loaded: LoadedConfig, state: RunState, clock: Clock, environ: Mapping[str, str],
+          on_event: EventSink | None = None, *, retry: Collection[str] = (), drop: Mapping[str, str] | None = None,
+          follow_up: Collection[str] = (), remote: git.Remote | None = None, sandbox: bool = True,
+          risks: Sequence[str] = ()) -> RunState:
+    """A finished run taken up again (``state``: as it was published, made local by
+    ``published.restore``), then integrated, verified and published as a run is.
+
+    ``retry``: these teammates start over from the run's integration as it stands (the base
+    when nothing is integrated): their new work goes on top of everyone's. ``follow_up``: these
+    go on from their own branch heads, with what ``loaded`` says they must do now (a review's
+    comments in their task). ``drop``: these leave the integration, each with its reason; their
+    branches are kept. Everyone else's work is integrated again as it was. ``loaded`` is the map of
+    the run's base commit. The integration branch is pushed with a lease on where the run left it.
+    """
+    repo = git.open_repo(repo_path)
+    onto = state.integration_sha or state.base_sha
+    records = []
+    for record in state.teammates:
+        if record.name in retry:
+            record = record.model_copy(update={
+                "outcome": "pending", "start_sha": onto, "head_sha": None, "worktree": None, "reason": "",
+                "summary": "", "files_changed": (), "verify": (), "violations": (), "integrated": False,
+                "attempts": 0, "started_at": None, "finished_at": None})
+            # Its new repository starts from the integration, not from what its last attempt left.
+            ref = f"refs/heads/{record.branch}"
+            git.update_ref_if(repo, ref, git.Sha(onto), git.ref_sha(repo, ref))
+        elif record.name in follow_up:
+            record = record.model_copy(update={"outcome": "pending", "worktree": None, "integrated": False})
+        elif drop is not None and record.name in drop:
+            record = record.model_copy(update={"outcome": "skipped", "reason": drop[record.name], "integrated": False})
+        records.append(record)
+    ctx = RunContext(repo_path, git.common_dir(repo), loaded, state.run_id, state.issue_text, clock, environ,
+                     on_event or no_events,
+                     Policy(remote=remote, integration_lease=Lease(git.Sha(state.integration_sha))
+                            if state.integration_sha else None),
+                     assess.sandbox_of(environ, sandbox))
+    state = state.model_copy(update={
+        "teammates": tuple(records), "status": "running", "pid": os.getpid(), "finished_at": None,
+        "risks": tuple(dict.fromkeys((*risks, *state.risks)))})
+    save_state(ctx.common, state)
+    ledger = Ledger(ctx.common, state)
+    _agents_and_fanin(ctx, ledger, {*retry, *follow_up})
+    return ledger.state
+
+
+def _agents_and_fanin(ctx: RunContext, ledger: Ledger, only: Collection[str] | None) -> None:
+    """The agents of the run's unfinished teammates (of ``only``), then integrate, verify and publish."""
     cancel = process.CancelToken()
     before = git.dirty_paths(ctx.repo())
     # Signals are handled the same in every phase, whatever rally-gh inherited: during the agents
@@ -76,7 +127,8 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
     # reported and resumable. During cleanup a second signal only cancels, so cleanup finishes.
     with signals_cancel(cancel):
         try:
-            run_agents(ctx, ledger, cancel)
+            if only is None or only:
+                run_agents(ctx, ledger, cancel, only)
             risk = assess.outside_writes_risk(before, git.dirty_paths(ctx.repo()))
             if risk is not None:
                 ledger.add_risk(risk)
@@ -90,7 +142,6 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
             _cleanup(ctx, ledger, cancel, broken=True)
             raise
         _cleanup(ctx, ledger, cancel, broken=False)
-    return ledger.state
 
 
 def _assess(ctx: RunContext, selected: frozenset[str] | None, resume: bool, dry_run: bool,

@@ -1,0 +1,147 @@
+"""A run as its publish side left it on the remote, and taking it up again in a later job.
+
+A run ends in one job; a `/rally retry`, a `/rally drop` or a review on its pull request
+arrives later, in another workflow run, on a fresh runner. What that job builds on must be
+what the trusted side published, never what an agents' job handed over (an artifact is
+untrusted input, and long gone): so the job that publishes (``finish_run`` with GitHub: the
+one-job run, the publish job, a split run's merge job) also pushes the run's final state,
+``published.json`` in a parentless commit at ``refs/rally/published/<run>``, beside the
+branches it pushed. A job without a write token cannot push it; a later job reads it back
+with the branches and checks that they agree: every teammate branch and the integration
+branch must be where the record says, or someone else moved them (a person's commit on the
+pull request's branch is never overwritten: the command is refused and says so).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import replace
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from rally_gh import git
+from rally_gh.config import LoadedConfig
+from rally_gh.errors import RallyError
+from rally_gh.ownership.enforce import require_map_at
+from rally_gh.run.ledger import set_aside_earlier_attempt
+from rally_gh.state import RunState, check_ref_component, save_state
+from rally_gh.tasks import apply_tasks, tasks_for_this_run
+
+PUBLISHED_FILE = "published.json"
+
+
+def published_ref(run_id: str) -> str:
+    return f"refs/rally/published/{check_ref_component(run_id, 'run id')}"
+
+
+class PublishedRun(BaseModel):
+    """What a later job of the run needs: its state, and where it shows on GitHub."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = 1
+    issue: int | None = None
+    """The issue whose progress comment is the run's."""
+    pull: int | None = None
+    state: RunState
+
+
+def share(repo_path: Path, record: PublishedRun, remote: git.Remote) -> str | None:
+    """Push ``record`` to ``remote``'s ``published_ref``, replacing the one there (a lease on what
+    was read just before); a problem to report, or None."""
+    state = record.state
+    kept = state.model_copy(update={"pid": None, "teammates": tuple(
+        t.model_copy(update={"worktree": None}) for t in state.teammates)})
+    data = record.model_copy(update={"state": kept}).model_dump_json(indent=2).encode()
+    repo = git.open_repo(repo_path)
+    sha = git.write_record_commit(repo, PUBLISHED_FILE, data, f"rally: run {state.run_id} as published")
+    ref = published_ref(state.run_id)
+    try:
+        now = git.remote_ref_shas(repo_path, remote, [ref])[ref]
+        (pushed,) = git.push_refs(repo_path, remote, [git.RefPush(ref, sha, now)])
+    except RallyError as err:
+        return f"{ref}: {err.message}"
+    return None if pushed.ok else f"{ref}: {pushed.message}"
+
+
+def fetch(repo_path: Path, remote: git.Remote, run_id: str) -> PublishedRun:
+    """The record of run ``run_id`` on ``remote``, with its branches fetched and checked against it."""
+    ref = published_ref(run_id)
+    sha = git.remote_ref_shas(repo_path, remote, [ref])[ref]
+    hint = "a run is published by the job that holds the write token; start a new run with the label"
+    if sha is None:
+        raise RallyError(f"run {run_id} has no published record on {remote} ({ref})", hint=hint)
+    repo = git.open_repo(repo_path)
+    data = git.read_blob(repo, sha, PUBLISHED_FILE)
+    try:
+        record = PublishedRun.model_validate_json(data or b"")
+    except ValidationError as err:
+        raise RallyError(f"{ref}: not a record this version of rally-gh can read: {err.errors()[0]['msg']}",
+                         hint=hint) from None
+    state = record.state
+    if state.run_id != run_id:
+        raise RallyError(f"{ref} holds the record of run {state.run_id!r}, not of {run_id}", hint=hint)
+    expected = {f"refs/heads/{t.branch}": t.head_sha for t in state.teammates if t.head_sha}
+    if state.integration_sha and state.integration_branch:
+        expected[f"refs/heads/{state.integration_branch}"] = state.integration_sha
+    found = git.remote_ref_shas(repo_path, remote, list(expected))
+    moved = [(r, sha_) for r, sha_ in found.items() if sha_ != expected[r]]
+    if moved:
+        what, now = moved[0]
+        raise RallyError(
+            f"{what.removeprefix('refs/heads/')} on {remote} is at {git.short(now) if now else 'nothing'}, not at "
+            f"{git.short(expected[what] or '')} where run {run_id} left it: someone else moved it, and rally-gh "
+            "overwrites nobody's commits",
+            hint="move the branch back, or start a new run")
+    return record
+
+
+def restore(repo_path: Path, record: PublishedRun) -> RunState:
+    """The published run made local: its branches set where the record says (their commits were
+    fetched), its state in run.json; an earlier local state of the same run (a kept workspace) set aside."""
+    state = record.state
+    repo = git.open_repo(repo_path)
+    common = git.common_dir(repo)
+    set_aside_earlier_attempt(repo, common, state.run_id, state.branch_prefix)
+    heads = {t.branch: t.head_sha for t in state.teammates if t.head_sha}
+    if state.integration_branch and state.integration_sha:
+        heads[state.integration_branch] = state.integration_sha
+    for branch, head in heads.items():
+        ref = f"refs/heads/{branch}"
+        git.update_ref_if(repo, ref, git.Sha(head), git.ref_sha(repo, ref))
+    save_state(common, state)
+    return state
+
+
+def take_up(repo_path: Path, remote: git.Remote, run_id: str, config_path: str | None = None,
+            ) -> tuple[PublishedRun, LoadedConfig]:
+    """Run ``run_id`` as published on ``remote``, made local (``fetch``, ``restore``), and the map it
+    obeys: the one committed at its base commit (never the checkout's, which may be newer), with
+    the tasks its issue's ``rally`` block gave."""
+    record = fetch(repo_path, remote, run_id)
+    state = restore(repo_path, record)
+    loaded = require_map_at(git.open_repo(repo_path), state.base_sha, config_path)
+    tasks = tasks_for_this_run(loaded.config, state.issue_text, None, None, record.issue)
+    if tasks is not None:
+        loaded = replace(loaded, config=apply_tasks(loaded.config, tasks))
+    missing = [t.name for t in state.teammates if t.name not in {m.name for m in loaded.config.teammates}]
+    if missing:
+        raise RallyError(f"run {run_id} had {', '.join(missing)}, which the map of its base commit "
+                         f"{git.short(state.base_sha)} does not name", hint="start a new run")
+    return record, loaded
+
+
+def check_command(state: RunState, verb: str, names: Collection[str]) -> None:
+    """RallyError when ``/rally retry`` or ``/rally drop`` of ``names`` cannot apply to the run as it is."""
+    for name in names:
+        try:
+            record = state.teammate(name)
+        except KeyError:
+            raise RallyError(f"{name} is not a teammate of run {state.run_id}",
+                             hint="teammates: " + ", ".join(t.name for t in state.teammates)) from None
+        if verb == "retry" and record.integrated:
+            raise RallyError(f"{name} is done and its work is in the pull request: there is nothing to retry",
+                             hint="a review with inline comments on its files starts a follow-up round")
+        if verb == "drop" and not record.integrated:
+            raise RallyError(f"{name}'s work is not in the pull request ({record.outcome}): there is nothing to drop")

@@ -1,0 +1,184 @@
+"""A maintainer's afternoon with a run on GitHub, against the fake over HTTP with the real client.
+
+A run ends with web failed (its agent needs api's work, which it did not have); `/rally retry web`
+from a writer runs web again on top of the run's integration, in a later workflow run on a fresh
+runner, and the same pull request is updated; a reader's `/rally retry` is refused; the same comment
+delivered twice acts once; `/rally drop` takes a teammate out of the pull request and keeps its branch;
+a review routes each inline comment to the owner of its file, whose follow-up round answers it.
+Every job starts from a fresh clone: what a later job knows of the run comes from what the publish
+side pushed (``refs/rally/published/<run>`` and the branches), nothing else.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from rally_gh.commands import run as run_cmd
+from rally_gh.github.actions import read
+from rally_gh.github.conversation import reply_marker
+from rally_gh.github.endpoint import CommentId
+from rally_gh.github.fake import FakeGitHubServer
+from rally_gh.run.published import published_ref
+from rally_gh.testing import git, init_repo
+
+# web needs api's work: run beside api from the base it fails; run again on the integration it succeeds.
+# A follow-up round answers what the review asked, which reaches it only through its prompt file.
+AGENT = """\
+import os, pathlib, sys
+name = os.environ["RALLY_TEAMMATE"]
+prompt = pathlib.Path(os.environ["RALLY_PROMPT_FILE"]).read_text()
+if name == "web" and not pathlib.Path("src/api/work.txt").exists():
+    sys.exit("web needs the api first: src/api/work.txt is missing")
+pathlib.Path(f"src/{name}").mkdir(parents=True, exist_ok=True)
+work = pathlib.Path(f"src/{name}/work.txt")
+if "## Review comments" in prompt:
+    work.write_text(work.read_text() + f"{name}: logging, as the review asked\\n")
+else:
+    work.write_text(f"{name} v1\\n")
+"""
+
+
+@dataclass
+class Shop:
+    """The fake GitHub with the shop's repository, and the issue its run is for."""
+
+    fake: FakeGitHubServer
+    tmp: Path
+    issue: int
+    jobs: int = 0
+
+    def job(self, event_name: str, payload: dict[str, object], workflow_run: int,
+            **extra_env: str) -> tuple[int, str]:
+        """One job of a workflow run, on a fresh runner: a new clone, then `rally-gh run` with the event."""
+        self.jobs += 1
+        clone = self.tmp / f"job{self.jobs}"
+        git(self.tmp, "clone", "-q", self.fake.authenticated_git_url, str(clone))
+        event = self.tmp / f"event{self.jobs}.json"
+        event.write_text(json.dumps(payload))
+        env = {"GITHUB_ACTIONS": "true", "GITHUB_TOKEN": "test-token", "GITHUB_REPOSITORY": "owner/repo",
+               "GITHUB_API_URL": self.fake.api_url, "GITHUB_EVENT_NAME": event_name,
+               "GITHUB_EVENT_PATH": str(event), "GITHUB_RUN_ID": str(workflow_run), "PATH": os.environ["PATH"], **extra_env}
+        out = io.StringIO()
+        code = run_cmd.run(clone, read(env), out, progress_stream=io.StringIO())
+        return code, out.getvalue()
+
+    def comment(self, body: str, user: str) -> tuple[int, dict[str, object]]:
+        said = self.fake.add_comment(self.issue, body, user=user)
+        return said, {"action": "created", "sender": {"login": user, "type": "User"},
+                      "issue": {"number": self.issue, "title": "Shop", "body": "Both halves.", "labels": []},
+                      "comment": {"id": said, "body": body, "user": {"login": user}},
+                      "repository": {"default_branch": "main", "full_name": "owner/repo"}}
+
+    def reply(self, comment: int) -> str:
+        (found,) = [c["body"] for c in self.fake.comments.values()
+                    if c["body"].startswith(reply_marker(CommentId(comment)))]
+        return str(found)
+
+    def head(self, branch: str) -> str:
+        return self.fake.refs()[f"refs/heads/rally/{RUN}/{branch}"]
+
+    def files(self, branch: str) -> str:
+        return git(self.fake.bare_repo, "ls-tree", "-r", "--name-only", f"rally/{RUN}/{branch}")
+
+
+RUN = "issue-1-4242"
+
+
+@pytest.fixture
+def shop(fake_github: FakeGitHubServer, tmp_path: Path) -> Shop:
+    """The run of issue 1 in workflow run 4242 has ended: api done and in a draft pull request, web failed."""
+    fake_github.set_permission("alice", "write")
+    fake_github.set_permission("bob", "read")
+    issue = fake_github.create_issue("Shop", "Both halves.", user="alice", labels=("rally:parallel",))
+    agent = tmp_path / "agent.py"
+    agent.write_text(AGENT)
+    command = f"[{json.dumps(sys.executable)}, {json.dumps(str(agent))}]"
+    team = ["version: 1", "team: shop", "defaults: {timeout: 30s, retries: 0}", "teammates:"]
+    for name in ("api", "web"):
+        team += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
+                 f"    agent: {{preset: command, command: {command}}}"]
+    origin = init_repo(tmp_path / "origin", {"README.md": "# shop\n", "rally.yml": "\n".join(team) + "\n"})
+    git(origin, "push", "-q", fake_github.authenticated_git_url, "main")
+    shop = Shop(fake_github, tmp_path, issue)
+    code, out = shop.job("issues", {
+        "action": "labeled", "label": {"name": "rally:parallel"}, "sender": {"login": "alice", "type": "User"},
+        "issue": {"number": issue, "title": "Shop", "body": "Both halves.", "labels": [{"name": "rally:parallel"}]},
+        "repository": {"default_branch": "main", "full_name": "owner/repo"}}, 4242)
+    assert code == 1 and "web needs the api first" in out, out
+    (pull,) = fake_github.pulls.values()
+    assert pull["draft"] and published_ref(RUN) in fake_github.refs()
+    assert "src/web/work.txt" not in shop.files("_integration")
+    return shop
+
+
+def test_a_writer_retries_the_failed_teammate_and_the_same_pull_request_is_updated(shop: Shop) -> None:
+    fake = shop.fake
+    api_before = shop.head("api")
+    said, payload = shop.comment("Looks like web needed the api.\n\n/rally retry web", "alice")
+    code, out = shop.job("issue_comment", payload, 4300)
+    assert code == 0, out
+    reply = shop.reply(said)
+    assert f"Run `{RUN}`, integrated and verified again" in reply and "**web**: done, in the pull request" in reply
+    # The same pull request, ready now, holds both halves; api's work is as it was; the issue says done.
+    (pull,) = fake.pulls.values()
+    assert not pull["draft"] and pull["head"] == f"rally/{RUN}/_integration"
+    assert {"src/api/work.txt", "src/web/work.txt"} <= set(shop.files("_integration").split())
+    assert shop.head("api") == api_before
+    assert "rally:done" in fake.issues[shop.issue]["labels"]
+    (progress,) = [c["body"] for c in fake.comments.values() if c["body"].startswith(f"<!-- rally-gh:run:{RUN} -->")]
+    assert "2/2 done" in progress
+    # web's branch holds the retry, which started on the run's integration (api's work in it).
+    assert "src/api/work.txt" in shop.files("web")
+
+    # The same comment delivered again (or the workflow re-run): nothing is done twice.
+    heads = (shop.head("web"), shop.head("_integration"))
+    code, out = shop.job("issue_comment", payload, 4300)
+    assert code == 0 and "acted on already" in out
+    assert (shop.head("web"), shop.head("_integration")) == heads and shop.reply(said) == reply
+
+
+def test_a_readers_retry_is_refused_with_a_reply_and_nothing_runs(shop: Shop) -> None:
+    before = shop.fake.refs()
+    said, payload = shop.comment("/rally retry web", "bob")
+    code, out = shop.job("issue_comment", payload, 4301)
+    assert code == 1 and "not acted on" in out
+    reply = shop.reply(said)
+    assert "refused" in reply and "read permission" in reply
+    assert shop.fake.refs() == before
+
+
+def test_a_job_whose_token_writes_answers_a_retry_and_runs_no_agent(shop: Shop) -> None:
+    """The shipped commands workflow's job writes comments: no agent runs beside its token."""
+    before = shop.fake.refs()
+    said, payload = shop.comment("/rally retry web", "alice")
+    code, out = shop.job("issue_comment", payload, 4304, RALLY_AGENTS="false")
+    assert code == 0 and "not acted on here" in shop.reply(said), out
+    assert shop.fake.refs() == before
+
+
+def test_drop_takes_a_teammate_out_of_the_pull_request_and_keeps_its_branch(shop: Shop) -> None:
+    said, payload = shop.comment("/rally retry web", "alice")
+    assert shop.job("issue_comment", payload, 4300)[0] == 0
+    web = shop.head("web")
+    said, payload = shop.comment("/rally drop api", "alice")
+    code, out = shop.job("issue_comment", payload, 4302)
+    reply = shop.reply(said)
+    assert "**api**: out of the integration" in reply, (out, reply)
+    files = set(shop.files("_integration").split())
+    assert "src/api/work.txt" not in files and "src/web/work.txt" in files
+    assert "src/api/work.txt" in shop.files("api") and shop.head("web") == web
+    (number,) = shop.fake.pulls
+    assert "taken out of the integration by alice" in shop.fake.issues[number]["body"]
+    # What cannot apply is said, and nothing runs.
+    said, payload = shop.comment("/rally drop api", "alice")
+    before = shop.fake.refs()
+    assert shop.job("issue_comment", payload, 4303)[0] == 0
+    assert "was not done: api's work is not in the pull request" in shop.reply(said)
+    assert shop.fake.refs() == before
