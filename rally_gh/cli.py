@@ -230,16 +230,28 @@ def publish(results: Path, run_id: str | None, event_path: Path | None, config_p
     _exit(lambda: cmd.publish(Path.cwd(), _actions(event_path), sys.stdout, options=options))
 
 
+SPLIT_FROM_OPTION = click.option(
+    "--from", "inputs", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+    help="The teammate jobs' artifacts, one folder each as actions/download-artifact leaves them "
+         "(default: the run's artifacts folder in .git/rally/runs/RUN/artifacts).")
+
+
 @cli.command()
 @click.argument("name")
 @click.option("--run", "run_id", required=True)
 @CONFIG_OPTION
 @NO_SANDBOX_OPTION
-def teammate(name: str, run_id: str, config_path: Path | None, no_sandbox: bool) -> None:
-    """One teammate of a run split across CI jobs."""
+@click.option("--results", "results", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="DIR", help="Where its record and commits go, for its job's artifact "
+                                  "(default: rally-teammate-NAME in the run's artifacts folder).")
+@SPLIT_FROM_OPTION
+def teammate(name: str, run_id: str, config_path: Path | None, no_sandbox: bool, results: Path | None,
+             inputs: Path | None) -> None:
+    """One teammate of a run split across CI jobs; it publishes nothing."""
     from rally_gh.commands import run as cmd
 
-    options = cmd.TeammateOptions(name=name, run_id=run_id, config_path=config_path, no_sandbox=no_sandbox)
+    options = cmd.TeammateOptions(name=name, run_id=run_id, config_path=config_path, no_sandbox=no_sandbox,
+                                  results=results, inputs=inputs)
     _exit(lambda: cmd.teammate(Path.cwd(), _actions(), sys.stdout, options=options))
 
 
@@ -247,11 +259,17 @@ def teammate(name: str, run_id: str, config_path: Path | None, no_sandbox: bool)
 @click.option("--run", "run_id", required=True)
 @CONFIG_OPTION
 @NO_SANDBOX_OPTION
-def merge(run_id: str, config_path: Path | None, no_sandbox: bool) -> None:
-    """Integrate and publish the teammate branches of a run."""
+@click.option("--results", "results", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="DIR", help="Where the run's results go, for `rally-gh publish --results` "
+                                  "(default: rally-results in the run's artifacts folder).")
+@SPLIT_FROM_OPTION
+def merge(run_id: str, config_path: Path | None, no_sandbox: bool, results: Path | None,
+          inputs: Path | None) -> None:
+    """Integrate and verify the teammates' results of a split run, for `rally-gh publish`."""
     from rally_gh.commands import run as cmd
 
-    options = cmd.MergeOptions(run_id=run_id, config_path=config_path, no_sandbox=no_sandbox)
+    options = cmd.MergeOptions(run_id=run_id, config_path=config_path, no_sandbox=no_sandbox, results=results,
+                               inputs=inputs)
     _exit(lambda: cmd.merge(Path.cwd(), _actions(), sys.stdout, options=options))
 
 

@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rally_gh import git, integrate, plan
 from rally_gh.config import LoadedConfig
@@ -56,7 +56,7 @@ from rally_gh.state import (
     integration_branch,
     teammate_branch,
 )
-from rally_gh.words import noun_for
+from rally_gh.words import noun_for, plural
 
 RECORD_FILE = "run.json"
 BUNDLE_FILE = "run.bundle"
@@ -91,6 +91,106 @@ def write_results(repo_path: Path, state: RunState, folder: Path) -> Path:
         t.model_copy(update={"worktree": None}) for t in state.teammates)})
     (folder / RECORD_FILE).write_text(record.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return folder
+
+
+# --- A split run's teammate jobs (SPEC section 7) ----------------------------------------
+#
+# Each teammate job of a split run (read-only, like the agents' job) leaves its own artifact: its
+# branch beyond the base as ``teammate.bundle`` and its record as ``teammate.json``. A blocked
+# teammate's job and the merge job read the artifacts of the others as untrusted input, with the
+# same limits and bundle checks as ``import_results``; the merge job then writes the whole run's
+# results (``write_results``) for the publish job, which checks everything again from the map.
+
+TEAMMATE_FILE = "teammate.json"
+TEAMMATE_BUNDLE = "teammate.bundle"
+RESULTS_ARTIFACT = "rally-results"
+"""The artifact of a run's results (``write_results``): what the publish job downloads."""
+
+
+def teammate_artifact(name: str) -> str:
+    """The artifact a split run's teammate job uploads; actions/download-artifact keeps its name as the folder."""
+    return f"rally-teammate-{name}"
+
+
+class TeammateResult(BaseModel):
+    """What a split run's teammate job hands on: its record, and the risks its job ran with."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    record: TeammateRecord
+    risks: tuple[str, ...] = ()
+
+
+def write_teammate_result(repo_path: Path, record: TeammateRecord, risks: Sequence[str], base: str,
+                          folder: Path) -> Path:
+    """``folder`` holding one teammate's record and its branch's commits beyond ``base``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bundle = folder / TEAMMATE_BUNDLE
+    bundle.unlink(missing_ok=True)
+    if record.head_sha and record.head_sha != base:
+        git.write_bundle(repo_path, bundle, [f"refs/heads/{record.branch}"], git.Sha(base))
+    result = TeammateResult(record=record.model_copy(update={"worktree": None}), risks=tuple(risks))
+    (folder / TEAMMATE_FILE).write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+def read_teammate_results(repo_path: Path, folder: Path, prefix: str, run_id: str, names: Sequence[str],
+                          limits: ResultLimits = ResultLimits()) -> dict[str, TeammateResult]:
+    """The results of ``names`` in ``folder`` (one artifact folder each, ``teammate_artifact``),
+    each teammate's branch imported as this run's branch of it, whatever its record says. A
+    result that cannot be read, or whose bundle does not hold the head its record names, is a
+    ``skipped`` record with the reason; a teammate without an artifact is absent."""
+    found: dict[str, TeammateResult] = {}
+    for name in names:
+        artifact = folder / teammate_artifact(name)
+        branch = teammate_branch(prefix, run_id, name)
+        try:
+            data = _read_file(artifact / TEAMMATE_FILE, limits.record_bytes) if not artifact.is_symlink() else None
+            if data is None:
+                continue
+            result = TeammateResult.model_validate_json(data)
+            record = result.record.model_copy(update={"name": name, "branch": branch, "worktree": None})
+            why = _import_teammate(repo_path, artifact, branch, record, limits)
+        except (ValidationError, ValueError):
+            why, result = "its record cannot be read", TeammateResult(record=TeammateRecord(name=name, branch=branch))
+            record = result.record
+        except RallyError as err:
+            why, result = _flat(str(err), 300), TeammateResult(record=TeammateRecord(name=name, branch=branch))
+            record = result.record
+        if why is not None:
+            record = record.model_copy(update={"outcome": "skipped", "head_sha": None, "integrated": False,
+                                               "reason": f"its job's result ({teammate_artifact(name)}): {why}"})
+        found[name] = TeammateResult(record=record, risks=tuple(_flat(r, 500) for r in result.risks[:20]))
+    return found
+
+
+def _import_teammate(repo_path: Path, artifact: Path, branch: str, record: TeammateRecord,
+                     limits: ResultLimits) -> str | None:
+    """The teammate's branch from its artifact's bundle, set here at the head its record names;
+    why not, when it cannot be."""
+    head = record.head_sha
+    if not head or (record.start_sha == head and git.object_exists(git.open_repo(repo_path), head)):
+        return None  # nothing committed
+    if not _is_sha(head):
+        return "its record names no commit as its head"
+    path = artifact / TEAMMATE_BUNDLE
+    if _read_size(path, limits.bundle_bytes) is None:
+        return f"its record names head {head[:10]}, and there is no bundle"
+    tips = [sha for sha, ref in git.bundle_heads(repo_path, path) if ref == f"refs/heads/{branch}"]
+    if tips != [head]:
+        return f"its bundle does not hold {branch} at {head[:10]}, the head its record names"
+    git.import_bundle(repo_path, path, {f"refs/heads/{branch}": git.Sha(head)})
+    return None
+
+
+def _read_size(path: Path, limit: int) -> int | None:
+    """The size of the artifact's regular file at ``path`` within ``limit`` (None: absent)."""
+    try:
+        found = path.lstat()
+    except FileNotFoundError:
+        return None
+    _check_file(path, found.st_mode, found.st_size, limit)
+    return found.st_size
 
 
 # --- The publish job's side ------------------------------------------------------------
@@ -188,12 +288,7 @@ def _read_record(folder: Path, limits: ResultLimits) -> RunState:
 
 def _read_file(path: Path, limit: int) -> bytes | None:
     """A regular file of the artifact (never a link to one), at most ``limit`` bytes; None when absent."""
-    try:
-        found = path.lstat()
-    except FileNotFoundError:
-        return None
-    _check_file(path, found.st_mode, found.st_size, limit)
-    return path.read_bytes()
+    return None if _read_size(path, limit) is None else path.read_bytes()
 
 
 def _check_file(path: Path, mode: int, size: int, limit: int) -> None:
@@ -209,11 +304,8 @@ def _import_bundle(repo_path: Path, folder: Path, prefix: str, run_id: str, name
     """The run's branches in the bundle (teammate name or ``_integration``: its tip), imported
     under refs/rally/incoming/<run>/; every other ref of the bundle refused."""
     path = folder / BUNDLE_FILE
-    try:
-        found = path.lstat()
-    except FileNotFoundError:
+    if _read_size(path, limits.bundle_bytes) is None:
         return {}  # nobody committed anything
-    _check_file(path, found.st_mode, found.st_size, limits.bundle_bytes)
     wanted = {f"refs/heads/{teammate_branch(prefix, run_id, n)}": n for n in names}
     integration = f"refs/heads/{integration_branch(prefix, run_id)}"
     wanted[integration] = INTEGRATION_NAME
@@ -296,7 +388,7 @@ def _refused(record: TeammateRecord, why: str,
 def _not_owned(violations: Sequence[Violation]) -> str:
     paths = list(dict.fromkeys(v.path for v in violations))
     shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
-    return f"{noun_for(paths, 'path')} it does not own under the map of the base commit: {shown}"
+    return f"{plural(paths, 'path')} it does not own under the map of the base commit: {shown}"
 
 
 def _integrate(repo: git.Repository, loaded: LoadedConfig, state: RunState, claimed: RunState,
@@ -352,10 +444,13 @@ _HEX = re.compile(r"[0-9a-f]{40}")
 def _plain(text: str, limit: int) -> str:
     """``text`` on one line, at most ``limit`` characters, every character Markdown or HTML
     would act on escaped: it reads as it was written and does nothing else."""
+    return _MARKUP.sub(r"\\\1", _flat(text, limit))
+
+
+def _flat(text: str, limit: int) -> str:
+    """``text`` on one line, at most ``limit`` characters (the publish job escapes it when it shows it)."""
     flat = " ".join(_CONTROL.sub(" ", text).split())
-    if len(flat) > limit:
-        flat = flat[: limit - 1] + "…"
-    return _MARKUP.sub(r"\\\1", flat)
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _code(text: str, limit: int = 300) -> str:

@@ -67,8 +67,10 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: PlanOpti
         # `max-parallel` caps each wave's matrix as the map does.
         from rally_gh.publish import write_outputs
 
+        # issue-text: a dispatch's event does not carry it, and the teammate and merge jobs hold no token to read it.
         write_outputs(actions.output_file, {
             "matrix": text, "waves": str(len(matrix)), "max-parallel": str(config.max_parallel),
+            "issue-text": issue_text or "",
             **{wave: json.dumps(value, separators=(",", ":")) for wave, value in matrix.items()}})
     else:
         stdout.write(plan_text(config, waves, problems, issue_text, issue, selected))

@@ -21,7 +21,6 @@ from rally_gh import publish
 from rally_gh.github import conversation, review
 from rally_gh.github.actions import (
     ActionsContext,
-    Event,
     GitHubRun,
     github_of_run,
     issue_of,
@@ -30,7 +29,7 @@ from rally_gh.github.actions import (
 )
 from rally_gh.github.endpoint import IssueNumber
 from rally_gh.admission import Asked, admitted, as_triggered
-from rally_gh.results import write_results
+from rally_gh.results import RESULTS_ARTIFACT, teammate_artifact, write_results
 from rally_gh.tasks import RunTasks, TasksRefused, apply_tasks, for_this_run, tasks_for_this_run
 from rally_gh.state import RunState, load_state, new_run_id, runs_dir
 
@@ -66,6 +65,10 @@ class TeammateOptions:
     run_id: str
     config_path: Path | None = None
     no_sandbox: bool = False
+    results: Path | None = None
+    """Where its result goes (its job's artifact); default the run's artifacts folder (``split.artifacts_dir``)."""
+    inputs: Path | None = None
+    """The earlier teammate jobs' artifacts, its blockers' among them; default the run's artifacts folder."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,10 @@ class MergeOptions:
     run_id: str
     config_path: Path | None = None
     no_sandbox: bool = False
+    results: Path | None = None
+    """Where the run's results go, for ``rally-gh publish``; default ``rally-results`` in the run's artifacts folder."""
+    inputs: Path | None = None
+    """The teammate jobs' artifacts; default the run's artifacts folder."""
 
 
 def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptions = RunOptions(),
@@ -244,13 +251,6 @@ def _as_a_run(actions: ActionsContext) -> ActionsContext:
     return actions
 
 
-def _event_tasks(loaded: LoadedConfig, actions: ActionsContext,
-                 event: Event | None) -> tuple[str | None, RunTasks | None]:
-    """The issue text and tasks every job of a split run reads from the same event."""
-    issue, issue_text = issue_of_job(actions, event, None)
-    return issue_text, tasks_for_this_run(loaded.config, issue_text, None, None, issue)
-
-
 def _map(repo: git.Repository, config_path: Path | None) -> LoadedConfig:
     loaded, note = map_for_run(repo, None if config_path is None else config_path.as_posix())
     if note:
@@ -258,23 +258,39 @@ def _map(repo: git.Repository, config_path: Path | None) -> LoadedConfig:
     return loaded
 
 
+def _split_job(actions: ActionsContext) -> ActionsContext:
+    """A job of a split run that runs agents or merge.verify: no token is used there (its
+    workflow gives it none: the publish job publishes), the issue's text read by the plan job."""
+    return _as_a_run(actions).without_token()
+
+
+def _split_issue_text(actions: ActionsContext, issue_text: str | None) -> str | None:
+    # A dispatch names its issue without its text: the plan job read it, and passes it on.
+    return issue_text if issue_text is not None else actions.inputs.issue_text
+
+
 def teammate(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: TeammateOptions) -> int:
-    """One teammate of a split run; its branch and record go to the remote (RALLY_REMOTE, default origin)."""
+    """One teammate of a split run; its record and branch go to its results folder (its job's artifact)."""
     name = options.name
-    actions = _as_a_run(actions)
+    actions = _split_job(actions)
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
     loaded = _map(repo, options.config_path)
-    issue_text, tasks = _event_tasks(loaded, actions, read_event(actions))
+    event = read_event(actions)
+    issue, issue_text = issue_of_job(actions, event, None)
+    issue_text = _split_issue_text(actions, issue_text)
+    tasks = tasks_for_this_run(loaded.config, issue_text, None, None, issue)
     if tasks is not None:
         if name not in tasks.names:
             stdout.write(f"{name}: not in this run (the issue's rally block names {', '.join(tasks.names)})\n")
             return EXIT_OK
         loaded = replace(loaded, config=apply_tasks(loaded.config, tasks))
+    artifacts = split.artifacts_dir(git.common_dir(repo), options.run_id)
     progress = Progress(sys.stderr, wants_live(sys.stderr, actions.environ))
     with progress:
         record = split.run_teammate(root, loaded, options.run_id, name, issue_text, time.time, actions.environ,
-                                    progress.event, remote=actions.publish_to,
+                                    progress.event, inputs=options.inputs or artifacts,
+                                    results=options.results or artifacts / teammate_artifact(name),
                                     sandbox=not options.no_sandbox)
     stdout.write(f"{record.name}: {record.outcome}" + (f" ({record.reason})" if record.reason else "") + "\n")
     if not record.finished:
@@ -283,20 +299,22 @@ def teammate(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: Tea
 
 
 def merge(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: MergeOptions) -> int:
-    """The fan-in of a split run: integrate what the teammate jobs pushed, publish, report."""
-    actions = _as_a_run(actions)
+    """The fan-in of a split run: integrate and verify what the teammate jobs left, and leave the
+    run's results for the publish job (``rally-gh publish``); the report as it stands before that."""
+    actions = _split_job(actions)
     repo = git.open_repo(cwd)
     root = git.workdir(repo)
     loaded = _map(repo, options.config_path)
-    event = read_event(actions)
-    _, tasks = _event_tasks(loaded, actions, event)
+    issue, issue_text = issue_of_job(actions, read_event(actions), None)
+    tasks = tasks_for_this_run(loaded.config, _split_issue_text(actions, issue_text), None, None, issue)
     if tasks is not None:
         loaded = replace(loaded, config=apply_tasks(loaded.config, tasks))
+    artifacts = split.artifacts_dir(git.common_dir(repo), options.run_id)
     progress = Progress(sys.stderr, wants_live(sys.stderr, actions.environ))
     with progress:
         state = split.merge_run(root, loaded, options.run_id, time.time, actions.environ, progress.event,
-                                remote=actions.publish_to,
+                                inputs=options.inputs or artifacts,
+                                results=options.results or artifacts / RESULTS_ARTIFACT,
                                 selected=None if tasks is None else frozenset(tasks.names),
                                 sandbox=not options.no_sandbox)
-    # The plan job admitted the run; the merge job publishes it like a single-job run.
-    return finish_run(repo, state, loaded.config, actions, stdout, github=github_of_run(actions, event))
+    return finish_run(repo, state, loaded.config, actions, stdout)

@@ -1,5 +1,5 @@
-"""Records kept as commits: the run history (refs/rally/history) and the results
-split CI jobs hand each other.
+"""Records kept as commits: the run history (refs/rally/history) and a published run's state
+(refs/rally/published/<run>).
 
 rally_gh/history.py keeps one small file per run in the tree of a commit chain
 under one ref. Everything here writes to the object database only (never the
@@ -74,8 +74,8 @@ def _tree_with_files(repo: Repository, tree: Tree | None, files: dict[tuple[str,
 
 
 def write_record_commit(repo: Repository, filename: str, data: bytes, message: str) -> Sha:
-    """A parentless commit holding one file: how split CI jobs hand a result to
-    each other through a ref on the remote (the only channel they share)."""
+    """A parentless commit holding one file: how a job hands a record to a later job through a
+    ref on the remote."""
     builder = repo.TreeBuilder()
     builder.insert(filename, repo.create_blob(data), MODE_BLOB)
     who = pygit2.Signature("rally-gh", "rally-gh@users.noreply.github.com")

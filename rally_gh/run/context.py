@@ -19,27 +19,20 @@ def no_events(name: str, state: str, detail: str) -> None:
 
 @dataclass(frozen=True)
 class Lease:
-    """Where the remote integration branch was (None: absent) when a split run's merge job took it."""
+    """Where the remote integration branch was (None: absent) when the run read it: a later round of
+    a published run (``/rally retry``) publishes over exactly that, or not at all."""
 
     expected: git.Sha | None
 
 
 @dataclass(frozen=True)
 class Policy:
-    """How a run publishes: what sets a split run's merge job (SPEC section 7) apart, as data."""
+    """How a run publishes."""
 
     remote: git.Remote | None = None  # every branch is pushed there too (a run in CI); None: published locally only
-    # A split merge leaves teammate branches to their own jobs: a job re-run meanwhile has moved its
-    # branch on, and pushing the head fetched earlier would only be refused.
-    push_teammate_branches: bool = True
-    # A split merge's lease, taken before the results were read: a merge job that publishes meanwhile
-    # (another merge of this run, started later) makes ours fail instead of being overwritten by older
-    # results. None: the integration branch is read from the remote when publishing.
+    # A lease on the integration branch, taken when the run's state was read: a job that published
+    # meanwhile makes ours fail instead of being overwritten. None: read from the remote when publishing.
     integration_lease: Lease | None = None
-
-    @classmethod
-    def merge_job(cls, remote: git.Remote, lease: Lease) -> Policy:
-        return cls(remote=remote, push_teammate_branches=False, integration_lease=lease)
 
 
 @dataclass(frozen=True)

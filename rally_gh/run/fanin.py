@@ -134,8 +134,7 @@ def publish_integration(ctx: RunContext, ledger: Ledger, repo: git.Repository,
     teammate branch kept; with nothing integrated, the teammate branches are still pushed."""
     policy = ctx.policy
     branch = integration_branch(ctx.config.branch_prefix, ctx.run_id)
-    kept = [(r.branch, git.Sha(r.head_sha)) for r in ledger.state.teammates
-            if r.head_sha and policy.push_teammate_branches]
+    kept = [(r.branch, git.Sha(r.head_sha)) for r in ledger.state.teammates if r.head_sha]
     if result.applied:
         remote_old = None
         if policy.integration_lease is not None:
@@ -144,13 +143,12 @@ def publish_integration(ctx: RunContext, ledger: Ledger, repo: git.Repository,
             remote_old = git.remote_ref_shas(ctx.repo_path, policy.remote, [f"refs/heads/{branch}"])[
                 f"refs/heads/{branch}"]
         published = integrate.publish(repo, branch, result.tip, git.ref_sha(repo, f"refs/heads/{branch}"), kept,
-                                      remote=policy.remote, remote_expected_old=remote_old,
-                                      supersede=policy.push_teammate_branches)
+                                      remote=policy.remote, remote_expected_old=remote_old, supersede=True)
         if published.ok:
             ledger.update_run(integration_branch=branch, integration_sha=result.tip)
         else:
             ledger.add_problems(*published.problems)
-    elif policy.remote is not None and policy.push_teammate_branches:
+    elif policy.remote is not None:
         # Nothing integrated: every teammate branch is still pushed, whatever its outcome.
         _, problems = integrate.keep_teammate_branches(repo, policy.remote, kept, supersede=True)
         if problems:

@@ -35,13 +35,16 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from openapi_check import github_openapi
 
 from rally_gh.github.fake import FakeGitHubServer
 from rally_gh.testing import commit, git, init_repo
@@ -56,8 +59,8 @@ AGENT_SCRIPT = """
 import json, os, pathlib, subprocess, sys
 name = os.environ["RALLY_TEAMMATE"]
 # The write token exists only in the publish job: nowhere this agent can look, not in any process's
-# environment it can read, nor in its own.
-TOKEN = {token!r}.encode()
+# environment it can read, nor in its own,
+TOKEN = {token!r}[::-1].encode()  # written backwards: this file is one the search reads
 for environ in pathlib.Path("/proc").glob("*/environ"):
     try:
         if TOKEN in environ.read_bytes():
@@ -66,6 +69,21 @@ for environ in pathlib.Path("/proc").glob("*/environ"):
         pass
 if any(TOKEN in value.encode() for value in os.environ.values()):
     sys.exit(9)
+# nor in the runner's files it can read: the job's workspace and temporary folder, the runner's home
+# and act's own folders, /tmp, and the test's folder that holds them all.
+for root in {roots!r} + [os.getcwd(), os.path.expanduser("~"), "/tmp"]:
+    for folder, dirs, files in os.walk(root, onerror=None, followlinks=False):
+        for file in files:
+            path = os.path.join(folder, file)
+            try:
+                if os.path.islink(path) or os.path.getsize(path) > 4_000_000:
+                    continue
+                with open(path, "rb") as fh:
+                    if TOKEN in fh.read():
+                        print(f"the token is readable in {path}", file=sys.stderr)
+                        sys.exit(10)
+            except OSError:
+                pass
 folder = pathlib.Path("src") / name
 folder.mkdir(parents=True, exist_ok=True)
 (folder / "main.py").write_text(f"# written by {name}\\n")
@@ -89,14 +107,28 @@ def _act() -> str:
     return str(act)
 
 
-def _rally_map(agent: Path) -> str:
+@pytest.fixture
+def fake_github() -> Iterator[FakeGitHubServer]:
+    """As tests/github/conftest.py's, with a token no file of this project holds: the agents search
+    every file they can read for it."""
+    problems: list[str] = []
+    openapi = github_openapi()
+    with FakeGitHubServer("owner/repo", f"ghs_{secrets.token_hex(18)}") as server:
+        server.observers.append(lambda *exchange: problems.extend(openapi.check(*exchange)))
+        yield server
+    assert not problems, "exchanges that break GitHub's OpenAPI description:\n" + "\n".join(problems)
+
+
+def _rally_map(agent: Path, web_after_api: bool = False, merge_verify: bool = False) -> str:
     command = f"[{json.dumps(sys.executable)}, {json.dumps(str(agent))}]"
+    verify = json.dumps(f"{sys.executable} -c pass")
     return textwrap.dedent(f"""\
         version: 1
         team: act-team
         base: main
         max_parallel: 2
         defaults: {{timeout: 30s, retries: 0}}
+        """) + (f"merge: {{verify: [{verify}]}}\n" if merge_verify else "") + textwrap.dedent(f"""\
         teammates:
           - name: api
             role: Backend
@@ -108,14 +140,16 @@ def _rally_map(agent: Path) -> str:
             task: Write src/web/main.py.
             exclusive_write: [src/web/**]
             agent: {{preset: command, command: {command}}}
-        """)
+        """) + ("    blocked_by: [api]\n" if web_after_api else "")
 
 
-def _repository(fake: FakeGitHubServer, tmp_path: Path) -> Path:
-    """The repository under test: a map of two scripted teammates, origin the fake, the action at ./.rally-gh."""
+def _repository(fake: FakeGitHubServer, tmp_path: Path, **shape: bool) -> Path:
+    """The repository under test: a map of two scripted teammates (``shape``: see ``_rally_map``), origin
+    the fake, the action at ./.rally-gh."""
     agent = tmp_path / "agent.py"
-    agent.write_text(AGENT_SCRIPT.replace("{token!r}", repr(fake.token)))
-    work = init_repo(tmp_path / "work", {"README.md": "# shop\n", "rally.yml": _rally_map(agent)})
+    roots = [str(tmp_path), str(Path.home() / ".cache" / "act"), os.environ.get("TMPDIR", "/tmp")]
+    agent.write_text(AGENT_SCRIPT.replace("{token!r}", repr(fake.token[::-1])).replace("{roots!r}", repr(roots)))
+    work = init_repo(tmp_path / "work", {"README.md": "# shop\n", "rally.yml": _rally_map(agent, **shape)})
     git(work, "remote", "add", "origin", fake.authenticated_git_url)
     git(work, "push", "-q", "origin", "main")
     git(work, "fetch", "-q", "origin")
@@ -133,6 +167,7 @@ inputs:
   path: {required: true}
   if-no-files-found: {required: false, default: warn}
   retention-days: {required: false, default: ""}
+  overwrite: {required: false, default: "false"}
 runs:
   using: composite
   steps:
@@ -150,17 +185,27 @@ runs:
     "actions/download-artifact": ("./.artifact-download", """\
 name: download-artifact (offline stand-in)
 inputs:
-  name: {required: true}
+  name: {required: false, default: ""}
+  pattern: {required: false, default: ""}
   path: {required: false, default: "."}
 runs:
   using: composite
   steps:
     - shell: bash
-      env: {NAME: "${{ inputs.name }}", TO: "${{ inputs.path }}"}
+      env: {NAME: "${{ inputs.name }}", PATTERN: "${{ inputs.pattern }}", TO: "${{ inputs.path }}"}
+      # One artifact by name into the path; by pattern, each artifact that matches into a folder of its
+      # name there (download-artifact's layout without merge-multiple), none matching being no error.
       run: |
         set -euo pipefail
-        test -d "${RALLY_TEST_ARTIFACTS:?}/$NAME" || { echo "::error::no artifact $NAME"; exit 1; }
-        mkdir -p "$TO" && cp -R "$RALLY_TEST_ARTIFACTS/$NAME"/. "$TO"/
+        mkdir -p "$TO"
+        if [ -n "$NAME" ]; then
+          test -d "${RALLY_TEST_ARTIFACTS:?}/$NAME" || { echo "::error::no artifact $NAME"; exit 1; }
+          cp -R "$RALLY_TEST_ARTIFACTS/$NAME"/. "$TO"/
+          exit 0
+        fi
+        for found in "${RALLY_TEST_ARTIFACTS:?}"/$PATTERN; do
+          if [ -d "$found" ]; then cp -R "$found" "$TO"/; fi
+        done
 """),
 }
 
@@ -307,3 +352,38 @@ def test_an_unrelated_label_does_not_start_the_job(fake_github: FakeGitHubServer
     assert result.returncode == 0, out
     assert "Run Main" not in out, out
     assert not fake_github.requests
+
+
+# --- workflow_dispatch of the split run: plan, teammate jobs in waves, merge, publish ------------------
+
+
+def test_the_split_run_hands_artifacts_from_read_only_jobs_to_the_publish_job(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    issue = fake_github.create_issue("Orders", "Ship the orders page.")
+    work = _repository(fake_github, tmp_path, web_after_api=True, merge_verify=True)
+    event = {"inputs": {"issue": issue}, "sender": _sender(), "ref": "refs/heads/main"}
+    result = act(fake_github, work, _workflow("rally-matrix.yml", tmp_path / "wf"), "workflow_dispatch", event,
+                 tmp_path)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    # The teammate and merge jobs wrote nothing to the repository: their results are artifacts.
+    artifacts = sorted(p.name for p in (tmp_path / "artifacts").iterdir())
+    assert artifacts == ["rally-results", "rally-teammate-api", "rally-teammate-web"]
+    refs = fake_github.refs()
+    assert not [r for r in refs if r.startswith("refs/rally/") and "/results/" in r], refs
+    (pull,) = fake_github.pulls.values()
+    run_id = pull["head"].split("/")[1]
+    assert run_id.startswith(f"issue-{issue}-") and pull["head"] == f"rally/{run_id}/_integration"
+    integration = f"refs/heads/{pull['head']}"
+    files = git(fake_github.bare_repo, "ls-tree", "-r", "--name-only", integration).split()
+    assert "src/api/main.py" in files and "src/web/main.py" in files
+    assert {f"refs/heads/rally/{run_id}/{n}" for n in ("api", "web")} <= set(refs)
+    # The publish job publishes as a single-job run does: the outcome label, the one progress comment
+    # (announced by the plan job, completed there), a check run on each head.
+    assert fake_github.issues[issue]["labels"] == ["rally:done"], fake_github.state()
+    [comment] = [c for c in fake_github.comments.values() if c["issue"] == issue]
+    assert comment["body"].startswith(f"<!-- rally-gh:run:{run_id} -->\n## rally-gh run `{run_id}`: done")
+    assert "unverified" not in comment["body"]
+    assert {(r["name"], r["conclusion"]) for r in fake_github.check_runs.values()} == {
+        ("rally-gh/ownership", "success")}
+    assert len(fake_github.check_runs) == 3

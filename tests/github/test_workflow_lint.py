@@ -230,13 +230,7 @@ def test_the_job_reader_tells_the_kinds_apart() -> None:
                             {"run": "rally-gh publish --results x"}]})
 
 
-SPLIT_LEFT = pytest.mark.xfail(strict=True, reason=(
-    "issue 17, left: the split run's teammate and merge jobs still push their refs with a write token; "
-    "they are to hand results on as artifacts to a publish job"))
-
-
-@pytest.mark.parametrize("name", ["rally-issue.yml", "rally-dispatch.yml", "rally-pr-check.yml",
-                                  pytest.param("rally-matrix.yml", marks=SPLIT_LEFT)])
+@pytest.mark.parametrize("name", ["rally-issue.yml", "rally-dispatch.yml", "rally-pr-check.yml", "rally-matrix.yml"])
 def test_every_job_holds_the_least_permissions_it_needs(name: str) -> None:
     workflow = _workflow(name)
     default = workflow["permissions"]

