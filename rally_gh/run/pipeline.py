@@ -17,9 +17,10 @@ import threading
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 
-from rally_gh import git, plan, process
+from rally_gh import egress, git, plan, process
 from rally_gh.config import LoadedConfig
 from rally_gh.run import assess, fanin, scheduler
 from rally_gh.run.context import EventSink, Lease, Policy, RunContext, no_events
@@ -185,10 +186,23 @@ def run_agents(ctx: RunContext, ledger: Ledger, cancel: process.CancelToken,
     guard = GitDirGuard.taken(ctx)
     identity = git.user_identity(ctx.repo(), ctx.environ)
     try:
-        with _phase(ctx, ledger, "run"):
-            _schedule(ctx, ledger, guard, identity, cancel, only)
+        with _phase(ctx, ledger, "run"), egress.proxies(_allow_lists(ctx)) as proxies:
+            _schedule(replace(ctx, egress=proxies), ledger, guard, identity, cancel, only)
+            for name, proxy in proxies.items():
+                if proxy.refused:
+                    tried = sorted(set(proxy.refused))
+                    more = f" and {len(tried) - 5} more" if len(tried) > 5 else ""
+                    ledger.add_risk(f"{name} tried to reach {', '.join(tried[:5])}{more}, not on its network list: "
+                                    "refused")
     finally:
         guard.restore(ledger)
+
+
+def _allow_lists(ctx: RunContext) -> dict[str, tuple[str, ...]]:
+    """The teammates whose map lists the hosts they may reach (only a sandbox can hold them to it)."""
+    if ctx.sandbox is None:
+        return {}
+    return {t.name: net for t in ctx.config.teammates if isinstance(net := ctx.config.network_of(t), tuple)}
 
 
 def _schedule(ctx: RunContext, ledger: Ledger, guard: GitDirGuard, identity: tuple[str | None, str | None],

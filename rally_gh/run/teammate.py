@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rally_gh import agents, git, plan, process, sandbox
+from rally_gh import agents, egress, git, plan, process, sandbox
 from rally_gh.config import Teammate
 from rally_gh.errors import GitError, RallyError
 from rally_gh.ownership import enforce
@@ -115,8 +115,11 @@ class TeammateJob:
             t.exclusive_write, (*spec.env, *cmd.passthrough), home, self.identity,
             sparse=config.checkout_of(t) == "sparse")
         if ctx.sandbox is not None:
+            proxy = ctx.egress.get(t.name)
+            if proxy is not None:  # network: [hosts]: its forwarder to the proxy is its only way out
+                cmd = replace(cmd, argv=egress.forwarded(cmd.argv, proxy))
             cmd = process.sandboxed(cmd, ctx.sandbox, sandbox_spec(ctx, worktree, files, cmd.argv, env.get("PATH"),
-                                                                   network=config.network_of(t)))
+                                                                   network=config.network_of(t) is True))
         return scheduler.agent_attempt(cmd, worktree, env, prompt_file, report_file, config.timeout_of(t),
                                     files / "logs", model=spec.model)
 
@@ -186,8 +189,9 @@ class TeammateJob:
             return env, None
         search_path = env.get("PATH")
         programs = sandbox.command_paths(t.verify, search_path)
+        # A list of hosts is for the agent: its verify, like every test, gets loopback alone.
         return env, process.Sandbox(ctx.sandbox, sandbox_spec(ctx, worktree, files, (), search_path, programs,
-                                                              network=ctx.config.network_of(t)))
+                                                              network=ctx.config.network_of(t) is True))
 
     def settle(self, result: scheduler.JobResult) -> None:
         """What the job went through, folded into the teammate's record: what it spent, always; its

@@ -96,3 +96,54 @@ def test_without_a_sandbox_network_false_is_named_as_not_enforced(tmp_path: Path
     state = pipeline.run(repo, load_config_text(rally_yml, "rally.yml"), "n2", None, time.time,
                          {"PATH": "/usr/bin:/bin"}, sandbox=False)
     assert any("network: false was not enforced for a, b" in r for r in state.risks)
+
+
+LISTED = textwrap.dedent("""\
+    import os, pathlib, socket, sys, urllib.parse
+    name, port = os.environ["RALLY_TEAMMATE"], int(sys.argv[1])
+    def direct():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=3).close()
+            return "reached"
+        except OSError as err:
+            return f"blocked ({type(err).__name__})"
+    def through_proxy(target):
+        proxy = urllib.parse.urlsplit(os.environ["HTTPS_PROXY"])
+        with socket.create_connection((proxy.hostname, proxy.port), timeout=5) as s:
+            s.sendall(f"CONNECT {target} HTTP/1.1\\r\\nHost: {target}\\r\\n\\r\\n".encode())
+            return s.recv(200).split(b"\\r\\n", 1)[0].decode()
+    seen = [f"direct: {direct()}", f"listed: {through_proxy(f'127.0.0.1:{port}')}",
+            f"unlisted: {through_proxy(f'127.0.0.1:{port + 1}')}"]
+    pathlib.Path(f"src/{name}").mkdir(parents=True, exist_ok=True)
+    pathlib.Path(f"src/{name}/net.txt").write_text("\\n".join(seen) + "\\n")
+""")
+
+
+def test_a_teammate_with_a_network_list_reaches_those_hosts_alone_through_the_proxy(tmp_path: Path,
+                                                                                    server: int) -> None:
+    probe = tmp_path / "listed.py"
+    probe.write_text(LISTED)
+    agent = json.dumps([sys.executable, str(probe), str(server)])
+    rally_yml = textwrap.dedent(f"""\
+        version: 1
+        team: net
+        defaults: {{timeout: 20s, retries: 0}}
+        teammates:
+          - name: api
+            exclusive_write: [src/api/**]
+            network: ["127.0.0.1:{server}"]
+            agent: {{preset: command, command: {agent}}}
+          - name: web
+            exclusive_write: [src/web/**]
+            network: false
+            agent: {{preset: command, command: {agent}}}
+        """)
+    repo = init_repo(tmp_path / "repo", {"README.md": "x\n", "rally.yml": rally_yml})
+    state = pipeline.run(repo, load_config_text(rally_yml, "rally.yml"), "n3", None, time.time,
+                         {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")})
+    assert state.teammate("api").outcome == "done", state.teammate("api").reason
+    assert state.teammate("web").outcome == "failed"  # no network, no proxy: HTTPS_PROXY is not even set
+    seen = git(repo, "show", "rally/n3/api:src/api/net.txt").splitlines()
+    assert seen[0].startswith("direct: blocked")  # no network of its own: the proxy is the only way out
+    assert seen[1:] == ["listed: HTTP/1.1 200 Connection established", "unlisted: HTTP/1.1 403 Forbidden"]
+    assert f"api tried to reach 127.0.0.1:{server + 1}, not on its network list: refused" in state.risks
