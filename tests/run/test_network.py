@@ -54,23 +54,20 @@ def server() -> Iterator[int]:
     listener.close()
 
 
+def _team(tmp_path: Path, probe: str, server: int, **networks: str) -> str:
+    """A map of teammates (their ``network`` as given) whose agent is the script ``probe``, told the server's port."""
+    script = tmp_path / "probe.py"
+    script.write_text(probe)
+    agent = json.dumps([sys.executable, str(script), str(server)])
+    lines = ["version: 1", "team: net", "defaults: {timeout: 20s, retries: 0}", "teammates:"]
+    for name, network in networks.items():
+        lines += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]", f"    network: {network}",
+                  f"    agent: {{preset: command, command: {agent}}}"]
+    return "\n".join(lines) + "\n"
+
+
 def test_a_teammate_without_network_reaches_nothing_outside_its_sandbox(tmp_path: Path, server: int) -> None:
-    probe = tmp_path / "probe.py"
-    probe.write_text(PROBE)
-    agent = json.dumps([sys.executable, str(probe), str(server)])
-    rally_yml = textwrap.dedent(f"""\
-        version: 1
-        team: net
-        defaults: {{timeout: 20s, retries: 0}}
-        teammates:
-          - name: online
-            exclusive_write: [src/online/**]
-            agent: {{preset: command, command: {agent}}}
-          - name: offline
-            exclusive_write: [src/offline/**]
-            network: false
-            agent: {{preset: command, command: {agent}}}
-        """)
+    rally_yml = _team(tmp_path, PROBE, server, online="true", offline="false")
     repo = init_repo(tmp_path / "repo", {"README.md": "x\n", "rally.yml": rally_yml})
     state = pipeline.run(repo, load_config_text(rally_yml, "rally.yml"), "n1", None, time.time,
                          {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")})
@@ -121,23 +118,7 @@ LISTED = textwrap.dedent("""\
 
 def test_a_teammate_with_a_network_list_reaches_those_hosts_alone_through_the_proxy(tmp_path: Path,
                                                                                     server: int) -> None:
-    probe = tmp_path / "listed.py"
-    probe.write_text(LISTED)
-    agent = json.dumps([sys.executable, str(probe), str(server)])
-    rally_yml = textwrap.dedent(f"""\
-        version: 1
-        team: net
-        defaults: {{timeout: 20s, retries: 0}}
-        teammates:
-          - name: api
-            exclusive_write: [src/api/**]
-            network: ["127.0.0.1:{server}"]
-            agent: {{preset: command, command: {agent}}}
-          - name: web
-            exclusive_write: [src/web/**]
-            network: false
-            agent: {{preset: command, command: {agent}}}
-        """)
+    rally_yml = _team(tmp_path, LISTED, server, api=f'["127.0.0.1:{server}"]', web="false")
     repo = init_repo(tmp_path / "repo", {"README.md": "x\n", "rally.yml": rally_yml})
     state = pipeline.run(repo, load_config_text(rally_yml, "rally.yml"), "n3", None, time.time,
                          {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")})
