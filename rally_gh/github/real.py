@@ -25,6 +25,8 @@ import requests
 from github import Auth, Github, GithubException
 from github.CheckRun import CheckRun
 from github.IssueComment import IssueComment
+from github.NamedUser import NamedUser
+from github.Organization import Organization
 from github.PullRequest import PullRequest as GhPullRequest
 
 from rally_gh.errors import GitHubError
@@ -140,6 +142,7 @@ class RealGitHub:
         )
         self._repo = self._github.get_repo(repo_full_name)
         self._default_branch: str | None = None
+        self._me: tuple[str | None] | None = None  # (our login, or None: a bot's token), once asked
 
     @property
     def repo_full_name(self) -> str:
@@ -236,7 +239,7 @@ class RealGitHub:
     def run_ids(self, issue: IssueNumber) -> tuple[str, ...]:
         comments = self._call(Action(f"list the comments of #{issue}", "issues: read"),
                               lambda: list(self._repo.get_issue(issue).get_comments()))
-        found = (run_of_comment(c.body or "") for c in comments)
+        found = (run_of_comment(c.body or "") for c in comments if self._ours(c.user))
         return tuple(dict.fromkeys(r for r in found if r is not None))
 
     def workflow_run(self, run_id: int) -> WorkflowRun | None:
@@ -267,7 +270,8 @@ class RealGitHub:
             replies = self._call(Action(f"list the review comments of #{pull}", "pull-requests: read"),
                                  lambda: list(self._repo.get_pull(pull).get_review_comments()))
             return next((CommentId(c.id) for c in replies
-                         if c.raw_data.get("in_reply_to_id") == comment and (c.body or "").startswith(marker)), None)
+                         if c.raw_data.get("in_reply_to_id") == comment and (c.body or "").startswith(marker)
+                         and self._ours(c.user)), None)
         kept = existing()
         if kept is not None:
             return kept
@@ -282,8 +286,23 @@ class RealGitHub:
     def _find_comment(self, issue: IssueNumber, marker: str) -> IssueComment | None:
         comments = self._call(Action(f"list the comments of #{issue}", "issues: read"),
                               lambda: list(self._repo.get_issue(issue).get_comments()))
-        # The oldest wins: a later copy can only come from someone quoting it.
-        return next((c for c in comments if (c.body or "").startswith(marker)), None)
+        # Ours alone: anyone may post a comment that starts with a marker, to have a command taken for
+        # answered or our comment looked for in theirs. Of ours, the oldest wins.
+        return next((c for c in comments if (c.body or "").startswith(marker) and self._ours(c.user)), None)
+
+    def _ours(self, user: NamedUser | Organization | None) -> bool:
+        """Whether a comment by ``user`` can be one we wrote: by our login when the token can say whose it
+        is (a person's token), else by a bot (a workflow's or an App's installation token cannot ask
+        ``GET /user``, and writes as a bot)."""
+        if self._me is None:
+            try:
+                self._me = (self._call(Action("ask whose the token is", "none"), lambda: self._github.get_user().login),)
+            except GitHubError:
+                self._me = (None,)
+        if user is None:
+            return False
+        me = self._me[0]
+        return user.login == me if me is not None else user.type == "Bot"
 
     def comment_with(self, issue: IssueNumber, marker: str) -> str | None:
         found = self._find_comment(issue, marker)

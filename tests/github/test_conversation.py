@@ -140,7 +140,7 @@ def test_a_reader_is_refused_with_a_reply_and_nothing_is_done(
         fake_github: FakeGitHubServer, tmp_path: Path, repo: Path) -> None:
     fake_github.set_permission("mallory", "read")
     issue = fake_github.create_issue("Pick", "do it")
-    fake_github.add_comment(issue, run_marker("issue-1-4207") + "\nprogress")
+    fake_github.add_comment(issue, run_marker("issue-1-4207") + "\nprogress", user=fake_github.actor)
     fake_github.add_workflow_run(4207)
     said = fake_github.add_comment(issue, "/rally cancel", user="mallory")
     code, out = _run(fake_github, tmp_path, repo, _payload(issue, said, "/rally cancel", sender="mallory"))
@@ -164,7 +164,7 @@ def test_a_bot_commands_only_when_allow_listed(fake_github: FakeGitHubServer, tm
 def test_cancel_cancels_the_runs_workflow_run(fake_github: FakeGitHubServer, tmp_path: Path, repo: Path) -> None:
     fake_github.set_permission("alice", "write")
     issue = fake_github.create_issue("Pick", "do it")
-    fake_github.add_comment(issue, run_marker(f"issue-{issue}-4207") + "\nrunning")
+    fake_github.add_comment(issue, run_marker(f"issue-{issue}-4207") + "\nrunning", user=fake_github.actor)
     fake_github.add_workflow_run(4207)
     said = fake_github.add_comment(issue, "/rally cancel", user="alice")
     code, out = _run(fake_github, tmp_path, repo, _payload(issue, said, "/rally cancel"))
@@ -182,7 +182,7 @@ def test_status_names_the_workflow_run_and_its_state(fake_github: FakeGitHubServ
                                                      repo: Path) -> None:
     fake_github.set_permission("alice", "maintain")
     issue = fake_github.create_issue("Pick", "do it")
-    fake_github.add_comment(issue, run_marker(f"issue-{issue}-4207") + "\nrunning")
+    fake_github.add_comment(issue, run_marker(f"issue-{issue}-4207") + "\nrunning", user=fake_github.actor)
     fake_github.add_workflow_run(4207, "completed", "success")
     said = fake_github.add_comment(issue, "/rally status", user="alice")
     code, _ = _run(fake_github, tmp_path, repo, _payload(issue, said, "/rally status"))
@@ -212,7 +212,7 @@ def test_what_cannot_be_done_is_said_with_the_list_of_commands_or_honestly_not_y
         reactions: list[str]) -> None:
     fake_github.set_permission("alice", "write")
     issue = fake_github.create_issue("Pick", "do it")
-    fake_github.add_comment(issue, run_marker(f"issue-{issue}-4207") + "\nrunning")
+    fake_github.add_comment(issue, run_marker(f"issue-{issue}-4207") + "\nrunning", user=fake_github.actor)
     comment = fake_github.add_comment(issue, body, user="alice")
     code, _ = _run(fake_github, tmp_path, repo, _payload(issue, comment, body))
     (reply,) = _replies(fake_github, comment)

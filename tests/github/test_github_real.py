@@ -97,13 +97,37 @@ def test_a_marker_quoted_inside_another_comment_is_not_the_runs_comment(fake_git
     assert fake_github.count("POST", r"/comments$") == 2
 
 
+def test_a_comment_someone_else_starts_with_our_marker_is_never_taken_for_ours(fake_github: FakeGitHubServer,
+                                                                               gh: RealGitHub) -> None:
+    """Anyone may comment: one that starts with a run's marker (or a command's reply marker, to have
+    the command taken for answered) is not ours. The token's login says whose comments are ours."""
+    number = IssueNumber(fake_github.create_issue("Add orders"))
+    planted = fake_github.add_comment(number, f"{MARKER}\nnothing to see", user="mallory")
+    assert gh.comment_with(number, MARKER) is None and gh.run_ids(number) == ()
+    mine = gh.upsert_comment(number, MARKER, "Run 7-1: starting")
+    assert mine != planted and gh.run_ids(number) == ("7-1",)
+    assert fake_github.comments[planted]["body"] == f"{MARKER}\nnothing to see"  # left as written
+    assert fake_github.count("GET", r"/user$") == 1  # asked once
+
+
+def test_a_bots_token_that_cannot_say_whose_it_is_takes_its_bot_comments_for_its_own(
+        fake_github: FakeGitHubServer, gh: RealGitHub) -> None:
+    """A workflow's GITHUB_TOKEN (an installation token) is refused GET /user: its comments are a bot's."""
+    fake_github.inject("GET", r"/user$", 403)
+    number = IssueNumber(fake_github.create_issue("Add orders"))
+    fake_github.add_comment(number, f"{MARKER}\nplanted", user="mallory")
+    kept = fake_github.add_comment(number, f"{MARKER}\nRun 7-1: starting", user="github-actions[bot]")
+    assert gh.upsert_comment(number, MARKER, "Run 7-1: done") == kept
+
+
 def test_upsert_comment_finds_its_marker_past_the_first_page(fake_github: FakeGitHubServer, gh: RealGitHub) -> None:
     number = IssueNumber(fake_github.create_issue("Busy issue"))
     for i in range(120):
         fake_github.comments[200000 + i] = {"id": 200000 + i, "issue": number, "body": f"chatter {i}",
                                             "user": "alice", "created_at": "2026-01-01T00:00:00Z",
                                             "updated_at": "2026-01-01T00:00:00Z"}
-    fake_github.comments[300000] = {**fake_github.comments[200000], "id": 300000, "body": f"{MARKER}\nold"}
+    fake_github.comments[300000] = {**fake_github.comments[200000], "id": 300000, "body": f"{MARKER}\nold",
+                                    "user": fake_github.actor}  # ours, from an earlier job
     assert gh.upsert_comment(number, MARKER, "new") == 300000
     assert fake_github.count("POST", r"/comments$") == 0
 
