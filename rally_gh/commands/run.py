@@ -104,7 +104,7 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
     if github is not None and github.trigger.kind == "comment":
         return _converse(root, github, loaded, actions, stdout, options)
     if github is not None and github.trigger.kind == "review":
-        return _route_review(github, loaded, actions, stdout)
+        return _route_review(root, github, loaded, actions, stdout, options)
     if github is not None:
         decided = admitted(github, actions, asked, the_run, stdout)
         if isinstance(decided, int):
@@ -199,15 +199,39 @@ def _converse(root: Path, github: GitHubRun, loaded: LoadedConfig, actions: Acti
     return EXIT_FAILED if answered.refused else EXIT_OK
 
 
-def _route_review(github: GitHubRun, loaded: LoadedConfig, actions: ActionsContext, stdout: TextIO) -> int:
-    """A review on a run's pull request: each inline comment answered with the teammate that owns its file."""
+def _route_review(root: Path, github: GitHubRun, loaded: LoadedConfig, actions: ActionsContext, stdout: TextIO,
+                  options: RunOptions) -> int:
+    """A review on a run's pull request: each inline comment routed to the teammate that owns its file, whose
+    follow-up round answers it (where agents may run), and each thread answered."""
+    def follow_up(run_id: str, asks: Mapping[str, str]) -> dict[str, review.Addressed]:
+        record, at_base = published.take_up(root, actions.publish_to, run_id, _config_name(options))
+        before = record.state
+        in_run = {t.name: t for t in before.teammates}
+        ready = {n: text for n, text in asks.items() if n in in_run and in_run[n].integrated}
+        rounds = {n: review.Addressed(None, f"{n}'s work is not in this pull request"
+                                            + (f" ({in_run[n].outcome}): `/rally retry {n}` first" if n in in_run
+                                               else ": it was not in this run"))
+                  for n in asks if n not in ready}
+        if ready:
+            state = _again(root, github, record, published.with_more_task(at_base, ready), actions, stdout, options,
+                           follow_up=tuple(ready))
+            for name in ready:
+                rounds[name] = review.Addressed(*published.answering_commit(root, before, state, name))
+        return rounds
+
     routing = review.route_review(github.endpoint, github.trigger, loaded.config,
-                                  bot_allowlist=actions.inputs.bot_allowlist)
+                                  bot_allowlist=actions.inputs.bot_allowlist,
+                                  follow_up=follow_up if actions.inputs.agents_here else None,
+                                  triggering_actor=actions.triggering_actor)
     if routing.skipped:
         stdout.write(f"rally-gh: review not routed: {routing.skipped}\n")
         return EXIT_FAILED if routing.refused else EXIT_OK
     for item in routing.routed:
         stdout.write(f"rally-gh: {item.path}: {item.owner or 'nobody (a person must change it)'}\n")
+    for name, addressed in (routing.rounds or {}).items():
+        stdout.write(f"rally-gh: {name}'s follow-up round: {addressed.commit or 'no commit: ' + addressed.why}\n")
+    if routing.not_routed:
+        stdout.write(f"rally-gh: the review's text: not routed: {routing.not_routed}\n")
     return EXIT_OK
 
 

@@ -14,7 +14,7 @@ pull request's branch is never overwritten: the command is refused and says so).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -145,3 +145,30 @@ def check_command(state: RunState, verb: str, names: Collection[str]) -> None:
                              hint="a review with inline comments on its files starts a follow-up round")
         if verb == "drop" and not record.integrated:
             raise RallyError(f"{name}'s work is not in the pull request ({record.outcome}): there is nothing to drop")
+
+
+def with_more_task(loaded: LoadedConfig, extra: Mapping[str, str]) -> LoadedConfig:
+    """The map with ``extra`` added to the task of each teammate it names (a follow-up round's
+    review comments): what reaches the agent through its prompt file, and nothing else changed."""
+    teammates = tuple(t.model_copy(update={"task": t.task.rstrip() + "\n" + extra[t.name]}) if t.name in extra else t
+                      for t in loaded.config.teammates)
+    return replace(loaded, config=loaded.config.model_copy(update={"teammates": teammates}))
+
+
+def answering_commit(repo_path: Path, before: RunState, after: RunState, name: str) -> tuple[str | None, str]:
+    """The commit of the run's integration (the pull request's branch) that holds ``name``'s newest
+    work since ``before``, or None and why there is none."""
+    record, old = after.teammate(name), before.teammate(name).head_sha
+    if record.outcome != "done":
+        return None, f"its follow-up round ended {record.outcome}" + (f": {record.reason}" if record.reason else "")
+    if record.head_sha == old or not record.head_sha:
+        return None, "its follow-up round changed nothing"
+    if not record.integrated or not after.integration_sha:
+        return None, "its change was left out of the integration" + (f": {record.reason}" if record.reason else "")
+    repo = git.open_repo(repo_path)
+    cache = git.new_tree_cache()
+    wanted = git.replay_key(repo, record.head_sha, cache)
+    onto = after.integrated_onto or after.base_sha
+    found = next((sha for sha in git.commits_between(repo, onto, after.integration_sha)
+                  if git.replay_key(repo, sha, cache) == wanted), None)
+    return (found or record.head_sha), ""

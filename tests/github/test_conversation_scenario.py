@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +23,12 @@ import pytest
 
 from rally_gh.commands import run as run_cmd
 from rally_gh.github.actions import read
-from rally_gh.github.conversation import reply_marker
-from rally_gh.github.endpoint import CommentId
+from rally_gh.github import review
+from rally_gh.github.conversation import COMMANDS, Command, changed, parse_command, reply_marker
+from rally_gh.github.endpoint import CommentId, ReviewComment
 from rally_gh.github.fake import FakeGitHubServer
 from rally_gh.run.published import published_ref
+from rally_gh.state import RunState, TeammateRecord
 from rally_gh.testing import git, init_repo
 
 # web needs api's work: run beside api from the base it fails; run again on the integration it succeeds.
@@ -182,3 +185,79 @@ def test_drop_takes_a_teammate_out_of_the_pull_request_and_keeps_its_branch(shop
     assert shop.job("issue_comment", payload, 4303)[0] == 0
     assert "was not done: api's work is not in the pull request" in shop.reply(said)
     assert shop.fake.refs() == before
+
+
+def _review(shop: Shop, pull: int, review: int, body: str) -> dict[str, object]:
+    return {"action": "submitted", "sender": {"login": "alice", "type": "User"},
+            "review": {"id": review, "state": "changes_requested", "body": body, "user": {"login": "alice"}},
+            "pull_request": {"number": pull, "head": {"ref": f"rally/{RUN}/_integration", "sha": "0" * 40},
+                             "base": {"ref": "main", "sha": "1" * 40}},
+            "repository": {"default_branch": "main", "full_name": "owner/repo"}}
+
+
+def test_a_review_runs_each_owners_follow_up_round_and_each_thread_is_answered_with_its_commit(shop: Shop) -> None:
+    fake = shop.fake
+    assert shop.job("issue_comment", shop.comment("/rally retry web", "alice")[1], 4300)[0] == 0
+    (pull,) = fake.pulls
+    review = fake.add_review(pull, "alice", "CHANGES_REQUESTED", body="Please use logging everywhere.", comments=(
+        ("src/api/work.txt", 1, "print is not logging"), ("src/web/work.txt", 1, "nor is this"),
+        ("README.md", 1, "say what the shop sells")))
+    api, web, readme = sorted(c for c, v in fake.review_comments.items() if v["review"] == review)
+    payload = _review(shop, pull, review, "Please use logging everywhere.")
+    code, out = shop.job("pull_request_review", payload, 4400)
+    assert code == 0, out
+    replies = {c["in_reply_to"]: c["body"] for c in fake.review_comments.values() if c["in_reply_to"]}
+    integration = f"rally/{RUN}/_integration"
+    for comment, owner in ((api, "api"), (web, "web")):
+        reply = replies[comment]
+        assert f"**{owner}**'s follow-up round" in reply, reply
+        commit = reply.split("Addressed by `", 1)[1].split("`", 1)[0]
+        # The commit named is on the pull request's branch and changes the owner's file as asked.
+        git(fake.bare_repo, "merge-base", "--is-ancestor", commit, integration)
+        assert git(fake.bare_repo, "diff-tree", "--no-commit-id", "--name-only", "-r", commit).split() == [
+            f"src/{owner}/work.txt"]
+        assert "logging, as the review asked" in git(fake.bare_repo, "show", f"{integration}:src/{owner}/work.txt")
+    assert "No teammate owns `README.md`" in replies[readme]
+    # One pull request, updated; the review's text named no teammate and is reported as not routed.
+    assert len(fake.pulls) == 1
+    (taken,) = [c["body"] for c in fake.comments.values() if c["issue"] == pull]
+    assert "- not routed: the review's text names no teammate" in taken and "**api**: 1 comment: `" in taken
+    assert "the review's text: not routed" in out
+
+    # Delivered again: nothing runs, nothing is answered twice.
+    heads = {n: shop.head(n) for n in ("api", "web", "_integration")}
+    code, out = shop.job("pull_request_review", payload, 4400)
+    assert code == 0 and "taken already" in out
+    assert {n: shop.head(n) for n in heads} == heads
+    assert len([c for c in fake.review_comments.values() if c["in_reply_to"]]) == 3
+
+
+# --- The docs show what rally-gh takes and says ---------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "github.md"
+
+
+def test_the_commands_the_docs_show_are_the_ones_rally_gh_takes() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    table = re.findall(r"^\| `(/rally [^`]*)` \|", text, re.M)
+    assert sorted(table) == sorted(usage for usage, _ in COMMANDS)
+    examples = re.findall(r"^/rally .*$", text, re.M)  # the commands shown in examples, alone on a line
+    assert "/rally retry web" in examples
+    for line in examples:
+        command = parse_command(line)
+        assert command is not None and not command.problem, line
+
+
+def test_the_replies_the_docs_show_are_the_ones_rally_gh_writes() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    run = "issue-42-9876543210"
+    comment = ReviewComment(CommentId(1), "README.md", 1, "say what the shop sells", "alice")
+    for reply in (review._answered("api", review.Addressed("1a2b3c4d5e" + "0" * 30), "rally", run),
+                  review._answered("web", review.Addressed(None, "its follow-up round ended unverified: `npm test` "
+                                                                   "failed"), "rally", run),
+                  review._reply(comment, None, "rally", run)):
+        assert reply in text, reply
+    state = RunState(run_id=run, team="shop", base_ref="main", base_sha="0" * 40, config_digest="x", started_at=0,
+                     integration_sha="1" * 40, teammates=(TeammateRecord(name="web", branch=f"rally/{run}/web",
+                                                                         outcome="done", integrated=True),))
+    assert changed(state, Command("retry", ("web",))) in text
