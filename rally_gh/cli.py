@@ -217,8 +217,9 @@ def admit(config_path: Path | None, run_id: str | None, issue: int | None, event
 
 
 @cli.command()
-@click.option("--results", "results", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
-              metavar="DIR", help="The folder `rally-gh run --results` wrote in the agents' job (its artifact).")
+@click.option("--results", "results", type=click.Path(file_okay=False, path_type=Path), required=True,
+              metavar="DIR", help="The folder `rally-gh run --results` wrote in the agents' job (its artifact); "
+                                  "when there is none, the run is marked failed on its issue.")
 @click.option("--run-id", default=None, help="The run (default: from the issue and the workflow run, as run names it).")
 @click.option("--event", "event_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @CONFIG_OPTION

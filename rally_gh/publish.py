@@ -339,6 +339,22 @@ def outcome_label(state: RunState) -> str | None:
     return OUTCOME_LABELS[run_status(state)]
 
 
+def fail_run(endpoint: GitHubEndpoint, issue: IssueNumber, run_id: str, why: str, run_url: str | None) -> None:
+    """A run that ends with nothing to publish (its agents' job failed, timed out or was
+    cancelled before it left its results, or left results the publish job cannot use): the
+    progress comment says so, with a link to the workflow run, and ``rally:running`` becomes
+    ``rally:failed``, so the issue never stays "running"."""
+    marker = run_marker(run_id)
+    where = f"[the workflow run]({run_url})" if run_url else "the workflow run's log"
+    endpoint.upsert_comment(issue, marker, f"{marker}\n## rally-gh run `{run_id}`: failed\n\n"
+                                           f"Nothing was published: {defuse(_one_line(why, 1000))}\n\n"
+                                           f"What happened is in {where}.\n")
+    label = OUTCOME_LABELS["failed"]
+    ensure_labels(endpoint, [label])
+    endpoint.add_labels(issue, [label])
+    _remove_labels(endpoint, issue, [RUNNING, *(other for other in OUTCOME_LABELS.values() if other != label)])
+
+
 def finish(endpoint: GitHubEndpoint, issue: IssueNumber, run_id: str, state: RunState,
            pull: PullRequest | None = None, summary_url: str | None = None) -> str | None:
     """The last edit of the progress comment; ``rally:running`` becomes the outcome label."""

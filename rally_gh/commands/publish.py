@@ -16,7 +16,8 @@ from typing import TextIO
 
 from rally_gh import git
 from rally_gh.results import ResultLimits, import_results
-from rally_gh.errors import UsageError
+from rally_gh import publish as publish_mod
+from rally_gh.errors import RallyError, UsageError
 from rally_gh.github.actions import ActionsContext, github_of_run, issue_of, read_event
 from rally_gh.ownership.enforce import map_for_run
 from rally_gh.run import fanin
@@ -50,7 +51,15 @@ def publish(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: Publ
             raise UsageError("which run to publish: give --run-id (outside a workflow run there is no default)")
         run_id = new_run_id(issue_of(event, None)[0], actions.workflow_run_id, time.time)
     check_ref_component(run_id, "run id")
-    imported = import_results(root, loaded, run_id, options.results, time.time(), options.limits)
+    try:
+        imported = import_results(root, loaded, run_id, options.results, time.time(), options.limits)
+    except RallyError as err:
+        # No results to publish (the agents' job failed before it left them, or left none that can be
+        # used): the issue is told the run failed, instead of showing it running for ever.
+        if github is not None and github.trigger.issue is not None:
+            publish_mod.fail_run(github.endpoint, github.trigger.issue, run_id,
+                                 f"the results of the agents' job cannot be published: {err}", actions.job_url)
+        raise
     for refusal in imported.refusals:
         sys.stderr.write(f"rally-gh: refused: {refusal.who}: {refusal.reason}\n")
     common = git.common_dir(repo)

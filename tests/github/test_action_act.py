@@ -119,8 +119,11 @@ def fake_github() -> Iterator[FakeGitHubServer]:
     assert not problems, "exchanges that break GitHub's OpenAPI description:\n" + "\n".join(problems)
 
 
-def _rally_map(agent: Path, web_after_api: bool = False, merge_verify: bool = False) -> str:
+def _rally_map(agent: Path, web_after_api: bool = False, merge_verify: bool = False,
+               no_agent_program: bool = False) -> str:
     command = f"[{json.dumps(sys.executable)}, {json.dumps(str(agent))}]"
+    if no_agent_program:  # the agents' job is refused before anything starts, and leaves no results
+        command = json.dumps([str(agent.parent / "no-such-agent")])
     verify = json.dumps(f"{sys.executable} -c pass")
     return textwrap.dedent(f"""\
         version: 1
@@ -319,14 +322,8 @@ def test_a_dispatch_runs_the_team_through_the_action(fake_github: FakeGitHubServ
 
 def test_the_label_trigger_leaves_one_pull_request_a_comment_labels_and_checks(
         fake_github: FakeGitHubServer, tmp_path: Path) -> None:
-    fake_github.set_permission("alice", "write")
-    issue = fake_github.create_issue("Add the shop", "Both halves, please.", user="alice",
-                                     labels=("rally:parallel",))
+    issue, event = _labeled(fake_github)
     work = _repository(fake_github, tmp_path)
-    event = {"action": "labeled", "label": {"name": "rally:parallel"}, "sender": _sender(),
-             "issue": {"number": issue, "title": "Add the shop", "body": "Both halves, please.",
-                       "labels": [{"name": "rally:parallel"}]},
-             "repository": {"default_branch": "main", "full_name": "owner/repo"}}
     result = act(fake_github, work, _workflow("rally-issue.yml", tmp_path / "wf"), "issues", event, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(fake_github.pulls) == 1
@@ -341,6 +338,32 @@ def test_the_label_trigger_leaves_one_pull_request_a_comment_labels_and_checks(
         ("rally-gh/ownership", "success")}
     assert len(fake_github.check_runs) == 3  # api, web, the integration
     assert any(ref.endswith("/api") for ref in fake_github.refs())
+
+
+def _labeled(fake: FakeGitHubServer) -> tuple[int, dict[str, Any]]:
+    """An issue labelled rally:parallel by a writer, and the event of it."""
+    fake.set_permission("alice", "write")
+    issue = fake.create_issue("Add the shop", "Both halves, please.", user="alice", labels=("rally:parallel",))
+    return issue, {"action": "labeled", "label": {"name": "rally:parallel"}, "sender": _sender(),
+                   "issue": {"number": issue, "title": "Add the shop", "body": "Both halves, please.",
+                             "labels": [{"name": "rally:parallel"}]},
+                   "repository": {"default_branch": "main", "full_name": "owner/repo"}}
+
+
+def test_an_agents_job_that_fails_before_its_results_leaves_the_run_failed_not_running(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    issue, event = _labeled(fake_github)
+    work = _repository(fake_github, tmp_path, no_agent_program=True)
+    result = act(fake_github, work, _workflow("rally-issue.yml", tmp_path / "wf"), "issues", event, tmp_path)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert "no-such-agent" in out  # the agents' job was refused, before any agent ran
+    assert not (tmp_path / "artifacts" / "rally-results").exists()
+    # The publish job, which runs no agent code, told the issue: failed, with the workflow run's link.
+    assert sorted(fake_github.issues[issue]["labels"]) == ["rally:failed", "rally:parallel"], fake_github.state()
+    [comment] = [c for c in fake_github.comments.values() if c["issue"] == issue]
+    assert "`: failed\n" in comment["body"] and "/owner/repo/actions/runs/" in comment["body"], comment["body"]
+    assert not fake_github.pulls
 
 
 def test_an_unrelated_label_does_not_start_the_job(fake_github: FakeGitHubServer, tmp_path: Path) -> None:

@@ -11,11 +11,14 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from rally_gh import git as rgit
 from rally_gh.commands import publish as publish_cmd
 from rally_gh.commands import run as run_cmd
 from rally_gh.commands.publish import PublishOptions
 from rally_gh.commands.run import RunOptions
+from rally_gh.errors import RallyError
 from rally_gh.github.actions import read
 from rally_gh.github.fake import FakeGitHubServer
 from rally_gh.results import BUNDLE_FILE, RECORD_FILE, write_results
@@ -229,3 +232,25 @@ def test_a_re_run_in_a_self_hosted_runners_kept_workspace_leaves_one_pull_reques
     assert run_cmd.run(clone, read(_env(fake_github, event, token=False)), io.StringIO(),
                        options=RunOptions(results=results), progress_stream=io.StringIO()) == 0
     assert RunState.model_validate_json((results / RECORD_FILE).read_text()).integrated == ("api", "web")
+
+
+def test_an_agents_job_that_left_no_results_marks_the_run_failed_with_a_link_to_the_workflow_run(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    from rally_gh.commands import admit as admit_cmd
+    from rally_gh.commands.admit import AdmitOptions
+
+    issue, event = _shop(fake_github, tmp_path)
+    env = {**_env(fake_github, event, token=True), "GITHUB_SERVER_URL": "https://github.example"}
+    admitted = _checkout(fake_github, tmp_path / "admit-job")
+    assert admit_cmd.admit(admitted, read(env), io.StringIO(), options=AdmitOptions()) == 0
+    assert "rally:running" in fake_github.issues[issue]["labels"]
+    # The agents' job failed before it wrote anything: the artifact's download found nothing.
+    clone = _checkout(fake_github, tmp_path / "publish-job")
+    with pytest.raises(RallyError, match="no records of a run"):
+        publish_cmd.publish(clone, read(env), io.StringIO(), options=PublishOptions(results=tmp_path / "missing"))
+    assert sorted(fake_github.issues[issue]["labels"]) == ["rally:failed", "rally:parallel"]
+    [comment] = [c for c in fake_github.comments.values() if c["issue"] == issue]
+    run = f"issue-{issue}-{RUN_ID}"
+    assert comment["body"].startswith(f"<!-- rally-gh:run:{run} -->\n## rally-gh run `{run}`: failed\n")
+    assert f"[the workflow run](https://github.example/owner/repo/actions/runs/{RUN_ID})" in comment["body"]
+    assert not fake_github.pulls and not [r for r in fake_github.refs() if r.startswith("refs/heads/rally/")]
