@@ -142,6 +142,20 @@ class TeammateRecord(_Record):
         return self.outcome in FINAL_OUTCOMES
 
 
+class IssueOrigin(_Record):
+    """Which text of its issue a run worked from (SPEC section 5: the report says so)."""
+
+    number: int
+    source: Literal["event", "issue"]
+    """``event``: the copy the label's event carried, the issue as it was when the label was added;
+    ``issue``: read from the issue itself (a dispatch names its issue without its text)."""
+    labelled_at: str | None = None
+    """When the label was added: the issue's ``updated_at`` in the event's copy."""
+    edited_at: str | None = None
+    """Set when the issue's text was changed after the label was added: its ``updated_at`` when the
+    run was published. The run worked from the text before that edit."""
+
+
 class RunState(_Record):
     version: int = STATE_VERSION
     run_id: str
@@ -173,6 +187,7 @@ class RunState(_Record):
     convergence: tuple[ConvergenceGroup, ...] = ()
     manual_steps: tuple[str, ...] = ()  # anything a person had to do (lowers autonomy)
     split: bool = False  # kept by a job of a run split across CI jobs (`teammate`, `merge`)
+    issue_origin: IssueOrigin | None = None  # which text of the issue the run used (set when it is published)
 
     def teammate(self, name: str) -> TeammateRecord:
         for rec in self.teammates:

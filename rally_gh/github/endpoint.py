@@ -54,6 +54,8 @@ class Issue:
     user_type: str = "User"
     state: str = "open"
     is_pull_request: bool = False
+    updated_at: str = ""
+    """When GitHub last changed it (ISO 8601); empty when unknown."""
 
 
 @dataclass(frozen=True)

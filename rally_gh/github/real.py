@@ -222,7 +222,8 @@ class RealGitHub:
             return Issue(number=IssueNumber(found.number), title=found.title, body=found.body or "",
                          labels=tuple(label.name for label in found.labels), user=found.user.login,
                          user_type=found.user.type, state=found.state,
-                         is_pull_request=found.pull_request is not None)
+                         is_pull_request=found.pull_request is not None,
+                         updated_at=found.updated_at.strftime("%Y-%m-%dT%H:%M:%SZ") if found.updated_at else "")
         return self._call(Action(f"read issue #{number}", "issues: read"), fetch)
 
     def add_reaction(self, issue: IssueNumber, content: ReactionContent) -> None:

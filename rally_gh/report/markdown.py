@@ -44,7 +44,29 @@ def _headline(report: Report) -> list[str]:
                  f"({base}), holding {', '.join(report.integrated) or 'nothing'}.")
     else:
         where = f"No integration branch ({base})."
-    return [title, "", summary, "", where]
+    return [title, "", summary, "", where, *_issue_text(report)]
+
+
+def _issue_text(report: Report) -> list[str]:
+    """Which text of the issue the run used, and a warning when the issue changed after it was labelled."""
+    origin = report.issue_origin
+    if origin is None:
+        return []
+    if origin.source == "issue":
+        return ["", f"Issue text: #{origin.number} as GitHub had it when the run was admitted."]
+    when = f" (at {_stamp(origin.labelled_at)})" if origin.labelled_at else ""
+    lines = ["", f"Issue text: #{origin.number} as it was when `rally:parallel` was added{when}, "
+                 "from the label's event."]
+    if origin.edited_at:
+        lines += ["", f"> [!WARNING]\n> #{origin.number} was edited after `rally:parallel` was added "
+                      f"(last at {_stamp(origin.edited_at)}): this run did not see the edit. Add the label again "
+                      "to run with the issue as it is now."]
+    return lines
+
+
+def _stamp(text: str) -> str:
+    """A timestamp as GitHub wrote it, shown as code (it came from an event or the API, not from us)."""
+    return "`" + text.replace("`", "'")[:40] + "`"
 
 
 def _team(report: Report) -> list[str]:

@@ -21,6 +21,7 @@ from rally_gh.state import (
     PHASES,
     Conflict,
     ConvergenceGroup,
+    IssueOrigin,
     RunState,
     RunStatus,
     TeammateRecord,
@@ -257,6 +258,7 @@ class Report(_Frozen):
     tes_breakdown: dict[str, TesPart]
     next: str
     step_complete: str
+    issue_origin: IssueOrigin | None = None
 
     @property
     def cost_usd(self) -> float:
@@ -297,6 +299,7 @@ def build_report(state: RunState) -> Report:
         tes_breakdown={name: TesPart(**part) for name, part in score.breakdown().items()},
         next=next_step(state),
         step_complete=step_status(state),
+        issue_origin=state.issue_origin,
     )
 
 

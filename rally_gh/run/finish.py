@@ -11,17 +11,23 @@ from typing import TextIO
 from rally_gh import git, publish
 from rally_gh.config import Config
 from rally_gh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, RallyError
-from rally_gh.github.actions import ActionsContext, GitHubRun
+from rally_gh.github.actions import ActionsContext, Event, GitHubRun, read_event
+from rally_gh.github.events import issue_fields
 from rally_gh.report import Report, build_report, report_markdown
 from rally_gh.report.text import write_report
 from rally_gh.run import published
-from rally_gh.state import RunState, runs_dir
+from rally_gh.state import IssueOrigin, RunState, runs_dir, save_state
 
 
 def finish_run(repo: git.Repository, state: RunState, config: Config, actions: ActionsContext, stdout: TextIO,
                github: GitHubRun | None = None) -> int:
     """Write the report next to run.json and to standard output; with GitHub, publish
     it (checks, pull request, comment, labels); in CI, the job summary and outputs."""
+    if github is not None and state.issue_origin is None:
+        origin = issue_origin(github, read_event(actions))
+        if origin is not None:
+            state = state.model_copy(update={"issue_origin": origin})
+            save_state(git.common_dir(repo), state)
     report = build_report(state)
     markdown = report_markdown(report)
     folder = runs_dir(git.common_dir(repo)) / state.run_id
@@ -40,6 +46,32 @@ def finish_run(repo: git.Repository, state: RunState, config: Config, actions: A
     if state.dry_run or report.status == "done":  # a dry run that planned well has done its job
         return EXIT_OK
     return EXIT_FAILED
+
+
+def issue_origin(github: GitHubRun, event: Event | None) -> IssueOrigin | None:
+    """Which text of its issue the run used: a label's event carries a copy of the issue as it was
+    when the label was added, which is the text the run used; when the issue's text differs now, it
+    was edited after that (its ``updated_at`` says when). A dispatch's run read the issue itself."""
+    trigger = github.trigger
+    if trigger.issue is None:
+        return None
+    if trigger.kind == "dispatch":
+        return IssueOrigin(number=trigger.issue, source="issue")
+    if trigger.kind != "issue-labeled" or event is None or not isinstance(event.payload, dict):
+        return None
+    _, copied = issue_fields(event.payload)
+    stamp = event.payload["issue"].get("updated_at")
+    origin = IssueOrigin(number=trigger.issue, source="event",
+                         labelled_at=stamp if isinstance(stamp, str) and len(stamp) <= 40 else None)
+    try:
+        now = github.endpoint.issue(trigger.issue)
+    except RallyError as err:
+        sys.stderr.write(f"rally-gh: warning: could not tell whether #{trigger.issue} was edited after it was "
+                         f"labelled: {err}\n")
+        return origin
+    if (f"{now.title}\n\n{now.body}".strip() or None) != copied:
+        origin = origin.model_copy(update={"edited_at": now.updated_at or "an unknown time"})
+    return origin
 
 
 def _share_published(repo: git.Repository, state: RunState, github: GitHubRun, outputs: dict[str, str],

@@ -124,11 +124,58 @@ def test_the_publish_job_publishes_what_the_agents_job_verified(fake_github: Fak
     assert "unverified" not in fake_github.issues[number]["body"]
     assert {(r["name"], r["conclusion"]) for r in fake_github.check_runs.values()} == {("rally-gh/ownership", "success")}
     assert sorted(fake_github.issues[issue]["labels"]) == ["rally:done", "rally:parallel"]
+    # The report says which text of the issue the agents worked from: the label event's copy, unedited since.
+    assert f"Issue text: #{issue} as it was when `rally:parallel` was added, from the label's event." \
+        in fake_github.issues[number]["body"]
+    assert "[!WARNING]" not in fake_github.issues[number]["body"]
     # A re-run of the publish job (a fresh runner) leaves one pull request and one comment.
     code, out = _publish_job(fake_github, tmp_path, event, results, name="publish-again")
     assert code == 0, out
     assert len(fake_github.pulls) == 1
     assert len([c for c in fake_github.comments.values() if c["issue"] == issue]) == 1
+
+
+def test_an_issue_edited_after_it_was_labelled_is_noted_in_the_report(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    issue, event = _shop(fake_github, tmp_path)
+    payload = json.loads(event.read_text())
+    payload["issue"]["updated_at"] = "2026-12-01T10:00:00Z"  # when the label was added
+    event.write_text(json.dumps(payload))
+    _, results = _agents_job(fake_github, tmp_path, event)
+    # Someone edits the issue while the agents work on the text the event carried.
+    fake_github.issues[issue].update(body="Both halves, and a third.", updated_at="2026-12-01T10:05:00Z")
+    code, out = _publish_job(fake_github, tmp_path, event, results)
+    assert code == 0, out
+    (number,) = fake_github.pulls
+    body = fake_github.issues[number]["body"]
+    assert (f"Issue text: #{issue} as it was when `rally:parallel` was added (at `2026-12-01T10:00:00Z`), "
+            "from the label's event.") in body
+    assert (f"> #{issue} was edited after `rally:parallel` was added (last at `2026-12-01T10:05:00Z`): this run "
+            "did not see the edit.") in body
+    report = json.loads((tmp_path / "publish-job" / ".git" / "rally" / "runs" / f"issue-{issue}-{RUN_ID}"
+                         / "report.json").read_text())
+    assert report["issue_origin"] == {"number": issue, "source": "event", "labelled_at": "2026-12-01T10:00:00Z",
+                                      "edited_at": "2026-12-01T10:05:00Z"}
+
+
+def test_a_dispatchs_report_says_the_text_was_read_from_the_issue(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    issue, _ = _shop(fake_github, tmp_path)
+    event = tmp_path / "dispatch.json"
+    event.write_text(json.dumps({"inputs": {"issue": str(issue), "teammates": "", "dry-run": False,
+                                            "max-parallel": ""}, "sender": {"login": "alice", "type": "User"}}))
+    env = {**_env(fake_github, event, token=False), "GITHUB_EVENT_NAME": "workflow_dispatch",
+           "RALLY_ISSUE_TEXT": "Shop\n\nBoth halves."}
+    clone = _checkout(fake_github, tmp_path / "agents-job")
+    results = tmp_path / "artifact"
+    assert run_cmd.run(clone, read(env), io.StringIO(), options=RunOptions(results=results),
+                       progress_stream=io.StringIO()) == 0
+    publish_env = {**_env(fake_github, event, token=True), "GITHUB_EVENT_NAME": "workflow_dispatch"}
+    code = publish_cmd.publish(_checkout(fake_github, tmp_path / "publish-job"), read(publish_env), io.StringIO(),
+                               options=PublishOptions(results=results))
+    assert code == 0
+    (number,) = fake_github.pulls
+    assert f"Issue text: #{issue} as GitHub had it when the run was admitted." in fake_github.issues[number]["body"]
 
 
 def _tamper(clone: Path, results: Path, teammate: str, files: dict[str, str]) -> RunState:
