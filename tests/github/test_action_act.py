@@ -176,12 +176,15 @@ runs:
   steps:
     - shell: bash
       env: {NAME: "${{ inputs.name }}", FROM: "${{ inputs.path }}", MISSING: "${{ inputs.if-no-files-found }}"}
+      # RALLY_TEST_TAMPER: a command that rewrites the run's results before they leave the agents' job,
+      # as a job an agent took over could.
       run: |
         set -euo pipefail
         if [ ! -d "$FROM" ] || [ -z "$(ls -A "$FROM")" ]; then
           if [ "$MISSING" = error ]; then echo "::error::no files in $FROM"; exit 1; fi
           exit 0
         fi
+        if [ -n "${RALLY_TEST_TAMPER:-}" ] && [ "$NAME" = rally-results ]; then $RALLY_TEST_TAMPER "$FROM"; fi
         rm -rf "${RALLY_TEST_ARTIFACTS:?}/$NAME" && mkdir -p "$RALLY_TEST_ARTIFACTS/$NAME"
         cp -R "$FROM"/. "$RALLY_TEST_ARTIFACTS/$NAME"/
 """),
@@ -240,7 +243,7 @@ ACT_OFFLINE = ("--no-cache-server", "--action-offline-mode")
 
 
 def act(fake: FakeGitHubServer, work: Path, workflow: Path, event_name: str, event: dict[str, Any],
-        tmp_path: Path) -> subprocess.CompletedProcess[str]:
+        tmp_path: Path, **env_vars: str) -> subprocess.CompletedProcess[str]:
     # Untracked, not ignored (act copies what git would not ignore), and made only now so no commit holds it.
     if not (work / ".rally-gh").is_symlink():
         (work / ".rally-gh").symlink_to(REPO)
@@ -254,7 +257,7 @@ def act(fake: FakeGitHubServer, work: Path, workflow: Path, event_name: str, eve
     command = [_act(), event_name, "-W", str(workflow), "-e", str(event_file),
                "-P", "ubuntu-latest=-self-hosted", *ACT_OFFLINE, "--env", f"GITHUB_API_URL={fake.api_url}",
                "--env", "GITHUB_REPOSITORY=owner/repo", "--env", f"RALLY_TEST_ARTIFACTS={tmp_path / 'artifacts'}",
-               "-s", f"GITHUB_TOKEN={fake.token}"]
+               "-s", f"GITHUB_TOKEN={fake.token}", *(f"--env={k}={v}" for k, v in env_vars.items())]
     return subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=ACT_TIMEOUT_S)
 
 
@@ -364,6 +367,58 @@ def test_an_agents_job_that_fails_before_its_results_leaves_the_run_failed_not_r
     [comment] = [c for c in fake_github.comments.values() if c["issue"] == issue]
     assert "`: failed\n" in comment["body"] and "/owner/repo/actions/runs/" in comment["body"], comment["body"]
     assert not fake_github.pulls
+
+
+TAMPER = """
+import json, os, pathlib, subprocess, sys
+folder = pathlib.Path(sys.argv[1])
+record = json.loads((folder / "run.json").read_text())
+who = {"GIT_AUTHOR_NAME": "x", "GIT_AUTHOR_EMAIL": "x@x", "GIT_COMMITTER_NAME": "x", "GIT_COMMITTER_EMAIL": "x@x",
+       "GIT_INDEX_FILE": str(folder.parent / "tamper-index")}
+def git(*args, stdin=None):
+    return subprocess.run(["git", *args], check=True, capture_output=True, text=True, input=stdin,
+                          env={**os.environ, **who}).stdout.strip()
+api = next(t for t in record["teammates"] if t["name"] == "api")
+# A commit on api's branch that writes web's file, and a ref that is no branch of the run.
+git("read-tree", api["head_sha"])
+blob = git("hash-object", "-w", "--stdin", stdin="api was here\\n")
+git("update-index", "--add", "--cacheinfo", f"100644,{blob},src/web/main.py")
+head = git("commit-tree", git("write-tree"), "-p", api["head_sha"], "-m", "api: and web's file")
+git("update-ref", f"refs/heads/{api['branch']}", head)
+git("update-ref", "refs/heads/evil", head)
+api["head_sha"] = head
+(folder / "run.json").write_text(json.dumps(record))
+refs = [f"refs/heads/{t['branch']}" for t in record["teammates"] if t["head_sha"]]
+refs += [f"refs/heads/{record['integration_branch']}", "refs/heads/evil"]
+git("bundle", "create", str(folder / "run.bundle"), *refs, f"^{record['base_sha']}")
+"""
+
+
+def test_an_agents_job_that_tampers_with_its_artifact_is_caught_by_the_publish_job_and_named(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    issue, event = _labeled(fake_github)
+    work = _repository(fake_github, tmp_path)
+    tamper = tmp_path / "tamper.py"
+    tamper.write_text(TAMPER)
+    result = act(fake_github, work, _workflow("rally-issue.yml", tmp_path / "wf"), "issues", event, tmp_path,
+                 RALLY_TEST_TAMPER=f"{sys.executable} {tamper}")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out  # partial: the publish job fails the workflow
+    (number, pull), = fake_github.pulls.items()
+    body = fake_github.issues[number]["body"]
+    run_id = pull["head"].split("/")[1]
+    # api's work is refused with its reason, the ref outside the run is named, web's work is published.
+    assert "refused by the publish job: it wrote 1 path it does not own under the map of the base commit: " \
+           "src/web/main.py" in body, body
+    assert f"the bundle holds refs/heads/evil, not a branch of run {run_id}: not imported" in body, body
+    assert pull["draft"] is True and "unverified" in body
+    refs = fake_github.refs()
+    assert "refs/heads/evil" not in refs and f"refs/heads/rally/{run_id}/api" not in refs
+    integration = f"refs/heads/rally/{run_id}/_integration"
+    assert git(fake_github.bare_repo, "show", f"{integration}:src/web/main.py") == "# written by web\n"
+    assert "src/api/main.py" not in git(fake_github.bare_repo, "ls-tree", "-r", "--name-only", integration)
+    [comment] = [c for c in fake_github.comments.values() if c["issue"] == issue]
+    assert "refused by the publish job" in comment["body"], comment["body"]  # the issue is told too
 
 
 def test_an_unrelated_label_does_not_start_the_job(fake_github: FakeGitHubServer, tmp_path: Path) -> None:
