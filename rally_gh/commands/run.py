@@ -191,7 +191,8 @@ def _converse(root: Path, github: GitHubRun, loaded: LoadedConfig, actions: Acti
     answered = conversation.answer(github.endpoint, github.trigger, bot_allowlist=actions.inputs.bot_allowlist,
                                    teammates={t.name for t in loaded.config.teammates},
                                    act=act if actions.inputs.agents_here else None,
-                                   triggering_actor=actions.triggering_actor)
+                                   triggering_actor=actions.triggering_actor,
+                                   branch_prefix=loaded.config.branch_prefix)
     if answered is None:
         stdout.write("rally-gh: nothing to do: the comment gives no `/rally` command\n")
         return EXIT_OK

@@ -21,9 +21,10 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Literal
 
-from rally_gh.github.endpoint import CommentId, GitHubEndpoint, IssueNumber
+from rally_gh.github.endpoint import CommentId, GitHubEndpoint, IssueNumber, PullNumber
 from rally_gh.errors import RallyError
 from rally_gh.github.events import CommentRef, Trigger, authorize_attempt
+from rally_gh.github.review import run_of_pull_head
 from rally_gh.limits import TEAMMATE_NAME
 from rally_gh.state import RunState
 
@@ -137,7 +138,7 @@ class Answer:
 
 def answer(endpoint: GitHubEndpoint, trigger: Trigger, *, teammates: Collection[str],
            bot_allowlist: Collection[str] = (), act: Act | None = None,
-           triggering_actor: str | None = None) -> Answer | None:
+           triggering_actor: str | None = None, branch_prefix: str = "rally") -> Answer | None:
     """Act on the ``/rally`` command of a comment event; None when the comment gives none.
     ``teammates`` are the names of the map on the base commit; ``act`` carries out ``retry`` and
     ``drop`` (without it they are answered "not yet"); ``triggering_actor``: who started this
@@ -160,7 +161,7 @@ def answer(endpoint: GitHubEndpoint, trigger: Trigger, *, teammates: Collection[
         return _reply(endpoint, comment, "confused", False, f"{why}.\n\n{help_text()}")
     if command.verb == "help":
         return _reply(endpoint, comment, "eyes", True, help_text())
-    run_id = latest_run(endpoint, issue)
+    run_id = latest_run(endpoint, issue, branch_prefix)
     if run_id is None:
         return _reply(endpoint, comment, "confused", False,
                       f"no rally-gh run on #{issue} yet: add the `rally:parallel` label to start one.")
@@ -213,10 +214,15 @@ def _quoted(comment: CommentRef) -> str:
     return f"> {_shown(line, 80)}"
 
 
-def latest_run(endpoint: GitHubEndpoint, issue: IssueNumber) -> str | None:
-    """The run whose progress comment is the newest on ``issue``."""
+def latest_run(endpoint: GitHubEndpoint, issue: IssueNumber, branch_prefix: str = "rally") -> str | None:
+    """The run whose progress comment is the newest on ``issue``; on a run's pull request (its head
+    ``<branch_prefix>/<run>/_integration``), that run."""
     runs = endpoint.run_ids(issue)
-    return runs[-1] if runs else None
+    if runs:
+        return runs[-1]
+    if not endpoint.issue(issue).is_pull_request:
+        return None
+    return run_of_pull_head(endpoint.pull(PullNumber(int(issue))).head, branch_prefix)
 
 
 def workflow_run_of(run_id: str) -> int | None:

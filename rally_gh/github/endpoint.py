@@ -211,6 +211,10 @@ class GitHubEndpoint(Protocol):
 
     def update_pull(self, number: PullNumber, title: str, body: str) -> PullRequest: ...
 
+    def pull(self, number: PullNumber) -> PullRequest:
+        """A pull request of this repository, as it is now."""
+        ...
+
 
 def run_marker(run_id: str) -> str:
     """The hidden line that identifies a run's progress comment."""

@@ -465,6 +465,10 @@ class RealGitHub:
                               write=True), pull.mark_ready_for_review)
         return _pull(pull, created=False)
 
+    def pull(self, number: PullNumber) -> PullRequest:
+        return self._call(Action(f"read pull request #{number}", "pull-requests: read"),
+                          lambda: _pull(self._repo.get_pull(number), created=False))
+
     def update_pull(self, number: PullNumber, title: str, body: str) -> PullRequest:
         pull = self._repo.get_pull(number)
         self._call(Action(f"update pull request #{number}", "pull-requests: write", write=True),

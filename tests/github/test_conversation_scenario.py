@@ -72,10 +72,12 @@ class Shop:
         code = run_cmd.run(clone, read(env), out, progress_stream=io.StringIO())
         return code, out.getvalue()
 
-    def comment(self, body: str, user: str) -> tuple[int, dict[str, object]]:
-        said = self.fake.add_comment(self.issue, body, user=user)
+    def comment(self, body: str, user: str, on: int | None = None) -> tuple[int, dict[str, object]]:
+        """A comment on the run's issue, or ``on`` another (the run's pull request)."""
+        where = on or self.issue
+        said = self.fake.add_comment(where, body, user=user)
         return said, {"action": "created", "sender": {"login": user, "type": "User"},
-                      "issue": {"number": self.issue, "title": "Shop", "body": "Both halves.", "labels": []},
+                      "issue": {"number": where, "title": "Shop", "body": "Both halves.", "labels": []},
                       "comment": {"id": said, "body": body, "user": {"login": user}},
                       "repository": {"default_branch": "main", "full_name": "owner/repo"}}
 
@@ -170,7 +172,8 @@ def test_drop_takes_a_teammate_out_of_the_pull_request_and_keeps_its_branch(shop
     said, payload = shop.comment("/rally retry web", "alice")
     assert shop.job("issue_comment", payload, 4300)[0] == 0
     web = shop.head("web")
-    said, payload = shop.comment("/rally drop api", "alice")
+    (pull,) = shop.fake.pulls
+    said, payload = shop.comment("/rally drop api", "alice", on=pull)  # on the pull request this time
     code, out = shop.job("issue_comment", payload, 4302)
     reply = shop.reply(said)
     assert "**api**: out of the integration" in reply, (out, reply)
