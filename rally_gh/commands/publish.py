@@ -62,6 +62,9 @@ def publish(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: Publ
         raise
     for refusal in imported.refusals:
         sys.stderr.write(f"rally-gh: refused: {refusal.who}: {refusal.reason}\n")
+    # A handle opened before the import does not see the objects it brought (libgit2 lists packs once):
+    # a re-run's new commits, compared with what an earlier attempt pushed, would be "not found".
+    repo = git.open_repo(cwd)
     common = git.common_dir(repo)
     ledger = Ledger(common, imported.state)
     # In Actions the run publishes to origin; a local try only when asked (RALLY_REMOTE).

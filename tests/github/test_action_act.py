@@ -243,7 +243,7 @@ ACT_OFFLINE = ("--no-cache-server", "--action-offline-mode")
 
 
 def act(fake: FakeGitHubServer, work: Path, workflow: Path, event_name: str, event: dict[str, Any],
-        tmp_path: Path, **env_vars: str) -> subprocess.CompletedProcess[str]:
+        tmp_path: Path, *flags: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
     # Untracked, not ignored (act copies what git would not ignore), and made only now so no commit holds it.
     if not (work / ".rally-gh").is_symlink():
         (work / ".rally-gh").symlink_to(REPO)
@@ -257,7 +257,7 @@ def act(fake: FakeGitHubServer, work: Path, workflow: Path, event_name: str, eve
     command = [_act(), event_name, "-W", str(workflow), "-e", str(event_file),
                "-P", "ubuntu-latest=-self-hosted", *ACT_OFFLINE, "--env", f"GITHUB_API_URL={fake.api_url}",
                "--env", "GITHUB_REPOSITORY=owner/repo", "--env", f"RALLY_TEST_ARTIFACTS={tmp_path / 'artifacts'}",
-               "-s", f"GITHUB_TOKEN={fake.token}", *(f"--env={k}={v}" for k, v in env_vars.items())]
+               "-s", f"GITHUB_TOKEN={fake.token}", *(f"--env={k}={v}" for k, v in env_vars.items()), *flags]
     return subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=ACT_TIMEOUT_S)
 
 
@@ -419,6 +419,27 @@ def test_an_agents_job_that_tampers_with_its_artifact_is_caught_by_the_publish_j
     assert "src/api/main.py" not in git(fake_github.bare_repo, "ls-tree", "-r", "--name-only", integration)
     [comment] = [c for c in fake_github.comments.values() if c["issue"] == issue]
     assert "refused by the publish job" in comment["body"], comment["body"]  # the issue is told too
+
+
+def test_a_re_run_from_a_fresh_checkout_leaves_one_pull_request_and_one_comment(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    """Two attempts of one workflow run (act gives both the same run id), each job from a fresh copy of
+    the repository, as hosted runners check it out: the second attempt's agents make new commits and
+    its publish job publishes them over the first's. (A self-hosted runner's kept workspace, which act
+    cannot keep between runs, is played on the fake in test_publish_command.py.)"""
+    issue, event = _labeled(fake_github)
+    work = _repository(fake_github, tmp_path)
+    workflow = _workflow("rally-issue.yml", tmp_path / "wf")
+    heads = []
+    for attempt in (1, 2):
+        result = act(fake_github, work, workflow, "issues", event, tmp_path)
+        assert result.returncode == 0, f"attempt {attempt}:\n" + result.stdout + result.stderr
+        (pull,) = fake_github.pulls.values()
+        heads.append(fake_github.refs()[f"refs/heads/{pull['head']}"])
+    assert heads[0] != heads[1], "the second attempt published its own integration"
+    assert len(fake_github.pulls) == 1, fake_github.state()
+    assert len([c for c in fake_github.comments.values() if c["issue"] == issue]) == 1
+    assert sorted(fake_github.issues[issue]["labels"]) == ["rally:done", "rally:parallel"]
 
 
 def test_an_unrelated_label_does_not_start_the_job(fake_github: FakeGitHubServer, tmp_path: Path) -> None:

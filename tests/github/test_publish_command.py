@@ -301,3 +301,17 @@ def test_an_agents_job_that_left_no_results_marks_the_run_failed_with_a_link_to_
     assert comment["body"].startswith(f"<!-- rally-gh:run:{run} -->\n## rally-gh run `{run}`: failed\n")
     assert f"[the workflow run](https://github.example/owner/repo/actions/runs/{RUN_ID})" in comment["body"]
     assert not fake_github.pulls and not [r for r in fake_github.refs() if r.startswith("refs/heads/rally/")]
+
+
+def test_a_re_run_of_the_whole_workflow_on_fresh_runners_leaves_one_pull_request_and_one_comment(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    issue, event = _shop(fake_github, tmp_path)
+    for attempt in (1, 2):  # the agents' job makes new commits each time, then publishes over the first
+        (tmp_path / f"attempt-{attempt}").mkdir()
+        if attempt == 2:  # (the test pins commit dates: other work, so that the commits differ)
+            (tmp_path / "agent.py").write_text(AGENT.replace("'s work", "'s second work"))
+        _, results = _agents_job(fake_github, tmp_path / f"attempt-{attempt}", event)
+        code, out = _publish_job(fake_github, tmp_path / f"attempt-{attempt}", event, results)
+        assert code == 0, out
+    assert len(fake_github.pulls) == 1
+    assert len([c for c in fake_github.comments.values() if c["issue"] == issue]) == 1
