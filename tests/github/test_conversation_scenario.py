@@ -190,9 +190,9 @@ def test_drop_takes_a_teammate_out_of_the_pull_request_and_keeps_its_branch(shop
     assert shop.fake.refs() == before
 
 
-def _review(shop: Shop, pull: int, review: int, body: str) -> dict[str, object]:
+def _review(shop: Shop, pull: int, review: int, body: str, state: str = "changes_requested") -> dict[str, object]:
     return {"action": "submitted", "sender": {"login": "alice", "type": "User"},
-            "review": {"id": review, "state": "changes_requested", "body": body, "user": {"login": "alice"}},
+            "review": {"id": review, "state": state, "body": body, "user": {"login": "alice"}},
             "pull_request": {"number": pull, "head": {"ref": f"rally/{RUN}/_integration", "sha": "0" * 40},
                              "base": {"ref": "main", "sha": "1" * 40}},
             "repository": {"default_branch": "main", "full_name": "owner/repo"}}
@@ -233,6 +233,27 @@ def test_a_review_runs_each_owners_follow_up_round_and_each_thread_is_answered_w
     assert code == 0 and "taken already" in out
     assert {n: shop.head(n) for n in heads} == heads
     assert len([c for c in fake.review_comments.values() if c["in_reply_to"]]) == 3
+
+
+def test_a_reviews_text_goes_to_the_teammate_it_names_and_one_not_in_the_pull_request_is_told_why(
+        shop: Shop) -> None:
+    """web failed and is not in the pull request: the review's text names it, and is answered with how to get
+    it there; api's thread runs api's round as usual."""
+    fake = shop.fake
+    (pull,) = fake.pulls
+    review = fake.add_review(pull, "alice", "COMMENTED", body="/rally fix\nweb: the page needs a title too.",
+                             comments=(("src/api/work.txt", 1, "print is not logging"),))
+    (api,) = [c for c, v in fake.review_comments.items() if v["review"] == review]
+    web_before = shop.head("web")
+    payload = _review(shop, pull, review, "/rally fix\nweb: the page needs a title too.", "commented")
+    code, out = shop.job("pull_request_review", payload, 4500)
+    assert code == 0, out
+    (reply,) = [c["body"] for c in fake.review_comments.values() if c["in_reply_to"] == api]
+    assert "Addressed by `" in reply and "**api**'s follow-up round" in reply
+    (taken,) = [c["body"] for c in fake.comments.values() if c["issue"] == pull]
+    assert ("- **web**: the review's text: not addressed (web's work is not in this pull request (failed): "
+            "'/rally retry web' first)") in taken, taken
+    assert "not routed" not in taken and shop.head("web") == web_before
 
 
 # --- The docs show what rally-gh takes and says ---------------------------------------------
