@@ -78,7 +78,10 @@ def _environment(home: Path, **extra: str) -> dict[str, str]:
     return {"PATH": os.environ["PATH"], "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
             "GIT_CONFIG_NOSYSTEM": "1", "LANG": "C.UTF-8", "GITHUB_TOKEN": TOKEN,
             "GIT_AUTHOR_NAME": "Ada Tester", "GIT_AUTHOR_EMAIL": "ada@example.com",
-            "GIT_COMMITTER_NAME": "Ada Tester", "GIT_COMMITTER_EMAIL": "ada@example.com", **extra}
+            "GIT_COMMITTER_NAME": "Ada Tester", "GIT_COMMITTER_EMAIL": "ada@example.com",
+            # Which token is this test's, without giving it away: the attacker of attack 2 looks for its own
+            # run's alone (tests on other workers hold theirs, in processes of their own that may be starting).
+            "RALLY_HOSTILE_TOKEN_TAIL": TOKEN[-8:], **extra}
 
 
 def _repo(tmp_path: Path, mates: list[Mate], files: dict[str, str | bytes | None] | None = None,
@@ -139,7 +142,7 @@ def test_1_a_forged_branch_of_another_teammate_is_never_integrated(tmp_path: Pat
 
 
 def test_2_the_orchestrators_token_is_out_of_reach(tmp_path: Path) -> None:
-    repo = _repo(tmp_path, [Mate("alpha", "read_secret.py"), Mate("beta", HONEST)])
+    repo = _repo(tmp_path, [Mate("alpha", "read_secret.py", env=("RALLY_HOSTILE_TOKEN_TAIL",)), Mate("beta", HONEST)])
     run = _run(repo, "h2", _environment(Path(os.environ["HOME"])))
     reversed_token = TOKEN[::-1]
     leaks = [str(p) for p in (repo / ".git" / "rally").rglob("*") if p.is_file() and reversed_token in p.read_text(errors="replace")]
@@ -153,7 +156,7 @@ def test_2_without_a_sandbox_no_process_s_environment_holds_the_token_either(tmp
     """Item 5: with --no-sandbox the agent sees every process of the machine, and runs as root here
     (root reads even a non-dumpable process's /proc/<pid>/environ). rally-gh took the token out of its
     own environment once read, wiping the block /proc shows, and nothing it started inherited it."""
-    repo = _repo(tmp_path, [Mate("alpha", "read_secret.py"), Mate("beta", HONEST)])
+    repo = _repo(tmp_path, [Mate("alpha", "read_secret.py", env=("RALLY_HOSTILE_TOKEN_TAIL",)), Mate("beta", HONEST)])
     run = _run(repo, "h2n", _environment(Path(os.environ["HOME"])), "--no-sandbox")
     assert TOKEN[::-1] not in run.output
     _attacker_stopped(run, "alpha", "no token in any process's environment")
