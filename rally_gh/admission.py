@@ -1,5 +1,7 @@
 """Who may start a run and what it is asked to do (SPEC section 5): the start of a one-job
-``rally-gh run`` in Actions, and all of ``rally-gh admit``, the first job of the ready workflows."""
+``rally-gh run`` in Actions, and all of ``rally-gh admit``, the first job of the ready workflows;
+for a comment or a review, the answer (``/rally`` commands, review routing), and the run that a
+``/rally approve`` lets go on."""
 
 from __future__ import annotations
 
@@ -7,9 +9,17 @@ from dataclasses import dataclass, replace
 from typing import TextIO
 
 from rally_gh import publish
+from rally_gh.config import Config
 from rally_gh.errors import EXIT_FAILED, EXIT_OK
+from rally_gh.github import conversation, review
 from rally_gh.github.actions import ActionsContext, GitHubRun, issue_text_from_github
+from rally_gh.config import LoadedConfig
+from rally_gh.github import approval
+from rally_gh.github.approval import Continuation
+from rally_gh.github.endpoint import IssueNumber
 from rally_gh.github.events import Trigger
+from rally_gh.run import assess
+from rally_gh.tasks import RunTasks
 
 
 @dataclass(frozen=True)
@@ -53,3 +63,74 @@ def as_triggered(trigger: Trigger, asked: Asked) -> Asked:
                    max_parallel=min((n for n in (asked.max_parallel, trigger.inputs.max_parallel) if n is not None),
                                     default=None),
                    dry_run=asked.dry_run or trigger.inputs.dry_run)
+
+
+@dataclass(frozen=True)
+class Answered:
+    """What a comment or review event came to: the exit code, and the run it lets go on, if any."""
+
+    code: int
+    continuation: Continuation | None = None
+
+
+def answer_event(github: GitHubRun, config: Config, actions: ActionsContext, stdout: TextIO, *,
+                 act: conversation.Act | None = None, follow_up: review.FollowUp | None = None) -> Answered:
+    """A comment on a run's issue or pull request (its ``/rally`` command), or a review on a run's
+    pull request (each inline comment routed to the teammate that owns its file, and answered).
+    ``act`` carries out ``/rally retry`` and ``drop``, ``follow_up`` a review's rounds, where agents
+    may run (``conversation.answer``, ``review.route_review``); without them they are answered only."""
+    if github.trigger.kind == "review":
+        return Answered(_route_review(github, config, actions, stdout, follow_up))
+    answered = conversation.answer(github.endpoint, github.trigger, bot_allowlist=actions.inputs.bot_allowlist,
+                                   config=config, act=act, triggering_actor=actions.triggering_actor)
+    if answered is None:
+        stdout.write("rally-gh: nothing to do: the comment gives no `/rally` command\n")
+        return Answered(EXIT_OK)
+    stdout.write(f"rally-gh: {'done' if answered.acted else 'not acted on'}: {answered.reply.splitlines()[0]}\n")
+    return Answered(EXIT_FAILED if answered.refused else EXIT_OK, answered.continuation)
+
+
+def _route_review(github: GitHubRun, config: Config, actions: ActionsContext, stdout: TextIO,
+                  follow_up: review.FollowUp | None) -> int:
+    routing = review.route_review(github.endpoint, github.trigger, config, bot_allowlist=actions.inputs.bot_allowlist,
+                                  follow_up=follow_up, triggering_actor=actions.triggering_actor)
+    if routing.skipped:
+        stdout.write(f"rally-gh: review not routed: {routing.skipped}\n")
+        return EXIT_FAILED if routing.refused else EXIT_OK
+    for item in routing.routed:
+        stdout.write(f"rally-gh: {item.path}: {item.owner or 'nobody (a person must change it)'}\n")
+    for name, addressed in (routing.rounds or {}).items():
+        stdout.write(f"rally-gh: {name}'s follow-up round: {addressed.commit or 'no commit: ' + addressed.why}\n")
+    if routing.not_routed:
+        stdout.write(f"rally-gh: the review's text: not routed: {routing.not_routed}\n")
+    return EXIT_OK
+
+
+def continued(github: GitHubRun, continuation: Continuation, asked: Asked) -> Asked:
+    """What a run that goes on after approval is asked to do: its issue (its text read now), its teammates."""
+    return replace(asked, issue=int(continuation.issue), only=continuation.teammates,
+                   issue_text=issue_text_from_github(github.endpoint, continuation.issue))
+
+
+def waits_for_approval(github: GitHubRun, loaded: LoadedConfig, tasks: RunTasks | None, asked: Asked, run_id: str,
+                       actions: ActionsContext, stdout: TextIO) -> bool:
+    """Whether the run must wait for a person's approval (the map's ``approval`` rules hold for who
+    runs): then the issue's progress comment says why and how to approve, the step outputs say
+    ``needs-approval``, and nothing starts now."""
+    chosen, selected = assess.select(loaded, tasks, asked.only or None, asked.max_parallel)
+    reasons = assess.approval_reasons(chosen, selected)
+    if not reasons:
+        return False
+    names = [t.name for t in chosen.config.teammates if selected is None or t.name in selected]
+    via = actions.inputs.approval
+    if asked.issue is not None:
+        approval.wait_for_approval(github.endpoint, IssueNumber(asked.issue), run_id, reasons, names, via=via)
+    publish.write_outputs(actions.output_file, {"run-id": run_id, "admitted": "false", "needs-approval": "true",
+                                                "issue": "" if asked.issue is None else str(asked.issue),
+                                                "issue-text": asked.issue_text or ""})
+    how = ("a required reviewer of the environment `rally-approval` approves the agents' job" if via == "environment"
+           else f"`/rally approve` on issue #{asked.issue}" if asked.issue is not None
+           else "(no issue to approve it on: dispatch it for an issue, or approve through an environment)")
+    stdout.write(f"rally-gh: run {run_id} waits for approval before agents start: {'; '.join(reasons)}. "
+                 f"To go on: {how}\n")
+    return True

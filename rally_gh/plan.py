@@ -8,6 +8,7 @@ what each agent is told, ``plan_text`` shows all of it to a person.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 
 from rally_gh.config import Config, Problem, Teammate
 from rally_gh.ownership.globs import compile_glob, literal_prefix
@@ -58,23 +59,43 @@ def assess(config: Config, selected: Collection[str] | None = None) -> list[Prob
     return problems
 
 
-def approval_needed(config: Config, selected: Collection[str] | None = None) -> list[str]:
+@dataclass(frozen=True)
+class ApprovalReason:
+    """One rule of the map's ``approval`` that holds for a run: what it says, and where it is written."""
+
+    text: str
+    rule: tuple[str | int, ...]
+    """The rule's key path in the map, e.g. ``("approval", "high_risk", 0)``, to point at its line."""
+    teammate: str | None = None
+    """The teammate it holds for; None for a rule about the whole run (how many teammates run)."""
+
+
+def approval_reasons(config: Config, selected: Collection[str] | None = None) -> list[ApprovalReason]:
     """Why running ``selected`` needs a person's approval before any agent starts (the map's
-    ``approval`` rules); empty when it does not. A path rule holds for a teammate whose
-    ``exclusive_write`` owns some path the rule matches, proved with the overlap engine."""
+    ``approval`` rules); empty when it does not. A path rule holds for
+    a teammate whose ``exclusive_write`` owns some path the rule matches, proved with the overlap engine."""
     rules = config.approval
     names = [t.name for t in config.teammates if selected is None or t.name in selected]
     reasons = []
     if rules.teammates is not None and len(names) >= rules.teammates:
-        reasons.append(f"{len(names)} teammates run (approval from {rules.teammates})")
-    reasons += [f"{name} is marked high-risk" for name in names if name in rules.high_risk]
+        reasons.append(ApprovalReason(f"{len(names)} teammates run (approval from {rules.teammates})",
+                                      ("approval", "teammates")))
+    reasons += [ApprovalReason(f"{name} is marked high-risk", ("approval", "high_risk", rules.high_risk.index(name)),
+                               name) for name in names if name in rules.high_risk]
     if rules.paths:
         for name in names:
             found = [o for o in find_overlaps([(name, config.teammate(name).exclusive_write),
                                                ("approval.paths", rules.paths)]) if o.severity == "error"]
             if found:
-                reasons.append(f"{name} may write {found[0].example} ({found[0].pattern_b!r} in approval.paths)")
+                reasons.append(ApprovalReason(
+                    f"{name} may write {found[0].example} ({found[0].pattern_b!r} in approval.paths)",
+                    ("approval", "paths", rules.paths.index(found[0].pattern_b)), name))
     return reasons
+
+
+def approval_needed(config: Config, selected: Collection[str] | None = None) -> list[str]:
+    """The reasons of ``approval_reasons`` as text."""
+    return [r.text for r in approval_reasons(config, selected)]
 
 
 def hidden_dependencies(config: Config, names: Sequence[str]) -> list[Problem]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from rally_gh import git, publish
-from rally_gh.admission import Asked, admitted
+from rally_gh.admission import Asked, admitted, answer_event, continued, waits_for_approval
 from rally_gh.errors import EXIT_OK, UsageError
 from rally_gh.github.actions import ActionsContext, github_of_run, issue_of, read_event
 from rally_gh.github.endpoint import IssueNumber
@@ -43,20 +43,34 @@ def admit(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: AdmitO
         raise UsageError("admit asks GitHub who started the run: it needs a token (GITHUB_TOKEN) and the event",
                          hint="run it in the admit job of the ready workflows (docs/workflows/)")
     asked = Asked(issue, issue_text, actions.inputs.teammates(), actions.inputs.max_parallel(), False)
-    decided = admitted(github, actions, asked, run_id, stdout)
+    approved = False
+    if github.trigger.kind in ("comment", "review"):
+        answered = answer_event(github, loaded.config, actions, stdout)
+        if answered.continuation is None:
+            publish.write_outputs(actions.output_file, {"run-id": run_id, "admitted": "false"})
+            return answered.code
+        # `/rally approve`: the waiting run goes on in this workflow run's next jobs, under its own id.
+        run_id, approved = answered.continuation.run_id, True
+        decided: Asked | int = continued(github, answered.continuation, asked)
+    else:
+        decided = admitted(github, actions, asked, run_id, stdout)
     if isinstance(decided, int):
         publish.write_outputs(actions.output_file, {"run-id": run_id, "admitted": "false"})
         return decided
     try:
-        tasks_for_this_run(loaded.config, decided.issue_text, None, None, decided.issue)
+        tasks = tasks_for_this_run(loaded.config, decided.issue_text, None, None, decided.issue)
     except TasksRefused as err:
         if decided.issue is not None:
             publish.refuse_run(github.endpoint, IssueNumber(decided.issue), run_id, err)
         raise
+    if not approved and waits_for_approval(github, loaded, tasks, decided, run_id, actions, stdout):
+        return EXIT_OK
     if decided.issue is not None:
         publish.announce(github.endpoint, IssueNumber(decided.issue), run_id)
     publish.write_outputs(actions.output_file, {"run-id": run_id, "admitted": "true",
                                                 "issue": "" if decided.issue is None else str(decided.issue),
-                                                "issue-text": decided.issue_text or ""})
-    stdout.write(f"rally-gh: run {run_id} admitted\n")
+                                                "issue-text": decided.issue_text or "",
+                                                "approved": "true" if approved else "false",
+                                                "teammates": " ".join(decided.only) if approved else ""})
+    stdout.write(f"rally-gh: run {run_id} admitted" + (" (approved)" if approved else "") + "\n")
     return EXIT_OK

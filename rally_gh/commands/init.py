@@ -12,7 +12,7 @@ from rally_gh.errors import EXIT_OK, ConfigError, RallyError, UsageError
 from rally_gh.starter import find_codeowners, from_codeowners, from_layout
 
 # The single-job workflows; docs/split-runs.md explains rally-matrix.yml for runs split across jobs.
-WORKFLOWS = ("rally-issue.yml", "rally-dispatch.yml", "rally-pr-check.yml", "rally-commands.yml")
+WORKFLOWS = ("rally-issue.yml", "rally-dispatch.yml", "rally-pr-check.yml", "rally-comment.yml")
 
 
 def run(cwd: Path, stdout: TextIO, *, workflows: bool = False, force: bool = False) -> int:

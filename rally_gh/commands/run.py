@@ -28,7 +28,7 @@ from rally_gh.github.actions import (
     read_event,
 )
 from rally_gh.github.endpoint import IssueNumber
-from rally_gh.admission import Asked, admitted, as_triggered
+from rally_gh.admission import Asked, admitted, answer_event, as_triggered, continued, waits_for_approval
 from rally_gh.results import RESULTS_ARTIFACT, teammate_artifact, write_results
 from rally_gh.tasks import RunTasks, TasksRefused, apply_tasks, for_this_run, tasks_for_this_run
 from rally_gh.state import RunState, load_state, new_run_id, runs_dir
@@ -101,11 +101,18 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
     the_run = resume or run_id or new_run_id(issue, actions.workflow_run_id, time.time, git.common_dir(repo))
     github = github_of_run(actions, event)
     asked = Asked(issue, issue_text, actions.inputs.teammates(), actions.inputs.max_parallel(), options.dry_run)
-    if github is not None and github.trigger.kind == "comment":
-        return _converse(root, github, loaded, actions, stdout, options)
-    if github is not None and github.trigger.kind == "review":
-        return _route_review(root, github, loaded, actions, stdout, options)
-    if github is not None:
+    approved = options.approved
+    if github is not None and github.trigger.kind in ("comment", "review"):
+        here = actions.inputs.agents_here  # where agents may run beside the token: retry, drop, follow-up rounds
+        answered = answer_event(github, loaded.config, actions, stdout,
+                                act=_act(root, github, actions, stdout, options) if here else None,
+                                follow_up=_follow_up(root, github, actions, stdout, options) if here else None)
+        if answered.continuation is None:
+            return answered.code
+        # `/rally approve`: the waiting run goes on here, under its own id.
+        the_run, approved = answered.continuation.run_id, True
+        asked = continued(github, answered.continuation, asked)
+    elif github is not None:
         decided = admitted(github, actions, asked, the_run, stdout)
         if isinstance(decided, int):
             return decided
@@ -113,7 +120,7 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
     elif options.results is not None and event is not None and actions.event_name:
         # The agents' job: the admit job has admitted the run; what the event asks is read here too.
         trigger = event.trigger()
-        if not trigger.starts_run:
+        if not trigger.starts_run and not (trigger.kind == "comment" and approved):
             stdout.write(f"rally-gh: nothing to run: {trigger.reason or trigger.kind}\n")
             return EXIT_OK
         asked = as_triggered(trigger, asked)
@@ -127,6 +134,9 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
         if github is not None and issue is not None:
             publish.refuse_run(github.endpoint, IssueNumber(issue), the_run, err)
         raise
+    if github is not None and not approved and not asked.dry_run \
+            and waits_for_approval(github, loaded, tasks, asked, the_run, actions, stdout):
+        return EXIT_OK
     if (github is not None or options.results is not None) and resume is None and run_id is None \
             and actions.workflow_run_id:
         # A re-run of this workflow run on a self-hosted runner that kept its workspace.
@@ -155,7 +165,7 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
                                  remote=(actions.publish_to if github is not None
                                          else None if options.results is not None else actions.local_remote),
                                  only=asked.only or None, max_parallel=asked.max_parallel, tasks=tasks,
-                                 sandbox=not options.no_sandbox, approved=options.approved,
+                                 sandbox=not options.no_sandbox, approved=approved,
                                  risks=(SHARED_TOKEN_RISK,) if github is not None else ())
         except RallyError as err:
             started = (runs_dir(git.common_dir(repo)) / the_run / "run.json").exists()
@@ -176,9 +186,9 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
     return finish_run(repo, state, loaded.config, actions, stdout)
 
 
-def _converse(root: Path, github: GitHubRun, loaded: LoadedConfig, actions: ActionsContext, stdout: TextIO,
-              options: RunOptions) -> int:
-    """A comment on a run's issue or pull request: act on its ``/rally`` command, if it gives one."""
+def _act(root: Path, github: GitHubRun, actions: ActionsContext, stdout: TextIO,
+         options: RunOptions) -> conversation.Act:
+    """How this job carries out ``/rally retry`` and ``drop`` (where agents may run beside its token)."""
     def act(run_id: str, command: conversation.Command) -> str:
         record, at_base = published.take_up(root, actions.publish_to, run_id, _config_name(options))
         published.check_command(record.state, command.verb, command.names)
@@ -187,23 +197,12 @@ def _converse(root: Path, github: GitHubRun, loaded: LoadedConfig, actions: Acti
         state = _again(root, github, record, at_base, actions, stdout, options,
                        retry=command.names if command.verb == "retry" else (), drop=drop)
         return conversation.changed(state, command)
-
-    answered = conversation.answer(github.endpoint, github.trigger, bot_allowlist=actions.inputs.bot_allowlist,
-                                   teammates={t.name for t in loaded.config.teammates},
-                                   act=act if actions.inputs.agents_here else None,
-                                   triggering_actor=actions.triggering_actor,
-                                   branch_prefix=loaded.config.branch_prefix)
-    if answered is None:
-        stdout.write("rally-gh: nothing to do: the comment gives no `/rally` command\n")
-        return EXIT_OK
-    stdout.write(f"rally-gh: {'done' if answered.acted else 'not acted on'}: {answered.reply.splitlines()[0]}\n")
-    return EXIT_FAILED if answered.refused else EXIT_OK
+    return act
 
 
-def _route_review(root: Path, github: GitHubRun, loaded: LoadedConfig, actions: ActionsContext, stdout: TextIO,
-                  options: RunOptions) -> int:
-    """A review on a run's pull request: each inline comment routed to the teammate that owns its file, whose
-    follow-up round answers it (where agents may run), and each thread answered."""
+def _follow_up(root: Path, github: GitHubRun, actions: ActionsContext, stdout: TextIO,
+               options: RunOptions) -> review.FollowUp:
+    """How this job runs a review's follow-up rounds (where agents may run beside its token)."""
     def follow_up(run_id: str, asks: Mapping[str, str]) -> dict[str, review.Addressed]:
         record, at_base = published.take_up(root, actions.publish_to, run_id, _config_name(options))
         before = record.state
@@ -219,21 +218,7 @@ def _route_review(root: Path, github: GitHubRun, loaded: LoadedConfig, actions: 
             for name in ready:
                 rounds[name] = review.Addressed(*published.answering_commit(root, before, state, name))
         return rounds
-
-    routing = review.route_review(github.endpoint, github.trigger, loaded.config,
-                                  bot_allowlist=actions.inputs.bot_allowlist,
-                                  follow_up=follow_up if actions.inputs.agents_here else None,
-                                  triggering_actor=actions.triggering_actor)
-    if routing.skipped:
-        stdout.write(f"rally-gh: review not routed: {routing.skipped}\n")
-        return EXIT_FAILED if routing.refused else EXIT_OK
-    for item in routing.routed:
-        stdout.write(f"rally-gh: {item.path}: {item.owner or 'nobody (a person must change it)'}\n")
-    for name, addressed in (routing.rounds or {}).items():
-        stdout.write(f"rally-gh: {name}'s follow-up round: {addressed.commit or 'no commit: ' + addressed.why}\n")
-    if routing.not_routed:
-        stdout.write(f"rally-gh: the review's text: not routed: {routing.not_routed}\n")
-    return EXIT_OK
+    return follow_up
 
 
 def _again(root: Path, github: GitHubRun, record: published.PublishedRun, at_base: LoadedConfig,

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from rally_gh import git
 from rally_gh.errors import GitHubError, UsageError
@@ -66,6 +66,10 @@ class ActionInputs:
     issue_text: str | None = None
     """``RALLY_ISSUE_TEXT``: the issue's text as the admit job read it, for the agents' job of a dispatch
     (whose event names the issue without its text, and whose job has no token to read it)."""
+
+    approval: Literal["comment", "environment"] = "comment"
+    """``RALLY_APPROVAL``: how a run that needs approval is approved: ``/rally approve`` in a comment, or
+    a required reviewer of the GitHub Environment on the agents' job."""
 
     def teammates(self) -> tuple[str, ...]:
         """The ``teammates`` input, checked as strictly as a dispatch's."""
@@ -183,8 +187,17 @@ def read(environ: Mapping[str, str], *, event_path: Path | None = None) -> Actio
             agents_here=environ.get("RALLY_AGENTS", "").strip().lower() != "false",
             split_run_id=environ.get("RALLY_RUN_ID") or None,
             issue_text=environ.get("RALLY_ISSUE_TEXT") or None,
+            approval=_approval(environ.get("RALLY_APPROVAL", "")),
         ),
     )
+
+
+def _approval(value: str) -> Literal["comment", "environment"]:
+    if value in ("", "comment"):
+        return "comment"
+    if value == "environment":
+        return "environment"
+    raise UsageError(f"the action's input `approval` must be comment or environment, got {value[:40]!r}")
 
 
 def _branch(environ: Mapping[str, str], name: str) -> str | None:

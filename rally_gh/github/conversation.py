@@ -17,10 +17,13 @@ value out); ``answer`` acts on it against the ``GitHubEndpoint``:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
+from rally_gh.config import Config
+from rally_gh.github import approval
+from rally_gh.github.approval import Continuation
 from rally_gh.github.endpoint import CommentId, GitHubEndpoint, IssueNumber, PullNumber
 from rally_gh.errors import RallyError
 from rally_gh.github.events import CommentRef, Trigger, authorize_attempt
@@ -39,8 +42,6 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("/rally approve [NAME...]", "let a run that waits for approval go on (all of it, or the teammates named)"),
     ("/rally help", "this list"),
 )
-# Commands that are understood but not acted on yet: the reply says so instead of pretending.
-NOT_YET: frozenset[Verb] = frozenset({"approve"})
 # Commands that change a run: acted on by the caller's ``Act``, once per comment.
 CHANGES: frozenset[Verb] = frozenset({"retry", "drop"})
 
@@ -134,15 +135,19 @@ class Answer:
     acted: bool
     reply: str
     refused: bool = False
+    continuation: Continuation | None = None
+    """A run that goes on in this workflow run (``/rally approve``): its next jobs run it."""
 
 
-def answer(endpoint: GitHubEndpoint, trigger: Trigger, *, teammates: Collection[str],
+def answer(endpoint: GitHubEndpoint, trigger: Trigger, *, config: Config,
            bot_allowlist: Collection[str] = (), act: Act | None = None,
-           triggering_actor: str | None = None, branch_prefix: str = "rally") -> Answer | None:
+           triggering_actor: str | None = None) -> Answer | None:
     """Act on the ``/rally`` command of a comment event; None when the comment gives none.
-    ``teammates`` are the names of the map on the base commit; ``act`` carries out ``retry`` and
-    ``drop`` (without it they are answered "not yet"); ``triggering_actor``: who started this
-    attempt of the workflow run, admitted as the sender is."""
+    ``config`` is the map on the base commit; ``act`` carries out ``retry`` and ``drop`` (without it
+    they are answered "not yet"); ``triggering_actor``: who started this attempt of the workflow run,
+    admitted as the sender is. ``approve`` lets a run that waits for approval go on: the answer's
+    ``continuation``, which the caller runs."""
+    teammates = {t.name for t in config.teammates}
     comment = trigger.comment
     if comment is None:
         return None
@@ -161,7 +166,7 @@ def answer(endpoint: GitHubEndpoint, trigger: Trigger, *, teammates: Collection[
         return _reply(endpoint, comment, "confused", False, f"{why}.\n\n{help_text()}")
     if command.verb == "help":
         return _reply(endpoint, comment, "eyes", True, help_text())
-    run_id = latest_run(endpoint, issue, branch_prefix)
+    run_id = latest_run(endpoint, issue, config.branch_prefix)
     if run_id is None:
         return _reply(endpoint, comment, "confused", False,
                       f"no rally-gh run on #{issue} yet: add the `rally:parallel` label to start one.")
@@ -172,12 +177,8 @@ def answer(endpoint: GitHubEndpoint, trigger: Trigger, *, teammates: Collection[
                       f"`/rally {command.verb} {' '.join(command.names)}` is not acted on here: this job holds a "
                       "token that writes, and no agent (nor `merge.verify`) runs beside one. Take it where agents "
                       f"may run: `rally-gh run --event` on a runner of your own. Run `{run_id}` is unchanged.")
-    if command.verb in NOT_YET:
-        names = " ".join(command.names)
-        return _reply(endpoint, comment, "confused", False,
-                      f"`/rally {command.verb}{' ' + names if names else ''}` is understood but this version of "
-                      f"rally-gh does not act on it yet; run `{run_id}` is unchanged. Until it does, start a new run "
-                      "(remove and add the `rally:parallel` label).")
+    if command.verb == "approve":
+        return _approve(endpoint, trigger, comment, run_id, command.names, config)
     if command.verb == "cancel":
         return _reply(endpoint, comment, "eyes", True, _cancel(endpoint, run_id))
     return _reply(endpoint, comment, "eyes", True, _status(endpoint, run_id))
@@ -199,6 +200,24 @@ def _once(endpoint: GitHubEndpoint, comment: CommentRef, run_id: str, command: C
         return _reply(endpoint, comment, "confused", False, text)
     endpoint.upsert_comment(comment.issue, reply_marker(comment.id), f"{_quoted(comment)}\n\n{text}")
     return Answer(True, text)
+
+
+def _approve(endpoint: GitHubEndpoint, trigger: Trigger, comment: CommentRef, run_id: str, names: Sequence[str],
+             config: Config) -> Answer:
+    """``/rally approve [NAME...]``: the waiting run goes on, once however often the comment is delivered."""
+    earlier = endpoint.comment_with(comment.issue, reply_marker(comment.id))
+    if earlier is not None:
+        # Answered before (a second delivery, a re-run): what was done then stands.
+        return Answer(False, earlier.split("\n\n", 1)[-1])
+    decided = approval.approve(endpoint, comment.issue, run_id, names, config)
+    if isinstance(decided, str):
+        return _reply(endpoint, comment, "confused", False, f"{decided}.")
+    left = (f" Left out of this run, not approved: {', '.join(decided.left_out)} (their work is not done; a new "
+            "run can do it)." if decided.left_out else "")
+    answered = _reply(endpoint, comment, "eyes", True,
+                      f"Approved by @{trigger.sender}: run `{run_id}` goes on with {', '.join(decided.teammates)}."
+                      + left)
+    return replace(answered, continuation=decided)
 
 
 def _reply(endpoint: GitHubEndpoint, comment: CommentRef, reaction: Literal["eyes", "confused"], acted: bool,

@@ -65,12 +65,17 @@ def assess(loaded: LoadedConfig, selected: frozenset[str] | None = None,
 def approval(loaded: LoadedConfig, selected: frozenset[str] | None) -> None:
     """Refuse a run the map's ``approval`` rules hold for, before anything starts: a person
     approves it (``--approved``) once they have seen what it would do."""
-    reasons = plan.approval_needed(loaded.config, selected)
+    reasons = approval_reasons(loaded, selected)
     if reasons:
         where = f"{loaded.path}" if loaded.path else "the map"
         raise RallyError(f"this run needs a person's approval before agents start ({where}, approval): "
                          + "; ".join(reasons),
                          hint="see what it would do with `rally-gh plan`, then run it again with --approved")
+
+
+def approval_reasons(loaded: LoadedConfig, selected: Collection[str] | None) -> list[str]:
+    """Why the run needs approval, each reason with the line of the rule that holds (``rally.yml:12:5``)."""
+    return [f"{r.text} ({loaded.locate(*r.rule)})" for r in plan.approval_reasons(loaded.config, selected)]
 
 
 def agent_program_problems(repo: git.Repository | None, loaded: LoadedConfig, selected: Collection[str] | None,

@@ -173,7 +173,7 @@ def test_every_input_reaches_the_run_through_the_environment() -> None:
 def test_the_outputs_are_the_run_steps_outputs() -> None:
     outputs = _action()["outputs"]
     assert set(outputs) == {"run-id", "status", "pr-number", "pr-url", "report-json", "step-complete", "handoff",
-                            "admitted", "issue-text"}
+                            "admitted", "issue-text", "needs-approval", "approved", "teammates"}
     for name, output in outputs.items():
         assert output["value"] == f"${{{{ steps.rally.outputs.{name} }}}}"
 
@@ -230,7 +230,16 @@ def test_the_job_reader_tells_the_kinds_apart() -> None:
                             {"run": "rally-gh publish --results x"}]})
 
 
-@pytest.mark.parametrize("name", ["rally-issue.yml", "rally-dispatch.yml", "rally-pr-check.yml", "rally-matrix.yml"])
+# The comment workflow's first job answers every command and review as well as admitting an approved
+# run: replies in review threads (pull-requests) and `/rally cancel` (actions) write more than a label's admit.
+LEAST_IN: dict[str, dict[str, dict[str, str]]] = {
+    "rally-comment.yml": {"admit": {"contents": "read", "issues": "write", "pull-requests": "write",
+                                    "actions": "write"}},
+}
+
+
+@pytest.mark.parametrize("name", ["rally-issue.yml", "rally-dispatch.yml", "rally-pr-check.yml", "rally-matrix.yml",
+                                  "rally-comment.yml"])
 def test_every_job_holds_the_least_permissions_it_needs(name: str) -> None:
     workflow = _workflow(name)
     default = workflow["permissions"]
@@ -241,7 +250,7 @@ def test_every_job_holds_the_least_permissions_it_needs(name: str) -> None:
         if kind == "check":
             assert granted == {"contents": "read"}, job_name
             continue
-        assert granted == LEAST[kind], f"{job_name} ({kind}) holds {granted}"
+        assert granted == {**LEAST, **LEAST_IN.get(name, {})}[kind], f"{job_name} ({kind}) holds {granted}"
         text = json.dumps(job)
         if kind != "agents":
             # The agents' API keys reach only the agents' job, by name.
@@ -257,15 +266,18 @@ def test_every_job_holds_the_least_permissions_it_needs(name: str) -> None:
             assert all(s["with"].get("github-token") == "" for s in rally), f"{job_name}: pass github-token: ''"
 
 
-@pytest.mark.parametrize("name", ["rally-issue.yml", "rally-dispatch.yml"])
+@pytest.mark.parametrize("name", ["rally-issue.yml", "rally-dispatch.yml", "rally-comment.yml"])
 def test_run_workflows_write_only_in_the_publish_job_which_runs_after_the_agents(name: str) -> None:
     workflow = _workflow(name)
     assert workflow["permissions"] == {}
     kinds = {job_name: job_kind(job) for job_name, job in workflow["jobs"].items()}
     assert sorted(kinds.values()) == ["admit", "agents", "publish"]
-    publish, agents = (next(n for n, k in kinds.items() if k == kind) for kind in ("publish", "agents"))
+    admit, publish, agents = (next(n for n, k in kinds.items() if k == kind) for kind in ("admit", "publish", "agents"))
     assert agents in workflow["jobs"][publish]["needs"]
-    assert "issue" in workflow["concurrency"]["group"] and workflow["concurrency"]["cancel-in-progress"] is False
+    # The agents run only once admitted (after approval, when the map asks for one), and say whether approved.
+    assert workflow["jobs"][agents]["if"] == f"needs.{admit}.outputs.admitted == 'true'"
+    concurrency = workflow["jobs"][agents].get("concurrency", workflow["concurrency"])
+    assert "issue" in concurrency["group"] and concurrency["cancel-in-progress"] is False
 
 
 def test_the_issue_workflow_starts_only_on_the_rally_label() -> None:
@@ -348,8 +360,11 @@ def test_the_action_gives_rally_gh_the_token_and_git_no_helper() -> None:
 def test_every_run_for_one_issue_shares_one_concurrency_group() -> None:
     """A split run and a single-job run on the same issue must not overlap (one PR, one set of labels)."""
     # The ownership check starts no run; `/rally` commands must reach a run still going (`/rally cancel`).
-    starting = [p for p in DOC_WORKFLOWS if p.name not in ("rally-pr-check.yml", "rally-commands.yml")]
+    starting = [p for p in DOC_WORKFLOWS if p.name not in ("rally-pr-check.yml", "rally-comment.yml")]
     groups = {p.name: load_yaml(p)["concurrency"]["group"] for p in starting}
     assert all(g.startswith("rally-issue-${{") for g in groups.values()), groups
-    assert load_yaml(REPO / "docs" / "workflows" / "rally-commands.yml")["concurrency"]["group"] == \
-        "rally-command-${{ github.event.comment.id || github.event.review.id }}"
+    # The comment workflow's own group is per comment, so that `/rally cancel` reaches a run still going;
+    # its agents' job joins the issue's group: an approved run waits for one of the same issue that is going.
+    comment = _workflow("rally-comment.yml")
+    assert comment["concurrency"]["group"] == "rally-comment-${{ github.event.comment.id || github.event.review.id }}"
+    assert comment["jobs"]["agents"]["concurrency"]["group"] == "rally-issue-${{ github.event.issue.number }}"

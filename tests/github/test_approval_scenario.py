@@ -1,0 +1,172 @@
+"""A run that needs approval, on GitHub: it waits before any agent starts, a reader's `/rally approve` is
+refused, a writer's lets the same run go on in another workflow run, and the same comment delivered twice
+acts once. Against the fake GitHub over HTTP with the real PyGithub client, through `rally-gh run --event`
+in one job and through the split jobs' `rally-gh admit`."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from rally_gh.commands import admit as admit_cmd
+from rally_gh.commands import run as run_cmd
+from rally_gh.github.actions import read
+from rally_gh.github.conversation import reply_marker
+from rally_gh.github.endpoint import CommentId, run_marker
+from rally_gh.github.fake import FakeGitHubServer
+from rally_gh.publish import outputs_file_values
+from rally_gh.testing import git, init_repo
+
+AGENT = """\
+import os, pathlib
+name = os.environ["RALLY_TEAMMATE"]
+pathlib.Path(f"src/{name}").mkdir(parents=True, exist_ok=True)
+pathlib.Path(f"src/{name}/work.txt").write_text(f"{name} was here\\n")
+"""
+
+
+def _map(agent: Path) -> str:
+    command = f"[{json.dumps(sys.executable)}, {json.dumps(str(agent))}]"
+    lines = ["version: 1", "team: shop", "defaults: {timeout: 30s, retries: 0}",
+             "approval:", "  high_risk: [infra]", "teammates:"]
+    for name in ("api", "web", "infra"):
+        lines += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
+                  f"    agent: {{preset: command, command: {command}}}"]
+    return "\n".join(lines) + "\n"
+
+
+def _shop(fake: FakeGitHubServer, tmp_path: Path) -> int:
+    fake.set_permission("alice", "write")
+    fake.set_permission("mallory", "read")
+    issue = fake.create_issue("Shop", "All of it.", user="alice", labels=("rally:parallel",))
+    agent = tmp_path / "agent.py"
+    agent.write_text(AGENT)
+    origin = init_repo(tmp_path / "origin", {"README.md": "# shop\n", "rally.yml": _map(agent)})
+    git(origin, "remote", "add", "origin", fake.authenticated_git_url)
+    git(origin, "push", "-q", "origin", "main")
+    return issue
+
+
+def _job(fake: FakeGitHubServer, tmp_path: Path, name: str, event_name: str, payload: dict[str, Any],
+         run_number: str, command: str = "run", **action: str) -> tuple[int, str, dict[str, str]]:
+    """One job on a fresh runner (a new clone): ``rally-gh run`` or ``admit`` for the event; its exit code,
+    standard output and step outputs."""
+    folder = tmp_path / name
+    folder.mkdir()
+    event = folder / "event.json"
+    event.write_text(json.dumps(payload))
+    clone = folder / "clone"
+    git(tmp_path, "clone", "-q", fake.authenticated_git_url, str(clone))
+    outputs = folder / "outputs"
+    outputs.touch()
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_TOKEN": "test-token", "GITHUB_REPOSITORY": "owner/repo",
+           "GITHUB_API_URL": fake.api_url, "GITHUB_EVENT_NAME": event_name, "GITHUB_EVENT_PATH": str(event),
+           "GITHUB_RUN_ID": run_number, "GITHUB_OUTPUT": str(outputs), "PATH": os.environ["PATH"],
+           **{f"RALLY_{key.upper()}": value for key, value in action.items()}}
+    out = io.StringIO()
+    if command == "admit":
+        code = admit_cmd.admit(clone, read(env), out)
+    else:
+        code = run_cmd.run(clone, read(env), out, progress_stream=io.StringIO())
+    return code, out.getvalue(), outputs_file_values(outputs)
+
+
+def _labeled(issue: int) -> dict[str, Any]:
+    return {"action": "labeled", "label": {"name": "rally:parallel"}, "sender": {"login": "alice", "type": "User"},
+            "issue": {"number": issue, "title": "Shop", "body": "All of it.", "labels": [{"name": "rally:parallel"}]},
+            "repository": {"default_branch": "main", "full_name": "owner/repo"}}
+
+
+def _comment(issue: int, comment: int, body: str, sender: str) -> dict[str, Any]:
+    return {"action": "created", "sender": {"login": sender, "type": "User"},
+            "issue": {"number": issue, "title": "Shop", "body": "All of it.", "labels": []},
+            "comment": {"id": comment, "body": body, "user": {"login": sender}},
+            "repository": {"default_branch": "main", "full_name": "owner/repo"}}
+
+
+def _progress(fake: FakeGitHubServer, run_id: str) -> str:
+    (body,) = [c["body"] for c in fake.comments.values() if c["body"].startswith(run_marker(run_id))]
+    return str(body)
+
+
+def _reply(fake: FakeGitHubServer, comment: int) -> str:
+    (body,) = [c["body"] for c in fake.comments.values() if c["body"].startswith(reply_marker(CommentId(comment)))]
+    return str(body)
+
+
+def _branches(fake: FakeGitHubServer) -> list[str]:
+    return sorted(ref for ref in fake.refs() if ref.startswith("refs/heads/rally/"))
+
+
+def test_a_high_risk_run_waits_for_a_writers_approve_and_goes_on_once(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    issue = _shop(fake_github, tmp_path)
+    run_id = f"issue-{issue}-4100"
+
+    # The label: the run waits, before any agent starts, and says why and how to go on.
+    code, out, outputs = _job(fake_github, tmp_path, "label", "issues", _labeled(issue), "4100")
+    assert code == 0, out
+    assert outputs["needs-approval"] == "true" and outputs["admitted"] == "false" and outputs["run-id"] == run_id
+    waiting = _progress(fake_github, run_id)
+    assert "waiting for approval" in waiting
+    base = git(tmp_path / "origin", "rev-parse", "--short=10", "HEAD").strip()
+    assert f"infra is marked high-risk (rally.yml@{base}:5:15)" in waiting  # the rule, where it is written
+    assert "`/rally approve`" in waiting and "**Teammates** api, web, infra" in waiting
+    assert _branches(fake_github) == [] and not fake_github.pulls
+
+    # A reader's approval is refused with a reply; the run still waits.
+    said = fake_github.add_comment(issue, "/rally approve", user="mallory")
+    code, out, _ = _job(fake_github, tmp_path, "reader", "issue_comment",
+                        _comment(issue, said, "/rally approve", "mallory"), "4101")
+    assert code == 1, out
+    assert "refused" in _reply(fake_github, said) and "read permission" in _reply(fake_github, said)
+    assert "waiting for approval" in _progress(fake_github, run_id) and _branches(fake_github) == []
+
+    # A writer's approval: the same run (its id, its issue) goes on in the comment's workflow run.
+    said = fake_github.add_comment(issue, "/rally approve", user="alice")
+    code, out, _ = _job(fake_github, tmp_path, "writer", "issue_comment",
+                        _comment(issue, said, "/rally approve", "alice"), "4102")
+    assert code == 0, out
+    assert f"run `{run_id}` goes on with api, web, infra" in _reply(fake_github, said)
+    assert _branches(fake_github) == [f"refs/heads/rally/{run_id}/{n}" for n in ("_integration", "api", "infra", "web")]
+    (pull,) = fake_github.pulls
+    assert fake_github.issues[pull]["title"] == f"rally: Shop (#{issue})"
+    done = _progress(fake_github, run_id)
+    assert "waiting for approval" not in done and f"#{pull}" in done
+    refs, checks = fake_github.refs(), fake_github.count("POST", r"/check-runs$")
+    assert checks == 4  # api, web, infra, the integration
+
+    # The same comment delivered again (or its workflow re-run): nothing is done twice.
+    code, out, _ = _job(fake_github, tmp_path, "again", "issue_comment",
+                        _comment(issue, said, "/rally approve", "alice"), "4102")
+    assert code == 0 and "not acted on" in out, out
+    assert fake_github.refs() == refs and fake_github.count("POST", r"/check-runs$") == checks
+    assert len(fake_github.pulls) == 1 and _progress(fake_github, run_id) == done
+
+    # Another approval finds nothing waiting, and says so.
+    late = fake_github.add_comment(issue, "/rally approve", user="alice")
+    code, out, _ = _job(fake_github, tmp_path, "late", "issue_comment",
+                        _comment(issue, late, "/rally approve", "alice"), "4103")
+    assert code == 0 and "does not wait for approval" in _reply(fake_github, late)
+
+
+def test_approving_by_name_leaves_out_the_others_that_needed_it_through_the_split_jobs(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    issue = _shop(fake_github, tmp_path)
+    run_id = f"issue-{issue}-4200"
+    code, out, outputs = _job(fake_github, tmp_path, "admit", "issues", _labeled(issue), "4200", "admit")
+    assert code == 0 and outputs["needs-approval"] == "true" and outputs["admitted"] == "false", out
+
+    said = fake_github.add_comment(issue, "/rally approve api web", user="alice")
+    code, out, outputs = _job(fake_github, tmp_path, "command", "issue_comment",
+                              _comment(issue, said, "/rally approve api web", "alice"), "4201", "admit")
+    assert code == 0, out
+    # The comment workflow's next jobs run the waiting run: its id, who runs, approved.
+    assert (outputs["admitted"], outputs["approved"], outputs["run-id"], outputs["teammates"]) == (
+        "true", "true", run_id, "api web")
+    assert "Left out of this run, not approved: infra" in _reply(fake_github, said)
+    assert "waiting for approval" not in _progress(fake_github, run_id)  # a second approval finds nothing
