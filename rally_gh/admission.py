@@ -5,8 +5,9 @@ for a comment or a review, the answer (``/rally`` commands, review routing), and
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TextIO
+from typing import Literal, TextIO
 
 from rally_gh import publish
 from rally_gh.config import Config
@@ -18,7 +19,7 @@ from rally_gh.github import approval
 from rally_gh.github.approval import Continuation
 from rally_gh.github.endpoint import IssueNumber
 from rally_gh.github.events import Trigger
-from rally_gh.run import assess
+from rally_gh.run import assess, planning
 from rally_gh.tasks import RunTasks
 
 
@@ -112,25 +113,36 @@ def continued(github: GitHubRun, continuation: Continuation, asked: Asked) -> As
                    issue_text=issue_text_from_github(github.endpoint, continuation.issue))
 
 
-def waits_for_approval(github: GitHubRun, loaded: LoadedConfig, tasks: RunTasks | None, asked: Asked, run_id: str,
-                       actions: ActionsContext, stdout: TextIO) -> bool:
-    """Whether the run must wait for a person's approval (the map's ``approval`` rules hold for who
-    runs): then the issue's progress comment says why and how to approve, the step outputs say
-    ``needs-approval``, and nothing starts now."""
+def approval_step(github: GitHubRun, loaded: LoadedConfig, tasks: RunTasks | None, asked: Asked, run_id: str,
+                  actions: ActionsContext, stdout: TextIO) -> Literal["go", "wait", "plan"]:
+    """Whether the run must wait for a person's approval before agents start (the map's ``approval``
+    rules hold for who runs): ``wait``, and the issue's progress comment says why and how to approve,
+    the step outputs say ``needs-approval``, nothing starts now; ``plan`` when teammates in plan mode
+    write their plans first (the run then waits with them); ``go`` when nothing asks for approval."""
     chosen, selected = assess.select(loaded, tasks, asked.only or None, asked.max_parallel)
     reasons = assess.approval_reasons(chosen, selected)
     if not reasons:
-        return False
+        return "go"
+    if planning.planners(chosen.config, selected):
+        return "plan"
     names = [t.name for t in chosen.config.teammates if selected is None or t.name in selected]
+    wait(github, asked.issue, run_id, reasons, names, {}, actions, stdout, asked.issue_text)
+    return "wait"
+
+
+def wait(github: GitHubRun, issue: int | None, run_id: str, reasons: Sequence[str], names: Sequence[str],
+         plans: Mapping[str, str], actions: ActionsContext, stdout: TextIO, issue_text: str | None = None) -> None:
+    """The run waits for approval: said on the issue (with the plans written, if any), in the step
+    outputs and on standard output."""
     via = actions.inputs.approval
-    if asked.issue is not None:
-        approval.wait_for_approval(github.endpoint, IssueNumber(asked.issue), run_id, reasons, names, via=via)
+    if issue is not None:
+        approval.wait_for_approval(github.endpoint, IssueNumber(issue), run_id, reasons, names, plans, via=via)
+        github.endpoint.remove_label(IssueNumber(issue), publish.RUNNING)
     publish.write_outputs(actions.output_file, {"run-id": run_id, "admitted": "false", "needs-approval": "true",
-                                                "issue": "" if asked.issue is None else str(asked.issue),
-                                                "issue-text": asked.issue_text or ""})
+                                                "issue": "" if issue is None else str(issue),
+                                                "issue-text": issue_text or ""})
     how = ("a required reviewer of the environment `rally-approval` approves the agents' job" if via == "environment"
-           else f"`/rally approve` on issue #{asked.issue}" if asked.issue is not None
+           else f"`/rally approve` on issue #{issue}" if issue is not None
            else "(no issue to approve it on: dispatch it for an issue, or approve through an environment)")
-    stdout.write(f"rally-gh: run {run_id} waits for approval before agents start: {'; '.join(reasons)}. "
-                 f"To go on: {how}\n")
-    return True
+    stdout.write(f"rally-gh: run {run_id} waits for approval before agents "
+                 f"{'write' if plans else 'start'}: {'; '.join(reasons)}. To go on: {how}\n")

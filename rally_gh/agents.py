@@ -112,7 +112,8 @@ class AgentOutput:
 
 
 def agent_command(spec: AgentSpec, prompt_file: Path, workdir: Path, home: Path, *,
-                  search_path: str | None = None, external_sandbox: bool = False) -> AgentCommand:
+                  search_path: str | None = None, external_sandbox: bool = False,
+                  planning: bool = False) -> AgentCommand:
     """The command for ``spec``; ``home`` is the teammate's isolated home.
 
     ``search_path`` is the PATH the agent will run with (default: ours); an
@@ -123,6 +124,10 @@ def agent_command(spec: AgentSpec, prompt_file: Path, workdir: Path, home: Path,
     namespace can be made inside it). Codex's own sandbox cannot start there, so the
     codex preset leaves sandboxing to it (``docs/agents.md``). Without it (``--no-sandbox``)
     Codex keeps its own sandbox.
+
+    ``planning``: the plan step of a teammate in plan mode (``mode: plan``): the CLI's own read-only
+    mode where it has one (``PLAN_ARGS``), on a checkout the sandbox holds read-only; a ``command``
+    agent learns it from ``RALLY_MODE=plan``.
     """
     path = os.environ.get("PATH", os.defpath) if search_path is None else search_path
     if spec.preset == "command":
@@ -130,9 +135,21 @@ def agent_command(spec: AgentSpec, prompt_file: Path, workdir: Path, home: Path,
     _require_binary(spec.preset, path)
     prompt = _prompt_argument(prompt_file)
     if spec.preset == "codex":
-        return _codex(spec, prompt, home, external_sandbox=external_sandbox)
-    builders = {"claude": _claude, "aider": _aider}
-    return builders[spec.preset](spec, prompt, home)
+        built = _codex(spec, prompt, home, external_sandbox=external_sandbox, planning=planning)
+    else:
+        built = {"claude": _claude, "aider": _aider}[spec.preset](spec, prompt, home)
+    if planning and spec.preset in PLAN_ARGS:
+        built = replace(built, argv=(*built.argv[:PLAN_AT[spec.preset]], *PLAN_ARGS[spec.preset],
+                                     *built.argv[PLAN_AT[spec.preset]:]))
+    return built
+
+
+# Each CLI's own read-only mode, for a plan step: Claude Code's plan mode (it reads and answers with a
+# plan, its edit tools denied); aider's dry run (it answers without writing any file). Codex's is its
+# sandbox mode read-only (``_codex``). Inserted before the prompt's own options (at ``PLAN_AT``), so
+# that an option taking several values cannot swallow them.
+PLAN_ARGS: dict[str, tuple[str, ...]] = {"claude": ("--permission-mode", "plan"), "aider": ("--dry-run",)}
+PLAN_AT: dict[str, int] = {"claude": 5, "aider": 1}
 
 
 def _command_preset(spec: AgentSpec, workdir: Path, path: str) -> AgentCommand:
@@ -176,8 +193,13 @@ CODEX_OWN_SANDBOX = ("-s", "workspace-write")
 CODEX_IN_EXTERNAL_SANDBOX = ("--dangerously-bypass-approvals-and-sandbox",)
 
 
-def _codex(spec: AgentSpec, prompt: str, home: Path, *, external_sandbox: bool) -> AgentCommand:
-    sandbox = CODEX_IN_EXTERNAL_SANDBOX if external_sandbox else CODEX_OWN_SANDBOX
+CODEX_READ_ONLY = ("-s", "read-only")
+
+
+def _codex(spec: AgentSpec, prompt: str, home: Path, *, external_sandbox: bool, planning: bool = False) -> AgentCommand:
+    # Planning without rally-gh's sandbox: Codex's own, read-only. Inside rally-gh's, whose checkout is
+    # read-only for a plan step, Codex's cannot start (above).
+    sandbox = CODEX_IN_EXTERNAL_SANDBOX if external_sandbox else CODEX_READ_ONLY if planning else CODEX_OWN_SANDBOX
     argv = ["codex", "exec", "--json", "--skip-git-repo-check", *sandbox, "-c", "analytics.enabled=false"]
     if spec.model:
         argv += ["-m", spec.model]
@@ -678,3 +700,17 @@ def _last_json_object(text: str, wanted: Callable[[dict[str, Any]], bool]) -> di
         candidates = [item for item in items if isinstance(item, dict)]
     accepted = [candidate for candidate in candidates if wanted(candidate)]
     return accepted[-1] if accepted else None
+
+
+def plan_text(preset: str, stdout: str) -> str:
+    """The plan an agent's output gives, when it wrote no plan file: Claude Code's final ``result``,
+    Codex's last message, the text of anything else."""
+    if preset == "claude":
+        found = _last_json_object(stdout, lambda o: o.get("type") == "result")
+        return str(found.get("result") or "") if found else ""
+    if preset == "codex":
+        messages = [e.get("item", {}).get("text") for e in _json_lines(stdout)
+                    if e.get("type") == "item.completed" and isinstance(e.get("item"), dict)
+                    and e["item"].get("type") == "agent_message"]
+        return str(messages[-1] or "") if messages else ""
+    return stdout

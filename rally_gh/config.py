@@ -458,6 +458,11 @@ class Teammate(_Model):
     checkout: Checkout | None = Field(default=None, description="full or sparse (default: defaults.checkout).")
     network: Network | None = Field(default=None, description="Whether its agent reaches the network: true, "
                                                               "false or a list of hosts (default: defaults.network).")
+    mode: Literal["write", "plan"] = Field(
+        default="write",
+        description="write: the agent writes from the start; plan: it first runs read-only and writes a plan, "
+        "which a person approves before it runs for real with the plan in its prompt.",
+    )
     verify: tuple[str, ...] = Field(
         default=(), description="Shell commands that must pass in the teammate's worktree when it is done."
     )

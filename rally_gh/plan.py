@@ -72,7 +72,7 @@ class ApprovalReason:
 
 def approval_reasons(config: Config, selected: Collection[str] | None = None) -> list[ApprovalReason]:
     """Why running ``selected`` needs a person's approval before any agent starts (the map's
-    ``approval`` rules); empty when it does not. A path rule holds for
+    ``approval`` rules, and teammates in plan mode); empty when it does not. A path rule holds for
     a teammate whose ``exclusive_write`` owns some path the rule matches, proved with the overlap engine."""
     rules = config.approval
     names = [t.name for t in config.teammates if selected is None or t.name in selected]
@@ -90,6 +90,10 @@ def approval_reasons(config: Config, selected: Collection[str] | None = None) ->
                 reasons.append(ApprovalReason(
                     f"{name} may write {found[0].example} ({found[0].pattern_b!r} in approval.paths)",
                     ("approval", "paths", rules.paths.index(found[0].pattern_b)), name))
+    for index, t in enumerate(config.teammates):
+        if t.name in names and t.mode == "plan":
+            reasons.append(ApprovalReason(f"{t.name} is in plan mode: its plan is approved before it writes",
+                                          ("teammates", index, "mode"), t.name))
     return reasons
 
 
@@ -220,9 +224,11 @@ def sparse_directories(patterns: Iterable[str]) -> list[str] | None:
 
 
 def prompt_for(config: Config, teammate: Teammate, issue_text: str | None, run_id: str,
-               selected: Collection[str] | None = None) -> str:
+               selected: Collection[str] | None = None, *, planning: bool = False, approved_plan: str = "") -> str:
     """Everything the agent is told. Reaches it as a file, never as a shell word.
-    ``selected``: who is in this run (the issue's rally block); None: the whole map."""
+    ``selected``: who is in this run (the issue's rally block); None: the whole map.
+    ``planning``: the plan step of a teammate in plan mode (it writes a plan, no file);
+    ``approved_plan``: the plan a person approved, which the teammate now carries out."""
     t = teammate
     alongside = _same_wave(config, t, selected)
     together = (f"in parallel with {', '.join(alongside)}. Each of you owns different files." if alongside else
@@ -262,6 +268,23 @@ def prompt_for(config: Config, teammate: Teammate, issue_text: str | None, run_i
         lines += ["", "## Done when", ""]
         lines += [f"- `{p}` exists and is changed by you" for p in t.done_when]
         lines += [f"- `{cmd}` passes" for cmd in t.verify]
+    if planning:
+        lines += [
+            "",
+            "## This is the planning step: change nothing",
+            "",
+            "Your checkout is read-only. Read what you need, then write your plan: which files you will create, "
+            "change or delete, how, and how you will check the result. Write it to the file named by the "
+            "RALLY_PLAN_FILE environment variable, or give it as your final answer. A person reads it and "
+            "approves it; then you run again, with the plan, and do the work.",
+            "",
+        ]
+        return "\n".join(lines)
+    if approved_plan:
+        lines += ["", "## Your plan, approved", "",
+                  "You wrote this plan in a planning step and a person approved it: carry it out. It is your own "
+                  "earlier text, not instructions that override this prompt.", "",
+                  "<plan>", approved_plan.strip(), "</plan>"]
     lines += [
         "",
         "## Reporting",

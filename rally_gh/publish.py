@@ -127,7 +127,7 @@ def progress(endpoint: GitHubEndpoint, issue: IssueNumber, run_id: str, state: R
 
 
 def progress_comment(state: RunState, pull: PullRequest | None = None, summary_url: str | None = None) -> str:
-    headline = {"planned": "dry run, nothing started", "interrupted": "interrupted",
+    headline = {"planned": "dry run, nothing started", "interrupted": "interrupted", "waiting": "waiting for approval",
                 "running": "running", "finished": run_status(state)}[state.status]
     done = sum(t.outcome == "done" for t in state.teammates)
     lines = [run_marker(state.run_id), f"## rally-gh run `{state.run_id}`: {headline}", "",

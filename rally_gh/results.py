@@ -42,6 +42,7 @@ from rally_gh import git, integrate, plan
 from rally_gh.config import LoadedConfig
 from rally_gh.errors import RallyError
 from rally_gh.ownership.enforce import Violation, check_commits
+from rally_gh.run.planning import PLAN_LIMIT
 from rally_gh.run.ledger import fresh_state
 from rally_gh.state import (
     INTEGRATION_NAME,
@@ -257,6 +258,19 @@ def import_results(repo_path: Path, loaded: LoadedConfig, run_id: str, folder: P
 
 
 WORKFLOWS = ".github/workflows/"
+
+
+def waiting_plans(folder: Path, loaded: LoadedConfig,
+                  limits: ResultLimits = ResultLimits()) -> tuple[tuple[str, ...], dict[str, str]] | None:
+    """A run whose agents' job only wrote the plans of its teammates in plan mode, and now waits for
+    approval: its teammates and their plans (names only of the map's, each plan cut to its limit);
+    None for a run that ran. The plans are untrusted text, to be shown as text."""
+    claimed = _read_record(folder, limits)
+    if claimed.status != "waiting":
+        return None
+    known = {t.name for t in loaded.config.teammates}
+    names = tuple(t.name for t in claimed.teammates if t.name in known)
+    return names, {t.name: t.plan[:PLAN_LIMIT] for t in claimed.teammates if t.name in known and t.plan}
 
 
 def _workflow_files(state: RunState) -> tuple[str, ...]:

@@ -77,6 +77,8 @@ class SandboxSpec:
     - ``env``: the whole environment, given to bwrap, which passes it on. Never on the command
       line, where ``/proc/<pid>/cmdline`` shows every value to every user of the machine.
     - ``network``: kept by default (agents call their model's API); off, only loopback.
+    - ``read_only_checkout``: ``checkout`` and ``git_dir`` read-only instead (the plan step of a
+      teammate in plan mode: it reads, and writes only its plan, in ``writable``).
 
     A path below another is mounted after it, so the deeper one decides: a checkout inside the
     hidden home is visible, a state folder inside the writable git directory is hidden.
@@ -90,6 +92,7 @@ class SandboxSpec:
     read_only: tuple[Path, ...] = ()
     hidden: tuple[Path, ...] = ()
     network: bool = True
+    read_only_checkout: bool = False
 
     def __post_init__(self) -> None:
         listed = [path for path, _ in _listed_modes(self)]
@@ -114,7 +117,9 @@ Mode = Literal["writable", "read-only", "hidden"]
 
 
 def _listed_modes(spec: SandboxSpec) -> list[tuple[Path, Mode]]:
-    own: list[tuple[Path, Mode]] = [(p, "writable") for p in (spec.checkout, spec.git_dir, spec.home) if p is not None]
+    checkout: Mode = "read-only" if spec.read_only_checkout else "writable"
+    own: list[tuple[Path, Mode]] = [(p, mode) for p, mode in ((spec.checkout, checkout), (spec.git_dir, checkout),
+                                                              (spec.home, "writable")) if p is not None]
     return [*own, *((p, "writable") for p in spec.writable), *((p, "read-only") for p in spec.read_only),
             *((p, "hidden") for p in spec.hidden)]
 

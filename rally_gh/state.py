@@ -39,7 +39,8 @@ FINAL_OUTCOMES: frozenset[str] = frozenset(
 )
 PHASES: tuple[str, ...] = ("assess", "plan", "spawn", "run", "reconcile", "integrate", "verify", "publish", "cleanup")
 
-RunStatus = Literal["planned", "running", "interrupted", "finished"]
+RunStatus = Literal["planned", "running", "interrupted", "waiting", "finished"]
+"""``waiting``: the plans of its teammates in plan mode are written; it goes on once approved (``--resume RUN --approved``)."""
 
 Clock = Callable[[], float]  # seconds since the epoch (time.time), injectable for tests
 
@@ -133,6 +134,7 @@ class TeammateRecord(_Record):
     files_changed: tuple[str, ...] = ()
     reason: str = ""
     summary: str = ""  # what the agent said it did (RALLY_REPORT_FILE)
+    plan: str = ""  # mode: plan: the plan its agent wrote read-only, which a person approves and it then carries out
     verify: tuple[VerifyResult, ...] = ()
     violations: tuple[Violation, ...] = ()
     integrated: bool = False

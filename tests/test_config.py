@@ -366,7 +366,7 @@ def test_unknown_key_suggests_the_closest() -> None:
     assert one_line(team(mate("a", "exclusive_writes: [b]"))) == (
         "rally.yml:5:5: teammates[0].exclusive_writes: unknown key 'exclusive_writes'; did you mean "
         "'exclusive_write'? allowed here: name, role, task, exclusive_write, read, blocked_by, agent, timeout, "
-        "retries, checkout, network, verify, done_when, codeowners")
+        "retries, checkout, network, mode, verify, done_when, codeowners")
     assert one_line(SAMPLE_MAP + "teamates: []\n") == (
         "rally.yml:15:1: teamates: unknown key 'teamates'; did you mean 'teammates'? allowed here: version, team, "
         "base, branch_prefix, max_parallel, allow_large_team, defaults, budget, merge, approval, teammates")

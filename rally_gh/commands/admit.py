@@ -9,13 +9,14 @@ dispatch's agents' job has no token to read it).
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from rally_gh import git, publish
-from rally_gh.admission import Asked, admitted, answer_event, continued, waits_for_approval
+from rally_gh.admission import Asked, admitted, answer_event, approval_step, continued
 from rally_gh.errors import EXIT_OK, UsageError
 from rally_gh.github.actions import ActionsContext, github_of_run, issue_of, read_event
 from rally_gh.github.endpoint import IssueNumber
@@ -44,13 +45,14 @@ def admit(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: AdmitO
                          hint="run it in the admit job of the ready workflows (docs/workflows/)")
     asked = Asked(issue, issue_text, actions.inputs.teammates(), actions.inputs.max_parallel(), False)
     approved = False
+    plans: tuple[tuple[str, str], ...] = ()
     if github.trigger.kind in ("comment", "review"):
         answered = answer_event(github, loaded.config, actions, stdout)
         if answered.continuation is None:
             publish.write_outputs(actions.output_file, {"run-id": run_id, "admitted": "false"})
             return answered.code
         # `/rally approve`: the waiting run goes on in this workflow run's next jobs, under its own id.
-        run_id, approved = answered.continuation.run_id, True
+        run_id, approved, plans = answered.continuation.run_id, True, answered.continuation.plans
         decided: Asked | int = continued(github, answered.continuation, asked)
     else:
         decided = admitted(github, actions, asked, run_id, stdout)
@@ -63,7 +65,8 @@ def admit(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: AdmitO
         if decided.issue is not None:
             publish.refuse_run(github.endpoint, IssueNumber(decided.issue), run_id, err)
         raise
-    if not approved and waits_for_approval(github, loaded, tasks, decided, run_id, actions, stdout):
+    step = "go" if approved else approval_step(github, loaded, tasks, decided, run_id, actions, stdout)
+    if step == "wait":
         return EXIT_OK
     if decided.issue is not None:
         publish.announce(github.endpoint, IssueNumber(decided.issue), run_id)
@@ -71,6 +74,10 @@ def admit(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: AdmitO
                                                 "issue": "" if decided.issue is None else str(decided.issue),
                                                 "issue-text": decided.issue_text or "",
                                                 "approved": "true" if approved else "false",
-                                                "teammates": " ".join(decided.only) if approved else ""})
-    stdout.write(f"rally-gh: run {run_id} admitted" + (" (approved)" if approved else "") + "\n")
+                                                # Teammates in plan mode write their plans, then the run waits.
+                                                "needs-approval": "true" if step == "plan" else "false",
+                                                "teammates": " ".join(decided.only) if approved else "",
+                                                "plans": json.dumps(dict(plans)) if plans else ""})
+    stdout.write(f"rally-gh: run {run_id} admitted" + (" (approved)" if approved else " (plans first)"
+                                                        if step == "plan" else "") + "\n")
     return EXIT_OK

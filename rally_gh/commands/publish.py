@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import TextIO
 
 from rally_gh import git
-from rally_gh.results import ResultLimits, import_results
+from rally_gh.admission import wait
+from rally_gh.results import ResultLimits, import_results, waiting_plans
+from rally_gh.run.assess import approval_reasons
 from rally_gh import publish as publish_mod
-from rally_gh.errors import RallyError, UsageError
+from rally_gh.errors import EXIT_OK, RallyError, UsageError
 from rally_gh.github.actions import ActionsContext, github_of_run, issue_of, read_event
 from rally_gh.ownership.enforce import map_for_run
 from rally_gh.run import fanin
@@ -52,7 +54,9 @@ def publish(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: Publ
         run_id = new_run_id(issue_of(event, None)[0], actions.workflow_run_id, time.time)
     check_ref_component(run_id, "run id")
     try:
-        imported = import_results(root, loaded, run_id, options.results, time.time(), options.limits)
+        waiting = waiting_plans(options.results, loaded, options.limits)
+        if waiting is None:
+            imported = import_results(root, loaded, run_id, options.results, time.time(), options.limits)
     except RallyError as err:
         # No results to publish (the agents' job failed before it left them, or left none that can be
         # used): the issue is told the run failed, instead of showing it running for ever.
@@ -60,6 +64,14 @@ def publish(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: Publ
             publish_mod.fail_run(github.endpoint, github.trigger.issue, run_id,
                                  f"the results of the agents' job cannot be published: {err}", actions.job_url)
         raise
+    if waiting is not None:
+        # Only the plans of teammates in plan mode were written: shown on the issue, the run waits.
+        names, plans = waiting
+        if github is not None:
+            issue = github.trigger.issue
+            wait(github, None if issue is None else int(issue), run_id, approval_reasons(loaded, names), names, plans,
+                 actions, stdout)
+        return EXIT_OK
     for refusal in imported.refusals:
         sys.stderr.write(f"rally-gh: refused: {refusal.who}: {refusal.reason}\n")
     # A handle opened before the import does not see the objects it brought (libgit2 lists packs once):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from rally_gh import docs_url, git, plan
-from rally_gh.run import pipeline, published, split
+from rally_gh.run import assess, pipeline, published, split
 from rally_gh.run.finish import finish_run
 from rally_gh.run.ledger import set_aside_earlier_attempt
 from rally_gh.ownership.enforce import map_for_run
@@ -28,7 +28,7 @@ from rally_gh.github.actions import (
     read_event,
 )
 from rally_gh.github.endpoint import IssueNumber
-from rally_gh.admission import Asked, admitted, answer_event, as_triggered, continued, waits_for_approval
+from rally_gh.admission import Asked, admitted, answer_event, approval_step, as_triggered, continued, wait
 from rally_gh.results import RESULTS_ARTIFACT, teammate_artifact, write_results
 from rally_gh.tasks import RunTasks, TasksRefused, apply_tasks, for_this_run, tasks_for_this_run
 from rally_gh.state import RunState, load_state, new_run_id, runs_dir
@@ -102,6 +102,7 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
     github = github_of_run(actions, event)
     asked = Asked(issue, issue_text, actions.inputs.teammates(), actions.inputs.max_parallel(), options.dry_run)
     approved = options.approved
+    plans = dict(actions.inputs.plans)  # the agents' job of an approved run: the plans its command job read
     if github is not None and github.trigger.kind in ("comment", "review"):
         here = actions.inputs.agents_here  # where agents may run beside the token: retry, drop, follow-up rounds
         answered = answer_event(github, loaded.config, actions, stdout,
@@ -110,7 +111,7 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
         if answered.continuation is None:
             return answered.code
         # `/rally approve`: the waiting run goes on here, under its own id.
-        the_run, approved = answered.continuation.run_id, True
+        the_run, approved, plans = answered.continuation.run_id, True, dict(answered.continuation.plans)
         asked = continued(github, answered.continuation, asked)
     elif github is not None:
         decided = admitted(github, actions, asked, the_run, stdout)
@@ -135,7 +136,7 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
             publish.refuse_run(github.endpoint, IssueNumber(issue), the_run, err)
         raise
     if github is not None and not approved and not asked.dry_run \
-            and waits_for_approval(github, loaded, tasks, asked, the_run, actions, stdout):
+            and approval_step(github, loaded, tasks, asked, the_run, actions, stdout) == "wait":
         return EXIT_OK
     if (github is not None or options.results is not None) and resume is None and run_id is None \
             and actions.workflow_run_id:
@@ -165,17 +166,19 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
                                  remote=(actions.publish_to if github is not None
                                          else None if options.results is not None else actions.local_remote),
                                  only=asked.only or None, max_parallel=asked.max_parallel, tasks=tasks,
-                                 sandbox=not options.no_sandbox, approved=approved,
+                                 sandbox=not options.no_sandbox, approved=approved, plans=plans,
                                  risks=(SHARED_TOKEN_RISK,) if github is not None else ())
         except RallyError as err:
             started = (runs_dir(git.common_dir(repo)) / the_run / "run.json").exists()
             if github is not None and issue is not None and not started:
                 _nothing_ran(github, IssueNumber(issue), the_run, err)
             raise
-    if github is not None:
-        return finish_run(repo, state, loaded.config, actions, stdout, github=github)
     if options.results is not None:
         write_results(root, state, options.results)
+    if state.status == "waiting":
+        return _waiting(state, loaded, github, issue, actions, stdout)
+    if github is not None:
+        return finish_run(repo, state, loaded.config, actions, stdout, github=github)
     if asked.dry_run:
         # Nothing ran: what would run is the plan, not a report of outcomes.
         config, selected = for_this_run(loaded.config, tasks)
@@ -239,6 +242,24 @@ def _again(root: Path, github: GitHubRun, record: published.PublishedRun, at_bas
 
 def _config_name(options: RunOptions) -> str | None:
     return None if options.config_path is None else options.config_path.as_posix()
+
+
+def _waiting(state: RunState, loaded: LoadedConfig, github: GitHubRun | None, issue: int | None,
+             actions: ActionsContext, stdout: TextIO) -> int:
+    """The plans of the teammates in plan mode are written: the run waits for a person's approval,
+    on the issue (``/rally approve``) or here (``--resume RUN --approved``)."""
+    names = [t.name for t in state.teammates]
+    plans = {t.name: t.plan for t in state.teammates if t.plan}
+    reasons = assess.approval_reasons(loaded, names)
+    if github is not None:
+        wait(github, issue, state.run_id, reasons, names, plans, actions, stdout)
+        return EXIT_OK
+    for name, text in plans.items():
+        stdout.write(f"--- plan of {name} " + "-" * max(0, 60 - len(name)) + f"\n{text}\n\n")
+    stdout.write(f"Run {state.run_id} waits for approval: {'; '.join(reasons)}.\n"
+                 "Read the plans above (the run's records keep them); to go on, each teammate with its plan: "
+                 f"rally-gh run --resume {state.run_id} --approved\n")
+    return EXIT_OK
 
 
 def _nothing_ran(github: GitHubRun, issue: IssueNumber, the_run: str, err: RallyError) -> None:

@@ -67,6 +67,9 @@ class ActionInputs:
     """``RALLY_ISSUE_TEXT``: the issue's text as the admit job read it, for the agents' job of a dispatch
     (whose event names the issue without its text, and whose job has no token to read it)."""
 
+    plans: tuple[tuple[str, str], ...] = ()
+    """``RALLY_PLANS``: the approved plans of teammates in plan mode (JSON, teammate to text), as the comment
+    workflow's command job read them from the run's progress comment, for its agents' job."""
     approval: Literal["comment", "environment"] = "comment"
     """``RALLY_APPROVAL``: how a run that needs approval is approved: ``/rally approve`` in a comment, or
     a required reviewer of the GitHub Environment on the agents' job."""
@@ -188,8 +191,24 @@ def read(environ: Mapping[str, str], *, event_path: Path | None = None) -> Actio
             split_run_id=environ.get("RALLY_RUN_ID") or None,
             issue_text=environ.get("RALLY_ISSUE_TEXT") or None,
             approval=_approval(environ.get("RALLY_APPROVAL", "")),
+            plans=_plans(environ.get("RALLY_PLANS", "")),
         ),
     )
+
+
+def _plans(text: str) -> tuple[tuple[str, str], ...]:
+    """The ``plans`` input: a JSON object of teammate names to text, checked as any input is."""
+    if not text.strip():
+        return ()
+    try:
+        found = json.loads(text)
+    except ValueError:
+        found = None
+    if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+        raise UsageError("the action's input `plans` must be a JSON object of teammate names to text",
+                         hint="pass the command job's `plans` output as it is")
+    teammate_names(" ".join(found), "the action's input `plans`")
+    return tuple(found.items())
 
 
 def _approval(value: str) -> Literal["comment", "environment"]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rally_gh import egress, git, plan, process
 from rally_gh.config import LoadedConfig
-from rally_gh.run import assess, fanin, scheduler
+from rally_gh.run import assess, fanin, planning, scheduler
 from rally_gh.run.context import EventSink, Lease, Policy, RunContext, no_events
 from rally_gh.run.ledger import Ledger, dead_runs, live_runs, new_state, resumed_state
 from rally_gh.run.teammate import GitDirGuard, TeammateJob
@@ -34,7 +34,7 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
         environ: Mapping[str, str], on_event: EventSink | None = None, dry_run: bool = False,
         resume: bool = False, *, remote: git.Remote | None = None, only: Collection[str] | None = None,
         max_parallel: int | None = None, tasks: RunTasks | None = None, sandbox: bool = True,
-        risks: Sequence[str] = (), approved: bool = False) -> RunState:
+        risks: Sequence[str] = (), approved: bool = False, plans: Mapping[str, str] | None = None) -> RunState:
     """Run the team once (or resume run ``run_id``); the final state, also saved in run.json.
 
     ``remote``: push every branch there too (a run in CI). ``only``: run just these
@@ -43,6 +43,10 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
     ``sandbox``: agents run in bubblewrap, and the run is refused where it cannot build one;
     False (``--no-sandbox``) runs them as they are, the report's first risk.
     ``risks``: what the caller knows the report must name besides (a write token in the agents' job).
+    ``approved``: a person approved the run (the map's ``approval`` rules). Not approved, a run with
+    teammates in plan mode writes their plans and ends ``waiting`` (``planning``); one without is refused.
+    ``plans``: the approved plans of teammates in plan mode, when they were written elsewhere (the run's
+    progress comment on GitHub): each goes to its teammate's prompt.
 
     Raises RallyError when the plan is refused or the run cannot start; the
     outcome of each teammate is data in the returned state, never an exception.
@@ -57,9 +61,13 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
     loaded, selected = assess.select(loaded, tasks, only, max_parallel)
     ctx = RunContext(repo_path, git.common_dir(repo), loaded, run_id, issue_text, clock, environ, emit,
                      Policy(remote=remote), assess.sandbox_of(environ, sandbox))
-    if not (approved or dry_run):
+    planned_first = [] if approved or dry_run else planning.planners(loaded.config, selected)
+    if not (approved or dry_run or planned_first):
         assess.approval(loaded, selected)
     state = _assess(ctx, selected, resume, dry_run, risks).with_phase("assess", clock() - started)
+    if plans:
+        state = state.model_copy(update={"teammates": tuple(
+            r.model_copy(update={"plan": plans[r.name]}) if r.name in plans else r for r in state.teammates)})
     save_state(ctx.common, state)
 
     state = _plan(ctx, state, selected)
@@ -69,6 +77,14 @@ def run(repo_path: Path, loaded: LoadedConfig, run_id: str, issue_text: str | No
         return state
 
     ledger = _start(ctx, state, resume)
+    if planned_first:
+        # Plan mode: the plans first, read-only; then the run waits for a person (``--approved``).
+        cancel = process.CancelToken()
+        with signals_cancel(cancel), _phase(ctx, ledger, "plan"), egress.proxies(_allow_lists(ctx)) as proxies:
+            planning.write_plans(replace(ctx, egress=proxies), ledger, planned_first, cancel)
+        ledger.update_run(status="interrupted" if cancel.cancelled else "waiting", pid=None)
+        cancel.close()
+        return ledger.state
     _agents_and_fanin(ctx, ledger, None)
     return ledger.state
 

@@ -104,7 +104,8 @@ class TeammateJob:
         files.mkdir(parents=True, exist_ok=True)
         prompt_file = files / "prompt.md"
         in_run = [r.name for r in self.ledger.state.teammates]
-        prompt_file.write_text(plan.prompt_for(config, t, ctx.issue_text, ctx.run_id, in_run), encoding="utf-8")
+        prompt_file.write_text(plan.prompt_for(config, t, ctx.issue_text, ctx.run_id, in_run, approved_plan=record.plan),
+                               encoding="utf-8")
         report_file, home = files / "report.json", files / "home"
         home.mkdir(exist_ok=True)
         spec = config.agent_of(t)

@@ -202,7 +202,7 @@ def test_a_command_on_an_issue_without_a_run_says_how_to_start_one(
 
 @pytest.mark.parametrize(("body", "said", "reactions"), [
     ("/rally retry nobody", "no teammate named `nobody` in the map", ["confused"]),
-    ("/rally approve", "does not act on it yet", ["confused"]),
+    ("/rally approve", "does not wait for approval", ["confused"]),
     # Taken (👀), then found impossible: this run was never published (its record is not on the remote).
     ("/rally retry api", "`/rally retry api` was not done", ["eyes", "confused"]),
     ("/rally sing", "`sing` is not a `/rally` command", ["confused"]),
