@@ -26,7 +26,7 @@ def _waiting_run(fake: FakeGitHubServer, tmp_path: Path) -> tuple[int, Path, str
     rally_yml = (work / "rally.yml").read_text().replace("teammates:\n", "approval: {high_risk: [web]}\nteammates:\n")
     commit(work, {"rally.yml": rally_yml}, "approval for web")
     git(work, "push", "-q", fake.authenticated_git_url, "main")
-    git(work, "fetch", "-q", "origin")
+    git(work, "fetch", "-q", fake.authenticated_git_url, "+main:refs/remotes/origin/main")
     issue = fake.create_issue("Add the shop", "Both halves, please.", user="alice", labels=("rally:parallel",))
     run_id = f"issue-{issue}-4500"
     fake.add_comment(issue, waiting_comment(run_id, ["web is marked high-risk (rally.yml:5:15)"], ["api", "web"]))
