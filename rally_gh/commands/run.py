@@ -125,8 +125,9 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
             stdout.write(f"rally-gh: nothing to run: {trigger.reason or trigger.kind}\n")
             return EXIT_OK
         asked = as_triggered(trigger, asked)
-        if asked.issue_text is None and actions.inputs.issue_text:
-            # A dispatch names its issue without its text: the admit job read it, and passes it on.
+        if actions.inputs.issue_text and (asked.issue_text is None or trigger.kind == "comment"):
+            # A dispatch names its issue without its text, and an approved run goes on with the text its
+            # command job read (and checked the issue's `rally` block in): that job passes it on.
             asked = replace(asked, issue_text=actions.inputs.issue_text)
     issue, issue_text = asked.issue, asked.issue_text
     try:
