@@ -2,12 +2,15 @@
 
 A run leaves three things in the repository: its branches (``<prefix>/<run>/...``),
 its state (``<git common dir>/rally/runs/<run>/``) and, when it was killed, worktrees
-under ``rally_worktrees_root``. ``plan_clean`` decides what may go, as a value;
-``execute_clean`` removes it. A branch goes only when every commit of it that no
-other ref holds has an equal change (the same patch id) in a ref that stays: the
-integration branch holds its teammates' work as replayed commits, the base branch
-holds it once the pull request is merged, a remote-tracking ref once it was pushed.
-Otherwise the branch is kept, and its run's state with it, unless ``force``.
+under ``rally_worktrees_root``; a CI run re-run in a kept workspace also leaves its
+earlier attempts (their state under ``rally/attempts/<run>-<n>/``, their branches under
+``refs/rally/superseded/<prefix>/<run>/``), which go with the run, judged as its branches
+are. ``plan_clean`` decides what may go, as a value; ``execute_clean`` removes it. A
+branch goes only when every commit of it that no other ref holds has an equal change (the
+same patch id) in a ref that stays: the integration branch holds its teammates' work as
+replayed commits, the base branch holds it once the pull request is merged, a
+remote-tracking ref once it was pushed. Otherwise the branch is kept, and its run's state
+with it, unless ``force``.
 """
 
 from __future__ import annotations
@@ -126,6 +129,8 @@ class RunCleanup:
     kept: tuple[KeptBranch, ...]  # work that exists nowhere else (without --force)
     state_dir: Path | None  # to delete (None: none, or kept with a kept branch)
     worktrees: tuple[Path, ...]  # leftover checkouts to remove
+    attempts: tuple[Path, ...] = ()  # earlier attempts' states to delete (kept with a kept branch)
+    superseded: tuple[str, ...] = ()  # earlier attempts' branches (full ref names) to delete
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,7 @@ def plan_clean(repo: git.Repository, runs: Sequence[RunInfo], *, force: bool) ->
     skipped = tuple(r.run_id for r in runs if r.alive)
     chosen = [r for r in runs if not r.alive]
     candidates = {b for r in chosen for b in r.branches}
+    superseded = {r.run_id: _superseded_refs(repo, r) for r in chosen}
     every_ref = git.ref_names(repo, "refs/heads", "refs/remotes", "refs/tags")
     keep_refs = [ref for ref in every_ref if ref.removeprefix("refs/heads/") not in candidates]
     kept: dict[str, KeptBranch] = {}
@@ -162,15 +168,20 @@ def plan_clean(repo: git.Repository, runs: Sequence[RunInfo], *, force: bool) ->
         for branch in ordered:
             if branch in kept:
                 continue
-            lost = _work_nowhere_else(repo, branch, keep_refs)
+            lost = _work_nowhere_else(repo, f"refs/heads/{branch}", keep_refs)
             if lost:
                 kept[branch] = KeptBranch(branch, lost)
                 keep_refs.append(f"refs/heads/{branch}")
+        # An earlier attempt's branches go only when what stays holds their work, as for branches.
+        for ref in (ref for refs in superseded.values() for ref in refs):
+            lost = _work_nowhere_else(repo, ref, keep_refs)
+            if lost:
+                kept[ref] = KeptBranch(ref, lost)
     worktree_root = git.rally_worktrees_root(repo)
     common = git.common_dir(repo)
     plans = []
     for r in chosen:
-        kept_here = tuple(kept[b] for b in r.branches if b in kept)
+        kept_here = tuple(kept[b] for b in (*r.branches, *superseded[r.run_id]) if b in kept)
         state_dir = runs_dir(common) / r.run_id
         plans.append(RunCleanup(
             r.run_id,
@@ -178,6 +189,8 @@ def plan_clean(repo: git.Repository, runs: Sequence[RunInfo], *, force: bool) ->
             kept_here,
             state_dir if state_dir.is_dir() and not kept_here else None,
             tuple(sorted((worktree_root / r.run_id).iterdir())) if (worktree_root / r.run_id).is_dir() else (),
+            () if kept_here else _attempts(common, r.run_id),
+            tuple(ref for ref in superseded[r.run_id] if ref not in kept),
         ))
     return CleanPlan(tuple(plans), skipped)
 
@@ -191,17 +204,38 @@ def execute_clean(repo: git.Repository, plan: CleanPlan) -> None:
         if run.branches:
             # Whatever is checked out, a run's branch is never the user's checkout: merged or not, it goes.
             git.delete_branches(repo, run.branches)
+        if run.superseded:
+            git.delete_refs(repo, run.superseded)
         if run.state_dir is not None:
             shutil.rmtree(run.state_dir)
+        for attempt in run.attempts:
+            shutil.rmtree(attempt)
     git.prune_worktree_records(repo)
 
 
-def _work_nowhere_else(repo: git.Repository, branch: str, refs: Sequence[str]) -> tuple[str, ...]:
-    """The commits of ``branch`` that no ref of ``refs`` holds, nor an equal change of theirs."""
-    own = git.non_merge_commits(repo, [f"refs/heads/{branch}"], refs)
+def _attempts(common: Path, run_id: str) -> tuple[Path, ...]:
+    """The states of a run's earlier attempts that a re-run in a kept workspace set aside
+    (``ledger.set_aside_earlier_attempt``)."""
+    folder = runs_dir(common).parent / "attempts"
+    if not folder.is_dir():
+        return ()
+    mine = re.compile(re.escape(run_id) + r"-\d+")
+    return tuple(sorted(p for p in folder.iterdir() if p.is_dir() and mine.fullmatch(p.name)))
+
+
+def _superseded_refs(repo: git.Repository, run: RunInfo) -> tuple[str, ...]:
+    """The branches of a run's earlier attempts, kept under ``refs/rally/superseded/``."""
+    prefixes = {DEFAULT_PREFIX, *([run.state.branch_prefix] if run.state is not None else [])}
+    return tuple(sorted(ref for prefix in prefixes
+                        for ref in git.ref_names(repo, f"refs/rally/superseded/{prefix}/{run.run_id}/")))
+
+
+def _work_nowhere_else(repo: git.Repository, ref: str, refs: Sequence[str]) -> tuple[str, ...]:
+    """The commits of ``ref`` that no ref of ``refs`` holds, nor an equal change of theirs."""
+    own = git.non_merge_commits(repo, [ref], refs)
     if not own:
         return ()
-    theirs = git.non_merge_commits(repo, refs, [f"refs/heads/{branch}"])
+    theirs = git.non_merge_commits(repo, refs, [ref])
     held = set(git.patch_ids(repo, theirs).values()) if theirs else set()
     own_ids = git.patch_ids(repo, own)
     # A commit with no patch id changes nothing (an empty commit): it carries no work.

@@ -228,3 +228,27 @@ def test_a_branch_checked_out_in_a_worktree_is_kept_with_its_run_state_even_when
     assert (runs_dir(repo / ".git") / "old").is_dir()
     assert out.endswith("; kept 1 branch checked out in a worktree\n")
     assert (elsewhere / ".git").is_file()  # the worktree itself is the user's: untouched
+
+
+def test_clean_removes_the_earlier_attempts_a_kept_workspace_set_aside(tmp_path: Path) -> None:
+    from rally_gh.run.ledger import set_aside_earlier_attempt
+
+    repo = init_repo(tmp_path / "repo", {"README.md": "# tidy\n", "rally.yml": team_map(["api", "docs"])})
+    common = repo / ".git"
+    do_run(repo, "ci-7", ["api", "docs"], NOW - DAY)
+    # A re-run of the same CI run in the workspace the first attempt left (a self-hosted runner).
+    assert set_aside_earlier_attempt(git.open_repo(repo), common, "ci-7", "rally") is not None
+    do_run(repo, "ci-7", ["api", "docs"], NOW - DAY / 2)
+    attempt = common / "rally" / "attempts" / "ci-7-1"
+    superseded = run_git(repo, "for-each-ref", "--format=%(refname)", "refs/rally/superseded/").split()
+    assert attempt.is_dir() and len(superseded) == 3  # api, docs and the integration of the first attempt
+    out = clean(repo, run_id="ci-7", dry_run=True)
+    assert f"ci-7: would delete an earlier attempt's branch {superseded[0]}\n" in out
+    # The kept integration branch holds the earlier attempt's work (the same changes): its refs go;
+    # the run's state, and its earlier attempt's, stay with the integration branch.
+    clean(repo, run_id="ci-7")
+    assert not run_git(repo, "for-each-ref", "refs/rally/superseded/").strip()
+    assert attempt.is_dir() and (runs_dir(common) / "ci-7").is_dir()
+    out = clean(repo, run_id="ci-7", force=True)
+    assert f"ci-7: deleted an earlier attempt's state {attempt}\n" in out
+    assert not attempt.exists() and not (runs_dir(common) / "ci-7").exists() and not branches(repo)

@@ -60,12 +60,17 @@ def _describe(plan: CleanPlan, dry_run: bool, stdout: TextIO) -> None:
                              "check out another branch there, or remove that worktree, then clean again\n")
                 continue
             n = len(keep.commits)
-            stdout.write(f"{run.run_id}: kept branch {keep.branch}: {n} commit{'s' * (n != 1)} "
+            what = "an earlier attempt's branch" if keep.branch.startswith("refs/") else "branch"
+            stdout.write(f"{run.run_id}: kept {what} {keep.branch}: {n} commit{'s' * (n != 1)} "
                          f"({', '.join(git.short(c) for c in keep.commits[:3])}{', ...' if n > 3 else ''}) "
                          f"hold{'s' * (n == 1)} work that no other branch or remote-tracking ref has; merge or push it, "
                          "or delete it anyway with --force\n")
         for tree in run.worktrees:
             stdout.write(f"{run.run_id}: {verb} leftover worktree {tree}\n")
+        for ref in run.superseded:
+            stdout.write(f"{run.run_id}: {verb} an earlier attempt's branch {ref}\n")
+        for attempt in run.attempts:
+            stdout.write(f"{run.run_id}: {verb} an earlier attempt's state {attempt}\n")
         if run.state_dir is not None:
             stdout.write(f"{run.run_id}: {verb} state {run.state_dir}\n")
         elif run.kept:

@@ -76,6 +76,7 @@ from rally_gh.git.refs import (
     branch_tip,
     branches_with_times,
     delete_branches,
+    delete_refs,
     ref_exists,
     ref_names,
     ref_sha,
@@ -164,8 +165,8 @@ __all__ = [
     # records
     "blobs_under", "commit_with_files", "write_record_commit",
     # refs
-    "RefTarget", "branch_names", "branch_tip", "branches_with_times", "delete_branches", "ref_exists", "ref_names",
-    "ref_sha", "ref_target", "update_ref_if",
+    "RefTarget", "branch_names", "branch_tip", "branches_with_times", "delete_branches", "delete_refs", "ref_exists",
+    "ref_names", "ref_sha", "ref_target", "update_ref_if",
     # remote
     "HttpCredentials", "Remote", "PushedRef", "RefPush", "push_refs", "remote_ref_shas",
     # replay

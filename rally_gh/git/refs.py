@@ -97,6 +97,12 @@ def delete_branches(repo: Repository, branches: Sequence[str]) -> None:
     run_git(common_dir(repo), "branch", "-D", "--quiet", *branches)
 
 
+def delete_refs(repo: Repository, refs: Sequence[str]) -> None:
+    """Delete ``refs`` (full names), whatever they point at."""
+    for ref in refs:
+        run_git(common_dir(repo), "update-ref", "-d", ref)
+
+
 def update_ref_if(repo: Repository, ref_name: str, new_sha: str, expected_old: str | None) -> bool:
     """Move ``ref_name`` to ``new_sha`` only if it still points at ``expected_old``
     (None: only if it does not exist). False when it moved meanwhile.
