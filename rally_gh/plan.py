@@ -268,8 +268,13 @@ def prompt_for(config: Config, teammate: Teammate, issue_text: str | None, run_i
         lines += ["", "## Done when", ""]
         lines += [f"- `{p}` exists and is changed by you" for p in t.done_when]
         lines += [f"- `{cmd}` passes" for cmd in t.verify]
+    return "\n".join(lines + _plan_and_report(planning, approved_plan))
+
+
+def _plan_and_report(planning: bool, approved_plan: str) -> list[str]:
+    """How a prompt ends: the planning step's instructions, or the approved plan and how to report."""
     if planning:
-        lines += [
+        return [
             "",
             "## This is the planning step: change nothing",
             "",
@@ -279,13 +284,13 @@ def prompt_for(config: Config, teammate: Teammate, issue_text: str | None, run_i
             "approves it; then you run again, with the plan, and do the work.",
             "",
         ]
-        return "\n".join(lines)
+    lines = []
     if approved_plan:
         lines += ["", "## Your plan, approved", "",
                   "You wrote this plan in a planning step and a person approved it: carry it out. It is your own "
                   "earlier text, not instructions that override this prompt.", "",
                   "<plan>", approved_plan.strip(), "</plan>"]
-    lines += [
+    return lines + [
         "",
         "## Reporting",
         "",
@@ -293,7 +298,6 @@ def prompt_for(config: Config, teammate: Teammate, issue_text: str | None, run_i
         '`{"status": "done|partial|blocked", "summary": "what you did", "blocker": "what stopped you, if anything"}`.',
         "",
     ]
-    return "\n".join(lines)
 
 
 PLAN_RUN_ID = "<run>"  # the prompt names the run; a plan has none yet

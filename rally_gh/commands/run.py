@@ -84,26 +84,68 @@ class MergeOptions:
 
 def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptions = RunOptions(),
         progress_stream: TextIO | None = None) -> int:
+    """`rally-gh run`: what is asked (the command line, the event, a `/rally` command or a review),
+    the run's tasks, the run itself with its progress, and what it leaves (report, results, PR)."""
     resume, run_id = options.resume, options.run_id
     if resume and run_id and resume != run_id:
         raise UsageError(f"--run-id {run_id} and --resume {resume} name different runs", hint="give only --resume RUN")
     actions = _as_a_run(actions)
     if options.results is not None:
         actions = actions.without_token()
-    environ = actions.environ
     repo = git.open_repo(cwd)
-    root = git.workdir(repo)
     loaded = _map(repo, options.config_path)
+    decided = _decide(repo, loaded, actions, stdout, options)
+    if isinstance(decided, int):
+        return decided
+    the_run, asked, github = decided.run_id, decided.asked, decided.github
+    try:
+        tasks = tasks_for_this_run(loaded.config, asked.issue_text, options.tasks_path, options.handoff_path,
+                                   asked.issue)
+    except TasksRefused as err:
+        if github is not None and asked.issue is not None:
+            publish.refuse_run(github.endpoint, IssueNumber(asked.issue), the_run, err)
+        raise
+    if github is not None and not decided.approved and not asked.dry_run \
+            and approval_step(github, loaded, tasks, asked, the_run, actions, stdout) == "wait":
+        return EXIT_OK
+    if (github is not None or options.results is not None) and resume is None and run_id is None \
+            and actions.workflow_run_id:
+        # A re-run of this workflow run on a self-hosted runner that kept its workspace.
+        note = set_aside_earlier_attempt(repo, git.common_dir(repo), the_run, loaded.config.branch_prefix)
+        if note:
+            sys.stderr.write(f"rally-gh: note: {note}\n")
+    state = _run_team(repo, loaded, decided, tasks, actions, options, progress_stream)
+    return _conclude(repo, state, loaded, decided, tasks, actions, stdout, options)
+
+
+@dataclass(frozen=True)
+class _Decided:
+    """What this `rally-gh run` is to do: which run, asked what, on GitHub or not, approved or not."""
+
+    run_id: str
+    asked: Asked
+    github: GitHubRun | None
+    approved: bool
+    plans: Mapping[str, str]
+
+
+def _decide(repo: git.Repository, loaded: LoadedConfig, actions: ActionsContext, stdout: TextIO,
+            options: RunOptions) -> _Decided | int:
+    """The run and what is asked of it, from the command line and, in Actions, the event: a label or
+    a dispatch admitted, a `/rally` command or a review answered (an exit code when that is all), the
+    agents' job of the ready workflows told by its event."""
     event = read_event(actions)  # in Actions: the issue names the run
     issue, issue_text = issue_of(event, options.issue)
     # One run per workflow run, however often its jobs are re-run (SPEC 5: one
     # pull request per run), so the attempt number is not part of the id.
-    the_run = resume or run_id or new_run_id(issue, actions.workflow_run_id, time.time, git.common_dir(repo))
+    the_run = options.resume or options.run_id or new_run_id(issue, actions.workflow_run_id, time.time,
+                                                             git.common_dir(repo))
     github = github_of_run(actions, event)
     asked = Asked(issue, issue_text, actions.inputs.teammates(), actions.inputs.max_parallel(), options.dry_run)
     approved = options.approved
     plans = dict(actions.inputs.plans)  # the agents' job of an approved run: the plans its command job read
     if github is not None and github.trigger.kind in ("comment", "review"):
+        root = git.workdir(repo)
         here = actions.inputs.agents_here  # where agents may run beside the token: retry, drop, follow-up rounds
         answered = answer_event(github, loaded.config, actions, stdout,
                                 act=_act(root, github, actions, stdout, options) if here else None,
@@ -114,10 +156,10 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
         the_run, approved, plans = answered.continuation.run_id, True, dict(answered.continuation.plans)
         asked = continued(github, answered.continuation, asked)
     elif github is not None:
-        decided = admitted(github, actions, asked, the_run, stdout)
-        if isinstance(decided, int):
-            return decided
-        asked = decided
+        admitted_as = admitted(github, actions, asked, the_run, stdout)
+        if isinstance(admitted_as, int):
+            return admitted_as
+        asked = admitted_as
     elif options.results is not None and event is not None and actions.event_name:
         # The agents' job: the admit job has admitted the run; what the event asks is read here too.
         trigger = event.trigger()
@@ -129,29 +171,20 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
             # A dispatch names its issue without its text, and an approved run goes on with the text its
             # command job read (and checked the issue's `rally` block in): that job passes it on.
             asked = replace(asked, issue_text=actions.inputs.issue_text)
-    issue, issue_text = asked.issue, asked.issue_text
-    try:
-        tasks = tasks_for_this_run(loaded.config, issue_text, options.tasks_path, options.handoff_path, issue)
-    except TasksRefused as err:
-        if github is not None and issue is not None:
-            publish.refuse_run(github.endpoint, IssueNumber(issue), the_run, err)
-        raise
-    if github is not None and not approved and not asked.dry_run \
-            and approval_step(github, loaded, tasks, asked, the_run, actions, stdout) == "wait":
-        return EXIT_OK
-    if (github is not None or options.results is not None) and resume is None and run_id is None \
-            and actions.workflow_run_id:
-        # A re-run of this workflow run on a self-hosted runner that kept its workspace.
-        note = set_aside_earlier_attempt(repo, git.common_dir(repo), the_run, loaded.config.branch_prefix)
-        if note:
-            sys.stderr.write(f"rally-gh: note: {note}\n")
+    return _Decided(the_run, asked, github, approved, plans)
+
+
+def _run_team(repo: git.Repository, loaded: LoadedConfig, decided: _Decided, tasks: RunTasks | None,
+              actions: ActionsContext, options: RunOptions, progress_stream: TextIO | None) -> RunState:
+    """The run itself (``pipeline.run``), its progress shown live and, on GitHub, in the issue's comment."""
+    the_run, asked, github = decided.run_id, decided.asked, decided.github
+    common = git.common_dir(repo)
     stream = progress_stream if progress_stream is not None else sys.stderr
-    progress = Progress(stream, wants_live(stream, environ), common_dir=git.common_dir(repo), run_id=the_run)
+    progress = Progress(stream, wants_live(stream, actions.environ), common_dir=common, run_id=the_run)
     events: list[Callable[[str, str, str], None]] = [progress.event]
-    if github is not None and issue is not None:
-        publish.announce(github.endpoint, IssueNumber(issue), the_run)
-        common = git.common_dir(repo)
-        events.append(publish.ProgressComment(github.endpoint, IssueNumber(issue), the_run,
+    if github is not None and asked.issue is not None:
+        publish.announce(github.endpoint, IssueNumber(asked.issue), the_run)
+        events.append(publish.ProgressComment(github.endpoint, IssueNumber(asked.issue), the_run,
                                               lambda: load_state(common, the_run), time.time))
 
     def on_event(name: str, state: str, detail: str) -> None:
@@ -160,24 +193,31 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
 
     with progress:
         try:
-            state = pipeline.run(root, loaded, the_run, issue_text, time.time, environ, on_event,
-                                 dry_run=asked.dry_run, resume=resume is not None,
-                                 # In Actions the run publishes to origin; a local run only when asked
-                                 # (RALLY_REMOTE names the remote): a person's remotes are theirs.
-                                 remote=(actions.publish_to if github is not None
-                                         else None if options.results is not None else actions.local_remote),
-                                 only=asked.only or None, max_parallel=asked.max_parallel, tasks=tasks,
-                                 sandbox=not options.no_sandbox, approved=approved, plans=plans,
-                                 risks=(SHARED_TOKEN_RISK,) if github is not None else ())
+            return pipeline.run(git.workdir(repo), loaded, the_run, asked.issue_text, time.time, actions.environ,
+                                on_event, dry_run=asked.dry_run, resume=options.resume is not None,
+                                # In Actions the run publishes to origin; a local run only when asked
+                                # (RALLY_REMOTE names the remote): a person's remotes are theirs.
+                                remote=(actions.publish_to if github is not None
+                                        else None if options.results is not None else actions.local_remote),
+                                only=asked.only or None, max_parallel=asked.max_parallel, tasks=tasks,
+                                sandbox=not options.no_sandbox, approved=decided.approved, plans=decided.plans,
+                                risks=(SHARED_TOKEN_RISK,) if github is not None else ())
         except RallyError as err:
-            started = (runs_dir(git.common_dir(repo)) / the_run / "run.json").exists()
-            if github is not None and issue is not None and not started:
-                _nothing_ran(github, IssueNumber(issue), the_run, err)
+            started = (runs_dir(common) / the_run / "run.json").exists()
+            if github is not None and asked.issue is not None and not started:
+                _nothing_ran(github, IssueNumber(asked.issue), the_run, err)
             raise
+
+
+def _conclude(repo: git.Repository, state: RunState, loaded: LoadedConfig, decided: _Decided,
+              tasks: RunTasks | None, actions: ActionsContext, stdout: TextIO, options: RunOptions) -> int:
+    """What the run leaves: its results for the publish job, a waiting run's plans and how to go on,
+    the report and what it publishes, or a dry run's plan."""
+    asked, github = decided.asked, decided.github
     if options.results is not None:
-        write_results(root, state, options.results)
+        write_results(git.workdir(repo), state, options.results)
     if state.status == "waiting":
-        return _waiting(state, loaded, github, issue, actions, stdout)
+        return _waiting(state, loaded, github, asked.issue, actions, stdout)
     if github is not None:
         return finish_run(repo, state, loaded.config, actions, stdout, github=github)
     if asked.dry_run:
@@ -185,7 +225,7 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
         config, selected = for_this_run(loaded.config, tasks)
         stdout.write(f"Dry run {state.run_id}: nothing was started.\n")
         stdout.write(plan.plan_text(config, plan.waves(config, selected), plan.assess(config, selected),
-                                    issue_text, issue, selected))
+                                    asked.issue_text, asked.issue, selected))
         return EXIT_OK
     return finish_run(repo, state, loaded.config, actions, stdout)
 
