@@ -30,8 +30,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rally_gh.sandbox import PRIVATE_TMP
+
 MAX_HEAD = 8192  # a CONNECT request's line and headers
 CONNECT_TIMEOUT_S = 15.0
+MAX_TUNNELS = 64  # at once, per teammate: more wait (an agent cannot fill rally-gh with threads)
+MAX_REFUSED = 100  # distinct targets kept for the report
 SOCKET_NAME = "egress.sock"
 # What a target's host may be: a name or an address. Whatever else an agent sends is refused
 # without being repeated anywhere (the refusals reach the report).
@@ -60,7 +64,7 @@ def _target(request_line: str) -> tuple[str, int] | None:
     if len(parts) != 3 or parts[0] != "CONNECT" or not parts[2].startswith("HTTP/"):
         return None
     host, sep, port = parts[1].rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not _HOST.fullmatch(host):
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536 or not _HOST.fullmatch(host):
         return None
     return host.strip("[]"), int(port)
 
@@ -80,9 +84,15 @@ class Proxy:
 
     allowed: tuple[str, ...]
     path: Path
-    refused: list[str] = field(default_factory=list)
+    refused: set[str] = field(default_factory=set)
+    slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(MAX_TUNNELS))
 
     def handle(self, client: socket.socket) -> None:
+        with self.slots:
+            self._handle(client)
+
+    def _handle(self, client: socket.socket) -> None:
+        client.settimeout(CONNECT_TIMEOUT_S)  # for the head; a tunnel, once open, waits as long as it needs
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = client.recv(1024)
@@ -96,7 +106,8 @@ class Proxy:
             return
         host, port = target
         if not allows(self.allowed, host, port):
-            self.refused.append(f"{host}:{port}")
+            if len(self.refused) < MAX_REFUSED:
+                self.refused.add(f"{host}:{port}")
             self._answer(client, 403, f"{host}:{port} is not on this teammate's network list in rally.yml")
             return
         try:
@@ -106,6 +117,7 @@ class Proxy:
             return
         upstream.settimeout(None)
         with upstream:
+            client.settimeout(None)
             client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
             rest = head.split(b"\r\n\r\n", 1)[1]
             if rest:
@@ -148,7 +160,9 @@ def proxies(allow_lists: Mapping[str, Sequence[str]]) -> Iterator[dict[str, Prox
     if not allow_lists:
         yield {}
         return
-    root = Path(tempfile.mkdtemp(prefix="rally-egress-"))
+    # Below /tmp, whatever TMPDIR says: every sandbox gets a /tmp of its own, so no teammate sees
+    # another's socket (elsewhere, `--ro-bind / /` would show them all).
+    root = Path(tempfile.mkdtemp(prefix="rally-egress-", dir=PRIVATE_TMP))
     servers: list[_Server] = []
     try:
         made: dict[str, Proxy] = {}

@@ -69,7 +69,7 @@ def test_the_proxy_tunnels_to_a_listed_host_and_refuses_the_rest(echo: int) -> N
         assert refused.startswith(b"HTTP/1.1 403 Forbidden") and b"not on this teammate's network list" in refused
         plain = _ask(proxy, b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
         assert plain.startswith(b"HTTP/1.1 405") and b"only CONNECT" in plain
-        assert proxy.refused == [f"127.0.0.1:{echo + 1}"]
+        assert proxy.refused == {f"127.0.0.1:{echo + 1}"}
         folder = proxy.path.parent
     assert not folder.exists()  # gone with the run's agents
 
@@ -96,4 +96,17 @@ def test_a_target_that_is_no_host_is_refused_and_never_repeated() -> None:
         assert odd.startswith(b"HTTP/1.1 405") and b"evil" not in odd
         huge = _ask(proxy, b"CONNECT " + b"a" * 9000 + b":443 HTTP/1.1\r\n\r\n")
         assert huge == b""  # a head over 8 KiB: the connection is closed
-        assert proxy.refused == []
+        assert proxy.refused == set()
+
+
+def test_the_proxies_live_below_tmp_whatever_tmpdir_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every sandbox has a /tmp of its own: there, no teammate sees another's socket (found by review)."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    with egress.proxies({"web": ()}) as made:
+        assert made["web"].path.is_relative_to("/tmp") and not made["web"].path.is_relative_to(tmp_path)
+
+
+def test_a_port_of_other_digits_is_refused_without_a_traceback() -> None:
+    with egress.proxies({"web": ("api.anthropic.com",)}) as made:
+        odd = _ask(made["web"], "CONNECT api.anthropic.com:4²3 HTTP/1.1\r\n\r\n".encode())
+        assert odd.startswith(b"HTTP/1.1 405")

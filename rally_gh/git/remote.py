@@ -63,18 +63,30 @@ class PushedRef:
     message: str  # git's summary: "[new branch]", "[rejected] (stale info)", ...
 
 
-def _credential_env(credentials: HttpCredentials | None) -> dict[str, str]:
+def _credential_env(credentials: HttpCredentials | None, url: str | None = None) -> dict[str, str]:
+    """The environment of one git command that talks to a remote: no prompt, and with
+    ``credentials``, as actions/checkout does, an extra header passed through the environment (so
+    the token never shows in a process list or a URL) for ``url`` alone: not for a host the
+    remote redirects to, nor a submodule's."""
     env = dict(os.environ)
     env["GIT_TERMINAL_PROMPT"] = "0"
     if credentials is not None:
-        # As actions/checkout does: an extra header, passed through the
-        # environment so the token never shows in a process list or a URL.
         pair = base64.b64encode(f"{credentials.username}:{credentials.token}".encode()).decode()
         count = int(env.get("GIT_CONFIG_COUNT", "0") or 0)
         env["GIT_CONFIG_COUNT"] = str(count + 1)
-        env[f"GIT_CONFIG_KEY_{count}"] = "http.extraHeader"
+        env[f"GIT_CONFIG_KEY_{count}"] = f"http.{url}.extraHeader" if url else "http.extraHeader"
         env[f"GIT_CONFIG_VALUE_{count}"] = f"Authorization: Basic {pair}"
     return env
+
+
+def _remote_env(cwd: Path | str, remote: Remote) -> dict[str, str]:
+    """``_credential_env`` for ``remote``, its header scoped to the URL git resolves it to."""
+    if remote.credentials is None:
+        return _credential_env(None)
+    proc = process.run(["git", "ls-remote", "--get-url", remote.where], cwd=cwd, env=_credential_env(None))
+    url = proc.stdout.decode(errors="replace").strip() if proc.returncode == 0 else ""
+    # A token is for an HTTP(S) remote: a path or an ssh remote gets none (it has its own way in).
+    return _credential_env(remote.credentials if url.startswith(("https://", "http://")) else None, url)
 
 
 def push_refs(cwd: Path | str, remote: Remote, pushes: Sequence[RefPush], *, atomic: bool = False) -> list[PushedRef]:
@@ -93,7 +105,7 @@ def push_refs(cwd: Path | str, remote: Remote, pushes: Sequence[RefPush], *, ato
             args.append(f"--force-with-lease={p.ref}:{p.expected_old or ''}")
         specs.append(f"{p.new_sha}:{p.ref}")
     proc = process.run(["git", "-c", "core.hooksPath=/dev/null", *args, remote.where, *specs],
-                       cwd=cwd, env=_credential_env(remote.credentials))
+                       cwd=cwd, env=_remote_env(cwd, remote))
     seen: dict[str, PushedRef] = {}
     for line in proc.stdout.decode(errors="replace").splitlines():
         flag, tab, rest = line.partition("\t")
@@ -110,8 +122,8 @@ def push_refs(cwd: Path | str, remote: Remote, pushes: Sequence[RefPush], *, ato
 def remote_ref_shas(cwd: Path | str, remote: Remote, refs: Sequence[str]) -> dict[str, Sha | None]:
     """What ``remote`` has at each of ``refs`` now (None: absent), and their
     commits fetched so that they can be compared with ours."""
-    proc = process.run(["git", "-c", "core.hooksPath=/dev/null", "ls-remote", remote.where, *refs],
-                       cwd=cwd, env=_credential_env(remote.credentials))
+    env = _remote_env(cwd, remote)
+    proc = process.run(["git", "-c", "core.hooksPath=/dev/null", "ls-remote", remote.where, *refs], cwd=cwd, env=env)
     if proc.returncode != 0:
         raise GitError(f"`git ls-remote {remote}` failed: {proc.stderr.decode(errors='replace').strip()}")
     found: dict[str, Sha | None] = dict.fromkeys(refs)
@@ -122,6 +134,7 @@ def remote_ref_shas(cwd: Path | str, remote: Remote, refs: Sequence[str]) -> dic
     present = [ref for ref, sha in found.items() if sha is not None]
     if present:
         # By name, not by id: a server need not allow fetching a bare commit id.
-        process.run(["git", "-c", "core.hooksPath=/dev/null", "fetch", "--quiet", "--no-tags", remote.where, *present],
-                    cwd=cwd, env=_credential_env(remote.credentials))
+        # No submodule is fetched: its URL is another host's, and an agent can move a gitlink.
+        process.run(["git", "-c", "core.hooksPath=/dev/null", "fetch", "--quiet", "--no-tags",
+                     "--no-recurse-submodules", remote.where, *present], cwd=cwd, env=env)
     return found

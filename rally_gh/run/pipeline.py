@@ -208,8 +208,8 @@ def run_agents(ctx: RunContext, ledger: Ledger, cancel: process.CancelToken,
                 if proxy.refused:
                     tried = sorted(set(proxy.refused))
                     more = f" and {len(tried) - 5} more" if len(tried) > 5 else ""
-                    ledger.add_risk(f"{name} tried to reach {', '.join(tried[:5])}{more}, not on its network list: "
-                                    "refused")
+                    ledger.add_risk(f"{name} tried to reach {', '.join(f'`{t}`' for t in tried[:5])}{more}, not on "
+                                    "its network list: refused")
     finally:
         guard.restore(ledger)
 

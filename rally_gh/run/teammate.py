@@ -116,11 +116,16 @@ class TeammateJob:
             t.exclusive_write, (*spec.env, *cmd.passthrough), home, self.identity,
             sparse=config.checkout_of(t) == "sparse")
         if ctx.sandbox is not None:
+            # Its program is seen where it is installed, whatever starts it.
+            sandboxed = sandbox_spec(ctx, worktree, files, cmd.argv, env.get("PATH"),
+                                     network=config.network_of(t) is True)
             proxy = ctx.egress.get(t.name)
             if proxy is not None:  # network: [hosts]: its forwarder to the proxy is its only way out
+                forwarder = egress.forwarded((), proxy)
+                sandboxed = replace(sandboxed, read_only=tuple(dict.fromkeys(
+                    (*sandboxed.read_only, *sandbox.program_paths(forwarder[:4], env.get("PATH"))))))
                 cmd = replace(cmd, argv=egress.forwarded(cmd.argv, proxy))
-            cmd = process.sandboxed(cmd, ctx.sandbox, sandbox_spec(ctx, worktree, files, cmd.argv, env.get("PATH"),
-                                                                   network=config.network_of(t) is True))
+            cmd = process.sandboxed(cmd, ctx.sandbox, sandboxed)
         return scheduler.agent_attempt(cmd, worktree, env, prompt_file, report_file, config.timeout_of(t),
                                     files / "logs", model=spec.model)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rally_gh import git as rgit
 from rally_gh.git import HttpCredentials, RefPush, Sha
-from rally_gh.git.remote import _credential_env
+from rally_gh.git.remote import _credential_env, _remote_env
 from rally_gh.testing import commit, git, init_repo
 
 
@@ -16,6 +16,19 @@ def test_push_credentials_go_in_a_header_not_the_command_line() -> None:
     env = _credential_env(creds)
     assert "tok123" not in repr(creds)
     assert any(v.startswith("Authorization: Basic ") for k, v in env.items() if k.startswith("GIT_CONFIG_VALUE_"))
+
+
+def test_the_token_goes_to_the_remote_s_url_alone(tmp_path: Path) -> None:
+    """Scoped to the URL git resolves the remote to: not sent to a host the remote redirects to,
+    nor to a submodule's (found by review); a path remote gets none."""
+    repo = init_repo(tmp_path / "repo", {"a.txt": "a"})
+    git(repo, "remote", "add", "origin", "https://git.example/owner/repo.git")
+    git(repo, "remote", "add", "disk", str(tmp_path / "elsewhere.git"))
+    env = _remote_env(repo, rgit.Remote("origin", HttpCredentials("tok123")))
+    keys = [k for k, v in env.items() if k.startswith("GIT_CONFIG_VALUE_") and v.startswith("Authorization: ")]
+    assert [env[k.replace("VALUE", "KEY")] for k in keys] == ["http.https://git.example/owner/repo.git.extraHeader"]
+    assert not any(v.startswith("Authorization: ") for v in _remote_env(
+        repo, rgit.Remote("disk", HttpCredentials("tok123"))).values())
 
 
 def test_a_push_under_a_lease_lands_only_while_the_remote_ref_is_where_we_saw_it(tmp_path: Path) -> None:

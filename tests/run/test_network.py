@@ -127,4 +127,4 @@ def test_a_teammate_with_a_network_list_reaches_those_hosts_alone_through_the_pr
     seen = git(repo, "show", "rally/n3/api:src/api/net.txt").splitlines()
     assert seen[0].startswith("direct: blocked")  # no network of its own: the proxy is the only way out
     assert seen[1:] == ["listed: HTTP/1.1 200 Connection established", "unlisted: HTTP/1.1 403 Forbidden"]
-    assert f"api tried to reach 127.0.0.1:{server + 1}, not on its network list: refused" in state.risks
+    assert f"api tried to reach `127.0.0.1:{server + 1}`, not on its network list: refused" in state.risks
