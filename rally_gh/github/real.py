@@ -298,7 +298,7 @@ class RealGitHub:
         if self._me is None:
             try:
                 self._me = (self._call(Action("ask whose the token is", "none"), lambda: self._github.get_user().login),)
-            except GitHubError:
+            except GitHubPermissionError:  # refused, not failed: a timeout or a 5xx is not taken for an answer
                 self._me = (None,)
         if user is None:
             return False
