@@ -27,7 +27,7 @@ from rally_gh.github.approval import Continuation
 from rally_gh.github.endpoint import CommentId, GitHubEndpoint, IssueNumber, PullNumber
 from rally_gh.errors import RallyError
 from rally_gh.github.events import CommentRef, Trigger, authorize_attempt
-from rally_gh.github.review import run_of_pull_head
+from rally_gh.github.review import run_of_pull
 from rally_gh.limits import TEAMMATE_NAME
 from rally_gh.state import RunState
 
@@ -235,13 +235,14 @@ def _quoted(comment: CommentRef) -> str:
 
 def latest_run(endpoint: GitHubEndpoint, issue: IssueNumber, branch_prefix: str = "rally") -> str | None:
     """The run whose progress comment is the newest on ``issue``; on a run's pull request (its head
-    ``<branch_prefix>/<run>/_integration``), that run."""
+    ``<branch_prefix>/<run>/_integration`` in this repository, not a fork's), that run."""
     runs = endpoint.run_ids(issue)
     if runs:
         return runs[-1]
     if not endpoint.issue(issue).is_pull_request:
         return None
-    return run_of_pull_head(endpoint.pull(PullNumber(int(issue))).head, branch_prefix)
+    pull = endpoint.pull(PullNumber(int(issue)))
+    return run_of_pull(pull.head_repo, pull.head, endpoint.repo_full_name, branch_prefix)
 
 
 def workflow_run_of(run_id: str) -> int | None:

@@ -73,6 +73,9 @@ class PullRequest:
     state: str = "open"
     created: bool = False
     """True when this call created it, False when an existing one was found."""
+    head_repo: str = ""
+    """The repository its head branch is in (``owner/name``): this one, or a fork; empty when that
+    repository is gone (a deleted fork)."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,13 @@ class GitHubEndpoint(Protocol):
     def pull(self, number: PullNumber) -> PullRequest:
         """A pull request of this repository, as it is now."""
         ...
+
+
+def same_repository(name: str, other: str) -> bool:
+    """Whether two ``owner/name`` are one repository (GitHub's names ignore case); an empty name is none.
+    A run's pull request is known by its head branch *in this repository*: anyone can fork it and
+    open a pull request from a branch of the same name."""
+    return bool(name) and name.lower() == other.lower()
 
 
 def run_marker(run_id: str) -> str:

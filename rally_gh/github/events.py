@@ -72,6 +72,9 @@ class ReviewRef:
     state: str
     """``approved``, ``changes_requested`` or ``commented``, as GitHub says (lower case)."""
     body: str
+    head_repo: str = ""
+    """The repository the head branch is in (``pull_request.head.repo.full_name``): this one or a fork;
+    empty when the event names none (a deleted fork)."""
 
 
 @dataclass(frozen=True)
@@ -178,8 +181,10 @@ def _review_event(payload: Mapping[str, Any], login: str, sender_type: str) -> T
     head_ref = branch_name(_string(head.get("ref"), where) or "", where)
     state = (_string(review.get("state"), "the `pull_request_review` event's `review.state`") or "").lower()
     body = _string(review.get("body"), "the `pull_request_review` event's `review.body`", limit=BODY_LIMIT) or ""
+    head_repo = _string(json_object(head.get("repo"), "the `pull_request_review` event's `pull_request.head.repo`")
+                        .get("full_name"), "the `pull_request_review` event's `pull_request.head.repo.full_name`")
     return Trigger("review", login, sender_type, issue=IssueNumber(number),
-                   review=ReviewRef(review_id, PullNumber(number), head_ref, state, body))
+                   review=ReviewRef(review_id, PullNumber(number), head_ref, state, body, head_repo or ""))
 
 
 def issue_fields(payload: Mapping[str, Any]) -> tuple[IssueNumber | None, str | None]:

@@ -205,6 +205,24 @@ class FakeGitHubServer:
                 self._new_review_comment(pull, review, user, path, line, text, None)
             return review
 
+    def add_fork_pull(self, fork: str, branch: str, base: str, title: str, *, user: str,
+                      head_sha: str | None = None) -> int:
+        """A pull request someone opened from ``branch`` of their fork ``fork`` (``owner/name``; a fork in
+        this repository's own organisation keeps its owner). Its head is the commit it was opened with
+        (default: ``base``'s), never this repository's branch of the same name."""
+        with self._lock:
+            if "/" not in fork or fork == self.repo_full_name:
+                raise FakeGitHubError(f"a fork is another repository, as owner/name: got {fork!r}")
+            sha = head_sha or self._branch_sha(base)
+            if sha is None:
+                raise FakeGitHubError(f"no branch {base!r} to open a pull request into")
+            self._user(user, "User")
+            number = self._take("pull")
+            self.issues[number] = {"number": number, "title": title, "body": "", "state": "open", "labels": [],
+                                   "user": user, "created_at": _now(), "updated_at": _now(), "pull": True}
+            self.pulls[number] = {"head": branch, "head_repo": fork, "base": base, "head_sha": sha, "draft": False}
+            return number
+
     def _new_review_comment(self, pull: int, review: int, user: str, path: str, line: int | None, text: str,
                             in_reply_to: int | None) -> int:
         comment = self._take("review_comment")
@@ -266,7 +284,8 @@ class FakeGitHubServer:
                              f" labels={sorted(issue['labels'])}")
                 if issue["pull"]:
                     pull = self.pulls[number]
-                    lines.append(f"  {pull['head']} -> {pull['base']} draft={pull['draft']}")
+                    head = pull["head"] if self._ours(pull) else f"{pull['head_repo']}:{pull['head']}"
+                    lines.append(f"  {head} -> {pull['base']} draft={pull['draft']}")
                     lines.extend("  | " + line for line in issue["body"].splitlines()[:3])
                 for comment in sorted(self.comments.values(), key=lambda c: c["id"]):
                     if comment["issue"] == number:
@@ -339,8 +358,13 @@ class FakeGitHubServer:
                 "events_url": f"{url}/events{{/privacy}}", "received_events_url": f"{url}/received_events",
                 "type": user["type"], "site_admin": False}
 
-    def _repo_json(self) -> JSON:
-        url = self._repo_url()
+    def _repo_json(self, full_name: str | None = None) -> JSON:
+        """This repository, or (``full_name``) a fork of it."""
+        fork = full_name is not None and full_name != self.repo_full_name
+        full_name = full_name or self.repo_full_name
+        owner, name = full_name.split("/")
+        url = f"{self.api_url}/repos/{full_name}"
+        git_url = f"{self.root_url}{GIT_PREFIX}{full_name}.git"
         templated = {
             "archive_url": "/{archive_format}{/ref}", "assignees_url": "/assignees{/user}",
             "blobs_url": "/git/blobs{/sha}", "branches_url": "/branches{/branch}",
@@ -360,10 +384,10 @@ class FakeGitHubServer:
         }
         out: JSON = {key: url + suffix for key, suffix in templated.items()}
         out.update({
-            "id": 4242, "node_id": "R_fake4242", "name": self.repo, "full_name": self.repo_full_name,
-            "owner": self._user_json(self.owner), "private": False, "description": None, "fork": False,
-            "url": url, "html_url": f"{self.root_url}/{self.repo_full_name}", "clone_url": self.git_url,
-            "git_url": self.git_url, "ssh_url": self.git_url, "svn_url": self.git_url, "mirror_url": None,
+            "id": 4243 if fork else 4242, "node_id": f"R_fake{4243 if fork else 4242}", "name": name,
+            "full_name": full_name, "owner": self._user_json(owner), "private": False, "description": None,
+            "fork": fork, "url": url, "html_url": f"{self.root_url}/{full_name}", "clone_url": git_url,
+            "git_url": git_url, "ssh_url": git_url, "svn_url": git_url, "mirror_url": None,
             "homepage": None, "language": None, "forks": 0, "forks_count": 0, "stargazers_count": 0,
             "watchers": 0, "watchers_count": 0, "size": 0, "default_branch": self.default_branch,
             "open_issues": 0, "open_issues_count": 0, "has_issues": True, "has_projects": False,
@@ -410,15 +434,21 @@ class FakeGitHubServer:
                 "user": self._user_json(comment["user"]), "created_at": comment["created_at"],
                 "updated_at": comment["updated_at"], "author_association": "NONE"}
 
-    def _branch_json(self, branch: str, sha: str) -> JSON:
-        return {"label": f"{self.owner}:{branch}", "ref": branch, "sha": sha, "repo": self._repo_json(),
-                "user": self._user_json(self.owner)}
+    def _branch_json(self, branch: str, sha: str, repo: str | None = None) -> JSON:
+        owner = (repo or self.repo_full_name).split("/")[0]
+        return {"label": f"{owner}:{branch}", "ref": branch, "sha": sha, "repo": self._repo_json(repo),
+                "user": self._user_json(owner)}
+
+    def _ours(self, pull: JSON) -> bool:
+        """Whether a pull request's head branch is in this repository (not in a fork)."""
+        return bool(pull["head_repo"] == self.repo_full_name)
 
     def _pull_json(self, number: int) -> JSON:
         pull, issue = self.pulls[number], self.issues[number]
         url = f"{self._repo_url()}/pulls/{number}"
         html = f"{self.root_url}/{self.repo_full_name}/pull/{number}"
-        head_sha = self._branch_sha(pull["head"]) or pull["head_sha"]
+        # A fork's branch is not ours, even under the same name: its head is the commit it was opened with.
+        head_sha = (self._branch_sha(pull["head"]) if self._ours(pull) else None) or pull["head_sha"]
         base_sha = self._branch_sha(pull["base"]) or ""
         issue_url = f"{self._repo_url()}/issues/{number}"
         links = {"self": url, "html": html, "issue": issue_url, "comments": f"{issue_url}/comments",
@@ -435,7 +465,7 @@ class FakeGitHubServer:
             "active_lock_reason": None, "created_at": issue["created_at"], "updated_at": issue["updated_at"],
             "closed_at": None, "merged_at": None, "merge_commit_sha": None, "assignee": None,
             "assignees": [], "requested_reviewers": [], "requested_teams": [],
-            "head": self._branch_json(pull["head"], head_sha), "base": self._branch_json(pull["base"], base_sha),
+            "head": self._branch_json(pull["head"], head_sha, pull["head_repo"]), "base": self._branch_json(pull["base"], base_sha),
             "_links": {k: {"href": v} for k, v in links.items()}, "author_association": "NONE",
             "auto_merge": None, "draft": pull["draft"], "merged": False, "mergeable": None,
             "rebaseable": None, "mergeable_state": "unknown", "merged_by": None, "comments": 0,
@@ -879,7 +909,7 @@ class FakeGitHubServer:
         for number, pull in sorted(self.pulls.items()):
             if self.issues[number]["state"] != "open":
                 continue
-            if head is not None and f"{self.owner}:{pull['head']}" != head:
+            if head is not None and f"{pull['head_repo'].split('/')[0]}:{pull['head']}" != head:
                 continue
             if base is not None and pull["base"] != base:
                 continue
@@ -907,7 +937,7 @@ class FakeGitHubServer:
             errors.append({"resource": "PullRequest", "field": "base", "code": "invalid"})
         if errors:
             raise _Http(422, "Validation Failed", errors)
-        if self._open_pulls(f"{self.owner}:{head_branch}", base):
+        if any(self._ours(self.pulls[n]) for n in self._open_pulls(f"{self.owner}:{head_branch}", base)):
             raise _Http(422, "Validation Failed", [{"resource": "PullRequest", "code": "custom",
                                                      "message": f"A pull request already exists for {self.owner}:{head_branch}."}])
         if head_sha == base_sha:
@@ -918,8 +948,8 @@ class FakeGitHubServer:
         self.issues[number] = {"number": number, "title": body.get("title", ""), "body": text, "state": "open",
                                "labels": [], "user": self.actor, "created_at": _now(), "updated_at": _now(),
                                "pull": True}
-        self.pulls[number] = {"head": head_branch, "base": base, "head_sha": head_sha,
-                              "draft": bool(body.get("draft", False))}
+        self.pulls[number] = {"head": head_branch, "head_repo": self.repo_full_name, "base": base,
+                              "head_sha": head_sha, "draft": bool(body.get("draft", False))}
         return 201, self._pull_json(number)
 
     def _pull_record(self, number: str) -> int:

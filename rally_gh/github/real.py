@@ -54,6 +54,7 @@ from rally_gh.github.endpoint import (
     WorkflowRun,
     cut_body,
     run_of_comment,
+    same_repository,
     with_marker,
 )
 
@@ -427,7 +428,8 @@ class RealGitHub:
     def _find_pull(self, head: str, base: str) -> GhPullRequest | None:
         pulls = self._call(Action(f"list pull requests from {head}", "pull-requests: read"),
                            lambda: list(self._repo.get_pulls(state="open", head=f"{self.owner}:{head}", base=base)))
-        return pulls[0] if pulls else None
+        # ``owner:branch`` also matches a fork in the same organisation (owner/repo-fork:branch): ours alone.
+        return next((p for p in pulls if same_repository(_head_repo(p), self._repo_full_name)), None)
 
     def find_or_create_pull(self, head: str, base: str, title: str, body: str, draft: bool) -> PullRequest:
         text = cut_body(body)
@@ -494,4 +496,11 @@ def _annotation_json(annotation: Annotation) -> dict[str, Any]:
 def _pull(pull: GhPullRequest, *, created: bool) -> PullRequest:
     return PullRequest(number=PullNumber(pull.number), url=pull.html_url, api_url=pull.url, head=pull.head.ref,
                        head_sha=CommitSha(pull.head.sha), base=pull.base.ref, title=pull.title,
-                       body=pull.body or "", draft=bool(pull.draft), state=pull.state, created=created)
+                       body=pull.body or "", draft=bool(pull.draft), state=pull.state, created=created,
+                       head_repo=_head_repo(pull))
+
+
+def _head_repo(pull: GhPullRequest) -> str:
+    """The ``owner/name`` of the repository a pull request's head is in; empty for a deleted fork."""
+    repo = pull.head.raw_data.get("repo")
+    return str(repo.get("full_name") or "") if isinstance(repo, dict) else ""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from rally_gh.config import Config
 from rally_gh.errors import RallyError
-from rally_gh.github.endpoint import CommentId, GitHubEndpoint, IssueNumber, ReviewComment
+from rally_gh.github.endpoint import CommentId, GitHubEndpoint, IssueNumber, ReviewComment, same_repository
 from rally_gh.github.events import Trigger, authorize_attempt
 from rally_gh.ownership.rules import Ownership
 from rally_gh.state import INTEGRATION_NAME
@@ -90,9 +90,11 @@ def route_review(endpoint: GitHubEndpoint, trigger: Trigger, config: Config, *,
     review = trigger.review
     if review is None:
         return ReviewRouting(skipped="not a review")
-    run = run_of_pull_head(review.head_ref, config.branch_prefix)
+    run = run_of_pull(review.head_repo, review.head_ref, endpoint.repo_full_name, config.branch_prefix)
     if run is None:
-        return ReviewRouting(skipped=f"#{review.pull} is not the pull request of a rally-gh run")
+        return ReviewRouting(skipped=f"#{review.pull} is not the pull request of a rally-gh run" + (
+            "" if same_repository(review.head_repo, endpoint.repo_full_name)
+            else f": its head is in {_code(review.head_repo) if review.head_repo else 'a deleted fork'}"))
     if review.state != "changes_requested" and not _FIX.search(review.body):
         return ReviewRouting(skipped="the review neither requests changes nor says `/rally fix`")
     decision = authorize_attempt(trigger, endpoint, bot_allowlist, triggering_actor)
@@ -189,6 +191,12 @@ def _answered(owner: str, addressed: Addressed, prefix: str, run: str) -> str:
         return (f"Addressed by {_code(addressed.commit[:10])} on this pull request's branch, from **{owner}**'s "
                 f"follow-up round (its branch `{prefix}/{run}/{owner}`).")
     return f"Not addressed by **{owner}**'s follow-up round: {_plain(addressed.why)[:500]}"
+
+
+def run_of_pull(head_repo: str, head_ref: str, repo_full_name: str, prefix: str) -> str | None:
+    """The run whose pull request this is: its head is the run's integration branch in this repository
+    (``repo_full_name``). None for a fork's branch of the same name: anyone may fork and name a branch so."""
+    return run_of_pull_head(head_ref, prefix) if same_repository(head_repo, repo_full_name) else None
 
 
 def run_of_pull_head(head_ref: str, prefix: str) -> str | None:

@@ -17,7 +17,7 @@ from rally_gh.github.conversation import parse_command, reply_marker, workflow_r
 from rally_gh.github.endpoint import CommentId, run_marker
 from rally_gh.github.events import parse_event
 from rally_gh.github.fake import FakeGitHubServer
-from rally_gh.testing import SHOP_FILES, init_repo
+from rally_gh.testing import SHOP_FILES, git, init_repo
 
 # --- Parsing ------------------------------------------------------------------
 
@@ -198,6 +198,22 @@ def test_a_command_on_an_issue_without_a_run_says_how_to_start_one(
     code, _ = _run(fake_github, tmp_path, repo, _payload(issue, said, "/rally status"))
     (reply,) = _replies(fake_github, said)
     assert code == 0 and "no rally-gh run" in reply and "rally:parallel" in reply
+
+
+def test_a_command_on_a_forks_pull_request_from_a_branch_named_as_the_runs_finds_no_run(
+        fake_github: FakeGitHubServer, tmp_path: Path, repo: Path) -> None:
+    """A fork's ``rally/<run>/_integration`` is not the run's branch: its pull request is no run's."""
+    fake_github.set_permission("alice", "write")
+    git(repo, "push", "-q", fake_github.authenticated_git_url, "main")
+    fork = fake_github.add_fork_pull("owner/repo-fork", "rally/issue-1-4207/_integration", "main", "planted",
+                                     user="mallory")
+    fake_github.add_workflow_run(4207)
+    said = fake_github.add_comment(fork, "/rally cancel", user="alice")
+    code, _ = _run(fake_github, tmp_path, repo, _payload(fork, said, "/rally cancel") | {
+        "issue": {"number": fork, "title": "planted", "body": "", "labels": [], "pull_request": {}}})
+    (reply,) = _replies(fake_github, said)
+    assert code == 0 and f"no rally-gh run on #{fork}" in reply
+    assert fake_github.workflow_runs[4207]["status"] == "in_progress"  # not cancelled
 
 
 @pytest.mark.parametrize(("body", "said", "reactions"), [

@@ -193,7 +193,8 @@ def test_drop_takes_a_teammate_out_of_the_pull_request_and_keeps_its_branch(shop
 def _review(shop: Shop, pull: int, review: int, body: str, state: str = "changes_requested") -> dict[str, object]:
     return {"action": "submitted", "sender": {"login": "alice", "type": "User"},
             "review": {"id": review, "state": state, "body": body, "user": {"login": "alice"}},
-            "pull_request": {"number": pull, "head": {"ref": f"rally/{RUN}/_integration", "sha": "0" * 40},
+            "pull_request": {"number": pull, "head": {"ref": f"rally/{RUN}/_integration", "sha": "0" * 40,
+                                                      "repo": {"full_name": "owner/repo"}},
                              "base": {"ref": "main", "sha": "1" * 40}},
             "repository": {"default_branch": "main", "full_name": "owner/repo"}}
 

@@ -16,6 +16,7 @@ from rally_gh.github.endpoint import (
     CommitSha,
     GitHubPermissionError,
     IssueNumber,
+    PullNumber,
     RequestLimits,
     publish_check,
     run_marker,
@@ -286,6 +287,24 @@ def test_find_or_create_pull_makes_exactly_one(
     assert updated.body == "report v3"
     gh.add_labels(IssueNumber(first.number), ["rally"])  # a pull request is an issue for labels
     assert "pull #500 [open] 'rally: Add orders (#1)' by github-actions[bot] labels=['rally']" in fake_github.state()
+
+
+def test_a_forks_pull_request_from_a_branch_of_the_same_name_is_never_taken_for_the_runs(
+        fake_github: FakeGitHubServer, gh: RealGitHub, branches: dict[str, CommitSha]) -> None:
+    """Anyone may fork and open a pull request from a branch named as the run's. A fork in the same
+    organisation even matches the ``owner:branch`` filter of GitHub's listing: the head repository decides."""
+    same_org = fake_github.add_fork_pull("owner/repo-fork", "rally/7-1", "main", "planted", user="mallory")
+    elsewhere = fake_github.add_fork_pull("mallory/repo", "rally/7-1", "main", "planted too", user="mallory")
+    ours = gh.find_or_create_pull("rally/7-1", "main", "rally: Add orders (#1)", "report v1", draft=False)
+    again = gh.find_or_create_pull("rally/7-1", "main", "rally: Add orders (#1)", "report v2", draft=False)
+    assert ours.created and ours.number not in (same_org, elsewhere) and (again.number, again.created) == (
+        ours.number, False)
+    assert (ours.head_repo, ours.head_sha) == ("owner/repo", branches["rally/7-1"])
+    assert [fake_github.issues[n]["body"] for n in (same_org, elsewhere)] == ["", ""]  # neither updated
+    fork = gh.pull(PullNumber(same_org))
+    assert (fork.head, fork.head_repo, fork.head_sha) == ("rally/7-1", "owner/repo-fork", branches["main"])
+    assert f"pull #{same_org} [open] 'planted' by mallory labels=[]\n  owner/repo-fork:rally/7-1 -> main" in \
+        fake_github.state()
 
 
 def test_pull_request_that_appears_meanwhile_is_updated_not_duplicated(

@@ -116,8 +116,8 @@ def test_a_complete_run_and_its_rerun_leave_one_comment_and_one_pull_request(
     assert pull["title"] == "rally: Add orders (#1)"
     assert pull["body"].startswith("Closes #1\n\n" + run_marker(RUN))
     assert pull["labels"] == ["rally"]
-    assert fake_github.pulls[500] == {"head": f"rally/{RUN}/_integration", "base": "main",
-                                      "head_sha": pushed.integration, "draft": False}
+    assert fake_github.pulls[500] == {"head": f"rally/{RUN}/_integration", "head_repo": "owner/repo",
+                                      "base": "main", "head_sha": pushed.integration, "draft": False}
     comment = next(iter(fake_github.comments.values()))
     assert comment["body"].startswith(run_marker(RUN) + f"\n## rally-gh run `{RUN}`: done")
     assert "Pull request: #500" in comment["body"]

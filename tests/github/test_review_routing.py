@@ -40,10 +40,11 @@ def _pull(fake: FakeGitHubServer, repo: Path, head: str = RUN_HEAD) -> int:
 
 
 def _payload(pull: int, review: int, *, state: str = "changes_requested", body: str = "", sender: str = "alice",
-             head: str = RUN_HEAD, action: str = "submitted") -> dict[str, object]:
+             head: str = RUN_HEAD, action: str = "submitted",
+             head_repo: dict[str, str] | None = {"full_name": "owner/repo"}) -> dict[str, object]:
     return {"action": action, "sender": {"login": sender, "type": "User"},
             "review": {"id": review, "state": state, "body": body, "user": {"login": sender}},
-            "pull_request": {"number": pull, "head": {"ref": head, "sha": "0" * 40},
+            "pull_request": {"number": pull, "head": {"ref": head, "sha": "0" * 40, "repo": head_repo},
                              "base": {"ref": "main", "sha": "1" * 40}},
             "repository": {"default_branch": "main", "full_name": "owner/repo"}}
 
@@ -101,6 +102,21 @@ def test_a_review_that_asks_nothing_or_is_not_on_a_runs_pull_request_is_not_rout
     # `/rally fix` in a comment-only review routes it.
     code, out = _run(fake_github, tmp_path, repo, _payload(pull, review, state="commented", body="/rally fix"))
     assert code == 0 and "src/api/app.py: api" in out and len(_replies(fake_github)) == 1
+
+
+def test_a_review_on_a_forks_pull_request_from_a_branch_named_as_the_runs_is_not_routed(
+        fake_github: FakeGitHubServer, tmp_path: Path, repo: Path) -> None:
+    """Anyone may fork and open a pull request from ``rally/<run>/_integration``: only this repository's
+    branch is the run's. A deleted fork (``head.repo`` null) is no more the run's."""
+    fake_github.set_permission("alice", "write")
+    _pull(fake_github, repo)
+    fork = fake_github.add_fork_pull("owner/repo-fork", RUN_HEAD, "main", "planted", user="mallory")
+    review = fake_github.add_review(fork, "alice", "CHANGES_REQUESTED", comments=(("src/api/app.py", 1, "x"),))
+    code, out = _run(fake_github, tmp_path, repo, _payload(fork, review, head_repo={"full_name": "owner/repo-fork"}))
+    assert code == 0 and f"#{fork} is not the pull request of a rally-gh run: its head is in `owner/repo-fork`" in out
+    code, out = _run(fake_github, tmp_path, repo, _payload(fork, review, head_repo=None))
+    assert code == 0 and "its head is in a deleted fork" in out
+    assert not _replies(fake_github)
 
 
 def test_a_reviewer_without_write_access_is_refused_and_nothing_is_answered(
