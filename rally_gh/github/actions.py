@@ -32,8 +32,9 @@ from typing import Any, Literal
 
 from rally_gh import git
 from rally_gh.errors import GitHubError, UsageError
-from rally_gh.github.endpoint import GitHubEndpoint, IssueNumber, RequestLimits
+from rally_gh.github.endpoint import WORKFLOW_BOT, GitHubEndpoint, IssueNumber, RequestLimits
 from rally_gh.github.events import (
+    BOT_LOGIN,
     Trigger,
     branch_name,
     issue_fields,
@@ -57,6 +58,9 @@ class ActionInputs:
     teammates_text: str = ""
     max_parallel_text: str = ""
     bot_allowlist: tuple[str, ...] = ()
+    bot_logins: tuple[str, ...] = (WORKFLOW_BOT,)
+    """``RALLY_BOT_LOGIN``: the bots whose comments are rally-gh's own when the token cannot say whose it
+    is (a workflow's ``GITHUB_TOKEN``, a GitHub App's installation token: ``<app-slug>[bot]``)."""
     split_run_id: str | None = None
     """``RALLY_RUN_ID``: the name the workflow gave a run split across jobs."""
     agents_here: bool = True
@@ -187,6 +191,7 @@ def read(environ: Mapping[str, str], *, event_path: Path | None = None) -> Actio
             teammates_text=environ.get("RALLY_TEAMMATES", ""),
             max_parallel_text=environ.get("RALLY_MAX_PARALLEL", ""),
             bot_allowlist=tuple(environ.get("RALLY_BOT_ALLOWLIST", "").replace(",", " ").split()),
+            bot_logins=_bot_logins(environ.get("RALLY_BOT_LOGIN", "")),
             agents_here=environ.get("RALLY_AGENTS", "").strip().lower() != "false",
             split_run_id=environ.get("RALLY_RUN_ID") or None,
             issue_text=environ.get("RALLY_ISSUE_TEXT") or None,
@@ -209,6 +214,16 @@ def _plans(text: str) -> tuple[tuple[str, str], ...]:
                          hint="pass the command job's `plans` output as it is")
     teammate_names(" ".join(found), "the action's input `plans`")
     return tuple(found.items())
+
+
+def _bot_logins(text: str) -> tuple[str, ...]:
+    """The ``bot-login`` input: bot logins separated by commas or spaces; the workflow's bot when empty."""
+    logins = tuple(text.replace(",", " ").split()) or (WORKFLOW_BOT,)
+    for login in logins:
+        if not BOT_LOGIN.fullmatch(login):
+            raise UsageError(f"the action's input `bot-login`: {login[:60]!r} is not a bot's login",
+                             hint=f"a GitHub App writes as `<app-slug>[bot]`, a workflow's token as `{WORKFLOW_BOT}`")
+    return logins
 
 
 def _approval(value: str) -> Literal["comment", "environment"]:
@@ -290,7 +305,8 @@ def connect(context: ActionsContext, *, limits: RequestLimits = RequestLimits())
                           hint="pass `github-token` to the action, or set GITHUB_TOKEN and GITHUB_REPOSITORY")
     from rally_gh.github.real import DEFAULT_API_URL, RealGitHub
 
-    return RealGitHub(context.token, context.repository, context.api_url or DEFAULT_API_URL, limits=limits)
+    return RealGitHub(context.token, context.repository, context.api_url or DEFAULT_API_URL, limits=limits,
+                      bot_logins=context.inputs.bot_logins)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,10 @@ CheckConclusion = Literal[
 StatusState = Literal["error", "failure", "pending", "success"]
 AnnotationLevel = Literal["notice", "warning", "failure"]
 
+WORKFLOW_BOT = "github-actions[bot]"
+"""Who a workflow's ``GITHUB_TOKEN`` writes as: the comments rally-gh takes for its own by default when the
+token cannot say whose it is (``GET /user`` is refused to installation tokens)."""
+
 BODY_LIMIT = 65_536
 """GitHub refuses issue, comment and pull request bodies longer than this (characters)."""
 CHECK_OUTPUT_LIMIT = 65_535

@@ -30,6 +30,8 @@ MAX_NUMBER = 9_999_999_999
 """The largest issue or pull request number taken (ten digits, as a dispatch's input)."""
 # A GitHub login (letters, digits, single hyphens, at most 39), or an app's bot (``name[bot]``).
 _LOGIN = re.compile(r"[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}(?:\[bot\])?")
+# An App's bot, or a workflow's (``github-actions[bot]``): what a token that cannot say whose it is writes as.
+BOT_LOGIN = re.compile(r"[A-Za-z0-9](?:-?[A-Za-z0-9]){0,38}\[bot\]")
 # What git refuses in a branch name: control characters, space, DEL and ~^:?*[\
 _NOT_IN_BRANCH = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 

@@ -34,6 +34,7 @@ from rally_gh.github.endpoint import (
     ANNOTATIONS_PER_REQUEST,
     CHECK_OUTPUT_LIMIT,
     PERMISSIONS,
+    WORKFLOW_BOT,
     Annotation,
     CheckConclusion,
     CheckRunId,
@@ -126,7 +127,8 @@ class RealGitHub:
 
     def __init__(self, token: str, repo_full_name: str, base_url: str = DEFAULT_API_URL, *,
                  limits: RequestLimits = RequestLimits(), sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, bot_logins: Sequence[str] = (WORKFLOW_BOT,)) -> None:
+        """``bot_logins``: whose comments are ours when the token cannot say whose it is (``_ours``)."""
         if "/" not in repo_full_name:
             raise GitHubError(f"repository {repo_full_name!r} is not of the form owner/name")
         self._repo_full_name = repo_full_name
@@ -144,6 +146,7 @@ class RealGitHub:
         self._repo = self._github.get_repo(repo_full_name)
         self._default_branch: str | None = None
         self._me: tuple[str | None] | None = None  # (our login, or None: a bot's token), once asked
+        self._bot_logins = frozenset(bot_logins)
 
     @property
     def repo_full_name(self) -> str:
@@ -280,10 +283,13 @@ class RealGitHub:
         created = self._call(
             Action(f"reply to review comment {int(comment)} on #{pull}", "pull-requests: write", write=True,
                    idempotent=False),
-            lambda: CommentId(self._repo.get_pull(pull).create_review_comment_reply(
-                comment, cut_body(with_marker(body, marker))).id),
-            lookup=existing)
+            lambda: self._reply(pull, comment, cut_body(with_marker(body, marker))), lookup=existing)
         return created
+
+    def _reply(self, pull: PullNumber, comment: CommentId, text: str) -> CommentId:
+        made = self._repo.get_pull(pull).create_review_comment_reply(comment, text)
+        self._written_as_us(made.user, f"a reply to review comment {int(comment)} on #{pull}")
+        return CommentId(made.id)
 
     def _find_comment(self, issue: IssueNumber, marker: str) -> IssueComment | None:
         comments = self._call(Action(f"list the comments of #{issue}", "issues: read"),
@@ -294,8 +300,9 @@ class RealGitHub:
 
     def _ours(self, user: NamedUser | Organization | None) -> bool:
         """Whether a comment by ``user`` can be one we wrote: by our login when the token can say whose it
-        is (a person's token), else by a bot (a workflow's or an App's installation token cannot ask
-        ``GET /user``, and writes as a bot)."""
+        is (a person's token), else by one of the bots named (``bot_logins``): a workflow's or an App's
+        installation token cannot ask ``GET /user``. Never by any bot: another App, or another
+        workflow's token, could then plant our markers (a progress comment, an approval, a reply)."""
         if self._me is None:
             try:
                 self._me = (self._call(Action("ask whose the token is", "none"), lambda: self._github.get_user().login),)
@@ -304,7 +311,20 @@ class RealGitHub:
         if user is None:
             return False
         me = self._me[0]
-        return user.login == me if me is not None else user.type == "Bot"
+        return user.login == me if me is not None else user.type == "Bot" and user.login in self._bot_logins
+
+    def _written_as_us(self, user: NamedUser | Organization | None, what: str) -> None:
+        """Refuse to go on when what we just wrote is not taken for ours: every later look would miss it,
+        and write again (a second progress comment; a command acted on twice)."""
+        if self._ours(user):
+            return
+        login = user.login if user is not None else "(nobody)"
+        raise GitHubError(
+            f"rally-gh wrote {what} as @{login}, but takes comments for its own only from "
+            f"{' or '.join(f'@{b}' for b in sorted(self._bot_logins))}: this token cannot say whose it is "
+            "(a GitHub App's installation token)",
+            hint=f"add {login} to the action's input `bot-login` (the bots whose comments are rally-gh's), "
+                 "then re-run the job")
 
     def comment_with(self, issue: IssueNumber, marker: str) -> str | None:
         found = self._find_comment(issue, marker)
@@ -322,6 +342,7 @@ class RealGitHub:
             Action(f"create a comment on #{issue}", "issues: write", write=True, idempotent=False),
             lambda: self._repo.get_issue(issue).create_comment(text),
             lookup=lambda: self._find_comment(issue, marker))
+        self._written_as_us(created.user, f"comment {created.id} on #{issue}")
         return CommentId(created.id)
 
     def _send_labels(self, verb: str, issue: IssueNumber, labels: Sequence[str]) -> None:

@@ -25,15 +25,29 @@ def _never_the_real_github(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(real.RealGitHub, "__init__", guarded)
 
 
-@pytest.fixture
-def fake_github() -> Iterator[FakeGitHubServer]:
+def _checked_fake(actor: str) -> Iterator[FakeGitHubServer]:
     """A running fake whose every exchange is checked against GitHub's OpenAPI description."""
     problems: list[str] = []
     openapi = github_openapi()
-    with FakeGitHubServer("owner/repo", "test-token") as server:
+    with FakeGitHubServer("owner/repo", "test-token", actor=actor) as server:
         server.observers.append(lambda *exchange: problems.extend(openapi.check(*exchange)))
         yield server
     assert not problems, "exchanges that break GitHub's OpenAPI description:\n" + "\n".join(problems)
+
+
+@pytest.fixture
+def fake_github() -> Iterator[FakeGitHubServer]:
+    """The fake, writing as a workflow's token does (``github-actions[bot]``)."""
+    yield from _checked_fake("github-actions[bot]")
+
+
+@pytest.fixture
+def fake_app_github() -> Iterator[FakeGitHubServer]:
+    """The fake, writing as a GitHub App's installation token does (``rally-app[bot]``), which GitHub
+    refuses ``GET /user``."""
+    for server in _checked_fake("rally-app[bot]"):
+        server.inject("GET", r"/user$", 403, times=1_000)
+        yield server
 
 
 @pytest.fixture

@@ -144,6 +144,14 @@ def test_the_endpoint_is_built_from_the_job_s_token_repository_and_api(fake_gith
         connect(read({"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "owner/repo"}))
 
 
+def test_the_bots_whose_comments_are_ours_are_named_by_the_action_s_input() -> None:
+    assert read({}).inputs.bot_logins == ("github-actions[bot]",)
+    both = read({"RALLY_BOT_LOGIN": "rally-app[bot], github-actions[bot]"}).inputs.bot_logins
+    assert both == ("rally-app[bot]", "github-actions[bot]")
+    with pytest.raises(UsageError, match=r"`bot-login`: 'alice' is not a bot's login"):
+        read({"RALLY_BOT_LOGIN": "alice"})
+
+
 def test_workflow_variables_are_named_here() -> None:
     assert is_workflow_variable("GITHUB_OUTPUT") and is_workflow_variable("ACTIONS_RUNTIME_TOKEN")
     assert not is_workflow_variable("GITHUB_SHA") and not is_workflow_variable("PATH")

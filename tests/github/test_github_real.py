@@ -21,6 +21,7 @@ from rally_gh.github.endpoint import (
     publish_check,
     run_marker,
 )
+from rally_gh.github.actions import connect, read
 from rally_gh.github.fake import FakeGitHubServer
 from rally_gh.github.real import RealGitHub, retry_delay
 from rally_gh.testing import commit, git, init_repo
@@ -111,14 +112,41 @@ def test_a_comment_someone_else_starts_with_our_marker_is_never_taken_for_ours(f
     assert fake_github.count("GET", r"/user$") == 1  # asked once
 
 
-def test_a_bots_token_that_cannot_say_whose_it_is_takes_its_bot_comments_for_its_own(
+def test_a_workflows_token_that_cannot_say_whose_it_is_takes_only_the_workflow_bots_comments_for_its_own(
         fake_github: FakeGitHubServer, gh: RealGitHub) -> None:
-    """A workflow's GITHUB_TOKEN (an installation token) is refused GET /user: its comments are a bot's."""
+    """A workflow's GITHUB_TOKEN (an installation token) is refused GET /user: its comments are
+    github-actions[bot]'s, never any other bot's (another App could plant our markers)."""
     fake_github.inject("GET", r"/user$", 403)
     number = IssueNumber(fake_github.create_issue("Add orders"))
     fake_github.add_comment(number, f"{MARKER}\nplanted", user="mallory")
+    fake_github.add_comment(number, f"{MARKER}\nplanted by an App", user="other-app[bot]")
     kept = fake_github.add_comment(number, f"{MARKER}\nRun 7-1: starting", user="github-actions[bot]")
     assert gh.upsert_comment(number, MARKER, "Run 7-1: done") == kept
+    assert gh.run_ids(number) == ("7-1",) and gh.comment_with(number, MARKER) == f"{MARKER}\nRun 7-1: done"
+
+
+def test_an_app_token_takes_only_the_comments_of_the_bot_it_is_told_it_writes_as(
+        fake_app_github: FakeGitHubServer) -> None:
+    """A GitHub App's installation token writes as ``<app-slug>[bot]`` and cannot say so (GET /user is
+    refused): the action's ``bot-login`` names it, read by github/actions.py and passed down."""
+    fake = fake_app_github
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_TOKEN": fake.token, "GITHUB_REPOSITORY": "owner/repo",
+           "GITHUB_API_URL": fake.api_url, "RALLY_BOT_LOGIN": "rally-app[bot]"}
+    app = connect(read(env), limits=TEST_LIMITS)
+    number = IssueNumber(fake.create_issue("Add orders"))
+    for planter in ("github-actions[bot]", "other-app[bot]"):  # another workflow, another App
+        fake.add_comment(number, f"{MARKER}\nplanted", user=planter)
+    assert app.comment_with(number, MARKER) is None and app.run_ids(number) == ()
+    mine = app.upsert_comment(number, MARKER, "Run 7-1: starting")
+    assert app.upsert_comment(number, MARKER, "Run 7-1: done") == mine
+    assert fake.comments[mine]["user"] == "rally-app[bot]" and app.run_ids(number) == ("7-1",)
+    # Left at the default, the App's own comment would never be found again (a second progress
+    # comment, a command acted on twice): the first one it writes says what to set instead.
+    unnamed = connect(read({**env, "RALLY_BOT_LOGIN": ""}), limits=TEST_LIMITS)
+    with pytest.raises(GitHubError, match=r"as @rally-app\[bot\], but takes comments for its own only from "
+                                          r"@github-actions\[bot\]") as err:
+        unnamed.upsert_comment(IssueNumber(fake.create_issue("Other")), MARKER, "Run 7-2: starting")
+    assert "add rally-app[bot] to the action's input `bot-login`" in (err.value.hint or "")
 
 
 def test_upsert_comment_finds_its_marker_past_the_first_page(fake_github: FakeGitHubServer, gh: RealGitHub) -> None:
