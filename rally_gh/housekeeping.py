@@ -5,7 +5,8 @@ its state (``<git common dir>/rally/runs/<run>/``) and, when it was killed, work
 under ``rally_worktrees_root``; a CI run re-run in a kept workspace also leaves its
 earlier attempts (their state under ``rally/attempts/<run>-<n>/``, their branches under
 ``refs/rally/superseded/<prefix>/<run>/``), which go with the run, judged as its branches
-are. ``plan_clean`` decides what may go, as a value; ``execute_clean`` removes it. A
+are. A run is found by any of these: one whose earlier attempts are all that is left (the
+re-run never wrote its state, or it was removed) is listed and cleaned too. ``plan_clean`` decides what may go, as a value; ``execute_clean`` removes it. A
 branch goes only when every commit of it that no other ref holds has an equal change (the
 same patch id) in a ref that stays: the integration branch holds its teammates' work as
 replayed commits, the base branch holds it once the pull request is merged, a
@@ -25,6 +26,7 @@ from rally_gh import git
 from rally_gh.errors import RallyError, UsageError
 from rally_gh.state import (
     INTEGRATION_NAME,
+    STATE_FILE,
     RunState,
     list_runs,
     load_state,
@@ -44,6 +46,10 @@ class RunInfo:
     status: str  # done | partial | failed | running | interrupted | planned | dry run | branches only
     started_at: float | None
     branches: tuple[str, ...]  # short names of the branches that exist, sorted
+    attempts: tuple[Path, ...] = ()
+    """The states of its earlier attempts that a re-run in a kept workspace set aside, oldest first."""
+    superseded: tuple[str, ...] = ()
+    """Its earlier attempts' branches (full ref names under ``refs/rally/superseded/``)."""
 
     @property
     def alive(self) -> bool:
@@ -60,15 +66,28 @@ def find_runs(repo: git.Repository) -> list[RunInfo]:
             states[run_id] = load_state(common, run_id)
         except RallyError:
             continue  # unreadable (another version's): its branches still show it
-    prefixes = sorted({DEFAULT_PREFIX, *(s.branch_prefix for s in states.values())})
+    attempts = _earlier_attempts(common)
+    earlier = [s for aside in attempts.values() for s in aside.values() if s is not None]
+    prefixes = sorted({DEFAULT_PREFIX, *(s.branch_prefix for s in (*states.values(), *earlier))})
     branches = _run_branches(repo, prefixes)
+    superseded = _superseded_refs(repo, prefixes)
     found = []
-    for run_id in sorted(set(states) | set(branches)):
-        state = states.get(run_id)
-        found.append(RunInfo(run_id, state, _status(state),
-                             state.started_at if state is not None else branches[run_id][1],
-                             tuple(sorted(branches.get(run_id, ((), None))[0]))))
+    for run_id in sorted(set(states) | set(branches) | set(attempts) | set(superseded)):
+        state, names = states.get(run_id), branches.get(run_id, ([], None))[0]
+        aside = attempts.get(run_id, {})
+        found.append(RunInfo(run_id, state, _status(state, bool(names)), _started(state, branches, aside, run_id),
+                             tuple(sorted(names)), tuple(aside), tuple(superseded.get(run_id, ()))))
     return sorted(found, key=lambda r: (-(r.started_at or 0), r.run_id))
+
+
+def _started(state: RunState | None, branches: dict[str, tuple[list[str], float | None]],
+             aside: dict[Path, RunState | None], run_id: str) -> float | None:
+    """When a run started: its state says; else its branches' newest commit, else its last earlier attempt."""
+    if state is not None:
+        return state.started_at
+    if run_id in branches:
+        return branches[run_id][1]
+    return next((s.started_at for s in reversed(aside.values()) if s is not None), None)
 
 
 def latest_run(repo: git.Repository) -> str:
@@ -80,9 +99,9 @@ def latest_run(repo: git.Repository) -> str:
     return with_state[0].run_id
 
 
-def _status(state: RunState | None) -> str:
+def _status(state: RunState | None, has_branches: bool) -> str:
     if state is None:
-        return "branches only"
+        return "branches only" if has_branches else "earlier attempts only"
     if state.dry_run:
         return "dry run"
     if state.status == "running":
@@ -131,6 +150,7 @@ class RunCleanup:
     worktrees: tuple[Path, ...]  # leftover checkouts to remove
     attempts: tuple[Path, ...] = ()  # earlier attempts' states to delete (kept with a kept branch)
     superseded: tuple[str, ...] = ()  # earlier attempts' branches (full ref names) to delete
+    has_state: bool = True  # False: only its earlier attempts' states are left
 
 
 @dataclass(frozen=True)
@@ -155,7 +175,6 @@ def plan_clean(repo: git.Repository, runs: Sequence[RunInfo], *, force: bool) ->
     skipped = tuple(r.run_id for r in runs if r.alive)
     chosen = [r for r in runs if not r.alive]
     candidates = {b for r in chosen for b in r.branches}
-    superseded = {r.run_id: _superseded_refs(repo, r) for r in chosen}
     every_ref = git.ref_names(repo, "refs/heads", "refs/remotes", "refs/tags")
     keep_refs = [ref for ref in every_ref if ref.removeprefix("refs/heads/") not in candidates]
     kept: dict[str, KeptBranch] = {}
@@ -173,7 +192,7 @@ def plan_clean(repo: git.Repository, runs: Sequence[RunInfo], *, force: bool) ->
                 kept[branch] = KeptBranch(branch, lost)
                 keep_refs.append(f"refs/heads/{branch}")
         # An earlier attempt's branches go only when what stays holds their work, as for branches.
-        for ref in (ref for refs in superseded.values() for ref in refs):
+        for ref in (ref for r in chosen for ref in r.superseded):
             lost = _work_nowhere_else(repo, ref, keep_refs)
             if lost:
                 kept[ref] = KeptBranch(ref, lost)
@@ -181,7 +200,7 @@ def plan_clean(repo: git.Repository, runs: Sequence[RunInfo], *, force: bool) ->
     common = git.common_dir(repo)
     plans = []
     for r in chosen:
-        kept_here = tuple(kept[b] for b in (*r.branches, *superseded[r.run_id]) if b in kept)
+        kept_here = tuple(kept[b] for b in (*r.branches, *r.superseded) if b in kept)
         state_dir = runs_dir(common) / r.run_id
         plans.append(RunCleanup(
             r.run_id,
@@ -189,8 +208,9 @@ def plan_clean(repo: git.Repository, runs: Sequence[RunInfo], *, force: bool) ->
             kept_here,
             state_dir if state_dir.is_dir() and not kept_here else None,
             tuple(sorted((worktree_root / r.run_id).iterdir())) if (worktree_root / r.run_id).is_dir() else (),
-            () if kept_here else _attempts(common, r.run_id),
-            tuple(ref for ref in superseded[r.run_id] if ref not in kept),
+            () if kept_here else r.attempts,
+            tuple(ref for ref in r.superseded if ref not in kept),
+            state_dir.is_dir(),
         ))
     return CleanPlan(tuple(plans), skipped)
 
@@ -213,21 +233,33 @@ def execute_clean(repo: git.Repository, plan: CleanPlan) -> None:
     git.prune_worktree_records(repo)
 
 
-def _attempts(common: Path, run_id: str) -> tuple[Path, ...]:
-    """The states of a run's earlier attempts that a re-run in a kept workspace set aside
-    (``ledger.set_aside_earlier_attempt``)."""
+def _earlier_attempts(common: Path) -> dict[str, dict[Path, RunState | None]]:
+    """Run id -> the states of its earlier attempts that a re-run in a kept workspace set aside
+    (``ledger.set_aside_earlier_attempt``: ``rally/attempts/<run>-<n>``), in the order they ran,
+    each read when this version can (None when not)."""
     folder = runs_dir(common).parent / "attempts"
-    if not folder.is_dir():
-        return ()
-    mine = re.compile(re.escape(run_id) + r"-\d+")
-    return tuple(sorted(p for p in folder.iterdir() if p.is_dir() and mine.fullmatch(p.name)))
+    found: dict[str, dict[Path, RunState | None]] = {}
+    named = ((p, re.fullmatch(r"(.+)-(\d+)", p.name)) for p in (folder.iterdir() if folder.is_dir() else ()))
+    for path, match in sorted(((p, m) for p, m in named if m and p.is_dir()), key=lambda pm: int(pm[1].group(2))):
+        try:
+            state: RunState | None = RunState.model_validate_json((path / STATE_FILE).read_bytes())
+        except (OSError, ValueError):
+            state = None  # unreadable (another version's, or cut short): still the run's, to list and clean
+        found.setdefault(match.group(1), {})[path] = state
+    return found
 
 
-def _superseded_refs(repo: git.Repository, run: RunInfo) -> tuple[str, ...]:
-    """The branches of a run's earlier attempts, kept under ``refs/rally/superseded/``."""
-    prefixes = {DEFAULT_PREFIX, *([run.state.branch_prefix] if run.state is not None else [])}
-    return tuple(sorted(ref for prefix in prefixes
-                        for ref in git.ref_names(repo, f"refs/rally/superseded/{prefix}/{run.run_id}/")))
+def _superseded_refs(repo: git.Repository, prefixes: Sequence[str]) -> dict[str, list[str]]:
+    """Run id -> the branches of its earlier attempts, ``refs/rally/superseded/<prefix>/<run>/<name>/<sha>``."""
+    found: dict[str, list[str]] = {}
+    for ref in git.ref_names(repo, *(f"refs/rally/superseded/{p}/" for p in prefixes)):
+        for prefix in prefixes:
+            rest = ref.removeprefix(f"refs/rally/superseded/{prefix}/")
+            parts = rest.split("/")
+            if rest != ref and len(parts) == 3 and all(parts):
+                found.setdefault(parts[0], []).append(ref)
+                break
+    return found
 
 
 def _work_nowhere_else(repo: git.Repository, ref: str, refs: Sequence[str]) -> tuple[str, ...]:

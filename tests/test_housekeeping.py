@@ -25,7 +25,7 @@ from rally_gh.errors import RallyError, UsageError
 from rally_gh.housekeeping import parse_age
 from rally_gh.state import Clock, runs_dir, save_state
 from rally_gh.testing import git as run_git
-from rally_gh.testing import init_repo, run_state, teammate_record
+from rally_gh.testing import commit, init_repo, run_state, teammate_record
 
 DAY = 86400.0
 NOW = 1_800_000_000.0  # 2027-01-15
@@ -252,3 +252,36 @@ def test_clean_removes_the_earlier_attempts_a_kept_workspace_set_aside(tmp_path:
     out = clean(repo, run_id="ci-7", force=True)
     assert f"ci-7: deleted an earlier attempt's state {attempt}\n" in out
     assert not attempt.exists() and not (runs_dir(common) / "ci-7").exists() and not branches(repo)
+
+
+def test_a_run_left_only_as_earlier_attempts_is_listed_and_cleaned(tmp_path: Path) -> None:
+    """A re-run in a kept workspace set the first attempt aside, then left nothing of its own (stopped
+    before its state was written): ``runs`` and ``clean`` still find the run."""
+    from rally_gh.run.ledger import set_aside_earlier_attempt
+
+    repo = init_repo(tmp_path / "repo", {"README.md": "# tidy\n"})
+    common = repo / ".git"
+    run_git(repo, "checkout", "-q", "-b", "rally/ci-9/api")
+    work = commit(repo, {"src/api/a.py": "a = 1\n"}, "rally(api): a")
+    run_git(repo, "checkout", "-q", "main")
+    save_state(common, run_state(teammate_record("api", "done", branch="rally/ci-9/api", head_sha=work),
+                                 run_id="ci-9", started_at=NOW - DAY, integration_branch="rally/ci-9/_integration"))
+    assert set_aside_earlier_attempt(git.open_repo(repo), common, "ci-9", "rally") is not None
+    attempt = common / "rally" / "attempts" / "ci-9-1"
+    (superseded,) = run_git(repo, "for-each-ref", "--format=%(refname)", "refs/rally/superseded/").split()
+    assert not branches(repo) and not (runs_dir(common) / "ci-9").exists() and attempt.is_dir()
+
+    (line,) = [ln for ln in say(runs_cmd.run, repo, fmt="text").splitlines() if ln.startswith("ci-9 ")]
+    assert line.split()[1:] == ["2027-01-14", "08:00", "earlier", "attempts", "only", "1", "earlier", "attempt", "-"]
+    (found,) = json.loads(say(runs_cmd.run, repo, fmt="json"))
+    assert (found["status"], found["earlier_attempts"], found["branches"]) == (
+        "earlier attempts only", [str(attempt)], [])
+    # Its earlier attempt's branch holds work found nowhere else: kept, and its state with it, unless --force.
+    out = clean(repo, older_than="1h", dry_run=True)
+    assert f"ci-9: kept an earlier attempt's branch {superseded}: 1 commit ({work[:10]})" in out
+    assert "ci-9: kept its earlier attempts' states with its kept branches\n" in out
+    out = clean(repo, run_id="ci-9", force=True)
+    assert f"ci-9: deleted an earlier attempt's branch {superseded}\n" in out
+    assert f"ci-9: deleted an earlier attempt's state {attempt}\n" in out
+    assert not attempt.exists() and not run_git(repo, "for-each-ref", "refs/rally/").strip()
+    assert clean(repo) == "nothing to clean\n"

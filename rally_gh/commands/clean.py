@@ -73,8 +73,10 @@ def _describe(plan: CleanPlan, dry_run: bool, stdout: TextIO) -> None:
             stdout.write(f"{run.run_id}: {verb} an earlier attempt's state {attempt}\n")
         if run.state_dir is not None:
             stdout.write(f"{run.run_id}: {verb} state {run.state_dir}\n")
-        elif run.kept:
+        elif run.kept and run.has_state:
             stdout.write(f"{run.run_id}: kept its state (`rally-gh report --run {run.run_id}`) with its kept branches\n")
+        elif run.kept:
+            stdout.write(f"{run.run_id}: kept its earlier attempts' states with its kept branches\n")
         branches += len(run.branches)
         worktrees += len(run.worktrees)
         states += run.state_dir is not None

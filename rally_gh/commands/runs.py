@@ -35,6 +35,8 @@ def _when(stamp: float | None) -> str:
 
 
 def _teammates(r: RunInfo) -> str:
+    if r.state is None and not r.branches and r.attempts:
+        return f"{len(r.attempts)} earlier attempt{'s' * (len(r.attempts) != 1)}"
     if r.state is None:
         return f"{len(r.branches)} branch{'es' * (len(r.branches) != 1)}"
     outcomes = Counter(t.outcome for t in r.state.teammates)
@@ -60,4 +62,5 @@ def _as_json(r: RunInfo) -> dict[str, Any]:
         "teammates": [] if r.state is None else [{"name": t.name, "outcome": t.outcome} for t in r.state.teammates],
         "integration_branch": r.state.integration_branch if r.state is not None else None,
         "branches": list(r.branches),
+        "earlier_attempts": [str(p) for p in r.attempts],
     }
