@@ -23,6 +23,16 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     assert not (Path(os.path.expanduser("~")) / ".rally").exists()
 
 
+@pytest.fixture(autouse=True)
+def _unpaced_github(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands' real GitHub client talks to the fake: no second between writes (GitHub's advice
+    against its secondary rate limits), which would make the scenarios wait most of their time."""
+    from rally_gh.github import actions
+    from rally_gh.github.endpoint import RequestLimits
+
+    monkeypatch.setattr(actions, "DEFAULT_LIMITS", RequestLimits(write_interval_s=0))
+
+
 # Every real agent CLI that tests/real_agents drives (cli_params there): pinned and latest.
 REAL_CLIS = tuple(cli + release for cli in ("claude", "codex", "aider") for release in ("", "-latest"))
 _REAL_CLI_TEST = re.compile(r"^tests/real_agents/.*\[(?P<cli>[a-z-]+)\]$")

@@ -298,15 +298,19 @@ def issue_of(event: Event | None, issue: int | None) -> tuple[int | None, str | 
     return (issue if issue is not None else number), text
 
 
-def connect(context: ActionsContext, *, limits: RequestLimits = RequestLimits()) -> GitHubEndpoint:
+DEFAULT_LIMITS = RequestLimits()
+"""How the real client paces and retries; the tests, against the fake, pace nothing (tests/conftest.py)."""
+
+
+def connect(context: ActionsContext, *, limits: RequestLimits | None = None) -> GitHubEndpoint:
     """The real GitHub client for this job's token and repository (PyGithub is imported only now)."""
     if not context.token or not context.repository:
         raise GitHubError("no GitHub token or repository in the environment",
                           hint="pass `github-token` to the action, or set GITHUB_TOKEN and GITHUB_REPOSITORY")
     from rally_gh.github.real import DEFAULT_API_URL, RealGitHub
 
-    return RealGitHub(context.token, context.repository, context.api_url or DEFAULT_API_URL, limits=limits,
-                      bot_logins=context.inputs.bot_logins)
+    return RealGitHub(context.token, context.repository, context.api_url or DEFAULT_API_URL,
+                      limits=DEFAULT_LIMITS if limits is None else limits, bot_logins=context.inputs.bot_logins)
 
 
 @dataclass(frozen=True)
