@@ -114,6 +114,9 @@ class ActionsContext:
     """``RALLY_REMOTE``: where a local run publishes, when asked to."""
     triggering_actor: str | None = None
     """``GITHUB_TRIGGERING_ACTOR``: who started this attempt of the workflow run (a re-run's, not the event's sender)."""
+    write_interval_s: float | None = None
+    """``RALLY_GITHUB_WRITE_INTERVAL``: seconds between two writes to the API (default 1, GitHub's advice
+    against its secondary rate limits; 0 for a server without them, such as the fake of the tests)."""
     output_file: Path | None = None
     summary_file: Path | None = None
     inputs: ActionInputs = ActionInputs()
@@ -185,6 +188,7 @@ def read(environ: Mapping[str, str], *, event_path: Path | None = None) -> Actio
         base_ref=_branch(environ, "GITHUB_BASE_REF"),
         remote=environ.get("RALLY_REMOTE") or None,
         triggering_actor=environ.get("GITHUB_TRIGGERING_ACTOR") or None,
+        write_interval_s=_seconds("RALLY_GITHUB_WRITE_INTERVAL", environ.get("RALLY_GITHUB_WRITE_INTERVAL", "")),
         output_file=_path(environ.get("GITHUB_OUTPUT")),
         summary_file=_path(environ.get("GITHUB_STEP_SUMMARY")),
         inputs=ActionInputs(
@@ -214,6 +218,19 @@ def _plans(text: str) -> tuple[tuple[str, str], ...]:
                          hint="pass the command job's `plans` output as it is")
     teammate_names(" ".join(found), "the action's input `plans`")
     return tuple(found.items())
+
+
+def _seconds(name: str, text: str) -> float | None:
+    if not text.strip():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 60:
+        raise UsageError(f"{name}={text[:40]!r} is not a number of seconds from 0 to 60",
+                         hint="leave it unset for GitHub's advice, one second between writes")
+    return value
 
 
 def _bot_logins(text: str) -> tuple[str, ...]:
@@ -310,7 +327,12 @@ def connect(context: ActionsContext, *, limits: RequestLimits | None = None) -> 
     from rally_gh.github.real import DEFAULT_API_URL, RealGitHub
 
     return RealGitHub(context.token, context.repository, context.api_url or DEFAULT_API_URL,
-                      limits=DEFAULT_LIMITS if limits is None else limits, bot_logins=context.inputs.bot_logins)
+                      limits=_paced(DEFAULT_LIMITS if limits is None else limits, context.write_interval_s),
+                      bot_logins=context.inputs.bot_logins)
+
+
+def _paced(limits: RequestLimits, write_interval_s: float | None) -> RequestLimits:
+    return limits if write_interval_s is None else replace(limits, write_interval_s=write_interval_s)
 
 
 @dataclass(frozen=True)

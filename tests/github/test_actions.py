@@ -152,6 +152,15 @@ def test_the_bots_whose_comments_are_ours_are_named_by_the_action_s_input() -> N
         read({"RALLY_BOT_LOGIN": "alice"})
 
 
+def test_the_seconds_between_writes_can_be_set_and_a_bad_value_is_refused() -> None:
+    assert read({}).write_interval_s is None  # GitHub's advice: RequestLimits' one second
+    assert read({"RALLY_GITHUB_WRITE_INTERVAL": "0"}).write_interval_s == 0
+    assert read({"RALLY_GITHUB_WRITE_INTERVAL": " 2.5 "}).write_interval_s == 2.5
+    for bad in ("soon", "-1", "3600", "nan"):
+        with pytest.raises(UsageError, match=r"^RALLY_GITHUB_WRITE_INTERVAL=.* is not a number of seconds from 0 to 60"):
+            read({"RALLY_GITHUB_WRITE_INTERVAL": bad})
+
+
 def test_workflow_variables_are_named_here() -> None:
     assert is_workflow_variable("GITHUB_OUTPUT") and is_workflow_variable("ACTIONS_RUNTIME_TOKEN")
     assert not is_workflow_variable("GITHUB_SHA") and not is_workflow_variable("PATH")
