@@ -501,6 +501,7 @@ def _claimed_teammate(trusted: TeammateRecord, claim: TeammateRecord) -> Teammat
         "started_at": claim.started_at if claim.started_at is None or math.isfinite(claim.started_at) else None,
         "finished_at": claim.finished_at if claim.finished_at is None or math.isfinite(claim.finished_at) else None,
         "duration_s": _amount(claim.duration_s), "cost_usd": _amount(claim.cost_usd), "tokens": max(0, claim.tokens),
+        "plan_cost_usd": _amount(claim.plan_cost_usd), "plan_tokens": max(0, claim.plan_tokens),
         "reason": _plain(claim.reason, 500), "summary": _plain(claim.summary, 500), "verify": _verify(claim.verify),
     })
 

@@ -135,6 +135,8 @@ class TeammateRecord(_Record):
     reason: str = ""
     summary: str = ""  # what the agent said it did (RALLY_REPORT_FILE)
     plan: str = ""  # mode: plan: the plan its agent wrote read-only, which a person approves and it then carries out
+    plan_cost_usd: float = 0.0  # what writing that plan cost (cost_usd is its attempts' at the work)
+    plan_tokens: int = 0
     verify: tuple[VerifyResult, ...] = ()
     violations: tuple[Violation, ...] = ()
     integrated: bool = False

@@ -27,7 +27,8 @@ def report_markdown(report: Report, *, marker: bool = True) -> str:
 
 
 def _headline(report: Report) -> list[str]:
-    title = f"## rally-gh run `{report.run_id}`: {_STATUS_WORD[report.status]}"
+    word = "Waiting for approval" if report.run_status == "waiting" else _STATUS_WORD[report.status]
+    title = f"## rally-gh run `{report.run_id}`: {word}"
     if report.run_status == "interrupted":
         title += " (interrupted)"
     if report.dry_run:
@@ -148,13 +149,25 @@ def _risks(report: Report) -> list[str]:
     return [f"- {r}" for r in risks] or ["None noted."]
 
 
+def _plans(report: Report) -> list[str]:
+    """The plans of the teammates in plan mode, while the run waits: the agent's text, shown as text
+    in a fence it cannot close, never as Markdown."""
+    out: list[str] = []
+    for t in report.teammates:
+        if t.plan and report.run_status == "waiting":
+            lines = t.plan.splitlines()
+            fence = "`" * max(3, _longest_backtick_run(lines) + 1)
+            out += [*([""] if out else []), f"**{t.name}**:", "", f"{fence}text", *lines, fence]
+    return out
+
+
 def _next_step(report: Report) -> list[str]:
     return [report.next]
 
 
 # The report's sections, in order; one whose body is empty is left out.
 _SECTIONS: tuple[tuple[str, Callable[[Report], list[str]]], ...] = (
-    ("Team", _team), ("Efficiency", _efficiency), ("Ownership map", _ownership_map),
+    ("Team", _team), ("Plans, waiting for approval", _plans), ("Efficiency", _efficiency), ("Ownership map", _ownership_map),
     ("Dependencies", _dependencies), ("Timeline", _timeline), ("Changed files", _changed_files),
     ("Verification", _verification), ("Conflicts", _conflicts), ("Violations", _violations),
     ("Shared blockers", _shared_blockers), ("Risks", _risks), ("Next step", _next_step),

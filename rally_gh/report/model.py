@@ -149,7 +149,7 @@ def _integration_quality(state: RunState) -> tuple[float, dict[str, Any]]:
 
 def step_status(state: RunState) -> str:
     """SUCCESS / PARTIAL / BLOCKED / FAILED for agent pipelines."""
-    if state.status == "interrupted":
+    if state.status in ("interrupted", "waiting"):
         return "BLOCKED"
     status = run_status(state)
     if status == "done":
@@ -162,6 +162,9 @@ def step_status(state: RunState) -> str:
 def next_step(state: RunState) -> str:
     """The one thing to do next, as a command or an action."""
     branch = state.integration_branch or integration_branch(state.branch_prefix, state.run_id)
+    if state.status == "waiting":
+        return (f"read the plans, then let the run go on: `rally-gh run --resume {state.run_id} --approved` "
+                "(on GitHub: `/rally approve` on the issue)")
     if state.status == "interrupted" or any(not t.finished for t in state.teammates):
         return f"resume the run: `rally-gh run --resume {state.run_id}`"
     if state.dry_run:
@@ -227,6 +230,8 @@ class TeammateReport(_Frozen):
     verify: tuple[VerifyResult, ...]
     ran: tuple[float, float] | None = None
     """When it ran, in seconds from the run's start (start, end); None when it never started."""
+    plan: str = ""
+    """What a teammate in plan mode plans to do (its agent's text), while the run waits for approval."""
 
 
 class Report(_Frozen):
@@ -317,8 +322,9 @@ def _teammate(state: RunState, t: TeammateRecord) -> TeammateReport:
     return TeammateReport(
         name=t.name, role=t.role, agent=t.agent, outcome=t.outcome, branch=t.branch, start_sha=t.start_sha,
         head_sha=t.head_sha, files_changed=t.files_changed, duration_s=round(t.duration_s, 3),
-        cost_usd=round(t.cost_usd, 4), tokens=t.tokens, attempts=t.attempts, reason=t.reason, summary=t.summary,
-        integrated=t.integrated, owns=t.owns, blocked_by=t.blocked_by, verify=t.verify, ran=ran)
+        cost_usd=round(t.cost_usd + t.plan_cost_usd, 4), tokens=t.tokens + t.plan_tokens, attempts=t.attempts, reason=t.reason, summary=t.summary,
+        integrated=t.integrated, owns=t.owns, blocked_by=t.blocked_by, verify=t.verify, ran=ran,
+        plan=t.plan or "")
 
 
 def _wall(state: RunState) -> float:

@@ -92,7 +92,7 @@ def _markdown(lines: list[str]) -> RenderableType:
 
 def _headline(report: Report, title: str) -> Text:
     words = title.lstrip("#").strip().replace("`", "")
-    return Text(words, style=_STATUS_STYLE[report.status])
+    return Text(words, style="bold yellow" if report.run_status == "waiting" else _STATUS_STYLE[report.status])
 
 
 def _outcome(outcome: str) -> Text:

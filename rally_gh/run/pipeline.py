@@ -240,7 +240,7 @@ def _schedule(ctx: RunContext, ledger: Ledger, guard: GitDirGuard, identity: tup
         ctx.emit(name, state, detail)
 
     # A resumed run has already spent part of its budget.
-    spent_usd = sum(r.cost_usd for r in ledger.state.teammates)
+    spent_usd = sum(r.cost_usd + r.plan_cost_usd for r in ledger.state.teammates)
     spent_s = ledger.state.phases.get("run", 0.0)
     results = scheduler.run_teammates(jobs, config.max_parallel, config.budget, clock=time.monotonic,
                                    on_event=relay, ready_ok=ready_ok, cancel=cancel,

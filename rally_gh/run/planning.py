@@ -14,7 +14,7 @@ text, and given back only to the teammate that wrote it, as data.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rally_gh import agents, egress, git, plan, process
@@ -39,13 +39,24 @@ def write_plans(ctx: RunContext, ledger: Ledger, names: Collection[str], cancel:
         if cancel.cancelled or ledger.record(name).plan:
             continue
         ctx.emit(name, "planning", "")
-        text = plan_of(ctx, ctx.config.teammate(name), ledger.state.base_sha, cancel)
-        ledger.update(name, plan=text)
-        ctx.emit(name, "planned", f"{len(text):,} characters")
+        planned = plan_of(ctx, ctx.config.teammate(name), ledger.state.base_sha, cancel)
+        record = ledger.record(name)
+        ledger.update(name, plan=planned.text, plan_cost_usd=record.plan_cost_usd + planned.cost_usd,
+                      plan_tokens=record.plan_tokens + planned.tokens)
+        ctx.emit(name, "planned", f"{len(planned.text):,} characters")
 
 
-def plan_of(ctx: RunContext, t: Teammate, start: str, cancel: process.CancelToken) -> str:
-    """Run ``t``'s agent read-only on a throwaway checkout of ``start``; the plan it wrote, or why there is none."""
+@dataclass(frozen=True)
+class Planned:
+    """A plan step: the plan (or why there is none), and what it cost as the agent told it (0 when unknown)."""
+
+    text: str
+    cost_usd: float = 0.0
+    tokens: int = 0
+
+
+def plan_of(ctx: RunContext, t: Teammate, start: str, cancel: process.CancelToken) -> Planned:
+    """Run ``t``'s agent read-only on a throwaway checkout of ``start``: the plan it wrote, or why there is none."""
     files = teammate_dir(ctx, t.name) / "plan"
     files.mkdir(parents=True, exist_ok=True)
     home = files / "home"
@@ -65,7 +76,7 @@ def plan_of(ctx: RunContext, t: Teammate, start: str, cancel: process.CancelToke
             cmd = agents.agent_command(spec, prompt_file, checkout, home, search_path=ctx.environ.get("PATH"),
                                        external_sandbox=ctx.sandbox is not None, planning=True)
         except RallyError as err:
-            return f"(no plan: {err})"
+            return Planned(f"(no plan: {err})")
         env = agents.agent_environment(ctx.environ, t, ctx.run_id, ctx.config.team, start, prompt_file, report_file,
                                        t.exclusive_write, (*spec.env, *cmd.passthrough), home)
         env.update({"RALLY_MODE": "plan", "RALLY_PLAN_FILE": str(plan_file)})
@@ -80,13 +91,17 @@ def plan_of(ctx: RunContext, t: Teammate, start: str, cancel: process.CancelToke
                                 log_path=files / "plan.log", cancel=cancel)
     finally:
         git.dematerialize(repo, checkout)
+    output = agents.parse_outcome(cmd.preset, ran.exit_code, ran.stdout_tail, ran.stderr_tail,
+                                  model=spec.model, report_file=report_file)
+    spent = (output.cost_usd or 0.0, output.tokens or 0)
     written = _read(plan_file)
     text = written if written.strip() else agents.plan_text(cmd.preset, ran.stdout_tail)
     if not text.strip():
         why = "it was stopped" if ran.timed_out or ran.cancelled else f"it exited with {ran.exit_code}"
-        return f"(no plan: the agent wrote none; {why}; its output is in {files / 'plan.log'})"
+        return Planned(f"(no plan: the agent wrote none; {why}; its output is in {files / 'plan.log'})", *spent)
     text = text.strip()
-    return text if len(text) <= PLAN_LIMIT else text[:PLAN_LIMIT] + f"\n... (cut: {len(text) - PLAN_LIMIT:,} more)"
+    return Planned(text if len(text) <= PLAN_LIMIT else text[:PLAN_LIMIT] + f"\n... (cut: {len(text) - PLAN_LIMIT:,} more)",
+                   *spent)
 
 
 def _read(path: Path) -> str:

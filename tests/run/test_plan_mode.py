@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from rally_gh import agents, plan
+from rally_gh.commands import report as report_cmd
 from rally_gh.commands import run as run_cmd
 from rally_gh.commands.run import RunOptions
 from rally_gh.config import AgentSpec, ConfigInvalid, load_config_text
 from rally_gh.github.actions import read
+from rally_gh.report import build_report, report_markdown
 from rally_gh.run import pipeline
 from rally_gh.state import load_state
 from rally_gh.testing import git, init_repo
@@ -36,6 +38,7 @@ if os.environ.get("RALLY_MODE") == "plan":
     except OSError:
         wrote = "could not write the checkout"
     pathlib.Path(os.environ["RALLY_PLAN_FILE"]).write_text(f"1. write src/{name}/a.txt\\n({wrote})\\n")
+    pathlib.Path(os.environ["RALLY_REPORT_FILE"]).write_text('{"status": "done", "cost_usd": 0.25}')
     sys.exit(0)
 if name == "web":
     assert "## Your plan, approved" in prompt and "1. write src/web/a.txt" in prompt, prompt
@@ -113,6 +116,15 @@ def test_a_run_writes_the_plans_read_only_waits_and_goes_on_once_approved(tmp_pa
     assert {t.outcome for t in state.teammates} == {"pending"} and not git(repo, "branch", "--list", "rally/*").strip()
     assert "--- plan of web" in said and "rally-gh run --resume p1 --approved" in said
     assert "web is in plan mode" in said
+    # `rally-gh report` of the waiting run: waiting, not failed; the plan; how to go on; what planning cost.
+    assert web.plan_cost_usd == 0.25
+    shown = io.StringIO()
+    assert report_cmd.run(repo, shown, run_id="p1", fmt="md") == 0
+    md = shown.getvalue()
+    assert "## rally-gh run `p1`: Waiting for approval" in md and "Failed" not in md
+    assert "### Plans, waiting for approval\n\n**web**:\n\n```text\n1. write src/web/a.txt\n" in md
+    assert "`rally-gh run --resume p1 --approved`" in md and "Status: BLOCKED" in md
+    assert "| web |  | command | ⏳ pending | 0.0s | $0.25 | 0 |" in md
 
     # Without approval it still waits (the plans are not written again).
     out = io.StringIO()
@@ -126,6 +138,8 @@ def test_a_run_writes_the_plans_read_only_waits_and_goes_on_once_approved(tmp_pa
     assert code == 0, out.getvalue()
     assert {t.name: t.outcome for t in state.teammates} == {"api": "done", "web": "done"}
     assert git(repo, "show", "rally/p1/web:src/web/a.txt") == "as planned\n"
+    assert state.teammate("web").plan_cost_usd == 0.25  # the plan's cost stays with the run once it went on
+    assert "Plans, waiting for approval" not in report_markdown(build_report(state))
 
 
 def test_plans_given_to_an_approved_run_reach_their_teammates(tmp_path: Path) -> None:
