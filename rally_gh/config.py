@@ -416,6 +416,11 @@ class MergeSpec(_Model):
         description="Names of the runner's environment variables passed to merge.verify; everything else "
         "is withheld. Each one is shown as a risk in the report.",
     )
+    network: bool = Field(
+        default=True,
+        description="false: merge.verify reaches no network but its own loopback, as a teammate with "
+        "network: false (the teammates' code runs there: a test, a conftest.py).",
+    )
 
 
 class Approval(_Model):

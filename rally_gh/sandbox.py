@@ -202,12 +202,12 @@ def teammate_spec(*, checkout: Path, git_dir: Path, home: Path, files: Path, env
 
 
 def verify_spec(*, checkout: Path, home: Path, git_dir: Path, env: Mapping[str, str], hidden: Sequence[Path],
-                read_only: Sequence[Path] = ()) -> SandboxSpec:
+                read_only: Sequence[Path] = (), network: bool = True) -> SandboxSpec:
     """The sandbox of ``merge.verify`` on a throwaway checkout: the checkout and a home of its own
     writable; ``git_dir`` (the checkout's own git directory, in it or not: its refs, the config git
     reads there) read-only, so that nothing it runs can plant a config, a hook or a ref; ``hidden``
-    and ``read_only`` as for ``teammate_spec``."""
-    return _resolved(checkout, None, home, (), env, hidden, (git_dir, *read_only), True)
+    and ``read_only`` as for ``teammate_spec``; the network unless the map turns it off (``merge.network``)."""
+    return _resolved(checkout, None, home, (), env, hidden, (git_dir, *read_only), network)
 
 
 def _resolved(checkout: Path, git_dir: Path | None, home: Path, writable: Sequence[Path], env: Mapping[str, str],

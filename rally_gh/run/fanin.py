@@ -122,7 +122,8 @@ def merge_verify_place(ctx: RunContext) -> integrate.VerifyPlace:
         spec = sandbox.verify_spec(
             checkout=checkout, home=home, git_dir=git.private_git_dir(checkout), env={},
             hidden=(user_home, git.workdir(repo), git.common_dir(repo), git.rally_worktrees_root(repo)),
-            read_only=(git.objects_dir(repo), *sandbox.command_paths(ctx.config.merge.verify, search_path)))
+            read_only=(git.objects_dir(repo), *sandbox.command_paths(ctx.config.merge.verify, search_path)),
+            network=ctx.config.merge.network)
         return env, process.Sandbox(ctx.sandbox, spec)
 
     return place

@@ -76,6 +76,27 @@ def test_a_teammate_without_network_reaches_nothing_outside_its_sandbox(tmp_path
     assert git(repo, "show", "rally/n1/offline:src/offline/net.txt").startswith("blocked")
 
 
+def test_merge_verify_without_network_reaches_nothing_outside_its_sandbox(tmp_path: Path, server: int) -> None:
+    """`merge.network: false`: the teammates' code that merge.verify runs (a test, a conftest.py) reaches no host."""
+    probe = tmp_path / "probe_merge.py"
+    probe.write_text(textwrap.dedent(f"""\
+        import socket
+        try:
+            socket.create_connection(("127.0.0.1", {server}), timeout=3).close()
+            print("merge.verify reached the server")
+        except OSError as err:
+            print(f"merge.verify was blocked ({{type(err).__name__}})")
+        """))
+    rally_yml = _team(tmp_path, PROBE, server, online="true", other="true") + (
+        f"merge: {{network: false, verify: [{json.dumps(f'{sys.executable} {probe}')}]}}\n")
+    repo = init_repo(tmp_path / "repo", {"README.md": "x\n", "rally.yml": rally_yml})
+    state = pipeline.run(repo, load_config_text(rally_yml, "rally.yml"), "n3", None, time.time,
+                         {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")})
+    assert git(repo, "show", "rally/n3/online:src/online/net.txt") == "reached\n"  # the agent keeps its network
+    (verified,) = state.verification
+    assert verified.passed and "merge.verify was blocked" in verified.output_tail, verified
+
+
 def test_without_a_sandbox_network_false_is_named_as_not_enforced(tmp_path: Path) -> None:
     rally_yml = textwrap.dedent("""\
         version: 1
