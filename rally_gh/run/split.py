@@ -80,8 +80,10 @@ def run_teammate(repo_path: Path, loaded: LoadedConfig, run_id: str, name: str, 
             cancel.close()
     record = ledger.record(name)
     if record.finished:
-        risks = [assess.NO_SANDBOX_RISK] if ctx.sandbox is None else []
-        write_teammate_result(repo_path, record, risks, ledger.state.base_sha, results)
+        # What this job ran with (no sandbox, env passthrough, a control-file grant) and what happened in it
+        # (hosts refused, the git directory's controls put back): the merge job carries them into the report.
+        risks = [*assess.teammates_risks(loaded, environ, ctx.sandbox, [teammate]), *ledger.state.risks]
+        write_teammate_result(repo_path, record, list(dict.fromkeys(risks)), ledger.state.base_sha, results)
     ledger.update_run(status="finished" if record.finished else "interrupted", finished_at=clock(), pid=None)
     return record
 

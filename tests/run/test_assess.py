@@ -97,6 +97,32 @@ def test_credentials_a_preset_passes_are_reported_as_risks() -> None:
     assert not any("sandbox" in r for r in risks)
 
 
+def test_a_teammate_jobs_risks_are_its_own_teammates_alone() -> None:
+    """A split run's teammate job names what its own agent ran with; the merge job carries it."""
+    loaded = load_config_text(textwrap.dedent("""\
+        version: 1
+        team: t
+        teammates:
+          - name: api
+            exclusive_write: [src/api/**, .github/labeler.yml]
+            network: false
+            agent: {preset: command, command: ["true"], env: [API_KEY]}
+          - name: web
+            exclusive_write: [src/web/**, CODEOWNERS]
+            network: false
+            agent: {preset: command, command: ["true"], env: [WEB_KEY]}
+        merge: {verify: [make test], env: [DATABASE_URL]}
+        """), "rally.yml")
+    environ = {"API_KEY": "a", "WEB_KEY": "w", "DATABASE_URL": "d"}
+    risks = assess.teammates_risks(loaded, environ, None, [loaded.config.teammate("api")])
+    assert [r.split(" (")[0].split(":")[0] for r in risks] == [
+        "agents, their verify commands and merge.verify ran without a sandbox", "network",
+        "api may write the control file .github/labeler.yml; it steers git, CI or agents, so review its changes closely",
+        "api's agent receives runner variables API_KEY"]
+    assert "network: false was not enforced for api: " in risks[1]
+    assert not any("web" in r or "merge.verify receives" in r for r in risks)
+
+
 def test_no_sandbox_is_the_first_risk_and_a_third_partys_bwrap_is_one() -> None:
     loaded = load_config_text("version: 1\nteam: t\nteammates:\n  - {name: api, exclusive_write: [src/**]}\n",
                               "rally.yml")

@@ -79,8 +79,10 @@ def _map(scripts: Path) -> str:
     lines = ["version: 1", "team: split", "max_parallel: 4", "defaults: {timeout: 20s, retries: 0}",
              f"merge: {{verify: [{verify}]}}", "teammates:"]
     for name in ("api", "stray", "web"):
+        # web's agent is passed a runner variable by name: where its job has it, a risk of that job.
+        passed = ", env: [WEB_PASSED]" if name == "web" else ""
         lines += [f"  - name: {name}", f"    task: Do the {name} work.", f"    exclusive_write: {OWNS[name]}",
-                  f"    agent: {{preset: command, command: {command(name)}}}"]
+                  f"    agent: {{preset: command, command: {command(name)}{passed}}}"]
         if name == "web":
             lines.append("    blocked_by: [api]")
     return "\n".join(lines) + "\n"
@@ -328,13 +330,16 @@ def test_an_unreadable_result_is_an_outcome(jobs: Jobs) -> None:
     assert "its job's result (rally-teammate-api): its record cannot be read" in report
 
 
-def test_a_teammate_job_without_a_sandbox_is_a_risk_of_the_published_report(jobs: Jobs) -> None:
+def test_a_teammate_jobs_risks_are_risks_of_the_published_report(jobs: Jobs) -> None:
+    """Each teammate job's risks (no sandbox, a runner variable passed to its agent) travel with its
+    result through the merge job into the report."""
     jobs.wave(["api", "stray"])
-    code, out = finish(jobs.teammate("web", "--no-sandbox"))
+    code, out = finish(jobs.teammate("web", "--no-sandbox", WEB_PASSED="x"))
     assert code == 0, out
     jobs.merge()
     code, report = jobs.publish()
     assert "web's job: agents, their verify commands and merge.verify ran without a sandbox" in report, report
+    assert "web's job: web's agent receives runner variables WEB\\_PASSED (env passthrough)" in report, report
 
 
 # --- The ready workflow ----------------------------------------------------------
