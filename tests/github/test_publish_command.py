@@ -158,14 +158,21 @@ def test_an_issue_edited_after_it_was_labelled_is_noted_in_the_report(
                                       "edited_at": "2026-12-01T10:05:00Z"}
 
 
+def _dispatched(fake: FakeGitHubServer, tmp_path: Path, issue_text: str, *, dry_run: bool = False,
+                ) -> tuple[int, Path, dict[str, str]]:
+    """A dispatch of the shop's issue, and the environment of its agents' job (no token; the issue's
+    text as the admit job passed it on)."""
+    issue, _ = _shop(fake, tmp_path)
+    event = tmp_path / "dispatch.json"
+    event.write_text(json.dumps({"inputs": {"issue": str(issue), "teammates": "", "dry-run": dry_run,
+                                            "max-parallel": ""}, "sender": {"login": "alice", "type": "User"}}))
+    return issue, event, {**_env(fake, event, token=False), "GITHUB_EVENT_NAME": "workflow_dispatch",
+                          "RALLY_ISSUE_TEXT": issue_text}
+
+
 def test_a_dispatchs_report_says_the_text_was_read_from_the_issue(
         fake_github: FakeGitHubServer, tmp_path: Path) -> None:
-    issue, _ = _shop(fake_github, tmp_path)
-    event = tmp_path / "dispatch.json"
-    event.write_text(json.dumps({"inputs": {"issue": str(issue), "teammates": "", "dry-run": False,
-                                            "max-parallel": ""}, "sender": {"login": "alice", "type": "User"}}))
-    env = {**_env(fake_github, event, token=False), "GITHUB_EVENT_NAME": "workflow_dispatch",
-           "RALLY_ISSUE_TEXT": "Shop\n\nBoth halves."}
+    issue, event, env = _dispatched(fake_github, tmp_path, "Shop\n\nBoth halves.")
     clone = _checkout(fake_github, tmp_path / "agents-job")
     results = tmp_path / "artifact"
     assert run_cmd.run(clone, read(env), io.StringIO(), options=RunOptions(results=results),
@@ -244,12 +251,7 @@ def test_a_one_job_run_says_its_agents_shared_the_job_with_the_token(
 
 def test_a_dispatchs_agents_job_reads_the_issue_text_the_admit_job_passed_on(
         fake_github: FakeGitHubServer, tmp_path: Path) -> None:
-    issue, _ = _shop(fake_github, tmp_path)
-    event = tmp_path / "dispatch.json"
-    event.write_text(json.dumps({"inputs": {"issue": str(issue), "teammates": "", "dry-run": True,
-                                            "max-parallel": ""}, "sender": {"login": "alice", "type": "User"}}))
-    env = {**_env(fake_github, event, token=False), "GITHUB_EVENT_NAME": "workflow_dispatch",
-           "RALLY_ISSUE_TEXT": "Shop\n\nAs the admit job read it."}
+    issue, event, env = _dispatched(fake_github, tmp_path, "Shop\n\nAs the admit job read it.", dry_run=True)
     clone = _checkout(fake_github, tmp_path / "agents-job")
     results = tmp_path / "artifact"
     assert run_cmd.run(clone, read(env), io.StringIO(), options=RunOptions(results=results, run_id="d1"),
