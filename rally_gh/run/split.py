@@ -118,8 +118,8 @@ def merge_run(repo_path: Path, loaded: LoadedConfig, run_id: str, clock: Clock, 
             risks += [f"{name}'s job: {risk}" for risk in result.risks]
         state = state.with_teammate(record.model_copy(update={"integrated": False}))
     ledger = Ledger(common, state)
-    for risk in ([assess.MERGE_NO_SANDBOX_RISK] if verifies and not sandbox else []) + risks + assess.merge_env_risks(
-            config, environ):
+    for risk in ([assess.MERGE_NO_SANDBOX_RISK] if verifies and not sandbox else []) + risks + assess.merge_risks(
+            config, environ, sandbox):
         ledger.add_risk(risk)
     _check_again(ctx, ledger)
     pipeline.integrate_verify_publish(ctx, ledger)

@@ -111,7 +111,7 @@ def test_a_teammate_jobs_risks_are_its_own_teammates_alone() -> None:
             exclusive_write: [src/web/**, CODEOWNERS]
             network: false
             agent: {preset: command, command: ["true"], env: [WEB_KEY]}
-        merge: {verify: [make test], env: [DATABASE_URL]}
+        merge: {verify: [make test], env: [DATABASE_URL], network: false}
         """), "rally.yml")
     environ = {"API_KEY": "a", "WEB_KEY": "w", "DATABASE_URL": "d"}
     risks = assess.teammates_risks(loaded, environ, None, [loaded.config.teammate("api")])
@@ -120,7 +120,10 @@ def test_a_teammate_jobs_risks_are_its_own_teammates_alone() -> None:
         "api may write the control file .github/labeler.yml; it steers git, CI or agents, so review its changes closely",
         "api's agent receives runner variables API_KEY"]
     assert "network: false was not enforced for api: " in risks[1]
-    assert not any("web" in r or "merge.verify receives" in r for r in risks)
+    assert not any("web" in r or r.startswith("merge.") for r in risks)  # merge.verify's are the merge job's
+    assert assess.risks(loaded, environ, None)[-2:] == [
+        "merge.network: false was not enforced: without a sandbox merge.verify reaches the network",
+        "merge.verify receives runner variables DATABASE_URL (merge.env)"]
 
 
 def test_no_sandbox_is_the_first_risk_and_a_third_partys_bwrap_is_one() -> None:
