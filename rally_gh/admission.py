@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal, TextIO
 
 from rally_gh import publish
 from rally_gh.config import Config
-from rally_gh.errors import EXIT_FAILED, EXIT_OK
+from rally_gh.errors import EXIT_FAILED, EXIT_OK, RallyError
 from rally_gh.github import conversation, review
 from rally_gh.github.actions import ActionsContext, GitHubRun, issue_text_from_github
 from rally_gh.config import LoadedConfig
@@ -19,7 +20,8 @@ from rally_gh.github import approval
 from rally_gh.github.approval import Continuation
 from rally_gh.github.endpoint import IssueNumber
 from rally_gh.github.events import Trigger
-from rally_gh.run import assess, planning
+from rally_gh.run import assess, planning, published
+from rally_gh.state import RunState
 from rally_gh.tasks import RunTasks
 
 
@@ -100,6 +102,8 @@ def _route_review(github: GitHubRun, config: Config, actions: ActionsContext, st
         return EXIT_FAILED if routing.refused else EXIT_OK
     for item in routing.routed:
         stdout.write(f"rally-gh: {item.path}: {item.owner or 'nobody (a person must change it)'}\n")
+    if routing.handed_on:
+        stdout.write("rally-gh: the follow-up rounds are handed on to the agents' job\n")
     for name, addressed in (routing.rounds or {}).items():
         stdout.write(f"rally-gh: {name}'s follow-up round: {addressed.commit or 'no commit: ' + addressed.why}\n")
     if routing.not_routed:
@@ -146,3 +150,34 @@ def wait(github: GitHubRun, issue: int | None, run_id: str, reasons: Sequence[st
            else "(no issue to approve it on: dispatch it for an issue, or approve through an environment)")
     stdout.write(f"rally-gh: run {run_id} waits for approval before agents "
                  f"{'write' if plans else 'start'}: {'; '.join(reasons)}. To go on: {how}\n")
+
+
+def answer_again(github: GitHubRun, root: Path, config: Config, actions: ActionsContext, again: published.Again,
+                 before: RunState, after: RunState | None, refused: Mapping[str, str], *,
+                 failed: RallyError | None = None) -> None:
+    """The publish job of a taken-up run (rally-comment.yml) answers what the command job handed on:
+    the ``/rally retry`` or ``drop`` reply edited to say how it went, or each thread of the review
+    answered with the commit that addresses it, or why not (its round refused here, its work not in
+    the pull request). What is answered comes from the event; ``failed``: nothing could be published."""
+    trigger = github.trigger
+    if trigger.comment is not None:
+        command = conversation.parse_command(trigger.comment.body)
+        if command is not None and command.verb in conversation.CHANGES:
+            text = conversation.changed(after, command) if after is not None \
+                else conversation.not_done(command, failed or RallyError("no results to publish"))
+            conversation.command_done(github.endpoint, trigger.comment, text)
+        return
+    asks = review.read_review(github.endpoint, trigger, config, bot_allowlist=actions.inputs.bot_allowlist,
+                             triggering_actor=actions.triggering_actor)
+    if isinstance(asks, review.ReviewRouting):
+        return
+    _, why = published.in_pull(before, asks.prompts)
+    rounds = {n: review.Addressed(None, reason) for n, reason in why.items()}
+    for name in again.follow_up:
+        if after is None:
+            rounds[name] = review.Addressed(None, f"its round's results could not be published: {failed}")
+        elif name in refused:
+            rounds[name] = review.Addressed(None, f"the publish job refused its round: {refused[name]}")
+        else:
+            rounds[name] = review.Addressed(*published.answering_commit(root, before, after, name))
+    review.answer_review(github.endpoint, asks, rounds, config.branch_prefix)

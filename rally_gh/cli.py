@@ -191,15 +191,18 @@ def plan(config_path: Path | None, fmt: str, issue: int | None, tasks_path: Path
 @click.option("--results", "results", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Publish nothing and use no GitHub token: write the run's branches and records to DIR "
                    "for `rally-gh publish` in another job.")
+@click.option("--again", "again", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="With --results: run again the published run that `rally-gh admit --again` handed on in DIR "
+                   "(`/rally retry`, `drop`, a review's follow-up rounds).")
 def run(config_path: Path | None, run_id: str | None, issue: int | None, event_path: Path | None,
         tasks_path: Path | None, handoff_path: Path | None, dry_run: bool, resume: str | None,
-        no_sandbox: bool, approved: bool, results: Path | None) -> None:
+        no_sandbox: bool, approved: bool, results: Path | None, again: Path | None) -> None:
     """A whole run: plan, spawn, run agents, reconcile, integrate, publish."""
     from rally_gh.commands import run as cmd
 
     options = cmd.RunOptions(config_path=config_path, run_id=run_id, issue=issue, tasks_path=tasks_path,
                              handoff_path=handoff_path, dry_run=dry_run, resume=resume, no_sandbox=no_sandbox,
-                             approved=approved, results=results)
+                             approved=approved, results=results, again=again)
     _exit(lambda: cmd.run(Path.cwd(), _actions(event_path), sys.stdout, options=options))
 
 
@@ -208,11 +211,15 @@ def run(config_path: Path | None, run_id: str | None, issue: int | None, event_p
 @click.option("--run-id", default=None, help="The run's id (default: from the issue and the workflow run).")
 @click.option("--issue", type=click.IntRange(min=1), default=None)
 @click.option("--event", "event_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def admit(config_path: Path | None, run_id: str | None, issue: int | None, event_path: Path | None) -> None:
+@click.option("--again", "again", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="A `/rally retry` or `drop`, or a review's rounds: hand the published run on to the agents' "
+                   "job in DIR (its artifact) instead of only answering.")
+def admit(config_path: Path | None, run_id: str | None, issue: int | None, event_path: Path | None,
+          again: Path | None) -> None:
     """Decide whether the event may start a run, and tell the issue; no agent runs."""
     from rally_gh.commands import admit as cmd
 
-    options = cmd.AdmitOptions(config_path=config_path, run_id=run_id, issue=issue)
+    options = cmd.AdmitOptions(config_path=config_path, run_id=run_id, issue=issue, again=again)
     _exit(lambda: cmd.admit(Path.cwd(), _actions(event_path), sys.stdout, options=options))
 
 
@@ -222,13 +229,22 @@ def admit(config_path: Path | None, run_id: str | None, issue: int | None, event
                                   "when there is none, the run is marked failed on its issue.")
 @click.option("--run-id", default=None, help="The run (default: from the issue and the workflow run, as run names it).")
 @click.option("--event", "event_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--again", "again", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+              help="A published run taken up again: what the command job said to do again (its `again` output, "
+                   "JSON); the run's record is fetched from the remote and the results judged against it.")
 @CONFIG_OPTION
-def publish(results: Path, run_id: str | None, event_path: Path | None, config_path: Path | None) -> None:
+def publish(results: Path, run_id: str | None, event_path: Path | None, again: Path | None,
+            config_path: Path | None) -> None:
     """Check a run's results against the map of the base commit, and publish what passes."""
     from rally_gh.commands import publish as cmd
+    from rally_gh.run.published import read_again
 
-    options = cmd.PublishOptions(results=results, run_id=run_id, config_path=config_path)
-    _exit(lambda: cmd.publish(Path.cwd(), _actions(event_path), sys.stdout, options=options))
+    def publish_it() -> int:
+        options = cmd.PublishOptions(results=results, run_id=run_id, config_path=config_path,
+                                     again=None if again is None else read_again(again))
+        return cmd.publish(Path.cwd(), _actions(event_path), sys.stdout, options=options)
+
+    _exit(publish_it)
 
 
 SPLIT_FROM_OPTION = click.option(

@@ -43,6 +43,8 @@ from rally_gh.config import LoadedConfig
 from rally_gh.errors import RallyError
 from rally_gh.ownership.enforce import Violation, check_commits
 from rally_gh.run.planning import PLAN_LIMIT
+from rally_gh.run.published import Again
+from rally_gh.run.published import retried as published_retried
 from rally_gh.run.ledger import fresh_state
 from rally_gh.state import (
     INTEGRATION_NAME,
@@ -257,6 +259,96 @@ def import_results(repo_path: Path, loaded: LoadedConfig, run_id: str, folder: P
     return ImportedRun(state, result, verified, tuple(refusals))
 
 
+def import_again(repo_path: Path, loaded: LoadedConfig, published: RunState, again: Again, folder: Path,
+                 clock_now: float, limits: ResultLimits = ResultLimits()) -> ImportedRun:
+    """The results of a published run taken up again (``/rally retry``, ``drop``, a review's
+    rounds), checked against ``published``, the record the publish job fetched itself, and what
+    ``again`` asked: a retried teammate's commits start exactly at the run's integration as
+    published (its base when nothing was integrated); a follow-up round's go on from its published
+    head; everyone else is exactly as published (a dropped teammate leaves the integration). Every
+    new commit is judged against the map ``loaded`` of the run's base commit; the integration is
+    re-derived as ``import_results`` does. Work refused is reported; published work is never lost."""
+    claimed = _read_record(folder, limits)
+    run_id = published.run_id
+    if claimed.run_id != run_id or claimed.base_sha != published.base_sha:
+        raise RallyError(f"{folder / RECORD_FILE}: the records are of run {_plain(claimed.run_id, 100)!r} on "
+                         f"{_plain(claimed.base_sha, 40)[:10]}, not of run {run_id} on {git.short(published.base_sha)} "
+                         "as published", hint="download the artifact of this workflow run's agents job")
+    names = [t.name for t in published.teammates]
+    refusals = [Refusal("results", f"its records name {_plain(t.name, 100)!r}, not a teammate of run {run_id}: "
+                                   "ignored") for t in claimed.teammates if t.name not in names]
+    tips = _import_bundle(repo_path, folder, loaded.config.branch_prefix, run_id, names, limits, refusals)
+    repo = git.open_repo(repo_path)
+    claims = {t.name: t for t in claimed.teammates if t.name in names}
+    kept: list[str] = []
+    records = []
+    for before in published.teammates:
+        record, refusal = _judge_again(repo, loaded, published, before, claims.get(before.name), tips, again)
+        records.append(record.model_copy(update={"integrated": False}))
+        if refusal is not None:
+            refusals.append(refusal)
+            if before.name not in again.retry:
+                kept.append(f"publish job: {refusal.who}: {refusal.reason}; its work stays as published")
+    state = _claimed_run(published, claimed, set(names), clock_now).model_copy(update={"teammates": tuple(records)})
+    result, verified, state = _integrate(repo, loaded, state, claimed, tips, refusals)
+    state = state.model_copy(update={"problems": state.problems + tuple(
+        f"publish job: {r.reason}" for r in refusals if r.who == "results") + tuple(kept) + _workflow_files(state)})
+    return ImportedRun(state, result, verified, tuple(refusals))
+
+
+def _judge_again(repo: git.Repository, loaded: LoadedConfig, published: RunState, before: TeammateRecord,
+                 claim: TeammateRecord | None, tips: Mapping[str, git.Sha],
+                 again: Again) -> tuple[TeammateRecord, Refusal | None]:
+    """One teammate of a taken-up run as published now, and its refusal when its results fail a check."""
+    name, tip = before.name, tips.get(before.name)
+    if name in again.retry:
+        onto = git.Sha(published.integration_sha or published.base_sha)
+        record = published_retried(before, onto)
+        if claim is None:
+            return _refused(record, "the results hold no record of it")
+        record = _claimed_teammate(record, claim)
+        why = _again_problem(repo, claim, tip, onto, "the run's integration as published, where a retry starts")
+        if why is not None:
+            return _refused(record, why)
+        if tip is None:
+            return record.model_copy(update={"head_sha": None, "start_sha": None}), None
+        return _judged(repo, loaded, record, tip, onto, onto)
+    if name in again.follow_up:
+        # A round refused leaves the teammate's work as published.
+        head = git.Sha(before.head_sha or published.base_sha)
+        if claim is None:
+            return before, Refusal(name, "the results hold no record of its follow-up round")
+        why = _again_problem(repo, claim, tip, head, "its head as published, where its follow-up round starts")
+        if why is not None:
+            return before, Refusal(name, why)
+        record = _claimed_teammate(before, claim)
+        if tip is None:
+            return record, None
+        judged, refusal = _judged(repo, loaded, record, tip, head, git.Sha(before.start_sha or published.base_sha))
+        return (before, refusal) if refusal is not None else (judged, None)
+    if name in again.drop:
+        before = before.model_copy(update={"outcome": "skipped", "reason": _plain(again.drop[name], 500)})
+    if tip is not None and tip != before.head_sha:
+        return before, Refusal(name, f"its branch in the results is at {git.short(tip)}, not at "
+                                     f"{_plain(before.head_sha or 'nothing', 40)[:10]} where the run published it: "
+                                     "it was not asked to run again")
+    return before, None
+
+
+def _again_problem(repo: git.Repository, claim: TeammateRecord, tip: git.Sha | None, since: git.Sha,
+                   where: str) -> str | None:
+    """Why a retried teammate's or a follow-up round's results cannot be its work from ``since`` on."""
+    if tip is None:
+        if claim.head_sha and claim.head_sha != since:
+            return f"the head its records name ({_plain(claim.head_sha, 40)[:10]}) is not in the results' bundle"
+        return None
+    if claim.head_sha != tip:
+        return _not_at(tip, claim)
+    if not git.object_exists(repo, since) or not git.is_ancestor(repo, since, tip):
+        return f"its work does not start from {git.short(since)}, {where}"
+    return None
+
+
 WORKFLOWS = ".github/workflows/"
 
 
@@ -354,17 +446,27 @@ def _judge(repo: git.Repository, loaded: LoadedConfig, trusted: RunState, claim:
                                     "results' bundle")
         return record.model_copy(update={"head_sha": None, "start_sha": start if start == base else None}), None
     if claim.head_sha != tip:
-        return _refused(record, f"its branch in the bundle is at {git.short(tip)}, its records say "
-                                f"{_plain(claim.head_sha or 'nothing', 40)[:10]}")
+        return _refused(record, _not_at(tip, claim))
     why = _start_problem(repo, loaded, name, start, base, tip, accepted)
     if why is not None:
         return _refused(record, why)
-    commits = git.commit_summaries(repo, start, tip)
+    return _judged(repo, loaded, record, tip, start, start)
+
+
+def _not_at(tip: git.Sha, claim: TeammateRecord) -> str:
+    return f"its branch in the bundle is at {git.short(tip)}, its records say {_plain(claim.head_sha or 'nothing', 40)[:10]}"
+
+
+def _judged(repo: git.Repository, loaded: LoadedConfig, record: TeammateRecord, tip: git.Sha, since: git.Sha,
+            start: git.Sha) -> tuple[TeammateRecord, Refusal | None]:
+    """The teammate's commits after ``since`` up to ``tip`` judged (no merge; every path each
+    touches its own under the map of the base commit); its record with its work from ``start`` to ``tip``."""
+    commits = git.commit_summaries(repo, since, tip)
     merges = [c for c in commits if len(c.parents) != 1]
     if merges:
         return _refused(record, f"{git.short(merges[0].sha)} is a merge commit: each commit must be one "
                                 "teammate's own change")
-    violations = check_commits(repo, loaded, name, start, tip).violations
+    violations = check_commits(repo, loaded, record.name, since, tip).violations
     if violations:
         return _refused(record, f"it wrote {_not_owned(violations)}", violations)
     return record.model_copy(update={"head_sha": tip, "start_sha": start, "files_changed": tuple(

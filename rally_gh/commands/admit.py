@@ -5,12 +5,20 @@ Who may start the run (the sender's permission, asked of the API), what it is as
 (👀, ``rally:running``, the progress comment), or why not. Its step outputs tell the next
 jobs whether to run (``admitted``), the run's id, and the issue's text as read now (a
 dispatch's agents' job has no token to read it).
+
+In rally-comment.yml it answers a comment or a review. A ``/rally retry`` or ``drop``, or a
+review whose comments go to teammates whose work is in the pull request, is acknowledged and
+taken up here (``published.take_up``, with this job's token that reads), then handed on
+(``--again DIR``): the run as published goes to the agents' job as an artifact, and what to do
+again (``again``, JSON) to both later jobs as a step output. The publish job edits the reply,
+or answers the review's threads, when the run is published again.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -18,9 +26,11 @@ from typing import TextIO
 from rally_gh import git, publish
 from rally_gh.admission import Asked, admitted, answer_event, approval_step, continued
 from rally_gh.errors import EXIT_OK, UsageError
-from rally_gh.github.actions import ActionsContext, github_of_run, issue_of, read_event
+from rally_gh.github import conversation, review
+from rally_gh.github.actions import ActionsContext, GitHubRun, github_of_run, issue_of, read_event
 from rally_gh.github.endpoint import IssueNumber
 from rally_gh.ownership.enforce import map_for_run
+from rally_gh.run import published
 from rally_gh.state import check_ref_component, new_run_id
 from rally_gh.tasks import TasksRefused, tasks_for_this_run
 
@@ -31,6 +41,9 @@ class AdmitOptions:
     run_id: str | None = None
     """Default: from the issue and the workflow run, as ``run`` names it."""
     issue: int | None = None
+    again: Path | None = None
+    """Where a run taken up again (``/rally retry``, ``drop``, a review's rounds) is handed on to the agents'
+    job (the artifact ``published.AGAIN_ARTIFACT``); None: those are answered here, not acted on."""
 
 
 def admit(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: AdmitOptions = AdmitOptions()) -> int:
@@ -47,7 +60,12 @@ def admit(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: AdmitO
     approved = False
     plans: tuple[tuple[str, str], ...] = ()
     if github.trigger.kind in ("comment", "review"):
-        answered = answer_event(github, loaded.config, actions, stdout)
+        handed: list[tuple[published.Again, int | None]] = []
+        act, follow_up = (None, None) if options.again is None else _handing_on(
+            git.workdir(repo), github, actions, options, options.again, handed)
+        answered = answer_event(github, loaded.config, actions, stdout, act=act, follow_up=follow_up)
+        if handed:
+            return _handed_on(actions, stdout, *handed[0])
         if answered.continuation is None:
             publish.write_outputs(actions.output_file, {"run-id": run_id, "admitted": "false"})
             return answered.code
@@ -80,4 +98,47 @@ def admit(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: AdmitO
                                                 "plans": json.dumps(dict(plans)) if plans else ""})
     stdout.write(f"rally-gh: run {run_id} admitted" + (" (approved)" if approved else " (plans first)"
                                                         if step == "plan" else "") + "\n")
+    return EXIT_OK
+
+
+def _handing_on(root: Path, github: GitHubRun, actions: ActionsContext, options: AdmitOptions, folder: Path,
+                handed: list[tuple[published.Again, int | None]]) -> tuple[conversation.Act, review.FollowUp]:
+    """How this job carries out ``/rally retry`` and ``drop``, and a review's rounds: the run taken up
+    (its record and branches fetched with this job's token, checked) and handed on to the agents' job
+    in ``folder``; what to do again, with the run's issue, in ``handed``, for the step outputs."""
+    config = None if options.config_path is None else options.config_path.as_posix()
+
+    def act(run_id: str, command: conversation.Command) -> str | None:
+        record, _ = published.take_up(root, actions.publish_to, run_id, config)
+        published.check_command(record.state, command.verb, command.names)
+        again = published.Again(
+            run_id=run_id, retry=command.names if command.verb == "retry" else (),
+            drop={n: published.drop_reason(github.trigger.sender) for n in command.names}
+            if command.verb == "drop" else {})
+        published.hand_over(root, record, again, {}, folder)
+        handed.append((again, record.issue))
+        return None
+
+    def follow_up(run_id: str, asks: Mapping[str, str]) -> Mapping[str, review.Addressed] | None:
+        record, _ = published.take_up(root, actions.publish_to, run_id, config)
+        ready, why = published.in_pull(record.state, asks)
+        if not ready:
+            return {n: review.Addressed(None, reason) for n, reason in why.items()}
+        again = published.Again(run_id=run_id, follow_up=tuple(ready))
+        published.hand_over(root, record, again, ready, folder)
+        handed.append((again, record.issue))
+        return None
+
+    return act, follow_up
+
+
+def _handed_on(actions: ActionsContext, stdout: TextIO, again: published.Again, issue: int | None) -> int:
+    """The step outputs of a run taken up and handed on: the next jobs run it again, as ``again`` says."""
+    publish.write_outputs(actions.output_file, {
+        "run-id": again.run_id, "admitted": "true", "again": again.model_dump_json(),
+        "issue": "" if issue is None else str(issue), "issue-text": "", "approved": "false",
+        "needs-approval": "false", "teammates": "", "plans": ""})
+    what = [f"{verb} {', '.join(names)}" for verb, names in (
+        ("retry", again.retry), ("drop", tuple(again.drop)), ("follow-up rounds of", again.follow_up)) if names]
+    stdout.write(f"rally-gh: run {again.run_id} taken up ({'; '.join(what)}): handed on to the agents' job\n")
     return EXIT_OK

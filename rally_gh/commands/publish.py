@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
 from rally_gh import git
-from rally_gh.admission import wait
-from rally_gh.results import ResultLimits, import_results, waiting_plans
+from rally_gh.admission import answer_again, wait
+from rally_gh.results import ResultLimits, import_again, import_results, waiting_plans
 from rally_gh.run.assess import approval_reasons
 from rally_gh import publish as publish_mod
 from rally_gh.errors import EXIT_OK, RallyError, UsageError
-from rally_gh.github.actions import ActionsContext, github_of_run, issue_of, read_event
+from rally_gh.github.actions import ActionsContext, GitHubRun, github_of_run, issue_of, read_event
+from rally_gh.github.endpoint import IssueNumber
 from rally_gh.ownership.enforce import map_for_run
-from rally_gh.run import fanin
-from rally_gh.run.context import Policy, RunContext, no_events
+from rally_gh.run import fanin, published
+from rally_gh.run.context import Lease, Policy, RunContext, no_events
 from rally_gh.run.finish import finish_run
 from rally_gh.run.ledger import Ledger
 from rally_gh.state import check_ref_component, new_run_id
@@ -37,6 +38,9 @@ class PublishOptions:
     """Default: the id the agents' job gave the run in this workflow run (the issue's number and the run's id)."""
     config_path: Path | None = None
     limits: ResultLimits = ResultLimits()
+    again: published.Again | None = None
+    """A run taken up again (``/rally retry``, ``drop``, a review's rounds): what the command job said to do
+    again (its ``again`` output). The run as published is fetched here and the results judged against it."""
 
 
 def publish(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: PublishOptions) -> int:
@@ -47,6 +51,8 @@ def publish(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: Publ
         sys.stderr.write(f"rally-gh: note: {note}\n")
     event = read_event(actions)
     github = github_of_run(actions, event)
+    if options.again is not None:
+        return _publish_again(root, options.again, github, actions, stdout, options)
     run_id = options.run_id
     if run_id is None:
         if actions.workflow_run_id is None:
@@ -85,3 +91,40 @@ def publish(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: Publ
     fanin.publish_integration(ctx, ledger, repo, imported.integration)
     ledger.update_run(status="finished")
     return finish_run(repo, ledger.state, loaded.config, actions, stdout, github=github)
+
+
+def _publish_again(root: Path, again: published.Again, github: GitHubRun | None, actions: ActionsContext,
+                   stdout: TextIO, options: PublishOptions) -> int:
+    """A taken-up run published again: judged against the record fetched here (never the artifact),
+    pushed with a lease on the integration as published, the same pull request, checks and progress
+    comment updated, the record shared again, and the command's reply or the review's threads answered."""
+    remote = actions.publish_to if github is not None else actions.local_remote
+    if remote is None:
+        raise UsageError("a taken-up run is published to the remote its record is on: run this in the publish job",
+                         hint="or set RALLY_REMOTE to try it locally")
+    record = published.fetch(root, remote, check_ref_component(again.run_id, "run id"))
+    before = record.state
+    at_base = published.map_at_base(root, record, None if options.config_path is None
+                                     else options.config_path.as_posix())
+    try:
+        imported = import_again(root, at_base, before, again, options.results, time.time(), options.limits)
+    except RallyError as err:
+        if github is not None:
+            answer_again(github, root, at_base.config, actions, again, before, None, {}, failed=err)
+        raise
+    for refusal in imported.refusals:
+        sys.stderr.write(f"rally-gh: refused: {refusal.who}: {refusal.reason}\n")
+    repo = git.open_repo(root)  # sees the objects the import brought
+    ledger = Ledger(git.common_dir(repo), imported.state)
+    lease = Lease(git.Sha(before.integration_sha)) if before.integration_sha else None
+    ctx = RunContext(root, git.common_dir(repo), at_base, before.run_id, None, time.time, actions.environ, no_events,
+                     Policy(remote=remote, integration_lease=lease))
+    fanin.publish_integration(ctx, ledger, repo, imported.integration)
+    ledger.update_run(status="finished")
+    issue = IssueNumber(record.issue) if record.issue is not None else None
+    on_issue = None if github is None else GitHubRun(github.endpoint, replace(github.trigger, issue=issue))
+    code = finish_run(repo, ledger.state, at_base.config, actions, stdout, github=on_issue)
+    if github is not None:
+        refused = {r.who: r.reason for r in imported.refusals}
+        answer_again(github, root, at_base.config, actions, again, before, ledger.state, refused)
+    return code

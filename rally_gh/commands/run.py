@@ -51,6 +51,9 @@ class RunOptions:
     results: Path | None = None
     """The agents' job of the ready workflows: no GitHub token is used and nothing is pushed; the
     run's branches and records go to this folder for ``rally-gh publish --results`` in another job."""
+    again: Path | None = None
+    """With ``results``: the published run the command job of rally-comment.yml took up and handed on
+    in this folder (``rally-gh admit --again``), to run again as it asks (retry, drop, follow-up rounds)."""
 
 
 SHARED_TOKEN_RISK = (
@@ -92,6 +95,8 @@ def run(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: RunOptio
     actions = _as_a_run(actions)
     if options.results is not None:
         actions = actions.without_token()
+    if options.again is not None:
+        return _taken_over(cwd, options.again, actions, stdout, options, progress_stream)
     repo = git.open_repo(cwd)
     loaded = _map(repo, options.config_path)
     decided = _decide(repo, loaded, actions, stdout, options)
@@ -237,8 +242,8 @@ def _act(root: Path, github: GitHubRun, actions: ActionsContext, stdout: TextIO,
     def act(run_id: str, command: conversation.Command) -> str:
         record, at_base = published.take_up(root, actions.publish_to, run_id, _config_name(options))
         published.check_command(record.state, command.verb, command.names)
-        drop = {n: f"taken out of the integration by {github.trigger.sender}'s `/rally drop`; its branch keeps "
-                   "its work" for n in command.names} if command.verb == "drop" else None
+        drop = {n: published.drop_reason(github.trigger.sender) for n in command.names} \
+            if command.verb == "drop" else None
         state = _again(root, github, record, at_base, actions, stdout, options,
                        retry=command.names if command.verb == "retry" else (), drop=drop)
         return conversation.changed(state, command)
@@ -251,12 +256,8 @@ def _follow_up(root: Path, github: GitHubRun, actions: ActionsContext, stdout: T
     def follow_up(run_id: str, asks: Mapping[str, str]) -> dict[str, review.Addressed]:
         record, at_base = published.take_up(root, actions.publish_to, run_id, _config_name(options))
         before = record.state
-        in_run = {t.name: t for t in before.teammates}
-        ready = {n: text for n, text in asks.items() if n in in_run and in_run[n].integrated}
-        rounds = {n: review.Addressed(None, f"{n}'s work is not in this pull request"
-                                            + (f" ({in_run[n].outcome}): `/rally retry {n}` first" if n in in_run
-                                               else ": it was not in this run"))
-                  for n in asks if n not in ready}
+        ready, why = published.in_pull(before, asks)
+        rounds = {n: review.Addressed(None, reason) for n, reason in why.items()}
         if ready:
             state = _again(root, github, record, published.with_more_task(at_base, ready), actions, stdout, options,
                            follow_up=tuple(ready))
@@ -280,6 +281,27 @@ def _again(root: Path, github: GitHubRun, record: published.PublishedRun, at_bas
     finish_run(git.open_repo(root), state, at_base.config, actions, stdout,
                github=GitHubRun(github.endpoint, replace(github.trigger, issue=issue)))
     return state
+
+
+def _taken_over(cwd: Path, folder: Path, actions: ActionsContext, stdout: TextIO, options: RunOptions,
+                progress_stream: TextIO | None) -> int:
+    """The agents' job of a run the command job took up (``published.take_over``): its teammates run
+    again as asked, without a token, and the results go to the publish job, which judges them
+    against the run as published."""
+    if options.results is None:
+        raise UsageError("--again DIR runs a taken-up run in the agents' job: give --results DIR too",
+                         hint=f"rally-gh run --again DIR --results DIR ({docs_url('github.md')})")
+    root = git.workdir(git.open_repo(cwd))
+    taken, at_base = published.take_over(root, folder, _config_name(options))
+    again = taken.again
+    stream = progress_stream if progress_stream is not None else sys.stderr
+    progress = Progress(stream, wants_live(stream, actions.environ))
+    with progress:
+        state = pipeline.again(root, published.with_more_task(at_base, taken.asks), taken.published.state, time.time,
+                               actions.environ, progress.event, retry=again.retry, drop=again.drop,
+                               follow_up=again.follow_up, remote=None, sandbox=not options.no_sandbox)
+    write_results(root, state, options.results)
+    return finish_run(git.open_repo(root), state, at_base.config, actions, stdout)
 
 
 def _config_name(options: RunOptions) -> str | None:

@@ -124,9 +124,11 @@ def reply_marker(comment: CommentId) -> str:
 # --- Acting on a command ------------------------------------------------------
 
 
-Act = Callable[[str, Command], str]
-"""Carries out a command that changes run ``run_id`` (``CHANGES``) and returns the reply's text; given by
-the command layer, which holds the repository. Raises RallyError when it cannot be done."""
+Act = Callable[[str, Command], str | None]
+"""Carries out a command that changes run ``run_id`` (``CHANGES``) and returns the reply's text, or None
+when it handed the command on to later jobs (the split workflow's agents' and publish jobs: the publish
+job edits the reply, ``command_done``); given by the command layer, which holds the repository. Raises
+RallyError when it cannot be done."""
 
 
 @dataclass(frozen=True)
@@ -196,10 +198,22 @@ def _once(endpoint: GitHubEndpoint, comment: CommentRef, run_id: str, command: C
     try:
         text = act(run_id, command)
     except RallyError as err:
-        text = f"{what} was not done: {err.message}" + (f" ({err.hint})" if err.hint else "")
-        return _reply(endpoint, comment, "confused", False, text)
-    endpoint.upsert_comment(comment.issue, reply_marker(comment.id), f"{_quoted(comment)}\n\n{text}")
+        return _reply(endpoint, comment, "confused", False, not_done(command, err))
+    if text is None:
+        return Answer(True, f"{what} on run `{run_id}`: handed on to the agents' job")
+    command_done(endpoint, comment, text)
     return Answer(True, text)
+
+
+def not_done(command: Command, err: RallyError) -> str:
+    """The reply to a command that changes a run when it could not be done."""
+    return (f"`/rally {command.verb} {' '.join(command.names)}` was not done: {err.message}"
+            + (f" ({err.hint})" if err.hint else ""))
+
+
+def command_done(endpoint: GitHubEndpoint, comment: CommentRef, text: str) -> None:
+    """The reply to ``comment``'s command edited to say how it went (``text``)."""
+    endpoint.upsert_comment(comment.issue, reply_marker(comment.id), f"{_quoted(comment)}\n\n{text}")
 
 
 def _approve(endpoint: GitHubEndpoint, trigger: Trigger, comment: CommentRef, run_id: str, names: Sequence[str],

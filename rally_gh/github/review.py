@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from rally_gh.config import Config
 from rally_gh.errors import RallyError
 from rally_gh.github.endpoint import CommentId, GitHubEndpoint, IssueNumber, ReviewComment, same_repository
-from rally_gh.github.events import Trigger, authorize_attempt
+from rally_gh.github.events import ReviewRef, Trigger, authorize_attempt
 from rally_gh.ownership.rules import Ownership
 from rally_gh.state import INTEGRATION_NAME
 
@@ -50,10 +50,11 @@ class Addressed:
     """Why there is none."""
 
 
-FollowUp = Callable[[str, Mapping[str, str]], Mapping[str, Addressed]]
+FollowUp = Callable[[str, Mapping[str, str]], Mapping[str, Addressed] | None]
 """Runs the follow-up rounds of run ``run``: each teammate named with what its prompt must add
-(``follow_up_text``), then integration, verification and publishing; how each round ended. Given by
-the command layer, which holds the repository; raises RallyError when the run cannot be taken up."""
+(``follow_up_text``), then integration, verification and publishing; how each round ended, or None
+when the rounds were handed on to later jobs (which answer the threads). Given by the command layer,
+which holds the repository; raises RallyError when the run cannot be taken up."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class ReviewRouting:
     """The follow-up rounds run, by teammate; None when none were run here."""
     not_routed: str = ""
     """Why the review's own text went to no teammate; empty when it went somewhere, or said nothing."""
+    handed_on: bool = False
+    """The rounds were handed on to later jobs (the split workflow's agents' and publish jobs), which answer the threads."""
 
 
 def reply_marker(comment: CommentId) -> str:
@@ -81,12 +84,25 @@ def taken_marker(review: int) -> str:
 _FIX = re.compile(r"(?m)^\s*/rally fix\b.*$")
 
 
-def route_review(endpoint: GitHubEndpoint, trigger: Trigger, config: Config, *,
-                 bot_allowlist: Collection[str] = (), follow_up: FollowUp | None = None,
-                 triggering_actor: str | None = None) -> ReviewRouting:
-    """Route the inline comments of the review ``trigger`` carries to their owners, run their
-    follow-up rounds through ``follow_up`` (None: answer only, no round runs here), and answer
-    each thread once."""
+@dataclass(frozen=True)
+class ReviewAsks:
+    """What a review asks of a run: each inline comment with its file's owner, and what each
+    teammate's follow-up round adds to its prompt."""
+    run: str
+    review: ReviewRef
+    owned: tuple[tuple[ReviewComment, str | None], ...]
+    prompts: Mapping[str, str]
+    not_routed: str
+
+    @property
+    def routed(self) -> tuple[Routed, ...]:
+        return tuple(Routed(c.id, c.path, owner) for c, owner in self.owned)
+
+
+def read_review(endpoint: GitHubEndpoint, trigger: Trigger, config: Config, *, bot_allowlist: Collection[str] = (),
+                triggering_actor: str | None = None) -> ReviewAsks | ReviewRouting:
+    """What the review ``trigger`` carries asks of its run, once its reviewer is admitted; a
+    ``ReviewRouting`` that says why nothing is routed otherwise."""
     review = trigger.review
     if review is None:
         return ReviewRouting(skipped="not a review")
@@ -103,17 +119,7 @@ def route_review(endpoint: GitHubEndpoint, trigger: Trigger, config: Config, *,
     ownership = Ownership.from_config(config)
     # Answers in a thread are not requests.
     comments = [c for c in endpoint.review_comments(review.pull, review.id) if c.in_reply_to is None]
-    owned = [(c, ownership.owner_of(c.path)) for c in comments]
-    routed = tuple(Routed(c.id, c.path, owner) for c, owner in owned)
-    if follow_up is None:
-        for comment, owner in owned:
-            endpoint.reply_to_review_comment(review.pull, comment.id, reply_marker(comment.id),
-                                             _reply(comment, owner, config.branch_prefix, run))
-        return ReviewRouting(routed)
-    pull_issue = IssueNumber(review.pull)
-    if endpoint.comment_with(pull_issue, taken_marker(review.id)) is not None:
-        return ReviewRouting(routed, skipped=f"review {review.id} was taken already: its comment on "
-                                             f"#{review.pull} says how it went")
+    owned = tuple((c, ownership.owner_of(c.path)) for c in comments)
     text = _FIX.sub("", review.body).strip()
     named = [t.name for t in config.teammates if re.search(rf"(?<![\w-]){re.escape(t.name)}(?![\w-])", text)]
     asks = {owner: [c for c, o in owned if o == owner] for owner in dict.fromkeys(o for _, o in owned) if owner}
@@ -122,18 +128,50 @@ def route_review(endpoint: GitHubEndpoint, trigger: Trigger, config: Config, *,
     not_routed = "" if named or not text else "the review's text names no teammate: a person reads it"
     prompts = {name: follow_up_text(found, text if name in named else "", trigger.sender)
                for name, found in asks.items()}
-    endpoint.upsert_comment(pull_issue, taken_marker(review.id), _taken(review.id, asks, not_routed, "running"))
+    return ReviewAsks(run, review, owned, prompts, not_routed)
+
+
+def route_review(endpoint: GitHubEndpoint, trigger: Trigger, config: Config, *,
+                 bot_allowlist: Collection[str] = (), follow_up: FollowUp | None = None,
+                 triggering_actor: str | None = None) -> ReviewRouting:
+    """Route the inline comments of the review ``trigger`` carries to their owners, run their
+    follow-up rounds through ``follow_up`` (None: answer only, no round runs here), and answer
+    each thread once; a ``follow_up`` that hands the rounds on to later jobs (returns None) leaves
+    the threads to the job that publishes them (``answer_review``)."""
+    asks = read_review(endpoint, trigger, config, bot_allowlist=bot_allowlist, triggering_actor=triggering_actor)
+    if isinstance(asks, ReviewRouting):
+        return asks
+    review, run = asks.review, asks.run
+    if follow_up is None:
+        for comment, owner in asks.owned:
+            endpoint.reply_to_review_comment(review.pull, comment.id, reply_marker(comment.id),
+                                             _reply(comment, owner, config.branch_prefix, run))
+        return ReviewRouting(asks.routed)
+    pull_issue = IssueNumber(review.pull)
+    if endpoint.comment_with(pull_issue, taken_marker(review.id)) is not None:
+        return ReviewRouting(asks.routed, skipped=f"review {review.id} was taken already: its comment on "
+                                                  f"#{review.pull} says how it went")
+    endpoint.upsert_comment(pull_issue, taken_marker(review.id), _taken(review.id, asks, "running"))
     try:
-        rounds = dict(follow_up(run, prompts)) if prompts else {}
+        found = follow_up(run, asks.prompts) if asks.prompts else {}
+        rounds = None if found is None else dict(found)
     except RallyError as err:
-        rounds = {name: Addressed(None, f"run {run} could not be taken up: {err.message}") for name in prompts}
-    for comment, owner in owned:
-        body = (_reply(comment, None, config.branch_prefix, run) if owner is None
-                else _answered(owner, rounds.get(owner, Addressed(None, "no follow-up round ran")),
-                               config.branch_prefix, run))
+        rounds = {name: Addressed(None, f"run {run} could not be taken up: {err.message}") for name in asks.prompts}
+    if rounds is None:
+        return ReviewRouting(asks.routed, not_routed=asks.not_routed, handed_on=True)
+    answer_review(endpoint, asks, rounds, config.branch_prefix)
+    return ReviewRouting(asks.routed, rounds=rounds, not_routed=asks.not_routed)
+
+
+def answer_review(endpoint: GitHubEndpoint, asks: ReviewAsks, rounds: Mapping[str, Addressed], prefix: str) -> None:
+    """Each thread of the review answered (the commit that addresses it, or why there is none, or
+    that nobody owns its file), and the review's comment on the pull request says it is done."""
+    review = asks.review
+    for comment, owner in asks.owned:
+        body = (_reply(comment, None, prefix, asks.run) if owner is None
+                else _answered(owner, rounds.get(owner, Addressed(None, "no follow-up round ran")), prefix, asks.run))
         endpoint.reply_to_review_comment(review.pull, comment.id, reply_marker(comment.id), body)
-    endpoint.upsert_comment(pull_issue, taken_marker(review.id), _taken(review.id, asks, not_routed, "done", rounds))
-    return ReviewRouting(routed, rounds=rounds, not_routed=not_routed)
+    endpoint.upsert_comment(IssueNumber(review.pull), taken_marker(review.id), _taken(review.id, asks, "done", rounds))
 
 
 def follow_up_text(comments: Sequence[ReviewComment], text: str, reviewer: str) -> str:
@@ -168,11 +206,12 @@ def _plain(text: str) -> str:
     return flat.replace("`", "'").replace("@", "@\u2060")
 
 
-def _taken(review: int, asks: Mapping[str, Sequence[ReviewComment]], not_routed: str, state: str,
-           rounds: Mapping[str, Addressed] | None = None) -> str:
+def _taken(review: int, asks: ReviewAsks, state: str, rounds: Mapping[str, Addressed] | None = None) -> str:
     lines = [f"Review {review}: " + ("follow-up rounds are running." if state == "running" else
                                      "the follow-up rounds are done; each thread is answered.")]
-    for name, found in asks.items():
+    not_routed = asks.not_routed
+    for name in asks.prompts:
+        found = [c for c, owner in asks.owned if owner == name]
         what = f"{len(found)} comment{'s' if len(found) != 1 else ''}" if found else "the review's text"
         line = f"- **{name}**: {what}"
         done = None if rounds is None else rounds.get(name)
@@ -181,7 +220,7 @@ def _taken(review: int, asks: Mapping[str, Sequence[ReviewComment]], not_routed:
         lines.append(line)
     if not_routed:
         lines.append(f"- not routed: {not_routed}")
-    if not asks:
+    if not asks.prompts:
         lines.append("- nothing to route to a teammate")
     return "\n".join(lines)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rally_gh import egress, git, plan, process
 from rally_gh.config import LoadedConfig
-from rally_gh.run import assess, fanin, planning, scheduler
+from rally_gh.run import assess, fanin, planning, published, scheduler
 from rally_gh.run.context import EventSink, Lease, Policy, RunContext, no_events
 from rally_gh.run.ledger import Ledger, dead_runs, live_runs, new_state, resumed_state
 from rally_gh.run.teammate import GitDirGuard, TeammateJob
@@ -108,10 +108,7 @@ def again(repo_path: Path, loaded: LoadedConfig, state: RunState, clock: Clock, 
     records = []
     for record in state.teammates:
         if record.name in retry:
-            record = record.model_copy(update={
-                "outcome": "pending", "start_sha": onto, "head_sha": None, "worktree": None, "reason": "",
-                "summary": "", "files_changed": (), "verify": (), "violations": (), "integrated": False,
-                "attempts": 0, "started_at": None, "finished_at": None})
+            record = published.retried(record, onto)
             # Its new repository starts from the integration, not from what its last attempt left.
             ref = f"refs/heads/{record.branch}"
             git.update_ref_if(repo, ref, git.Sha(onto), git.ref_sha(repo, ref))

@@ -10,6 +10,14 @@ branches it pushed. A job without a write token cannot push it; a later job read
 with the branches and checks that they agree: every teammate branch and the integration
 branch must be where the record says, or someone else moved them (a person's commit on the
 pull request's branch is never overwritten: the command is refused and says so).
+
+In the split jobs of rally-comment.yml the run is taken up across three jobs, so that no agent
+shares a job with a token: the command job (a token that reads, no agent) takes it up and hands
+it on (``hand_over``: this record and a bundle of the run's branches, an artifact, because the
+agents' job has no token to fetch them; what to do again, ``Again``, as its step output); the
+agents' job (no token) restores it from that artifact (``take_over``) and runs the rounds; the
+publish job fetches the record itself and judges the agents' results against it
+(``results.import_again``), never against the artifact.
 """
 
 from __future__ import annotations
@@ -17,15 +25,16 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import replace
 from pathlib import Path
+import stat
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rally_gh import git
 from rally_gh.config import LoadedConfig
-from rally_gh.errors import RallyError
+from rally_gh.errors import RallyError, UsageError
 from rally_gh.ownership.enforce import require_map_at
 from rally_gh.run.ledger import set_aside_earlier_attempt
-from rally_gh.state import RunState, check_ref_component, save_state
+from rally_gh.state import RunState, TeammateRecord, check_ref_component, save_state
 from rally_gh.tasks import apply_tasks, tasks_for_this_run
 
 PUBLISHED_FILE = "published.json"
@@ -104,10 +113,7 @@ def restore(repo_path: Path, record: PublishedRun) -> RunState:
     repo = git.open_repo(repo_path)
     common = git.common_dir(repo)
     set_aside_earlier_attempt(repo, common, state.run_id, state.branch_prefix)
-    heads = {t.branch: t.head_sha for t in state.teammates if t.head_sha}
-    if state.integration_branch and state.integration_sha:
-        heads[state.integration_branch] = state.integration_sha
-    for branch, head in heads.items():
+    for branch, head in _heads(state).items():
         ref = f"refs/heads/{branch}"
         git.update_ref_if(repo, ref, git.Sha(head), git.ref_sha(repo, ref))
     save_state(common, state)
@@ -120,16 +126,31 @@ def take_up(repo_path: Path, remote: git.Remote, run_id: str, config_path: str |
     obeys: the one committed at its base commit (never the checkout's, which may be newer), with
     the tasks its issue's ``rally`` block gave."""
     record = fetch(repo_path, remote, run_id)
-    state = restore(repo_path, record)
+    restore(repo_path, record)
+    return record, map_at_base(repo_path, record, config_path)
+
+
+def map_at_base(repo_path: Path, record: PublishedRun, config_path: str | None = None) -> LoadedConfig:
+    """The map a published run obeys: the one committed at its base commit (never the checkout's,
+    which may be newer), with the tasks its issue's ``rally`` block gave."""
+    state = record.state
     loaded = require_map_at(git.open_repo(repo_path), state.base_sha, config_path)
     tasks = tasks_for_this_run(loaded.config, state.issue_text, None, None, record.issue)
     if tasks is not None:
         loaded = replace(loaded, config=apply_tasks(loaded.config, tasks))
     missing = [t.name for t in state.teammates if t.name not in {m.name for m in loaded.config.teammates}]
     if missing:
-        raise RallyError(f"run {run_id} had {', '.join(missing)}, which the map of its base commit "
+        raise RallyError(f"run {state.run_id} had {', '.join(missing)}, which the map of its base commit "
                          f"{git.short(state.base_sha)} does not name", hint="start a new run")
-    return record, loaded
+    return loaded
+
+
+def _heads(state: RunState) -> dict[str, str]:
+    """Each branch of the run that holds something, at its commit."""
+    heads = {t.branch: t.head_sha for t in state.teammates if t.head_sha}
+    if state.integration_branch and state.integration_sha:
+        heads[state.integration_branch] = state.integration_sha
+    return heads
 
 
 def check_command(state: RunState, verb: str, names: Collection[str]) -> None:
@@ -172,3 +193,119 @@ def answering_commit(repo_path: Path, before: RunState, after: RunState, name: s
     found = next((sha for sha in git.commits_between(repo, onto, after.integration_sha)
                   if git.replay_key(repo, sha, cache) == wanted), None)
     return (found or record.head_sha), ""
+
+
+def retried(record: TeammateRecord, onto: str) -> TeammateRecord:
+    """``record`` as a ``/rally retry`` starts it over: from ``onto`` (the run's integration as it
+    stands, or its base), nothing of its last attempt kept in the record (its branch keeps it)."""
+    return record.model_copy(update={
+        "outcome": "pending", "start_sha": onto, "head_sha": None, "worktree": None, "reason": "",
+        "summary": "", "files_changed": (), "verify": (), "violations": (), "integrated": False,
+        "attempts": 0, "started_at": None, "finished_at": None})
+
+
+def drop_reason(sender: str) -> str:
+    return f"taken out of the integration by {sender}'s `/rally drop`; its branch keeps its work"
+
+
+def in_pull(state: RunState, asks: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """A review's ``asks`` (teammate: what its prompt adds) split: those whose work is in the pull
+    request, whose follow-up rounds can run; and for the others, why not."""
+    in_run = {t.name: t for t in state.teammates}
+    ready = {n: text for n, text in asks.items() if n in in_run and in_run[n].integrated}
+    why = {n: f"{n}'s work is not in this pull request" + (f" ({in_run[n].outcome}): `/rally retry {n}` first"
+                                                           if n in in_run else ": it was not in this run")
+           for n in asks if n not in ready}
+    return ready, why
+
+
+# --- Across the split jobs of rally-comment.yml (see the module docstring) ----------------------
+
+AGAIN_ARTIFACT = "rally-again"
+"""The command job's artifact of a taken-up run, for the agents' job."""
+TAKEN_UP_FILE = "taken-up.json"
+TAKEN_UP_BUNDLE = "run.bundle"
+TAKEN_UP_LIMIT = 16 * 1024 * 1024
+
+
+class Again(BaseModel):
+    """What a taken-up run does again: the command job's ``again`` step output. The publish job
+    reads it from that job (never from an artifact) and judges each teammate by it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_id: str
+    retry: tuple[str, ...] = ()
+    """Start over from the run's integration as published (``/rally retry``)."""
+    drop: dict[str, str] = {}
+    """Leave the integration, each with its reason (``/rally drop``)."""
+    follow_up: tuple[str, ...] = ()
+    """Go on from their published heads (a review's follow-up rounds)."""
+
+
+def read_again(path: Path) -> Again:
+    """What to do again, from the command job's ``again`` output written to ``path``."""
+    try:
+        return Again.model_validate_json(path.read_bytes()[:TAKEN_UP_LIMIT])
+    except (OSError, ValidationError) as err:
+        why = err.errors()[0]["msg"] if isinstance(err, ValidationError) else err.strerror or str(err)
+        raise UsageError(f"{path}: not what a taken-up run does again: {why}",
+                         hint="give the command job's `again` output (rally-comment.yml)") from None
+
+
+class TakenUp(BaseModel):
+    """The command job's artifact: the run as published, what to do again, and what each
+    follow-up round's prompt adds (a review's comments, as data)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    published: PublishedRun
+    again: Again
+    asks: dict[str, str] = {}
+
+
+def hand_over(repo_path: Path, record: PublishedRun, again: Again, asks: Mapping[str, str], folder: Path) -> Path:
+    """``folder`` holding the taken-up run (restored here by ``take_up``) for the agents' job: the
+    record, what to do again, and a bundle of the run's branches beyond its base."""
+    state = record.state
+    folder.mkdir(parents=True, exist_ok=True)
+    bundle = folder / TAKEN_UP_BUNDLE
+    bundle.unlink(missing_ok=True)
+    refs = [f"refs/heads/{branch}" for branch in _heads(state)]
+    if refs:
+        git.write_bundle(repo_path, bundle, refs, git.Sha(state.base_sha))
+    taken = TakenUp(published=record, again=again, asks=dict(asks))
+    (folder / TAKEN_UP_FILE).write_text(taken.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+def take_over(repo_path: Path, folder: Path, config_path: str | None = None) -> tuple[TakenUp, LoadedConfig]:
+    """The run the command job handed over in ``folder``, made local as ``take_up`` makes it
+    (its branches from the folder's bundle, at the heads its record names), and the map it obeys."""
+    path = folder / TAKEN_UP_FILE
+    hint = "the command job of rally-comment.yml writes it (`rally-gh admit --again DIR`); download its artifact"
+    try:
+        found = path.lstat()
+    except FileNotFoundError:
+        raise RallyError(f"{path}: no run taken up here", hint=hint) from None
+    if not stat.S_ISREG(found.st_mode) or found.st_size > TAKEN_UP_LIMIT:
+        raise RallyError(f"{path}: not a regular file of at most {TAKEN_UP_LIMIT:,} bytes", hint=hint)
+    try:
+        taken = TakenUp.model_validate_json(path.read_bytes())
+    except ValidationError as err:
+        raise RallyError(f"{path}: not a run taken up: {err.errors()[0]['msg']}", hint=hint) from None
+    state = taken.published.state
+    check_ref_component(state.run_id, "run id")
+    heads = _heads(state)
+    bundle = folder / TAKEN_UP_BUNDLE
+    if bundle.is_file() and not bundle.is_symlink():
+        listed = {ref: sha for sha, ref in git.bundle_heads(repo_path, bundle)}
+        git.import_bundle(repo_path, bundle, {f"refs/rally/incoming/{state.run_id}/{n}": listed[f"refs/heads/{b}"]
+                                              for n, b in enumerate(heads) if listed.get(f"refs/heads/{b}") == heads[b]})
+    repo = git.open_repo(repo_path)
+    missing = [b for b, sha in heads.items() if not git.object_exists(repo, sha)]
+    if missing:
+        raise RallyError(f"{folder}: the taken-up run's {missing[0]} is not at {heads[missing[0]][:10]} in its bundle",
+                         hint=hint)
+    restore(repo_path, taken.published)
+    return taken, map_at_base(repo_path, taken.published, config_path)

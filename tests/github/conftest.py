@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from github_testing import TEST_LIMITS
+from github_testing import TEST_LIMITS, Shop, open_shop
 from openapi_check import github_openapi
 
 from rally_gh.github import real
@@ -53,3 +54,10 @@ def fake_app_github() -> Iterator[FakeGitHubServer]:
 @pytest.fixture
 def gh(fake_github: FakeGitHubServer) -> real.RealGitHub:
     return real.RealGitHub(fake_github.token, "owner/repo", base_url=fake_github.api_url, limits=TEST_LIMITS)
+
+
+@pytest.fixture
+def shop(fake_github: FakeGitHubServer, tmp_path: Path) -> Shop:
+    """The run of issue 1 in workflow run 4242 has ended: api done and in a draft pull request, web failed
+    (``github_testing.open_shop``)."""
+    return open_shop(fake_github, tmp_path)

@@ -11,117 +11,17 @@ side pushed (``refs/rally/published/<run>`` and the branches), nothing else.
 
 from __future__ import annotations
 
-import io
-import json
-import os
 import re
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from github_testing import SHOP_RUN as RUN
+from github_testing import Shop
 
-from rally_gh.commands import run as run_cmd
-from rally_gh.github.actions import read
 from rally_gh.github import review
-from rally_gh.github.conversation import COMMANDS, Command, changed, parse_command, reply_marker
+from rally_gh.github.conversation import COMMANDS, Command, changed, parse_command
 from rally_gh.github.endpoint import CommentId, ReviewComment
-from rally_gh.github.fake import FakeGitHubServer
-from rally_gh.run.published import published_ref
 from rally_gh.state import RunState, TeammateRecord
-from rally_gh.testing import git, init_repo
-
-# web needs api's work: run beside api from the base it fails; run again on the integration it succeeds.
-# A follow-up round answers what the review asked, which reaches it only through its prompt file.
-AGENT = """\
-import os, pathlib, sys
-name = os.environ["RALLY_TEAMMATE"]
-prompt = pathlib.Path(os.environ["RALLY_PROMPT_FILE"]).read_text()
-if name == "web" and not pathlib.Path("src/api/work.txt").exists():
-    sys.exit("web needs the api first: src/api/work.txt is missing")
-pathlib.Path(f"src/{name}").mkdir(parents=True, exist_ok=True)
-work = pathlib.Path(f"src/{name}/work.txt")
-if "## Review comments" in prompt:
-    work.write_text(work.read_text() + f"{name}: logging, as the review asked\\n")
-else:
-    work.write_text(f"{name} v1\\n")
-"""
-
-
-@dataclass
-class Shop:
-    """The fake GitHub with the shop's repository, and the issue its run is for."""
-
-    fake: FakeGitHubServer
-    tmp: Path
-    issue: int
-    jobs: int = 0
-
-    def job(self, event_name: str, payload: dict[str, object], workflow_run: int,
-            **extra_env: str) -> tuple[int, str]:
-        """One job of a workflow run, on a fresh runner: a new clone, then `rally-gh run` with the event."""
-        self.jobs += 1
-        clone = self.tmp / f"job{self.jobs}"
-        git(self.tmp, "clone", "-q", self.fake.authenticated_git_url, str(clone))
-        event = self.tmp / f"event{self.jobs}.json"
-        event.write_text(json.dumps(payload))
-        env = {"GITHUB_ACTIONS": "true", "GITHUB_TOKEN": "test-token", "GITHUB_REPOSITORY": "owner/repo",
-               "GITHUB_API_URL": self.fake.api_url, "GITHUB_EVENT_NAME": event_name,
-               "GITHUB_EVENT_PATH": str(event), "GITHUB_RUN_ID": str(workflow_run), "PATH": os.environ["PATH"], **extra_env}
-        out = io.StringIO()
-        code = run_cmd.run(clone, read(env), out, progress_stream=io.StringIO())
-        return code, out.getvalue()
-
-    def comment(self, body: str, user: str, on: int | None = None) -> tuple[int, dict[str, object]]:
-        """A comment on the run's issue, or ``on`` another (the run's pull request)."""
-        where = on or self.issue
-        said = self.fake.add_comment(where, body, user=user)
-        return said, {"action": "created", "sender": {"login": user, "type": "User"},
-                      "issue": {"number": where, "title": "Shop", "body": "Both halves.", "labels": []},
-                      "comment": {"id": said, "body": body, "user": {"login": user}},
-                      "repository": {"default_branch": "main", "full_name": "owner/repo"}}
-
-    def reply(self, comment: int) -> str:
-        (found,) = [c["body"] for c in self.fake.comments.values()
-                    if c["body"].startswith(reply_marker(CommentId(comment)))]
-        return str(found)
-
-    def head(self, branch: str) -> str:
-        return self.fake.refs()[f"refs/heads/rally/{RUN}/{branch}"]
-
-    def files(self, branch: str) -> str:
-        return git(self.fake.bare_repo, "ls-tree", "-r", "--name-only", f"rally/{RUN}/{branch}")
-
-
-RUN = "issue-1-4242"
-
-
-@pytest.fixture
-def shop(fake_github: FakeGitHubServer, tmp_path: Path) -> Shop:
-    """The run of issue 1 in workflow run 4242 has ended: api done and in a draft pull request, web failed."""
-    fake_github.set_permission("alice", "write")
-    fake_github.set_permission("bob", "read")
-    issue = fake_github.create_issue("Shop", "Both halves.", user="alice", labels=("rally:parallel",))
-    agent = tmp_path / "agent.py"
-    agent.write_text(AGENT)
-    command = f"[{json.dumps(sys.executable)}, {json.dumps(str(agent))}]"
-    team = ["version: 1", "team: shop", "defaults: {timeout: 30s, retries: 0}", "teammates:"]
-    for name in ("api", "web"):
-        team += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
-                 f"    agent: {{preset: command, command: {command}}}"]
-    origin = init_repo(tmp_path / "origin", {"README.md": "# shop\n", "rally.yml": "\n".join(team) + "\n"})
-    git(origin, "push", "-q", fake_github.authenticated_git_url, "main")
-    shop = Shop(fake_github, tmp_path, issue)
-    code, out = shop.job("issues", {
-        "action": "labeled", "label": {"name": "rally:parallel"}, "sender": {"login": "alice", "type": "User"},
-        "issue": {"number": issue, "title": "Shop", "body": "Both halves.", "labels": [{"name": "rally:parallel"}]},
-        "repository": {"default_branch": "main", "full_name": "owner/repo"}}, 4242)
-    assert code == 1 and "web needs the api first" in out, out
-    (pull,) = fake_github.pulls.values()
-    assert pull["draft"] and published_ref(RUN) in fake_github.refs()
-    assert "src/web/work.txt" not in shop.files("_integration")
-    return shop
-
+from rally_gh.testing import git
 
 def test_a_writer_retries_the_failed_teammate_and_the_same_pull_request_is_updated(shop: Shop) -> None:
     fake = shop.fake
@@ -190,41 +90,15 @@ def test_drop_takes_a_teammate_out_of_the_pull_request_and_keeps_its_branch(shop
     assert shop.fake.refs() == before
 
 
-def _review(shop: Shop, pull: int, review: int, body: str, state: str = "changes_requested") -> dict[str, object]:
-    return {"action": "submitted", "sender": {"login": "alice", "type": "User"},
-            "review": {"id": review, "state": state, "body": body, "user": {"login": "alice"}},
-            "pull_request": {"number": pull, "head": {"ref": f"rally/{RUN}/_integration", "sha": "0" * 40,
-                                                      "repo": {"full_name": "owner/repo"}},
-                             "base": {"ref": "main", "sha": "1" * 40}},
-            "repository": {"default_branch": "main", "full_name": "owner/repo"}}
-
-
 def test_a_review_runs_each_owners_follow_up_round_and_each_thread_is_answered_with_its_commit(shop: Shop) -> None:
     fake = shop.fake
     assert shop.job("issue_comment", shop.comment("/rally retry web", "alice")[1], 4300)[0] == 0
-    (pull,) = fake.pulls
-    review = fake.add_review(pull, "alice", "CHANGES_REQUESTED", body="Please use logging everywhere.", comments=(
-        ("src/api/work.txt", 1, "print is not logging"), ("src/web/work.txt", 1, "nor is this"),
-        ("README.md", 1, "say what the shop sells")))
-    api, web, readme = sorted(c for c, v in fake.review_comments.items() if v["review"] == review)
-    payload = _review(shop, pull, review, "Please use logging everywhere.")
+    pull, review, comments = shop.two_teammates_reviewed()
+    payload = shop.review(pull, review, "Please use logging everywhere.")
     code, out = shop.job("pull_request_review", payload, 4400)
     assert code == 0, out
-    replies = {c["in_reply_to"]: c["body"] for c in fake.review_comments.values() if c["in_reply_to"]}
-    integration = f"rally/{RUN}/_integration"
-    for comment, owner in ((api, "api"), (web, "web")):
-        reply = replies[comment]
-        assert f"**{owner}**'s follow-up round" in reply, reply
-        commit = reply.split("Addressed by `", 1)[1].split("`", 1)[0]
-        # The commit named is on the pull request's branch and changes the owner's file as asked.
-        git(fake.bare_repo, "merge-base", "--is-ancestor", commit, integration)
-        assert git(fake.bare_repo, "diff-tree", "--no-commit-id", "--name-only", "-r", commit).split() == [
-            f"src/{owner}/work.txt"]
-        assert "logging, as the review asked" in git(fake.bare_repo, "show", f"{integration}:src/{owner}/work.txt")
-    assert "No teammate owns `README.md`" in replies[readme]
     # One pull request, updated; the review's text named no teammate and is reported as not routed.
-    assert len(fake.pulls) == 1
-    (taken,) = [c["body"] for c in fake.comments.values() if c["issue"] == pull]
+    taken = shop.threads_answered(pull, comments)
     assert "- not routed: the review's text names no teammate" in taken and "**api**: 1 comment: `" in taken
     assert "the review's text: not routed" in out
 
@@ -246,7 +120,7 @@ def test_a_reviews_text_goes_to_the_teammate_it_names_and_one_not_in_the_pull_re
                              comments=(("src/api/work.txt", 1, "print is not logging"),))
     (api,) = [c for c, v in fake.review_comments.items() if v["review"] == review]
     web_before = shop.head("web")
-    payload = _review(shop, pull, review, "/rally fix\nweb: the page needs a title too.", "commented")
+    payload = shop.review(pull, review, "/rally fix\nweb: the page needs a title too.", "commented")
     code, out = shop.job("pull_request_review", payload, 4500)
     assert code == 0, out
     (reply,) = [c["body"] for c in fake.review_comments.values() if c["in_reply_to"] == api]

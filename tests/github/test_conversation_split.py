@@ -1,0 +1,141 @@
+"""The same afternoon through rally-comment.yml's three jobs, against the fake over HTTP with the real client:
+the command job (``rally-gh admit``: a token, no agent) takes the run up and hands it on; the agents' job
+(``rally-gh run --again --results``: no token, it asks GitHub nothing) runs the teammates again; the publish
+job (``rally-gh publish --again``: the write token) judges what they made against the run as published,
+which it fetches itself, and publishes it to the same pull request. Each job is a fresh clone; what passes
+between them is what the workflow passes: the command job's outputs and the two artifacts.
+
+A `/rally retry web` fixes the failed teammate in the same pull request, a `/rally drop` takes one out, a
+review's two inline comments run two follow-up rounds and get two replies naming commits; and an agents'
+job that tampers with its results (a retried teammate started elsewhere or writing another's file, a
+teammate it was not asked to run moved) is refused by the publish job, which says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from github_testing import SHOP_RUN as RUN
+from github_testing import Shop, SplitJobs
+
+from rally_gh.results import RECORD_FILE, write_results
+from rally_gh.run.published import Again
+from rally_gh.state import RunState
+from rally_gh.testing import commit, git
+
+
+def _progress(shop: Shop) -> str:
+    (body,) = [c["body"] for c in shop.fake.comments.values() if c["body"].startswith(f"<!-- rally-gh:run:{RUN} -->")]
+    return str(body)
+
+
+def test_retry_then_drop_through_the_three_jobs_update_the_same_pull_request(shop: Shop) -> None:
+    fake = shop.fake
+    api_before = shop.head("api")
+    said, payload = shop.comment("/rally retry web", "alice")
+    jobs = shop.split("issue_comment", payload, 4300)
+    assert jobs.code == 0 and jobs.outputs is not None, jobs.out
+    # The command job ran no agent and changed nothing: it acknowledged, and handed the run on.
+    assert (jobs.outputs["admitted"], jobs.outputs["run-id"]) == ("true", RUN)
+    assert Again.model_validate_json(jobs.outputs["again"]) == Again(run_id=RUN, retry=("web",))
+    assert "working on it" in shop.reply(said) and shop.head("web") != shop.head("_integration")
+    assert sorted(p.name for p in jobs.handed.iterdir()) == ["run.bundle", "taken-up.json"]
+
+    code, out = jobs.through()
+    assert code == 0, out
+    reply = shop.reply(said)
+    assert f"Run `{RUN}`, integrated and verified again" in reply and "**web**: done, in the pull request" in reply
+    (pull,) = fake.pulls.values()
+    assert not pull["draft"] and pull["head"] == f"rally/{RUN}/_integration"
+    assert {"src/api/work.txt", "src/web/work.txt"} <= set(shop.files("_integration").split())
+    assert shop.head("api") == api_before and "src/api/work.txt" in shop.files("web")  # web went on from api's
+    assert "rally:done" in fake.issues[shop.issue]["labels"] and "2/2 done" in _progress(shop)
+
+    # Delivered again: the command job finds its reply, and the next jobs do not run.
+    heads = (shop.head("web"), shop.head("_integration"))
+    again = shop.split("issue_comment", payload, 4300)
+    assert again.code == 0 and not again.admitted and "acted on already" in again.out
+    assert (shop.head("web"), shop.head("_integration")) == heads
+
+    # `/rally drop api` on the pull request: out of the integration, its branch kept.
+    (number,) = fake.pulls
+    said, payload = shop.comment("/rally drop api", "alice", on=number)
+    code, out = shop.split("issue_comment", payload, 4302).through()
+    assert "**api**: out of the integration" in shop.reply(said), out
+    files = set(shop.files("_integration").split())
+    assert "src/api/work.txt" not in files and "src/web/work.txt" in files
+    assert shop.head("api") == api_before and "taken out of the integration by alice" in fake.issues[number]["body"]
+
+
+def test_a_retry_that_cannot_apply_is_answered_by_the_command_job_and_nothing_runs(shop: Shop) -> None:
+    said, payload = shop.comment("/rally retry api", "alice")
+    before = shop.fake.refs()
+    jobs = shop.split("issue_comment", payload, 4301)
+    assert jobs.code == 0 and not jobs.admitted
+    assert "was not done: api is done and its work is in the pull request" in shop.reply(said)
+    assert shop.fake.refs() == before
+
+
+def test_a_reviews_two_inline_comments_run_two_rounds_and_get_two_replies_naming_commits(shop: Shop) -> None:
+    fake = shop.fake
+    assert shop.job("issue_comment", shop.comment("/rally retry web", "alice")[1], 4300)[0] == 0
+    pull, review, comments = shop.two_teammates_reviewed()
+    jobs = shop.split("pull_request_review", shop.review(pull, review, "Please use logging everywhere."), 4400)
+    assert jobs.outputs is not None and jobs.admitted, jobs.out
+    assert Again.model_validate_json(jobs.outputs["again"]).follow_up == ("api", "web")
+    assert not [c for c in fake.review_comments.values() if c["in_reply_to"]]  # answered once published
+    code, out = jobs.through()
+    assert code == 0, out
+    taken = shop.threads_answered(pull, comments)
+    assert "the follow-up rounds are done" in taken and "**web**: 1 comment: `" in taken
+
+
+# --- The publish job refuses what the agents' job was not asked to make -----------------------------
+
+
+def _tampered(jobs: SplitJobs, name: str, onto: Callable[[RunState], str], files: dict[str, str]) -> None:
+    """The agents' job's results rewritten before they leave it, as a job an agent took over could:
+    ``name``'s branch moved to a new commit writing ``files`` on top of ``onto``."""
+    clone = jobs.shop.tmp / f"job{jobs.shop.jobs}"  # the agents' job's clone
+    state = RunState.model_validate_json((jobs.results / RECORD_FILE).read_text())
+    git(clone, "checkout", "-q", "--detach", onto(state))
+    head = commit(clone, files, f"{name}: not what it was asked")
+    git(clone, "update-ref", f"refs/heads/rally/{RUN}/{name}", head)
+    write_results(clone, state.with_teammate(state.teammate(name).model_copy(update={"head_sha": head})),
+                  jobs.results)
+
+
+TAMPERS = {
+    "a retried teammate that starts elsewhere": (
+        "web", lambda s: s.base_sha, {"src/web/work.txt": "from the base\n"},
+        "web skipped (refused by the publish job: its work does not start from"),
+    "a retried teammate that writes another's file": (
+        "web", lambda s: s.teammate("web").head_sha, {"src/api/work.txt": "web was here\n"},
+        "refused by the publish job: it wrote 1 path it does not own under the map of the base commit: src/api/work.txt"),
+    "a teammate it was not asked to run, moved": (
+        "api", lambda s: s.teammate("api").head_sha, {"src/api/more.txt": "more\n"},
+        "publish job: api: its branch in the results is at"),
+}
+
+
+@pytest.mark.parametrize("tamper", list(TAMPERS))
+def test_the_publish_job_refuses_results_a_retry_was_not_asked_to_make(shop: Shop, tamper: str) -> None:
+    name, onto, files, refused = TAMPERS[tamper]
+    api_before = shop.head("api")
+    said, payload = shop.comment("/rally retry web", "alice")
+    jobs = shop.split("issue_comment", payload, 4300)
+    code, out = jobs.agents()
+    assert code == 0, out
+    _tampered(jobs, name, onto, files)
+    code, out = jobs.publish()
+    (pull,) = shop.fake.pulls
+    body = shop.fake.issues[pull]["body"]
+    assert refused in body.replace("\\", ""), body
+    assert shop.head("api") == api_before  # published work is never lost, nor moved
+    integrated = git(shop.fake.bare_repo, "show", f"rally/{RUN}/_integration:src/api/work.txt")
+    assert integrated == "api v1\n" and "src/api/more.txt" not in shop.files("_integration")
+    if name == "web":
+        assert ", not integrated: refused by the publish job: " in shop.reply(said)
+        assert "src/web/work.txt" not in shop.files("_integration")
