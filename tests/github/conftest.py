@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ def _never_the_real_github(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(real.RealGitHub, "__init__", guarded)
 
 
+@contextmanager
 def _checked_fake(actor: str) -> Iterator[FakeGitHubServer]:
     """A running fake whose every exchange is checked against GitHub's OpenAPI description."""
     problems: list[str] = []
@@ -39,14 +41,15 @@ def _checked_fake(actor: str) -> Iterator[FakeGitHubServer]:
 @pytest.fixture
 def fake_github() -> Iterator[FakeGitHubServer]:
     """The fake, writing as a workflow's token does (``github-actions[bot]``)."""
-    yield from _checked_fake("github-actions[bot]")
+    with _checked_fake("github-actions[bot]") as server:
+        yield server
 
 
 @pytest.fixture
 def fake_app_github() -> Iterator[FakeGitHubServer]:
     """The fake, writing as a GitHub App's installation token does (``rally-app[bot]``), which GitHub
     refuses ``GET /user``."""
-    for server in _checked_fake("rally-app[bot]"):
+    with _checked_fake("rally-app[bot]") as server:
         server.inject("GET", r"/user$", 403, times=1_000)
         yield server
 
