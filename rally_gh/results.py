@@ -21,6 +21,12 @@ branch or the issue wrote, downloads it and ``import_results`` takes it as untru
    refused teammate, or a record that does not hold), the run is unverified: the report says
    so and the pull request is a draft.
 
+A run taken up again (``/rally retry``, ``drop``, a review's rounds in rally-comment.yml) is
+judged by ``import_again`` against the run as published, which the publish job fetched itself
+(``run.published``), never against what came with the artifacts: a retried teammate's commits
+must start at the integration as published, a follow-up round's at the teammate's published
+head, and everyone else must be exactly as published.
+
 A teammate that fails a check is refused with its reason; the others are still published.
 What the published report says comes from the map and from git wherever it can; the little
 taken from the records (outcomes, reasons, timings, verify output) is rebuilt as plain text

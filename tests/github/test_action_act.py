@@ -85,6 +85,10 @@ for root in {roots!r} + [os.getcwd(), os.path.expanduser("~"), "/tmp"]:
                         sys.exit(10)
             except OSError:
                 pass
+# A task that builds on api's work fails where that work is not there (beside api, from the base).
+if "on top of src/api/main.py" in pathlib.Path(os.environ["RALLY_PROMPT_FILE"]).read_text() \\
+        and not pathlib.Path("src/api/main.py").exists():
+    sys.exit(f"{name} needs src/api/main.py")
 folder = pathlib.Path("src") / name
 folder.mkdir(parents=True, exist_ok=True)
 (folder / "main.py").write_text(f"# written by {name}\\n")
@@ -121,7 +125,7 @@ def fake_github() -> Iterator[FakeGitHubServer]:
 
 
 def _rally_map(agent: Path, web_after_api: bool = False, merge_verify: bool = False,
-               no_agent_program: bool = False) -> str:
+               no_agent_program: bool = False, web_needs_api: bool = False) -> str:
     command = f"[{json.dumps(sys.executable)}, {json.dumps(str(agent))}]"
     if no_agent_program:  # the agents' job is refused before anything starts, and leaves no results
         command = json.dumps([str(agent.parent / "no-such-agent")])
@@ -141,7 +145,7 @@ def _rally_map(agent: Path, web_after_api: bool = False, merge_verify: bool = Fa
             agent: {{preset: command, command: {command}}}
           - name: web
             role: Frontend
-            task: Write src/web/main.py.
+            task: Write src/web/main.py{", on top of src/api/main.py" if web_needs_api else ""}.
             exclusive_write: [src/web/**]
             agent: {{preset: command, command: {command}}}
         """) + ("    blocked_by: [api]\n" if web_after_api else "")

@@ -173,7 +173,7 @@ def test_every_input_reaches_the_run_through_the_environment() -> None:
 def test_the_outputs_are_the_run_steps_outputs() -> None:
     outputs = _action()["outputs"]
     assert set(outputs) == {"run-id", "status", "pr-number", "pr-url", "report-json", "step-complete", "handoff",
-                            "admitted", "issue-text", "needs-approval", "approved", "teammates", "plans"}
+                            "admitted", "issue-text", "needs-approval", "approved", "teammates", "plans", "again"}
     for name, output in outputs.items():
         assert output["value"] == f"${{{{ steps.rally.outputs.{name} }}}}"
 
