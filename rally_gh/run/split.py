@@ -12,8 +12,9 @@ workflow's publish job checks against the map of the base commit and publishes
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ def merge_run(repo_path: Path, loaded: LoadedConfig, run_id: str, clock: Clock, 
                      sandbox=assess.sandbox_of(environ, sandbox and verifies))
     names = [t.name for t in config.teammates if selected is None or t.name in selected]
     found = read_teammate_results(repo_path, inputs, config.branch_prefix, run_id, names)
-    risks: list[str] = []
+    risks: dict[str, tuple[str, ...]] = {}
     for name in names:
         result = found.get(name)
         if result is None:
@@ -115,17 +116,39 @@ def merge_run(repo_path: Path, loaded: LoadedConfig, run_id: str, clock: Clock, 
                 "reason": f"no result from its job (no {teammate_artifact(name)}/{TEAMMATE_FILE})"})
         else:
             record = result.record
-            risks += [f"{name}'s job: {risk}" for risk in result.risks]
+            risks[name] = result.risks
         state = state.with_teammate(record.model_copy(update={"integrated": False}))
     ledger = Ledger(common, state)
-    for risk in ([assess.MERGE_NO_SANDBOX_RISK] if verifies and not sandbox else []) + risks + assess.merge_risks(
-            config, environ, sandbox):
+    for risk in [*([assess.MERGE_NO_SANDBOX_RISK] if verifies and not sandbox else []),
+                 *assess.merge_risks(config, environ, sandbox), *teammate_jobs_risks(risks)]:
         ledger.add_risk(risk)
     _check_again(ctx, ledger)
     pipeline.integrate_verify_publish(ctx, ledger)
     ledger.update_run(status="finished", finished_at=clock(), pid=None)
     write_results(repo_path, ledger.state, results)
     return ledger.state
+
+
+TEAMMATE_JOB_RISKS = 30
+"""How many of the teammate jobs' risks the merge job carries into the report (the publish job shows
+50 risks at most, and this job's own come first)."""
+
+
+def teammate_jobs_risks(risks: Mapping[str, Sequence[str]], limit: int = TEAMMATE_JOB_RISKS) -> list[str]:
+    """The teammate jobs' risks (each job's, by teammate), as the report names them: each job's first
+    risk (whether it had a sandbox) before any job's second, and so on, at most ``limit`` and a line
+    saying how many more. A job's result is untrusted: however many risks one job claims, it cannot
+    push another job's out of the report, nor the merge job's own (named before these)."""
+    queues = [[(name, risk) for risk in found] for name, found in risks.items()]
+    ordered = [item for tier in itertools.zip_longest(*queues) for item in tier if item is not None]
+    shown = ordered if len(ordered) <= limit else ordered[:limit - 1]
+    out = [f"{name}'s job: {risk}" for name, risk in shown]
+    if len(shown) < len(ordered):
+        left = {name for name, _ in ordered[len(shown):]}
+        whose = ", ".join(name for name in risks if name in left)
+        out.append(f"{len(ordered) - len(shown)} more risks of the jobs of {whose} are not shown here: each job's "
+                   f"artifact ({teammate_artifact('<teammate>')}) lists them")
+    return out
 
 
 def _split_state(repo: git.Repository, common: Path, run_id: str, loaded: LoadedConfig, issue_text: str | None,

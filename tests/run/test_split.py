@@ -342,6 +342,21 @@ def test_a_teammate_jobs_risks_are_risks_of_the_published_report(jobs: Jobs) -> 
     assert "web's job: web's agent receives runner variables WEB\\_PASSED (env passthrough)" in report, report
 
 
+
+def test_one_teammate_jobs_many_risks_push_out_no_other_jobs_nor_the_merge_jobs_own() -> None:
+    """A teammate job's result is untrusted: claiming the 20 risks a result may carry, it still cannot
+    push another job's first risk (its sandbox) out of the 50 the publish job shows, nor the merge job's."""
+    from rally_gh.run.split import teammate_jobs_risks
+
+    risks = teammate_jobs_risks({"api": [f"noise {i}" for i in range(20)], "db": [f"noise {i}" for i in range(20)],
+                                 "web": ["agents ... ran without a sandbox", "its agent receives runner variables X"]},
+                                limit=10)
+    assert risks[:3] == ["api's job: noise 0", "db's job: noise 0", "web's job: agents ... ran without a sandbox"]
+    assert "web's job: its agent receives runner variables X" in risks
+    assert len(risks) == 10 and risks[-1].startswith("33 more risks of the jobs of api, db are not shown here"), risks
+    assert teammate_jobs_risks({"web": ["a", "b"]}) == ["web's job: a", "web's job: b"]
+
+
 # --- The ready workflow ----------------------------------------------------------
 
 
