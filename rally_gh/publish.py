@@ -67,9 +67,13 @@ STEP_SUMMARY_LIMIT = 1024 * 1024
 # --- Untrusted text in Markdown ----------------------------------------------
 
 _WORD_JOINER = "\u2060"
-_MENTION = re.compile(r"(?<![\w.+-])@(?=[A-Za-z0-9])")  # not the @ of an e-mail address
+# Not the @ of an e-mail address (after a letter, digit or _). GitHub takes any other character before
+# the @ for the start of a mention (``.@x``, ``-@x``, ``é@x`` ping @x): its word characters are ASCII's.
+_MENTION = re.compile(r"(?<![A-Za-z0-9_])@(?=[A-Za-z0-9])")
+_AT_ENTITY = re.compile(r"&(?:#0*64|#[xX]0*40|commat);")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CLOSING = re.compile(r"\b(clos|fix|resolv)(e[sd]?)?(?=\s*:?\s+[\w.-]*(?:/[\w.-]+)?#\d)", re.IGNORECASE)
+_CLOSING = re.compile(r"(?<![A-Za-z0-9_])(clos|fix|resolv)(e[sd]?)?(?=\s*:?\s+(?:[\w.-]*(?:/[\w.-]+)?#\d|https?://\S+/(?:issues|pull)/\d))",
+                      re.IGNORECASE)
 
 
 def defuse(text: str) -> str:
@@ -77,9 +81,10 @@ def defuse(text: str) -> str:
 
     A word joiner after ``@`` keeps a login from being a mention; one inside
     ``closes`` keeps GitHub from closing an issue when the pull request merges
-    (only our own ``Closes #N`` line may do that).
+    (only our own ``Closes #N`` line may do that). An ``@`` written as an HTML
+    entity (``&#64;``) renders as one, so it is made a plain ``@`` first.
     """
-    text = _MENTION.sub("@" + _WORD_JOINER, text)
+    text = _MENTION.sub("@" + _WORD_JOINER, _AT_ENTITY.sub("@", text))
     return _CLOSING.sub(lambda m: m.group(1) + _WORD_JOINER + (m.group(2) or ""), text)
 
 

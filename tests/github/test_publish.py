@@ -225,6 +225,23 @@ def test_untrusted_text_is_data_and_loses_its_power(
     assert long_title.endswith("… (#1)") and len(long_title) == 256
 
 
+
+@pytest.mark.parametrize("text", ["x.@octocat", "x-@octocat", "x+@octocat", "é@octocat", "中@octocat",
+                                  "&#64;octocat", "&#x40;octocat", "&commat;octocat", "\\@octocat"])
+def test_no_mention_pings_whatever_stands_before_the_at(text: str) -> None:
+    """GitHub starts a mention after any character but an ASCII letter, digit or _ (its word characters),
+    and renders an ``@`` written as an entity as one: agent-written text cannot ping through either."""
+    assert "@\u2060octocat" in publish.defuse(text) and "@octocat" not in publish.defuse(text)
+
+
+@pytest.mark.parametrize("text", ["éfixes #3", "_x_ closes: #3", "Resolves https://github.com/owner/repo/issues/3",
+                                  "fixed http://github.example/o/r/pull/3"])
+def test_no_closing_keyword_closes_an_issue(text: str) -> None:
+    defused = publish.defuse(text)
+    assert defused != text and "\u2060" in defused
+    assert publish.defuse("mail ada@example.com, prefix #3, a suffix #4") == "mail ada@example.com, prefix #3, a suffix #4"
+
+
 def violation(teammate: str, path: str, owner: str | None = "web", commit: str = "c" * 40) -> Violation:
     return Violation(teammate=teammate, path=path, owner=owner, kind="modified", commit=commit)
 
