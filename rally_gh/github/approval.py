@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from rally_gh import plan
@@ -134,6 +134,10 @@ def approve(endpoint: GitHubEndpoint, issue: IssueNumber, run_id: str, named: Se
     if waiting is None:
         return f"run `{run_id}` does not wait for approval: there is nothing to approve"
     team = tuple(n for n in waiting.teammates if any(t.name == n for t in config.teammates))
+    # A plan goes only to a teammate the map puts in plan mode: the agents' job that wrote the plans is
+    # untrusted, and one of its agents must not hand another teammate a "plan" to carry out.
+    planners = {t.name for t in config.teammates if t.mode == "plan"}
+    waiting = replace(waiting, plans=tuple(p for p in waiting.plans if p[0] in planners))
     foreign = [n for n in named if n not in team]
     if foreign:
         return (f"{', '.join(f'`{n}`' for n in foreign)} {'is' if len(foreign) == 1 else 'are'} not in run `{run_id}` "
