@@ -6,6 +6,7 @@ import io
 import json
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,20 +224,28 @@ class SplitJobs:
         return self.publish()
 
 
+def push_shop(fake: FakeGitHubServer, tmp: Path, agent_script: str, names: Sequence[str], *,
+              head: Sequence[str] = (), extra: Mapping[str, Sequence[str]] | None = None) -> None:
+    """The shop's repository on the fake's main: a README and a map of scripted teammates ``names``, each
+    owning src/<name>/**, their agent ``agent_script`` (with ``head``'s lines before the teammates, and
+    ``extra``'s lines for some of them)."""
+    agent = tmp / "agent.py"
+    agent.write_text(agent_script)
+    command = f"[{json.dumps(sys.executable)}, {json.dumps(str(agent))}]"
+    team = ["version: 1", "team: shop", "defaults: {timeout: 30s, retries: 0}", *head, "teammates:"]
+    for name in names:
+        team += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
+                 f"    agent: {{preset: command, command: {command}}}", *(extra or {}).get(name, ())]
+    origin = init_repo(tmp / "origin", {"README.md": "# shop\n", "rally.yml": "\n".join(team) + "\n"})
+    git(origin, "push", "-q", fake.authenticated_git_url, "main")
+
+
 def open_shop(fake: FakeGitHubServer, tmp: Path) -> Shop:
     """The run of issue 1 in workflow run 4242 has ended: api done and in a draft pull request, web failed."""
     fake.set_permission("alice", "write")
     fake.set_permission("bob", "read")
     issue = fake.create_issue("Shop", "Both halves.", user="alice", labels=("rally:parallel",))
-    agent = tmp / "agent.py"
-    agent.write_text(SHOP_AGENT)
-    command = f"[{json.dumps(sys.executable)}, {json.dumps(str(agent))}]"
-    team = ["version: 1", "team: shop", "defaults: {timeout: 30s, retries: 0}", "teammates:"]
-    for name in ("api", "web"):
-        team += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
-                 f"    agent: {{preset: command, command: {command}}}"]
-    origin = init_repo(tmp / "origin", {"README.md": "# shop\n", "rally.yml": "\n".join(team) + "\n"})
-    git(origin, "push", "-q", fake.authenticated_git_url, "main")
+    push_shop(fake, tmp, SHOP_AGENT, ("api", "web"))
     shop = Shop(fake, tmp, issue)
     code, out = shop.job("issues", {
         "action": "labeled", "label": {"name": "rally:parallel"}, "sender": {"login": "alice", "type": "User"},

@@ -8,9 +8,10 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
+
+from github_testing import push_shop
 
 from rally_gh.commands import admit as admit_cmd
 from rally_gh.commands import publish as publish_cmd
@@ -23,7 +24,7 @@ from rally_gh.github.conversation import reply_marker
 from rally_gh.github.endpoint import CommentId, run_marker
 from rally_gh.github.fake import FakeGitHubServer
 from rally_gh.publish import outputs_file_values
-from rally_gh.testing import git, init_repo
+from rally_gh.testing import git
 
 AGENT = """\
 import os, pathlib
@@ -33,25 +34,11 @@ pathlib.Path(f"src/{name}/work.txt").write_text(f"{name} was here\\n")
 """
 
 
-def _map(agent: Path) -> str:
-    command = f"[{json.dumps(sys.executable)}, {json.dumps(str(agent))}]"
-    lines = ["version: 1", "team: shop", "defaults: {timeout: 30s, retries: 0}",
-             "approval:", "  high_risk: [infra]", "teammates:"]
-    for name in ("api", "web", "infra"):
-        lines += [f"  - name: {name}", f"    exclusive_write: [src/{name}/**]",
-                  f"    agent: {{preset: command, command: {command}}}"]
-    return "\n".join(lines) + "\n"
-
-
 def _shop(fake: FakeGitHubServer, tmp_path: Path) -> int:
     fake.set_permission("alice", "write")
     fake.set_permission("mallory", "read")
     issue = fake.create_issue("Shop", "All of it.", user="alice", labels=("rally:parallel",))
-    agent = tmp_path / "agent.py"
-    agent.write_text(AGENT)
-    origin = init_repo(tmp_path / "origin", {"README.md": "# shop\n", "rally.yml": _map(agent)})
-    git(origin, "remote", "add", "origin", fake.authenticated_git_url)
-    git(origin, "push", "-q", "origin", "main")
+    push_shop(fake, tmp_path, AGENT, ("api", "web", "infra"), head=("approval:", "  high_risk: [infra]"))
     return issue
 
 
@@ -204,17 +191,7 @@ pathlib.Path(f"src/{name}/work.txt").write_text(f"{name} was here\\n")
 def _planning_shop(fake_github: FakeGitHubServer, tmp_path: Path) -> int:
     fake_github.set_permission("alice", "write")
     issue = fake_github.create_issue("Shop", "All of it.", user="alice", labels=("rally:parallel",))
-    agent = tmp_path / "agent.py"
-    agent.write_text(PLANNER)
-    command = f"[{json.dumps(sys.executable)}, {json.dumps(str(agent))}]"
-    rally_yml = "\n".join([
-        "version: 1", "team: shop", "defaults: {timeout: 30s, retries: 0}", "teammates:",
-        "  - name: api", "    exclusive_write: [src/api/**]", f"    agent: {{preset: command, command: {command}}}",
-        "  - name: web", "    mode: plan", "    exclusive_write: [src/web/**]",
-        f"    agent: {{preset: command, command: {command}}}"]) + "\n"
-    origin = init_repo(tmp_path / "origin", {"README.md": "# shop\n", "rally.yml": rally_yml})
-    git(origin, "remote", "add", "origin", fake_github.authenticated_git_url)
-    git(origin, "push", "-q", "origin", "main")
+    push_shop(fake_github, tmp_path, PLANNER, ("api", "web"), extra={"web": ("    mode: plan",)})
     return issue
 
 

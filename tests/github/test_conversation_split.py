@@ -20,6 +20,7 @@ import pytest
 from github_testing import SHOP_RUN as RUN
 from github_testing import Shop, SplitJobs
 
+from rally_gh.errors import RallyError
 from rally_gh.results import RECORD_FILE, write_results
 from rally_gh.run.published import Again
 from rally_gh.state import RunState
@@ -90,6 +91,20 @@ def test_a_reviews_two_inline_comments_run_two_rounds_and_get_two_replies_naming
     assert code == 0, out
     taken = shop.threads_answered(pull, comments)
     assert "the follow-up rounds are done" in taken and "**web**: 1 comment: `" in taken
+
+    # Delivered again: the command job finds the review taken, and the next jobs do not run.
+    again = shop.split("pull_request_review", shop.review(pull, review, "Please use logging everywhere."), 4400)
+    assert again.code == 0 and not again.admitted and "taken already" in again.out
+
+
+def test_an_agents_job_that_left_no_results_is_said_in_the_reply_and_nothing_is_published(shop: Shop) -> None:
+    said, payload = shop.comment("/rally retry web", "alice")
+    jobs = shop.split("issue_comment", payload, 4305)
+    before = shop.fake.refs()
+    with pytest.raises(RallyError, match="no records of a run"):
+        jobs.publish()  # the agents' job was lost before it uploaded anything
+    assert "`/rally retry web` was not done: " in shop.reply(said) and "no records of a run" in shop.reply(said)
+    assert shop.fake.refs() == before
 
 
 # --- The publish job refuses what the agents' job was not asked to make -----------------------------
