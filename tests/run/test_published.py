@@ -1,0 +1,62 @@
+"""A published run handed from the command job of rally-comment.yml to its agents' job (``run.published``):
+the agents' job, which has no token to fetch the run, restores it from the artifact alone, and refuses
+one that is not a run handed over."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rally_gh import git as rgit
+from rally_gh.errors import RallyError, UsageError
+from rally_gh.run import published
+from rally_gh.run.published import Again, PublishedRun
+from rally_gh.testing import SHOP_MAP, commit, git, init_repo, run_state, teammate_record
+
+
+def _handed(tmp_path: Path) -> tuple[Path, Path, str]:
+    """Run r1 as a command job leaves it: api's branch (a commit beyond the base) restored in ``origin``,
+    handed over to ``folder`` to retry web; a clone of the base alone, as the agents' job checks out."""
+    origin = init_repo(tmp_path / "origin", {"rally.yml": SHOP_MAP, "README.md": "# shop\n"})
+    base = git(origin, "rev-parse", "HEAD").strip()
+    git(origin, "checkout", "-q", "-b", "rally/r1/api")
+    head = commit(origin, {"src/api/a.py": "api\n"}, "api: work")
+    git(origin, "checkout", "-q", "main")
+    state = run_state(teammate_record("api", "done", head_sha=head, start_sha=base),
+                      teammate_record("web", "failed"), base_sha=base, integration_sha=None, integrated=())
+    folder = tmp_path / "rally-again"
+    published.hand_over(origin, PublishedRun(issue=7, state=state), Again(run_id="r1", retry=("web",)), {}, folder)
+    clone = tmp_path / "agents-job"
+    git(tmp_path, "clone", "-q", "--no-local", "--single-branch", "--branch", "main", str(origin), str(clone))
+    return clone, folder, head
+
+
+def test_the_agents_job_restores_the_run_from_the_artifact_alone(tmp_path: Path) -> None:
+    clone, folder, head = _handed(tmp_path)
+    assert rgit.ref_sha(rgit.open_repo(clone), "refs/heads/rally/r1/api") is None
+    taken, loaded = published.take_over(clone, folder)
+    assert taken.again == Again(run_id="r1", retry=("web",)) and taken.published.issue == 7
+    assert rgit.ref_sha(rgit.open_repo(clone), "refs/heads/rally/r1/api") == head
+    assert [t.name for t in loaded.config.teammates] == ["api", "web", "infra"]
+
+
+def test_a_handed_over_run_whose_bundle_is_gone_or_whose_record_is_a_link_is_refused(tmp_path: Path) -> None:
+    clone, folder, _ = _handed(tmp_path)
+    (folder / published.TAKEN_UP_BUNDLE).unlink()
+    with pytest.raises(RallyError, match="rally/r1/api is not at .* in its bundle"):
+        published.take_over(clone, folder)
+    record = folder / published.TAKEN_UP_FILE
+    record.rename(folder / "elsewhere.json")
+    record.symlink_to(folder / "elsewhere.json")
+    with pytest.raises(RallyError, match="not a regular file"):
+        published.take_over(clone, folder)
+
+
+def test_what_to_do_again_is_read_as_the_command_job_wrote_it(tmp_path: Path) -> None:
+    path = tmp_path / "again.json"
+    path.write_text(Again(run_id="r1", drop={"api": "taken out"}).model_dump_json())
+    assert published.read_again(path).drop == {"api": "taken out"}
+    path.write_text('{"run_id": "r1", "rerun": ["api"]}')
+    with pytest.raises(UsageError, match="again.json: not what a taken-up run does again"):
+        published.read_again(path)
