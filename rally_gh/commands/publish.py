@@ -102,6 +102,9 @@ def _publish_again(root: Path, again: published.Again, github: GitHubRun | None,
     if remote is None:
         raise UsageError("a taken-up run is published to the remote its record is on: run this in the publish job",
                          hint="or set RALLY_REMOTE to try it locally")
+    if options.run_id is not None and options.run_id != again.run_id:
+        raise UsageError(f"--run-id {options.run_id} and --again's run {again.run_id} name different runs",
+                         hint="give the command job's run-id and again outputs of the same workflow run")
     record = published.fetch(root, remote, check_ref_component(again.run_id, "run id"))
     before = record.state
     at_base = published.map_at_base(root, record, None if options.config_path is None

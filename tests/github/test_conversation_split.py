@@ -20,7 +20,7 @@ import pytest
 from github_testing import SHOP_RUN as RUN
 from github_testing import Shop, SplitJobs
 
-from rally_gh.errors import RallyError
+from rally_gh.errors import RallyError, UsageError
 from rally_gh.results import RECORD_FILE, write_results
 from rally_gh.run.published import Again
 from rally_gh.state import RunState
@@ -101,6 +101,11 @@ def test_an_agents_job_that_left_no_results_is_said_in_the_reply_and_nothing_is_
     said, payload = shop.comment("/rally retry web", "alice")
     jobs = shop.split("issue_comment", payload, 4305)
     before = shop.fake.refs()
+    assert jobs.outputs is not None
+    jobs.outputs["run-id"] = "issue-1-4305"
+    with pytest.raises(UsageError, match="name different runs"):
+        jobs.publish()  # the run-id of another workflow run than its `again`
+    jobs.outputs["run-id"] = RUN
     with pytest.raises(RallyError, match="no records of a run"):
         jobs.publish()  # the agents' job was lost before it uploaded anything
     assert "`/rally retry web` was not done: " in shop.reply(said) and "no records of a run" in shop.reply(said)
