@@ -166,6 +166,10 @@ def check_command(state: RunState, verb: str, names: Collection[str]) -> None:
                              hint="a review with inline comments on its files starts a follow-up round")
         if verb == "drop" and not record.integrated:
             raise RallyError(f"{name}'s work is not in the pull request ({record.outcome}): there is nothing to drop")
+    if verb == "drop" and not [t for t in state.teammates if t.integrated and t.name not in names]:
+        # The pull request's branch cannot go back to the base: GitHub would take the pull request for merged.
+        raise RallyError(f"dropping {', '.join(names)} would leave nothing in the pull request",
+                         hint="close the pull request instead: every teammate's branch keeps its work")
 
 
 def with_more_task(loaded: LoadedConfig, extra: Mapping[str, str]) -> LoadedConfig:

@@ -70,12 +70,15 @@ def test_retry_then_drop_through_the_three_jobs_update_the_same_pull_request(sho
     assert shop.head("api") == api_before and "taken out of the integration by alice" in fake.issues[number]["body"]
 
 
-def test_a_retry_that_cannot_apply_is_answered_by_the_command_job_and_nothing_runs(shop: Shop) -> None:
-    said, payload = shop.comment("/rally retry api", "alice")
+def test_commands_that_cannot_apply_are_answered_by_the_command_job_and_nothing_runs(shop: Shop) -> None:
     before = shop.fake.refs()
-    jobs = shop.split("issue_comment", payload, 4301)
-    assert jobs.code == 0 and not jobs.admitted
-    assert "was not done: api is done and its work is in the pull request" in shop.reply(said)
+    for command, why in (("/rally retry api", "api is done and its work is in the pull request"),
+                         ("/rally drop api", "dropping api would leave nothing in the pull request (close the "
+                                             "pull request instead")):
+        said, payload = shop.comment(command, "alice")
+        jobs = shop.split("issue_comment", payload, 4301)
+        assert jobs.code == 0 and not jobs.admitted
+        assert f"was not done: {why}" in shop.reply(said)
     assert shop.fake.refs() == before
 
 
