@@ -173,7 +173,7 @@ def test_every_input_reaches_the_run_through_the_environment() -> None:
 def test_the_outputs_are_the_run_steps_outputs() -> None:
     outputs = _action()["outputs"]
     assert set(outputs) == {"run-id", "status", "pr-number", "pr-url", "report-json", "step-complete", "handoff",
-                            "admitted", "issue-text", "needs-approval", "approved", "teammates", "plans", "again"}
+                            "admitted", "issue", "issue-text", "needs-approval", "approved", "teammates", "plans", "again"}
     for name, output in outputs.items():
         assert output["value"] == f"${{{{ steps.rally.outputs.{name} }}}}"
 
@@ -367,4 +367,6 @@ def test_every_run_for_one_issue_shares_one_concurrency_group() -> None:
     # its agents' job joins the issue's group: an approved run waits for one of the same issue that is going.
     comment = _workflow("rally-comment.yml")
     assert comment["concurrency"]["group"] == "rally-comment-${{ github.event.comment.id || github.event.review.id }}"
-    assert comment["jobs"]["agents"]["concurrency"]["group"] == "rally-issue-${{ github.event.issue.number }}"
+    # The run's issue as the command job found it: a review, or a comment on the pull request, names the pull request.
+    assert comment["jobs"]["agents"]["concurrency"]["group"] == "rally-issue-${{ needs.command.outputs.issue }}"
+    assert comment["jobs"]["command"]["outputs"]["issue"] == "${{ steps.command.outputs.issue }}"
