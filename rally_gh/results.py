@@ -297,9 +297,29 @@ def import_again(repo_path: Path, loaded: LoadedConfig, published: RunState, aga
                 kept.append(f"publish job: {refusal.who}: {refusal.reason}; its work stays as published")
     state = _claimed_run(published, claimed, set(names), clock_now).model_copy(update={"teammates": tuple(records)})
     result, verified, state = _integrate(repo, loaded, state, claimed, tips, refusals)
+    state = _left_out(state, published, claims, again)
     state = state.model_copy(update={"problems": state.problems + tuple(
         f"publish job: {r.reason}" for r in refusals if r.who == "results") + tuple(kept) + _workflow_files(state)})
     return ImportedRun(state, result, verified, tuple(refusals))
+
+
+def _left_out(state: RunState, published: RunState, claims: Mapping[str, TeammateRecord], again: Again) -> RunState:
+    """A teammate not asked to run again whose published work the agents' job left out of the
+    integration (``merge.verify`` blamed it, or the job says so): said, with the job's reason as plain
+    text, instead of a record that shows it done with no word of why it is not in the pull request."""
+    asked = {*again.retry, *again.follow_up, *again.drop}
+    for before in published.teammates:
+        now = state.teammate(before.name)
+        if before.name in asked or not before.integrated or now.integrated or now.outcome != "done":
+            continue
+        claim = claims.get(before.name)
+        why = _plain(claim.reason, 300) if claim is not None and claim.reason else "it gave no reason"
+        # As a run shows a teammate merge.verify dropped, or one that conflicted; anything else is skipped.
+        outcome = claim.outcome if claim is not None and claim.outcome in ("unverified", "conflicted") else "skipped"
+        state = state.with_teammate(now.model_copy(update={
+            "outcome": outcome,
+            "reason": f"left out of the integration by the agents' job, which ran it as published: {why}"}))
+    return state
 
 
 def _judge_again(repo: git.Repository, loaded: LoadedConfig, published: RunState, before: TeammateRecord,

@@ -162,3 +162,28 @@ def test_the_publish_job_refuses_results_a_retry_was_not_asked_to_make(shop: Sho
     if name == "web":
         assert ", not integrated: refused by the publish job: " in shop.reply(said)
         assert "src/web/work.txt" not in shop.files("_integration")
+
+
+def test_a_teammate_the_agents_job_left_out_is_said_with_its_reason(shop: Shop) -> None:
+    """The agents' job ran api as published but left it out of the integration (its merge.verify blamed
+    it, or so it says): the pull request says so, with the job's reason as text, and api's branch stays."""
+    api_before = shop.head("api")
+    said, payload = shop.comment("/rally retry web", "alice")
+    jobs = shop.split("issue_comment", payload, 4400)
+    code, out = jobs.agents()
+    assert code == 0, out
+    state = RunState.model_validate_json((jobs.results / RECORD_FILE).read_text())
+    clone = shop.tmp / f"job{shop.jobs}"  # the agents' job's clone
+    state = state.with_teammate(state.teammate("api").model_copy(update={
+        "integrated": False, "outcome": "unverified",
+        "reason": "merge.verify `make test` failed with api's work: **dropped**"}))
+    write_results(clone, state.model_copy(update={"integrated": tuple(n for n in state.integrated if n != "api")}),
+                  jobs.results)
+    code, out = jobs.publish()
+    (pull,) = shop.fake.pulls
+    body = shop.fake.issues[pull]["body"].replace("\\", "")
+    assert "left out of the integration by the agents' job, which ran it as published: merge.verify" in body, body
+    assert "**dropped**" in body and "<strong>" not in body  # the job's words, as text
+    (row,) = [line for line in body.splitlines() if line.startswith("| api |  | command |")]
+    assert " unverified |" in row, row  # as a run shows a teammate merge.verify dropped
+    assert shop.head("api") == api_before
