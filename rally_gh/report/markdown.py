@@ -74,7 +74,8 @@ def _team(report: Report) -> list[str]:
     out = ["| teammate | role | agent | outcome | duration | cost | files changed |", "|---|---|---|---|---|---|---|"]
     out += [f"| {t.name} | {_cell(t.role)} | {t.agent} | {outcome_icon(t.outcome)} {t.outcome} | "
             f"{duration_text(t.duration_s)} | ${t.cost_usd:.2f} | {len(t.files_changed)} |" for t in report.teammates]
-    reasons = [t for t in report.teammates if t.reason and t.outcome != "done"]
+    reasons = [t for t in report.teammates
+               if t.reason and (t.outcome != "done" or (report.integration_sha and not t.integrated))]
     if reasons:
         out += ["", *(f"- **{t.name}** ({t.outcome}): {_plain(t.reason)}" for t in reasons)]
     return out
@@ -217,10 +218,13 @@ def step_complete_text(report: Report) -> str:
 
 
 def step_complete_fields(report: Report) -> dict[str, str]:
-    not_done = [t for t in report.teammates if t.outcome != "done"]
+    left = [t for t in report.teammates if t.outcome != "done" or (report.integration_sha and not t.integrated)]
     validations = [f"{v.command}: {'passed' if v.passed else 'failed'}" for v in report.verification]
     validations.append(f"ownership: {plural(report.violations, 'violation')}")
-    reason = "; ".join(f"{t.name} {t.outcome}{aside(t.reason)}" for t in not_done)
+    reason = "; ".join(f"{t.name} {t.outcome}{', not integrated' if t.outcome == 'done' else ''}{aside(t.reason)}"
+                       for t in left)
+    if not reason and report.status != "done" and report.integration_sha:
+        reason = "every teammate integrated, but the integration did not pass verification"
     return {
         "Status": report.step_complete,
         "Output": str(report.integration_branch) if report.integration_sha else "none",

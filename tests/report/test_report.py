@@ -168,6 +168,19 @@ def test_the_step_complete_block_counts_in_words_and_never_doubles_a_parenthesis
     assert "Reason: api timed_out: stopped after 4.0s, twice its timeout (after 2 attempts); web violated" in block
 
 
+def test_the_step_complete_reason_names_what_is_missing_whenever_the_run_is_not_done() -> None:
+    left_out = finished(rec("api", "done", integrated=True), rec("web", "done", reason="held back by hand"))
+    assert "Reason: web done, not integrated (held back by hand)\n" in step_complete_text(build_report(left_out))
+    assert "- **web** (done): held back by hand" in report_markdown(build_report(left_out))
+    unverified = finished(rec("api", "done", integrated=True), rec("web", "done", integrated=True),
+                          verification=(VerifyResult(command="pytest", passed=False, exit_code=1),))
+    assert run_status(unverified) == "partial"
+    block = step_complete_text(build_report(unverified))
+    assert "Reason: every teammate integrated, but the integration did not pass verification\n" in block
+    assert "Reason: every teammate done and integrated" in step_complete_text(build_report(
+        finished(rec("api", "done", integrated=True), rec("web", "done", integrated=True))))
+
+
 def test_the_next_step_speaks_of_one_teammate_as_one() -> None:
     one = finished(rec("api", "done", integrated=True), rec("web", "failed"))
     assert "web did not make it: inspect its branch (`git log rally/r1/web`), then rerun it in a new run" \
