@@ -76,6 +76,17 @@ _CLOSING = re.compile(r"(?<![A-Za-z0-9_])(clos|fix|resolv)(e[sd]?)?(?=\s*:?\s+(?
                       re.IGNORECASE)
 
 
+_CLOSING_REFERENCE = re.compile(
+    r"(?<![A-Za-z0-9_])(?:clos|fix|resolv)(?:e[sd]?)?[ \t]*:?\s+(?:[\w.-]*(?:/[\w.-]+)?#\d+|https?://\S+/(?:issues|pull)/\d+)",
+    re.IGNORECASE)
+
+
+def closing_references(text: str) -> list[str]:
+    """The closing keywords ``text`` holds, each with what it names (``Fixes #12``), on one line: in the
+    message of a commit that reaches the default branch, GitHub closes what they name."""
+    return [" ".join(found.group(0).split()) for found in _CLOSING_REFERENCE.finditer(text)]
+
+
 def defuse(text: str) -> str:
     """``text`` as it reads, minus its power: no mention pings, no closing keyword.
 

@@ -12,6 +12,7 @@ from rally_gh import git, publish
 from rally_gh.config import Config
 from rally_gh.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, RallyError
 from rally_gh.github.actions import ActionsContext, Event, GitHubRun, read_event
+from rally_gh.git.repository import commit_of
 from rally_gh.github.events import issue_fields
 from rally_gh.report import Report, build_report, report_markdown
 from rally_gh.report.text import write_report
@@ -28,6 +29,7 @@ def finish_run(repo: git.Repository, state: RunState, config: Config, actions: A
         if origin is not None:
             state = state.model_copy(update={"issue_origin": origin})
             save_state(git.common_dir(repo), state)
+    state = _with_closing_commits(repo, state)
     report = build_report(state)
     markdown = report_markdown(report)
     folder = runs_dir(git.common_dir(repo)) / state.run_id
@@ -46,6 +48,45 @@ def finish_run(repo: git.Repository, state: RunState, config: Config, actions: A
     if state.dry_run or report.status == "done":  # a dry run that planned well has done its job
         return EXIT_OK
     return EXIT_FAILED
+
+
+CLOSING_COMMITS = "commits of the integration close issues when the pull request is merged"
+
+
+def closing_commits_risk(repo: git.Repository, start: str, tip: str) -> str | None:
+    """A risk naming the commits between ``start`` and ``tip`` whose messages hold a closing keyword
+    (``Fixes #12``): GitHub closes what they name once they reach the default branch, whatever the pull
+    request's own ``Closes`` line says. An agent writes its commits' messages, and a task from the
+    issue's text writes the message of the commit made for an agent's leftovers."""
+    found = []
+    for sha in git.commits_between(repo, start, tip):
+        references = publish.closing_references(commit_of(repo, sha).message)
+        if references:
+            shown = ", ".join("`" + r[:100].replace("`", "'") + "`" for r in references[:3])
+            found.append(f"`{sha[:10]}` says {shown}")
+    if not found:
+        return None
+    more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    return (f"{CLOSING_COMMITS}, whatever its own `Closes` line says (their messages are an agent's, or a "
+            f"task's): {'; '.join(found[:5])}{more}")
+
+
+def _with_closing_commits(repo: git.Repository, state: RunState) -> RunState:
+    """``state`` with the risk ``closing_commits_risk`` finds on its integration (saved), in place of an
+    earlier one."""
+    if not state.integration_sha:
+        return state
+    try:
+        risk = closing_commits_risk(repo, state.integrated_onto or state.base_sha, state.integration_sha)
+    except (RallyError, KeyError, ValueError):
+        return state  # the commits are not here to read: nothing to say about them
+    risks = tuple(r for r in state.risks if not r.startswith(CLOSING_COMMITS))
+    risks += (risk,) if risk is not None else ()
+    if risks == state.risks:
+        return state
+    state = state.model_copy(update={"risks": risks})
+    save_state(git.common_dir(repo), state)
+    return state
 
 
 def issue_origin(github: GitHubRun, event: Event | None) -> IssueOrigin | None:
