@@ -316,10 +316,13 @@ def _status_state(conclusion: CheckConclusion) -> StatusState:
 
 
 def pull_title(state: RunState, issue: Issue | None) -> str:
+    """``rally: <issue title> (#N)``. A squash merge makes the title its commit's, whose closing keywords
+    GitHub acts on: the issue author's ``Fixes #3`` must not close #3 (mentions there ping nobody)."""
     if issue is None:
         return _one_line(f"rally: {state.team}", TITLE_LIMIT)
     suffix = f" (#{issue.number})"
-    return _one_line(f"rally: {issue.title}", TITLE_LIMIT - len(suffix)) + suffix
+    title = _CLOSING.sub(lambda m: m.group(1) + _WORD_JOINER + (m.group(2) or ""), issue.title)
+    return _one_line(f"rally: {title}", TITLE_LIMIT - len(suffix)) + suffix
 
 
 def pull_body(state: RunState, issue: Issue | None, report_md: str, summary_url: str | None = None) -> str:

@@ -221,6 +221,8 @@ def test_untrusted_text_is_data_and_loses_its_power(
     body = fake_github.issues[pull.number]["body"]
     assert body == ("Fix\u2060es #7, clos\u2060es owner/other#3, see @\u2060octocat; mail ada@example.com;"
                     " fixture #2\n")
+    closing = publish.pull_title(state, dataclasses.replace(issue, title="Fixes #3: orders"))
+    assert closing == "rally: Fix\u2060es #3: orders (#1)"
     long_title = publish.pull_title(state, dataclasses.replace(issue, title="x" * 300))
     assert long_title.endswith("… (#1)") and len(long_title) == 256
 
