@@ -21,8 +21,9 @@ from typing import Any
 from rally_gh import git, plan, process
 from rally_gh.config import LoadedConfig
 from rally_gh.errors import RallyError, UsageError
+from rally_gh.ownership.enforce import check_commits
 from rally_gh.results import TEAMMATE_FILE, read_teammate_results, teammate_artifact, write_results, write_teammate_result
-from rally_gh.run import assess, pipeline
+from rally_gh.run import assess, fanin, pipeline
 from rally_gh.run.context import EventSink, RunContext, no_events
 from rally_gh.run.ledger import Ledger, live_runs, new_state
 from rally_gh.run.teammate import STOPPED, find_violations, paths_it_does_not_own
@@ -35,6 +36,7 @@ from rally_gh.state import (
     run_dir,
     state_path,
 )
+from rally_gh.words import noun_for, possessive
 
 
 def artifacts_dir(common: Path, run_id: str) -> Path:
@@ -123,6 +125,7 @@ def merge_run(repo_path: Path, loaded: LoadedConfig, run_id: str, clock: Clock, 
                  *assess.merge_risks(config, environ, sandbox), *teammate_jobs_risks(risks)]:
         ledger.add_risk(risk)
     _check_again(ctx, ledger)
+    _check_starts(ctx, ledger)
     pipeline.integrate_verify_publish(ctx, ledger)
     ledger.update_run(status="finished", finished_at=clock(), pid=None)
     write_results(repo_path, ledger.state, results)
@@ -188,3 +191,55 @@ def _check_again(ctx: RunContext, ledger: Ledger) -> None:
                 f"its result said {record.outcome}; the merge job found {paths_it_does_not_own(violations)}"))
             ctx.emit(record.name, "violated", changes["reason"])
         ledger.update(record.name, **changes)
+
+
+def _check_starts(ctx: RunContext, ledger: Ledger) -> None:
+    """A dependent's job started from an integration of its blockers' work as their artifacts held it
+    then. A blocker's job run again alone (by hand, a workflow of one's own) replaces that work: the
+    dependent's result was not made or checked on the blocker's current work, so it is left out of
+    the integration (skipped, saying whose job ran again and to re-run its own), the others go on.
+    Blockers' commits reach a dependent's start replayed, so they are compared by replay key (author,
+    date, message and change), as the publish job compares them, never by ancestry."""
+    repo, config = ctx.repo(), ctx.config
+    cache = git.new_tree_cache()
+    for name in [n for wave in plan.waves(config) for n in wave]:
+        if not fanin.integrable(ledger, name) or not plan.blockers_closure(config, name):
+            continue
+        stale = _stale_blockers(ctx, ledger, repo, name, cache)
+        if not stale:
+            continue
+        one = len(stale) == 1
+        reason = (f"left out of the integration: its job started from the work of its {noun_for(stale, 'blocker')} "
+                  f"{', '.join(stale)} as it was before {'that job' if one else 'their jobs'} ran again, and was not "
+                  f"made or checked on {possessive(stale[0]) if one else 'their'} current work; "
+                  f"re-run {possessive(name)} job, then the merge and publish jobs")
+        ledger.update(name, outcome="skipped", reason=reason)
+        ctx.emit(name, "skipped", reason)
+
+
+def _stale_blockers(ctx: RunContext, ledger: Ledger, repo: git.Repository, name: str,
+                    cache: git.TreeCache) -> list[str]:
+    """The blockers whose current work ``name``'s recorded start does not hold exactly: one with a commit
+    the start lacks, or the owner of a commit the start holds that no blocker's current work has. A
+    blocker left out here (not done, violated) is not named: integration leaves its dependents out."""
+    base, start = ledger.state.base_sha, ledger.record(name).start_sha or ""
+    if not git.object_exists(repo, start):
+        return []  # integration refuses it and says why
+    closure = [b for b in plan.blockers_closure(ctx.config, name) if ledger.has(b)]
+    current = [b for b in closure if fanin.integrable(ledger, b)]
+    held = {git.replay_key(repo, sha, cache) for sha in git.commits_between(repo, base, start)}
+    behind = [b for b in current for r in [ledger.record(b)]
+              if any(git.replay_key(repo, sha, cache) not in held
+                     for sha in git.commits_between(repo, r.start_sha or base, r.head_sha or base))]
+    if behind:
+        return behind
+    theirs = {git.replay_key(repo, sha, cache) for b in current
+              for sha in git.commits_between(repo, base, ledger.record(b).head_sha or base)}
+    foreign = [c for c in git.commit_summaries(repo, base, start) if git.replay_key(repo, c.sha, cache) not in theirs]
+    if not foreign:
+        return []
+    owners = [b for b in closure for c in foreign[:1] if len(c.parents) == 1
+              and not check_commits(repo, ctx.loaded, b, c.parents[0], c.sha).violations]
+    if any(b not in current for b in owners):
+        return []
+    return owners or current

@@ -322,6 +322,42 @@ def test_a_forged_result_is_checked_again_by_the_merge_and_the_publish_jobs(jobs
     assert jobs.refs()["refs/heads/main"] == main_before  # the record's branch name is never believed
 
 
+def test_a_blocker_rerun_alone_leaves_its_dependents_old_result_out_until_it_runs_again(jobs: Jobs) -> None:
+    """api's job re-run by itself (by hand, or a workflow of one's own) replaces the work web's job was
+    built on: the merge job leaves web's old result out, says whose job ran again and what to re-run,
+    and integrates the others; web's job re-run on api's new work is integrated as usual."""
+    _plan_and_waves(jobs)
+    old_start = jobs.record("web")["start_sha"]
+    (jobs.scripts / "api-version").write_text("v2")
+    (api_code, api_out), = jobs.wave(["api"]).values()
+    assert api_code == 0, api_out
+    code, report = jobs.merge()
+    assert code == 1, report
+    reason = ("left out of the integration: its job started from the work of its blocker api as it was before "
+              "that job ran again, and was not made or checked on api's current work; re-run web's job, then "
+              "the merge and publish jobs")
+    assert reason in report, report
+    merged = json.loads((jobs.store / "rally-results" / "run.json").read_text())
+    records = {t["name"]: t for t in merged["teammates"]}
+    assert (records["web"]["outcome"], records["web"]["integrated"]) == ("skipped", False)
+    assert records["api"]["integrated"] and merged["integrated"] == ["api"]
+    # The publish job publishes the tree merge.verify passed: api's new work, without web's stale result.
+    code, report = jobs.publish()
+    assert code == 1 and "unverified" not in report, report
+    integration = f"refs/heads/rally/{RUN}/_integration"
+    assert jobs.show(integration, "src/api/orders.py") == "VERSION = 'v2'\n"
+    assert "src/web/app.js" not in git(jobs.server.bare_repo, "ls-tree", "-r", "--name-only", integration)
+
+    # web's job re-run on api's new work: integrated as usual.
+    (web_code, web_out), = jobs.wave(["web"]).values()
+    assert web_code == 0, web_out
+    assert jobs.record("web")["start_sha"] != old_start
+    code, report = jobs.merge()
+    assert "left out of the integration" not in report, report
+    merged = json.loads((jobs.store / "rally-results" / "run.json").read_text())
+    assert merged["integrated"] == ["api", "web"], report
+
+
 def test_an_unreadable_result_is_an_outcome(jobs: Jobs) -> None:
     jobs.artifact("api").mkdir(parents=True)
     (jobs.artifact("api") / "teammate.json").write_text("not json")
