@@ -475,7 +475,11 @@ def _judge(repo: git.Repository, loaded: LoadedConfig, trusted: RunState, claim:
         return _refused(record, _not_at(tip, claim))
     why = _start_problem(repo, loaded, name, start, base, tip, accepted)
     if why is not None:
-        return _refused(record, why)
+        refused, refusal = _refused(record, why)
+        if claim.outcome != "done" and record.reason:
+            # The agents' job left it out already and says why first (a split run's merge job: a blocker re-ran).
+            refused = refused.model_copy(update={"reason": f"{record.reason}; refused by the publish job too: {why}"})
+        return refused, refusal
     return _judged(repo, loaded, record, tip, start, start)
 
 

@@ -344,6 +344,8 @@ def test_a_blocker_rerun_alone_leaves_its_dependents_old_result_out_until_it_run
     # The publish job publishes the tree merge.verify passed: api's new work, without web's stale result.
     code, report = jobs.publish()
     assert code == 1 and "unverified" not in report, report
+    # The report the issue and the pull request show says it as the merge job did, then the publish job's check.
+    assert f"{reason}; refused by the publish job too: it started from" in report, report
     integration = f"refs/heads/rally/{RUN}/_integration"
     assert jobs.show(integration, "src/api/orders.py") == "VERSION = 'v2'\n"
     assert "src/web/app.js" not in git(jobs.server.bare_repo, "ls-tree", "-r", "--name-only", integration)
