@@ -510,7 +510,7 @@ def _start_problem(repo: git.Repository, loaded: LoadedConfig, name: str, start:
     and message as one of theirs), one after the other on the base."""
     if start == base:
         return None
-    if not git.object_exists(repo, start) or not git.is_ancestor(repo, base, start) \
+    if not git.is_commit(repo, start) or not git.is_ancestor(repo, base, start) \
             or not git.is_ancestor(repo, start, tip):
         return f"it says it started from {git.short(start)}, which is not between the base and its head"
     blockers = [b for b in plan.blockers_closure(loaded.config, name) if b in accepted]

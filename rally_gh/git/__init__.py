@@ -122,6 +122,7 @@ from rally_gh.git.repository import (
     in_progress_operation,
     is_ancestor,
     is_bare,
+    is_commit,
     merge_base,
     object_exists,
     open_repo,
@@ -175,9 +176,9 @@ __all__ = [
     # repository
     "EMPTY_TREE_SHA", "MODE_BLOB", "MODE_EXEC", "MODE_GITLINK", "MODE_LINK", "MODE_TREE", "RALLY_COMMITTER",
     "Identity", "Sha", "blob_text", "common_dir", "config_value", "entry_at", "entry_names_at", "git_dir",
-    "head_branch", "head_sha", "hooks_dir", "in_progress_operation", "is_ancestor", "is_bare", "merge_base",
-    "object_exists", "open_repo", "read_blob", "resolve", "run_git", "short", "tracked_paths", "user_identity",
-    "workdir",
+    "head_branch", "head_sha", "hooks_dir", "in_progress_operation", "is_ancestor", "is_bare", "is_commit",
+    "merge_base", "object_exists", "open_repo", "read_blob", "resolve", "run_git", "short", "tracked_paths",
+    "user_identity", "workdir",
     # trees
     "TreeCache", "new_tree_cache",
     # worktrees

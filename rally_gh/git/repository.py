@@ -247,6 +247,14 @@ def object_exists(repo: Repository, sha: str) -> bool:
         return False
 
 
+def is_commit(repo: Repository, sha: str) -> bool:
+    """True when ``sha`` names a commit here (not a tree, blob or tag: a record read from an artifact may)."""
+    try:
+        return isinstance(repo[oid(sha)], Commit)
+    except (KeyError, ValueError):
+        return False
+
+
 def is_ancestor(repo: Repository, ancestor: str, descendant: str) -> bool:
     """True when ``ancestor`` is ``descendant`` or one of its ancestors."""
     return ancestor == descendant or bool(repo.descendant_of(oid(descendant), oid(ancestor)))

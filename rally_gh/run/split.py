@@ -20,7 +20,7 @@ from typing import Any
 
 from rally_gh import git, plan, process
 from rally_gh.config import LoadedConfig
-from rally_gh.errors import RallyError, UsageError
+from rally_gh.errors import GitError, RallyError, UsageError
 from rally_gh.ownership.enforce import check_commits
 from rally_gh.results import TEAMMATE_FILE, read_teammate_results, teammate_artifact, write_results, write_teammate_result
 from rally_gh.run import assess, fanin, pipeline
@@ -183,6 +183,13 @@ def _check_again(ctx: RunContext, ledger: Ledger) -> None:
     for record in ledger.state.teammates:
         if not record.head_sha or not record.start_sha or not git.object_exists(repo, record.start_sha):
             continue  # nothing to integrate, or integration refuses it and says why
+        if not _one_chain(repo, record.start_sha, record.head_sha):
+            if record.outcome == "done":
+                reason = (f"its result names {record.start_sha[:10]} as its start, not a commit its head "
+                          f"{record.head_sha[:10]} descends from")
+                ledger.update(record.name, outcome="skipped", reason=reason)
+                ctx.emit(record.name, "skipped", reason)
+            continue
         violations = find_violations(ctx, repo, record.name, record.start_sha, record.head_sha)
         changes: dict[str, Any] = {"violations": violations, "files_changed": tuple(
             git.changed_files(repo, record.start_sha, record.head_sha))}
@@ -191,6 +198,12 @@ def _check_again(ctx: RunContext, ledger: Ledger) -> None:
                 f"its result said {record.outcome}; the merge job found {paths_it_does_not_own(violations)}"))
             ctx.emit(record.name, "violated", changes["reason"])
         ledger.update(record.name, **changes)
+
+
+def _one_chain(repo: git.Repository, start: str, head: str) -> bool:
+    """Whether ``start`` and ``head`` are commits, ``head`` descending from ``start``: a forged record may
+    name a tree, a blob or a tag, on which walking the commits between them fails."""
+    return git.is_commit(repo, start) and git.is_commit(repo, head) and git.is_ancestor(repo, start, head)
 
 
 def _check_starts(ctx: RunContext, ledger: Ledger) -> None:
@@ -205,7 +218,10 @@ def _check_starts(ctx: RunContext, ledger: Ledger) -> None:
     for name in [n for wave in plan.waves(config) for n in wave]:
         if not fanin.integrable(ledger, name) or not plan.blockers_closure(config, name):
             continue
-        stale = _stale_blockers(ctx, ledger, repo, name, cache)
+        try:
+            stale = _stale_blockers(ctx, ledger, repo, name, cache)
+        except GitError:
+            continue  # a record naming no commit (a forged one): integration refuses it and says why
         if not stale:
             continue
         one = len(stale) == 1

@@ -360,6 +360,23 @@ def test_a_blocker_rerun_alone_leaves_its_dependents_old_result_out_until_it_run
     assert merged["integrated"] == ["api", "web"], report
 
 
+def test_a_result_whose_start_is_no_commit_is_an_outcome_not_the_merge_jobs_failure(jobs: Jobs) -> None:
+    # api's agent rewrites its record: its start names the base's tree, not a commit.
+    jobs.wave(["api"])
+    honest = jobs.record("api")
+    tree = git(jobs.server.bare_repo, "rev-parse", "main^{tree}").strip()
+    jobs.write_record("api", {**honest, "start_sha": tree})
+    code, report = jobs.merge()
+    assert code == 1 and "error" not in report, report
+    assert f"its result names {tree[:10]} as its start, not a commit its head {honest['head_sha'][:10]} " \
+           "descends from" in report, report
+    # The publish job finds the same in the merge job's results: refused, and the run published.
+    code, report = jobs.publish()
+    assert code == 1 and "unexpected error" not in report, report
+    assert f"refused by the publish job too: it says it started from {tree[:10]}, which is not between the base " \
+           "and its head" in report, report
+
+
 def test_an_unreadable_result_is_an_outcome(jobs: Jobs) -> None:
     jobs.artifact("api").mkdir(parents=True)
     (jobs.artifact("api") / "teammate.json").write_text("not json")
