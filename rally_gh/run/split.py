@@ -236,26 +236,21 @@ def _check_starts(ctx: RunContext, ledger: Ledger) -> None:
 def _stale_blockers(ctx: RunContext, ledger: Ledger, repo: git.Repository, name: str,
                     cache: git.TreeCache) -> list[str]:
     """The blockers whose current work ``name``'s recorded start does not hold exactly: one with a commit
-    the start lacks, or the owner of a commit the start holds that no blocker's current work has. A
-    blocker left out here (not done, violated) is not named: integration leaves its dependents out."""
+    the start lacks, or the owner of a commit the start holds that no blocker's current work has. None
+    while a blocker of it is left out (not done, violated): integration leaves it out too, naming that one."""
     base, start = ledger.state.base_sha, ledger.record(name).start_sha or ""
-    if not git.object_exists(repo, start):
-        return []  # integration refuses it and says why
-    closure = [b for b in plan.blockers_closure(ctx.config, name) if ledger.has(b)]
-    current = [b for b in closure if fanin.integrable(ledger, b)]
+    blockers = [b for b in plan.blockers_closure(ctx.config, name) if ledger.has(b)]
+    if not git.is_commit(repo, start) or not all(fanin.integrable(ledger, b) for b in blockers):
+        return []
     held = {git.replay_key(repo, sha, cache) for sha in git.commits_between(repo, base, start)}
-    behind = [b for b in current for r in [ledger.record(b)]
+    behind = [b for b in blockers for r in [ledger.record(b)]
               if any(git.replay_key(repo, sha, cache) not in held
                      for sha in git.commits_between(repo, r.start_sha or base, r.head_sha or base))]
     if behind:
         return behind
-    theirs = {git.replay_key(repo, sha, cache) for b in current
+    theirs = {git.replay_key(repo, sha, cache) for b in blockers
               for sha in git.commits_between(repo, base, ledger.record(b).head_sha or base)}
     foreign = [c for c in git.commit_summaries(repo, base, start) if git.replay_key(repo, c.sha, cache) not in theirs]
-    if not foreign:
-        return []
-    owners = [b for b in closure for c in foreign[:1] if len(c.parents) == 1
+    owners = [b for b in blockers for c in foreign[:1] if len(c.parents) == 1
               and not check_commits(repo, ctx.loaded, b, c.parents[0], c.sha).violations]
-    if any(b not in current for b in owners):
-        return []
-    return owners or current
+    return (owners or blockers) if foreign else []
