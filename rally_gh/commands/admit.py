@@ -108,11 +108,18 @@ def _handing_on(root: Path, github: GitHubRun, actions: ActionsContext, options:
     in ``folder``; what to do again, with the run's issue, in ``handed``, for the step outputs."""
     config = None if options.config_path is None else options.config_path.as_posix()
 
+    def taken_up(run_id: str) -> tuple[published.PublishedRun, str]:
+        """``published.take_up``, and the commit of the record taken up."""
+        record, at = published.fetch_at(root, actions.publish_to, run_id)
+        published.restore(root, record)
+        published.map_at_base(root, record, config)
+        return record, at
+
     def act(run_id: str, command: conversation.Command) -> str | None:
-        record, _ = published.take_up(root, actions.publish_to, run_id, config)
+        record, at = taken_up(run_id)
         published.check_command(record.state, command.verb, command.names)
         again = published.Again(
-            run_id=run_id, retry=command.names if command.verb == "retry" else (),
+            run_id=run_id, record=at, retry=command.names if command.verb == "retry" else (),
             drop={n: published.drop_reason(github.trigger.sender) for n in command.names}
             if command.verb == "drop" else {})
         published.hand_over(root, record, again, {}, folder)
@@ -120,11 +127,11 @@ def _handing_on(root: Path, github: GitHubRun, actions: ActionsContext, options:
         return None
 
     def follow_up(run_id: str, asks: Mapping[str, str]) -> Mapping[str, review.Addressed] | None:
-        record, _ = published.take_up(root, actions.publish_to, run_id, config)
+        record, at = taken_up(run_id)
         ready, why = published.in_pull(record.state, asks)
         if not ready:
             return {n: review.Addressed(None, reason) for n, reason in why.items()}
-        again = published.Again(run_id=run_id, follow_up=tuple(ready))
+        again = published.Again(run_id=run_id, record=at, follow_up=tuple(ready))
         published.hand_over(root, record, again, ready, folder)
         handed.append((again, record.issue))
         return None

@@ -8,6 +8,7 @@ checks, comment, labels and job summary as a one-job run does.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -105,11 +106,24 @@ def _publish_again(root: Path, again: published.Again, github: GitHubRun | None,
     if options.run_id is not None and options.run_id != again.run_id:
         raise UsageError(f"--run-id {options.run_id} and --again's run {again.run_id} name different runs",
                          hint="give the command job's run-id and again outputs of the same workflow run")
-    record = published.fetch(root, remote, check_ref_component(again.run_id, "run id"))
+    record, at = published.fetch_at(root, remote, check_ref_component(again.run_id, "run id"))
     before = record.state
     at_base = published.map_at_base(root, record, None if options.config_path is None
                                      else options.config_path.as_posix())
+    answers = _answers(github)
     try:
+        if at != again.record:
+            if answers is not None and record.answers == answers:
+                # This job's earlier attempt published it (a re-run of the workflow's failed jobs): judged
+                # again now, the same work would be taken for work that does not start where it should.
+                stdout.write(f"rally-gh: run {before.run_id} is published for {answers} already (an earlier attempt "
+                             "of this job): nothing more to do\n")
+                return EXIT_OK
+            raise RallyError(
+                f"run {before.run_id} was published again since this job's command job took it up"
+                + (f" (for {_plain_key(record.answers)})" if record.answers else "")
+                + ": what the agents' job made was built on the run as it was then, and is not published over it",
+                hint="ask again: the run is taken up as it is now")
         imported = import_again(root, at_base, before, again, options.results, time.time(), options.limits)
     except RallyError as err:
         if github is not None:
@@ -126,8 +140,23 @@ def _publish_again(root: Path, again: published.Again, github: GitHubRun | None,
     ledger.update_run(status="finished")
     issue = IssueNumber(record.issue) if record.issue is not None else None
     on_issue = None if github is None else GitHubRun(github.endpoint, replace(github.trigger, issue=issue))
-    code = finish_run(repo, ledger.state, at_base.config, actions, stdout, github=on_issue)
+    code = finish_run(repo, ledger.state, at_base.config, actions, stdout, github=on_issue, taken_up=(answers, at))
     if github is not None:
         refused = {r.who: r.reason for r in imported.refusals}
         answer_again(github, root, at_base.config, actions, again, before, ledger.state, refused)
     return code
+
+
+def _answers(github: GitHubRun | None) -> str | None:
+    """What a taken-up run published here answers (``PublishedRun.answers``): the command's comment, or the review."""
+    trigger = None if github is None else github.trigger
+    if trigger is not None and trigger.comment is not None:
+        return f"comment {int(trigger.comment.id)}"
+    if trigger is not None and trigger.review is not None:
+        return f"review {int(trigger.review.id)}"
+    return None
+
+
+def _plain_key(text: str) -> str:
+    """A record's ``answers`` as shown in a reply: only what ``_answers`` writes, else nothing to show."""
+    return text if re.fullmatch(r"(?:comment|review) [0-9]{1,20}", text) else "something else"

@@ -21,9 +21,11 @@ from rally_gh.state import IssueOrigin, RunState, runs_dir, save_state
 
 
 def finish_run(repo: git.Repository, state: RunState, config: Config, actions: ActionsContext, stdout: TextIO,
-               github: GitHubRun | None = None) -> int:
+               github: GitHubRun | None = None, *, taken_up: tuple[str | None, str] | None = None) -> int:
     """Write the report next to run.json and to standard output; with GitHub, publish
-    it (checks, pull request, comment, labels); in CI, the job summary and outputs."""
+    it (checks, pull request, comment, labels); in CI, the job summary and outputs.
+    ``taken_up``: a published run taken up again, what its record answers (``PublishedRun.answers``)
+    and the commit of the record it was judged against, on which the new record is pushed with a lease."""
     if github is not None and state.issue_origin is None:
         origin = issue_origin(github, read_event(actions))
         if origin is not None:
@@ -39,7 +41,7 @@ def finish_run(repo: git.Repository, state: RunState, config: Config, actions: A
     _record_history(repo, report, config, actions.publish_to if github is not None else None)
     if github is not None:
         outputs = publish.publish_run(github.endpoint, state, report, github.trigger, actions)
-        _share_published(repo, state, github, outputs, actions.publish_to)
+        _share_published(repo, state, github, outputs, actions.publish_to, taken_up)
     else:
         publish.write_step_summary(actions.summary_file, markdown)
         publish.write_outputs(actions.output_file, publish.run_outputs(report, None))
@@ -116,15 +118,16 @@ def issue_origin(github: GitHubRun, event: Event | None) -> IssueOrigin | None:
 
 
 def _share_published(repo: git.Repository, state: RunState, github: GitHubRun, outputs: dict[str, str],
-                     remote: git.Remote) -> None:
+                     remote: git.Remote, taken_up: tuple[str | None, str] | None = None) -> None:
     """The run as published, for the later jobs that take it up (``run.published``); a warning when it
     cannot be pushed: the run is published, only `/rally retry`, `drop` and reviews cannot take it up."""
     if state.dry_run or state.status != "finished":
         return
     pull = outputs.get("pr-number", "")
+    answers, lease = taken_up if taken_up is not None else (None, None)
     record = published.PublishedRun(issue=github.trigger.issue, pull=int(pull) if pull.isdigit() else None,
-                                    state=state)
-    problem = published.share(git.workdir(repo), record, remote)
+                                    state=state, answers=answers)
+    problem = published.share(git.workdir(repo), record, remote, lease)
     if problem is not None:
         sys.stderr.write(f"rally-gh: warning: the run's record was not pushed ({problem}): `/rally` commands "
                          "and reviews cannot take it up\n")

@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 import stat
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rally_gh import git
 from rally_gh.config import LoadedConfig
@@ -54,11 +54,15 @@ class PublishedRun(BaseModel):
     """The issue whose progress comment is the run's."""
     pull: int | None = None
     state: RunState
+    answers: str | None = None
+    """The command or review whose publish job of rally-comment.yml wrote this record (``comment 12``,
+    ``review 34``): a later attempt of that job finds its work published already. None otherwise."""
 
 
-def share(repo_path: Path, record: PublishedRun, remote: git.Remote) -> str | None:
-    """Push ``record`` to ``remote``'s ``published_ref``, replacing the one there (a lease on what
-    was read just before); a problem to report, or None."""
+def share(repo_path: Path, record: PublishedRun, remote: git.Remote, lease: str | None = None) -> str | None:
+    """Push ``record`` to ``remote``'s ``published_ref``, replacing the one there: with a lease on
+    ``lease`` (the record the work was judged against), else on what was read just before; a problem
+    to report, or None."""
     state = record.state
     kept = state.model_copy(update={"pid": None, "teammates": tuple(
         t.model_copy(update={"worktree": None}) for t in state.teammates)})
@@ -67,7 +71,7 @@ def share(repo_path: Path, record: PublishedRun, remote: git.Remote) -> str | No
     sha = git.write_record_commit(repo, PUBLISHED_FILE, data, f"rally: run {state.run_id} as published")
     ref = published_ref(state.run_id)
     try:
-        now = git.remote_ref_shas(repo_path, remote, [ref])[ref]
+        now = git.Sha(lease) if lease is not None else git.remote_ref_shas(repo_path, remote, [ref])[ref]
         (pushed,) = git.push_refs(repo_path, remote, [git.RefPush(ref, sha, now)])
     except RallyError as err:
         return f"{ref}: {err.message}"
@@ -76,6 +80,12 @@ def share(repo_path: Path, record: PublishedRun, remote: git.Remote) -> str | No
 
 def fetch(repo_path: Path, remote: git.Remote, run_id: str) -> PublishedRun:
     """The record of run ``run_id`` on ``remote``, with its branches fetched and checked against it."""
+    return fetch_at(repo_path, remote, run_id)[0]
+
+
+def fetch_at(repo_path: Path, remote: git.Remote, run_id: str) -> tuple[PublishedRun, git.Sha]:
+    """``fetch``, and the commit of the record (what ``published_ref`` is at): a later job of the same
+    workflow run checks that the run was not published again since (``Again.record``)."""
     ref = published_ref(run_id)
     sha = git.remote_ref_shas(repo_path, remote, [ref])[ref]
     hint = "a run is published by the job that holds the write token; start a new run with the label"
@@ -103,7 +113,7 @@ def fetch(repo_path: Path, remote: git.Remote, run_id: str) -> PublishedRun:
             f"{git.short(expected[what] or '')} where run {run_id} left it: someone else moved it, and rally-gh "
             "overwrites nobody's commits",
             hint="move the branch back, or start a new run")
-    return record
+    return record, sha
 
 
 def restore(repo_path: Path, record: PublishedRun) -> RunState:
@@ -239,6 +249,10 @@ class Again(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     run_id: str
+    record: str = Field(pattern=r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+    """The commit of the run's record the command job took up (``fetch_at``): the publish job publishes
+    only over that record. Published again since (another command or review, or an earlier attempt of
+    the publish job itself), the run is no longer what the agents' job built on: nothing is published."""
     retry: tuple[str, ...] = ()
     """Start over from the run's integration as published (``/rally retry``)."""
     drop: dict[str, str] = {}

@@ -22,7 +22,7 @@ from github_testing import Shop, SplitJobs
 
 from rally_gh.errors import RallyError, UsageError
 from rally_gh.results import RECORD_FILE, write_results
-from rally_gh.run.published import Again
+from rally_gh.run.published import Again, published_ref
 from rally_gh.state import RunState
 from rally_gh.testing import commit, git
 
@@ -40,7 +40,8 @@ def test_retry_then_drop_through_the_three_jobs_update_the_same_pull_request(sho
     assert jobs.code == 0 and jobs.outputs is not None, jobs.out
     # The command job ran no agent and changed nothing: it acknowledged, and handed the run on.
     assert (jobs.outputs["admitted"], jobs.outputs["run-id"]) == ("true", RUN)
-    assert Again.model_validate_json(jobs.outputs["again"]) == Again(run_id=RUN, retry=("web",))
+    record = shop.fake.refs()[published_ref(RUN)]
+    assert Again.model_validate_json(jobs.outputs["again"]) == Again(run_id=RUN, record=record, retry=("web",))
     assert "working on it" in shop.reply(said) and shop.head("web") != shop.head("_integration")
     assert sorted(p.name for p in jobs.handed.iterdir()) == ["run.bundle", "taken-up.json"]
 
@@ -113,6 +114,41 @@ def test_an_agents_job_that_left_no_results_is_said_in_the_reply_and_nothing_is_
         jobs.publish()  # the agents' job was lost before it uploaded anything
     assert "`/rally retry web` was not done: " in shop.reply(said) and "no records of a run" in shop.reply(said)
     assert shop.fake.refs() == before
+
+
+def test_a_publish_job_run_again_after_it_published_changes_nothing_and_its_reply_stands(shop: Shop) -> None:
+    """GitHub's "re-run failed jobs" runs the publish job again with the same outputs and artifacts: judged
+    against the run it published itself, web's retry would be taken for work that does not start at the
+    integration, and refused out of the pull request."""
+    said, payload = shop.comment("/rally retry web", "alice")
+    jobs = shop.split("issue_comment", payload, 4300)
+    assert jobs.through()[0] == 0
+    before, reply = shop.fake.refs(), shop.reply(said)
+    code, out = jobs.publish()
+    assert code == 0 and f"published for comment {said} already" in out, out
+    assert shop.fake.refs() == before and shop.reply(said) == reply and "**web**: done, in the pull request" in reply
+    assert "src/web/work.txt" in shop.files("_integration")
+
+
+def test_a_command_taken_up_before_another_one_published_is_not_published_over_it(shop: Shop) -> None:
+    """Two `/rally retry web` taken up from the same published run before either is published: the second
+    publish job finds the run published again since (for the first), and publishes nothing over it."""
+    first, payload = shop.comment("/rally retry web", "alice")
+    jobs = shop.split("issue_comment", payload, 4300)
+    second, payload2 = shop.comment("/rally retry web", "alice")
+    late = shop.split("issue_comment", payload2, 4301)
+    assert jobs.admitted and late.admitted, late.out
+    assert jobs.through()[0] == 0
+    before = shop.fake.refs()
+    code, out = late.agents()
+    assert code == 0, out
+    with pytest.raises(RallyError, match="published again since"):
+        late.publish()
+    assert shop.fake.refs() == before and "**web**: done, in the pull request" in shop.reply(first)
+    reply = shop.reply(second)
+    assert "`/rally retry web` was not done: " in reply and f"published again since this job's command job took it " \
+        f"up (for comment {first})" in reply, reply
+    assert "src/web/work.txt" in shop.files("_integration")
 
 
 # --- The publish job refuses what the agents' job was not asked to make -----------------------------

@@ -14,6 +14,9 @@ from rally_gh.run import published
 from rally_gh.run.published import Again, PublishedRun
 from rally_gh.testing import SHOP_MAP, commit, git, init_repo, run_state, teammate_record
 
+RECORD = "ab" * 20
+"""The commit of a published record, as the command job took it up."""
+
 
 def _handed(tmp_path: Path) -> tuple[Path, Path, str]:
     """Run r1 as a command job leaves it: api's branch (a commit beyond the base) restored in ``origin``,
@@ -26,7 +29,8 @@ def _handed(tmp_path: Path) -> tuple[Path, Path, str]:
     state = run_state(teammate_record("api", "done", head_sha=head, start_sha=base),
                       teammate_record("web", "failed"), base_sha=base, integration_sha=None, integrated=())
     folder = tmp_path / "rally-again"
-    published.hand_over(origin, PublishedRun(issue=7, state=state), Again(run_id="r1", retry=("web",)), {}, folder)
+    again = Again(run_id="r1", record=RECORD, retry=("web",))
+    published.hand_over(origin, PublishedRun(issue=7, state=state), again, {}, folder)
     clone = tmp_path / "agents-job"
     git(tmp_path, "clone", "-q", "--no-local", "--single-branch", "--branch", "main", str(origin), str(clone))
     return clone, folder, head
@@ -36,7 +40,7 @@ def test_the_agents_job_restores_the_run_from_the_artifact_alone(tmp_path: Path)
     clone, folder, head = _handed(tmp_path)
     assert rgit.ref_sha(rgit.open_repo(clone), "refs/heads/rally/r1/api") is None
     taken, loaded = published.take_over(clone, folder)
-    assert taken.again == Again(run_id="r1", retry=("web",)) and taken.published.issue == 7
+    assert taken.again == Again(run_id="r1", record=RECORD, retry=("web",)) and taken.published.issue == 7
     assert rgit.ref_sha(rgit.open_repo(clone), "refs/heads/rally/r1/api") == head
     assert [t.name for t in loaded.config.teammates] == ["api", "web", "infra"]
 
@@ -55,8 +59,12 @@ def test_a_handed_over_run_whose_bundle_is_gone_or_whose_record_is_a_link_is_ref
 
 def test_what_to_do_again_is_read_as_the_command_job_wrote_it(tmp_path: Path) -> None:
     path = tmp_path / "again.json"
-    path.write_text(Again(run_id="r1", drop={"api": "taken out"}).model_dump_json())
+    path.write_text(Again(run_id="r1", record=RECORD, drop={"api": "taken out"}).model_dump_json())
     assert published.read_again(path).drop == {"api": "taken out"}
-    path.write_text('{"run_id": "r1", "rerun": ["api"]}')
-    with pytest.raises(UsageError, match="again.json: not what a taken-up run does again"):
-        published.read_again(path)
+    # Without the record it was taken up from (which the publish job publishes over, and only over), or with
+    # anything but a commit id there, it is not the command job's.
+    for wrong in ('{"run_id": "r1", "record": "%s", "rerun": ["api"]}' % RECORD, '{"run_id": "r1", "retry": ["web"]}',
+                  '{"run_id": "r1", "record": "HEAD", "retry": ["web"]}'):
+        path.write_text(wrong)
+        with pytest.raises(UsageError, match="again.json: not what a taken-up run does again"):
+            published.read_again(path)
