@@ -34,7 +34,8 @@ from rally_gh.config import LoadedConfig
 from rally_gh.errors import RallyError, UsageError
 from rally_gh.ownership.enforce import require_map_at
 from rally_gh.run.ledger import set_aside_earlier_attempt
-from rally_gh.state import RunState, TeammateRecord, check_ref_component, save_state
+from rally_gh.state import (RunState, TeammateRecord, check_ref_component, integration_branch, save_state,
+                            teammate_branch)
 from rally_gh.tasks import apply_tasks, tasks_for_this_run
 
 PUBLISHED_FILE = "published.json"
@@ -240,6 +241,8 @@ AGAIN_ARTIFACT = "rally-again"
 TAKEN_UP_FILE = "taken-up.json"
 TAKEN_UP_BUNDLE = "run.bundle"
 TAKEN_UP_LIMIT = 16 * 1024 * 1024
+TAKEN_UP_BUNDLE_LIMIT = 1024 * 1024 * 1024
+"""As ``results.ResultLimits``: the artifact is read only if it is no larger."""
 
 
 class Again(BaseModel):
@@ -314,9 +317,20 @@ def take_over(repo_path: Path, folder: Path, config_path: str | None = None) -> 
         raise RallyError(f"{path}: not a run taken up: {err.errors()[0]['msg']}", hint=hint) from None
     state = taken.published.state
     check_ref_component(state.run_id, "run id")
+    loaded = map_at_base(repo_path, taken.published, config_path)
+    prefix = loaded.config.branch_prefix
+    # Only the run's own branches are set here, as the map of its base commit names them.
+    stray = [t.branch for t in state.teammates if t.branch != teammate_branch(prefix, state.run_id, t.name)]
+    if state.integration_branch is not None and state.integration_branch != integration_branch(prefix, state.run_id):
+        stray.append(state.integration_branch)
+    if stray:
+        raise RallyError(f"{path}: {stray[0]!r} is not a branch of run {state.run_id}", hint=hint)
     heads = _heads(state)
     bundle = folder / TAKEN_UP_BUNDLE
     if bundle.is_file() and not bundle.is_symlink():
+        if bundle.stat().st_size > TAKEN_UP_BUNDLE_LIMIT:
+            raise RallyError(f"{bundle}: more than the {TAKEN_UP_BUNDLE_LIMIT:,} bytes a taken-up run's bundle may have",
+                             hint=hint)
         listed = {ref: sha for sha, ref in git.bundle_heads(repo_path, bundle)}
         git.import_bundle(repo_path, bundle, {f"refs/rally/incoming/{state.run_id}/{n}": listed[f"refs/heads/{b}"]
                                               for n, b in enumerate(heads) if listed.get(f"refs/heads/{b}") == heads[b]})
@@ -326,4 +340,4 @@ def take_over(repo_path: Path, folder: Path, config_path: str | None = None) -> 
         raise RallyError(f"{folder}: the taken-up run's {missing[0]} is not at {heads[missing[0]][:10]} in its bundle",
                          hint=hint)
     restore(repo_path, taken.published)
-    return taken, map_at_base(repo_path, taken.published, config_path)
+    return taken, loaded

@@ -68,3 +68,21 @@ def test_what_to_do_again_is_read_as_the_command_job_wrote_it(tmp_path: Path) ->
         path.write_text(wrong)
         with pytest.raises(UsageError, match="again.json: not what a taken-up run does again"):
             published.read_again(path)
+
+
+def test_a_handed_over_run_that_names_a_branch_outside_the_run_or_an_oversized_bundle_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clone, folder, _ = _handed(tmp_path)
+    path = folder / published.TAKEN_UP_FILE
+    taken = published.TakenUp.model_validate_json(path.read_text())
+    state = taken.published.state
+    for branch in ("main", "rally/r1/web", "rally/r2/api"):
+        moved = state.with_teammate(state.teammate("api").model_copy(update={"branch": branch}))
+        path.write_text(taken.model_copy(update={"published": PublishedRun(issue=7, state=moved)}).model_dump_json())
+        with pytest.raises(RallyError, match=f"'{branch}' is not a branch of run r1"):
+            published.take_over(clone, folder)
+    assert rgit.ref_sha(rgit.open_repo(clone), "refs/heads/rally/r1/api") is None
+    path.write_text(taken.model_dump_json())
+    monkeypatch.setattr(published, "TAKEN_UP_BUNDLE_LIMIT", 10)
+    with pytest.raises(RallyError, match="run.bundle: more than the 10 bytes"):
+        published.take_over(clone, folder)
