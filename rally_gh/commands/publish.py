@@ -133,10 +133,16 @@ def _publish_again(root: Path, again: published.Again, github: GitHubRun | None,
         sys.stderr.write(f"rally-gh: refused: {refusal.who}: {refusal.reason}\n")
     repo = git.open_repo(root)  # sees the objects the import brought
     ledger = Ledger(git.common_dir(repo), imported.state)
-    lease = Lease(git.Sha(before.integration_sha)) if before.integration_sha else None
+    # On the integration as published, or its absence: never on whatever the branch holds now (a person's commit).
+    lease = Lease(git.Sha(before.integration_sha) if before.integration_sha else None)
     ctx = RunContext(root, git.common_dir(repo), at_base, before.run_id, None, time.time, actions.environ, no_events,
                      Policy(remote=remote, integration_lease=lease))
     fanin.publish_integration(ctx, ledger, repo, imported.integration)
+    if ledger.state.integration_sha is None and before.integration_sha:
+        # Not moved here (nothing integrated now, or its push refused): the record says where the branch was
+        # left, so that the next command leases on it, and refuses when someone else moved it.
+        ledger.update_run(integration_branch=before.integration_branch, integration_sha=before.integration_sha,
+                          integrated_onto=before.integrated_onto)
     ledger.update_run(status="finished")
     issue = IssueNumber(record.issue) if record.issue is not None else None
     on_issue = None if github is None else GitHubRun(github.endpoint, replace(github.trigger, issue=issue))

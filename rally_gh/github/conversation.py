@@ -299,6 +299,8 @@ def changed(state: RunState, command: Command) -> str:
             continue
         where = "in the pull request" if t.integrated else "not integrated"
         lines.append(f"- **{name}**: {t.outcome}, {where}" + (f": {_shown(t.reason, 300)}" if t.reason else ""))
-    pull = ("the pull request, its checks and the progress comment are updated" if state.integration_sha
+    integrated = any(t.integrated for t in state.teammates)
+    pull = ("the pull request, its checks and the progress comment are updated" if integrated and state.integration_sha
+            else "nothing is integrated now: the pull request's branch is left as it was" if state.integration_sha
             else "nothing is integrated, so there is no pull request to update")
     return f"Run `{state.run_id}`, integrated and verified again: {pull}.\n\n" + "\n".join(lines)

@@ -119,8 +119,8 @@ def again(repo_path: Path, loaded: LoadedConfig, state: RunState, clock: Clock, 
         records.append(record)
     ctx = RunContext(repo_path, git.common_dir(repo), loaded, state.run_id, state.issue_text, clock, environ,
                      on_event or no_events,
-                     Policy(remote=remote, integration_lease=Lease(git.Sha(state.integration_sha))
-                            if state.integration_sha else None),
+                     Policy(remote=remote, integration_lease=Lease(git.Sha(state.integration_sha)
+                                                                   if state.integration_sha else None)),
                      assess.sandbox_of(environ, sandbox))
     state = state.model_copy(update={
         "teammates": tuple(records), "status": "running", "pid": os.getpid(), "finished_at": None,

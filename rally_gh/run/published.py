@@ -329,8 +329,8 @@ def take_over(repo_path: Path, folder: Path, config_path: str | None = None) -> 
     bundle = folder / TAKEN_UP_BUNDLE
     if bundle.is_file() and not bundle.is_symlink():
         if bundle.stat().st_size > TAKEN_UP_BUNDLE_LIMIT:
-            raise RallyError(f"{bundle}: more than the {TAKEN_UP_BUNDLE_LIMIT:,} bytes a taken-up run's bundle may have",
-                             hint=hint)
+            raise RallyError(f"{bundle}: more than the {TAKEN_UP_BUNDLE_LIMIT:,} bytes a taken-up run's bundle "
+                             "may have", hint=hint)
         listed = {ref: sha for sha, ref in git.bundle_heads(repo_path, bundle)}
         git.import_bundle(repo_path, bundle, {f"refs/rally/incoming/{state.run_id}/{n}": listed[f"refs/heads/{b}"]
                                               for n, b in enumerate(heads) if listed.get(f"refs/heads/{b}") == heads[b]})

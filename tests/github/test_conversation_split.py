@@ -20,8 +20,10 @@ import pytest
 from github_testing import SHOP_RUN as RUN
 from github_testing import Shop, SplitJobs
 
+from rally_gh import git as rgit
 from rally_gh.errors import RallyError, UsageError
 from rally_gh.results import RECORD_FILE, write_results
+from rally_gh.run import published
 from rally_gh.run.published import Again, published_ref
 from rally_gh.state import RunState
 from rally_gh.testing import commit, git
@@ -223,3 +225,55 @@ def test_a_teammate_the_agents_job_left_out_is_said_with_its_reason(shop: Shop) 
     (row,) = [line for line in body.splitlines() if line.startswith("| api |  | command |")]
     assert " unverified |" in row, row  # as a run shows a teammate merge.verify dropped
     assert shop.head("api") == api_before
+
+
+def _everyone_left_out(shop: Shop) -> None:
+    """A `/rally retry web` whose agents' job leaves every teammate out of the integration (its merge.verify
+    failed with each, or so it says): nothing is integrated, and the pull request's branch stays as it was."""
+    said, payload = shop.comment("/rally retry web", "alice")
+    jobs = shop.split("issue_comment", payload, 4300)
+    code, out = jobs.agents()
+    assert code == 0, out
+    state = RunState.model_validate_json((jobs.results / RECORD_FILE).read_text())
+    for name in ("api", "web"):
+        state = state.with_teammate(state.teammate(name).model_copy(update={"integrated": False}))
+    write_results(shop.tmp / f"job{shop.jobs}", state.model_copy(update={"integrated": ()}), jobs.results)
+    jobs.publish()
+    assert "nothing is integrated" in shop.reply(said)
+
+
+def _a_persons_commit_on_the_pull_request(shop: Shop) -> str:
+    person = shop.tmp / "person"
+    git(shop.tmp, "clone", "-q", "--branch", f"rally/{RUN}/_integration", shop.fake.authenticated_git_url, str(person))
+    mine = commit(person, {"NOTES.md": "a person's fix\n"}, "a person's fix")
+    git(person, "push", "-q", "origin", f"rally/{RUN}/_integration")
+    return mine
+
+
+def test_a_persons_commit_on_the_pull_request_after_nothing_was_integrated_is_not_overwritten(shop: Shop) -> None:
+    """The pull request's branch, left as it was when nothing was integrated, is still in the run's record:
+    a person's commit on it later is found by the next command, which does nothing rather than overwrite it."""
+    _everyone_left_out(shop)
+    mine = _a_persons_commit_on_the_pull_request(shop)
+    said, payload = shop.comment("/rally retry api", "alice")
+    jobs = shop.split("issue_comment", payload, 4301)
+    assert not jobs.admitted and "someone else moved it, and rally-gh overwrites nobody's commits" in shop.reply(said)
+    assert shop.head("_integration") == mine
+
+
+def test_a_record_without_an_integration_is_published_only_where_no_integration_branch_is(shop: Shop) -> None:
+    """A record that says nothing is integrated (as rally-gh wrote one when nothing was integrated again):
+    the publish job leases on the integration branch's absence, never on whatever it holds now."""
+    _everyone_left_out(shop)
+    remote = rgit.Remote(shop.fake.authenticated_git_url)
+    clone = shop.tmp / "recorder"
+    git(shop.tmp, "clone", "-q", shop.fake.authenticated_git_url, str(clone))
+    record = published.fetch(clone, remote, RUN)
+    state = record.state.model_copy(update={"integration_sha": None, "integrated_onto": None})
+    assert published.share(clone, record.model_copy(update={"state": state}), remote) is None
+    mine = _a_persons_commit_on_the_pull_request(shop)
+    said, payload = shop.comment("/rally retry api", "alice")
+    code, out = shop.split("issue_comment", payload, 4301).through()
+    assert shop.head("_integration") == mine, out
+    assert "which is not part of this integration; it was left as it is" in shop.fake.issues[shop.issue]["body"] \
+        or "left as it is" in out
