@@ -184,9 +184,10 @@ def next_step(state: RunState) -> str:
         return f"review `{branch}`: every teammate's work is in it, but it is not verified (see Verification)"
     if status == "partial":
         one = len(failed) == 1
+        again = (f"re-run {'its job' if one else 'their jobs'}, then the merge and publish jobs" if state.split
+                 else f"rerun {'it' if one else 'them'} in a new run")
         return (f"review `{branch}` (what worked); {names} did not make it: inspect "
-                f"{'its branch' if one else 'their branches'} (`git log {failed[0].branch}`), "
-                f"then rerun {'it' if one else 'them'} in a new run")
+                f"{'its branch' if one else 'their branches'} (`git log {failed[0].branch}`), then {again}")
     return f"nothing was integrated: inspect the teammate branches ({names}) and the reasons above"
 
 

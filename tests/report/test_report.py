@@ -187,6 +187,9 @@ def test_the_next_step_speaks_of_one_teammate_as_one() -> None:
         in report_json(one)["next"]
     two = finished(rec("api", "done", integrated=True), rec("web", "failed"), rec("qa", "failed"))
     assert "web, qa did not make it: inspect their branches" in report_json(two)["next"]
+    split = finished(rec("api", "done", integrated=True), rec("web", "skipped"), split=True)
+    assert report_json(split)["next"].endswith(
+        "(`git log rally/r1/web`), then re-run its job, then the merge and publish jobs")
 
 
 def test_an_interrupted_run_says_how_to_resume() -> None:
