@@ -295,7 +295,10 @@ def import_again(repo_path: Path, loaded: LoadedConfig, published: RunState, aga
             refusals.append(refusal)
             if before.name not in again.retry:
                 kept.append(f"publish job: {refusal.who}: {refusal.reason}; its work stays as published")
-    state = _claimed_run(published, claimed, set(names), clock_now).model_copy(update={"teammates": tuple(records)})
+    # Never a dry run, whatever the records claim: its branches are pushed, so its checks, pull request and
+    # record must follow (a record left behind would have every later command refused).
+    state = _claimed_run(published, claimed, set(names), clock_now).model_copy(update={
+        "teammates": tuple(records), "dry_run": False, "status": "finished"})
     result, verified, state = _integrate(repo, loaded, state, claimed, tips, refusals)
     state = _left_out(state, published, claims, again)
     state = state.model_copy(update={"problems": state.problems + tuple(

@@ -277,3 +277,21 @@ def test_a_record_without_an_integration_is_published_only_where_no_integration_
     assert shop.head("_integration") == mine, out
     assert "which is not part of this integration; it was left as it is" in shop.fake.issues[shop.issue]["body"] \
         or "left as it is" in out
+
+
+def test_results_that_claim_a_dry_run_are_published_as_the_run_they_are(shop: Shop) -> None:
+    """A dry run publishes nothing: results that claim one (the agents' job's say) would leave the run's
+    branches pushed without their checks, pull request and record, and every later command refused."""
+    said, payload = shop.comment("/rally retry web", "alice")
+    jobs = shop.split("issue_comment", payload, 4300)
+    record = shop.fake.refs()[published_ref(RUN)]
+    code, out = jobs.agents()
+    assert code == 0, out
+    state = RunState.model_validate_json((jobs.results / RECORD_FILE).read_text())
+    write_results(shop.tmp / f"job{shop.jobs}", state.model_copy(update={"dry_run": True}), jobs.results)
+    code, out = jobs.publish()
+    assert code == 0, out
+    assert shop.fake.refs()[published_ref(RUN)] != record and "**web**: done, in the pull request" in shop.reply(said)
+    (pull,) = shop.fake.pulls
+    rows = [line for line in shop.fake.issues[pull]["body"].splitlines() if line.startswith("| web |")]
+    assert "src/web/work.txt" in shop.files("_integration") and " done |" in rows[0], rows
