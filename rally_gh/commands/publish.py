@@ -118,6 +118,9 @@ def _publish_again(root: Path, again: published.Again, github: GitHubRun | None,
                 # again now, the same work would be taken for work that does not start where it should.
                 stdout.write(f"rally-gh: run {before.run_id} is published for {answers} already (an earlier attempt "
                              "of this job): nothing more to do\n")
+                if github is not None and github.trigger.comment is not None:
+                    # The reply, which that attempt may not have lived to edit, says what it published.
+                    answer_again(github, root, at_base.config, actions, again, before, before, {})
                 return EXIT_OK
             raise RallyError(
                 f"run {before.run_id} was published again since this job's command job took it up"

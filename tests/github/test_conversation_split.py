@@ -130,6 +130,10 @@ def test_a_publish_job_run_again_after_it_published_changes_nothing_and_its_repl
     assert code == 0 and f"published for comment {said} already" in out, out
     assert shop.fake.refs() == before and shop.reply(said) == reply and "**web**: done, in the pull request" in reply
     assert "src/web/work.txt" in shop.files("_integration")
+    # Its earlier attempt stopped after it published, before it edited the reply: the reply is edited now.
+    (reply_id,) = [i for i, c in shop.fake.comments.items() if c["body"] == reply]
+    shop.fake.comments[reply_id]["body"] = reply.split("\n\n")[0] + "\n\nworking on it"
+    assert jobs.publish()[0] == 0 and shop.reply(said) == reply and shop.fake.refs() == before
 
 
 def test_a_command_taken_up_before_another_one_published_is_not_published_over_it(shop: Shop) -> None:
