@@ -226,9 +226,11 @@ class ImportedRun:
 
 
 def import_results(repo_path: Path, loaded: LoadedConfig, run_id: str, folder: Path, clock_now: float,
-                   limits: ResultLimits = ResultLimits()) -> ImportedRun:
+                   limits: ResultLimits = ResultLimits(), *, dry_run: bool | None = None) -> ImportedRun:
     """The results in ``folder``, checked against the map ``loaded`` of this repository's base
-    commit (see the module docstring); RallyError when nothing of them can be used."""
+    commit (see the module docstring); RallyError when nothing of them can be used. ``dry_run``:
+    whether the run was asked as one, as the publish job knows it (the event); None when only the
+    results can say (a local publish)."""
     repo = git.open_repo(repo_path)
     config = loaded.config
     claimed = _read_record(folder, limits)
@@ -257,6 +259,8 @@ def import_results(repo_path: Path, loaded: LoadedConfig, run_id: str, folder: P
             refusals.append(refusal)
         elif record.head_sha:
             accepted[name] = git.Sha(record.head_sha)
+    if dry_run is not None:  # the agents' job cannot turn a run into a dry run, nor the other way round
+        claimed = claimed.model_copy(update={"dry_run": dry_run})
     state = _claimed_run(trusted, claimed, known, clock_now).model_copy(update={
         "teammates": tuple(records[n] for n in names if n in records)})
     result, verified, state = _integrate(repo, loaded, state, claimed, tips, refusals)

@@ -63,7 +63,8 @@ def publish(cwd: Path, actions: ActionsContext, stdout: TextIO, *, options: Publ
     try:
         waiting = waiting_plans(options.results, loaded, options.limits)
         if waiting is None:
-            imported = import_results(root, loaded, run_id, options.results, time.time(), options.limits)
+            imported = import_results(root, loaded, run_id, options.results, time.time(), options.limits,
+                                      dry_run=_asked_dry_run(github))
     except RallyError as err:
         # No results to publish (the agents' job failed before it left them, or left none that can be
         # used): the issue is told the run failed, instead of showing it running for ever.
@@ -169,3 +170,12 @@ def _answers(github: GitHubRun | None) -> str | None:
 def _plain_key(text: str) -> str:
     """A record's ``answers`` as shown in a reply: only what ``_answers`` writes, else nothing to show."""
     return text if re.fullmatch(r"(?:comment|review) [0-9]{1,20}", text) else "something else"
+
+
+def _asked_dry_run(github: GitHubRun | None) -> bool | None:
+    """Whether the event asked for a dry run (a dispatch's `dry-run` input), as this job reads it:
+    never the agents' job's word. None without GitHub (a local publish: the results say)."""
+    if github is None:
+        return None
+    inputs = github.trigger.inputs
+    return inputs is not None and inputs.dry_run

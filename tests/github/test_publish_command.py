@@ -135,6 +135,20 @@ def test_the_publish_job_publishes_what_the_agents_job_verified(fake_github: Fak
     assert len([c for c in fake_github.comments.values() if c["issue"] == issue]) == 1
 
 
+def test_results_that_claim_a_dry_run_do_not_make_the_labelled_run_one(
+        fake_github: FakeGitHubServer, tmp_path: Path) -> None:
+    """Whether a run is a dry run is the event's to say (a dispatch's input), not the agents' job's."""
+    issue, event = _shop(fake_github, tmp_path)
+    _, results = _agents_job(fake_github, tmp_path, event)
+    claimed = json.loads((results / RECORD_FILE).read_text())
+    (results / RECORD_FILE).write_text(json.dumps({**claimed, "dry_run": True}))
+    code, out = _publish_job(fake_github, tmp_path, event, results)
+    assert code == 0, out
+    (number,) = fake_github.pulls
+    assert "(dry run)" not in fake_github.issues[number]["body"]
+    assert sorted(fake_github.issues[issue]["labels"]) == ["rally:done", "rally:parallel"]
+
+
 def test_an_issue_edited_after_it_was_labelled_is_noted_in_the_report(
         fake_github: FakeGitHubServer, tmp_path: Path) -> None:
     issue, event = _shop(fake_github, tmp_path)
