@@ -95,6 +95,16 @@ class ReviewComment:
 
 
 @dataclass(frozen=True)
+class Review:
+    """A review of a pull request, as the API says it is now."""
+    id: int
+    state: str
+    """``approved``, ``changes_requested``, ``commented``, ``dismissed`` or ``pending`` (lower case)."""
+    body: str
+    author: str
+
+
+@dataclass(frozen=True)
 class WorkflowRun:
     """One run of a workflow (the Actions API's ``workflow_run``)."""
     id: int
@@ -168,6 +178,10 @@ class GitHubEndpoint(Protocol):
         ...
 
     def cancel_workflow_run(self, run_id: int) -> None: ...
+
+    def review(self, pull: PullNumber, review: int) -> Review | None:
+        """Review ``review`` of ``pull``; None when ``pull`` has none of that id."""
+        ...
 
     def review_comments(self, pull: PullNumber, review: int) -> tuple[ReviewComment, ...]:
         """The inline comments of one review of ``pull``."""

@@ -67,7 +67,8 @@ class CommentRef:
 
 @dataclass(frozen=True)
 class ReviewRef:
-    """A review submitted on a pull request (``pull_request_review`` submitted)."""
+    """A review submitted on a pull request (``pull_request_review`` submitted), or the review of an inline
+    comment created on one (``pull_request_review_comment`` created: ``via_comment``)."""
     id: int
     pull: PullNumber
     head_ref: str
@@ -77,6 +78,9 @@ class ReviewRef:
     head_repo: str = ""
     """The repository the head branch is in (``pull_request.head.repo.full_name``): this one or a fork;
     empty when the event names none (a deleted fork)."""
+    via_comment: int | None = None
+    """The inline comment whose event (``pull_request_review_comment`` created) delivered the review; its
+    ``state`` and ``body`` are then not known from the event and are read from the API (``review.read_review``)."""
 
 
 @dataclass(frozen=True)
@@ -128,8 +132,7 @@ def parse_event(event_name: str, payload: Mapping[str, Any]) -> Trigger:
     if event_name == "pull_request_review":
         return _review_event(payload, login, sender_type)
     if event_name == "pull_request_review_comment":
-        return Trigger("ignored", login, sender_type,
-                       reason="a review's inline comments are taken with the review when it is submitted")
+        return _review_comment_event(payload, login, sender_type)
     return Trigger("ignored", login, sender_type, reason=f"rally-gh does not act on `{event_name}` events")
 
 
@@ -174,19 +177,47 @@ def _review_event(payload: Mapping[str, Any], login: str, sender_type: str) -> T
         return Trigger("ignored", login, sender_type,
                        reason=f"review event {_code(action)}: only a submitted review is routed")
     review = json_object(payload.get("review"), "the `pull_request_review` event's `review`")
-    pull = json_object(payload.get("pull_request"), "the `pull_request_review` event's `pull_request`")
-    head = json_object(pull.get("head"), "the `pull_request_review` event's `pull_request.head`")
-    number, review_id = pull.get("number"), review.get("id")
-    if type(number) is not int or not 1 <= number <= MAX_NUMBER or type(review_id) is not int or review_id < 1:
-        raise UsageError("the `pull_request_review` event has no pull request number or review id", hint=EVENT_HINT)
-    where = "the `pull_request_review` event's `pull_request.head.ref`"
-    head_ref = branch_name(_string(head.get("ref"), where) or "", where)
+    review_id = review.get("id")
+    if type(review_id) is not int or review_id < 1:
+        raise UsageError("the `pull_request_review` event has no review id", hint=EVENT_HINT)
     state = (_string(review.get("state"), "the `pull_request_review` event's `review.state`") or "").lower()
     body = _string(review.get("body"), "the `pull_request_review` event's `review.body`", limit=BODY_LIMIT) or ""
-    head_repo = _string(json_object(head.get("repo"), "the `pull_request_review` event's `pull_request.head.repo`")
-                        .get("full_name"), "the `pull_request_review` event's `pull_request.head.repo.full_name`")
-    return Trigger("review", login, sender_type, issue=IssueNumber(number),
-                   review=ReviewRef(review_id, PullNumber(number), head_ref, state, body, head_repo or ""))
+    pull, head_ref, head_repo = _reviewed_pull(payload, "pull_request_review")
+    return Trigger("review", login, sender_type, issue=IssueNumber(pull),
+                   review=ReviewRef(review_id, pull, head_ref, state, body, head_repo))
+
+
+def _review_comment_event(payload: Mapping[str, Any], login: str, sender_type: str) -> Trigger:
+    """An inline comment created on a pull request: taken as its review (``pull_request_review_id``), whose
+    state and text are read from the API when it is routed. GitHub sends a submitted review's event and
+    one for each of its comments: all of them name the same review, which is taken once, by whichever
+    arrives first (``review.route_review``)."""
+    action = payload.get("action")
+    if action != "created":
+        return Trigger("ignored", login, sender_type,
+                       reason=f"review comment event {_code(action)}: only a new comment's review is routed")
+    comment = json_object(payload.get("comment"), "the `pull_request_review_comment` event's `comment`")
+    comment_id, review_id = comment.get("id"), comment.get("pull_request_review_id")
+    if type(comment_id) is not int or comment_id < 1 or type(review_id) is not int or review_id < 1:
+        raise UsageError("the `pull_request_review_comment` event has no comment id or review id", hint=EVENT_HINT)
+    pull, head_ref, head_repo = _reviewed_pull(payload, "pull_request_review_comment")
+    return Trigger("review", login, sender_type, issue=IssueNumber(pull),
+                   review=ReviewRef(review_id, pull, head_ref, "", "", head_repo, via_comment=comment_id))
+
+
+def _reviewed_pull(payload: Mapping[str, Any], event: str) -> tuple[PullNumber, str, str]:
+    """The number, head branch and head repository (empty for a deleted fork) of the pull request a
+    review's event, or its comment's, names."""
+    pull = json_object(payload.get("pull_request"), f"the `{event}` event's `pull_request`")
+    head = json_object(pull.get("head"), f"the `{event}` event's `pull_request.head`")
+    number = pull.get("number")
+    if type(number) is not int or not 1 <= number <= MAX_NUMBER:
+        raise UsageError(f"the `{event}` event has no pull request number", hint=EVENT_HINT)
+    where = f"the `{event}` event's `pull_request.head.ref`"
+    head_ref = branch_name(_string(head.get("ref"), where) or "", where)
+    head_repo = _string(json_object(head.get("repo"), f"the `{event}` event's `pull_request.head.repo`")
+                        .get("full_name"), f"the `{event}` event's `pull_request.head.repo.full_name`")
+    return PullNumber(number), head_ref, head_repo or ""
 
 
 def issue_fields(payload: Mapping[str, Any]) -> tuple[IssueNumber | None, str | None]:

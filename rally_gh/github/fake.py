@@ -510,6 +510,7 @@ class FakeGitHubServer:
             ("POST", repo + r"/issues/(?P<number>\d+)/reactions", self._create_reaction),
             ("POST", repo + r"/issues/comments/(?P<id>\d+)/reactions", self._create_comment_reaction),
             ("GET", repo + r"/actions/runs/(?P<id>\d+)", self._get_workflow_run),
+            ("GET", repo + r"/pulls/(?P<number>\d+)/reviews/(?P<review>\d+)", self._get_review),
             ("GET", repo + r"/pulls/(?P<number>\d+)/reviews/(?P<review>\d+)/comments", self._list_review_comments),
             ("GET", repo + r"/pulls/(?P<number>\d+)/comments", self._list_pull_comments),
             ("GET", repo + r"/pulls/comments/(?P<id>\d+)", self._get_review_comment),
@@ -666,6 +667,23 @@ class FakeGitHubServer:
             raise _Http(404, "Not Found")
         ids = sorted(i for i, c in self.review_comments.items() if c["review"] == int(review))
         return 200, [self._review_comment_json(i) for i in ids]
+
+    def _get_review(self, body: Any, q: Mapping[str, str], owner: str, repo: str, number: str,
+                    review: str) -> tuple[int, Any]:
+        self._check_repo(owner, repo)
+        self._pull_record(number)
+        found = self.reviews.get(int(review))
+        if found is None or found["pull"] != int(number):
+            raise _Http(404, "Not Found")
+        pull_url = f"{self._repo_url()}/pulls/{number}"
+        html = f"{self.root_url}/{self.repo_full_name}/pull/{number}#pullrequestreview-{review}"
+        out: JSON = {"id": int(review), "node_id": f"PRR_fake{review}", "user": self._user_json(found["user"]),
+                     "body": found["body"], "state": found["state"], "html_url": html, "pull_request_url": pull_url,
+                     "_links": {"html": {"href": html}, "pull_request": {"href": pull_url}},
+                     "commit_id": self.pulls[int(number)]["head_sha"], "author_association": "NONE"}
+        if found["state"] != "PENDING":
+            out["submitted_at"] = _now()
+        return 200, out
 
     def _get_review_comment(self, body: Any, q: Mapping[str, str], owner: str, repo: str, id: str) -> tuple[int, Any]:
         self._check_repo(owner, repo)

@@ -48,6 +48,7 @@ from rally_gh.github.endpoint import (
     Permission,
     PullNumber,
     PullRequest,
+    Review,
     ReactionContent,
     RequestLimits,
     ReviewComment,
@@ -261,6 +262,18 @@ class RealGitHub:
     def cancel_workflow_run(self, run_id: int) -> None:
         self._call(Action(f"cancel workflow run {run_id}", "actions: write", write=True),
                    lambda: self._repo.get_workflow_run(run_id).cancel())
+
+    def review(self, pull: PullNumber, review: int) -> Review | None:
+        def read() -> Review | None:
+            try:
+                found = self._repo.get_pull(pull).get_review(review)
+            except GithubException as err:
+                if err.status == 404:
+                    return None
+                raise
+            return Review(found.id, str(found.state or "").lower(), found.body or "",
+                          found.user.login if found.user else "")
+        return self._call(Action(f"read review {review} of #{pull}", "pull-requests: read"), read)
 
     def review_comments(self, pull: PullNumber, review: int) -> tuple[ReviewComment, ...]:
         found = self._call(Action(f"list the comments of review {review} on #{pull}", "pull-requests: read"),

@@ -13,15 +13,20 @@ person must change it.
 The reviewer is admitted as for the label (write access asked of the API, fail closed, bots by
 allow-list). A review is taken once: a comment on the pull request keyed by the review's id is
 written before any round starts, and a delivery that finds it does nothing; a reply is found
-again by a hidden marker with the comment's id. Review text is data: it reaches an agent only
-through its prompt file, fenced, and is quoted back harmless, never reaching a shell or a ref name.
+again by a hidden marker with the comment's id. GitHub sends the review's event
+(``pull_request_review``) and one for each of its inline comments (``pull_request_review_comment``):
+a comment's event is taken as its review (read from the API, as the event carries neither its state
+nor its text), so whichever of them comes first acts and the others find the review taken.
+
+Review text is data: it reaches an agent only through its prompt file, fenced, and is quoted back
+harmless, never reaching a shell or a ref name.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rally_gh.config import Config
 from rally_gh.errors import RallyError
@@ -111,6 +116,11 @@ def read_review(endpoint: GitHubEndpoint, trigger: Trigger, config: Config, *, b
         return ReviewRouting(skipped=f"#{review.pull} is not the pull request of a rally-gh run" + (
             "" if same_repository(review.head_repo, endpoint.repo_full_name)
             else f": its head is in {_code(review.head_repo) if review.head_repo else 'a deleted fork'}"))
+    if review.via_comment is not None:
+        found = _submitted(endpoint, trigger.sender, review)
+        if isinstance(found, ReviewRouting):
+            return found
+        review = found
     if review.state != "changes_requested" and not _FIX.search(review.body):
         return ReviewRouting(skipped="the review neither requests changes nor says `/rally fix`")
     decision = authorize_attempt(trigger, endpoint, bot_allowlist, triggering_actor)
@@ -129,6 +139,20 @@ def read_review(endpoint: GitHubEndpoint, trigger: Trigger, config: Config, *, b
     prompts = {name: follow_up_text(found, text if name in named else "", trigger.sender)
                for name, found in asks.items()}
     return ReviewAsks(run, review, owned, prompts, not_routed)
+
+
+def _submitted(endpoint: GitHubEndpoint, sender: str, review: ReviewRef) -> ReviewRef | ReviewRouting:
+    """The review an inline comment's event delivered, with its state and text as the API says: the
+    event of a comment carries neither. Its reviewer must be who sent the event (fail closed)."""
+    found = endpoint.review(review.pull, review.id)
+    if found is None:
+        return ReviewRouting(skipped=f"review {review.id} of comment {review.via_comment} is not on #{review.pull}")
+    if found.author != sender:
+        return ReviewRouting(skipped=f"refused: review {review.id} is by {_code(found.author)}, not by "
+                                     f"{_code(sender)} who sent the comment's event", refused=True)
+    if found.state in ("pending", "dismissed"):
+        return ReviewRouting(skipped=f"review {review.id} is {found.state}: only a submitted review is routed")
+    return replace(review, state=found.state, body=found.body)
 
 
 def route_review(endpoint: GitHubEndpoint, trigger: Trigger, config: Config, *,

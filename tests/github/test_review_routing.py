@@ -14,7 +14,7 @@ from github_testing import TEST_LIMITS
 from rally_gh.commands import run as run_cmd
 from rally_gh.errors import UsageError
 from rally_gh.github.actions import read
-from rally_gh.github.endpoint import CommentId, ReviewComment
+from rally_gh.github.endpoint import CommentId, PullNumber, Review, ReviewComment
 from rally_gh.github.events import parse_event
 from rally_gh.github.fake import FakeGitHubServer
 from rally_gh.github.real import RealGitHub
@@ -143,10 +143,35 @@ def test_review_events_parse_and_other_review_actions_are_ignored() -> None:
     assert trigger.kind == "review" and trigger.review is not None
     assert (trigger.review.id, trigger.review.pull, trigger.review.head_ref) == (7, 500, RUN_HEAD)
     assert parse_event("pull_request_review", _payload(500, 7, action="dismissed")).kind == "ignored"
-    assert parse_event("pull_request_review_comment", {"action": "created", "sender": {"login": "a"}}).kind == "ignored"
     hostile = _payload(500, 7, head="rally/x/../../_integration")
     with pytest.raises(UsageError, match="not a branch name git allows"):
         parse_event("pull_request_review", hostile)
+
+
+def test_an_inline_comments_event_is_its_reviews_whose_state_and_text_are_read_later() -> None:
+    payload = {**_payload(500, 7), "action": "created", "comment": {"id": 90, "pull_request_review_id": 7}}
+    del payload["review"]
+    trigger = parse_event("pull_request_review_comment", payload)
+    assert trigger.kind == "review" and trigger.review is not None and trigger.issue == 500
+    assert (trigger.review.id, trigger.review.pull, trigger.review.head_ref, trigger.review.head_repo,
+            trigger.review.via_comment, trigger.review.state) == (7, 500, RUN_HEAD, "owner/repo", 90, "")
+    for action in ("edited", "deleted"):
+        assert parse_event("pull_request_review_comment", {**payload, "action": action}).kind == "ignored"
+    with pytest.raises(UsageError, match="no comment id or review id"):
+        parse_event("pull_request_review_comment", {**payload, "comment": {"id": 90}})
+    with pytest.raises(UsageError, match="not a branch name git allows"):
+        parse_event("pull_request_review_comment", {**_payload(500, 7, head="rally/x/../../_integration"),
+                                                    "action": "created", "comment": payload["comment"]})
+
+
+def test_a_review_is_read_through_the_endpoint_only_on_its_own_pull_request(
+        fake_github: FakeGitHubServer, repo: Path) -> None:
+    pull = _pull(fake_github, repo)
+    review = fake_github.add_review(pull, "alice", "CHANGES_REQUESTED", body="fix it")
+    gh = RealGitHub(fake_github.token, "owner/repo", base_url=fake_github.api_url, limits=TEST_LIMITS)
+    assert gh.review(PullNumber(pull), review) == Review(review, "changes_requested", "fix it", "alice")
+    assert gh.review(PullNumber(pull), review + 1000) is None
+    assert gh.review(PullNumber(pull + 1), review) is None
 
 
 def test_a_run_pull_request_is_known_by_the_maps_prefix_even_with_a_slash_in_it() -> None:

@@ -287,6 +287,19 @@ def test_the_issue_workflow_starts_only_on_the_rally_label() -> None:
     assert workflow["jobs"]["agents"]["needs"] == "admit"
 
 
+def test_the_comment_workflow_takes_comments_reviews_and_review_comments() -> None:
+    workflow = _workflow("rally-comment.yml")
+    assert _triggers(workflow) == {"issue_comment": {"types": ["created"]},
+                                   "pull_request_review": {"types": ["submitted"]},
+                                   "pull_request_review_comment": {"types": ["created"]}}
+    # A review's inline comments, not the replies in their threads (rally-gh's own among them).
+    condition = workflow["jobs"]["command"]["if"]
+    assert "github.event_name == 'pull_request_review' ||" in condition
+    assert ("(github.event_name == 'pull_request_review_comment' && !github.event.comment.in_reply_to_id)"
+            in condition)
+    assert "contains(github.event.comment.body, '/rally')" in condition
+
+
 def test_the_dispatch_workflow_has_the_specs_inputs() -> None:
     inputs = _triggers(_workflow("rally-dispatch.yml"))["workflow_dispatch"]["inputs"]
     assert {name: spec["type"] for name, spec in inputs.items()} == {
@@ -366,7 +379,10 @@ def test_every_run_for_one_issue_shares_one_concurrency_group() -> None:
     # The comment workflow's own group is per comment, so that `/rally cancel` reaches a run still going;
     # its agents' job joins the issue's group: an approved run waits for one of the same issue that is going.
     comment = _workflow("rally-comment.yml")
-    assert comment["concurrency"]["group"] == "rally-comment-${{ github.event.comment.id || github.event.review.id }}"
+    # A review and each of its inline comments (their events name it: pull_request_review_id) share one group:
+    # whichever comes first takes the review, the others queue behind it and find it taken.
+    assert comment["concurrency"]["group"] == ("rally-comment-${{ github.event.comment.pull_request_review_id "
+                                               "|| github.event.comment.id || github.event.review.id }}")
     # The run's issue as the command job found it: a review, or a comment on the pull request, names the pull request.
     assert comment["jobs"]["agents"]["concurrency"]["group"] == "rally-issue-${{ needs.command.outputs.issue }}"
     assert comment["jobs"]["command"]["outputs"]["issue"] == "${{ steps.command.outputs.issue }}"
