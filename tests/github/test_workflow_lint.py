@@ -381,8 +381,10 @@ def test_every_run_for_one_issue_shares_one_concurrency_group() -> None:
     comment = _workflow("rally-comment.yml")
     # A review and each of its inline comments (their events name it: pull_request_review_id) share one group:
     # whichever comes first takes the review, the others queue behind it and find it taken.
-    assert comment["concurrency"]["group"] == ("rally-comment-${{ github.event.comment.pull_request_review_id "
-                                               "|| github.event.comment.id || github.event.review.id }}")
+    # Review and comment ids are counted apart: the group names which one it is.
+    review = "github.event.review.id || github.event.comment.pull_request_review_id"
+    assert comment["concurrency"]["group"] == (f"rally-comment-${{{{ ({review}) && format('review-{{0}}', {review}) "
+                                               "|| format('comment-{0}', github.event.comment.id) }}")
     # The run's issue as the command job found it: a review, or a comment on the pull request, names the pull request.
     assert comment["jobs"]["agents"]["concurrency"]["group"] == "rally-issue-${{ needs.command.outputs.issue }}"
     assert comment["jobs"]["command"]["outputs"]["issue"] == "${{ steps.command.outputs.issue }}"
