@@ -151,6 +151,17 @@ class Shop:
                     if c["body"].startswith(reply_marker(CommentId(comment)))]
         return str(found)
 
+    def web_retried(self, said: int, api_before: str) -> None:
+        """`/rally retry web` (comment ``said``) fixed the run: the reply says so; the same pull request, ready
+        now, holds both halves; api's work is as it was; the issue says done."""
+        reply = self.reply(said)
+        assert f"Run `{SHOP_RUN}`, integrated and verified again" in reply and "**web**: done, in the pull request" in reply
+        (pull,) = self.fake.pulls.values()
+        assert not pull["draft"] and pull["head"] == f"rally/{SHOP_RUN}/_integration"
+        assert {"src/api/work.txt", "src/web/work.txt"} <= set(self.files("_integration").split())
+        assert self.head("api") == api_before
+        assert "rally:done" in self.fake.issues[self.issue]["labels"]
+
     def head(self, branch: str) -> str:
         return self.fake.refs()[f"refs/heads/rally/{SHOP_RUN}/{branch}"]
 

@@ -29,14 +29,8 @@ def test_a_writer_retries_the_failed_teammate_and_the_same_pull_request_is_updat
     said, payload = shop.comment("Looks like web needed the api.\n\n/rally retry web", "alice")
     code, out = shop.job("issue_comment", payload, 4300)
     assert code == 0, out
+    shop.web_retried(said, api_before)
     reply = shop.reply(said)
-    assert f"Run `{RUN}`, integrated and verified again" in reply and "**web**: done, in the pull request" in reply
-    # The same pull request, ready now, holds both halves; api's work is as it was; the issue says done.
-    (pull,) = fake.pulls.values()
-    assert not pull["draft"] and pull["head"] == f"rally/{RUN}/_integration"
-    assert {"src/api/work.txt", "src/web/work.txt"} <= set(shop.files("_integration").split())
-    assert shop.head("api") == api_before
-    assert "rally:done" in fake.issues[shop.issue]["labels"]
     (progress,) = [c["body"] for c in fake.comments.values() if c["body"].startswith(f"<!-- rally-gh:run:{RUN} -->")]
     assert "2/2 done" in progress
     # web's branch holds the retry, which started on the run's integration (api's work in it).
