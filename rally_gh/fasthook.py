@@ -241,12 +241,16 @@ def is_clean(environ: Mapping[str, str]) -> bool:
     gitdir, common = dirs
     if any(os.path.exists(os.path.join(gitdir, name)) for name in _IN_PROGRESS):
         return False  # the full path knows whose branch is being merged, rebased or picked
+    teammate = environ.get("RALLY_TEAMMATE") or None
+    branch = _head_branch(gitdir)
+    if branch is None and teammate is None:
+        # A detached HEAD (CI's checkout of a pull request): whose commit it is comes from the job's
+        # environment, which only the full path reads (rally_gh/github/actions.py).
+        return False
     env = _git_env(environ)
     # The slow one first; the others finish on another core meanwhile.
     diff = _spawn(["diff-index", "--cached", "-z", "--no-renames", "--raw", "HEAD"], env)
     listed = _spawn(["ls-tree", "--full-tree", "-z", "HEAD", "--", *MAP_FILES], env)
-    teammate = environ.get("RALLY_TEAMMATE") or None
-    branch = _head_branch(gitdir) or environ.get("GITHUB_HEAD_REF")
     # `git config` only when the branch cannot name the teammate (<prefix>/<run>/<teammate>).
     maybe_named = branch is not None and branch.removeprefix("refs/heads/").count("/") >= 2
     configured = None if teammate or maybe_named else _spawn(["config", "--get", "rally.teammate"], env)

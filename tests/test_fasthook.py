@@ -105,6 +105,18 @@ def test_in_a_linked_worktree(hooked: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert proc.returncode != 0 and "src/api/app.py: web modified it, but it is owned by api" in proc.stdout
 
 
+def test_a_detached_head_goes_to_the_full_path_which_reads_the_jobs_branch(
+        hooked: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI checks a pull request out detached: only the job's environment (GITHUB_HEAD_REF, read by
+    rally_gh/github/actions.py) says whose commit it is, so the fast path does not decide."""
+    git(hooked, "checkout", "-q", "--detach")
+    write(hooked, {"src/web/app.js": "not api's\n"})
+    monkeypatch.chdir(hooked)
+    assert fasthook.is_clean({"GITHUB_HEAD_REF": "rally/r1/api"}) is False
+    proc = git_commit(hooked, {"GITHUB_HEAD_REF": "rally/r1/api"})
+    assert proc.returncode != 0 and "src/web/app.js: api modified it, but it is owned by web" in proc.stdout
+
+
 def test_from_a_subdirectory(hooked: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(hooked, {"src/api/app.py": "v3\n"})
     monkeypatch.chdir(hooked / "src" / "api")

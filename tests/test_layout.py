@@ -48,12 +48,12 @@ def test_only_the_real_github_module_imports_pygithub() -> None:
     assert any(name == "github" or name.startswith("github.") for _, name in _imports(real))
 
 
-# Only the actions module names GitHub Actions' variables. The hook's fast path reads the
-# pull request's head branch itself: it imports nothing beyond os, sys and marshal.
+# Only the actions module names GitHub Actions' variables (the hook's fast path leaves a detached
+# HEAD, whose teammate only the job's environment can say, to the full path).
 # The action's inputs (RALLY_TEAMMATES, ...) come through the environment too: they are read there as well.
 _ACTIONS_VARIABLE = re.compile(r"(GITHUB_|ACTIONS_)[A-Z_]*|RALLY_(REMOTE|TEAMMATES|MAX_PARALLEL|BOT_ALLOWLIST)")
 _ACTIONS_MODULE = PACKAGE / "github" / "actions.py"
-_ALSO_READ = {PACKAGE / "fasthook.py": {"GITHUB_HEAD_REF"}}
+_ALSO_READ: dict[Path, set[str]] = {}
 
 
 def _names_of_variables(module: Path) -> Iterator[tuple[int, str]]:
