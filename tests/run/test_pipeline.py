@@ -845,13 +845,15 @@ def test_an_orchestrator_killed_leaves_no_agent_running_after_a_resume(tmp_path:
 
 
 def _running(marker: str, program: str) -> bool:
-    """Whether a live process whose environment holds ``marker`` runs ``program``."""
+    """Whether a live process whose environment holds ``marker`` runs ``program``: the agent itself, not
+    bwrap, whose own command line names the program too (and which arms --die-with-parent only once started)."""
     for pid in live_processes_with(marker):
         try:
-            if program.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return True
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
+        if os.path.basename(argv[0]) != b"bwrap" and any(program.encode() in arg for arg in argv):
+            return True
     return False
 
 
