@@ -51,7 +51,7 @@ from rally_gh import docs_url
 from rally_gh.errors import ConfigError, PatternError, RallyError, UsageError
 from rally_gh.ownership.globs import compile_glob
 from rally_gh.ownership.rules import Ownership
-from rally_gh.words import possessive
+from rally_gh.words import code_fence, possessive
 
 BLOCK_TAG = "rally"
 BLOCK_KEYS = ("task", "done_when")
@@ -466,7 +466,7 @@ def refusal_comment(error: RallyError) -> str:
     lines = [f"{p.location}: {p.message}" if p.location else p.message for p in problems] if problems \
         else [error.message]
     body = "\n".join(lines)
-    fence = "`" * max(3, _longest_backtick_run(body) + 1)
+    fence = code_fence(body)
     out = [
         "**rally-gh did not start**: " + ("the `rally` block of this issue was refused." if problems
                                          else "the run was refused."),
@@ -495,6 +495,3 @@ def refusal_comment(error: RallyError) -> str:
         ]
     return "\n".join(out) + "\n"
 
-
-def _longest_backtick_run(text: str) -> int:
-    return max((len(m) for m in re.findall(r"`+", text)), default=0)

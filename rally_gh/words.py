@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sized
 
 # Nouns whose plural is not the singular plus "s"; everything else takes "s".
@@ -41,3 +42,11 @@ def aside(text: str) -> str:
     if not text:
         return ""
     return f": {text}" if "(" in text or ")" in text else f" ({text})"
+
+
+def code_fence(text: str, least: int = 3) -> str:
+    """The backticks that fence ``text`` as code it cannot end early: one more than its longest run of
+    them, and at least ``least`` (3 for a block, 1 for inline code). Text someone else wrote (an agent's
+    plan or output, a review comment, a file name) is shown this way and never acts as Markdown."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(least, longest + 1)

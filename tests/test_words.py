@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from rally_gh.words import aside, noun_for, plural, possessive
+from rally_gh.words import aside, code_fence, noun_for, plural, possessive
 
 
 def test_a_count_agrees_with_its_noun() -> None:
@@ -21,3 +21,9 @@ def test_an_aside_never_doubles_a_parenthesis() -> None:
     assert aside("stopped at 4s (after 2 attempts)") == ": stopped at 4s (after 2 attempts)"
     assert aside("") == ""
 
+
+
+def test_a_code_fence_is_longer_than_any_run_of_backticks_in_the_text() -> None:
+    assert code_fence("plain") == "```" and code_fence("a ``` b") == "````"
+    assert code_fence("x", least=1) == "`" and code_fence("a `b` c", least=1) == "``"
+    assert code_fence("`" * 7 + "\n" + "``") == "`" * 8

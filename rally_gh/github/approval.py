@@ -24,6 +24,7 @@ from rally_gh import plan
 from rally_gh.config import Config
 from rally_gh.github.endpoint import CommentId, GitHubEndpoint, IssueNumber, run_marker
 from rally_gh.limits import TEAMMATE_NAME
+from rally_gh.words import code_fence
 
 PLAN_LIMIT = 6000
 """Characters of a plan shown and kept: nine of them fit a comment (65,536 characters)."""
@@ -73,7 +74,7 @@ def waiting_comment(run_id: str, reasons: Sequence[str], teammates: Sequence[str
         shown = text if len(text) <= PLAN_LIMIT else text[:PLAN_LIMIT] + f"\n... (cut: {len(text) - PLAN_LIMIT:,} " \
                                                                           "more characters)"
         # Written by the agent: shown as text in a fence it cannot close, never as Markdown.
-        fence = "`" * max(3, _longest_backtick_run(shown) + 1)
+        fence = code_fence(shown)
         lines += ["", f"### The plan of {name}", "", f"<!-- rally-gh:plan:{name} -->", f"{fence}text", shown, fence]
     lines += [""]
     if via == "environment":
@@ -155,6 +156,3 @@ def approve(endpoint: GitHubEndpoint, issue: IssueNumber, run_id: str, named: Se
                 "or `/rally approve` all of it")
     return Continuation(run_id, issue, running, left_out, tuple(p for p in waiting.plans if p[0] in running))
 
-
-def _longest_backtick_run(text: str) -> int:
-    return max((len(m) for m in re.findall(r"`+", text)), default=0)

@@ -34,6 +34,7 @@ from rally_gh.github.endpoint import CommentId, GitHubEndpoint, IssueNumber, Rev
 from rally_gh.github.events import ReviewRef, Trigger, authorize_attempt
 from rally_gh.ownership.rules import Ownership
 from rally_gh.state import INTEGRATION_NAME
+from rally_gh.words import code_fence
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -219,8 +220,7 @@ def follow_up_text(comments: Sequence[ReviewComment], text: str, reviewer: str) 
 
 def _fenced(text: str, info: str = "text") -> str:
     """``text`` in a code fence longer than any run of backticks it holds: it cannot end the fence."""
-    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
+    fence = code_fence(text)
     return f"{fence}{info}\n{text.rstrip()}\n{fence}"
 
 

@@ -4,12 +4,12 @@ and the ``_STEP_COMPLETE`` block for agent pipelines; all drawn from one ``Repor
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from rally_gh.report.mermaid import mermaid_dependencies, mermaid_timeline, outcome_icon
 from rally_gh.report.model import Report
-from rally_gh.words import aside, plural
+from rally_gh.words import aside, code_fence, plural
 
 _STATUS_WORD = {"done": "Done", "partial": "Partial", "failed": "Failed"}
 
@@ -157,7 +157,7 @@ def _plans(report: Report) -> list[str]:
     for t in report.teammates:
         if t.plan and report.run_status == "waiting":
             lines = t.plan.splitlines()
-            fence = "`" * max(3, _longest_backtick_run(lines) + 1)
+            fence = code_fence("\n".join(lines))
             out += [*([""] if out else []), f"**{t.name}**:", "", f"{fence}text", *lines, fence]
     return out
 
@@ -196,19 +196,9 @@ def _verify_failures(report: Report) -> list[str]:
         if not lines:
             out += ["", f"{title}, with no output{where}."]
             continue
-        fence = "`" * max(3, _longest_backtick_run(lines) + 1)
+        fence = code_fence("\n".join(lines))
         out += ["", f"{title}. The last lines{where}:", "", f"{fence}text", *lines, fence]
     return out
-
-
-def _longest_backtick_run(lines: Sequence[str]) -> int:
-    longest = 0
-    for line in lines:
-        run = 0
-        for ch in line:
-            run = run + 1 if ch == "`" else 0
-            longest = max(longest, run)
-    return longest
 
 
 def step_complete_text(report: Report) -> str:
@@ -263,7 +253,7 @@ def _code(text: str) -> str:
     """``text`` as inline code that it cannot end early: fenced by one backtick more than its
     longest run of them (a file name is anyone's choice, and the report reaches a pull request)."""
     text = " ".join(text.splitlines())
-    fence = "`" * (_longest_backtick_run([text]) + 1)
+    fence = code_fence(text, least=1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
 
